@@ -1,0 +1,3 @@
+//! Domain rules as plain types and functions, tested without actors.
+
+pub mod money;

@@ -1,0 +1,3 @@
+//! wayfare (skeleton; see README).
+
+pub mod domain;
