@@ -1,4 +1,5 @@
 //! wayfare (skeleton; see README).
 
 pub mod domain;
+pub mod store;
 pub mod supervisor;

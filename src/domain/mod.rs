@@ -1,3 +1,26 @@
-//! Domain rules as plain types and functions, tested without actors.
+//! Domain rules as plain types and functions, tested without actors: money, accounts,
+//! wallet arithmetic.
 
+pub mod account;
 pub mod money;
+pub mod wallet;
+
+/// Input that breaks a rule, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// The field (JSON path or parameter name) at fault.
+    pub field: String,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+impl Invalid {
+    /// `field` is wrong because of `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Durable storage behind a small trait, so actors never see sled types and a server
+//! database (PostgreSQL wire protocol) can replace sled when one machine is outgrown.
+//!
+//! Records are grouped in [`Tree`]s (one per record kind). Writes are atomic batches of
+//! [`Op`]s; nothing is acknowledged to a caller before [`Store::flush`] has returned.
+
+pub mod codec;
+mod sled_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use sled_store::SledStore;
+
+/// A record kind, stored apart from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Account records by account id.
+    Accounts,
+    /// Wallet ledger entries by account id + sequence number.
+    Ledger,
+    /// Wallet idempotency keys by account id + key.
+    WalletKeys,
+    /// Health probes and store metadata.
+    Meta,
+}
+
+impl Tree {
+    /// Every tree, in a fixed order.
+    pub const ALL: [Tree; 4] = [Tree::Accounts, Tree::Ledger, Tree::WalletKeys, Tree::Meta];
+
+    /// Name of the tree in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Accounts => "accounts",
+            Tree::Ledger => "ledger",
+            Tree::WalletKeys => "wallet_keys",
+            Tree::Meta => "meta",
+        }
+    }
+}
+
+/// One change inside an atomic write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace.
+    Put {
+        /// Tree.
+        tree: Tree,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Encoded value (see [`codec`]).
+        value: Vec<u8>,
+    },
+    /// Remove if present.
+    Delete {
+        /// Tree.
+        tree: Tree,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+}
+
+impl Op {
+    /// A put of `value` encoded with the codec.
+    pub fn put<T: Serialize>(tree: Tree, key: impl Into<Vec<u8>>, value: &T) -> Op {
+        Op::Put {
+            tree,
+            key: key.into(),
+            value: codec::encode(value),
+        }
+    }
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The underlying storage failed (disk full, read-only, I/O error).
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// A stored record does not decode; reported with its key, never skipped.
+    #[error("record {tree}/{key} is unreadable: {reason}")]
+    Corrupt {
+        /// Tree name.
+        tree: &'static str,
+        /// The key, printable.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A boxed, sendable future.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// The storage contract the actors use.
+pub trait Store: Send + Sync + 'static {
+    /// The raw value at `key`.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order, strictly after
+    /// `after` when given.
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies every op or none.
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+
+    /// Makes every write so far durable. Concurrent callers share one disk sync.
+    fn flush(&self) -> StoreFuture<()>;
+
+    /// Number of entries in `tree`.
+    fn len(&self, tree: Tree) -> usize;
+}
+
+/// Printable form of a key for error messages: UTF-8 where it is, hex otherwise.
+pub fn printable_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| !c.is_control()) => s.to_owned(),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Decodes a stored value, naming the record when it is unreadable.
+pub fn decode_record<T: DeserializeOwned>(
+    tree: Tree,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.name(),
+        key: printable_key(key),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads and decodes one record.
+pub fn get_record<T: DeserializeOwned>(
+    store: &dyn Store,
+    tree: Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    store
+        .get(tree, key)?
+        .map(|bytes| decode_record(tree, key, &bytes))
+        .transpose()
+}
+
+/// Proves the store is writable and durable: writes a probe record and flushes it.
+pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    store.write(vec![Op::put(Tree::Meta, b"health_probe".to_vec(), &now)])?;
+    store.flush().await
+}
