@@ -1,0 +1,451 @@
+//! Configuration: `config.toml`, then `WAYFARE__SECTION__KEY` environment overrides, then
+//! validation. Every key has a default, so an empty file is a valid config; an unknown key
+//! or a bad value fails start-up with the key named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::money::Currency;
+use crate::supervisor::RestartPolicy;
+
+/// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
+pub const ENV_PREFIX: &str = "WAYFARE__";
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// OS error.
+        reason: String,
+    },
+    /// The TOML does not parse or does not fit the schema (unknown key, wrong type).
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is out of its allowed range.
+    #[error("invalid config key {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `accounts.shards`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Storage.
+    pub store: StoreConfig,
+    /// Threads that run actors.
+    pub runtime: RuntimeConfig,
+    /// Account shards.
+    pub accounts: AccountsConfig,
+    /// Restart policy of every supervisor.
+    pub supervisor: SupervisorConfig,
+    /// Demo data created on an empty store.
+    pub demo: DemoConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Connections served at once per worker; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// Seconds to finish in-flight requests on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+            max_body_bytes: 64 * 1024,
+            max_connections: 25_000,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the sled database.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Actor threads (arbiters); 0 means one per core.
+    pub arbiters: usize,
+}
+
+/// `[accounts]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Number of account shards; 0 means two per core.
+    pub shards: usize,
+    /// Requests queued or in flight per shard before callers get `Overloaded`.
+    pub mailbox_capacity: usize,
+    /// Deadline of a request to a shard, in milliseconds.
+    pub deadline_ms: u64,
+    /// Accounts kept in memory per shard (the store holds them all).
+    pub cache_capacity: usize,
+    /// Currency of every wallet.
+    pub currency: Currency,
+    /// Largest ledger page a client may ask for.
+    pub max_page_size: usize,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            shards: 0,
+            mailbox_capacity: 1024,
+            deadline_ms: 2000,
+            cache_capacity: 100_000,
+            currency: Currency::EUR,
+            max_page_size: 500,
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// At most this many restarts...
+    pub max_restarts: u32,
+    /// ...within this many seconds, else the supervisor gives up and escalates.
+    pub within_secs: u64,
+    /// First restart backoff, in milliseconds.
+    pub backoff_min_ms: u64,
+    /// Largest restart backoff, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// A child quiet this long (seconds) starts again from the smallest backoff.
+    pub reset_after_secs: u64,
+    /// Time an actor gets to stop before it is aborted, in milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: 10,
+            within_secs: 10,
+            backoff_min_ms: 10,
+            backoff_max_ms: 2000,
+            reset_after_secs: 30,
+            shutdown_timeout_ms: 5000,
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// The policy every supervisor uses.
+    pub fn policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: self.max_restarts,
+            within: Duration::from_secs(self.within_secs),
+            backoff_min: Duration::from_millis(self.backoff_min_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            reset_after: Duration::from_secs(self.reset_after_secs),
+        }
+    }
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Demo accounts (Person_0, Person_1, ...) created at start if missing; 0 for none.
+    pub accounts: u64,
+    /// Wallet credit of each demo account, in minor units.
+    pub credit_minor: i64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            accounts: 0,
+            credit_minor: 10_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Loads `path` (or defaults when `None`), applies `WAYFARE__*` overrides from the
+    /// process environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`load`](Self::load) with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        Self::parse(&text, env)
+    }
+
+    /// Parses TOML text, applies overrides and validates.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            set_path(&mut table, &keys, env_value(&raw))
+                .map_err(|reason| ConfigError::Parse(format!("{name}: {reason}")))?;
+        }
+        // Re-rendering lets toml's own deserializer report errors with the key and line.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config =
+            toml::from_str(&merged).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return bad("server.bind", "must be an address like 127.0.0.1:8080");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            return bad("server.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        if self.server.workers > 256 {
+            return bad("server.workers", "must be at most 256");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.runtime.arbiters > 256 {
+            return bad("runtime.arbiters", "must be at most 256");
+        }
+        if self.accounts.shards > 1024 {
+            return bad("accounts.shards", "must be at most 1024");
+        }
+        if !(1..=1_000_000).contains(&self.accounts.mailbox_capacity) {
+            return bad("accounts.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if !(1..=600_000).contains(&self.accounts.deadline_ms) {
+            return bad("accounts.deadline_ms", "must be between 1 and 600000");
+        }
+        if self.accounts.cache_capacity == 0 {
+            return bad("accounts.cache_capacity", "must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.accounts.max_page_size) {
+            return bad("accounts.max_page_size", "must be between 1 and 10000");
+        }
+        if self.supervisor.within_secs == 0 {
+            return bad("supervisor.within_secs", "must be at least 1");
+        }
+        if self.supervisor.backoff_min_ms > self.supervisor.backoff_max_ms {
+            return bad("supervisor.backoff_min_ms", "must not exceed supervisor.backoff_max_ms");
+        }
+        if self.supervisor.shutdown_timeout_ms == 0 {
+            return bad("supervisor.shutdown_timeout_ms", "must be at least 1");
+        }
+        if self.demo.accounts > 100_000 {
+            return bad("demo.accounts", "must be at most 100000");
+        }
+        if !(0..=crate::domain::wallet::MAX_AMOUNT_MINOR).contains(&self.demo.credit_minor) {
+            return bad("demo.credit_minor", "must be between 0 and 1000000000000");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "must be a tracing filter such as info or wayfare=debug");
+        }
+        Ok(())
+    }
+
+    /// HTTP workers after resolving 0 to the core count.
+    pub fn http_workers(&self) -> usize {
+        if self.server.workers == 0 {
+            cores()
+        } else {
+            self.server.workers
+        }
+    }
+
+    /// Actor arbiters after resolving 0 to the core count.
+    pub fn arbiters(&self) -> usize {
+        if self.runtime.arbiters == 0 {
+            cores()
+        } else {
+            self.runtime.arbiters
+        }
+    }
+
+    /// Account shards after resolving 0 to two per core.
+    pub fn account_shards(&self) -> usize {
+        if self.accounts.shards == 0 {
+            2 * cores()
+        } else {
+            self.accounts.shards
+        }
+    }
+}
+
+/// An environment value as TOML: numbers and booleans keep their type, anything else is
+/// a string (so `WAYFARE__STORE__DATA_DIR=/tmp/x` needs no quotes).
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    match keys {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse("", no_env()).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.accounts.currency, Currency::EUR);
+    }
+
+    #[test]
+    fn shipped_config_toml_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("config.toml at the repository root");
+        Config::parse(&text, no_env()).unwrap();
+    }
+
+    #[test]
+    fn env_overrides_win_and_keep_types() {
+        let env = vec![
+            ("WAYFARE__ACCOUNTS__SHARDS".to_string(), "7".to_string()),
+            ("WAYFARE__STORE__DATA_DIR".to_string(), "/tmp/x y".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let c = Config::parse("[accounts]\nshards = 3\n", env).unwrap();
+        assert_eq!(c.accounts.shards, 7);
+        assert_eq!(c.store.data_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[accounts]\nshards = \"many\"\n", no_env()).unwrap_err();
+        assert!(e.to_string().contains("shards"), "{e}");
+        let e = Config::parse("[accounts]\nshardz = 1\n", no_env()).unwrap_err();
+        assert!(e.to_string().contains("shardz"), "{e}");
+        let e = Config::parse("[accounts]\ndeadline_ms = 0\n", no_env()).unwrap_err();
+        assert!(e.to_string().contains("accounts.deadline_ms"), "{e}");
+        let e = Config::parse("[accounts]\ncurrency = \"XXX\"\n", no_env()).unwrap_err();
+        assert!(e.to_string().contains("currency"), "{e}");
+        let e = Config::parse("[server]\nbind = \"nowhere\"\n", no_env()).unwrap_err();
+        assert!(e.to_string().contains("server.bind"), "{e}");
+        let env = vec![("WAYFARE__DEMO__ACCOUNTS".into(), "-1".into())];
+        let e = Config::parse("", env).unwrap_err();
+        assert!(e.to_string().contains("accounts"), "{e}");
+    }
+}
