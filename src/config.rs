@@ -325,7 +325,10 @@ impl Config {
             return bad("supervisor.within_secs", "must be at least 1");
         }
         if self.supervisor.backoff_min_ms > self.supervisor.backoff_max_ms {
-            return bad("supervisor.backoff_min_ms", "must not exceed supervisor.backoff_max_ms");
+            return bad(
+                "supervisor.backoff_min_ms",
+                "must not exceed supervisor.backoff_max_ms",
+            );
         }
         if self.supervisor.shutdown_timeout_ms == 0 {
             return bad("supervisor.shutdown_timeout_ms", "must be at least 1");
@@ -337,7 +340,10 @@ impl Config {
             return bad("demo.credit_minor", "must be between 0 and 1000000000000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad("log.level", "must be a tracing filter such as info or wayfare=debug");
+            return bad(
+                "log.level",
+                "must be a tracing filter such as info or wayfare=debug",
+            );
         }
         Ok(())
     }
@@ -374,7 +380,9 @@ impl Config {
 /// a string (so `WAYFARE__STORE__DATA_DIR=/tmp/x` needs no quotes).
 fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -424,7 +432,10 @@ mod tests {
     fn env_overrides_win_and_keep_types() {
         let env = vec![
             ("WAYFARE__ACCOUNTS__SHARDS".to_string(), "7".to_string()),
-            ("WAYFARE__STORE__DATA_DIR".to_string(), "/tmp/x y".to_string()),
+            (
+                "WAYFARE__STORE__DATA_DIR".to_string(),
+                "/tmp/x y".to_string(),
+            ),
             ("UNRELATED".to_string(), "1".to_string()),
         ];
         let c = Config::parse("[accounts]\nshards = 3\n", env).unwrap();

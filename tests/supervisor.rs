@@ -94,7 +94,10 @@ fn add_worker(
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -127,8 +130,15 @@ async fn panic_restarts_a_fresh_instance_that_answers_the_next_message() {
     assert_eq!(worker.ask(Ping).await, Ok(1));
     assert_eq!(child_restarts(&root, "worker"), 1);
     let snap = root.snapshot();
-    let failure = snap.children[0].last_failure.as_ref().expect("failure recorded");
-    assert!(failure.reason.contains("asked to crash"), "{}", failure.reason);
+    let failure = snap.children[0]
+        .last_failure
+        .as_ref()
+        .expect("failure recorded");
+    assert!(
+        failure.reason.contains("asked to crash"),
+        "{}",
+        failure.reason
+    );
     assert!(snap.is_healthy());
     root.shutdown().await;
     assert_eq!(
@@ -150,7 +160,10 @@ async fn actor_on_another_arbiter_is_restarted_after_a_panic() {
     });
     let root = sup.start();
     assert_eq!(worker.ask(Ping).await, Ok(0));
-    assert!(matches!(worker.ask(Crash).await, Err(AskError::Crashed { .. })));
+    assert!(matches!(
+        worker.ask(Crash).await,
+        Err(AskError::Crashed { .. })
+    ));
     assert_eq!(worker.ask(Ping).await, Ok(1));
     root.shutdown().await;
     arbiter.stop();
@@ -166,9 +179,15 @@ async fn exceeding_intensity_gives_up_and_escalates_to_the_parent() {
     root.supervisor(inner, Restart::Permanent, Duration::from_secs(1));
     let root = root.start();
 
-    assert!(matches!(worker.ask(Crash).await, Err(AskError::Crashed { .. })));
+    assert!(matches!(
+        worker.ask(Crash).await,
+        Err(AskError::Crashed { .. })
+    ));
     assert_eq!(worker.ask(Ping).await, Ok(1)); // first restart is within intensity
-    assert!(matches!(worker.ask(Crash).await, Err(AskError::Crashed { .. })));
+    assert!(matches!(
+        worker.ask(Crash).await,
+        Err(AskError::Crashed { .. })
+    ));
 
     eventually("root to give up", || {
         root.snapshot().state == SupervisorState::Failed
@@ -196,7 +215,10 @@ async fn escalation_restarts_the_subtree_when_the_parent_allows_it() {
     let root = root.start();
 
     assert_eq!(worker.ask(Ping).await, Ok(0));
-    assert!(matches!(worker.ask(Crash).await, Err(AskError::Crashed { .. })));
+    assert!(matches!(
+        worker.ask(Crash).await,
+        Err(AskError::Crashed { .. })
+    ));
     // The inner supervisor gave up; the root restarted it with a fresh worker.
     assert_eq!(worker.ask(Ping).await, Ok(1));
     eventually("subtree restart recorded", || {
@@ -261,7 +283,10 @@ async fn temporary_child_is_not_restarted() {
     s.restart = Restart::Temporary;
     let temp = add_worker(&mut sup, s, &counter);
     let root = sup.start();
-    assert!(matches!(temp.ask(Crash).await, Err(AskError::Crashed { .. })));
+    assert!(matches!(
+        temp.ask(Crash).await,
+        Err(AskError::Crashed { .. })
+    ));
     eventually("temp stopped", || {
         root.snapshot().children[0].state == ChildState::Stopped
     })
@@ -281,7 +306,9 @@ async fn a_hanging_handler_gives_timeout_within_the_deadline() {
     let root = sup.start();
     let deadline = Duration::from_millis(100);
     let started = Instant::now();
-    let result = worker.ask_within(Hold(Duration::from_secs(30)), deadline).await;
+    let result = worker
+        .ask_within(Hold(Duration::from_secs(30)), deadline)
+        .await;
     assert_eq!(
         result,
         Err(AskError::Timeout {

@@ -25,7 +25,9 @@ impl AccountId {
     /// The id of demo account `n` (`00000000-0000-4000-8000-00000000000n`), stable so the
     /// README's examples work on every fresh demo store.
     pub fn demo(n: u64) -> Self {
-        AccountId(Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0000 | n as u128))
+        AccountId(Uuid::from_u128(
+            0x0000_0000_0000_4000_8000_0000_0000_0000 | n as u128,
+        ))
     }
 
     /// The 16 bytes used as store key.
@@ -101,7 +103,10 @@ impl NewAccount {
                 None => false,
             };
         if !valid_email {
-            return Err(Invalid::new("email", "must be an email address like name@example.com"));
+            return Err(Invalid::new(
+                "email",
+                "must be an email address like name@example.com",
+            ));
         }
         Ok(NewAccount {
             name: name.to_owned(),
@@ -186,10 +191,31 @@ mod tests {
     fn validates_names_and_emails() {
         assert!(NewAccount::new(" Ada ", "ada@example.com").is_ok());
         assert_eq!(NewAccount::new("", "a@b.c").unwrap_err().field, "name");
-        assert_eq!(NewAccount::new(&"x".repeat(101), "a@b.c").unwrap_err().field, "name");
-        assert_eq!(NewAccount::new("A\u{7}", "a@b.c").unwrap_err().field, "name");
-        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a b@c.d", "a@b@c.d", "a@.b"] {
-            assert_eq!(NewAccount::new("Ada", bad).unwrap_err().field, "email", "{bad}");
+        assert_eq!(
+            NewAccount::new(&"x".repeat(101), "a@b.c")
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        assert_eq!(
+            NewAccount::new("A\u{7}", "a@b.c").unwrap_err().field,
+            "name"
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@.b",
+        ] {
+            assert_eq!(
+                NewAccount::new("Ada", bad).unwrap_err().field,
+                "email",
+                "{bad}"
+            );
         }
     }
 
@@ -201,7 +227,11 @@ mod tests {
         assert!("not-an-id".parse::<AccountId>().is_err());
         let shards: std::collections::HashSet<usize> =
             (0..16).map(|n| AccountId::demo(n).shard(4)).collect();
-        assert_eq!(shards.len(), 4, "sequential demo ids spread over all shards");
+        assert_eq!(
+            shards.len(),
+            4,
+            "sequential demo ids spread over all shards"
+        );
         assert_eq!(id.shard(4), id.shard(4));
     }
 }

@@ -229,17 +229,31 @@ mod tests {
     #[test]
     fn hold_capture_release_arithmetic() {
         let w = Wallet::new(Currency::EUR);
-        let (w, d) = w.apply(&WalletOp::Credit { amount: eur(10_000) }).unwrap();
+        let (w, d) = w
+            .apply(&WalletOp::Credit {
+                amount: eur(10_000),
+            })
+            .unwrap();
         assert_eq!((w.balance, d), (10_000, 10_000));
         let (w, _) = w.apply(&hold("h1", 3_000)).unwrap();
         let (w, _) = w.apply(&hold("h2", 2_000)).unwrap();
         assert_eq!((w.balance, w.held(), w.available()), (10_000, 5_000, 5_000));
-        let (w, d) = w.apply(&WalletOp::Capture { hold_id: "h1".into() }).unwrap();
+        let (w, d) = w
+            .apply(&WalletOp::Capture {
+                hold_id: "h1".into(),
+            })
+            .unwrap();
         assert_eq!((w.balance, w.held(), d), (7_000, 2_000, -3_000));
-        let (w, _) = w.apply(&WalletOp::Release { hold_id: "h2".into() }).unwrap();
+        let (w, _) = w
+            .apply(&WalletOp::Release {
+                hold_id: "h2".into(),
+            })
+            .unwrap();
         assert_eq!((w.balance, w.held(), w.available()), (7_000, 0, 7_000));
         assert_eq!(
-            w.apply(&WalletOp::Capture { hold_id: "h1".into() }),
+            w.apply(&WalletOp::Capture {
+                hold_id: "h1".into()
+            }),
             Err(WalletError::UnknownHold("h1".into()))
         );
     }
@@ -267,8 +281,13 @@ mod tests {
         let usd = WalletOp::Credit {
             amount: Money::new(1, Currency::USD),
         };
-        assert!(matches!(w.apply(&usd), Err(WalletError::Invalid(i)) if i.field == "amount.currency"));
-        assert!(matches!(w.apply(&hold("has space", 1)), Err(WalletError::Invalid(_))));
+        assert!(
+            matches!(w.apply(&usd), Err(WalletError::Invalid(i)) if i.field == "amount.currency")
+        );
+        assert!(matches!(
+            w.apply(&hold("has space", 1)),
+            Err(WalletError::Invalid(_))
+        ));
     }
 
     fn arb_op() -> impl Strategy<Value = WalletOp> {
@@ -329,7 +348,10 @@ mod codec_tests {
             held_after: 5,
             at: Utc::now(),
         };
-        assert_eq!(codec::decode::<LedgerEntry>(&codec::encode(&entry)).unwrap(), entry);
+        assert_eq!(
+            codec::decode::<LedgerEntry>(&codec::encode(&entry)).unwrap(),
+            entry
+        );
         let mut record = AccountRecord::open(
             AccountId::demo(1),
             NewAccount::new("Ada", "ada@example.com").unwrap(),
@@ -337,6 +359,9 @@ mod codec_tests {
             Utc::now(),
         );
         record.wallet.holds.insert("h".into(), 5);
-        assert_eq!(codec::decode::<AccountRecord>(&codec::encode(&record)).unwrap(), record);
+        assert_eq!(
+            codec::decode::<AccountRecord>(&codec::encode(&record)).unwrap(),
+            record
+        );
     }
 }

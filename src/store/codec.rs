@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(decode::<Sample>(&[]), Err(CodecError::Empty));
         let mut future = bytes.clone();
         future[0] = 9;
-        assert_eq!(decode::<Sample>(&future), Err(CodecError::UnknownVersion(9)));
+        assert_eq!(
+            decode::<Sample>(&future),
+            Err(CodecError::UnknownVersion(9))
+        );
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(matches!(

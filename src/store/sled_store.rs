@@ -20,8 +20,9 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Io(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
@@ -36,7 +37,10 @@ impl SledStore {
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
         // Invariant: `trees` holds Tree::ALL in order.
-        let index = Tree::ALL.iter().position(|t| *t == tree).expect("known tree");
+        let index = Tree::ALL
+            .iter()
+            .position(|t| *t == tree)
+            .expect("known tree");
         &self.trees[index]
     }
 }

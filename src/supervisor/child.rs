@@ -155,7 +155,11 @@ impl<A: Actor<Context = Context<A>>> Child for ActorChild<A> {
             let _ = ready_tx.send(Some((stop_tx, abort)));
         });
         Box::pin(async move {
-            let ready = if spawned { ready_rx.await.ok().flatten() } else { None };
+            let ready = if spawned {
+                ready_rx.await.ok().flatten()
+            } else {
+                None
+            };
             match ready {
                 Some((stop_tx, abort)) => Running {
                     exit: Box::pin(async move { exit_rx.await.unwrap_or(Exit::Killed) }),

@@ -494,7 +494,10 @@ impl Loop {
             .await
             .is_err()
         {
-            tracing::warn!(actor = child.name(), "Child did not stop in time; aborting it.");
+            tracing::warn!(
+                actor = child.name(),
+                "Child did not stop in time; aborting it."
+            );
             (run.abort)();
             let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
         }

@@ -1,0 +1,3 @@
+//! The actors, one per file: each file holds the actor, its messages and its handlers.
+
+pub mod account;

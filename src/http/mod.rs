@@ -1,0 +1,136 @@
+//! The thin HTTP layer (actix-web 4): parse and validate, call [`Runtime`], map the reply
+//! or error. It owns no state and no business rule, and never touches the store.
+//!
+//! One `routes(&mut ServiceConfig)` per area (`accounts.rs`, `system.rs`); errors become
+//! problems in `problem.rs`; the middleware here gives every request an id (the
+//! `X-Request-Id` header in and out), a tracing span that follows its messages into the
+//! actors, and metrics.
+
+mod accounts;
+mod extract;
+mod metrics;
+mod problem;
+mod system;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use tracing::Instrument;
+
+pub use metrics::HttpMetrics;
+pub use problem::Problem;
+
+use crate::Runtime;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// Metrics recorded by the middleware.
+    pub metrics: HttpMetrics,
+    /// Request body bound.
+    pub max_body: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(extract::query_error))
+        .app_data(web::PathConfig::default().error_handler(extract::path_error))
+        .configure(accounts::routes)
+        .configure(system::routes)
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(Problem::no_route())
+        }));
+}
+
+/// A client-supplied request id is kept when it is short and plain; otherwise a new one
+/// is made, so ids in logs are never attacker-shaped.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let status = res.status().as_u16();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, value);
+    }
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe(method.as_str(), &route, status, started.elapsed());
+    }
+    if status >= 500 {
+        span.in_scope(|| tracing::warn!(status, "Request failed."));
+    }
+    Ok(res)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (within `server.shutdown_timeout_secs`) and returns.
+/// The runtime is not shut down here: its owner does that.
+pub async fn serve(
+    runtime: Runtime,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = runtime.config().clone();
+    let state = web::Data::new(AppState {
+        runtime,
+        metrics: HttpMetrics::new(),
+        max_body: config.server.max_body_bytes,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(observe))
+            .configure(configure)
+    })
+    .workers(config.http_workers())
+    .max_connections(config.server.max_connections)
+    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let running = actix_rt::spawn(server);
+    shutdown.await;
+    tracing::info!("Shutting down: no new connections; finishing in-flight requests.");
+    handle.stop(true).await;
+    match tokio::time::timeout(
+        Duration::from_secs(config.server.shutdown_timeout_secs + 5),
+        running,
+    )
+    .await
+    {
+        Ok(Ok(result)) => result,
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,195 @@
+//! The one place errors become HTTP responses: `application/problem+json` (RFC 9457)
+//! with a stable `type`, a human `detail` and the offending `field` where there is one.
+//! Internal failures are logged here, once, and never leaked to clients.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::wallet::WalletError;
+use crate::domain::Invalid;
+use crate::error::Error;
+use crate::store::StoreError;
+
+/// A problem response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Stable identifier of the kind of problem (`/problems/not-found`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong in this case.
+    pub detail: String,
+    /// The request field at fault (JSON path, query parameter or path segment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Seconds after which a retry may succeed (also sent as `Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
+}
+
+impl Problem {
+    /// A problem of kind `slug`.
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// Names the field at fault.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// 400 for an input that breaks a rule.
+    pub fn invalid(invalid: Invalid) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+            "Invalid input",
+            invalid.message,
+        )
+        .field(invalid.field)
+    }
+
+    /// 404 for a path that names no route.
+    pub fn no_route() -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            "no such route",
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.kind, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        if let Some(secs) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        res.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl From<Invalid> for Problem {
+    fn from(invalid: Invalid) -> Self {
+        Problem::invalid(invalid)
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        use StatusCode as S;
+        match e {
+            Error::Invalid(invalid) => Problem::invalid(invalid),
+            Error::NotFound { .. } => {
+                Problem::new(S::NOT_FOUND, "not-found", "Not found", e.to_string())
+            }
+            Error::Conflict(detail) => Problem::new(S::CONFLICT, "conflict", "Conflict", detail),
+            Error::Wallet(WalletError::InsufficientFunds { .. }) => Problem::new(
+                S::CONFLICT,
+                "insufficient-points",
+                "Insufficient wallet points",
+                e.to_string(),
+            ),
+            Error::Wallet(_) => Problem::new(
+                S::CONFLICT,
+                "wallet-conflict",
+                "Wallet refused the change",
+                e.to_string(),
+            ),
+            Error::Overloaded { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                e.to_string(),
+            )
+            .retry_after(1),
+            Error::Timeout { .. } => Problem::new(
+                S::GATEWAY_TIMEOUT,
+                "deadline-exceeded",
+                "Deadline exceeded",
+                e.to_string(),
+            ),
+            Error::Crashed { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "actor-crashed",
+                "Temporarily unavailable",
+                e.to_string(),
+            )
+            .retry_after(1),
+            Error::Unavailable { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Unavailable",
+                e.to_string(),
+            )
+            .retry_after(5),
+            Error::Store(StoreError::Io(ref reason)) => {
+                tracing::error!(error = %reason, "Store failed while serving a request.");
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Storage unavailable",
+                    "storage is unavailable; retry later",
+                )
+                .retry_after(5)
+            }
+            Error::Store(ref corrupt @ StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %corrupt, "Corrupt record met while serving a request.");
+                Problem::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "an internal error occurred",
+                )
+            }
+            Error::Config(ref reason) => {
+                tracing::error!(error = %reason, "Configuration error while serving a request.");
+                Problem::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "an internal error occurred",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Operator routes: `GET /health`, `GET /metrics`, `GET /v1/system/supervisors`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+/// Registers the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/system/supervisors", web::get().to(supervisors));
+}
+
+/// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let health = state.runtime.health().await;
+    if health.is_ok() {
+        HttpResponse::Ok().json(health)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .json(health)
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let body = state.metrics.render(&state.runtime.supervision_tree());
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        ))
+        .body(body)
+}
+
+async fn supervisors(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.runtime.supervision_tree())
+}
