@@ -56,6 +56,20 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Fault injection for tests and chaos drills; everything off by default.
+    pub faults: FaultsConfig,
+}
+
+/// `[faults]`: deliberate failures, for tests and chaos drills only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// Master switch: nothing below has any effect unless this is true.
+    pub enabled: bool,
+    /// Delay added to every account shard reply, in milliseconds.
+    pub account_reply_delay_ms: u64,
+    /// Probability (0..=1) that an account shard panics while handling a message.
+    pub account_panic_rate: f64,
 }
 
 /// `[server]`
@@ -338,6 +352,12 @@ impl Config {
         }
         if !(0..=crate::domain::wallet::MAX_AMOUNT_MINOR).contains(&self.demo.credit_minor) {
             return bad("demo.credit_minor", "must be between 0 and 1000000000000");
+        }
+        if !(0.0..=1.0).contains(&self.faults.account_panic_rate) {
+            return bad("faults.account_panic_rate", "must be between 0 and 1");
+        }
+        if self.faults.account_reply_delay_ms > 600_000 {
+            return bad("faults.account_reply_delay_ms", "must be at most 600000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(

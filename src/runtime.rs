@@ -13,7 +13,8 @@ use serde::Serialize;
 use tracing::Span;
 
 use crate::actors::account::{
-    AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger, WalletReceipt,
+    AccountFaults, AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger,
+    WalletReceipt,
 };
 use crate::config::Config;
 use crate::domain::account::{Account, AccountId, NewAccount};
@@ -97,6 +98,15 @@ impl Runtime {
         let policy = config.supervisor.policy();
         let shutdown_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
 
+        let faults = if config.faults.enabled {
+            tracing::warn!("Fault injection is enabled ([faults]); never do this in production.");
+            AccountFaults {
+                reply_delay: Duration::from_millis(config.faults.account_reply_delay_ms),
+                panic_rate: config.faults.account_panic_rate,
+            }
+        } else {
+            AccountFaults::default()
+        };
         let mut accounts = SupervisorBuilder::new("accounts", Strategy::OneForOne, policy);
         let shards = (0..config.account_shards())
             .map(|index| {
@@ -114,7 +124,7 @@ impl Runtime {
                     config.accounts.currency,
                 );
                 accounts.actor(spec, arbiter, move || {
-                    AccountShard::new(index, store.clone(), capacity, currency)
+                    AccountShard::new(index, store.clone(), capacity, currency, faults)
                 })
             })
             .collect();

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -29,6 +30,16 @@ pub struct AccountShard {
     cache: HashMap<AccountId, AccountRecord>,
     cache_capacity: usize,
     currency: Currency,
+    faults: AccountFaults,
+}
+
+/// Deliberate failures (see `[faults]` in the config); default: none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountFaults {
+    /// Added to every reply.
+    pub reply_delay: Duration,
+    /// Probability of panicking in a handler.
+    pub panic_rate: f64,
 }
 
 impl AccountShard {
@@ -38,6 +49,7 @@ impl AccountShard {
         store: Arc<dyn Store>,
         cache_capacity: usize,
         currency: Currency,
+        faults: AccountFaults,
     ) -> Self {
         AccountShard {
             index,
@@ -45,7 +57,32 @@ impl AccountShard {
             cache: HashMap::new(),
             cache_capacity,
             currency,
+            faults,
         }
+    }
+
+    /// Panics when the injected panic rate says so.
+    fn maybe_panic(&self) {
+        if self.faults.panic_rate > 0.0 && rand::random::<f64>() < self.faults.panic_rate {
+            panic!(
+                "injected fault: account shard {} panicked (faults.account_panic_rate)",
+                self.index
+            );
+        }
+    }
+
+    /// Wraps a reply with the injected delay, if any.
+    fn reply<T: Send + 'static>(
+        &self,
+        result: Result<T, AccountError>,
+    ) -> ResponseFuture<Result<T, AccountError>> {
+        let delay = self.faults.reply_delay;
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            result
+        })
     }
 
     /// The account, from cache or store. A record whose cached wallet disagrees with its
@@ -173,7 +210,11 @@ impl AccountShard {
         result: Result<T, AccountError>,
     ) -> ResponseFuture<Result<T, AccountError>> {
         let flush = self.store.flush();
+        let delay = self.faults.reply_delay;
         Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let value = result?;
             flush.await?;
             Ok(value)
@@ -304,6 +345,7 @@ impl Handler<OpenAccount> for AccountShard {
     fn handle(&mut self, msg: OpenAccount, _: &mut Context<Self>) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id);
         let _enter = span.enter();
+        self.maybe_panic();
         let result = self.open_account(msg);
         self.after_flush(result)
     }
@@ -311,9 +353,11 @@ impl Handler<OpenAccount> for AccountShard {
 
 /// Answers from the cache (or loads the account once).
 impl Handler<GetAccount> for AccountShard {
-    type Result = Result<Account, AccountError>;
+    type Result = ResponseFuture<Result<Account, AccountError>>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
-        self.load(msg.id).map(|r| r.view())
+        self.maybe_panic();
+        let result = self.load(msg.id).map(|r| r.view());
+        self.reply(result)
     }
 }
 
@@ -323,6 +367,7 @@ impl Handler<ChangeWallet> for AccountShard {
     fn handle(&mut self, msg: ChangeWallet, _: &mut Context<Self>) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key);
         let _enter = span.enter();
+        self.maybe_panic();
         let result = self.change_wallet(&msg);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "Wallet change refused.");
@@ -333,8 +378,16 @@ impl Handler<ChangeWallet> for AccountShard {
 
 /// Reads a page straight from the store (entries are immutable once written).
 impl Handler<ReadLedger> for AccountShard {
-    type Result = Result<LedgerPage, AccountError>;
+    type Result = ResponseFuture<Result<LedgerPage, AccountError>>;
     fn handle(&mut self, msg: ReadLedger, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
+        let result = self.read_ledger(&msg);
+        self.reply(result)
+    }
+}
+
+impl AccountShard {
+    fn read_ledger(&mut self, msg: &ReadLedger) -> Result<LedgerPage, AccountError> {
         self.load(msg.id)?;
         // One extra entry tells whether another page follows.
         let mut entries = self.ledger_entries(msg.id, msg.after, msg.limit + 1)?;

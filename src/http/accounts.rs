@@ -9,7 +9,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::extract::{account_id, json_body};
+use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
 use super::AppState;
 use crate::domain::account::NewAccount;
@@ -103,11 +103,12 @@ fn default_page() -> usize {
 }
 
 async fn ledger(
+    req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<LedgerQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let id = account_id(&path)?;
+    let query: LedgerQuery = query(&req)?;
     let page = state.runtime.ledger(id, query.after, query.limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }

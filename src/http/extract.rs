@@ -78,7 +78,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "Invalid JSON body",
             inner.to_string(),
         );
-        if path != "." {
+        // serde_path_to_error says "." for the root and "?" where no position is known.
+        if path != "." && !path.contains('?') {
             problem = problem.field(path);
         } else if let Some(field) = backticked(&inner.to_string()) {
             problem = problem.field(field);
@@ -100,19 +101,26 @@ pub fn account_id(raw: &str) -> Result<AccountId, Problem> {
     raw.parse::<AccountId>().map_err(Problem::invalid)
 }
 
-/// Problem for a malformed query string (installed as the `QueryConfig` error handler).
-pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let msg = err.to_string();
-    let mut problem = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-query",
-        "Invalid query",
-        msg.clone(),
-    );
-    if let Some(field) = backticked(&msg) {
-        problem = problem.field(field);
-    }
-    problem.into()
+/// Parses the query string, naming the parameter at fault.
+pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Problem> {
+    let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+    let de = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        let mut problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query",
+            msg.clone(),
+        );
+        if path != "." && !path.contains('?') {
+            problem = problem.field(path);
+        } else if let Some(field) = backticked(&msg) {
+            problem = problem.field(field);
+        }
+        problem
+    })
 }
 
 /// Problem for a path that does not parse (installed as the `PathConfig` error handler).
@@ -153,6 +161,8 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("extra"));
         let e = parse_json::<Body>(br#"{}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("amount"));
+        let e = parse_json::<Body>(b"{not json").unwrap_err();
+        assert_eq!(e.field, None);
         let e = parse_json::<Body>(b"\xff\xfe").unwrap_err();
         assert_eq!(e.status, 400);
         let e = parse_json::<Body>(br#"{"amount":{"minor":99999999999999999999}}"#).unwrap_err();

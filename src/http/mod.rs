@@ -42,8 +42,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(extract::query_error))
-        .app_data(web::PathConfig::default().error_handler(extract::path_error))
+    cfg.app_data(web::PathConfig::default().error_handler(extract::path_error))
         .configure(accounts::routes)
         .configure(system::routes)
         .default_service(web::to(|| async {

@@ -1,0 +1,428 @@
+//! The HTTP API against a real server on an ephemeral port with sled in a temp dir:
+//! happy paths, idempotency, and a problem response for every kind of bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_problem, TestServer};
+use serde_json::{json, Value};
+
+#[actix_rt::test]
+async fn account_lifecycle_credit_replay_and_ledger_pages() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Ada").await;
+    let res = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let acct: Value = res.json().await.unwrap();
+    assert_eq!(acct["name"], "Ada");
+    assert_eq!(
+        acct["wallet"]["balance"],
+        json!({"minor": 0, "currency": "EUR"})
+    );
+
+    let credit = |key: &str, minor: i64| {
+        s.http
+            .post(s.url(&format!("/v1/accounts/{id}/wallet/credits")))
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": {"minor": minor, "currency": "EUR"}}))
+            .send()
+    };
+    let first = credit("k1", 10_000).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["replayed"], false);
+    // Replay: same key, same content, same entry.
+    let replay = credit("k1", 10_000).await.unwrap();
+    assert_eq!(replay.status(), 200);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["entry"], first["entry"]);
+    // Same key, different content: conflict, nothing applied.
+    assert_problem(credit("k1", 5).await.unwrap(), 409, "conflict", None).await;
+    credit("k2", 2_000).await.unwrap();
+    credit("k3", 3_000).await.unwrap();
+    let acct: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(acct["wallet"]["balance"]["minor"], 15_000);
+
+    let page: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}/wallet/ledger?limit=2")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_after"], 2);
+    let page: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}/wallet/ledger?after=2&limit=2")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["seq"], 3);
+    assert_eq!(entries[0]["balance_after"], 15_000);
+    assert_eq!(page["next_after"], Value::Null);
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_a_problem_naming_what_is_wrong() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Bob").await;
+    let credits = s.url(&format!("/v1/accounts/{id}/wallet/credits"));
+    let post = |url: String, body: Vec<u8>| {
+        s.http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", "key-1")
+            .body(body)
+    };
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (
+            "malformed JSON",
+            b"{not json".to_vec(),
+            400,
+            "invalid-json",
+            None,
+        ),
+        (
+            "wrong type",
+            br#"{"amount":{"minor":"ten","currency":"EUR"}}"#.to_vec(),
+            400,
+            "invalid-json",
+            Some("amount.minor"),
+        ),
+        (
+            "unknown field",
+            br#"{"amount":{"minor":1,"currency":"EUR"},"bonus":1}"#.to_vec(),
+            400,
+            "invalid-json",
+            Some("bonus"),
+        ),
+        (
+            "missing field",
+            br#"{}"#.to_vec(),
+            400,
+            "invalid-json",
+            Some("amount"),
+        ),
+        (
+            "non-UTF-8",
+            b"{\"amount\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "invalid-json",
+            Some("amount"),
+        ),
+        (
+            "negative amount",
+            br#"{"amount":{"minor":-5,"currency":"EUR"}}"#.to_vec(),
+            400,
+            "invalid-input",
+            Some("amount.minor"),
+        ),
+        (
+            "overflowing amount",
+            br#"{"amount":{"minor":99999999999999999999,"currency":"EUR"}}"#.to_vec(),
+            400,
+            "invalid-json",
+            Some("amount.minor"),
+        ),
+        (
+            "amount beyond the wallet bound",
+            br#"{"amount":{"minor":9000000000000000000,"currency":"EUR"}}"#.to_vec(),
+            400,
+            "invalid-input",
+            Some("amount.minor"),
+        ),
+        (
+            "unknown currency",
+            br#"{"amount":{"minor":5,"currency":"XXX"}}"#.to_vec(),
+            400,
+            "invalid-json",
+            Some("amount.currency"),
+        ),
+        (
+            "other currency",
+            br#"{"amount":{"minor":5,"currency":"USD"}}"#.to_vec(),
+            400,
+            "invalid-input",
+            Some("amount.currency"),
+        ),
+        (
+            "huge body",
+            vec![b' '; 200_000],
+            413,
+            "body-too-large",
+            None,
+        ),
+    ];
+    for (what, body, status, kind, field) in cases {
+        println!("case: {what}");
+        let res = post(credits.clone(), body).send().await.unwrap();
+        assert_problem(res, status, kind, field).await;
+    }
+
+    let res = s
+        .http
+        .post(&credits)
+        .header("content-type", "text/plain")
+        .header("Idempotency-Key", "k")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 415, "unsupported-media-type", None).await;
+    let res = s
+        .http
+        .post(&credits)
+        .json(&json!({"amount": {"minor": 1, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("Idempotency-Key")).await;
+    let res = s
+        .http
+        .post(&credits)
+        .header("Idempotency-Key", "has spaces")
+        .json(&json!({"amount": {"minor": 1, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("Idempotency-Key")).await;
+
+    let res = s
+        .http
+        .post(s.url("/v1/accounts"))
+        .json(&json!({"name": "", "email": "x@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("name")).await;
+    let res = s
+        .http
+        .post(s.url("/v1/accounts"))
+        .json(&json!({"name": "Eve", "email": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("email")).await;
+
+    for path in [
+        "/v1/accounts/not-an-id",
+        "/v1/accounts/12345",
+        "/v1/accounts/%FF%FE",
+    ] {
+        let res = s.http.get(s.url(path)).send().await.unwrap();
+        assert_problem(res, 400, "invalid-input", Some("id")).await;
+    }
+    let res = s
+        .http
+        .get(s.url("/v1/accounts/00000000-0000-4000-8000-00000000abcd"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not-found", None).await;
+    let res = s.http.get(s.url("/v1/nowhere")).send().await.unwrap();
+    assert_problem(res, 404, "not-found", None).await;
+    let ledger = s.url(&format!("/v1/accounts/{id}/wallet/ledger"));
+    let res = s
+        .http
+        .get(format!("{ledger}?limit=abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-query", Some("limit")).await;
+    let res = s
+        .http
+        .get(format!("{ledger}?limit=100000"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("limit")).await;
+    let res = s
+        .http
+        .get(format!("{ledger}?after=-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-query", Some("after")).await;
+
+    // Nothing above changed the wallet.
+    let acct: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(acct["wallet"]["balance"]["minor"], 0);
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn request_ids_go_in_and_out_and_system_routes_report_real_state() {
+    let s = TestServer::start().await;
+    let res = s
+        .http
+        .get(s.url("/health"))
+        .header("X-Request-Id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "trace-abc-123");
+    let health: Value = res.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["store"]["ok"], true);
+    // A hostile id is replaced, not echoed.
+    let res = s
+        .http
+        .get(s.url("/health"))
+        .header("X-Request-Id", "x".repeat(500))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.headers()["x-request-id"], "x".repeat(500).as_str());
+
+    let tree: Value = s
+        .http
+        .get(s.url("/v1/system/supervisors"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tree["name"], "root");
+    let accounts = &tree["children"][0]["supervisor"];
+    assert_eq!(accounts["name"], "accounts");
+    assert_eq!(accounts["children"].as_array().unwrap().len(), 2);
+    assert_eq!(accounts["children"][0]["state"], "running");
+    assert_eq!(accounts["children"][0]["mailbox_capacity"], 1024);
+
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "wayfare_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2",
+        "wayfare_http_request_duration_seconds_bucket",
+        "wayfare_actor_mailbox_depth{child=\"account-shard-0\"",
+        "wayfare_actor_restarts_total{supervisor=\"accounts\",child=\"account-shard-1\"} 0",
+        "wayfare_supervisor_up{supervisor=\"root\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn slow_actor_gives_504_and_full_mailbox_gives_503_with_retry_after() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.shards = 1;
+        c.accounts.mailbox_capacity = 1;
+        c.accounts.deadline_ms = 1500;
+        c.faults.enabled = true;
+        c.faults.account_reply_delay_ms = 1000;
+    })
+    .await;
+    let url = s.url("/v1/accounts/00000000-0000-4000-8000-000000000001");
+    let first = tokio::spawn(s.http.get(&url).send());
+    // Let the first request be admitted; it holds the only mailbox slot for 1 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = s.http.get(&url).send().await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_problem(res, 503, "overloaded", None).await;
+    assert_eq!(first.await.unwrap().unwrap().status(), 404);
+    s.stop().await;
+
+    let s = TestServer::start_with(|c| {
+        c.accounts.deadline_ms = 50;
+        c.faults.enabled = true;
+        c.faults.account_reply_delay_ms = 2000;
+    })
+    .await;
+    let res = s
+        .http
+        .get(&url.replace(&url[..url.find("/v1").unwrap()], &s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 504, "deadline-exceeded", None).await;
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceeded() {
+    let s = TestServer::start_with(|c| {
+        c.supervisor.max_restarts = 1;
+        c.supervisor.within_secs = 60;
+        c.faults.enabled = true;
+        c.faults.account_panic_rate = 1.0;
+    })
+    .await;
+    let url = s.url("/v1/accounts/00000000-0000-4000-8000-000000000001");
+    let res = s.http.get(&url).send().await.unwrap();
+    assert_problem(res, 503, "actor-crashed", None).await;
+    // Each crash is restarted until the accounts supervisor gives up; the root restarts
+    // that subtree once (its own intensity), and gives up on the next escalation.
+    let mut root_state = String::new();
+    for _ in 0..50 {
+        let _ = s.http.get(&url).send().await.unwrap();
+        let tree: Value = s
+            .http
+            .get(s.url("/v1/system/supervisors"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        root_state = tree["state"].as_str().unwrap().to_owned();
+        if root_state == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(root_state, "failed", "the root never gave up");
+    let res = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["supervisors"]["ok"], false);
+    let detail = body["supervisors"]["detail"].as_str().unwrap();
+    assert!(detail.contains("gave up"), "{detail}");
+    let res = s.http.get(&url).send().await.unwrap();
+    assert_problem(res, 503, "unavailable", None).await;
+    s.stop().await;
+}
