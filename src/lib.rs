@@ -1,4 +1,25 @@
-//! wayfare (skeleton; see README).
+//! Wayfare: an actor-based runtime for a travel marketplace.
+//!
+//! Customers' accounts and loyalty wallets live in supervised actix actors; the same
+//! [`Runtime`] serves the HTTP API (`wayfare serve`), embedding programs and the example
+//! drivers.
+//!
+//! # Layout
+//!
+//! | folder | what lives there |
+//! |---|---|
+//! | `src/runtime.rs` | [`Runtime`]: the one public doorway (typed async methods) |
+//! | `src/supervisor/` | supervisors, stable actor handles, restart policy, snapshots |
+//! | `src/actors/` | one actor per file with its messages and handlers (`account.rs`: `AccountShard`) |
+//! | `src/domain/` | plain rules tested without actors: money, accounts, wallet arithmetic |
+//! | `src/store/` | the `Store` trait, its sled implementation and the one codec |
+//! | `src/http/` | actix-web routes per area, request parsing, problem responses, metrics |
+//! | `src/config.rs` | [`Config`]: `config.toml` + `WAYFARE__*` overrides, validated |
+//! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` |
+//! | `examples/` | drivers that use only the public API |
+//! | `tests/` | behaviour against real actors, a real server and real sled |
+
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod actors;
 pub mod config;

@@ -99,7 +99,9 @@ async fn bad_input_gets_a_problem_naming_what_is_wrong() {
             .body(body)
     };
 
-    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    /// (what, body, status, problem type, field)
+    type Case = (&'static str, Vec<u8>, u16, &'static str, Option<&'static str>);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             b"{not json".to_vec(),
@@ -373,7 +375,7 @@ async fn slow_actor_gives_504_and_full_mailbox_gives_503_with_retry_after() {
     .await;
     let res = s
         .http
-        .get(&url.replace(&url[..url.find("/v1").unwrap()], &s.base))
+        .get(s.url("/v1/accounts/00000000-0000-4000-8000-000000000001"))
         .send()
         .await
         .unwrap();

@@ -222,6 +222,15 @@ impl AccountShard {
     }
 }
 
+impl std::fmt::Debug for AccountShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountShard")
+            .field("index", &self.index)
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
 impl Actor for AccountShard {
     type Context = Context<Self>;
 

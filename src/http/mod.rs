@@ -29,6 +29,7 @@ pub use problem::Problem;
 use crate::Runtime;
 
 /// What every handler can reach.
+#[derive(Debug)]
 pub struct AppState {
     /// The runtime.
     pub runtime: Runtime,

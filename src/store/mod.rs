@@ -93,6 +93,9 @@ pub enum StoreError {
     },
 }
 
+/// A key and its raw value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A boxed, sendable future.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
@@ -109,7 +112,7 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// Applies every op or none.
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError>;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use sled::Transactional;
 
-use super::{Op, Store, StoreError, StoreFuture, Tree};
+use super::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 
 /// sled-backed [`Store`].
 #[derive(Clone, Debug)]
@@ -56,7 +56,7 @@ impl Store for SledStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let t = self.tree(tree);
         let iter = match after {
             Some(after) => {
