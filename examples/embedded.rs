@@ -23,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let receipt = runtime
         .credit_wallet(account.id, "welcome-bonus", Money::new(10_000, currency))
         .await?;
-    println!("credited {} (ledger entry #{})", receipt.entry.delta, receipt.entry.seq);
+    println!(
+        "credited {} (ledger entry #{})",
+        receipt.entry.delta, receipt.entry.seq
+    );
 
     // The same idempotency key again: the first result, not a second credit.
     let replay = runtime

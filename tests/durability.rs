@@ -62,7 +62,10 @@ async fn acknowledged_writes_survive_kill_9() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let credits = 25;
     for i in 0..credits {
         let res = http
@@ -89,7 +92,10 @@ async fn acknowledged_writes_survive_kill_9() {
     let expected: i64 = (0..credits).map(|i| 100 + i).sum();
     assert_eq!(acct["wallet"]["balance"]["minor"], expected);
     let page: Value = http
-        .get(format!("{}/v1/accounts/{id}/wallet/ledger?limit=100", server.base))
+        .get(format!(
+            "{}/v1/accounts/{id}/wallet/ledger?limit=100",
+            server.base
+        ))
         .send()
         .await
         .unwrap()

@@ -100,7 +100,13 @@ async fn bad_input_gets_a_problem_naming_what_is_wrong() {
     };
 
     /// (what, body, status, problem type, field)
-    type Case = (&'static str, Vec<u8>, u16, &'static str, Option<&'static str>);
+    type Case = (
+        &'static str,
+        Vec<u8>,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         (
             "malformed JSON",
