@@ -36,12 +36,18 @@ pub struct InvalidSetting {
 impl InvalidSetting {
     /// An invalid `key`.
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidSetting { key: key.into(), problem: problem.into() }
+        InvalidSetting {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 
     /// The same error with `section.` prepended to the key.
     pub fn within(self, section: &str) -> Self {
-        InvalidSetting { key: format!("{section}.{}", self.key), problem: self.problem }
+        InvalidSetting {
+            key: format!("{section}.{}", self.key),
+            problem: self.problem,
+        }
     }
 
     /// Checks a probability or fraction is a number within `0..=1`.
@@ -49,7 +55,10 @@ impl InvalidSetting {
         if (0.0..=1.0).contains(&value) {
             Ok(())
         } else {
-            Err(InvalidSetting::new(key, format!("must be within 0..=1, got {value}")))
+            Err(InvalidSetting::new(
+                key,
+                format!("must be within 0..=1, got {value}"),
+            ))
         }
     }
 }
@@ -98,16 +107,28 @@ impl BreakerConfig {
     /// Checks every key, naming the first bad one.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.window == 0 || self.window > MAX_BREAKER_WINDOW {
-            return Err(InvalidSetting::new("window", format!("must be within 1..={MAX_BREAKER_WINDOW}")));
+            return Err(InvalidSetting::new(
+                "window",
+                format!("must be within 1..={MAX_BREAKER_WINDOW}"),
+            ));
         }
         if self.minimum_calls == 0 || self.minimum_calls > self.window {
-            return Err(InvalidSetting::new("minimum_calls", "must be within 1..=window"));
+            return Err(InvalidSetting::new(
+                "minimum_calls",
+                "must be within 1..=window",
+            ));
         }
         if self.failure_rate_percent == 0 || self.failure_rate_percent > 100 {
-            return Err(InvalidSetting::new("failure_rate_percent", "must be within 1..=100"));
+            return Err(InvalidSetting::new(
+                "failure_rate_percent",
+                "must be within 1..=100",
+            ));
         }
         if self.slow_call_rate_percent == 0 || self.slow_call_rate_percent > 100 {
-            return Err(InvalidSetting::new("slow_call_rate_percent", "must be within 1..=100"));
+            return Err(InvalidSetting::new(
+                "slow_call_rate_percent",
+                "must be within 1..=100",
+            ));
         }
         if self.slow_call_ms == 0 {
             return Err(InvalidSetting::new("slow_call_ms", "must be positive"));
@@ -116,7 +137,10 @@ impl BreakerConfig {
             return Err(InvalidSetting::new("open_ms", "must be positive"));
         }
         if self.half_open_probes == 0 || self.half_open_probes > 100 {
-            return Err(InvalidSetting::new("half_open_probes", "must be within 1..=100"));
+            return Err(InvalidSetting::new(
+                "half_open_probes",
+                "must be within 1..=100",
+            ));
         }
         Ok(())
     }
@@ -234,14 +258,25 @@ impl CircuitBreaker {
     pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, BreakerOpen> {
         if let State::Open { until } = self.state {
             if now < until {
-                return Err(BreakerOpen { retry_after: until - now });
+                return Err(BreakerOpen {
+                    retry_after: until - now,
+                });
             }
-            self.transition(State::HalfOpen { in_flight: 0, succeeded: 0 });
+            self.transition(State::HalfOpen {
+                in_flight: 0,
+                succeeded: 0,
+            });
         }
         let probes = self.config.half_open_probes;
-        if let State::HalfOpen { in_flight, succeeded } = &mut self.state {
+        if let State::HalfOpen {
+            in_flight,
+            succeeded,
+        } = &mut self.state
+        {
             if *in_flight + *succeeded >= probes {
-                return Err(BreakerOpen { retry_after: Duration::ZERO });
+                return Err(BreakerOpen {
+                    retry_after: Duration::ZERO,
+                });
             }
             *in_flight += 1;
         }
@@ -249,7 +284,13 @@ impl CircuitBreaker {
     }
 
     /// Reports how a permitted call ended, `elapsed` after it started.
-    pub fn record(&mut self, permit: Permit, outcome: CallOutcome, elapsed: Duration, now: Instant) {
+    pub fn record(
+        &mut self,
+        permit: Permit,
+        outcome: CallOutcome,
+        elapsed: Duration,
+        now: Instant,
+    ) {
         if permit.epoch != self.epoch {
             // Started under an earlier state; its result says nothing about this one.
             return;
@@ -266,7 +307,10 @@ impl CircuitBreaker {
                     self.open(now);
                 }
             }
-            State::HalfOpen { in_flight, succeeded } => {
+            State::HalfOpen {
+                in_flight,
+                succeeded,
+            } => {
                 *in_flight = in_flight.saturating_sub(1);
                 if failed || slow {
                     self.open(now);
@@ -350,13 +394,18 @@ fn lock(m: &Mutex<CircuitBreaker>) -> MutexGuard<'_, CircuitBreaker> {
 impl SharedCircuitBreaker {
     /// A closed shared breaker.
     pub fn new(config: BreakerConfig) -> Self {
-        SharedCircuitBreaker { inner: Arc::new(Mutex::new(CircuitBreaker::new(config))) }
+        SharedCircuitBreaker {
+            inner: Arc::new(Mutex::new(CircuitBreaker::new(config))),
+        }
     }
 
     /// Asks to make a call at `now`.
     pub fn acquire(&self, now: Instant) -> Result<PermitGuard, BreakerOpen> {
         let permit = lock(&self.inner).try_acquire(now)?;
-        Ok(PermitGuard { breaker: Arc::clone(&self.inner), permit: Some(permit) })
+        Ok(PermitGuard {
+            breaker: Arc::clone(&self.inner),
+            permit: Some(permit),
+        })
     }
 
     /// State at `now`.
@@ -395,7 +444,12 @@ mod tests {
     const SLOW: Duration = Duration::from_millis(1_500);
 
     fn small() -> BreakerConfig {
-        BreakerConfig { window: 4, minimum_calls: 4, half_open_probes: 2, ..Default::default() }
+        BreakerConfig {
+            window: 4,
+            minimum_calls: 4,
+            half_open_probes: 2,
+            ..Default::default()
+        }
     }
 
     fn call(b: &mut CircuitBreaker, outcome: CallOutcome, elapsed: Duration, now: Instant) {
@@ -413,18 +467,66 @@ mod tests {
     #[test]
     fn defaults_follow_hystrix_and_validate() {
         let c = BreakerConfig::default();
-        assert_eq!((c.window, c.minimum_calls, c.failure_rate_percent, c.open_ms), (20, 20, 50, 5_000));
+        assert_eq!(
+            (c.window, c.minimum_calls, c.failure_rate_percent, c.open_ms),
+            (20, 20, 50, 5_000)
+        );
         assert!(c.validate().is_ok());
         let bad = |c: BreakerConfig| c.validate().unwrap_err().key;
-        assert_eq!(bad(BreakerConfig { window: 0, ..c.clone() }), "window");
-        assert_eq!(bad(BreakerConfig { minimum_calls: 21, ..c.clone() }), "minimum_calls");
-        assert_eq!(bad(BreakerConfig { failure_rate_percent: 101, ..c.clone() }), "failure_rate_percent");
-        assert_eq!(bad(BreakerConfig { slow_call_rate_percent: 0, ..c.clone() }), "slow_call_rate_percent");
-        assert_eq!(bad(BreakerConfig { open_ms: 0, ..c.clone() }), "open_ms");
-        assert_eq!(bad(BreakerConfig { half_open_probes: 0, ..c.clone() }), "half_open_probes");
-        assert_eq!(InvalidSetting::new("window", "x").within("breaker").key, "breaker.window");
+        assert_eq!(
+            bad(BreakerConfig {
+                window: 0,
+                ..c.clone()
+            }),
+            "window"
+        );
+        assert_eq!(
+            bad(BreakerConfig {
+                minimum_calls: 21,
+                ..c.clone()
+            }),
+            "minimum_calls"
+        );
+        assert_eq!(
+            bad(BreakerConfig {
+                failure_rate_percent: 101,
+                ..c.clone()
+            }),
+            "failure_rate_percent"
+        );
+        assert_eq!(
+            bad(BreakerConfig {
+                slow_call_rate_percent: 0,
+                ..c.clone()
+            }),
+            "slow_call_rate_percent"
+        );
+        assert_eq!(
+            bad(BreakerConfig {
+                open_ms: 0,
+                ..c.clone()
+            }),
+            "open_ms"
+        );
+        assert_eq!(
+            bad(BreakerConfig {
+                half_open_probes: 0,
+                ..c.clone()
+            }),
+            "half_open_probes"
+        );
+        assert_eq!(
+            InvalidSetting::new("window", "x").within("breaker").key,
+            "breaker.window"
+        );
         let parsed: BreakerConfig = serde_json::from_str(r#"{"open_ms": 100}"#).unwrap();
-        assert_eq!(parsed, BreakerConfig { open_ms: 100, ..Default::default() });
+        assert_eq!(
+            parsed,
+            BreakerConfig {
+                open_ms: 100,
+                ..Default::default()
+            }
+        );
         assert!(serde_json::from_str::<BreakerConfig>(r#"{"opn_ms": 100}"#).is_err());
     }
 
@@ -444,7 +546,12 @@ mod tests {
     fn trips_exactly_at_the_failure_rate_threshold() {
         let now = Instant::now();
         let mut b = CircuitBreaker::new(small());
-        for outcome in [CallOutcome::Success, CallOutcome::Success, CallOutcome::Success, CallOutcome::Failure] {
+        for outcome in [
+            CallOutcome::Success,
+            CallOutcome::Success,
+            CallOutcome::Success,
+            CallOutcome::Failure,
+        ] {
             call(&mut b, outcome, FAST, now);
         }
         assert_eq!(b.state(now), BreakerState::Closed, "25% < 50%");
@@ -455,8 +562,16 @@ mod tests {
     #[test]
     fn sliding_window_forgets_old_failures() {
         let now = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig { failure_rate_percent: 75, ..small() });
-        for outcome in [CallOutcome::Failure, CallOutcome::Failure, CallOutcome::Success, CallOutcome::Success] {
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            failure_rate_percent: 75,
+            ..small()
+        });
+        for outcome in [
+            CallOutcome::Failure,
+            CallOutcome::Failure,
+            CallOutcome::Success,
+            CallOutcome::Success,
+        ] {
             call(&mut b, outcome, FAST, now);
         }
         for _ in 0..10 {
@@ -471,7 +586,10 @@ mod tests {
     #[test]
     fn trips_on_slow_call_rate() {
         let now = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig { slow_call_rate_percent: 75, ..small() });
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            slow_call_rate_percent: 75,
+            ..small()
+        });
         call(&mut b, CallOutcome::Success, FAST, now);
         for _ in 0..2 {
             call(&mut b, CallOutcome::Success, SLOW, now);
@@ -479,7 +597,11 @@ mod tests {
         assert_eq!(b.state(now), BreakerState::Closed);
         call(&mut b, CallOutcome::Success, SLOW, now);
         assert_eq!(b.state(now), BreakerState::Open, "3 of 4 slow successes");
-        assert_eq!(b.snapshot(now).calls_in_window, 0, "window cleared on opening");
+        assert_eq!(
+            b.snapshot(now).calls_in_window,
+            0,
+            "window cleared on opening"
+        );
     }
 
     #[test]
@@ -514,10 +636,17 @@ mod tests {
         trip(&mut b, t0);
         let p1 = b.try_acquire(t1).unwrap();
         let p2 = b.try_acquire(t1).unwrap();
-        assert_eq!(b.try_acquire(t1).unwrap_err().retry_after, Duration::ZERO, "two probes at most");
+        assert_eq!(
+            b.try_acquire(t1).unwrap_err().retry_after,
+            Duration::ZERO,
+            "two probes at most"
+        );
         b.record(p1, CallOutcome::Success, FAST, t1);
         assert_eq!(b.state(t1), BreakerState::HalfOpen);
-        assert!(b.try_acquire(t1).is_err(), "a succeeded probe still uses its slot");
+        assert!(
+            b.try_acquire(t1).is_err(),
+            "a succeeded probe still uses its slot"
+        );
         b.record(p2, CallOutcome::Success, FAST, t1);
         assert_eq!(b.state(t1), BreakerState::Closed);
         assert!(b.try_acquire(t1).is_ok());
@@ -532,7 +661,11 @@ mod tests {
         let p = b.try_acquire(t1).unwrap();
         b.record(p, CallOutcome::Failure, FAST, t1);
         assert_eq!(b.state(t1), BreakerState::Open);
-        assert_eq!(b.try_acquire(t1).unwrap_err().retry_after, Duration::from_secs(5), "open again for the full duration");
+        assert_eq!(
+            b.try_acquire(t1).unwrap_err().retry_after,
+            Duration::from_secs(5),
+            "open again for the full duration"
+        );
 
         let t2 = t1 + Duration::from_secs(5);
         let p = b.try_acquire(t2).unwrap();
@@ -544,7 +677,10 @@ mod tests {
     fn released_probe_frees_its_slot_without_judging() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(6);
-        let mut b = CircuitBreaker::new(BreakerConfig { half_open_probes: 1, ..small() });
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            half_open_probes: 1,
+            ..small()
+        });
         trip(&mut b, t0);
         let p = b.try_acquire(t1).unwrap();
         assert!(b.try_acquire(t1).is_err());
@@ -564,7 +700,11 @@ mod tests {
         let t1 = t0 + Duration::from_secs(6);
         let probe = b.try_acquire(t1).unwrap();
         b.record(stale, CallOutcome::Failure, FAST, t1);
-        assert_eq!(b.state(t1), BreakerState::HalfOpen, "a late failure from the closed era does not reopen");
+        assert_eq!(
+            b.state(t1),
+            BreakerState::HalfOpen,
+            "a late failure from the closed era does not reopen"
+        );
         b.record(probe, CallOutcome::Success, FAST, t1);
         let probe2 = b.try_acquire(t1).unwrap();
         b.record(probe2, CallOutcome::Success, FAST, t1);
@@ -575,9 +715,15 @@ mod tests {
     fn dropped_guard_releases_half_open_slot() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(6);
-        let shared = SharedCircuitBreaker::new(BreakerConfig { half_open_probes: 1, ..small() });
+        let shared = SharedCircuitBreaker::new(BreakerConfig {
+            half_open_probes: 1,
+            ..small()
+        });
         for _ in 0..4 {
-            shared.acquire(t0).unwrap().finish(CallOutcome::Failure, FAST, t0);
+            shared
+                .acquire(t0)
+                .unwrap()
+                .finish(CallOutcome::Failure, FAST, t0);
         }
         assert_eq!(shared.state(t0), BreakerState::Open);
         let guard = shared.acquire(t1).unwrap();
@@ -591,7 +737,12 @@ mod tests {
     #[test]
     fn unvalidated_zero_config_does_not_panic() {
         let now = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig { window: 0, minimum_calls: 0, half_open_probes: 0, ..Default::default() });
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            window: 0,
+            minimum_calls: 0,
+            half_open_probes: 0,
+            ..Default::default()
+        });
         call(&mut b, CallOutcome::Failure, FAST, now);
         assert_eq!(b.state(now), BreakerState::Open);
     }

@@ -31,7 +31,11 @@ pub struct LookToBookConfig {
 
 impl Default for LookToBookConfig {
     fn default() -> Self {
-        LookToBookConfig { max_searches_per_booking: 1_000, window_secs: 3_600, min_searches: 100 }
+        LookToBookConfig {
+            max_searches_per_booking: 1_000,
+            window_secs: 3_600,
+            min_searches: 100,
+        }
     }
 }
 
@@ -39,10 +43,16 @@ impl LookToBookConfig {
     /// Checks every key, naming the first bad one.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.max_searches_per_booking == 0 {
-            return Err(InvalidSetting::new("max_searches_per_booking", "must be positive"));
+            return Err(InvalidSetting::new(
+                "max_searches_per_booking",
+                "must be positive",
+            ));
         }
         if self.window_secs < u64::from(BUCKETS) || self.window_secs > 7 * 24 * 3_600 {
-            return Err(InvalidSetting::new("window_secs", format!("must be within {BUCKETS}..=604800")));
+            return Err(InvalidSetting::new(
+                "window_secs",
+                format!("must be within {BUCKETS}..=604800"),
+            ));
         }
         Ok(())
     }
@@ -71,7 +81,12 @@ impl LookToBookMeter {
     /// An empty meter whose buckets are measured from `now`.
     pub fn new(config: LookToBookConfig, now: Instant) -> Self {
         let window = Duration::from_secs(config.window_secs.max(u64::from(BUCKETS)));
-        LookToBookMeter { bucket_width: window / BUCKETS, config, origin: now, buckets: VecDeque::with_capacity(BUCKETS as usize) }
+        LookToBookMeter {
+            bucket_width: window / BUCKETS,
+            config,
+            origin: now,
+            buckets: VecDeque::with_capacity(BUCKETS as usize),
+        }
     }
 
     /// Whether a search may be sent at `now`: always below `min_searches`, then only while
@@ -82,7 +97,8 @@ impl LookToBookMeter {
         if counts.searches < u64::from(self.config.min_searches) {
             return true;
         }
-        let allowance = u64::from(self.config.max_searches_per_booking).saturating_mul(counts.bookings.max(1));
+        let allowance =
+            u64::from(self.config.max_searches_per_booking).saturating_mul(counts.bookings.max(1));
         counts.searches < allowance
     }
 
@@ -99,7 +115,10 @@ impl LookToBookMeter {
     /// Searches and bookings within the window ending at `now`.
     pub fn counts(&mut self, now: Instant) -> LookToBookCounts {
         self.expire(now);
-        let (searches, bookings) = self.buckets.iter().fold((0u64, 0u64), |(s, b), (_, bs, bb)| (s + bs, b + bb));
+        let (searches, bookings) = self
+            .buckets
+            .iter()
+            .fold((0u64, 0u64), |(s, b), (_, bs, bb)| (s + bs, b + bb));
         LookToBookCounts { searches, bookings }
     }
 
@@ -137,7 +156,11 @@ mod tests {
     use super::*;
 
     fn config() -> LookToBookConfig {
-        LookToBookConfig { max_searches_per_booking: 10, window_secs: 60, min_searches: 5 }
+        LookToBookConfig {
+            max_searches_per_booking: 10,
+            window_secs: 60,
+            min_searches: 5,
+        }
     }
 
     fn search_until_throttled(m: &mut LookToBookMeter, now: Instant, limit: u32) -> u32 {
@@ -152,15 +175,37 @@ mod tests {
     #[test]
     fn validates_keys() {
         assert!(LookToBookConfig::default().validate().is_ok());
-        assert_eq!(LookToBookConfig { max_searches_per_booking: 0, ..config() }.validate().unwrap_err().key, "max_searches_per_booking");
-        assert_eq!(LookToBookConfig { window_secs: 1, ..config() }.validate().unwrap_err().key, "window_secs");
+        assert_eq!(
+            LookToBookConfig {
+                max_searches_per_booking: 0,
+                ..config()
+            }
+            .validate()
+            .unwrap_err()
+            .key,
+            "max_searches_per_booking"
+        );
+        assert_eq!(
+            LookToBookConfig {
+                window_secs: 1,
+                ..config()
+            }
+            .validate()
+            .unwrap_err()
+            .key,
+            "window_secs"
+        );
     }
 
     #[test]
     fn throttles_past_the_ratio_without_bookings() {
         let now = Instant::now();
         let mut m = LookToBookMeter::new(config(), now);
-        assert_eq!(search_until_throttled(&mut m, now, 1_000), 10, "one booking's worth of allowance");
+        assert_eq!(
+            search_until_throttled(&mut m, now, 1_000),
+            10,
+            "one booking's worth of allowance"
+        );
         assert!(!m.allow_search(now));
     }
 
@@ -172,14 +217,31 @@ mod tests {
         m.record_booking(now);
         m.record_booking(now);
         m.record_booking(now);
-        assert_eq!(search_until_throttled(&mut m, now, 1_000), 20, "3 bookings allow 30 searches");
-        assert_eq!(m.counts(now), LookToBookCounts { searches: 30, bookings: 3 });
+        assert_eq!(
+            search_until_throttled(&mut m, now, 1_000),
+            20,
+            "3 bookings allow 30 searches"
+        );
+        assert_eq!(
+            m.counts(now),
+            LookToBookCounts {
+                searches: 30,
+                bookings: 3
+            }
+        );
     }
 
     #[test]
     fn min_searches_protects_a_quiet_seller() {
         let now = Instant::now();
-        let mut m = LookToBookMeter::new(LookToBookConfig { max_searches_per_booking: 1, min_searches: 5, ..config() }, now);
+        let mut m = LookToBookMeter::new(
+            LookToBookConfig {
+                max_searches_per_booking: 1,
+                min_searches: 5,
+                ..config()
+            },
+            now,
+        );
         assert_eq!(search_until_throttled(&mut m, now, 1_000), 5);
     }
 

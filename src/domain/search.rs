@@ -24,7 +24,8 @@ pub fn merge_offers(offers: impl IntoIterator<Item = Offer>, currency: Currency)
     let mut best: HashMap<String, Offer> = HashMap::new();
     for offer in offers.into_iter().filter(|o| o.price.currency == currency) {
         match best.get(&offer.sku) {
-            Some(kept) if (kept.price.minor, &kept.seller) <= (offer.price.minor, &offer.seller) => {}
+            Some(kept)
+                if (kept.price.minor, &kept.seller) <= (offer.price.minor, &offer.seller) => {}
             _ => {
                 best.insert(offer.sku.clone(), offer);
             }
@@ -49,7 +50,11 @@ pub struct Markdown {
 /// Applies a wallet to a price. A wallet in another currency, or a negative one, marks
 /// nothing down.
 pub fn apply_wallet(price: Money, usable_wallet: Money) -> Markdown {
-    let usable = if usable_wallet.currency == price.currency { usable_wallet.minor.max(0) } else { 0 };
+    let usable = if usable_wallet.currency == price.currency {
+        usable_wallet.minor.max(0)
+    } else {
+        0
+    };
     let markdown = usable.min(price.minor.max(0));
     Markdown {
         price,
@@ -72,7 +77,10 @@ pub struct PersonalizedOffer {
 pub fn personalize(offers: &[Offer], usable_wallet: Money) -> Vec<PersonalizedOffer> {
     offers
         .iter()
-        .map(|offer| PersonalizedOffer { offer: offer.clone(), pricing: apply_wallet(offer.price, usable_wallet) })
+        .map(|offer| PersonalizedOffer {
+            offer: offer.clone(),
+            pricing: apply_wallet(offer.price, usable_wallet),
+        })
         .collect()
 }
 
@@ -89,20 +97,36 @@ pub struct TtlRule {
 
 /// Default TTL table: prices close to the travel date move fast, far ones slowly.
 pub fn default_ttl_table() -> Vec<TtlRule> {
-    [(0, 15), (1, 30), (7, 120), (30, 600), (90, 1_200), (365, 1_800)]
-        .into_iter()
-        .map(|(max_days_until_travel, ttl_secs)| TtlRule { max_days_until_travel, ttl_secs })
-        .collect()
+    [
+        (0, 15),
+        (1, 30),
+        (7, 120),
+        (30, 600),
+        (90, 1_200),
+        (365, 1_800),
+    ]
+    .into_iter()
+    .map(|(max_days_until_travel, ttl_secs)| TtlRule {
+        max_days_until_travel,
+        ttl_secs,
+    })
+    .collect()
 }
 
 /// Checks the table is non-empty, strictly ascending in days, with positive TTLs.
 pub fn validate_ttl_table(table: &[TtlRule]) -> Result<(), InvalidSetting> {
     if table.is_empty() {
-        return Err(InvalidSetting::new("ttl_table", "must have at least one row"));
+        return Err(InvalidSetting::new(
+            "ttl_table",
+            "must have at least one row",
+        ));
     }
     for (i, rule) in table.iter().enumerate() {
         if rule.ttl_secs == 0 {
-            return Err(InvalidSetting::new(format!("ttl_table[{i}].ttl_secs"), "must be positive"));
+            return Err(InvalidSetting::new(
+                format!("ttl_table[{i}].ttl_secs"),
+                "must be positive",
+            ));
         }
         if i > 0 && rule.max_days_until_travel <= table[i - 1].max_days_until_travel {
             return Err(InvalidSetting::new(
@@ -119,7 +143,10 @@ pub fn validate_ttl_table(table: &[TtlRule]) -> Result<(), InvalidSetting> {
 /// row's. An empty table means "do not cache" (zero).
 pub fn ttl_for(days_until_travel: i64, table: &[TtlRule]) -> Duration {
     let days = days_until_travel.max(0);
-    let rule = table.iter().find(|r| i64::from(r.max_days_until_travel) >= days).or(table.last());
+    let rule = table
+        .iter()
+        .find(|r| i64::from(r.max_days_until_travel) >= days)
+        .or(table.last());
     Duration::from_secs(rule.map_or(0, |r| r.ttl_secs))
 }
 
@@ -134,12 +161,24 @@ pub fn days_until_travel(query: &SearchQuery, today: NaiveDate) -> i64 {
 pub fn cache_key(query: &SearchQuery) -> String {
     match query {
         SearchQuery::Hotel(q) => {
-            let place = q.city_or_hotel.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+            let place = q
+                .city_or_hotel
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
             format!("hotel|{place}|{}|{}", q.check_in, q.check_out)
         }
         SearchQuery::Flight(q) => {
-            let ret = q.return_date.map_or_else(|| "-".to_string(), |d| d.to_string());
-            format!("flight|{}|{}|{}|{ret}", q.from.trim().to_uppercase(), q.to.trim().to_uppercase(), q.date)
+            let ret = q
+                .return_date
+                .map_or_else(|| "-".to_string(), |d| d.to_string());
+            format!(
+                "flight|{}|{}|{}|{ret}",
+                q.from.trim().to_uppercase(),
+                q.to.trim().to_uppercase(),
+                q.date
+            )
         }
     }
 }
@@ -173,17 +212,32 @@ mod tests {
     #[test]
     fn merge_keeps_cheapest_per_sku_sorted_by_price_then_sku() {
         let merged = merge_offers(
-            vec![offer("a", "x", 300), offer("b", "x", 200), offer("c", "y", 200), offer("a", "z", 100), offer("c", "x", 250)],
+            vec![
+                offer("a", "x", 300),
+                offer("b", "x", 200),
+                offer("c", "y", 200),
+                offer("a", "z", 100),
+                offer("c", "x", 250),
+            ],
             Currency::EUR,
         );
-        let got: Vec<(&str, &str, i64)> = merged.iter().map(|o| (o.seller.as_str(), o.sku.as_str(), o.price.minor)).collect();
+        let got: Vec<(&str, &str, i64)> = merged
+            .iter()
+            .map(|o| (o.seller.as_str(), o.sku.as_str(), o.price.minor))
+            .collect();
         assert_eq!(got, vec![("a", "z", 100), ("b", "x", 200), ("c", "y", 200)]);
     }
 
     #[test]
     fn merge_breaks_ties_by_seller_name_whatever_the_arrival_order() {
-        let forward = merge_offers(vec![offer("b", "x", 100), offer("a", "x", 100)], Currency::EUR);
-        let backward = merge_offers(vec![offer("a", "x", 100), offer("b", "x", 100)], Currency::EUR);
+        let forward = merge_offers(
+            vec![offer("b", "x", 100), offer("a", "x", 100)],
+            Currency::EUR,
+        );
+        let backward = merge_offers(
+            vec![offer("a", "x", 100), offer("b", "x", 100)],
+            Currency::EUR,
+        );
         assert_eq!(forward[0].seller, "a");
         assert_eq!(forward, backward);
     }
@@ -200,10 +254,27 @@ mod tests {
     #[test]
     fn wallet_markdown_never_goes_below_zero() {
         let eur = |m| Money::new(m, Currency::EUR);
-        assert_eq!(apply_wallet(eur(500), eur(200)), Markdown { price: eur(500), markdown: eur(200), price_to_pay: eur(300) });
-        assert_eq!(apply_wallet(eur(500), eur(900)), Markdown { price: eur(500), markdown: eur(500), price_to_pay: eur(0) });
+        assert_eq!(
+            apply_wallet(eur(500), eur(200)),
+            Markdown {
+                price: eur(500),
+                markdown: eur(200),
+                price_to_pay: eur(300)
+            }
+        );
+        assert_eq!(
+            apply_wallet(eur(500), eur(900)),
+            Markdown {
+                price: eur(500),
+                markdown: eur(500),
+                price_to_pay: eur(0)
+            }
+        );
         assert_eq!(apply_wallet(eur(500), eur(-50)).price_to_pay, eur(500));
-        assert_eq!(apply_wallet(eur(500), Money::new(100, Currency::USD)).markdown, eur(0));
+        assert_eq!(
+            apply_wallet(eur(500), Money::new(100, Currency::USD)).markdown,
+            eur(0)
+        );
         let personal = personalize(&[offer("a", "x", 300)], eur(100));
         assert_eq!(personal[0].pricing.price_to_pay, eur(200));
     }
@@ -230,10 +301,28 @@ mod tests {
 
     #[test]
     fn ttl_table_validation_names_the_row() {
-        let bad = vec![TtlRule { max_days_until_travel: 5, ttl_secs: 10 }, TtlRule { max_days_until_travel: 5, ttl_secs: 20 }];
-        assert_eq!(validate_ttl_table(&bad).unwrap_err().key, "ttl_table[1].max_days_until_travel");
-        let zero = vec![TtlRule { max_days_until_travel: 5, ttl_secs: 0 }];
-        assert_eq!(validate_ttl_table(&zero).unwrap_err().key, "ttl_table[0].ttl_secs");
+        let bad = vec![
+            TtlRule {
+                max_days_until_travel: 5,
+                ttl_secs: 10,
+            },
+            TtlRule {
+                max_days_until_travel: 5,
+                ttl_secs: 20,
+            },
+        ];
+        assert_eq!(
+            validate_ttl_table(&bad).unwrap_err().key,
+            "ttl_table[1].max_days_until_travel"
+        );
+        let zero = vec![TtlRule {
+            max_days_until_travel: 5,
+            ttl_secs: 0,
+        }];
+        assert_eq!(
+            validate_ttl_table(&zero).unwrap_err().key,
+            "ttl_table[0].ttl_secs"
+        );
         assert_eq!(validate_ttl_table(&[]).unwrap_err().key, "ttl_table");
     }
 
@@ -258,8 +347,16 @@ mod tests {
             }))
         };
         assert_eq!(flight(None), "flight|LIS|CDG|2026-05-01|-");
-        assert_eq!(flight(Some("2026-05-08")), "flight|LIS|CDG|2026-05-01|2026-05-08");
-        let q = SearchQuery::Flight(FlightQuery { from: "LIS".into(), to: "CDG".into(), date: date("2026-05-11"), return_date: None });
+        assert_eq!(
+            flight(Some("2026-05-08")),
+            "flight|LIS|CDG|2026-05-01|2026-05-08"
+        );
+        let q = SearchQuery::Flight(FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: date("2026-05-11"),
+            return_date: None,
+        });
         assert_eq!(days_until_travel(&q, date("2026-05-01")), 10);
     }
 }

@@ -72,27 +72,47 @@ impl<V> SearchCache<V> {
 
     /// Caches `value` under `key` for `ttl`, indexed by the SKUs it holds; replaces any
     /// previous entry for the key. A zero TTL or capacity stores nothing.
-    pub fn insert(&mut self, key: String, value: V, skus: impl IntoIterator<Item = String>, ttl: Duration, now: Instant) {
+    pub fn insert(
+        &mut self,
+        key: String,
+        value: V,
+        skus: impl IntoIterator<Item = String>,
+        ttl: Duration,
+        now: Instant,
+    ) {
         self.remove(&key);
         if self.capacity == 0 || ttl.is_zero() {
             return;
         }
         self.purge_expired(now);
         while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_use.pop_first() else { break };
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
             self.remove(&oldest);
         }
         let mut skus: Vec<String> = skus.into_iter().collect();
         skus.sort();
         skus.dedup();
         for sku in &skus {
-            self.by_sku.entry(sku.clone()).or_default().insert(key.clone());
+            self.by_sku
+                .entry(sku.clone())
+                .or_default()
+                .insert(key.clone());
         }
         let used = self.tick();
         let expires_at = now + ttl;
         self.by_use.insert(used, key.clone());
         self.by_expiry.insert((expires_at, key.clone()));
-        self.entries.insert(key, Entry { value: Arc::new(value), skus, expires_at, used });
+        self.entries.insert(
+            key,
+            Entry {
+                value: Arc::new(value),
+                skus,
+                expires_at,
+                used,
+            },
+        );
     }
 
     /// Drops every cached result holding `sku`; returns how many were dropped.
@@ -106,7 +126,9 @@ impl<V> SearchCache<V> {
 
     /// Drops the entry under `key`, if any.
     pub fn remove(&mut self, key: &str) -> bool {
-        let Some(entry) = self.entries.remove(key) else { return false };
+        let Some(entry) = self.entries.remove(key) else {
+            return false;
+        };
         self.by_use.remove(&entry.used);
         self.by_expiry.remove(&(entry.expires_at, key.to_string()));
         for sku in &entry.skus {
@@ -182,7 +204,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         cache.insert("c".into(), 3, skus(&[]), MIN, t1);
         assert_eq!(cache.len(), 3);
-        assert!(cache.get("a", t1).is_some(), "expired `short` went first, not `a`");
+        assert!(
+            cache.get("a", t1).is_some(),
+            "expired `short` went first, not `a`"
+        );
         cache.get("a", t1); // touch a: b is now least recently used
         cache.insert("d".into(), 4, skus(&[]), MIN, t1);
         assert_eq!(cache.len(), 3);
@@ -194,21 +219,47 @@ mod tests {
             cache.insert(format!("k{i}"), i, skus(&["x"]), MIN, t1);
             assert!(cache.len() <= 3);
         }
-        assert_eq!(cache.invalidate_sku("x"), 3, "index tracks only live entries");
+        assert_eq!(
+            cache.invalidate_sku("x"),
+            3,
+            "index tracks only live entries"
+        );
     }
 
     #[test]
     fn invalidate_sku_drops_every_result_holding_it() {
         let t0 = Instant::now();
         let mut cache = SearchCache::new(10);
-        cache.insert("lisbon-may".into(), "r1", skus(&["hotel:lisbon:h1:double", "hotel:lisbon:h2:suite"]), MIN, t0);
-        cache.insert("alfama-may".into(), "r2", skus(&["hotel:lisbon:h1:double"]), MIN, t0);
-        cache.insert("paris-may".into(), "r3", skus(&["hotel:paris:h1:double"]), MIN, t0);
+        cache.insert(
+            "lisbon-may".into(),
+            "r1",
+            skus(&["hotel:lisbon:h1:double", "hotel:lisbon:h2:suite"]),
+            MIN,
+            t0,
+        );
+        cache.insert(
+            "alfama-may".into(),
+            "r2",
+            skus(&["hotel:lisbon:h1:double"]),
+            MIN,
+            t0,
+        );
+        cache.insert(
+            "paris-may".into(),
+            "r3",
+            skus(&["hotel:paris:h1:double"]),
+            MIN,
+            t0,
+        );
         assert_eq!(cache.invalidate_sku("hotel:lisbon:h1:double"), 2);
         assert!(cache.get("lisbon-may", t0).is_none());
         assert!(cache.get("alfama-may", t0).is_none());
         assert!(cache.get("paris-may", t0).is_some());
-        assert_eq!(cache.invalidate_sku("hotel:lisbon:h2:suite"), 0, "no stale index entries");
+        assert_eq!(
+            cache.invalidate_sku("hotel:lisbon:h2:suite"),
+            0,
+            "no stale index entries"
+        );
     }
 
     #[test]

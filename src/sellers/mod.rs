@@ -159,7 +159,10 @@ pub struct QueryError {
 
 impl QueryError {
     fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        QueryError { field, problem: problem.into() }
+        QueryError {
+            field,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -167,7 +170,10 @@ impl QueryError {
 pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryError> {
     NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
         let shown: String = value.chars().take(32).collect();
-        QueryError::new(field, format!("expected an ISO date like 2026-05-01, got {shown:?}"))
+        QueryError::new(
+            field,
+            format!("expected an ISO date like 2026-05-01, got {shown:?}"),
+        )
     })
 }
 
@@ -177,7 +183,10 @@ pub fn validate_airport(field: &'static str, code: &str) -> Result<(), QueryErro
         Ok(())
     } else {
         let shown: String = code.chars().take(16).collect();
-        Err(QueryError::new(field, format!("expected a 3-letter uppercase airport code like LIS, got {shown:?}")))
+        Err(QueryError::new(
+            field,
+            format!("expected a 3-letter uppercase airport code like LIS, got {shown:?}"),
+        ))
     }
 }
 
@@ -201,14 +210,20 @@ impl HotelQuery {
             return Err(QueryError::new("city", "must name a city or hotel"));
         }
         if place.chars().count() > MAX_PLACE_QUERY_CHARS {
-            return Err(QueryError::new("city", format!("must be at most {MAX_PLACE_QUERY_CHARS} characters")));
+            return Err(QueryError::new(
+                "city",
+                format!("must be at most {MAX_PLACE_QUERY_CHARS} characters"),
+            ));
         }
         let nights = self.nights();
         if nights < 1 {
             return Err(QueryError::new("check_out", "must be after check_in"));
         }
         if nights > MAX_STAY_NIGHTS {
-            return Err(QueryError::new("check_out", format!("stay is {nights} nights; at most {MAX_STAY_NIGHTS} are allowed")));
+            return Err(QueryError::new(
+                "check_out",
+                format!("stay is {nights} nights; at most {MAX_STAY_NIGHTS} are allowed"),
+            ));
         }
         Ok(())
     }
@@ -222,7 +237,12 @@ impl HotelQuery {
 impl FlightQuery {
     /// Builds and validates a query from raw request strings; an empty return date means
     /// one way.
-    pub fn parse(from: &str, to: &str, date: &str, return_date: Option<&str>) -> Result<Self, QueryError> {
+    pub fn parse(
+        from: &str,
+        to: &str,
+        date: &str,
+        return_date: Option<&str>,
+    ) -> Result<Self, QueryError> {
         let return_date = match return_date.map(str::trim) {
             None | Some("") => None,
             Some(d) => Some(parse_date("return_date", d)?),
@@ -414,13 +434,48 @@ mod tests {
     #[test]
     fn hotel_query_validation_names_the_field() {
         assert!(HotelQuery::parse(" Lisbon ", "2026-05-01", "2026-05-03").is_ok());
-        assert_eq!(HotelQuery::parse("Lisbon", "2026-05-01", "2026-05-03").unwrap().city_or_hotel, "Lisbon");
-        assert_eq!(HotelQuery::parse("Lisbon", "01/05/2026", "2026-05-03").unwrap_err().field, "check_in");
-        assert_eq!(HotelQuery::parse("Lisbon", "2026-05-01", "2026-02-30").unwrap_err().field, "check_out");
-        assert_eq!(HotelQuery::parse("Lisbon", "2026-05-03", "2026-05-03").unwrap_err().field, "check_out");
-        assert_eq!(HotelQuery::parse("Lisbon", "2026-05-03", "2026-05-01").unwrap_err().field, "check_out");
-        assert_eq!(HotelQuery::parse("  ", "2026-05-01", "2026-05-03").unwrap_err().field, "city");
-        assert_eq!(HotelQuery::parse(&"x".repeat(101), "2026-05-01", "2026-05-03").unwrap_err().field, "city");
+        assert_eq!(
+            HotelQuery::parse("Lisbon", "2026-05-01", "2026-05-03")
+                .unwrap()
+                .city_or_hotel,
+            "Lisbon"
+        );
+        assert_eq!(
+            HotelQuery::parse("Lisbon", "01/05/2026", "2026-05-03")
+                .unwrap_err()
+                .field,
+            "check_in"
+        );
+        assert_eq!(
+            HotelQuery::parse("Lisbon", "2026-05-01", "2026-02-30")
+                .unwrap_err()
+                .field,
+            "check_out"
+        );
+        assert_eq!(
+            HotelQuery::parse("Lisbon", "2026-05-03", "2026-05-03")
+                .unwrap_err()
+                .field,
+            "check_out"
+        );
+        assert_eq!(
+            HotelQuery::parse("Lisbon", "2026-05-03", "2026-05-01")
+                .unwrap_err()
+                .field,
+            "check_out"
+        );
+        assert_eq!(
+            HotelQuery::parse("  ", "2026-05-01", "2026-05-03")
+                .unwrap_err()
+                .field,
+            "city"
+        );
+        assert_eq!(
+            HotelQuery::parse(&"x".repeat(101), "2026-05-01", "2026-05-03")
+                .unwrap_err()
+                .field,
+            "city"
+        );
     }
 
     #[test]
@@ -434,20 +489,63 @@ mod tests {
     #[test]
     fn flight_query_validation_names_the_field() {
         assert!(FlightQuery::parse("LIS", "CDG", "2026-05-01", None).is_ok());
-        assert!(FlightQuery::parse("LIS", "CDG", "2026-05-01", Some("")).unwrap().return_date.is_none());
+        assert!(FlightQuery::parse("LIS", "CDG", "2026-05-01", Some(""))
+            .unwrap()
+            .return_date
+            .is_none());
         assert!(FlightQuery::parse("LIS", "CDG", "2026-05-01", Some("2026-05-01")).is_ok());
-        assert_eq!(FlightQuery::parse("lis", "CDG", "2026-05-01", None).unwrap_err().field, "from");
-        assert_eq!(FlightQuery::parse("LIS", "CDGX", "2026-05-01", None).unwrap_err().field, "to");
-        assert_eq!(FlightQuery::parse("LIS", "LIS", "2026-05-01", None).unwrap_err().field, "to");
-        assert_eq!(FlightQuery::parse("LIS", "CDG", "tomorrow", None).unwrap_err().field, "date");
-        assert_eq!(FlightQuery::parse("LIS", "CDG", "2026-05-02", Some("2026-05-01")).unwrap_err().field, "return_date");
-        assert_eq!(FlightQuery::parse("LIS", "CDG", "2026-05-02", Some("x")).unwrap_err().field, "return_date");
-        assert_eq!(FlightQuery::parse("LİS", "CDG", "2026-05-02", None).unwrap_err().field, "from");
+        assert_eq!(
+            FlightQuery::parse("lis", "CDG", "2026-05-01", None)
+                .unwrap_err()
+                .field,
+            "from"
+        );
+        assert_eq!(
+            FlightQuery::parse("LIS", "CDGX", "2026-05-01", None)
+                .unwrap_err()
+                .field,
+            "to"
+        );
+        assert_eq!(
+            FlightQuery::parse("LIS", "LIS", "2026-05-01", None)
+                .unwrap_err()
+                .field,
+            "to"
+        );
+        assert_eq!(
+            FlightQuery::parse("LIS", "CDG", "tomorrow", None)
+                .unwrap_err()
+                .field,
+            "date"
+        );
+        assert_eq!(
+            FlightQuery::parse("LIS", "CDG", "2026-05-02", Some("2026-05-01"))
+                .unwrap_err()
+                .field,
+            "return_date"
+        );
+        assert_eq!(
+            FlightQuery::parse("LIS", "CDG", "2026-05-02", Some("x"))
+                .unwrap_err()
+                .field,
+            "return_date"
+        );
+        assert_eq!(
+            FlightQuery::parse("LİS", "CDG", "2026-05-02", None)
+                .unwrap_err()
+                .field,
+            "from"
+        );
     }
 
     #[test]
     fn search_query_reports_vertical_and_travel_date() {
-        let q = SearchQuery::Flight(FlightQuery { from: "LIS".into(), to: "CDG".into(), date: date("2026-05-01"), return_date: None });
+        let q = SearchQuery::Flight(FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: date("2026-05-01"),
+            return_date: None,
+        });
         assert_eq!(q.vertical(), Vertical::Flight);
         assert_eq!(q.travel_date(), date("2026-05-01"));
         assert!(q.validate().is_ok());

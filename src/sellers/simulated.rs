@@ -21,8 +21,9 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use super::{
-    BookOutcome, BookRequest, CancelOutcome, FlightDetails, FlightLeg, FlightQuery, HotelDetails, HotelQuery, Offer,
-    OfferDetails, ReservationStatus, SearchQuery, SellerApi, SellerError, SellerFuture,
+    BookOutcome, BookRequest, CancelOutcome, FlightDetails, FlightLeg, FlightQuery, HotelDetails,
+    HotelQuery, Offer, OfferDetails, ReservationStatus, SearchQuery, SellerApi, SellerError,
+    SellerFuture,
 };
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::{Currency, Money};
@@ -84,15 +85,24 @@ impl SimulatedSellerConfig {
         }
         let (min, max) = self.latency_ms;
         if min > max {
-            return Err(InvalidSetting::new("latency_ms", format!("min {min} is above max {max}")));
+            return Err(InvalidSetting::new(
+                "latency_ms",
+                format!("min {min} is above max {max}"),
+            ));
         }
         if max > MAX_SIMULATED_LATENCY_MS {
-            return Err(InvalidSetting::new("latency_ms", format!("max {max} is above {MAX_SIMULATED_LATENCY_MS}")));
+            return Err(InvalidSetting::new(
+                "latency_ms",
+                format!("max {max} is above {MAX_SIMULATED_LATENCY_MS}"),
+            ));
         }
         InvalidSetting::check_fraction("coverage", self.coverage)?;
         self.faults().validate()?;
         if self.cancel_fee_percent > 100 {
-            return Err(InvalidSetting::new("cancel_fee_percent", "must be within 0..=100"));
+            return Err(InvalidSetting::new(
+                "cancel_fee_percent",
+                "must be within 0..=100",
+            ));
         }
         Ok(())
     }
@@ -123,7 +133,12 @@ pub struct FaultRates {
 
 impl FaultRates {
     /// No faults at all.
-    pub const NONE: FaultRates = FaultRates { error_rate: 0.0, hang_rate: 0.0, reject_rate: 0.0, lost_reply_rate: 0.0 };
+    pub const NONE: FaultRates = FaultRates {
+        error_rate: 0.0,
+        hang_rate: 0.0,
+        reject_rate: 0.0,
+        lost_reply_rate: 0.0,
+    };
 
     /// Checks each rate is within `0..=1`, naming the first that is not.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
@@ -192,7 +207,10 @@ impl SimulatedSeller {
         Ok(SimulatedSeller {
             inner: Arc::new(Inner {
                 rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 0x5EED_FA17)),
-                knobs: Mutex::new(Knobs { faults: config.faults(), latency_ms: config.latency_ms }),
+                knobs: Mutex::new(Knobs {
+                    faults: config.faults(),
+                    latency_ms: config.latency_ms,
+                }),
                 name: config.name,
                 seed: config.seed,
                 currency: config.currency,
@@ -219,7 +237,10 @@ impl SimulatedSeller {
     /// Replaces the latency range in milliseconds.
     pub fn set_latency_ms(&self, min: u64, max: u64) -> Result<(), InvalidSetting> {
         if min > max || max > MAX_SIMULATED_LATENCY_MS {
-            return Err(InvalidSetting::new("latency_ms", format!("need min <= max <= {MAX_SIMULATED_LATENCY_MS}, got [{min}, {max}]")));
+            return Err(InvalidSetting::new(
+                "latency_ms",
+                format!("need min <= max <= {MAX_SIMULATED_LATENCY_MS}, got [{min}, {max}]"),
+            ));
         }
         lock(&self.inner.knobs).latency_ms = (min, max);
         Ok(())
@@ -254,7 +275,11 @@ impl Inner {
         let knobs = *lock(&self.knobs);
         let mut rng = lock(&self.rng);
         let (min, max) = knobs.latency_ms;
-        let latency = Duration::from_millis(if min == max { min } else { rng.gen_range(min..=max) });
+        let latency = Duration::from_millis(if min == max {
+            min
+        } else {
+            rng.gen_range(min..=max)
+        });
         // `gen::<f64>() < p` never panics, unlike `gen_bool`, and is exactly 0% at p = 0.
         let fault = if rng.gen::<f64>() < knobs.faults.hang_rate {
             Fault::Hang
@@ -278,7 +303,10 @@ impl Inner {
         }
         match fault {
             Fault::None => Ok(()),
-            Fault::Error => Err(SellerError::Unavailable(format!("{} failed (simulated)", self.name))),
+            Fault::Error => Err(SellerError::Unavailable(format!(
+                "{} failed (simulated)",
+                self.name
+            ))),
             Fault::Hang => std::future::pending().await,
         }
     }
@@ -316,11 +344,20 @@ impl Inner {
         Some(rate)
     }
 
-    fn hotel_price(&self, room: &HotelRoom, check_in: NaiveDate, check_out: NaiveDate) -> Option<i64> {
+    fn hotel_price(
+        &self,
+        room: &HotelRoom,
+        check_in: NaiveDate,
+        check_out: NaiveDate,
+    ) -> Option<i64> {
         if !self.carries(&room.sku) || check_out <= check_in {
             return None;
         }
-        check_in.iter_days().take_while(|d| *d < check_out).map(|night| self.nightly_rate(room, night)).sum()
+        check_in
+            .iter_days()
+            .take_while(|d| *d < check_out)
+            .map(|night| self.nightly_rate(room, night))
+            .sum()
     }
 
     fn leg_fare(&self, flight: &Flight, day: NaiveDate) -> Option<i64> {
@@ -333,7 +370,11 @@ impl Inner {
             Weekday::Tue | Weekday::Wed => 90,
             _ => 100,
         };
-        Some(flight.base_fare_minor * weekday / 100 * self.markup_percent(&sku) / 100 * self.day_noise_percent(&sku, day) / 100)
+        Some(
+            flight.base_fare_minor * weekday / 100 * self.markup_percent(&sku) / 100
+                * self.day_noise_percent(&sku, day)
+                / 100,
+        )
     }
 
     fn money(&self, minor: i64) -> Money {
@@ -349,13 +390,18 @@ impl Inner {
         catalog()
             .rooms
             .iter()
-            .filter(|room| room.city.to_lowercase() == wanted || room.hotel.to_lowercase().contains(&wanted))
+            .filter(|room| {
+                room.city.to_lowercase() == wanted || room.hotel.to_lowercase().contains(&wanted)
+            })
             .filter_map(|room| {
                 let price = self.hotel_price(room, query.check_in, query.check_out)?;
                 Some(Offer {
                     seller: self.name.clone(),
                     sku: room.sku.clone(),
-                    title: format!("{}, {}: {} room, {} night(s)", room.hotel, room.city, room.room, nights),
+                    title: format!(
+                        "{}, {}: {} room, {} night(s)",
+                        room.hotel, room.city, room.room, nights
+                    ),
                     price: self.money(price),
                     details: OfferDetails::Hotel(HotelDetails {
                         city: room.city.to_string(),
@@ -391,14 +437,23 @@ impl Inner {
         let mut offers = Vec::with_capacity(outbound.len() * inbound.len());
         for (out, out_fare) in &outbound {
             for (back, back_fare) in &inbound {
-                offers.push(self.flight_offer(vec![(out, query.date), (back, return_date)], out_fare + back_fare));
+                offers.push(self.flight_offer(
+                    vec![(out, query.date), (back, return_date)],
+                    out_fare + back_fare,
+                ));
             }
         }
         offers
     }
 
     fn flight_offer(&self, legs: Vec<(&Flight, NaiveDate)>, fare: i64) -> Offer {
-        let sku = format!("flight:{}", legs.iter().map(|(f, _)| f.leg_key.as_str()).collect::<Vec<_>>().join("+"));
+        let sku = format!(
+            "flight:{}",
+            legs.iter()
+                .map(|(f, _)| f.leg_key.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        );
         let title = legs
             .iter()
             .map(|(f, d)| format!("{} {}->{} {} {}", f.flight, f.from, f.to, d, f.departs))
@@ -412,7 +467,12 @@ impl Inner {
             details: OfferDetails::Flight(FlightDetails {
                 legs: legs
                     .iter()
-                    .map(|(f, d)| FlightLeg { flight: f.flight.clone(), from: f.from.to_string(), to: f.to.to_string(), date: *d })
+                    .map(|(f, d)| FlightLeg {
+                        flight: f.flight.clone(),
+                        from: f.from.to_string(),
+                        to: f.to.to_string(),
+                        date: *d,
+                    })
                     .collect(),
             }),
         }
@@ -425,7 +485,8 @@ impl Inner {
         match query {
             SearchQuery::Hotel(q) => {
                 let room = catalog().room(sku)?;
-                self.hotel_price(room, q.check_in, q.check_out).map(|p| self.money(p))
+                self.hotel_price(room, q.check_in, q.check_out)
+                    .map(|p| self.money(p))
             }
             SearchQuery::Flight(q) => {
                 let legs: Vec<&str> = sku.strip_prefix("flight:")?.split('+').collect();
@@ -436,7 +497,11 @@ impl Inner {
                 let mut total = 0;
                 for (i, (leg, day)) in legs.iter().zip(dates).enumerate() {
                     let flight = catalog().flight(leg)?;
-                    let (from, to) = if i == 0 { (&q.from, &q.to) } else { (&q.to, &q.from) };
+                    let (from, to) = if i == 0 {
+                        (&q.from, &q.to)
+                    } else {
+                        (&q.to, &q.from)
+                    };
                     if flight.from != from || flight.to != to {
                         return None;
                     }
@@ -454,23 +519,34 @@ impl Inner {
             return if record.request == *req {
                 record.outcome.clone()
             } else {
-                BookOutcome::Rejected { reason: "idempotency key already used for a different booking".to_string() }
+                BookOutcome::Rejected {
+                    reason: "idempotency key already used for a different booking".to_string(),
+                }
             };
         }
         let outcome = match self.quote(&req.sku, &req.query) {
-            None => BookOutcome::Rejected { reason: format!("{} is not sold for these dates", req.sku) },
-            Some(_) if self.roll(lock(&self.knobs).faults.reject_rate) => {
-                BookOutcome::Rejected { reason: "sold out (simulated)".to_string() }
-            }
+            None => BookOutcome::Rejected {
+                reason: format!("{} is not sold for these dates", req.sku),
+            },
+            Some(_) if self.roll(lock(&self.knobs).faults.reject_rate) => BookOutcome::Rejected {
+                reason: "sold out (simulated)".to_string(),
+            },
             Some(current) if current != req.expected_price => BookOutcome::PriceChanged { current },
             Some(price) => {
                 let n = self.reservations_made.fetch_add(1, Ordering::SeqCst) + 1;
-                BookOutcome::Confirmed { reservation_id: format!("{}-{n}", self.name), price }
+                BookOutcome::Confirmed {
+                    reservation_id: format!("{}-{n}", self.name),
+                    price,
+                }
             }
         };
         bookings.insert(
             req.idempotency_key.clone(),
-            BookingRecord { request: req.clone(), outcome: outcome.clone(), cancellation: None },
+            BookingRecord {
+                request: req.clone(),
+                outcome: outcome.clone(),
+                cancellation: None,
+            },
         );
         outcome
     }
@@ -483,13 +559,22 @@ impl Inner {
         if let Some(done) = &record.cancellation {
             return done.clone();
         }
-        let BookOutcome::Confirmed { reservation_id, price } = &record.outcome else {
+        let BookOutcome::Confirmed {
+            reservation_id,
+            price,
+        } = &record.outcome
+        else {
             return CancelOutcome::NotBooked;
         };
-        let fee_minor = (i128::from(price.minor) * i128::from(self.cancel_fee_percent) / 100) as i64;
+        let fee_minor =
+            (i128::from(price.minor) * i128::from(self.cancel_fee_percent) / 100) as i64;
         let fee = Money::new(fee_minor, price.currency);
         let refund = Money::new(price.minor - fee_minor, price.currency);
-        let outcome = CancelOutcome::Cancelled { reservation_id: reservation_id.clone(), fee, refund };
+        let outcome = CancelOutcome::Cancelled {
+            reservation_id: reservation_id.clone(),
+            fee,
+            refund,
+        };
         record.cancellation = Some(outcome.clone());
         outcome
     }
@@ -498,12 +583,27 @@ impl Inner {
         let bookings = lock(&self.bookings);
         let record = bookings.get(key)?;
         Some(match (&record.outcome, &record.cancellation) {
-            (_, Some(CancelOutcome::Cancelled { reservation_id, fee, .. })) => {
-                ReservationStatus::Cancelled { reservation_id: reservation_id.clone(), fee: *fee }
-            }
-            (BookOutcome::Confirmed { reservation_id, price }, _) => {
-                ReservationStatus::Booked { reservation_id: reservation_id.clone(), price: *price }
-            }
+            (
+                _,
+                Some(CancelOutcome::Cancelled {
+                    reservation_id,
+                    fee,
+                    ..
+                }),
+            ) => ReservationStatus::Cancelled {
+                reservation_id: reservation_id.clone(),
+                fee: *fee,
+            },
+            (
+                BookOutcome::Confirmed {
+                    reservation_id,
+                    price,
+                },
+                _,
+            ) => ReservationStatus::Booked {
+                reservation_id: reservation_id.clone(),
+                price: *price,
+            },
             _ => ReservationStatus::Declined,
         })
     }
@@ -571,12 +671,52 @@ impl SellerApi for SimulatedSeller {
 
 /// City, its airport, its average nightly rate in minor units and its hotels.
 const CITIES: &[(&str, &str, i64, &[&str])] = &[
-    ("Lisbon", "LIS", 9_000, &["Alfama Terrace", "Baixa Grand", "Belem Riverside", "Chiado Rooms"]),
-    ("Paris", "CDG", 14_000, &["Marais Lodge", "Rive Gauche", "Montmartre View", "Opera Palace"]),
-    ("Berlin", "BER", 10_000, &["Mitte Loft", "Kreuzberg Yard", "Tiergarten Park"]),
-    ("Rome", "FCO", 12_000, &["Trastevere Inn", "Colosseo Suites", "Pantheon House"]),
-    ("Madrid", "MAD", 9_500, &["Sol Central", "Retiro Garden", "Malasana Studios"]),
-    ("Amsterdam", "AMS", 15_000, &["Canal House", "Jordaan Nest", "Museum Quarter"]),
+    (
+        "Lisbon",
+        "LIS",
+        9_000,
+        &[
+            "Alfama Terrace",
+            "Baixa Grand",
+            "Belem Riverside",
+            "Chiado Rooms",
+        ],
+    ),
+    (
+        "Paris",
+        "CDG",
+        14_000,
+        &[
+            "Marais Lodge",
+            "Rive Gauche",
+            "Montmartre View",
+            "Opera Palace",
+        ],
+    ),
+    (
+        "Berlin",
+        "BER",
+        10_000,
+        &["Mitte Loft", "Kreuzberg Yard", "Tiergarten Park"],
+    ),
+    (
+        "Rome",
+        "FCO",
+        12_000,
+        &["Trastevere Inn", "Colosseo Suites", "Pantheon House"],
+    ),
+    (
+        "Madrid",
+        "MAD",
+        9_500,
+        &["Sol Central", "Retiro Garden", "Malasana Studios"],
+    ),
+    (
+        "Amsterdam",
+        "AMS",
+        15_000,
+        &["Canal House", "Jordaan Nest", "Museum Quarter"],
+    ),
 ];
 
 /// Room types and their price relative to the hotel's double room, in percent.
@@ -654,9 +794,22 @@ impl Catalog {
                 }
             }
         }
-        let rooms_by_sku = rooms.iter().enumerate().map(|(i, r)| (r.sku.clone(), i)).collect();
-        let flights_by_leg = flights.iter().enumerate().map(|(i, f)| (f.leg_key.clone(), i)).collect();
-        Catalog { rooms, rooms_by_sku, flights, flights_by_leg }
+        let rooms_by_sku = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.sku.clone(), i))
+            .collect();
+        let flights_by_leg = flights
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.leg_key.clone(), i))
+            .collect();
+        Catalog {
+            rooms,
+            rooms_by_sku,
+            flights,
+            flights_by_leg,
+        }
     }
 
     fn room(&self, sku: &str) -> Option<&HotelRoom> {
@@ -667,8 +820,14 @@ impl Catalog {
         self.flights_by_leg.get(leg_key).map(|i| &self.flights[*i])
     }
 
-    fn flights_between<'a>(&'a self, from: &'a str, to: &'a str) -> impl Iterator<Item = &'a Flight> + 'a {
-        self.flights.iter().filter(move |f| f.from == from && f.to == to)
+    fn flights_between<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+    ) -> impl Iterator<Item = &'a Flight> + 'a {
+        self.flights
+            .iter()
+            .filter(move |f| f.from == from && f.to == to)
     }
 }
 
@@ -727,11 +886,20 @@ mod tests {
     }
 
     fn lisbon(check_in: &str, check_out: &str) -> HotelQuery {
-        HotelQuery { city_or_hotel: "Lisbon".into(), check_in: date(check_in), check_out: date(check_out) }
+        HotelQuery {
+            city_or_hotel: "Lisbon".into(),
+            check_in: date(check_in),
+            check_out: date(check_out),
+        }
     }
 
     fn lis_cdg(ret: Option<&str>) -> FlightQuery {
-        FlightQuery { from: "LIS".into(), to: "CDG".into(), date: date("2026-05-04"), return_date: ret.map(date) }
+        FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: date("2026-05-04"),
+            return_date: ret.map(date),
+        }
     }
 
     fn book_req(s: &SimulatedSeller, key: &str) -> BookRequest {
@@ -749,20 +917,67 @@ mod tests {
     fn config_validation_names_the_key() {
         assert!(SimulatedSellerConfig::default().validate().is_ok());
         let bad = |c: SimulatedSellerConfig| c.validate().unwrap_err().key;
-        assert_eq!(bad(SimulatedSellerConfig { error_rate: 1.5, ..Default::default() }), "error_rate");
-        assert_eq!(bad(SimulatedSellerConfig { hang_rate: -0.1, ..Default::default() }), "hang_rate");
-        assert_eq!(bad(SimulatedSellerConfig { reject_rate: f64::NAN, ..Default::default() }), "reject_rate");
-        assert_eq!(bad(SimulatedSellerConfig { coverage: 2.0, ..Default::default() }), "coverage");
-        assert_eq!(bad(SimulatedSellerConfig { latency_ms: (10, 5), ..Default::default() }), "latency_ms");
-        assert_eq!(bad(SimulatedSellerConfig { cancel_fee_percent: 101, ..Default::default() }), "cancel_fee_percent");
-        assert_eq!(bad(SimulatedSellerConfig { name: " ".into(), ..Default::default() }), "name");
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                error_rate: 1.5,
+                ..Default::default()
+            }),
+            "error_rate"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                hang_rate: -0.1,
+                ..Default::default()
+            }),
+            "hang_rate"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                reject_rate: f64::NAN,
+                ..Default::default()
+            }),
+            "reject_rate"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                coverage: 2.0,
+                ..Default::default()
+            }),
+            "coverage"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                latency_ms: (10, 5),
+                ..Default::default()
+            }),
+            "latency_ms"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                cancel_fee_percent: 101,
+                ..Default::default()
+            }),
+            "cancel_fee_percent"
+        );
+        assert_eq!(
+            bad(SimulatedSellerConfig {
+                name: " ".into(),
+                ..Default::default()
+            }),
+            "name"
+        );
     }
 
     #[test]
     fn config_deserializes_with_defaults_and_refuses_unknown_keys() {
-        let c: SimulatedSellerConfig = serde_json::from_str(r#"{"name":"b","seed":7,"latency_ms":[1,2]}"#).unwrap();
-        assert_eq!((c.name.as_str(), c.seed, c.latency_ms, c.cancel_fee_percent), ("b", 7, (1, 2), 10));
-        let err = serde_json::from_str::<SimulatedSellerConfig>(r#"{"eror_rate":0.1}"#).unwrap_err();
+        let c: SimulatedSellerConfig =
+            serde_json::from_str(r#"{"name":"b","seed":7,"latency_ms":[1,2]}"#).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.seed, c.latency_ms, c.cancel_fee_percent),
+            ("b", 7, (1, 2), 10)
+        );
+        let err =
+            serde_json::from_str::<SimulatedSellerConfig>(r#"{"eror_rate":0.1}"#).unwrap_err();
         assert!(err.to_string().contains("eror_rate"), "{err}");
     }
 
@@ -771,8 +986,16 @@ mod tests {
         let a = seller("a", 1);
         let q = lisbon("2026-05-04", "2026-05-07"); // Mon..Thu: three nights
         let offers = a.hotel_offers(&q);
-        assert_eq!(offers, seller("a", 1).hotel_offers(&q), "same seed, same offers");
-        assert!(offers.len() >= 6, "lisbon has 4 hotels with three room types each, got {}", offers.len());
+        assert_eq!(
+            offers,
+            seller("a", 1).hotel_offers(&q),
+            "same seed, same offers"
+        );
+        assert!(
+            offers.len() >= 6,
+            "lisbon has 4 hotels with three room types each, got {}",
+            offers.len()
+        );
         for offer in &offers {
             let room = catalog().room(&offer.sku).unwrap();
             let nights: i64 = [date("2026-05-04"), date("2026-05-05"), date("2026-05-06")]
@@ -796,7 +1019,10 @@ mod tests {
         let a = seller("a", 3);
         let room = catalog().room("hotel:paris:h1:double").unwrap();
         let wed = a.inner.nightly_rate(room, date("2026-05-06")).unwrap_or(0);
-        let sat = a.inner.nightly_rate(room, date("2026-05-09")).unwrap_or(i64::MAX);
+        let sat = a
+            .inner
+            .nightly_rate(room, date("2026-05-09"))
+            .unwrap_or(i64::MAX);
         assert!(sat > wed, "saturday {sat} vs wednesday {wed}");
     }
 
@@ -804,16 +1030,32 @@ mod tests {
     fn sellers_share_skus_but_price_differently() {
         let (a, b) = (seller("a", 1), seller("b", 2));
         let q = lisbon("2026-05-04", "2026-05-06");
-        let pa: HashMap<String, i64> = a.hotel_offers(&q).into_iter().map(|o| (o.sku, o.price.minor)).collect();
-        let pb: HashMap<String, i64> = b.hotel_offers(&q).into_iter().map(|o| (o.sku, o.price.minor)).collect();
+        let pa: HashMap<String, i64> = a
+            .hotel_offers(&q)
+            .into_iter()
+            .map(|o| (o.sku, o.price.minor))
+            .collect();
+        let pb: HashMap<String, i64> = b
+            .hotel_offers(&q)
+            .into_iter()
+            .map(|o| (o.sku, o.price.minor))
+            .collect();
         let shared: Vec<&String> = pa.keys().filter(|k| pb.contains_key(*k)).collect();
         assert!(shared.len() > 3, "sellers overlap");
-        assert!(shared.iter().any(|k| pa[*k] != pb[*k]), "at different prices");
+        assert!(
+            shared.iter().any(|k| pa[*k] != pb[*k]),
+            "at different prices"
+        );
     }
 
     #[test]
     fn coverage_limits_the_catalog_a_seller_carries() {
-        let partial = SimulatedSeller::new(SimulatedSellerConfig { coverage: 0.5, latency_ms: (0, 0), ..Default::default() }).unwrap();
+        let partial = SimulatedSeller::new(SimulatedSellerConfig {
+            coverage: 0.5,
+            latency_ms: (0, 0),
+            ..Default::default()
+        })
+        .unwrap();
         let all = seller("all", 1);
         let q = lisbon("2026-05-04", "2026-05-06");
         assert!(partial.hotel_offers(&q).len() < all.hotel_offers(&q).len());
@@ -821,39 +1063,86 @@ mod tests {
 
     #[test]
     fn hotel_name_search_matches_case_insensitively() {
-        let offers = seller("a", 1).hotel_offers(&HotelQuery { city_or_hotel: "  alfama ".into(), ..lisbon("2026-05-04", "2026-05-06") });
+        let offers = seller("a", 1).hotel_offers(&HotelQuery {
+            city_or_hotel: "  alfama ".into(),
+            ..lisbon("2026-05-04", "2026-05-06")
+        });
         assert!(!offers.is_empty());
         assert!(offers.iter().all(|o| o.title.starts_with("Alfama Terrace")));
-        assert!(seller("a", 1).hotel_offers(&HotelQuery { city_or_hotel: "Atlantis".into(), ..lisbon("2026-05-04", "2026-05-06") }).is_empty());
+        assert!(seller("a", 1)
+            .hotel_offers(&HotelQuery {
+                city_or_hotel: "Atlantis".into(),
+                ..lisbon("2026-05-04", "2026-05-06")
+            })
+            .is_empty());
     }
 
     #[test]
     fn round_trip_is_two_legs_summed() {
         let a = seller("a", 1);
         let one_way = a.flight_offers(&lis_cdg(None));
-        let back = a.flight_offers(&FlightQuery { from: "CDG".into(), to: "LIS".into(), date: date("2026-05-08"), return_date: None });
+        let back = a.flight_offers(&FlightQuery {
+            from: "CDG".into(),
+            to: "LIS".into(),
+            date: date("2026-05-08"),
+            return_date: None,
+        });
         let round = a.flight_offers(&lis_cdg(Some("2026-05-08")));
         assert!(!round.is_empty());
         for offer in &round {
-            let legs: Vec<&str> = offer.sku.strip_prefix("flight:").unwrap().split('+').collect();
+            let legs: Vec<&str> = offer
+                .sku
+                .strip_prefix("flight:")
+                .unwrap()
+                .split('+')
+                .collect();
             assert_eq!(legs.len(), 2);
-            let out = one_way.iter().find(|o| o.sku == format!("flight:{}", legs[0])).unwrap();
-            let ret = back.iter().find(|o| o.sku == format!("flight:{}", legs[1])).unwrap();
+            let out = one_way
+                .iter()
+                .find(|o| o.sku == format!("flight:{}", legs[0]))
+                .unwrap();
+            let ret = back
+                .iter()
+                .find(|o| o.sku == format!("flight:{}", legs[1]))
+                .unwrap();
             assert_eq!(offer.price.minor, out.price.minor + ret.price.minor);
             let q = SearchQuery::Flight(lis_cdg(Some("2026-05-08")));
             assert_eq!(a.quote(&offer.sku, &q), Some(offer.price));
         }
-        assert!(a.flight_offers(&FlightQuery { from: "LIS".into(), to: "JFK".into(), date: date("2026-05-04"), return_date: None }).is_empty());
+        assert!(a
+            .flight_offers(&FlightQuery {
+                from: "LIS".into(),
+                to: "JFK".into(),
+                date: date("2026-05-04"),
+                return_date: None
+            })
+            .is_empty());
     }
 
     #[test]
     fn quote_refuses_legs_that_do_not_match_the_query() {
         let a = seller("a", 1);
         let offer = a.flight_offers(&lis_cdg(None)).remove(0);
-        let reversed = SearchQuery::Flight(FlightQuery { from: "CDG".into(), to: "LIS".into(), ..lis_cdg(None) });
+        let reversed = SearchQuery::Flight(FlightQuery {
+            from: "CDG".into(),
+            to: "LIS".into(),
+            ..lis_cdg(None)
+        });
         assert_eq!(a.quote(&offer.sku, &reversed), None);
-        assert_eq!(a.quote(&offer.sku, &SearchQuery::Flight(lis_cdg(Some("2026-05-09")))), None);
-        assert_eq!(a.quote("hotel:nowhere:h1:double", &SearchQuery::Hotel(lisbon("2026-05-04", "2026-05-06"))), None);
+        assert_eq!(
+            a.quote(
+                &offer.sku,
+                &SearchQuery::Flight(lis_cdg(Some("2026-05-09")))
+            ),
+            None
+        );
+        assert_eq!(
+            a.quote(
+                "hotel:nowhere:h1:double",
+                &SearchQuery::Hotel(lisbon("2026-05-04", "2026-05-06"))
+            ),
+            None
+        );
     }
 
     #[tokio::test]
@@ -864,8 +1153,14 @@ mod tests {
         assert!(matches!(first, BookOutcome::Confirmed { .. }), "{first:?}");
         assert_eq!(a.book(req.clone()).await.unwrap(), first);
         assert_eq!(a.reservations_made(), 1);
-        let reused = BookRequest { sku: "hotel:paris:h1:double".into(), ..req.clone() };
-        assert!(matches!(a.book(reused).await.unwrap(), BookOutcome::Rejected { .. }));
+        let reused = BookRequest {
+            sku: "hotel:paris:h1:double".into(),
+            ..req.clone()
+        };
+        assert!(matches!(
+            a.book(reused).await.unwrap(),
+            BookOutcome::Rejected { .. }
+        ));
         assert_eq!(a.reservations_made(), 1);
     }
 
@@ -875,45 +1170,99 @@ mod tests {
         let mut req = book_req(&a, "k1");
         let real = req.expected_price;
         req.expected_price.minor -= 1;
-        assert_eq!(a.book(req).await.unwrap(), BookOutcome::PriceChanged { current: real });
+        assert_eq!(
+            a.book(req).await.unwrap(),
+            BookOutcome::PriceChanged { current: real }
+        );
         let mut req = book_req(&a, "k2");
         req.sku = "hotel:lisbon:h99:double".into();
-        assert!(matches!(a.book(req).await.unwrap(), BookOutcome::Rejected { .. }));
+        assert!(matches!(
+            a.book(req).await.unwrap(),
+            BookOutcome::Rejected { .. }
+        ));
         assert_eq!(a.reservations_made(), 0);
-        assert_eq!(a.booking_status("k1".into()).await.unwrap(), Some(ReservationStatus::Declined));
-        assert_eq!(a.cancel("k1".into()).await.unwrap(), CancelOutcome::NotBooked);
+        assert_eq!(
+            a.booking_status("k1".into()).await.unwrap(),
+            Some(ReservationStatus::Declined)
+        );
+        assert_eq!(
+            a.cancel("k1".into()).await.unwrap(),
+            CancelOutcome::NotBooked
+        );
     }
 
     #[tokio::test]
     async fn cancel_charges_the_fee_once_and_status_follows() {
         let a = seller("a", 1);
         assert_eq!(a.booking_status("k".into()).await.unwrap(), None);
-        assert_eq!(a.cancel("k".into()).await.unwrap(), CancelOutcome::NotBooked);
+        assert_eq!(
+            a.cancel("k".into()).await.unwrap(),
+            CancelOutcome::NotBooked
+        );
         let req = book_req(&a, "k");
-        let BookOutcome::Confirmed { reservation_id, price } = a.book(req).await.unwrap() else { panic!("not confirmed") };
+        let BookOutcome::Confirmed {
+            reservation_id,
+            price,
+        } = a.book(req).await.unwrap()
+        else {
+            panic!("not confirmed")
+        };
         assert_eq!(
             a.booking_status("k".into()).await.unwrap(),
-            Some(ReservationStatus::Booked { reservation_id: reservation_id.clone(), price })
+            Some(ReservationStatus::Booked {
+                reservation_id: reservation_id.clone(),
+                price
+            })
         );
         let cancelled = a.cancel("k".into()).await.unwrap();
-        let CancelOutcome::Cancelled { fee, refund, .. } = cancelled.clone() else { panic!("not cancelled") };
+        let CancelOutcome::Cancelled { fee, refund, .. } = cancelled.clone() else {
+            panic!("not cancelled")
+        };
         assert_eq!(fee.minor, price.minor / 10);
         assert_eq!(fee.minor + refund.minor, price.minor);
         assert_eq!(a.cancel("k".into()).await.unwrap(), cancelled);
-        assert_eq!(a.booking_status("k".into()).await.unwrap(), Some(ReservationStatus::Cancelled { reservation_id, fee }));
+        assert_eq!(
+            a.booking_status("k".into()).await.unwrap(),
+            Some(ReservationStatus::Cancelled {
+                reservation_id,
+                fee
+            })
+        );
     }
 
     #[tokio::test]
     async fn fault_knobs_change_behaviour_at_runtime() {
         let a = seller("a", 1);
         let q = lisbon("2026-05-04", "2026-05-06");
-        a.set_faults(FaultRates { error_rate: 1.0, ..FaultRates::NONE }).unwrap();
-        assert!(matches!(a.search_hotels(q.clone()).await, Err(SellerError::Unavailable(_))));
-        a.set_faults(FaultRates { reject_rate: 1.0, ..FaultRates::NONE }).unwrap();
-        assert!(matches!(a.book(book_req(&a, "r")).await.unwrap(), BookOutcome::Rejected { .. }));
+        a.set_faults(FaultRates {
+            error_rate: 1.0,
+            ..FaultRates::NONE
+        })
+        .unwrap();
+        assert!(matches!(
+            a.search_hotels(q.clone()).await,
+            Err(SellerError::Unavailable(_))
+        ));
+        a.set_faults(FaultRates {
+            reject_rate: 1.0,
+            ..FaultRates::NONE
+        })
+        .unwrap();
+        assert!(matches!(
+            a.book(book_req(&a, "r")).await.unwrap(),
+            BookOutcome::Rejected { .. }
+        ));
         a.set_faults(FaultRates::NONE).unwrap();
         assert!(!a.search_hotels(q.clone()).await.unwrap().is_empty());
-        assert_eq!(a.set_faults(FaultRates { hang_rate: 2.0, ..FaultRates::NONE }).unwrap_err().key, "hang_rate");
+        assert_eq!(
+            a.set_faults(FaultRates {
+                hang_rate: 2.0,
+                ..FaultRates::NONE
+            })
+            .unwrap_err()
+            .key,
+            "hang_rate"
+        );
         assert!(a.set_latency_ms(5, 1).is_err());
     }
 
@@ -921,20 +1270,36 @@ mod tests {
     async fn hang_never_completes_and_lost_reply_still_books() {
         use std::task::Poll;
         let a = seller("a", 1);
-        a.set_faults(FaultRates { hang_rate: 1.0, ..FaultRates::NONE }).unwrap();
+        a.set_faults(FaultRates {
+            hang_rate: 1.0,
+            ..FaultRates::NONE
+        })
+        .unwrap();
         let mut search = a.search_hotels(lisbon("2026-05-04", "2026-05-06"));
         for _ in 0..3 {
-            let polled = futures_util::future::poll_fn(|cx| Poll::Ready(search.as_mut().poll(cx))).await;
+            let polled =
+                futures_util::future::poll_fn(|cx| Poll::Ready(search.as_mut().poll(cx))).await;
             assert!(polled.is_pending());
             tokio::task::yield_now().await;
         }
-        a.set_faults(FaultRates { lost_reply_rate: 1.0, ..FaultRates::NONE }).unwrap();
+        a.set_faults(FaultRates {
+            lost_reply_rate: 1.0,
+            ..FaultRates::NONE
+        })
+        .unwrap();
         let mut book = a.book(book_req(&a, "lost"));
         let polled = futures_util::future::poll_fn(|cx| Poll::Ready(book.as_mut().poll(cx))).await;
         assert!(polled.is_pending());
         drop(book);
-        assert_eq!(a.reservations_made(), 1, "the booking landed although the reply was lost");
+        assert_eq!(
+            a.reservations_made(),
+            1,
+            "the booking landed although the reply was lost"
+        );
         a.set_faults(FaultRates::NONE).unwrap();
-        assert!(matches!(a.booking_status("lost".into()).await.unwrap(), Some(ReservationStatus::Booked { .. })));
+        assert!(matches!(
+            a.booking_status("lost".into()).await.unwrap(),
+            Some(ReservationStatus::Booked { .. })
+        ));
     }
 }
