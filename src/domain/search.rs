@@ -242,6 +242,31 @@ mod tests {
         assert_eq!(forward, backward);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn merge_invariants_hold_for_any_offers(
+            raw in proptest::collection::vec((0u8..4, 0u8..6, 1i64..1_000), 0..40),
+        ) {
+            let offers: Vec<Offer> = raw
+                .iter()
+                .map(|(seller, sku, minor)| offer(&format!("s{seller}"), &format!("k{sku}"), *minor))
+                .collect();
+            let merged = merge_offers(offers.clone(), Currency::EUR);
+            let mut reversed = offers.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(&merged, &merge_offers(reversed, Currency::EUR), "order-independent");
+            let skus: std::collections::HashSet<&str> = offers.iter().map(|o| o.sku.as_str()).collect();
+            proptest::prop_assert_eq!(merged.len(), skus.len(), "one offer per sku");
+            for m in &merged {
+                let cheapest = offers.iter().filter(|o| o.sku == m.sku).map(|o| o.price.minor).min();
+                proptest::prop_assert_eq!(Some(m.price.minor), cheapest);
+            }
+            for pair in merged.windows(2) {
+                proptest::prop_assert!((pair[0].price.minor, &pair[0].sku) < (pair[1].price.minor, &pair[1].sku));
+            }
+        }
+    }
+
     #[test]
     fn merge_drops_foreign_currency() {
         let mut usd = offer("a", "x", 1);

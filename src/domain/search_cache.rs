@@ -8,8 +8,49 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
+use super::breaker::InvalidSetting;
+use super::search::{default_ttl_table, validate_ttl_table, TtlRule};
+
 /// Default capacity: enough for every popular city and route for the next months.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// Largest capacity accepted from config; each entry holds a whole merged result.
+pub const MAX_CACHE_CAPACITY: usize = 1_000_000;
+
+/// Search cache settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchCacheConfig {
+    /// Most cached results per aggregator; 0 disables caching. Default 10000.
+    pub capacity: usize,
+    /// TTL by days until travel; see [`super::search::ttl_for`]. Default
+    /// [`default_ttl_table`].
+    pub ttl_table: Vec<TtlRule>,
+}
+
+impl Default for SearchCacheConfig {
+    fn default() -> Self {
+        SearchCacheConfig {
+            capacity: DEFAULT_CACHE_CAPACITY,
+            ttl_table: default_ttl_table(),
+        }
+    }
+}
+
+impl SearchCacheConfig {
+    /// Checks every key, naming the first bad one.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.capacity > MAX_CACHE_CAPACITY {
+            return Err(InvalidSetting::new(
+                "capacity",
+                format!("must be at most {MAX_CACHE_CAPACITY}"),
+            ));
+        }
+        validate_ttl_table(&self.ttl_table)
+    }
+}
 
 #[derive(Debug)]
 struct Entry<V> {
@@ -260,6 +301,28 @@ mod tests {
             0,
             "no stale index entries"
         );
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let config = SearchCacheConfig::default();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.capacity, DEFAULT_CACHE_CAPACITY);
+        let parsed: SearchCacheConfig = serde_json::from_str(
+            r#"{"capacity": 5, "ttl_table": [{"max_days_until_travel": 0, "ttl_secs": 10}]}"#,
+        )
+        .unwrap();
+        assert!(parsed.validate().is_ok());
+        let too_big = SearchCacheConfig {
+            capacity: MAX_CACHE_CAPACITY + 1,
+            ..Default::default()
+        };
+        assert_eq!(too_big.validate().unwrap_err().key, "capacity");
+        let empty = SearchCacheConfig {
+            ttl_table: vec![],
+            ..Default::default()
+        };
+        assert_eq!(empty.validate().unwrap_err().key, "ttl_table");
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub const MAX_PLACE_QUERY_CHARS: usize = 100;
 ///
 /// Implementations must be idempotent on `idempotency_key`: booking or cancelling twice with
 /// the same key returns the first result and never reserves twice.
+///
+/// For `book` and `cancel`, any error leaves the outcome **unknown**: a timeout, a dropped
+/// connection, a garbled reply or even a 5xx may come after the seller acted. Callers
+/// reconcile with `booking_status`, or retry with the same key (always safe), before
+/// compensating.
 pub trait SellerApi: Send + Sync + 'static {
     /// Stable name used in offers, logs, metrics and config.
     fn name(&self) -> &str;

@@ -3,8 +3,9 @@
 //! reply into domain values.
 //!
 //! Requests are the domain types' serde shapes ([`HotelQuery`], [`FlightQuery`],
-//! [`BookRequest`]). Replies are parsed into the loose `Wire*` structs below (amounts as
-//! integers, currencies and dates as strings) and then checked field by field, so that every
+//! [`BookRequest`](super::BookRequest)). Replies are parsed into the loose `Wire*` structs
+//! below (amounts as integers, currencies and dates as strings) and then checked field by
+//! field, so that every
 //! refusal names the offending field: `offers[3].price.minor: negative amount -500`. Nothing
 //! in this module panics on any input; a proptest in this file holds it to that.
 
