@@ -8,7 +8,12 @@
 //!
 //! Bookings are kept in memory by idempotency key, so the same key always gets the first
 //! answer, and [`SimulatedSeller::reservations_made`] counts real reservations for tests
-//! that check nothing was booked twice.
+//! that check nothing was booked twice. That record is the simulated seller's own database
+//! and grows by one entry per booking key, as a real seller's would; a process running
+//! millions of bookings against one simulated seller should restart it between runs.
+//!
+//! Invalid queries find nothing rather than erroring: validation is the caller's job (the
+//! fake server answers 400 before asking the seller).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

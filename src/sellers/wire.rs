@@ -5,9 +5,9 @@
 //! Requests are the domain types' serde shapes ([`HotelQuery`], [`FlightQuery`],
 //! [`BookRequest`](super::BookRequest)). Replies are parsed into the loose `Wire*` structs
 //! below (amounts as integers, currencies and dates as strings) and then checked field by
-//! field, so that every
-//! refusal names the offending field: `offers[3].price.minor: negative amount -500`. Nothing
-//! in this module panics on any input; a proptest in this file holds it to that.
+//! field, so that every refusal names the offending field:
+//! `offers[3].price.minor: negative amount -500`. Nothing in this module panics on any
+//! input; a proptest in this file holds it to that.
 
 use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
