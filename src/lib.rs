@@ -27,6 +27,7 @@ pub mod domain;
 mod error;
 pub mod http;
 mod runtime;
+pub mod sellers;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

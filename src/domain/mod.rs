@@ -1,8 +1,13 @@
 //! Domain rules as plain types and functions, tested without actors: money, accounts,
-//! wallet arithmetic.
+//! wallet arithmetic, search merge/markdown/TTL, the search cache, the circuit breaker and
+//! the look-to-book meter.
 
 pub mod account;
+pub mod breaker;
+pub mod look_to_book;
 pub mod money;
+pub mod search;
+pub mod search_cache;
 pub mod wallet;
 
 /// Input that breaks a rule, naming the field at fault.

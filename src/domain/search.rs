@@ -1,0 +1,387 @@
+//! Search rules the `SearchAggregator` applies: merging offers from many sellers, the
+//! wallet markdown, the cache TTL for a query, and the normalized cache key.
+//!
+//! The merged result is unpersonalized and cacheable; the markdown depends on the caller's
+//! wallet and is applied after the cache, never stored in it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::breaker::InvalidSetting;
+use super::money::{Currency, Money};
+use crate::sellers::{Offer, SearchQuery};
+
+/// Merges offers from all sellers: one offer per SKU, the cheapest seller wins, ties go to
+/// the seller whose name sorts first (so repeated searches give the same answer), and the
+/// result is sorted by price then SKU.
+///
+/// Offers not priced in `currency` are dropped: prices in different currencies cannot be
+/// compared, and adapters already refuse sellers quoting in another currency.
+pub fn merge_offers(offers: impl IntoIterator<Item = Offer>, currency: Currency) -> Vec<Offer> {
+    let mut best: HashMap<String, Offer> = HashMap::new();
+    for offer in offers.into_iter().filter(|o| o.price.currency == currency) {
+        match best.get(&offer.sku) {
+            Some(kept)
+                if (kept.price.minor, &kept.seller) <= (offer.price.minor, &offer.seller) => {}
+            _ => {
+                best.insert(offer.sku.clone(), offer);
+            }
+        }
+    }
+    let mut merged: Vec<Offer> = best.into_values().collect();
+    merged.sort_by(|a, b| (a.price.minor, &a.sku).cmp(&(b.price.minor, &b.sku)));
+    merged
+}
+
+/// A price with the caller's wallet applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Markdown {
+    /// The merged offer price.
+    pub price: Money,
+    /// Wallet value used against it: `min(price, usable wallet)`.
+    pub markdown: Money,
+    /// What remains to pay: `max(0, price - usable wallet)`.
+    pub price_to_pay: Money,
+}
+
+/// Applies a wallet to a price. A wallet in another currency, or a negative one, marks
+/// nothing down.
+pub fn apply_wallet(price: Money, usable_wallet: Money) -> Markdown {
+    let usable = if usable_wallet.currency == price.currency {
+        usable_wallet.minor.max(0)
+    } else {
+        0
+    };
+    let markdown = usable.min(price.minor.max(0));
+    Markdown {
+        price,
+        markdown: Money::new(markdown, price.currency),
+        price_to_pay: Money::new(price.minor.max(0) - markdown, price.currency),
+    }
+}
+
+/// An offer as shown to one caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonalizedOffer {
+    /// The merged offer.
+    pub offer: Offer,
+    /// Its price with the caller's wallet applied.
+    pub pricing: Markdown,
+}
+
+/// Applies the caller's wallet to each merged offer. Each offer is marked down by the whole
+/// usable wallet, since the caller books one of them.
+pub fn personalize(offers: &[Offer], usable_wallet: Money) -> Vec<PersonalizedOffer> {
+    offers
+        .iter()
+        .map(|offer| PersonalizedOffer {
+            offer: offer.clone(),
+            pricing: apply_wallet(offer.price, usable_wallet),
+        })
+        .collect()
+}
+
+/// One row of the TTL table: queries travelling within `max_days_until_travel` days are
+/// cached for `ttl_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlRule {
+    /// Upper bound (inclusive) of days until travel this row covers.
+    pub max_days_until_travel: u32,
+    /// Cache lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+/// Default TTL table: prices close to the travel date move fast, far ones slowly.
+pub fn default_ttl_table() -> Vec<TtlRule> {
+    [
+        (0, 15),
+        (1, 30),
+        (7, 120),
+        (30, 600),
+        (90, 1_200),
+        (365, 1_800),
+    ]
+    .into_iter()
+    .map(|(max_days_until_travel, ttl_secs)| TtlRule {
+        max_days_until_travel,
+        ttl_secs,
+    })
+    .collect()
+}
+
+/// Checks the table is non-empty, strictly ascending in days, with positive TTLs.
+pub fn validate_ttl_table(table: &[TtlRule]) -> Result<(), InvalidSetting> {
+    if table.is_empty() {
+        return Err(InvalidSetting::new(
+            "ttl_table",
+            "must have at least one row",
+        ));
+    }
+    for (i, rule) in table.iter().enumerate() {
+        if rule.ttl_secs == 0 {
+            return Err(InvalidSetting::new(
+                format!("ttl_table[{i}].ttl_secs"),
+                "must be positive",
+            ));
+        }
+        if i > 0 && rule.max_days_until_travel <= table[i - 1].max_days_until_travel {
+            return Err(InvalidSetting::new(
+                format!("ttl_table[{i}].max_days_until_travel"),
+                "rows must be in strictly ascending order of days",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Cache lifetime for a query travelling in `days_until_travel` days: the first row whose
+/// bound covers it; past the last row, the last row's TTL; travel in the past, the first
+/// row's. An empty table means "do not cache" (zero).
+pub fn ttl_for(days_until_travel: i64, table: &[TtlRule]) -> Duration {
+    let days = days_until_travel.max(0);
+    let rule = table
+        .iter()
+        .find(|r| i64::from(r.max_days_until_travel) >= days)
+        .or(table.last());
+    Duration::from_secs(rule.map_or(0, |r| r.ttl_secs))
+}
+
+/// Days from `today` to the query's first day of travel (negative when in the past).
+pub fn days_until_travel(query: &SearchQuery, today: NaiveDate) -> i64 {
+    (query.travel_date() - today).num_days()
+}
+
+/// Normalized cache key of a query: `hotel|lisbon|2026-05-01|2026-05-03` or
+/// `flight|LIS|CDG|2026-05-01|2026-05-08` (`-` for one way). The place is trimmed,
+/// lowercased and its inner whitespace collapsed, so "  Lisbon " and "lisbon" share an entry.
+pub fn cache_key(query: &SearchQuery) -> String {
+    match query {
+        SearchQuery::Hotel(q) => {
+            let place = q
+                .city_or_hotel
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            format!("hotel|{place}|{}|{}", q.check_in, q.check_out)
+        }
+        SearchQuery::Flight(q) => {
+            let ret = q
+                .return_date
+                .map_or_else(|| "-".to_string(), |d| d.to_string());
+            format!(
+                "flight|{}|{}|{}|{ret}",
+                q.from.trim().to_uppercase(),
+                q.to.trim().to_uppercase(),
+                q.date
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sellers::{FlightQuery, HotelDetails, HotelQuery, OfferDetails};
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn offer(seller: &str, sku: &str, minor: i64) -> Offer {
+        Offer {
+            seller: seller.into(),
+            sku: sku.into(),
+            title: sku.into(),
+            price: Money::new(minor, Currency::EUR),
+            details: OfferDetails::Hotel(HotelDetails {
+                city: "Lisbon".into(),
+                hotel: "H".into(),
+                room: "double".into(),
+                check_in: date("2026-05-01"),
+                check_out: date("2026-05-02"),
+                nights: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_cheapest_per_sku_sorted_by_price_then_sku() {
+        let merged = merge_offers(
+            vec![
+                offer("a", "x", 300),
+                offer("b", "x", 200),
+                offer("c", "y", 200),
+                offer("a", "z", 100),
+                offer("c", "x", 250),
+            ],
+            Currency::EUR,
+        );
+        let got: Vec<(&str, &str, i64)> = merged
+            .iter()
+            .map(|o| (o.seller.as_str(), o.sku.as_str(), o.price.minor))
+            .collect();
+        assert_eq!(got, vec![("a", "z", 100), ("b", "x", 200), ("c", "y", 200)]);
+    }
+
+    #[test]
+    fn merge_breaks_ties_by_seller_name_whatever_the_arrival_order() {
+        let forward = merge_offers(
+            vec![offer("b", "x", 100), offer("a", "x", 100)],
+            Currency::EUR,
+        );
+        let backward = merge_offers(
+            vec![offer("a", "x", 100), offer("b", "x", 100)],
+            Currency::EUR,
+        );
+        assert_eq!(forward[0].seller, "a");
+        assert_eq!(forward, backward);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merge_invariants_hold_for_any_offers(
+            raw in proptest::collection::vec((0u8..4, 0u8..6, 1i64..1_000), 0..40),
+        ) {
+            let offers: Vec<Offer> = raw
+                .iter()
+                .map(|(seller, sku, minor)| offer(&format!("s{seller}"), &format!("k{sku}"), *minor))
+                .collect();
+            let merged = merge_offers(offers.clone(), Currency::EUR);
+            let mut reversed = offers.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(&merged, &merge_offers(reversed, Currency::EUR), "order-independent");
+            let skus: std::collections::HashSet<&str> = offers.iter().map(|o| o.sku.as_str()).collect();
+            proptest::prop_assert_eq!(merged.len(), skus.len(), "one offer per sku");
+            for m in &merged {
+                let cheapest = offers.iter().filter(|o| o.sku == m.sku).map(|o| o.price.minor).min();
+                proptest::prop_assert_eq!(Some(m.price.minor), cheapest);
+            }
+            for pair in merged.windows(2) {
+                proptest::prop_assert!((pair[0].price.minor, &pair[0].sku) < (pair[1].price.minor, &pair[1].sku));
+            }
+        }
+    }
+
+    #[test]
+    fn merge_drops_foreign_currency() {
+        let mut usd = offer("a", "x", 1);
+        usd.price.currency = Currency::USD;
+        let merged = merge_offers(vec![usd, offer("b", "x", 500)], Currency::EUR);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].seller, "b");
+    }
+
+    #[test]
+    fn wallet_markdown_never_goes_below_zero() {
+        let eur = |m| Money::new(m, Currency::EUR);
+        assert_eq!(
+            apply_wallet(eur(500), eur(200)),
+            Markdown {
+                price: eur(500),
+                markdown: eur(200),
+                price_to_pay: eur(300)
+            }
+        );
+        assert_eq!(
+            apply_wallet(eur(500), eur(900)),
+            Markdown {
+                price: eur(500),
+                markdown: eur(500),
+                price_to_pay: eur(0)
+            }
+        );
+        assert_eq!(apply_wallet(eur(500), eur(-50)).price_to_pay, eur(500));
+        assert_eq!(
+            apply_wallet(eur(500), Money::new(100, Currency::USD)).markdown,
+            eur(0)
+        );
+        let personal = personalize(&[offer("a", "x", 300)], eur(100));
+        assert_eq!(personal[0].pricing.price_to_pay, eur(200));
+    }
+
+    #[test]
+    fn ttl_grows_with_days_until_travel() {
+        let table = default_ttl_table();
+        assert!(validate_ttl_table(&table).is_ok());
+        assert_eq!(ttl_for(0, &table), Duration::from_secs(15));
+        assert_eq!(ttl_for(-3, &table), Duration::from_secs(15));
+        assert_eq!(ttl_for(1, &table), Duration::from_secs(30));
+        assert_eq!(ttl_for(2, &table), Duration::from_secs(120));
+        assert_eq!(ttl_for(7, &table), Duration::from_secs(120));
+        assert_eq!(ttl_for(60, &table), Duration::from_secs(1_200));
+        assert_eq!(ttl_for(5_000, &table), Duration::from_secs(1_800));
+        assert_eq!(ttl_for(3, &[]), Duration::ZERO);
+        let mut previous = Duration::ZERO;
+        for days in 0..400 {
+            let ttl = ttl_for(days, &table);
+            assert!(ttl >= previous, "monotone in days");
+            previous = ttl;
+        }
+    }
+
+    #[test]
+    fn ttl_table_validation_names_the_row() {
+        let bad = vec![
+            TtlRule {
+                max_days_until_travel: 5,
+                ttl_secs: 10,
+            },
+            TtlRule {
+                max_days_until_travel: 5,
+                ttl_secs: 20,
+            },
+        ];
+        assert_eq!(
+            validate_ttl_table(&bad).unwrap_err().key,
+            "ttl_table[1].max_days_until_travel"
+        );
+        let zero = vec![TtlRule {
+            max_days_until_travel: 5,
+            ttl_secs: 0,
+        }];
+        assert_eq!(
+            validate_ttl_table(&zero).unwrap_err().key,
+            "ttl_table[0].ttl_secs"
+        );
+        assert_eq!(validate_ttl_table(&[]).unwrap_err().key, "ttl_table");
+    }
+
+    #[test]
+    fn cache_key_normalizes_place_and_distinguishes_queries() {
+        let hotel = |place: &str| {
+            cache_key(&SearchQuery::Hotel(HotelQuery {
+                city_or_hotel: place.into(),
+                check_in: date("2026-05-01"),
+                check_out: date("2026-05-03"),
+            }))
+        };
+        assert_eq!(hotel("  Lisbon "), "hotel|lisbon|2026-05-01|2026-05-03");
+        assert_eq!(hotel("baixa   GRAND"), hotel("Baixa Grand"));
+        assert_ne!(hotel("Lisbon"), hotel("Paris"));
+        let flight = |ret: Option<&str>| {
+            cache_key(&SearchQuery::Flight(FlightQuery {
+                from: "LIS".into(),
+                to: "CDG".into(),
+                date: date("2026-05-01"),
+                return_date: ret.map(date),
+            }))
+        };
+        assert_eq!(flight(None), "flight|LIS|CDG|2026-05-01|-");
+        assert_eq!(
+            flight(Some("2026-05-08")),
+            "flight|LIS|CDG|2026-05-01|2026-05-08"
+        );
+        let q = SearchQuery::Flight(FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: date("2026-05-11"),
+            return_date: None,
+        });
+        assert_eq!(days_until_travel(&q, date("2026-05-01")), 10);
+    }
+}

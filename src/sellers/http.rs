@@ -1,0 +1,336 @@
+//! `HttpSeller`: the [`SellerApi`] over JSON/HTTP, speaking the format in [`super::wire`]
+//! (`docs/seller-wire-format.md`).
+//!
+//! Replies are untrusted: bodies are read up to [`MAX_REPLY_BYTES`] and no further, then
+//! parsed and validated field by field; anything off becomes
+//! [`SellerError::InvalidReply`] naming the problem. Per-call deadlines, retries and the
+//! circuit breaker belong to the `SellerAdapter`; the client's own timeout here is only a
+//! backstop so an abandoned connection cannot linger forever.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::Deserialize;
+
+use super::wire::{
+    self, SearchReply, WireBookReply, WireCancelReply, WireStatusReply, MAX_REPLY_BYTES,
+};
+use super::{
+    BookOutcome, BookRequest, CancelOutcome, FlightQuery, HotelQuery, Offer, ReservationStatus,
+    SellerApi, SellerError, SellerFuture,
+};
+use crate::domain::breaker::InvalidSetting;
+use crate::domain::money::Currency;
+
+/// Configuration of one HTTP seller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSellerConfig {
+    /// Seller name used in offers and logs. Default `"http"`.
+    pub name: String,
+    /// Base URL; paths of the wire format are appended to it. Only `http://` is supported:
+    /// the crate builds reqwest without a TLS backend. Default `http://127.0.0.1:9001/`.
+    pub base_url: String,
+    /// Currency the seller must price in; replies in another are refused. Default EUR.
+    pub currency: Currency,
+    /// Backstop timeout for a whole request, in ms; the adapter's deadline is normally
+    /// shorter. Default 10000.
+    pub request_timeout_ms: u64,
+    /// Timeout for establishing a connection, in ms. Default 2000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for HttpSellerConfig {
+    fn default() -> Self {
+        HttpSellerConfig {
+            name: "http".to_string(),
+            base_url: "http://127.0.0.1:9001/".to_string(),
+            currency: Currency::EUR,
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl HttpSellerConfig {
+    /// Checks every key, naming the first bad one.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.base_url()?;
+        if self.name.trim().is_empty() {
+            return Err(InvalidSetting::new("name", "must not be empty"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "request_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "connect_timeout_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
+    fn base_url(&self) -> Result<Url, InvalidSetting> {
+        let mut url = Url::parse(&self.base_url)
+            .map_err(|e| InvalidSetting::new("base_url", e.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(InvalidSetting::new(
+                "base_url",
+                "only http:// is supported (no TLS backend is built in)",
+            ));
+        }
+        if url.cannot_be_a_base() || url.query().is_some() {
+            return Err(InvalidSetting::new(
+                "base_url",
+                "must be a plain http://host[:port][/path] URL",
+            ));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
+}
+
+/// A seller reached over HTTP. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HttpSeller {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    base: Url,
+    currency: Currency,
+    client: Client,
+}
+
+impl HttpSeller {
+    /// Builds a client after validating `config`.
+    pub fn new(config: HttpSellerConfig) -> Result<Self, InvalidSetting> {
+        config.validate()?;
+        let client = Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .build()
+            .map_err(|e| {
+                InvalidSetting::new("base_url", format!("cannot build HTTP client: {e}"))
+            })?;
+        Ok(HttpSeller {
+            inner: Arc::new(Inner {
+                base: config.base_url()?,
+                name: config.name,
+                currency: config.currency,
+                client,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    /// `base` + the given path segments, each percent-encoded (idempotency keys are
+    /// caller-chosen text).
+    fn url(&self, segments: &[&str]) -> Result<Url, SellerError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| SellerError::Transport("base URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends one request and returns the body of a 2xx reply, read up to the size limit.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, SellerError> {
+        let mut request = self
+            .client
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let mut response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(match status {
+                StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => SellerError::Timeout,
+                s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+                    SellerError::Unavailable(format!("HTTP {s}"))
+                }
+                s => SellerError::InvalidReply(format!("unexpected HTTP status {s}")),
+            });
+        }
+        if let Some(len) = response.content_length() {
+            if len > MAX_REPLY_BYTES as u64 {
+                return Err(SellerError::InvalidReply(format!(
+                    "reply body of {len} bytes exceeds {MAX_REPLY_BYTES}"
+                )));
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(SellerError::InvalidReply(format!(
+                    "reply body exceeds {MAX_REPLY_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn post<T: serde::Serialize>(
+        &self,
+        segments: &[&str],
+        payload: &T,
+    ) -> Result<Vec<u8>, SellerError> {
+        let body = serde_json::to_vec(payload)
+            .map_err(|e| SellerError::Transport(format!("cannot encode request: {e}")))?;
+        self.exchange(Method::POST, self.url(segments)?, Some(body))
+            .await
+    }
+}
+
+/// Maps a reqwest failure; the source chain is included because reqwest's own message
+/// ("error sending request") hides the cause.
+fn transport_error(e: reqwest::Error) -> SellerError {
+    if e.is_timeout() {
+        return SellerError::Timeout;
+    }
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    SellerError::Transport(text)
+}
+
+impl SellerApi for HttpSeller {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn search_hotels(&self, query: HotelQuery) -> SellerFuture<Vec<Offer>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let body = inner.post(&["search", "hotels"], &query).await?;
+            let reply: SearchReply = wire::parse_json(&body)?;
+            wire::hotel_offers(&inner.name, inner.currency, &query, reply)
+        })
+    }
+
+    fn search_flights(&self, query: FlightQuery) -> SellerFuture<Vec<Offer>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let body = inner.post(&["search", "flights"], &query).await?;
+            let reply: SearchReply = wire::parse_json(&body)?;
+            wire::flight_offers(&inner.name, inner.currency, &query, reply)
+        })
+    }
+
+    fn book(&self, req: BookRequest) -> SellerFuture<BookOutcome> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let body = inner.post(&["bookings"], &req).await?;
+            let reply: WireBookReply = wire::parse_json(&body)?;
+            wire::book_outcome(inner.currency, reply)
+        })
+    }
+
+    fn cancel(&self, idempotency_key: String) -> SellerFuture<CancelOutcome> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let url = inner.url(&["bookings", &idempotency_key, "cancel"])?;
+            let body = inner.exchange(Method::POST, url, None).await?;
+            let reply: WireCancelReply = wire::parse_json(&body)?;
+            wire::cancel_outcome(inner.currency, reply)
+        })
+    }
+
+    fn booking_status(&self, idempotency_key: String) -> SellerFuture<Option<ReservationStatus>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let url = inner.url(&["bookings", &idempotency_key])?;
+            let body = inner.exchange(Method::GET, url, None).await?;
+            let reply: WireStatusReply = wire::parse_json(&body)?;
+            wire::reservation_status(inner.currency, reply)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_key() {
+        assert!(HttpSellerConfig::default().validate().is_ok());
+        let bad = |c: HttpSellerConfig| c.validate().unwrap_err().key;
+        assert_eq!(
+            bad(HttpSellerConfig {
+                base_url: "not a url".into(),
+                ..Default::default()
+            }),
+            "base_url"
+        );
+        assert_eq!(
+            bad(HttpSellerConfig {
+                base_url: "https://seller.example/".into(),
+                ..Default::default()
+            }),
+            "base_url"
+        );
+        assert_eq!(
+            bad(HttpSellerConfig {
+                name: "".into(),
+                ..Default::default()
+            }),
+            "name"
+        );
+        assert_eq!(
+            bad(HttpSellerConfig {
+                request_timeout_ms: 0,
+                ..Default::default()
+            }),
+            "request_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn paths_stay_under_the_base_and_keys_are_encoded() {
+        let seller = HttpSeller::new(HttpSellerConfig {
+            base_url: "http://h:1/api/v2".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            seller.inner.url(&["search", "hotels"]).unwrap().as_str(),
+            "http://h:1/api/v2/search/hotels"
+        );
+        let url = seller
+            .inner
+            .url(&["bookings", "a/b?c d", "cancel"])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/api/v2/bookings/a%2Fb%3Fc%20d/cancel"
+        );
+    }
+}
