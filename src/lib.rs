@@ -1,3 +1,4 @@
 //! wayfare (skeleton; see README).
 
 pub mod domain;
+pub mod payments;

@@ -1,3 +1,5 @@
 //! Domain rules as plain types and functions, tested without actors.
 
 pub mod money;
+pub mod outbox;
+pub mod saga;

@@ -14,7 +14,8 @@ pub struct Currency([u8; 3]);
 
 /// Currencies accepted from config, clients and sellers (all with two minor digits).
 const KNOWN_CURRENCIES: &[&str] = &[
-    "AUD", "CAD", "CHF", "CNY", "DKK", "EUR", "GBP", "HKD", "NOK", "NZD", "PLN", "SEK", "SGD", "USD",
+    "AUD", "CAD", "CHF", "CNY", "DKK", "EUR", "GBP", "HKD", "NOK", "NZD", "PLN", "SEK", "SGD",
+    "USD",
 ];
 
 impl Currency {
@@ -93,13 +94,19 @@ impl Money {
     /// Sum, or `None` on currency mismatch or overflow.
     pub fn checked_add(self, other: Money) -> Option<Money> {
         (self.currency == other.currency).then_some(())?;
-        Some(Money::new(self.minor.checked_add(other.minor)?, self.currency))
+        Some(Money::new(
+            self.minor.checked_add(other.minor)?,
+            self.currency,
+        ))
     }
 
     /// Difference, or `None` on currency mismatch or overflow.
     pub fn checked_sub(self, other: Money) -> Option<Money> {
         (self.currency == other.currency).then_some(())?;
-        Some(Money::new(self.minor.checked_sub(other.minor)?, self.currency))
+        Some(Money::new(
+            self.minor.checked_sub(other.minor)?,
+            self.currency,
+        ))
     }
 }
 
