@@ -15,7 +15,10 @@ use crate::domain::money::Money;
 
 pub mod simulated;
 
-pub use simulated::{GatewayLedger, PaymentFault, SimulatedGateway, SimulatedGatewayConfig};
+pub use simulated::{
+    GatewayConfigError, GatewayLedger, PaymentFault, PaymentOp, SimulatedGateway,
+    SimulatedGatewayConfig,
+};
 
 /// The future every gateway operation returns: boxed so the trait stays object-safe and can
 /// be shared as `Arc<dyn PaymentGateway>` between saga actors.
