@@ -364,8 +364,15 @@ impl SimulatedGateway {
     /// Counts the call, draws its latency and takes a pending fault for `op`.
     fn prelude(&self, op: PaymentOp, key: &str, card_token: Option<&str>) -> Prelude {
         let mut st = self.lock();
+        // Status queries share the key of the operation they ask about; count them apart
+        // so asking does not shift the `tok_flaky` pattern of the operation itself.
+        let counter = if op == PaymentOp::Status {
+            format!("status|{key}")
+        } else {
+            key.to_owned()
+        };
         let attempt = {
-            let n = st.calls.entry(key.to_owned()).or_insert(0);
+            let n = st.calls.entry(counter).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };

@@ -1006,6 +1006,17 @@ fn decisive_failure(
             );
         }
         // After the pivot only a permanent failure compensates; a refused capture is one.
+        // The wallet has no status query: if an earlier wallet capture timed out, points may
+        // already be spent, and releasing the hold could not undo that. An operator decides.
+        Step::CaptureWallet if r.effects.wallet_capture == Effect::Uncertain => park(
+            r,
+            format!(
+                "{} {kind} after an unknown outcome: {reason}",
+                step.as_str()
+            ),
+            step,
+            now,
+        ),
         Step::CapturePayment | Step::CaptureWallet => {
             start_compensation(
                 r,
@@ -1756,6 +1767,32 @@ mod tests {
         assert_eq!(r.state, SagaState::Failed);
         assert_eq!(trs.last().unwrap().email, Some(EmailKind::Failed));
         assert!(retry_needs_attention(&mut r, now()).is_err());
+    }
+
+    #[test]
+    fn wallet_capture_in_doubt_then_permanent_failure_parks() {
+        let mut r = booking(5_000, 30_000);
+        let mut wallet_calls = 0;
+        let (actions, _) = drive(&mut r, |a| match a {
+            Action::CaptureWallet { .. } => {
+                wallet_calls += 1;
+                if wallet_calls == 1 {
+                    StepOutcome::TimedOut
+                } else {
+                    StepOutcome::Permanent {
+                        reason: "ledger error".into(),
+                    }
+                }
+            }
+            other => success(other),
+        });
+        assert_eq!(names(&actions).last(), Some(&"capture-wallet"));
+        assert_eq!(r.state, SagaState::NeedsAttention);
+        assert_eq!(
+            r.effects.payment_capture,
+            Effect::Done,
+            "nothing was undone blindly"
+        );
     }
 
     #[test]
