@@ -12,6 +12,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
+use crate::domain::saga::StepOutcome;
 
 pub mod simulated;
 
@@ -170,5 +171,231 @@ impl PaymentError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, PaymentError::Permanent(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway replies as saga outcomes. One place decides what each reply means to the saga,
+// so the actor only forwards them.
+// ---------------------------------------------------------------------------------------
+
+fn error_outcome(err: PaymentError) -> StepOutcome {
+    match err {
+        PaymentError::Timeout => StepOutcome::TimedOut,
+        PaymentError::Unavailable(reason) => StepOutcome::Transient { reason },
+        PaymentError::Permanent(reason) => StepOutcome::Permanent { reason },
+    }
+}
+
+/// The saga outcome of an `authorize` reply: a decline is an expected refusal.
+pub fn authorize_step_outcome(reply: Result<AuthOutcome, PaymentError>) -> StepOutcome {
+    match reply {
+        Ok(AuthOutcome::Authorized { authorization_id }) => {
+            StepOutcome::Authorized { authorization_id }
+        }
+        Ok(AuthOutcome::Declined { reason }) => StepOutcome::Refused { reason },
+        Err(err) => error_outcome(err),
+    }
+}
+
+/// The saga outcome of a `capture` reply. A rejected capture can never succeed as sent,
+/// which the saga treats like a permanent failure.
+pub fn capture_step_outcome(reply: Result<CaptureOutcome, PaymentError>) -> StepOutcome {
+    match reply {
+        Ok(CaptureOutcome::Captured { capture_id }) => StepOutcome::Captured { capture_id },
+        Ok(CaptureOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
+        Err(err) => error_outcome(err),
+    }
+}
+
+/// The saga outcome of a `void` reply.
+pub fn void_step_outcome(reply: Result<VoidOutcome, PaymentError>) -> StepOutcome {
+    match reply {
+        Ok(VoidOutcome::Voided) => StepOutcome::Completed,
+        Ok(VoidOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
+        Err(err) => error_outcome(err),
+    }
+}
+
+/// The saga outcome of a `refund` reply.
+pub fn refund_step_outcome(reply: Result<RefundOutcome, PaymentError>) -> StepOutcome {
+    match reply {
+        Ok(RefundOutcome::Refunded { .. }) => StepOutcome::Completed,
+        Ok(RefundOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
+        Err(err) => error_outcome(err),
+    }
+}
+
+/// The saga outcome of a `status` reply used to reconcile an operation in doubt: it took
+/// effect (`Authorized` / `Captured`), or nothing of it is in force (`NotFound`: never
+/// received, declined or rejected).
+pub fn status_step_outcome(reply: Result<Option<PaymentOpStatus>, PaymentError>) -> StepOutcome {
+    match reply {
+        Ok(Some(PaymentOpStatus::Authorized {
+            authorization_id, ..
+        })) => StepOutcome::Authorized { authorization_id },
+        Ok(Some(PaymentOpStatus::Captured { capture_id, .. })) => {
+            StepOutcome::Captured { capture_id }
+        }
+        Ok(_) => StepOutcome::NotFound,
+        Err(err) => error_outcome(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The saga state machine driven against the simulated gateway, the way the actor
+    //! will drive it (seller and wallet answered by a script).
+
+    use super::*;
+    use crate::domain::money::Currency;
+    use crate::domain::saga::{
+        apply, new_booking, next_action, Action, BookingRequest, SagaConfig, SagaRecord, SagaState,
+    };
+    use chrono::{DateTime, NaiveDate, Utc};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn eur(minor: i64) -> Money {
+        Money::new(minor, Currency::EUR)
+    }
+
+    fn instant() -> SimulatedGateway {
+        SimulatedGateway::new(SimulatedGatewayConfig {
+            latency_min_ms: 0,
+            latency_max_ms: 0,
+            ..Default::default()
+        })
+    }
+
+    async fn run(gw: &SimulatedGateway, id: &str, token: &str) -> SagaRecord {
+        let request = BookingRequest {
+            account_id: "acc-1".into(),
+            seller: "alpha".into(),
+            sku: "hotel-1".into(),
+            start: NaiveDate::from_ymd_opt(2027, 1, 10).unwrap(),
+            end: NaiveDate::from_ymd_opt(2027, 1, 12).unwrap(),
+            wallet_points: eur(1_000),
+            card_token: token.into(),
+            offer_price: eur(20_000),
+            idempotency_key: format!("idem-{id}"),
+        };
+        let mut r = new_booking(id, request, now()).unwrap();
+        let cfg = SagaConfig::default();
+        for _ in 0..100 {
+            let outcome = match next_action(&r) {
+                Action::Done | Action::AwaitOperator { .. } => return r,
+                Action::AuthorizePayment {
+                    key,
+                    card_token,
+                    amount,
+                } => authorize_step_outcome(gw.authorize(&key, &card_token, amount).await),
+                Action::CapturePayment {
+                    key,
+                    authorization_id,
+                    amount,
+                } => capture_step_outcome(gw.capture(&key, &authorization_id, amount).await),
+                Action::VoidPayment {
+                    key,
+                    authorization_id,
+                } => void_step_outcome(gw.void(&key, &authorization_id).await),
+                Action::Refund {
+                    key,
+                    payment_id,
+                    amount,
+                } => refund_step_outcome(gw.refund(&key, &payment_id, amount).await),
+                Action::ReconcilePayment { key } => status_step_outcome(gw.status(&key).await),
+                Action::Reserve { .. } | Action::ReconcileReservation { .. } => {
+                    StepOutcome::Reserved {
+                        reservation_id: "res-1".into(),
+                    }
+                }
+                _ => StepOutcome::Completed,
+            };
+            apply(&mut r, outcome, &cfg, now()).unwrap();
+        }
+        panic!("saga did not stop");
+    }
+
+    #[tokio::test]
+    async fn approve_confirms_and_charges_once() {
+        let gw = instant();
+        let r = run(&gw, "s1", "tok_approve").await;
+        assert_eq!(r.state, SagaState::Confirmed);
+        assert_eq!(gw.captured_total(Currency::EUR), Some(eur(19_000)));
+        assert!(gw.open_authorizations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn decline_fails_without_charging() {
+        let gw = instant();
+        let r = run(&gw, "s1", "tok_decline").await;
+        assert_eq!(r.state, SagaState::Failed);
+        assert_eq!(gw.ledger(), GatewayLedger::default());
+    }
+
+    #[tokio::test]
+    async fn failed_capture_voids_the_authorization() {
+        let gw = instant();
+        let r = run(&gw, "s1", "tok_fail_capture").await;
+        assert_eq!(r.state, SagaState::Failed);
+        assert_eq!(gw.captured_total(Currency::EUR), Some(eur(0)));
+        assert_eq!(gw.ledger().voids.len(), 1);
+        assert!(gw.open_authorizations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn capture_that_times_out_after_charging_is_not_charged_twice() {
+        let gw = instant();
+        gw.inject(PaymentOp::Capture, PaymentFault::TimeoutAfterEffect);
+        gw.inject(PaymentOp::Authorize, PaymentFault::TimeoutAfterEffect);
+        let r = run(&gw, "s1", "tok_approve").await;
+        assert_eq!(r.state, SagaState::Confirmed);
+        assert_eq!(gw.capture_count("s1:capture"), 1);
+        assert_eq!(gw.ledger().authorizations.len(), 1);
+        assert_eq!(gw.captured_total(Currency::EUR), Some(eur(19_000)));
+    }
+
+    #[tokio::test]
+    async fn flaky_cards_never_leave_money_in_limbo() {
+        let gw = instant();
+        let mut parked = Vec::new();
+        let mut finals = std::collections::BTreeSet::new();
+        for i in 0..30 {
+            let id = format!("f{i}");
+            let r = run(&gw, &id, "tok_flaky").await;
+            let captures = gw.capture_count(&format!("{id}:capture"));
+            finals.insert(r.state.as_str());
+            match r.state {
+                SagaState::Confirmed => assert_eq!(captures, 1),
+                SagaState::Failed => assert_eq!(captures, 0),
+                SagaState::NeedsAttention => {
+                    assert!(captures <= 1);
+                    parked.push(id);
+                }
+                other => panic!("unexpected final state {other:?}"),
+            }
+        }
+        assert!(
+            finals.contains("confirmed"),
+            "some flaky bookings get through: {finals:?}"
+        );
+        // An authorization still open belongs to a saga an operator has been told about.
+        let ledger = gw.ledger();
+        for open in gw.open_authorizations() {
+            let auth = ledger
+                .authorizations
+                .iter()
+                .find(|a| a.authorization_id == open)
+                .unwrap();
+            assert!(
+                parked
+                    .iter()
+                    .any(|p| auth.key.starts_with(&format!("{p}:"))),
+                "{auth:?} left open"
+            );
+        }
     }
 }
