@@ -26,6 +26,7 @@ pub mod config;
 pub mod domain;
 mod error;
 pub mod http;
+pub mod payments;
 mod runtime;
 pub mod sellers;
 pub mod store;

@@ -6,6 +6,8 @@ pub mod account;
 pub mod breaker;
 pub mod look_to_book;
 pub mod money;
+pub mod outbox;
+pub mod saga;
 pub mod search;
 pub mod search_cache;
 pub mod wallet;

@@ -1,0 +1,262 @@
+//! Customer emails as durable outbox entries, and how each kind is worded.
+//!
+//! The booking saga writes an [`OutboxEmail`] in the same store write as the transition that
+//! causes it (confirmed, failed, cancelled), so an email is never lost nor sent for a state
+//! that was not recorded. The Mailer drains the outbox at least once; the entry id is
+//! deterministic so a replayed write does not create a second entry. Bodies never contain
+//! internal error text, only customer-safe facts.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::money::Money;
+
+/// Which customer email this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailKind {
+    /// The booking is confirmed and paid.
+    Confirmed,
+    /// The booking could not be completed; nothing is charged.
+    Failed,
+    /// The booking was cancelled (refund and points as stated).
+    Cancelled,
+}
+
+impl EmailKind {
+    /// Stable lower-case name, used in entry ids and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EmailKind::Confirmed => "confirmed",
+            EmailKind::Failed => "failed",
+            EmailKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One email waiting in the outbox. Plain fields only, so bincode can encode it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEmail {
+    /// Deterministic id (`"{saga_id}:email:{kind}"`): writing it twice is harmless.
+    pub id: String,
+    /// The booking this email is about.
+    pub booking_id: String,
+    /// The customer's account.
+    pub account_id: String,
+    /// What happened.
+    pub kind: EmailKind,
+    /// Recipient address.
+    pub to: String,
+    /// Rendered subject line.
+    pub subject: String,
+    /// Rendered plain-text body.
+    pub body: String,
+    /// When the entry was written.
+    pub created_at: DateTime<Utc>,
+    /// Delivery attempts so far; the Mailer bumps it and gives up past its own bound.
+    pub attempts: u32,
+}
+
+/// The customer-safe facts an email may mention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailFacts {
+    /// The booking id shown to the customer.
+    pub booking_id: String,
+    /// Seller name.
+    pub seller: String,
+    /// What was booked (hotel room or flight SKU).
+    pub sku: String,
+    /// Check-in (hotels) or travel date (flights).
+    pub start: NaiveDate,
+    /// Check-out (hotels) or return date (flights; equal to `start` for one-way).
+    pub end: NaiveDate,
+    /// The offer price.
+    pub price: Money,
+    /// Part of the price paid with wallet points.
+    pub points_used: Money,
+    /// Customer-facing explanation for a failure, if any.
+    pub reason: Option<String>,
+    /// Money returned to the card on cancellation.
+    pub refund: Option<Money>,
+    /// Points returned to the wallet on cancellation.
+    pub points_restored: Option<Money>,
+    /// Cancellation fee kept by the seller.
+    pub fee: Option<Money>,
+}
+
+/// A subject line and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// Words the email of `kind` from `facts`.
+pub fn render(kind: EmailKind, facts: &EmailFacts) -> RenderedEmail {
+    let what = format!(
+        "{} from {} ({} to {})",
+        facts.sku, facts.seller, facts.start, facts.end
+    );
+    match kind {
+        EmailKind::Confirmed => {
+            let mut body = format!(
+                "Your booking {} is confirmed.\n\n{what}\nPrice: {}\n",
+                facts.booking_id, facts.price
+            );
+            if facts.points_used.minor > 0 {
+                body.push_str(&format!("Paid with wallet points: {}\n", facts.points_used));
+            }
+            body.push_str("\nThank you for booking with wayfare.\n");
+            RenderedEmail {
+                subject: format!("Booking {} confirmed", facts.booking_id),
+                body,
+            }
+        }
+        EmailKind::Failed => {
+            let reason = facts.reason.as_deref().unwrap_or("a technical problem");
+            let body = format!(
+                "We could not complete your booking {}: {reason}.\n\n{what}\n\n\
+                 Nothing has been charged: any card authorization and wallet points held \
+                 for this booking have been released.\n",
+                facts.booking_id
+            );
+            RenderedEmail {
+                subject: format!("Booking {} could not be completed", facts.booking_id),
+                body,
+            }
+        }
+        EmailKind::Cancelled => {
+            let mut body = format!(
+                "Your booking {} has been cancelled.\n\n{what}\n",
+                facts.booking_id
+            );
+            if let Some(fee) = facts.fee.filter(|f| f.minor > 0) {
+                body.push_str(&format!("Cancellation fee: {fee}\n"));
+            }
+            if let Some(refund) = facts.refund.filter(|r| r.minor > 0) {
+                body.push_str(&format!("Refunded to your card: {refund}\n"));
+            }
+            if let Some(points) = facts.points_restored.filter(|p| p.minor > 0) {
+                body.push_str(&format!("Points returned to your wallet: {points}\n"));
+            }
+            if facts.fee.is_none() && facts.refund.is_none() {
+                body.push_str("Nothing has been charged.\n");
+            }
+            RenderedEmail {
+                subject: format!("Booking {} cancelled", facts.booking_id),
+                body,
+            }
+        }
+    }
+}
+
+impl OutboxEmail {
+    /// A new outbox entry for the saga `saga_id`, rendered from `facts`.
+    pub fn new(
+        saga_id: &str,
+        kind: EmailKind,
+        facts: &EmailFacts,
+        account_id: &str,
+        to: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let RenderedEmail { subject, body } = render(kind, facts);
+        OutboxEmail {
+            id: format!("{saga_id}:email:{}", kind.as_str()),
+            booking_id: facts.booking_id.clone(),
+            account_id: account_id.to_owned(),
+            kind,
+            to: to.to_owned(),
+            subject,
+            body,
+            created_at: now,
+            attempts: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::Currency;
+
+    fn facts() -> EmailFacts {
+        EmailFacts {
+            booking_id: "b-1".into(),
+            seller: "alpha".into(),
+            sku: "hotel-42-dbl".into(),
+            start: NaiveDate::from_ymd_opt(2027, 3, 1).unwrap(),
+            end: NaiveDate::from_ymd_opt(2027, 3, 4).unwrap(),
+            price: Money::new(30_000, Currency::EUR),
+            points_used: Money::new(5_000, Currency::EUR),
+            reason: None,
+            refund: None,
+            points_restored: None,
+            fee: None,
+        }
+    }
+
+    #[test]
+    fn renders_each_kind() {
+        let c = render(EmailKind::Confirmed, &facts());
+        assert_eq!(c.subject, "Booking b-1 confirmed");
+        assert!(c.body.contains("300.00 EUR"));
+        assert!(c.body.contains("wallet points: 50.00 EUR"));
+
+        let f = render(
+            EmailKind::Failed,
+            &EmailFacts {
+                reason: Some("your card was declined".into()),
+                ..facts()
+            },
+        );
+        assert!(f.subject.contains("could not be completed"));
+        assert!(f.body.contains("your card was declined"));
+        assert!(f.body.contains("Nothing has been charged"));
+
+        let x = render(
+            EmailKind::Cancelled,
+            &EmailFacts {
+                fee: Some(Money::new(2_000, Currency::EUR)),
+                refund: Some(Money::new(23_000, Currency::EUR)),
+                points_restored: Some(Money::new(5_000, Currency::EUR)),
+                ..facts()
+            },
+        );
+        assert!(x.body.contains("Cancellation fee: 20.00 EUR"));
+        assert!(x.body.contains("Refunded to your card: 230.00 EUR"));
+        assert!(x.body.contains("Points returned to your wallet: 50.00 EUR"));
+    }
+
+    #[test]
+    fn entry_id_is_deterministic_and_roundtrips_through_bincode() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let e = OutboxEmail::new(
+            "saga-1",
+            EmailKind::Confirmed,
+            &facts(),
+            "acc-1",
+            "a@example.com",
+            now,
+        );
+        assert_eq!(e.id, "saga-1:email:confirmed");
+        assert_eq!(
+            e,
+            OutboxEmail::new(
+                "saga-1",
+                EmailKind::Confirmed,
+                &facts(),
+                "acc-1",
+                "a@example.com",
+                now
+            )
+        );
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&e, cfg).unwrap();
+        let (back, _): (OutboxEmail, usize) =
+            bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, e);
+    }
+}
