@@ -8,7 +8,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actors::seller::AdapterConfig;
 use crate::domain::money::Currency;
+use crate::domain::search::validate_ttl_table;
+use crate::domain::search_cache::SearchCacheConfig;
+use crate::sellers::http::HttpSellerConfig;
+use crate::sellers::simulated::SimulatedSellerConfig;
+use crate::sellers::Vertical;
 use crate::supervisor::RestartPolicy;
 
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
@@ -28,6 +34,9 @@ pub enum ConfigError {
     /// The TOML does not parse or does not fit the schema (unknown key, wrong type).
     #[error("invalid config: {0}")]
     Parse(String),
+    /// A value in a nested section is out of range; the text starts with the key.
+    #[error("invalid config key {0}")]
+    Nested(String),
     /// A value is out of its allowed range.
     #[error("invalid config key {key}: {reason}")]
     Invalid {
@@ -58,6 +67,71 @@ pub struct Config {
     pub log: LogConfig,
     /// Fault injection for tests and chaos drills; everything off by default.
     pub faults: FaultsConfig,
+    /// Search aggregators and their cache.
+    pub search: SearchConfig,
+    /// The sellers, one `[[sellers]]` table each.
+    pub sellers: Vec<SellerEntry>,
+}
+
+/// `[search]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Aggregator actors; 0 means one per core.
+    pub aggregators: usize,
+    /// How long a search waits for sellers, in ms; it answers with what arrived.
+    pub deadline_ms: u64,
+    /// Requests queued or in flight per aggregator.
+    pub mailbox_capacity: usize,
+    /// The merged-result cache of each aggregator.
+    pub cache: SearchCacheConfig,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            aggregators: 0,
+            deadline_ms: 1000,
+            mailbox_capacity: 4096,
+            cache: SearchCacheConfig::default(),
+        }
+    }
+}
+
+/// Which implementation talks to a seller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SellerKind {
+    /// In-process simulated seller (`[sellers.simulated]`).
+    Simulated,
+    /// JSON over HTTP (`[sellers.http]`), wire format in docs/seller-wire-format.md.
+    Http,
+}
+
+/// `[[sellers]]`: one seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerEntry {
+    /// Unique name (letters, digits, `-`, `_`), used in offers, metrics and logs.
+    pub name: String,
+    /// Implementation.
+    pub kind: SellerKind,
+    /// Verticals it serves.
+    #[serde(default = "all_verticals")]
+    pub verticals: Vec<Vertical>,
+    /// Settings of a simulated seller (its `name` is taken from the entry).
+    #[serde(default)]
+    pub simulated: SimulatedSellerConfig,
+    /// Settings of an HTTP seller (its `name` is taken from the entry).
+    #[serde(default)]
+    pub http: HttpSellerConfig,
+    /// Timeouts, retries, breaker, bulkhead, look-to-book.
+    #[serde(default)]
+    pub adapter: AdapterConfig,
+}
+
+fn all_verticals() -> Vec<Vertical> {
+    vec![Vertical::Hotel, Vertical::Flight]
 }
 
 /// `[faults]`: deliberate failures, for tests and chaos drills only.
@@ -359,6 +433,28 @@ impl Config {
         if self.faults.account_reply_delay_ms > 600_000 {
             return bad("faults.account_reply_delay_ms", "must be at most 600000");
         }
+        if self.search.aggregators > 256 {
+            return bad("search.aggregators", "must be at most 256");
+        }
+        if !(1..=60_000).contains(&self.search.deadline_ms) {
+            return bad("search.deadline_ms", "must be between 1 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.search.mailbox_capacity) {
+            return bad("search.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if let Err(e) = self.search.cache.validate() {
+            return Err(ConfigError::Nested(format!(
+                "search.cache.{}: {}",
+                e.key, e.problem
+            )));
+        }
+        if let Err(e) = validate_ttl_table(&self.search.cache.ttl_table) {
+            return Err(ConfigError::Nested(format!(
+                "search.cache.{}: {}",
+                e.key, e.problem
+            )));
+        }
+        self.validate_sellers()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(
                 "log.level",
@@ -366,6 +462,52 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    fn validate_sellers(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, seller) in self.sellers.iter().enumerate() {
+            let at = |key: &str, problem: &str| {
+                ConfigError::Nested(format!("sellers[{i}].{key}: {problem}"))
+            };
+            let valid_name = !seller.name.is_empty()
+                && seller.name.len() <= 64
+                && seller
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(at("name", "must be 1..64 letters, digits, '-' or '_'"));
+            }
+            if !seen.insert(seller.name.as_str()) {
+                return Err(at("name", "is used by another seller"));
+            }
+            if seller.verticals.is_empty() {
+                return Err(at("verticals", "must name at least one of hotel, flight"));
+            }
+            let specific = match seller.kind {
+                SellerKind::Simulated => seller
+                    .simulated
+                    .validate()
+                    .map_err(|e| e.within("simulated")),
+                SellerKind::Http => seller.http.validate().map_err(|e| e.within("http")),
+            };
+            if let Err(e) =
+                specific.and_then(|()| seller.adapter.validate().map_err(|e| e.within("adapter")))
+            {
+                return Err(at(&e.key, &e.problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// Search aggregators after resolving 0 to the core count.
+    pub fn search_aggregators(&self) -> usize {
+        if self.search.aggregators == 0 {
+            cores()
+        } else {
+            self.search.aggregators
+        }
     }
 
     /// HTTP workers after resolving 0 to the core count.
@@ -461,6 +603,22 @@ mod tests {
         let c = Config::parse("[accounts]\nshards = 3\n", env).unwrap();
         assert_eq!(c.accounts.shards, 7);
         assert_eq!(c.store.data_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn seller_errors_name_the_seller_and_key() {
+        let text = "[[sellers]]\nname = \"a\"\nkind = \"simulated\"\n[sellers.simulated]\nerror_rate = 2.0\n";
+        let e = Config::parse(text, no_env()).unwrap_err();
+        assert!(
+            e.to_string().contains("sellers[0].simulated.error_rate"),
+            "{e}"
+        );
+        let text = "[[sellers]]\nname = \"a\"\nkind = \"simulated\"\n[[sellers]]\nname = \"a\"\nkind = \"http\"\n";
+        let e = Config::parse(text, no_env()).unwrap_err();
+        assert!(e.to_string().contains("sellers[1].name"), "{e}");
+        let text = "[[sellers]]\nname = \"a\"\nkind = \"carrier-pigeon\"\n";
+        let e = Config::parse(text, no_env()).unwrap_err();
+        assert!(e.to_string().contains("kind"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use error::Error;
-pub use runtime::{Check, Health, Runtime};
+pub use runtime::{
+    Check, CustomSeller, Health, OfferView, Runtime, RuntimeBuilder, SearchResponse,
+};
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: the trigger `wayfare serve` passes to
 /// [`http::serve`]. Tests and embedders pass their own.

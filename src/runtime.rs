@@ -16,12 +16,23 @@ use crate::actors::account::{
     AccountFaults, AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger,
     WalletReceipt,
 };
-use crate::config::Config;
+use crate::actors::search::{
+    AggregatorSettings, InvalidateSku, Search, SearchAggregator, SearchStats, SellerOutcome,
+    SellerRoute,
+};
+use crate::actors::seller::{AdapterConfig, SellerAdapter, SellerStats};
+use crate::config::{Config, SellerKind};
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
+use crate::domain::search::{apply_wallet, Markdown};
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
+use crate::sellers::http::HttpSeller;
+use crate::sellers::simulated::SimulatedSeller;
+use crate::sellers::{
+    FlightQuery, HotelQuery, Offer, OfferDetails, SearchQuery, SellerApi, Vertical,
+};
 use crate::store::{self, SledStore, Store, Tree};
 use crate::supervisor::{
     ActorHandle, ChildSpec, Restart, Strategy, SupervisorBuilder, SupervisorRef, SupervisorSnapshot,
@@ -45,6 +56,9 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     shards: Vec<ActorHandle<AccountShard>>,
+    aggregators: Vec<ActorHandle<SearchAggregator>>,
+    sellers: Vec<(String, Arc<SellerStats>)>,
+    search_stats: Arc<SearchStats>,
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
@@ -82,9 +96,110 @@ impl Health {
 /// Longest a health probe of the store may take before the store counts as failing.
 const STORE_PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// A seller plugged in by code rather than config (an embedder's own `SellerApi`, or a
+/// test's fake with knobs it keeps a handle to).
+#[derive(Clone)]
+pub struct CustomSeller {
+    /// The implementation; its `name()` names the seller.
+    pub api: Arc<dyn SellerApi>,
+    /// Verticals it serves.
+    pub verticals: Vec<Vertical>,
+    /// Its protections.
+    pub adapter: AdapterConfig,
+}
+
+impl std::fmt::Debug for CustomSeller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomSeller")
+            .field("name", &self.api.name())
+            .finish()
+    }
+}
+
+/// Builds a [`Runtime`] from a config plus parts given as code.
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    config: Config,
+    sellers: Vec<CustomSeller>,
+}
+
+impl RuntimeBuilder {
+    /// Adds a seller besides those in `config.sellers`.
+    pub fn seller(mut self, seller: CustomSeller) -> Self {
+        self.sellers.push(seller);
+        self
+    }
+
+    /// Starts the runtime.
+    pub async fn start(self) -> Result<Runtime, Error> {
+        Runtime::start_parts(self.config, self.sellers).await
+    }
+}
+
+/// One offer as a caller sees it: the merged offer with the caller's wallet applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfferView {
+    /// Cheapest seller of this SKU.
+    pub seller: String,
+    /// Product identifier, shared across sellers.
+    pub sku: String,
+    /// Summary.
+    pub title: String,
+    /// The seller's price.
+    pub price: Money,
+    /// Wallet points applied.
+    pub markdown: Money,
+    /// What the caller pays: max(0, price - wallet).
+    pub price_to_pay: Money,
+    /// Vertical-specific facts.
+    pub details: OfferDetails,
+}
+
+/// A search reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    /// Merged offers, cheapest first, personalized.
+    pub offers: Vec<OfferView>,
+    /// One line per seller of the vertical, with its status.
+    pub sellers: Vec<SellerOutcome>,
+    /// True when the merged result came from the cache (the markdown never does).
+    pub cached: bool,
+    /// Wallet points usable by the caller (zero without an account).
+    pub wallet_available: Option<Money>,
+}
+
+fn personalize(offer: &Offer, wallet: Money) -> OfferView {
+    let Markdown {
+        price,
+        markdown,
+        price_to_pay,
+    } = apply_wallet(offer.price, wallet);
+    OfferView {
+        seller: offer.seller.clone(),
+        sku: offer.sku.clone(),
+        title: offer.title.clone(),
+        price,
+        markdown,
+        price_to_pay,
+        details: offer.details.clone(),
+    }
+}
+
 impl Runtime {
     /// Opens the store, builds the supervision tree and starts every actor.
     pub async fn start(config: Config) -> Result<Runtime, Error> {
+        Self::builder(config).start().await
+    }
+
+    /// A builder, to add parts as code (custom sellers).
+    pub fn builder(config: Config) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            sellers: Vec::new(),
+        }
+    }
+
+    async fn start_parts(config: Config, custom: Vec<CustomSeller>) -> Result<Runtime, Error> {
         config.validate()?;
         let dir = config.store.data_dir.clone();
         let store: Arc<dyn Store> = Arc::new(
@@ -128,8 +243,104 @@ impl Runtime {
                 })
             })
             .collect();
+        // Sellers: config entries first, then custom ones.
+        let mut seller_parts: Vec<CustomSeller> = Vec::new();
+        for entry in &config.sellers {
+            let api: Arc<dyn SellerApi> = match entry.kind {
+                SellerKind::Simulated => {
+                    let mut c = entry.simulated.clone();
+                    c.name = entry.name.clone();
+                    Arc::new(SimulatedSeller::new(c).map_err(|e| {
+                        Error::Config(format!(
+                            "sellers.{}.simulated.{}: {}",
+                            entry.name, e.key, e.problem
+                        ))
+                    })?)
+                }
+                SellerKind::Http => {
+                    let mut c = entry.http.clone();
+                    c.name = entry.name.clone();
+                    Arc::new(HttpSeller::new(c).map_err(|e| {
+                        Error::Config(format!(
+                            "sellers.{}.http.{}: {}",
+                            entry.name, e.key, e.problem
+                        ))
+                    })?)
+                }
+            };
+            seller_parts.push(CustomSeller {
+                api,
+                verticals: entry.verticals.clone(),
+                adapter: entry.adapter.clone(),
+            });
+        }
+        seller_parts.extend(custom);
+        let mut sellers_sup = SupervisorBuilder::new("sellers", Strategy::OneForOne, policy);
+        let mut routes = Vec::new();
+        let mut seller_stats = Vec::new();
+        for (i, part) in seller_parts.into_iter().enumerate() {
+            let name = part.api.name().to_owned();
+            let stats = Arc::new(SellerStats::default());
+            let spec = ChildSpec {
+                name: format!("seller-{name}"),
+                restart: Restart::Permanent,
+                mailbox_capacity: part.adapter.mailbox_capacity,
+                // The caller's own deadline (search deadline, saga step) is what binds.
+                deadline: Duration::from_millis(part.adapter.call_timeout_ms)
+                    .saturating_mul(part.adapter.search_retries + 2),
+                shutdown_timeout,
+            };
+            let arbiter = arbiters[i % arbiters.len()].handle();
+            let (api, adapter, published) = (part.api.clone(), part.adapter.clone(), stats.clone());
+            let for_snapshot = stats.clone();
+            let handle = sellers_sup.actor_with_status(
+                spec,
+                arbiter,
+                move || SellerAdapter::new(api.clone(), adapter.clone(), published.clone()),
+                move || for_snapshot.to_json(),
+            );
+            routes.push(SellerRoute {
+                name: name.clone(),
+                verticals: part.verticals,
+                handle,
+            });
+            seller_stats.push((name, stats));
+        }
+        let routes = Arc::new(routes);
+
+        let mut search_sup = SupervisorBuilder::new("search", Strategy::OneForOne, policy);
+        let search_stats = Arc::new(SearchStats::default());
+        let settings = AggregatorSettings {
+            deadline: Duration::from_millis(config.search.deadline_ms),
+            cache_capacity: config.search.cache.capacity,
+            ttl_table: config.search.cache.ttl_table.clone(),
+            currency: config.accounts.currency,
+        };
+        let aggregators = (0..config.search_aggregators())
+            .map(|index| {
+                let spec = ChildSpec {
+                    name: format!("search-aggregator-{index}"),
+                    restart: Restart::Permanent,
+                    mailbox_capacity: config.search.mailbox_capacity,
+                    // The fan-out deadline plus room for merging and the reply.
+                    deadline: settings.deadline + Duration::from_millis(500),
+                    shutdown_timeout,
+                };
+                let arbiter = arbiters[index % arbiters.len()].handle();
+                let (routes, settings, stats) =
+                    (routes.clone(), settings.clone(), search_stats.clone());
+                search_sup.actor(spec, arbiter, move || {
+                    SearchAggregator::new(routes.clone(), settings.clone(), stats.clone())
+                })
+            })
+            .collect();
+
         let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, policy);
         root.supervisor(accounts, Restart::Permanent, shutdown_timeout);
+        // Aggregators hold handles to the adapters, which stay valid across restarts, so
+        // the two subtrees restart independently.
+        root.supervisor(sellers_sup, Restart::Permanent, shutdown_timeout);
+        root.supervisor(search_sup, Restart::Permanent, shutdown_timeout);
         let root = root.start();
 
         let runtime = Runtime {
@@ -137,6 +348,9 @@ impl Runtime {
                 config,
                 store,
                 shards,
+                aggregators,
+                sellers: seller_stats,
+                search_stats,
                 root,
                 arbiters: Mutex::new(arbiters),
                 started: Instant::now(),
@@ -302,6 +516,92 @@ impl Runtime {
         Ok(created)
     }
 
+    /// Hotel offers for a stay, merged over every hotel seller, marked down by the
+    /// account's wallet when `account` is given (unknown account: `NotFound`).
+    pub async fn search_hotels(
+        &self,
+        query: HotelQuery,
+        account: Option<AccountId>,
+    ) -> Result<SearchResponse, Error> {
+        self.search(SearchQuery::Hotel(query), account).await
+    }
+
+    /// Flight offers (a round trip when `return_date` is set), like [`search_hotels`](Self::search_hotels).
+    pub async fn search_flights(
+        &self,
+        query: FlightQuery,
+        account: Option<AccountId>,
+    ) -> Result<SearchResponse, Error> {
+        self.search(SearchQuery::Flight(query), account).await
+    }
+
+    async fn search(
+        &self,
+        query: SearchQuery,
+        account: Option<AccountId>,
+    ) -> Result<SearchResponse, Error> {
+        query
+            .validate()
+            .map_err(|e| Invalid::new(e.field, e.problem))?;
+        let today = chrono::Utc::now().date_naive();
+        if query.travel_date() < today {
+            let field = match query {
+                SearchQuery::Hotel(_) => "check_in",
+                SearchQuery::Flight(_) => "date",
+            };
+            return Err(Invalid::new(field, format!("must not be before today ({today})")).into());
+        }
+        let key = crate::domain::search::cache_key(&query);
+        let aggregator = &self.inner.aggregators[bucket(&key, self.inner.aggregators.len())];
+        // The wallet lookup runs alongside the fan-out, not before it.
+        let wallet = async {
+            match account {
+                Some(id) => self.account(id).await.map(|a| Some(a.wallet.available)),
+                None => Ok(None),
+            }
+        };
+        let (result, wallet) = tokio::join!(aggregator.ask(Search { query }), wallet);
+        let wallet = wallet?;
+        let result = result?.map_err(|e| Error::Unavailable {
+            what: e.to_string(),
+        })?;
+        let usable = wallet.unwrap_or(Money::zero(self.inner.config.accounts.currency));
+        Ok(SearchResponse {
+            offers: result
+                .offers
+                .iter()
+                .map(|o| personalize(o, usable))
+                .collect(),
+            sellers: result.sellers.to_vec(),
+            cached: result.cached,
+            wallet_available: wallet,
+        })
+    }
+
+    /// Drops cached search results that hold `sku` (a booking of it changes availability
+    /// and price). Returns how many were dropped.
+    pub async fn invalidate_sku(&self, sku: &str) -> Result<usize, Error> {
+        let mut dropped = 0;
+        for aggregator in &self.inner.aggregators {
+            dropped += aggregator
+                .ask(InvalidateSku {
+                    sku: sku.to_owned(),
+                })
+                .await?;
+        }
+        Ok(dropped)
+    }
+
+    /// Per-seller figures (breaker, calls, look-to-book) for metrics.
+    pub fn seller_stats(&self) -> &[(String, Arc<SellerStats>)] {
+        &self.inner.sellers
+    }
+
+    /// Search cache and coalescing counters for metrics.
+    pub fn search_stats(&self) -> &SearchStats {
+        &self.inner.search_stats
+    }
+
     /// The supervision tree as it is now.
     pub fn supervision_tree(&self) -> SupervisorSnapshot {
         self.inner.root.snapshot()
@@ -378,4 +678,12 @@ impl Runtime {
         }
         tracing::info!("Runtime stopped.");
     }
+}
+
+/// Stable bucket of a key among `n` (within one process).
+fn bucket(key: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
 }

@@ -1,3 +1,5 @@
 //! The actors, one per file: each file holds the actor, its messages and its handlers.
 
 pub mod account;
+pub mod search;
+pub mod seller;

@@ -65,7 +65,7 @@ impl InvalidSetting {
 
 /// Breaker settings. Defaults after Hystrix: trip at 50% failures over the last 20 calls
 /// (with at least 20 seen), stay open 5 s, then let one probe through.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Number of most recent calls whose outcomes are kept. Default 20.

@@ -17,7 +17,7 @@ use super::breaker::InvalidSetting;
 pub const BUCKETS: u32 = 60;
 
 /// Look-to-book settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LookToBookConfig {
     /// Searches allowed per booking within the window. Default 1000.

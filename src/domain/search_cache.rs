@@ -20,7 +20,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 pub const MAX_CACHE_CAPACITY: usize = 1_000_000;
 
 /// Search cache settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchCacheConfig {
     /// Most cached results per aggregator; 0 disables caching. Default 10000.

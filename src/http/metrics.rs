@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
+use std::sync::atomic::Ordering;
+
+use crate::actors::seller::LATENCY_BUCKETS_MS;
+use crate::domain::breaker::BreakerState;
 use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};
+use crate::Runtime;
 
 /// The HTTP layer's metrics.
 #[derive(Debug, Clone)]
@@ -72,12 +77,14 @@ impl HttpMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition: registered metrics plus the actor figures of `tree`.
-    pub fn render(&self, tree: &SupervisorSnapshot) -> String {
+    /// The text exposition: registered metrics plus the runtime's actor, seller and
+    /// search figures.
+    pub fn render(&self, runtime: &Runtime) -> String {
         let mut out = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default();
-        render_tree(&mut out, tree);
+        render_tree(&mut out, &runtime.supervision_tree());
+        render_sellers(&mut out, runtime);
         out
     }
 }
@@ -122,4 +129,125 @@ fn render_tree(out: &mut String, tree: &SupervisorSnapshot) {
          # HELP wayfare_actor_up 1 when the child is running.\n# TYPE wayfare_actor_up gauge\n{up}\
          # HELP wayfare_supervisor_up 1 when the supervisor is within its restart intensity.\n# TYPE wayfare_supervisor_up gauge\n{sups}"
     );
+}
+
+fn render_sellers(out: &mut String, runtime: &Runtime) {
+    let sellers = runtime.seller_stats();
+    let counter = |out: &mut String,
+                   name: &str,
+                   help: &str,
+                   get: &dyn Fn(&crate::actors::seller::SellerStats) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (seller, stats) in sellers {
+            let _ = writeln!(out, "{name}{{seller=\"{seller}\"}} {}", get(stats));
+        }
+    };
+    let r = Ordering::Relaxed;
+    counter(
+        out,
+        "wayfare_seller_calls_total",
+        "Calls made to the seller, retries included.",
+        &|s| s.calls.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_failures_total",
+        "Seller calls that failed or timed out.",
+        &|s| s.failures.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_timeouts_total",
+        "Seller calls that timed out.",
+        &|s| s.timeouts.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_short_circuited_total",
+        "Calls refused because the breaker was open.",
+        &|s| s.short_circuited.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_bulkhead_rejected_total",
+        "Calls refused because the bulkhead was full.",
+        &|s| s.bulkhead_rejected.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_throttled_total",
+        "Searches refused by the look-to-book meter.",
+        &|s| s.throttled.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_searches_total",
+        "Searches sent (look-to-book numerator).",
+        &|s| s.searches.load(r),
+    );
+    counter(
+        out,
+        "wayfare_seller_bookings_total",
+        "Bookings confirmed (look-to-book denominator).",
+        &|s| s.bookings.load(r),
+    );
+    let _ = writeln!(out, "# HELP wayfare_seller_breaker_state 0 closed, 1 half-open, 2 open.\n# TYPE wayfare_seller_breaker_state gauge");
+    for (seller, stats) in sellers {
+        let v = match stats.breaker_state() {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        let _ = writeln!(
+            out,
+            "wayfare_seller_breaker_state{{seller=\"{seller}\"}} {v}"
+        );
+    }
+    let _ = writeln!(out, "# HELP wayfare_seller_call_duration_seconds Seller call latency.\n# TYPE wayfare_seller_call_duration_seconds histogram");
+    for (seller, stats) in sellers {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += stats.latency_buckets[i].load(r);
+            let _ = writeln!(out, "wayfare_seller_call_duration_seconds_bucket{{seller=\"{seller}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1000.0);
+        }
+        cumulative += stats.latency_buckets[LATENCY_BUCKETS_MS.len()].load(r);
+        let _ = writeln!(out, "wayfare_seller_call_duration_seconds_bucket{{seller=\"{seller}\",le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "wayfare_seller_call_duration_seconds_sum{{seller=\"{seller}\"}} {}",
+            stats.latency_us_sum.load(r) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "wayfare_seller_call_duration_seconds_count{{seller=\"{seller}\"}} {cumulative}"
+        );
+    }
+    let search = runtime.search_stats();
+    for (name, help, v) in [
+        (
+            "wayfare_search_cache_hits_total",
+            "Searches answered from the cache.",
+            search.cache_hits.load(r),
+        ),
+        (
+            "wayfare_search_cache_misses_total",
+            "Searches that needed a fan-out.",
+            search.cache_misses.load(r),
+        ),
+        (
+            "wayfare_search_coalesced_total",
+            "Searches that joined a fan-out in flight.",
+            search.coalesced.load(r),
+        ),
+        (
+            "wayfare_search_fan_outs_total",
+            "Fan-outs started.",
+            search.fan_outs.load(r),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
 }

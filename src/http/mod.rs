@@ -10,6 +10,7 @@ mod accounts;
 mod extract;
 mod metrics;
 mod problem;
+mod search;
 mod system;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(extract::path_error))
         .configure(accounts::routes)
+        .configure(search::routes)
         .configure(system::routes)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(Problem::no_route())

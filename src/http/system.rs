@@ -25,7 +25,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = state.metrics.render(&state.runtime.supervision_tree());
+    let body = state.metrics.render(&state.runtime);
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

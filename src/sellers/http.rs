@@ -25,7 +25,7 @@ use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::Currency;
 
 /// Configuration of one HTTP seller.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSellerConfig {
     /// Seller name used in offers and logs. Default `"http"`.

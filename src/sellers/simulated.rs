@@ -38,7 +38,7 @@ use crate::domain::money::{Currency, Money};
 pub const MAX_SIMULATED_LATENCY_MS: u64 = 60_000;
 
 /// Configuration of one simulated seller, as it appears in `config.toml`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatedSellerConfig {
     /// Seller name used in offers and logs. Default `"simulated"`.

@@ -49,7 +49,12 @@ pub(crate) trait Child: Send + Sync + 'static {
     fn mailbox(&self) -> Option<(usize, usize)>;
     /// The subtree, for nested supervisors.
     fn subtree(&self) -> Option<SupervisorSnapshot>;
+    /// Actor-specific figures for the snapshot.
+    fn status(&self) -> Option<serde_json::Value>;
 }
+
+/// Produces a child's published figures.
+pub(crate) type StatusFn = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Per-child settings shared by every kind of actor.
 #[derive(Debug, Clone)]
@@ -73,6 +78,7 @@ pub(crate) struct ActorChild<A: Actor<Context = Context<A>>> {
     factory: Arc<dyn Fn() -> A + Send + Sync>,
     arbiter: ArbiterHandle,
     handle: ActorHandle<A>,
+    status: Option<StatusFn>,
 }
 
 impl<A: Actor<Context = Context<A>>> ActorChild<A> {
@@ -87,8 +93,13 @@ impl<A: Actor<Context = Context<A>>> ActorChild<A> {
             factory: Arc::new(factory),
             arbiter,
             handle: handle.clone(),
+            status: None,
         };
         (child, handle)
+    }
+
+    pub(crate) fn set_status(&mut self, status: StatusFn) {
+        self.status = Some(status);
     }
 }
 
@@ -193,6 +204,10 @@ impl<A: Actor<Context = Context<A>>> Child for ActorChild<A> {
 
     fn subtree(&self) -> Option<SupervisorSnapshot> {
         None
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        self.status.as_ref().map(|f| f())
     }
 }
 

@@ -74,6 +74,9 @@ pub struct ChildSnapshot {
     pub mailbox_capacity: Option<usize>,
     /// The nested tree (supervisors only).
     pub supervisor: Option<SupervisorSnapshot>,
+    /// Actor-specific figures (e.g. a seller's breaker), when the actor publishes any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 /// A supervisor and its subtree at one moment.
@@ -171,6 +174,7 @@ impl Shared {
                     mailbox_depth: mailbox.map(|m| m.0),
                     mailbox_capacity: mailbox.map(|m| m.1),
                     supervisor: child.subtree(),
+                    status: child.status(),
                 }
             })
             .collect();
@@ -237,6 +241,24 @@ impl SupervisorBuilder {
         A: Actor<Context = Context<A>>,
     {
         let (child, handle) = ActorChild::new(spec, arbiter, factory);
+        self.children.push(Arc::new(child));
+        handle
+    }
+
+    /// Like [`actor`](Self::actor), with a function whose JSON the snapshot shows as the
+    /// child's `status` (breaker state, counters).
+    pub fn actor_with_status<A>(
+        &mut self,
+        spec: ChildSpec,
+        arbiter: ArbiterHandle,
+        factory: impl Fn() -> A + Send + Sync + 'static,
+        status: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> ActorHandle<A>
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        let (mut child, handle) = ActorChild::new(spec, arbiter, factory);
+        child.set_status(Box::new(status));
         self.children.push(Arc::new(child));
         handle
     }
@@ -372,6 +394,10 @@ impl Child for NestedSupervisor {
 
     fn subtree(&self) -> Option<SupervisorSnapshot> {
         Some(self.shared.snapshot())
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 

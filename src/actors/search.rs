@@ -1,0 +1,306 @@
+//! `SearchAggregator`: fans a hotel or flight search out to every seller of the vertical
+//! at once, keeps what arrives before the search deadline, merges the offers (one per SKU,
+//! cheapest seller wins) and caches the merged, unpersonalized result with a TTL chosen by
+//! days until travel. The wallet markdown is applied by the caller after this actor
+//! answers, so it is never cached.
+//!
+//! State owned: the result cache and the table of fan-outs in flight. Identical searches
+//! arriving while a fan-out is in flight wait for that fan-out (request coalescing)
+//! instead of starting another. The fan-out runs as a future of the actor's context, so
+//! the mailbox keeps moving. Sent to by `Runtime::search_*` (routed by a hash of the cache
+//! key, so identical searches meet on one aggregator) and by bookings (`InvalidateSku`).
+//!
+//! Only complete results (every seller answered `ok`) are cached: a result missing a seller
+//! that timed out or failed would hide that seller's prices for the whole TTL.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::seller::{SearchSeller, SellerAdapter, SellerCallError};
+use crate::domain::money::Currency;
+use crate::domain::search::{cache_key, days_until_travel, merge_offers, ttl_for, TtlRule};
+use crate::domain::search_cache::SearchCache;
+use crate::sellers::{Offer, SearchQuery, Vertical};
+use crate::supervisor::{ActorHandle, AskError};
+
+/// How often expired cache entries are purged, so memory follows the TTLs.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+
+/// What became of one seller's part of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SellerStatus {
+    /// Answered in time.
+    Ok,
+    /// No answer before the search deadline.
+    Timeout,
+    /// Its circuit breaker is open; not called.
+    CircuitOpen,
+    /// Past its look-to-book ratio; not called.
+    Throttled,
+    /// Its bulkhead or mailbox was full; not called.
+    Rejected,
+    /// It failed or answered something invalid.
+    Error,
+}
+
+/// One seller's line in a search reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SellerOutcome {
+    /// Seller name.
+    pub seller: String,
+    /// What happened.
+    pub status: SellerStatus,
+    /// Offers it returned.
+    pub offers: usize,
+    /// Time until its answer (or until the deadline).
+    pub elapsed_ms: u64,
+}
+
+/// A merged, unpersonalized search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// One offer per SKU, cheapest first.
+    pub offers: Arc<Vec<Offer>>,
+    /// One line per seller of the vertical.
+    pub sellers: Arc<Vec<SellerOutcome>>,
+    /// True when served from the cache.
+    pub cached: bool,
+}
+
+/// A seller the aggregator fans out to.
+#[derive(Debug, Clone)]
+pub struct SellerRoute {
+    /// Seller name.
+    pub name: String,
+    /// Verticals it serves.
+    pub verticals: Vec<Vertical>,
+    /// Its adapter.
+    pub handle: ActorHandle<SellerAdapter>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SearchStats {
+    /// Searches answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Searches that needed a fan-out.
+    pub cache_misses: AtomicU64,
+    /// Searches that joined a fan-out already in flight.
+    pub coalesced: AtomicU64,
+    /// Fan-outs started.
+    pub fan_outs: AtomicU64,
+}
+
+/// Settings of every aggregator.
+#[derive(Debug, Clone)]
+pub struct AggregatorSettings {
+    /// How long a fan-out waits for sellers.
+    pub deadline: Duration,
+    /// Cache bound (0 disables caching).
+    pub cache_capacity: usize,
+    /// TTL by days until travel.
+    pub ttl_table: Vec<TtlRule>,
+    /// Marketplace currency; offers in others are dropped by the merge.
+    pub currency: Currency,
+}
+
+/// The aggregator actor.
+pub struct SearchAggregator {
+    sellers: Arc<Vec<SellerRoute>>,
+    settings: AggregatorSettings,
+    cache: SearchCache<SearchResult>,
+    in_flight: HashMap<String, Vec<oneshot::Sender<SearchResult>>>,
+    stats: Arc<SearchStats>,
+}
+
+impl std::fmt::Debug for SearchAggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchAggregator")
+            .field("cached", &self.cache.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
+}
+
+impl SearchAggregator {
+    /// A fresh aggregator with an empty cache.
+    pub fn new(
+        sellers: Arc<Vec<SellerRoute>>,
+        settings: AggregatorSettings,
+        stats: Arc<SearchStats>,
+    ) -> Self {
+        SearchAggregator {
+            cache: SearchCache::new(settings.cache_capacity.max(1)),
+            sellers,
+            settings,
+            in_flight: HashMap::new(),
+            stats,
+        }
+    }
+
+    fn fan_out(&mut self, key: String, query: SearchQuery, ctx: &mut Context<Self>) {
+        self.stats.fan_outs.fetch_add(1, Ordering::Relaxed);
+        let vertical = query.vertical();
+        let routes: Vec<SellerRoute> = self
+            .sellers
+            .iter()
+            .filter(|r| r.verticals.contains(&vertical))
+            .cloned()
+            .collect();
+        let deadline = self.settings.deadline;
+        let asked = query.clone();
+        let calls = futures_util::future::join_all(routes.into_iter().map(move |route| {
+            let query = asked.clone();
+            async move {
+                let started = Instant::now();
+                let msg = SearchSeller {
+                    query,
+                    budget: deadline,
+                };
+                let result = route.handle.ask_within(msg, deadline).await;
+                (route.name, result, started.elapsed())
+            }
+        }));
+        ctx.spawn(
+            calls
+                .into_actor(self)
+                .map(move |results, act, _| act.finish(key, &query, results)),
+        );
+    }
+
+    fn finish(
+        &mut self,
+        key: String,
+        query: &SearchQuery,
+        results: Vec<(
+            String,
+            Result<Result<Vec<Offer>, SellerCallError>, AskError>,
+            Duration,
+        )>,
+    ) {
+        let mut all = Vec::new();
+        let mut sellers = Vec::with_capacity(results.len());
+        for (seller, result, elapsed) in results {
+            let (status, offers) = match result {
+                Ok(Ok(offers)) => (SellerStatus::Ok, offers),
+                Ok(Err(e)) => (status_of(&e), Vec::new()),
+                Err(AskError::Timeout { .. }) => (SellerStatus::Timeout, Vec::new()),
+                Err(AskError::Overloaded { .. }) => (SellerStatus::Rejected, Vec::new()),
+                Err(_) => (SellerStatus::Error, Vec::new()),
+            };
+            sellers.push(SellerOutcome {
+                seller,
+                status,
+                offers: offers.len(),
+                elapsed_ms: elapsed.as_millis() as u64,
+            });
+            all.extend(offers);
+        }
+        let complete = sellers.iter().all(|s| s.status == SellerStatus::Ok);
+        let offers = merge_offers(all, self.settings.currency);
+        let result = SearchResult {
+            offers: Arc::new(offers),
+            sellers: Arc::new(sellers),
+            cached: false,
+        };
+        if complete && self.settings.cache_capacity > 0 {
+            let today = chrono::Utc::now().date_naive();
+            let ttl = ttl_for(days_until_travel(query, today), &self.settings.ttl_table);
+            let skus: Vec<String> = result.offers.iter().map(|o| o.sku.clone()).collect();
+            self.cache
+                .insert(key.clone(), result.clone(), skus, ttl, Instant::now());
+        }
+        for waiter in self.in_flight.remove(&key).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+fn status_of(e: &SellerCallError) -> SellerStatus {
+    match e {
+        SellerCallError::CircuitOpen => SellerStatus::CircuitOpen,
+        SellerCallError::Throttled => SellerStatus::Throttled,
+        SellerCallError::BulkheadFull => SellerStatus::Rejected,
+        SellerCallError::Failed(crate::sellers::SellerError::Timeout) => SellerStatus::Timeout,
+        SellerCallError::Failed(_) => SellerStatus::Error,
+    }
+}
+
+impl Actor for SearchAggregator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(PURGE_EVERY, |act, _| {
+            act.cache.purge_expired(Instant::now());
+        });
+    }
+}
+
+/// Why a search produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// The aggregator stopped before the fan-out finished.
+    #[error("the search was abandoned by its aggregator")]
+    Abandoned,
+}
+
+/// Searches every seller of the query's vertical (or answers from the cache).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SearchResult, SearchError>")]
+pub struct Search {
+    /// A validated query.
+    pub query: SearchQuery,
+}
+
+/// Drops every cached result holding a SKU (after a booking of it).
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct InvalidateSku {
+    /// The SKU.
+    pub sku: String,
+}
+
+/// Cache hit, joins a fan-out in flight, or starts one.
+impl Handler<Search> for SearchAggregator {
+    type Result = ResponseFuture<Result<SearchResult, SearchError>>;
+
+    fn handle(&mut self, msg: Search, ctx: &mut Context<Self>) -> Self::Result {
+        let key = cache_key(&msg.query);
+        if let Some(hit) = self.cache.get(&key, Instant::now()) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            let mut result = (*hit).clone();
+            result.cached = true;
+            return Box::pin(async move { Ok(result) });
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.in_flight.entry(key.clone()) {
+            Entry::Occupied(mut waiting) => {
+                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                waiting.get_mut().push(tx);
+            }
+            Entry::Vacant(slot) => {
+                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                slot.insert(vec![tx]);
+                self.fan_out(key, msg.query, ctx);
+            }
+        }
+        Box::pin(async move { rx.await.map_err(|_| SearchError::Abandoned) })
+    }
+}
+
+/// Returns how many cached results were dropped.
+impl Handler<InvalidateSku> for SearchAggregator {
+    type Result = usize;
+
+    fn handle(&mut self, msg: InvalidateSku, _: &mut Context<Self>) -> usize {
+        self.cache.invalidate_sku(&msg.sku)
+    }
+}
