@@ -176,16 +176,7 @@ impl SearchAggregator {
         );
     }
 
-    fn finish(
-        &mut self,
-        key: String,
-        query: &SearchQuery,
-        results: Vec<(
-            String,
-            Result<Result<Vec<Offer>, SellerCallError>, AskError>,
-            Duration,
-        )>,
-    ) {
+    fn finish(&mut self, key: String, query: &SearchQuery, results: Vec<SellerReply>) {
         let mut all = Vec::new();
         let mut sellers = Vec::with_capacity(results.len());
         for (seller, result, elapsed) in results {
@@ -243,6 +234,13 @@ impl Actor for SearchAggregator {
         });
     }
 }
+
+/// One seller's answer to a fan-out: name, reply, time taken.
+type SellerReply = (
+    String,
+    Result<Result<Vec<Offer>, SellerCallError>, AskError>,
+    Duration,
+);
 
 /// Why a search produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -41,10 +41,22 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusts the test config.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_custom(tweak, Vec::new()).await
+    }
+
+    /// Starts a server with extra sellers given as code.
+    pub async fn start_custom(
+        tweak: impl FnOnce(&mut Config),
+        sellers: Vec<wayfare::CustomSeller>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let runtime = Runtime::start(config).await.expect("runtime starts");
+        let mut builder = Runtime::builder(config);
+        for seller in sellers {
+            builder = builder.seller(seller);
+        }
+        let runtime = builder.start().await.expect("runtime starts");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -111,4 +123,131 @@ pub async fn assert_problem(
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     assert_eq!(body["field"].as_str(), field, "{body}");
     body
+}
+
+/// A seller under the test's control: fixed offers, a call counter, and knobs.
+pub mod fake {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use wayfare::actors::seller::AdapterConfig;
+    use wayfare::domain::money::{Currency, Money};
+    use wayfare::sellers::*;
+
+    /// Knobs and counters of a [`FixedSeller`].
+    #[derive(Debug, Default)]
+    pub struct Knobs {
+        /// Searches received.
+        pub searches: AtomicU64,
+        /// Bookings received.
+        pub books: AtomicU64,
+        /// Fail every call with `Unavailable`.
+        pub failing: std::sync::atomic::AtomicBool,
+        /// Delay of every call, ms (u64::MAX: hang).
+        pub delay_ms: AtomicU64,
+        /// Price of its one hotel offer, minor units.
+        pub price: Mutex<i64>,
+    }
+
+    /// Answers every hotel search with one offer `hotel:test:h1:double` at `price`.
+    pub struct FixedSeller {
+        pub name: String,
+        pub knobs: Arc<Knobs>,
+    }
+
+    impl FixedSeller {
+        pub fn new(name: &str, price: i64) -> (Self, Arc<Knobs>) {
+            let knobs = Arc::new(Knobs::default());
+            *knobs.price.lock().unwrap() = price;
+            (
+                FixedSeller {
+                    name: name.into(),
+                    knobs: knobs.clone(),
+                },
+                knobs,
+            )
+        }
+
+        pub fn into_custom(self, adapter: AdapterConfig) -> wayfare::CustomSeller {
+            wayfare::CustomSeller {
+                api: Arc::new(self),
+                verticals: vec![Vertical::Hotel, Vertical::Flight],
+                adapter,
+            }
+        }
+
+        fn wait(&self) -> impl std::future::Future<Output = Result<(), SellerError>> + Send {
+            let delay = self.knobs.delay_ms.load(Ordering::SeqCst);
+            let failing = self.knobs.failing.load(Ordering::SeqCst);
+            async move {
+                if delay == u64::MAX {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                if failing {
+                    return Err(SellerError::Unavailable("knob says fail".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    impl SellerApi for FixedSeller {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn search_hotels(&self, q: HotelQuery) -> SellerFuture<Vec<Offer>> {
+            self.knobs.searches.fetch_add(1, Ordering::SeqCst);
+            let wait = self.wait();
+            let offer = Offer {
+                seller: self.name.clone(),
+                sku: "hotel:test:h1:double".into(),
+                title: "Test Hotel double".into(),
+                price: Money::new(*self.knobs.price.lock().unwrap(), Currency::EUR),
+                details: OfferDetails::Hotel(HotelDetails {
+                    city: "Testville".into(),
+                    hotel: "Test Hotel".into(),
+                    room: "double".into(),
+                    check_in: q.check_in,
+                    check_out: q.check_out,
+                    nights: q.nights() as u32,
+                }),
+            };
+            Box::pin(async move {
+                wait.await?;
+                Ok(vec![offer])
+            })
+        }
+
+        fn search_flights(&self, _: FlightQuery) -> SellerFuture<Vec<Offer>> {
+            self.knobs.searches.fetch_add(1, Ordering::SeqCst);
+            let wait = self.wait();
+            Box::pin(async move {
+                wait.await?;
+                Ok(Vec::new())
+            })
+        }
+
+        fn book(&self, req: BookRequest) -> SellerFuture<BookOutcome> {
+            self.knobs.books.fetch_add(1, Ordering::SeqCst);
+            let wait = self.wait();
+            Box::pin(async move {
+                wait.await?;
+                Ok(BookOutcome::Confirmed {
+                    reservation_id: format!("r-{}", req.idempotency_key),
+                    price: req.expected_price,
+                })
+            })
+        }
+
+        fn cancel(&self, _: String) -> SellerFuture<CancelOutcome> {
+            Box::pin(async { Ok(CancelOutcome::NotBooked) })
+        }
+
+        fn booking_status(&self, _: String) -> SellerFuture<Option<ReservationStatus>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
 }
