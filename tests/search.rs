@@ -441,7 +441,7 @@ async fn search_input_is_validated_over_http() {
             "check_out",
         ),
         (
-            format!("/v1/search/hotels?city=Lisbon&check_in=2001-01-01&check_out=2001-01-03"),
+            "/v1/search/hotels?city=Lisbon&check_in=2001-01-01&check_out=2001-01-03".to_string(),
             "check_in",
         ),
         (
