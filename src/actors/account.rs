@@ -153,7 +153,27 @@ impl AccountShard {
                 replayed: true,
             });
         }
-        let (wallet, delta) = record.wallet.apply(&msg.op)?;
+        let (wallet, delta) = match record.wallet.apply(&msg.op) {
+            Ok(applied) => applied,
+            Err(WalletError::UnknownHold(hold_id)) => {
+                if let WalletOp::Release { .. } = &msg.op {
+                    // Releasing a hold that never landed: remember it under the hold's own
+                    // key, so a late hold with that key is refused instead of locking
+                    // points forever.
+                    let tombstone = SeenKey {
+                        op: msg.op.clone(),
+                        seq: 0,
+                    };
+                    store.write(vec![Op::put(
+                        Tree::WalletKeys,
+                        wallet_key_key(id, &hold_id),
+                        &tombstone,
+                    )])?;
+                }
+                return Err(WalletError::UnknownHold(hold_id).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let entry = LedgerEntry {
             seq: record.next_seq,
             key: msg.key.clone(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::InvalidSetting;
 use super::money::{Currency, Money};
-use crate::sellers::{Offer, SearchQuery};
+use crate::sellers::{FlightQuery, HotelQuery, Offer, SearchQuery};
 
 /// Merges offers from all sellers: one offer per SKU, the cheapest seller wins, ties go to
 /// the seller whose name sorts first (so repeated searches give the same answer), and the
@@ -383,5 +383,51 @@ mod tests {
             return_date: None,
         });
         assert_eq!(days_until_travel(&q, date("2026-05-01")), 10);
+    }
+}
+
+/// The pricing context a seller needs to book `sku` for the dates of a booking: the
+/// query whose search produced the offer. `None` when the SKU is not one wayfare issues
+/// (`hotel:{city}:...` or `flight:{FROM}-{TO}:{flight}[+{FROM}-{TO}:{flight}]`).
+pub fn booking_query(sku: &str, start: NaiveDate, end: NaiveDate) -> Option<SearchQuery> {
+    if let Some(rest) = sku.strip_prefix("hotel:") {
+        let city = rest.split(':').next().filter(|c| !c.is_empty())?;
+        return Some(SearchQuery::Hotel(HotelQuery {
+            city_or_hotel: city.to_owned(),
+            check_in: start,
+            check_out: end,
+        }));
+    }
+    let legs: Vec<&str> = sku.strip_prefix("flight:")?.split('+').collect();
+    let (route, _) = legs.first()?.split_once(':')?;
+    let (from, to) = route.split_once('-')?;
+    Some(SearchQuery::Flight(FlightQuery {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        date: start,
+        return_date: (legs.len() == 2).then_some(end),
+    }))
+}
+
+#[cfg(test)]
+mod booking_query_tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_the_query_of_an_offer() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let q = booking_query("hotel:lisbon:h2:single", d("2027-01-01"), d("2027-01-04")).unwrap();
+        assert_eq!(q.vertical(), crate::sellers::Vertical::Hotel);
+        let q = booking_query("flight:LIS-CDG:WF101+CDG-LIS:WF116", d("2027-01-01"), d("2027-01-04"))
+            .unwrap();
+        match q {
+            SearchQuery::Flight(f) => {
+                assert_eq!((f.from.as_str(), f.to.as_str()), ("LIS", "CDG"));
+                assert_eq!(f.return_date, Some(d("2027-01-04")));
+            }
+            _ => panic!("flight expected"),
+        }
+        assert!(booking_query("car:x", d("2027-01-01"), d("2027-01-01")).is_none());
+        assert!(booking_query("flight:LISCDG", d("2027-01-01"), d("2027-01-01")).is_none());
     }
 }

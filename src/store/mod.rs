@@ -26,11 +26,28 @@ pub enum Tree {
     WalletKeys,
     /// Health probes and store metadata.
     Meta,
+    /// Saga records by saga id.
+    Sagas,
+    /// Booking idempotency keys: client key -> (request, saga id).
+    BookingKeys,
+    /// Bookings of each account: account id + saga id -> ().
+    AccountBookings,
+    /// Customer emails waiting to be sent, by email id.
+    Outbox,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 4] = [Tree::Accounts, Tree::Ledger, Tree::WalletKeys, Tree::Meta];
+    pub const ALL: [Tree; 8] = [
+        Tree::Accounts,
+        Tree::Ledger,
+        Tree::WalletKeys,
+        Tree::Meta,
+        Tree::Sagas,
+        Tree::BookingKeys,
+        Tree::AccountBookings,
+        Tree::Outbox,
+    ];
 
     /// Name of the tree in the store.
     pub fn name(self) -> &'static str {
@@ -39,6 +56,10 @@ impl Tree {
             Tree::Ledger => "ledger",
             Tree::WalletKeys => "wallet_keys",
             Tree::Meta => "meta",
+            Tree::Sagas => "sagas",
+            Tree::BookingKeys => "booking_keys",
+            Tree::AccountBookings => "account_bookings",
+            Tree::Outbox => "outbox",
         }
     }
 }

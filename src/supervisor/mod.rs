@@ -16,6 +16,7 @@ mod policy;
 mod tree;
 
 pub use child::ChildSpec;
+pub(crate) use child::{ActorChild, Child};
 pub use handle::{ActorHandle, AskError, Liveness};
 pub use policy::{backoff_delay, Exit, IntensityWindow, Restart, RestartPolicy, Strategy};
 pub use tree::{

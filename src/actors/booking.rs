@@ -1,0 +1,543 @@
+//! `BookingSaga`: one actor per booking (or cancellation) in flight. It owns that saga's
+//! record while it runs and drives the pure state machine in `domain::saga`: ask
+//! `next_action`, perform it against the outside world (wallet via the account shard,
+//! card via the payment gateway, reservation via the seller adapter), `apply` the outcome,
+//! and persist the new record (with the customer email the transition causes, in the same
+//! store write) and flush **before** the next step starts. After a crash, the saga resumes
+//! from its last record; every call carries a deterministic key (saga id + step), so a
+//! repeated call never charges, debits or books twice.
+//!
+//! Each step runs under `ctx.wait`, so messages (a customer's cancel, an operator's retry)
+//! are handled between steps, never while a call is outstanding. Started and restarted by
+//! the `SagaCoordinator`; stops itself when the saga is finished or parked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use tracing::Instrument;
+
+use super::account::{AccountShard, ChangeWallet, GetAccount};
+use super::notify::{Mailer, OutboxChanged};
+use super::search::{InvalidateSku, SearchAggregator};
+use super::seller::{
+    BookWithSeller, BookingStatusAtSeller, CancelWithSeller, SellerAdapter, SellerCallError,
+};
+use crate::domain::account::AccountId;
+use crate::domain::saga::{
+    apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
+    Action, CancelDecision, SagaConfig, SagaKind, SagaRecord, SagaState, StepOutcome, Transition,
+};
+use crate::domain::search::booking_query;
+use crate::domain::wallet::{WalletError, WalletOp};
+use crate::payments::{self, PaymentGateway};
+use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus, SellerError};
+use crate::store::{get_record, Op, Store, StoreError, Tree};
+use crate::supervisor::{ActorHandle, AskError};
+
+/// Everything a saga talks to. Shared by every saga actor.
+pub struct SagaDeps {
+    /// The store (saga records, outbox).
+    pub store: Arc<dyn Store>,
+    /// Account shards, indexed by `AccountId::shard`.
+    pub shards: Vec<ActorHandle<AccountShard>>,
+    /// Seller adapters by seller name.
+    pub sellers: HashMap<String, ActorHandle<SellerAdapter>>,
+    /// Search aggregators (a confirmed booking invalidates cached results with its SKU).
+    pub aggregators: Vec<ActorHandle<SearchAggregator>>,
+    /// The payment gateway.
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// The mailer, woken when emails are queued.
+    pub mailer: ActorHandle<Mailer>,
+    /// Retry budgets and backoff.
+    pub config: SagaConfig,
+    /// Deadline of one step's call.
+    pub step_timeout: Duration,
+    /// Sagas with a running actor, so a saga never runs twice (coordinator restarts
+    /// included).
+    pub running: Mutex<HashMap<String, ActorHandle<BookingSaga>>>,
+    /// Arbiters saga actors are spread over.
+    pub arbiters: Vec<actix_rt::ArbiterHandle>,
+    /// Saga actor crashes since start.
+    pub crashes: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SagaDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaDeps").finish()
+    }
+}
+
+impl SagaDeps {
+    fn shard(&self, id: AccountId) -> &ActorHandle<AccountShard> {
+        &self.shards[id.shard(self.shards.len())]
+    }
+
+    /// A saga's stored record.
+    pub fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        get_record(&*self.store, Tree::Sagas, saga_id.as_bytes())
+    }
+}
+
+/// The saga actor.
+pub struct BookingSaga {
+    saga_id: String,
+    record: Option<SagaRecord>,
+    deps: Arc<SagaDeps>,
+}
+
+impl std::fmt::Debug for BookingSaga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BookingSaga")
+            .field("saga_id", &self.saga_id)
+            .finish()
+    }
+}
+
+impl BookingSaga {
+    /// An actor for `saga_id`; its record is loaded from the store when it starts, so a
+    /// restart always resumes from the last persisted transition.
+    pub fn new(saga_id: String, deps: Arc<SagaDeps>) -> Self {
+        BookingSaga {
+            saga_id,
+            record: None,
+            deps,
+        }
+    }
+
+    /// Applies an outcome and returns what to persist, or `None` if the outcome did not fit
+    /// (a broken invariant: the saga parks itself by stopping and is reported).
+    fn settle(&mut self, outcome: StepOutcome) -> Option<(SagaRecord, Transition)> {
+        let record = self.record.as_mut()?;
+        let before = record.clone();
+        match apply(record, outcome, &self.deps.config, Utc::now()) {
+            Ok(tr) => Some((before, tr)),
+            Err(e) => {
+                tracing::error!(saga = %self.saga_id, error = %e, "Saga outcome did not fit its state.");
+                None
+            }
+        }
+    }
+}
+
+impl Actor for BookingSaga {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match self.deps.load(&self.saga_id) {
+            Ok(Some(record)) => {
+                self.record = Some(record);
+                ctx.notify(Advance);
+            }
+            Ok(None) => {
+                tracing::error!(saga = %self.saga_id, "Saga record missing; nothing to run.");
+                ctx.stop();
+            }
+            Err(e) => {
+                tracing::error!(saga = %self.saga_id, error = %e, "Saga record unreadable.");
+                ctx.stop();
+            }
+        }
+    }
+}
+
+/// Performs the next step (internal).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Advance;
+
+/// What to do after a step was persisted.
+enum Next {
+    Now,
+    After(Duration),
+    Stop,
+}
+
+/// Runs one step under `ctx.wait`: perform, apply, persist + flush, then schedule the next.
+impl Handler<Advance> for BookingSaga {
+    type Result = ();
+
+    fn handle(&mut self, _: Advance, ctx: &mut Context<Self>) {
+        let Some(record) = self.record.clone() else {
+            ctx.stop();
+            return;
+        };
+        let action = next_action(&record);
+        if matches!(action, Action::Done | Action::AwaitOperator { .. }) {
+            ctx.stop();
+            return;
+        }
+        let deps = self.deps.clone();
+        let span = tracing::info_span!("saga_step", saga = %self.saga_id);
+        let step = async move { perform(&deps, &record, action).await }.instrument(span);
+        let fut = step
+            .into_actor(self)
+            .then(|outcome, act, _| {
+                let settled = act.settle(outcome);
+                let deps = act.deps.clone();
+                let now_record = act.record.clone();
+                async move {
+                    let Some((before, tr)) = settled else {
+                        return (Next::Stop, None);
+                    };
+                    let Some(record) = now_record else {
+                        return (Next::Stop, None);
+                    };
+                    match persist(&deps, &record, &tr).await {
+                        Ok(()) => {
+                            after_persist(&deps, &record, &tr).await;
+                            let next = match tr.retry_attempt {
+                                Some(attempt) => Next::After(backoff_delay(
+                                    attempt,
+                                    &deps.config,
+                                    &mut rand::thread_rng(),
+                                )),
+                                None => Next::Now,
+                            };
+                            (next, None)
+                        }
+                        Err(e) => {
+                            // The step's effect may have happened; its key makes redoing it
+                            // safe. Roll back in memory and redo the step later.
+                            tracing::error!(saga = %record.saga_id, error = %e, "Cannot persist saga transition; retrying the step.");
+                            (Next::After(Duration::from_secs(1)), Some(before))
+                        }
+                    }
+                }
+                .into_actor(act)
+            })
+            .map(|(next, rollback), act, ctx| {
+                if let Some(before) = rollback {
+                    act.record = Some(before);
+                }
+                match next {
+                    Next::Now => ctx.notify(Advance),
+                    Next::After(delay) => {
+                        ctx.run_later(delay, |_, ctx| ctx.notify(Advance));
+                    }
+                    Next::Stop => ctx.stop(),
+                }
+            });
+        ctx.wait(fut);
+    }
+}
+
+/// Writes the record, the email the transition causes and (for a finished cancellation)
+/// the cancelled booking, in one atomic write, then flushes.
+async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Result<(), StoreError> {
+    let mut ops = vec![Op::put(Tree::Sagas, record.saga_id.as_bytes().to_vec(), record)];
+    if let Some(kind) = tr.email {
+        let to = account_email(deps, &record.request.account_id).await;
+        let email = email_for(record, kind, &to, Utc::now());
+        ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), &email));
+    }
+    if let (SagaKind::Cancellation { of }, SagaState::Cancelled) = (&record.kind, tr.to) {
+        if tr.state_changed() {
+            if let Some(mut booking) = deps.load(of)? {
+                match mark_booking_cancelled(&mut booking, record, Utc::now()) {
+                    Ok(()) => ops.push(Op::put(Tree::Sagas, of.as_bytes().to_vec(), &booking)),
+                    Err(e) => tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled."),
+                }
+            }
+        }
+    }
+    deps.store.write(ops)?;
+    deps.store.flush().await
+}
+
+/// Side effects that need no durability of their own: wake the mailer, invalidate the
+/// search cache for a booked SKU.
+async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
+    if tr.email.is_some() {
+        let _ = deps.mailer.ask(OutboxChanged).await;
+    }
+    if tr.state_changed() && tr.to == SagaState::Confirmed && record.kind == SagaKind::Booking {
+        for aggregator in &deps.aggregators {
+            let _ = aggregator
+                .ask(InvalidateSku {
+                    sku: record.request.sku.clone(),
+                })
+                .await;
+        }
+    }
+}
+
+async fn account_email(deps: &SagaDeps, account: &str) -> String {
+    let Ok(id) = account.parse::<AccountId>() else {
+        return String::new();
+    };
+    let msg = GetAccount {
+        id,
+        span: tracing::Span::current(),
+    };
+    match deps.shard(id).ask(msg).await {
+        Ok(Ok(a)) => a.email,
+        // The email still goes out; the transport logs the missing address.
+        _ => String::new(),
+    }
+}
+
+/// Performs `action` against the outside world and says how it went.
+async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOutcome {
+    let timeout = deps.step_timeout;
+    match action {
+        Action::HoldWallet {
+            key,
+            account_id,
+            amount,
+        } => {
+            let op = WalletOp::Hold {
+                hold_id: key.clone(),
+                amount,
+            };
+            wallet(deps, &account_id, key, op).await
+        }
+        Action::CaptureWallet {
+            key,
+            hold_key,
+            account_id,
+            ..
+        } => wallet(deps, &account_id, key, WalletOp::Capture { hold_id: hold_key }).await,
+        Action::ReleaseHold {
+            key,
+            hold_key,
+            account_id,
+        } => match wallet(deps, &account_id, key, WalletOp::Release { hold_id: hold_key }).await {
+            // A hold that never landed is released by definition (and tombstoned).
+            StepOutcome::Permanent { reason } if reason.starts_with("no open hold") => {
+                StepOutcome::Completed
+            }
+            other => other,
+        },
+        Action::CreditPoints {
+            key,
+            account_id,
+            amount,
+        } => wallet(deps, &account_id, key, WalletOp::Credit { amount }).await,
+        Action::AuthorizePayment {
+            key,
+            card_token,
+            amount,
+        } => {
+            let gw = deps.gateway.authorize(&key, &card_token, amount);
+            payments::authorize_step_outcome(within(timeout, gw).await)
+        }
+        Action::CapturePayment {
+            key,
+            authorization_id,
+            amount,
+        } => {
+            let gw = deps.gateway.capture(&key, &authorization_id, amount);
+            payments::capture_step_outcome(within(timeout, gw).await)
+        }
+        Action::VoidPayment {
+            key,
+            authorization_id,
+        } => {
+            let gw = deps.gateway.void(&key, &authorization_id);
+            payments::void_step_outcome(within(timeout, gw).await)
+        }
+        Action::Refund {
+            key,
+            payment_id,
+            amount,
+        } => {
+            let gw = deps.gateway.refund(&key, &payment_id, amount);
+            payments::refund_step_outcome(within(timeout, gw).await)
+        }
+        Action::ReconcilePayment { key } => {
+            let gw = deps.gateway.status(&key);
+            payments::status_step_outcome(within(timeout, gw).await)
+        }
+        Action::Reserve {
+            key,
+            seller,
+            sku,
+            start,
+            end,
+            price,
+        } => {
+            let Some(query) = booking_query(&sku, start, end) else {
+                return StepOutcome::Permanent {
+                    reason: format!("sku {sku:?} is not a bookable offer"),
+                };
+            };
+            let request = BookRequest {
+                idempotency_key: key,
+                sku,
+                query,
+                expected_price: price,
+            };
+            match seller_call(deps, &seller, BookWithSeller { request }).await {
+                Ok(BookOutcome::Confirmed { reservation_id, .. }) => {
+                    StepOutcome::Reserved { reservation_id }
+                }
+                Ok(BookOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
+                Ok(BookOutcome::PriceChanged { current }) => StepOutcome::Refused {
+                    reason: format!(
+                        "price changed: the seller now asks {current} instead of {}",
+                        record.request.offer_price
+                    ),
+                },
+                // Any failed book call has an unknown outcome: reconcile before undoing.
+                Err(CallFailure::NotCalled(reason)) => StepOutcome::Transient { reason },
+                Err(CallFailure::Unknown(_)) => StepOutcome::TimedOut,
+            }
+        }
+        Action::ReconcileReservation { key, seller } => {
+            let msg = BookingStatusAtSeller {
+                idempotency_key: key,
+            };
+            match seller_call(deps, &seller, msg).await {
+                Ok(Some(ReservationStatus::Booked { reservation_id, .. })) => {
+                    StepOutcome::Reserved { reservation_id }
+                }
+                Ok(_) => StepOutcome::NotFound,
+                Err(CallFailure::NotCalled(reason)) | Err(CallFailure::Unknown(reason)) => {
+                    StepOutcome::Transient { reason }
+                }
+            }
+        }
+        Action::CancelReservation {
+            reservation_key, seller, ..
+        } => {
+            let msg = CancelWithSeller {
+                idempotency_key: reservation_key,
+            };
+            match seller_call(deps, &seller, msg).await {
+                Ok(_) => StepOutcome::Completed,
+                Err(CallFailure::NotCalled(reason)) => StepOutcome::Transient { reason },
+                Err(CallFailure::Unknown(_)) => StepOutcome::TimedOut,
+            }
+        }
+        Action::CancelWithSeller {
+            reservation_key, seller, ..
+        } => {
+            let msg = CancelWithSeller {
+                idempotency_key: reservation_key,
+            };
+            match seller_call(deps, &seller, msg).await {
+                Ok(CancelOutcome::Cancelled { fee, .. }) => StepOutcome::SellerCancelled { fee },
+                Ok(CancelOutcome::NotBooked) => StepOutcome::Refused {
+                    reason: "the seller has no such reservation".into(),
+                },
+                Err(CallFailure::NotCalled(reason)) => StepOutcome::Transient { reason },
+                Err(CallFailure::Unknown(_)) => StepOutcome::TimedOut,
+            }
+        }
+        Action::AwaitOperator { reason } => StepOutcome::Permanent { reason },
+        Action::Done => StepOutcome::Completed,
+    }
+}
+
+/// How a seller call failed.
+enum CallFailure {
+    /// The seller was not called (breaker, bulkhead, mailbox full): safe to retry.
+    NotCalled(String),
+    /// The call may have reached the seller.
+    Unknown(String),
+}
+
+/// A gateway call bounded by the step deadline; no answer in time is an unknown outcome.
+async fn within<T>(
+    timeout: Duration,
+    call: payments::PaymentFuture<T>,
+) -> Result<T, payments::PaymentError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(reply) => reply,
+        Err(_) => Err(payments::PaymentError::Timeout),
+    }
+}
+
+async fn seller_call<M, T>(deps: &SagaDeps, seller: &str, msg: M) -> Result<T, CallFailure>
+where
+    M: Message<Result = Result<T, SellerCallError>> + Send + 'static,
+    T: Send + 'static,
+    SellerAdapter: Handler<M>,
+{
+    let Some(handle) = deps.sellers.get(seller) else {
+        return Err(CallFailure::NotCalled(format!("unknown seller {seller}")));
+    };
+    match handle.ask_within(msg, deps.step_timeout).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(SellerCallError::Failed(SellerError::Timeout))) => {
+            Err(CallFailure::Unknown("seller timed out".into()))
+        }
+        Ok(Err(SellerCallError::Failed(e))) => Err(CallFailure::Unknown(e.to_string())),
+        Ok(Err(e)) => Err(CallFailure::NotCalled(e.to_string())),
+        Err(AskError::Overloaded { .. }) | Err(AskError::Unavailable { .. }) => {
+            Err(CallFailure::NotCalled("seller adapter unavailable".into()))
+        }
+        Err(e) => Err(CallFailure::Unknown(e.to_string())),
+    }
+}
+
+async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> StepOutcome {
+    let Ok(id) = account.parse::<AccountId>() else {
+        return StepOutcome::Permanent {
+            reason: format!("account id {account:?} is not an account id"),
+        };
+    };
+    let msg = ChangeWallet {
+        id,
+        key,
+        op,
+        span: tracing::Span::current(),
+    };
+    match deps.shard(id).ask_within(msg, deps.step_timeout).await {
+        Ok(Ok(_)) => StepOutcome::Completed,
+        Ok(Err(e)) => {
+            use super::account::AccountError as E;
+            match e {
+                E::Wallet(WalletError::InsufficientFunds { .. }) => StepOutcome::Refused {
+                    reason: e.to_string(),
+                },
+                E::NotFound(_) => StepOutcome::Refused {
+                    reason: e.to_string(),
+                },
+                E::KeyConflict(_) => StepOutcome::Refused {
+                    reason: "the hold was released before it landed".into(),
+                },
+                E::Store(_) => StepOutcome::Transient {
+                    reason: e.to_string(),
+                },
+                E::Wallet(_) | E::AlreadyExists(_) => StepOutcome::Permanent {
+                    reason: e.to_string(),
+                },
+            }
+        }
+        Err(AskError::Timeout { .. }) | Err(AskError::Crashed { .. }) => StepOutcome::TimedOut,
+        Err(e) => StepOutcome::Transient {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// A customer asks to cancel; decided between steps.
+#[derive(Debug, Message)]
+#[rtype(result = "CancelDecision")]
+pub struct RequestCancel;
+
+/// Records the request in the saga (persisted) and tells the coordinator what follows.
+impl Handler<RequestCancel> for BookingSaga {
+    type Result = ResponseActFuture<Self, CancelDecision>;
+
+    fn handle(&mut self, _: RequestCancel, _: &mut Context<Self>) -> Self::Result {
+        let Some(record) = self.record.as_mut() else {
+            return Box::pin(actix::fut::ready(CancelDecision::AlreadyFinal));
+        };
+        let (decision, tr) = request_cancellation(record, Utc::now());
+        let (deps, record) = (self.deps.clone(), record.clone());
+        Box::pin(
+            async move {
+                if let Err(e) = persist(&deps, &record, &tr).await {
+                    tracing::error!(saga = %record.saga_id, error = %e, "Cannot persist a cancel request.");
+                }
+                decision
+            }
+            .into_actor(self),
+        )
+    }
+}

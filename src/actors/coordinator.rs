@@ -1,0 +1,472 @@
+//! `SagaCoordinator`: the front door of bookings. It creates booking sagas (once per
+//! client idempotency key), routes cancellations and operator retries, and, at start-up,
+//! resumes every unfinished saga found in the store.
+//!
+//! It is also the dynamic supervisor of the `BookingSaga` actors: each saga runs as a
+//! transient child with a stable handle; a saga actor that panics is restarted (a fresh
+//! actor that reloads its record from the store) with backoff, at most
+//! `MAX_SAGA_RESTARTS` times in a row; the number of sagas running at once is bounded by
+//! `bookings.max_in_flight` (beyond it, new bookings are refused as overloaded).
+//!
+//! State owned: none beyond the store; the registry of running sagas lives in `SagaDeps`
+//! so it survives a restart of the coordinator itself (a saga never runs twice).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::booking::{BookingSaga, RequestCancel, SagaDeps};
+use crate::domain::account::AccountId;
+use crate::domain::saga::{
+    is_terminal, new_booking, new_cancellation, retry_needs_attention, BookingRequest,
+    CancelDecision, SagaKind, SagaRecord, SagaState,
+};
+use crate::store::{decode_record, get_record, Op, StoreError, Tree};
+use crate::supervisor::{ActorChild, Child, ChildSpec, Exit, Restart};
+
+/// Consecutive crashes after which a saga actor is left for the next start-up (and
+/// counted in metrics) instead of being restarted again.
+pub const MAX_SAGA_RESTARTS: u32 = 5;
+
+/// Why a booking request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    /// The request is invalid; the text names the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Field at fault.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// No such booking.
+    #[error("booking {0} not found")]
+    NotFound(String),
+    /// The idempotency key was used for another request, or the state forbids it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many sagas in flight.
+    #[error("too many bookings in flight")]
+    Overloaded,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a client idempotency key was used for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenBooking {
+    request: BookingRequest,
+    saga_id: String,
+}
+
+/// The coordinator actor.
+pub struct SagaCoordinator {
+    deps: Arc<SagaDeps>,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for SagaCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaCoordinator").finish()
+    }
+}
+
+impl SagaCoordinator {
+    /// A coordinator over `deps`.
+    pub fn new(deps: Arc<SagaDeps>, max_in_flight: usize) -> Self {
+        SagaCoordinator {
+            deps,
+            max_in_flight,
+        }
+    }
+
+    fn load(&self, id: &str) -> Result<SagaRecord, BookingError> {
+        self.deps
+            .load(id)?
+            .ok_or_else(|| BookingError::NotFound(id.to_owned()))
+    }
+
+    fn persist(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, BookingError> {
+        self.deps.store.write(ops)?;
+        Ok(self.deps.store.flush())
+    }
+}
+
+/// Starts (or finds running) the actor of saga `id`, supervising it until it finishes.
+pub fn launch(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), BookingError> {
+    let mut running = deps.running.lock().unwrap_or_else(|p| p.into_inner());
+    if running.contains_key(id) {
+        return Ok(());
+    }
+    if running.len() >= limit {
+        return Err(BookingError::Overloaded);
+    }
+    let spec = ChildSpec {
+        name: format!("saga-{id}"),
+        restart: Restart::Transient,
+        mailbox_capacity: 16,
+        deadline: Duration::from_secs(30),
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let arbiter = deps.arbiters[bucket(id, deps.arbiters.len())].clone();
+    let (d, sid) = (deps.clone(), id.to_owned());
+    let (child, handle) = ActorChild::new(spec, arbiter, move || {
+        BookingSaga::new(sid.clone(), d.clone())
+    });
+    running.insert(id.to_owned(), handle);
+    drop(running);
+    let (deps, id) = (deps.clone(), id.to_owned());
+    actix_rt::spawn(async move {
+        let mut crashes = 0u32;
+        loop {
+            let run = child.start().await;
+            match run.exit.await {
+                Exit::Normal => break,
+                exit => {
+                    crashes += 1;
+                    deps.crashes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(saga = %id, reason = %exit.reason(), crashes, "Saga actor failed; restarting from its last record.");
+                    if crashes > MAX_SAGA_RESTARTS {
+                        tracing::error!(saga = %id, "Saga actor keeps failing; left for the next start-up.");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50 << crashes.min(6))).await;
+                }
+            }
+        }
+        deps.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Err(e) = follow_up(&deps, &id, limit) {
+            tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
+        }
+    });
+    Ok(())
+}
+
+/// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
+/// once the booking is confirmed.
+fn follow_up(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), BookingError> {
+    let Some(record) = deps.load(id)? else {
+        return Ok(());
+    };
+    if record.kind == SagaKind::Booking
+        && record.cancel_requested
+        && record.state == SagaState::Confirmed
+    {
+        start_cancellation(deps, &record, limit)?;
+    }
+    Ok(())
+}
+
+fn cancellation_id(booking: &str) -> String {
+    format!("{booking}:cancel")
+}
+
+/// Creates (once) and launches the cancellation saga of a confirmed booking.
+fn start_cancellation(
+    deps: &Arc<SagaDeps>,
+    booking: &SagaRecord,
+    limit: usize,
+) -> Result<(), BookingError> {
+    let id = cancellation_id(&booking.saga_id);
+    if deps.load(&id)?.is_none() {
+        let record = new_cancellation(&id, booking, Utc::now()).map_err(|e| {
+            BookingError::Conflict(format!("booking cannot be cancelled: {e}"))
+        })?;
+        deps.store
+            .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+    }
+    launch(deps, &id, limit)
+}
+
+fn bucket(key: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}
+
+impl Actor for SagaCoordinator {
+    type Context = Context<Self>;
+
+    /// Resumes every unfinished saga (forward or compensating) from its last record.
+    fn started(&mut self, _: &mut Context<Self>) {
+        let entries = match self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot scan sagas to resume them.");
+                return;
+            }
+        };
+        let mut resumed = 0;
+        for (key, value) in entries {
+            match decode_record::<SagaRecord>(Tree::Sagas, &key, &value) {
+                Ok(r) if !is_terminal(r.state) && r.state != SagaState::NeedsAttention => {
+                    // Resuming is not admission: every unfinished saga must finish.
+                    if launch(&self.deps, &r.saga_id, usize::MAX).is_ok() {
+                        resumed += 1;
+                    }
+                }
+                Ok(r) if r.kind == SagaKind::Booking && r.cancel_requested && r.state == SagaState::Confirmed => {
+                    let _ = start_cancellation(&self.deps, &r, usize::MAX);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "Unreadable saga record left as is."),
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(resumed, "Unfinished sagas resumed.");
+        }
+    }
+}
+
+/// Starts a booking saga, or returns the one started before with the same client key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(SagaRecord, bool), BookingError>")]
+pub struct StartBooking {
+    /// The validated request (its `idempotency_key` is the client's).
+    pub request: BookingRequest,
+}
+
+/// Reads a saga record.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SagaRecord, BookingError>")]
+pub struct GetSaga {
+    /// Saga (booking) id.
+    pub id: String,
+}
+
+/// A customer cancels a booking.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SagaRecord, BookingError>")]
+pub struct CancelBooking {
+    /// Booking id.
+    pub id: String,
+}
+
+/// An operator resumes a saga parked as `needs_attention`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SagaRecord, BookingError>")]
+pub struct RetrySaga {
+    /// Saga id.
+    pub id: String,
+}
+
+/// Bookings of one account, newest last.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<SagaRecord>, BookingError>")]
+pub struct ListBookings {
+    /// Account.
+    pub account: AccountId,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Counts of sagas by state, and the parked ones with their reasons.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SagaCounts, BookingError>")]
+pub struct CountSagas;
+
+/// Saga figures for health and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SagaCounts {
+    /// Sagas per customer-visible state.
+    pub by_state: std::collections::BTreeMap<String, u64>,
+    /// Parked sagas: id and reason.
+    pub needs_attention: Vec<(String, String)>,
+    /// Saga actors running now.
+    pub running: usize,
+    /// Saga actor crashes since start.
+    pub crashes: u64,
+}
+
+/// Creates the saga (record, key and account index in one durable write), then starts it.
+impl Handler<StartBooking> for SagaCoordinator {
+    type Result = ResponseFuture<Result<(SagaRecord, bool), BookingError>>;
+
+    fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
+        let result = (|| {
+            let request = msg.request;
+            let key = format!("{}/{}", request.account_id, request.idempotency_key);
+            if let Some(seen) = get_record::<SeenBooking>(&*self.deps.store, Tree::BookingKeys, key.as_bytes())? {
+                if seen.request != request {
+                    return Err(BookingError::Conflict(format!(
+                        "Idempotency-Key {:?} was already used for a different booking",
+                        request.idempotency_key
+                    )));
+                }
+                return Ok((None, self.load(&seen.saga_id)?));
+            }
+            let in_flight = self.deps.running.lock().map(|r| r.len()).unwrap_or(0);
+            if in_flight >= self.max_in_flight {
+                return Err(BookingError::Overloaded);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            let record = new_booking(&id, request.clone(), Utc::now()).map_err(|e| {
+                let text = e.to_string();
+                let detail = text.trim_start_matches("invalid booking request: ");
+                let (field, message) = detail.split_once(": ").unwrap_or(("booking", detail));
+                BookingError::Invalid {
+                    field: field.to_owned(),
+                    message: message.to_owned(),
+                }
+            })?;
+            let mut index = request.account_id.clone().into_bytes();
+            index.push(b'/');
+            index.extend_from_slice(id.as_bytes());
+            let flush = self.persist(vec![
+                Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record),
+                Op::put(
+                    Tree::BookingKeys,
+                    key.into_bytes(),
+                    &SeenBooking {
+                        request,
+                        saga_id: id.clone(),
+                    },
+                ),
+                Op::put(Tree::AccountBookings, index, &()),
+            ])?;
+            Ok((Some(flush), record))
+        })();
+        let (deps, limit) = (self.deps.clone(), self.max_in_flight);
+        Box::pin(async move {
+            match result? {
+                (None, existing) => Ok((existing, true)),
+                (Some(flush), record) => {
+                    flush.await?;
+                    // Durable first, then started: a crash in between resumes it at start-up.
+                    launch(&deps, &record.saga_id, limit.saturating_add(1))?;
+                    Ok((record, false))
+                }
+            }
+        })
+    }
+}
+
+/// Reads the last persisted record.
+impl Handler<GetSaga> for SagaCoordinator {
+    type Result = Result<SagaRecord, BookingError>;
+    fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
+        self.load(&msg.id)
+    }
+}
+
+/// In flight: the saga decides between steps. Confirmed: a cancellation saga starts.
+/// Failed or cancelled: nothing to do (answers the booking as it is).
+impl Handler<CancelBooking> for SagaCoordinator {
+    type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
+
+    fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let limit = self.max_in_flight;
+        let record = self.load(&msg.id);
+        Box::pin(async move {
+            let record = record?;
+            if record.kind != SagaKind::Booking {
+                return Err(BookingError::NotFound(msg.id));
+            }
+            let running = deps
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&msg.id)
+                .cloned();
+            match (running, record.state) {
+                (_, SagaState::Failed | SagaState::Cancelled) => {}
+                (_, SagaState::NeedsAttention) => {
+                    return Err(BookingError::Conflict(
+                        "the booking needs an operator's attention before it can be cancelled".into(),
+                    ))
+                }
+                (None, SagaState::Confirmed) => start_cancellation(&deps, &record, limit.saturating_add(1))?,
+                (Some(saga), _) => {
+                    let decision = saga.ask(RequestCancel).await.map_err(|_| {
+                        BookingError::Conflict("the booking is changing state; retry".into())
+                    })?;
+                    if decision == CancelDecision::StartCancellationSaga {
+                        let record = deps.load(&msg.id)?.ok_or(BookingError::NotFound(msg.id.clone()))?;
+                        start_cancellation(&deps, &record, limit.saturating_add(1))?;
+                    }
+                }
+                (None, _) => {
+                    return Err(BookingError::Conflict(
+                        "the booking is being recovered; retry shortly".into(),
+                    ))
+                }
+            }
+            deps.load(&msg.id)?.ok_or(BookingError::NotFound(msg.id))
+        })
+    }
+}
+
+/// Resumes a parked saga with a fresh retry budget.
+impl Handler<RetrySaga> for SagaCoordinator {
+    type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
+
+    fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
+        let result = self.load(&msg.id).and_then(|mut record| {
+            retry_needs_attention(&mut record, Utc::now())
+                .map_err(|e| BookingError::Conflict(e.to_string()))?;
+            let flush = self.persist(vec![Op::put(
+                Tree::Sagas,
+                record.saga_id.as_bytes().to_vec(),
+                &record,
+            )])?;
+            Ok((flush, record))
+        });
+        let deps = self.deps.clone();
+        Box::pin(async move {
+            let (flush, record) = result?;
+            flush.await?;
+            launch(&deps, &record.saga_id, usize::MAX)?;
+            Ok(record)
+        })
+    }
+}
+
+/// Scans the account's booking index.
+impl Handler<ListBookings> for SagaCoordinator {
+    type Result = Result<Vec<SagaRecord>, BookingError>;
+    fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
+        let mut prefix = msg.account.to_string().into_bytes();
+        prefix.push(b'/');
+        let entries = self
+            .deps
+            .store
+            .scan(Tree::AccountBookings, &prefix, None, msg.limit)?;
+        entries
+            .into_iter()
+            .map(|(k, _)| self.load(&String::from_utf8_lossy(&k[prefix.len()..])))
+            .collect()
+    }
+}
+
+/// Scans every saga record (cost grows with the number of sagas kept).
+impl Handler<CountSagas> for SagaCoordinator {
+    type Result = Result<SagaCounts, BookingError>;
+    fn handle(&mut self, _: CountSagas, _: &mut Context<Self>) -> Self::Result {
+        let mut counts = SagaCounts {
+            running: self.deps.running.lock().map(|r| r.len()).unwrap_or(0),
+            crashes: self.deps.crashes.load(std::sync::atomic::Ordering::Relaxed),
+            ..SagaCounts::default()
+        };
+        for (key, value) in self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX)? {
+            let r: SagaRecord = decode_record(Tree::Sagas, &key, &value)?;
+            *counts.by_state.entry(r.state.as_str().to_owned()).or_default() += 1;
+            if let Some(reason) = r.needs_attention {
+                counts.needs_attention.push((r.saga_id, reason));
+            }
+        }
+        Ok(counts)
+    }
+}
