@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::seller::AdapterConfig;
 use crate::domain::money::Currency;
+use crate::domain::saga::SagaConfig;
 use crate::domain::search::validate_ttl_table;
 use crate::domain::search_cache::SearchCacheConfig;
+use crate::payments::simulated::SimulatedGatewayConfig;
 use crate::sellers::http::HttpSellerConfig;
 use crate::sellers::simulated::SimulatedSellerConfig;
 use crate::sellers::Vertical;
@@ -71,6 +73,47 @@ pub struct Config {
     pub search: SearchConfig,
     /// The sellers, one `[[sellers]]` table each.
     pub sellers: Vec<SellerEntry>,
+    /// Booking sagas.
+    pub bookings: BookingsConfig,
+    /// The simulated payment gateway.
+    pub payments: SimulatedGatewayConfig,
+    /// Operator access.
+    pub admin: AdminConfig,
+}
+
+/// `[bookings]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BookingsConfig {
+    /// Sagas running at once; new bookings beyond it get 503.
+    pub max_in_flight: usize,
+    /// Deadline of one saga step's call (seller, gateway, wallet), in ms. A step without an
+    /// answer by then has an unknown outcome and is reconciled.
+    pub step_timeout_ms: u64,
+    /// Requests queued or in flight at the coordinator.
+    pub mailbox_capacity: usize,
+    /// Retry budgets and backoff of saga steps.
+    pub saga: SagaConfig,
+}
+
+impl Default for BookingsConfig {
+    fn default() -> Self {
+        BookingsConfig {
+            max_in_flight: 10_000,
+            step_timeout_ms: 5_000,
+            mailbox_capacity: 4096,
+            saga: SagaConfig::default(),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of operator endpoints (`/v1/admin/*`); without one they are refused.
+    /// Prefer setting it through `WAYFARE__ADMIN__TOKEN`.
+    pub token: Option<String>,
 }
 
 /// `[search]`
@@ -455,6 +498,29 @@ impl Config {
             )));
         }
         self.validate_sellers()?;
+        if self.bookings.max_in_flight == 0 {
+            return bad("bookings.max_in_flight", "must be at least 1");
+        }
+        if !(1..=600_000).contains(&self.bookings.step_timeout_ms) {
+            return bad("bookings.step_timeout_ms", "must be between 1 and 600000");
+        }
+        if !(1..=1_000_000).contains(&self.bookings.mailbox_capacity) {
+            return bad("bookings.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if let Err(e) = self.bookings.saga.validate() {
+            return Err(ConfigError::Nested(format!(
+                "bookings.{}: {}",
+                e.key, e.reason
+            )));
+        }
+        if let Err(e) = self.payments.validate() {
+            return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
+        }
+        if let Some(token) = &self.admin.token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad("admin.token", "must be at least 16 printable characters");
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(
                 "log.level",

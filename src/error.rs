@@ -90,6 +90,24 @@ impl From<AskError> for Error {
     }
 }
 
+impl From<crate::actors::coordinator::BookingError> for Error {
+    fn from(e: crate::actors::coordinator::BookingError) -> Self {
+        use crate::actors::coordinator::BookingError as B;
+        match e {
+            B::Invalid { field, message } => Error::Invalid(Invalid::new(field, message)),
+            B::NotFound(id) => Error::NotFound {
+                what: "booking",
+                id,
+            },
+            B::Conflict(detail) => Error::Conflict(detail),
+            B::Overloaded => Error::Overloaded {
+                actor: "saga-coordinator".into(),
+            },
+            B::Store(s) => Error::Store(s),
+        }
+    }
+}
+
 impl From<AccountError> for Error {
     fn from(e: AccountError) -> Self {
         match e {

@@ -36,7 +36,8 @@ pub mod telemetry;
 pub use config::Config;
 pub use error::Error;
 pub use runtime::{
-    Check, CustomSeller, Health, OfferView, Runtime, RuntimeBuilder, SearchResponse,
+    Booking, BookingOrder, CancellationView, Check, CustomSeller, Health, OfferView, Runtime,
+    RuntimeBuilder, SearchResponse,
 };
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: the trigger `wayfare serve` passes to

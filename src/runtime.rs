@@ -16,6 +16,12 @@ use crate::actors::account::{
     AccountFaults, AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger,
     WalletReceipt,
 };
+use crate::actors::booking::SagaDeps;
+use crate::actors::coordinator::{
+    BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCoordinator,
+    SagaCounts, StartBooking,
+};
+use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
 use crate::actors::search::{
     AggregatorSettings, InvalidateSku, Search, SearchAggregator, SearchStats, SellerOutcome,
     SellerRoute,
@@ -24,10 +30,13 @@ use crate::actors::seller::{AdapterConfig, SellerAdapter, SellerStats};
 use crate::config::{Config, SellerKind};
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
-use crate::domain::search::{apply_wallet, Markdown};
+use crate::domain::saga::{BookingRequest, HistoryEntry, SagaRecord, SagaState};
+use crate::domain::search::{apply_wallet, booking_query, Markdown};
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
+use crate::payments::simulated::SimulatedGateway;
+use crate::payments::PaymentGateway;
 use crate::sellers::http::HttpSeller;
 use crate::sellers::simulated::SimulatedSeller;
 use crate::sellers::{
@@ -59,6 +68,9 @@ struct Inner {
     aggregators: Vec<ActorHandle<SearchAggregator>>,
     sellers: Vec<(String, Arc<SellerStats>)>,
     search_stats: Arc<SearchStats>,
+    coordinator: ActorHandle<SagaCoordinator>,
+    mailer_stats: Arc<MailerStats>,
+    seller_names: Vec<String>,
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
@@ -117,13 +129,34 @@ impl std::fmt::Debug for CustomSeller {
 }
 
 /// Builds a [`Runtime`] from a config plus parts given as code.
-#[derive(Debug)]
 pub struct RuntimeBuilder {
     config: Config,
     sellers: Vec<CustomSeller>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    transport: Option<Arc<dyn MailTransport>>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("sellers", &self.sellers)
+            .finish()
+    }
 }
 
 impl RuntimeBuilder {
+    /// Uses this payment gateway instead of the simulated one from `[payments]`.
+    pub fn payment_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// Sends customer emails through `transport` instead of `outbox.log` in the data dir.
+    pub fn mail_transport(mut self, transport: Arc<dyn MailTransport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
     /// Adds a seller besides those in `config.sellers`.
     pub fn seller(mut self, seller: CustomSeller) -> Self {
         self.sellers.push(seller);
@@ -132,7 +165,7 @@ impl RuntimeBuilder {
 
     /// Starts the runtime.
     pub async fn start(self) -> Result<Runtime, Error> {
-        Runtime::start_parts(self.config, self.sellers).await
+        Runtime::start_parts(self).await
     }
 }
 
@@ -196,10 +229,18 @@ impl Runtime {
         RuntimeBuilder {
             config,
             sellers: Vec::new(),
+            gateway: None,
+            transport: None,
         }
     }
 
-    async fn start_parts(config: Config, custom: Vec<CustomSeller>) -> Result<Runtime, Error> {
+    async fn start_parts(parts: RuntimeBuilder) -> Result<Runtime, Error> {
+        let RuntimeBuilder {
+            config,
+            sellers: custom,
+            gateway,
+            transport,
+        } = parts;
         config.validate()?;
         let dir = config.store.data_dir.clone();
         let store: Arc<dyn Store> = Arc::new(
@@ -223,7 +264,7 @@ impl Runtime {
             AccountFaults::default()
         };
         let mut accounts = SupervisorBuilder::new("accounts", Strategy::OneForOne, policy);
-        let shards = (0..config.account_shards())
+        let shards: Vec<ActorHandle<AccountShard>> = (0..config.account_shards())
             .map(|index| {
                 let spec = ChildSpec {
                     name: format!("account-shard-{index}"),
@@ -316,7 +357,7 @@ impl Runtime {
             ttl_table: config.search.cache.ttl_table.clone(),
             currency: config.accounts.currency,
         };
-        let aggregators = (0..config.search_aggregators())
+        let aggregators: Vec<ActorHandle<SearchAggregator>> = (0..config.search_aggregators())
             .map(|index| {
                 let spec = ChildSpec {
                     name: format!("search-aggregator-{index}"),
@@ -335,12 +376,70 @@ impl Runtime {
             })
             .collect();
 
+        let mut notifier = SupervisorBuilder::new("notifier", Strategy::OneForOne, policy);
+        let mailer_stats = Arc::new(MailerStats::default());
+        let transport = transport.unwrap_or_else(|| {
+            Arc::new(FileTransport::new(config.store.data_dir.join("outbox.log")))
+        });
+        let mailer = {
+            let (store, transport, stats) =
+                (store.clone(), transport.clone(), mailer_stats.clone());
+            let spec = ChildSpec {
+                name: "mailer".into(),
+                restart: Restart::Permanent,
+                mailbox_capacity: 1024,
+                deadline: Duration::from_secs(5),
+                shutdown_timeout,
+            };
+            notifier.actor(spec, arbiters[0].handle(), move || {
+                Mailer::new(store.clone(), transport.clone(), stats.clone())
+            })
+        };
+
+        let gateway =
+            gateway.unwrap_or_else(|| Arc::new(SimulatedGateway::new(config.payments.clone())));
+        let deps = Arc::new(SagaDeps {
+            store: store.clone(),
+            shards: shards.clone(),
+            sellers: routes
+                .iter()
+                .map(|r| (r.name.clone(), r.handle.clone()))
+                .collect(),
+            aggregators: aggregators.clone(),
+            gateway,
+            mailer,
+            config: config.bookings.saga.clone(),
+            step_timeout: Duration::from_millis(config.bookings.step_timeout_ms),
+            running: Mutex::new(Default::default()),
+            arbiters: arbiters.iter().map(|a| a.handle()).collect(),
+            crashes: Default::default(),
+        });
+        let mut bookings = SupervisorBuilder::new("bookings", Strategy::OneForOne, policy);
+        let coordinator = {
+            let max = config.bookings.max_in_flight;
+            let spec = ChildSpec {
+                name: "saga-coordinator".into(),
+                restart: Restart::Permanent,
+                mailbox_capacity: config.bookings.mailbox_capacity,
+                deadline: Duration::from_millis(config.bookings.step_timeout_ms)
+                    + Duration::from_secs(5),
+                shutdown_timeout,
+            };
+            bookings.actor(spec, arbiters[0].handle(), move || {
+                SagaCoordinator::new(deps.clone(), max)
+            })
+        };
+
         let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, policy);
         root.supervisor(accounts, Restart::Permanent, shutdown_timeout);
         // Aggregators hold handles to the adapters, which stay valid across restarts, so
         // the two subtrees restart independently.
         root.supervisor(sellers_sup, Restart::Permanent, shutdown_timeout);
         root.supervisor(search_sup, Restart::Permanent, shutdown_timeout);
+        root.supervisor(notifier, Restart::Permanent, shutdown_timeout);
+        // Last: the coordinator resumes unfinished sagas as it starts, so everything they
+        // call must be running.
+        root.supervisor(bookings, Restart::Permanent, shutdown_timeout);
         let root = root.start();
 
         let runtime = Runtime {
@@ -349,8 +448,11 @@ impl Runtime {
                 store,
                 shards,
                 aggregators,
+                seller_names: seller_stats.iter().map(|(n, _)| n.clone()).collect(),
                 sellers: seller_stats,
                 search_stats,
+                coordinator,
+                mailer_stats,
                 root,
                 arbiters: Mutex::new(arbiters),
                 started: Instant::now(),
@@ -592,6 +694,131 @@ impl Runtime {
         Ok(dropped)
     }
 
+    /// Starts a booking saga for an offer from a search; the same `idempotency_key` (with
+    /// the same request) returns the same booking. The booking proceeds in the
+    /// background: poll [`booking`](Self::booking).
+    pub async fn book(&self, order: BookingOrder) -> Result<(Booking, bool), Error> {
+        let currency = self.inner.config.accounts.currency;
+        self.account(order.account_id).await?;
+        if !self.inner.seller_names.contains(&order.seller) {
+            return Err(
+                Invalid::new("seller", format!("unknown seller {:?}", order.seller)).into(),
+            );
+        }
+        if booking_query(&order.sku, order.start, order.end).is_none() {
+            return Err(Invalid::new("sku", "is not a SKU from a search offer").into());
+        }
+        if order.start < chrono::Utc::now().date_naive() {
+            return Err(Invalid::new("start", "must not be in the past").into());
+        }
+        for (field, money) in [
+            ("offer_price", order.offer_price),
+            ("wallet_points", order.wallet_points),
+        ] {
+            if money.currency != currency {
+                return Err(Invalid::new(
+                    format!("{field}.currency"),
+                    format!("must be {currency}"),
+                )
+                .into());
+            }
+        }
+        crate::domain::wallet::validate_key("Idempotency-Key", &order.idempotency_key)?;
+        let request = BookingRequest {
+            account_id: order.account_id.to_string(),
+            seller: order.seller,
+            sku: order.sku,
+            start: order.start,
+            end: order.end,
+            wallet_points: order.wallet_points,
+            card_token: order.card_token,
+            offer_price: order.offer_price,
+            idempotency_key: order.idempotency_key,
+        };
+        let (record, replayed) = self
+            .inner
+            .coordinator
+            .ask(StartBooking { request })
+            .await??;
+        Ok((self.view(record).await?, replayed))
+    }
+
+    /// A booking with its state and timed history.
+    pub async fn booking(&self, id: &str) -> Result<Booking, Error> {
+        let record = self.saga(id).await?;
+        if record.kind != crate::domain::saga::SagaKind::Booking {
+            return Err(BookingError::NotFound(id.to_owned()).into());
+        }
+        self.view(record).await
+    }
+
+    async fn saga(&self, id: &str) -> Result<SagaRecord, Error> {
+        Ok(self
+            .inner
+            .coordinator
+            .ask(GetSaga { id: id.to_owned() })
+            .await??)
+    }
+
+    async fn view(&self, record: SagaRecord) -> Result<Booking, Error> {
+        let cancellation_id = format!("{}:cancel", record.saga_id);
+        let cancellation = match self.saga(&cancellation_id).await {
+            Ok(c) => Some(c),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Booking::from_records(record, cancellation))
+    }
+
+    /// Cancels a booking: a confirmed one through a cancellation saga (seller fee, refund
+    /// minus the fee, points restored); one still in flight is compensated (before the
+    /// seller reservation) or cancelled right after it is confirmed.
+    pub async fn cancel_booking(&self, id: &str) -> Result<Booking, Error> {
+        let record = self
+            .inner
+            .coordinator
+            .ask(CancelBooking { id: id.to_owned() })
+            .await??;
+        self.view(record).await
+    }
+
+    /// Bookings of an account (at most 100, oldest first by id order).
+    pub async fn account_bookings(&self, account: AccountId) -> Result<Vec<Booking>, Error> {
+        self.account(account).await?;
+        let records = self
+            .inner
+            .coordinator
+            .ask(ListBookings {
+                account,
+                limit: 100,
+            })
+            .await??;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.view(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// Operator: resumes a saga parked as `needs_attention`.
+    pub async fn retry_saga(&self, id: &str) -> Result<SagaRecord, Error> {
+        Ok(self
+            .inner
+            .coordinator
+            .ask(RetrySaga { id: id.to_owned() })
+            .await??)
+    }
+
+    /// Saga figures: counts by state, parked sagas, running actors, crashes.
+    pub async fn saga_counts(&self) -> Result<SagaCounts, Error> {
+        Ok(self.inner.coordinator.ask(CountSagas).await??)
+    }
+
+    /// Emails handed to the transport.
+    pub fn mailer_stats(&self) -> &MailerStats {
+        &self.inner.mailer_stats
+    }
+
     /// Per-seller figures (breaker, calls, look-to-book) for metrics.
     pub fn seller_stats(&self) -> &[(String, Arc<SellerStats>)] {
         &self.inner.sellers
@@ -677,6 +904,101 @@ impl Runtime {
             arbiter.stop();
         }
         tracing::info!("Runtime stopped.");
+    }
+}
+
+/// What a customer books: an offer from a search, paid with wallet points and a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingOrder {
+    /// Booking account.
+    pub account_id: AccountId,
+    /// Seller of the offer.
+    pub seller: String,
+    /// SKU of the offer.
+    pub sku: String,
+    /// Check-in or outbound date.
+    pub start: chrono::NaiveDate,
+    /// Check-out or return date (equal to `start` for a one-way flight).
+    pub end: chrono::NaiveDate,
+    /// The offer price the customer saw; a seller asking another price fails the booking.
+    pub offer_price: Money,
+    /// Wallet points to use (zero for none).
+    pub wallet_points: Money,
+    /// Card token for the rest (`tok_approve`, ... with the simulated gateway).
+    pub card_token: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A booking as customers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Booking {
+    /// Booking id.
+    pub id: String,
+    /// Current state.
+    pub state: SagaState,
+    /// Booking account.
+    pub account_id: String,
+    /// Seller.
+    pub seller: String,
+    /// Booked SKU.
+    pub sku: String,
+    /// Check-in or outbound date.
+    pub start: chrono::NaiveDate,
+    /// Check-out or return date.
+    pub end: chrono::NaiveDate,
+    /// Price of the offer.
+    pub offer_price: Money,
+    /// Wallet points used.
+    pub wallet_points: Money,
+    /// Why it failed, in customer terms.
+    pub failure: Option<String>,
+    /// Why an operator must look at it.
+    pub needs_attention: Option<String>,
+    /// The cancellation, once asked for a confirmed booking.
+    pub cancellation: Option<CancellationView>,
+    /// Timed history of states and steps.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The cancellation of a booking.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancellationView {
+    /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
+    pub state: SagaState,
+    /// Fee kept by the seller.
+    pub seller_fee: Option<Money>,
+    /// Refunded to the card.
+    pub refund: Option<Money>,
+    /// Points credited back to the wallet.
+    pub points_restored: Option<Money>,
+    /// Timed history.
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Booking {
+    fn from_records(r: SagaRecord, cancellation: Option<SagaRecord>) -> Self {
+        Booking {
+            id: r.saga_id,
+            state: r.state,
+            account_id: r.request.account_id,
+            seller: r.request.seller,
+            sku: r.request.sku,
+            start: r.request.start,
+            end: r.request.end,
+            offer_price: r.request.offer_price,
+            wallet_points: r.request.wallet_points,
+            failure: r.data.failure_cause.map(|c| c.customer_text().to_owned()),
+            needs_attention: r.needs_attention,
+            cancellation: cancellation.map(|c| CancellationView {
+                state: c.state,
+                seller_fee: c.data.seller_fee,
+                refund: c.data.refund_amount,
+                points_restored: c.data.points_restored,
+                history: c.history,
+            }),
+            history: r.history,
+        }
     }
 }
 

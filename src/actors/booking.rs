@@ -227,7 +227,11 @@ impl Handler<Advance> for BookingSaga {
 /// Writes the record, the email the transition causes and (for a finished cancellation)
 /// the cancelled booking, in one atomic write, then flushes.
 async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Result<(), StoreError> {
-    let mut ops = vec![Op::put(Tree::Sagas, record.saga_id.as_bytes().to_vec(), record)];
+    let mut ops = vec![Op::put(
+        Tree::Sagas,
+        record.saga_id.as_bytes().to_vec(),
+        record,
+    )];
     if let Some(kind) = tr.email {
         let to = account_email(deps, &record.request.account_id).await;
         let email = email_for(record, kind, &to, Utc::now());
@@ -238,7 +242,9 @@ async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Resul
             if let Some(mut booking) = deps.load(of)? {
                 match mark_booking_cancelled(&mut booking, record, Utc::now()) {
                     Ok(()) => ops.push(Op::put(Tree::Sagas, of.as_bytes().to_vec(), &booking)),
-                    Err(e) => tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled."),
+                    Err(e) => {
+                        tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled.")
+                    }
                 }
             }
         }
@@ -299,12 +305,27 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             hold_key,
             account_id,
             ..
-        } => wallet(deps, &account_id, key, WalletOp::Capture { hold_id: hold_key }).await,
+        } => {
+            wallet(
+                deps,
+                &account_id,
+                key,
+                WalletOp::Capture { hold_id: hold_key },
+            )
+            .await
+        }
         Action::ReleaseHold {
             key,
             hold_key,
             account_id,
-        } => match wallet(deps, &account_id, key, WalletOp::Release { hold_id: hold_key }).await {
+        } => match wallet(
+            deps,
+            &account_id,
+            key,
+            WalletOp::Release { hold_id: hold_key },
+        )
+        .await
+        {
             // A hold that never landed is released by definition (and tombstoned).
             StepOutcome::Permanent { reason } if reason.starts_with("no open hold") => {
                 StepOutcome::Completed
@@ -401,7 +422,9 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             }
         }
         Action::CancelReservation {
-            reservation_key, seller, ..
+            reservation_key,
+            seller,
+            ..
         } => {
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,
@@ -413,7 +436,9 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             }
         }
         Action::CancelWithSeller {
-            reservation_key, seller, ..
+            reservation_key,
+            seller,
+            ..
         } => {
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,

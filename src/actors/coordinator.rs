@@ -180,9 +180,8 @@ fn start_cancellation(
 ) -> Result<(), BookingError> {
     let id = cancellation_id(&booking.saga_id);
     if deps.load(&id)?.is_none() {
-        let record = new_cancellation(&id, booking, Utc::now()).map_err(|e| {
-            BookingError::Conflict(format!("booking cannot be cancelled: {e}"))
-        })?;
+        let record = new_cancellation(&id, booking, Utc::now())
+            .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
         deps.store
             .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
     }
@@ -217,7 +216,11 @@ impl Actor for SagaCoordinator {
                         resumed += 1;
                     }
                 }
-                Ok(r) if r.kind == SagaKind::Booking && r.cancel_requested && r.state == SagaState::Confirmed => {
+                Ok(r)
+                    if r.kind == SagaKind::Booking
+                        && r.cancel_requested
+                        && r.state == SagaState::Confirmed =>
+                {
                     let _ = start_cancellation(&self.deps, &r, usize::MAX);
                 }
                 Ok(_) => {}
@@ -298,7 +301,9 @@ impl Handler<StartBooking> for SagaCoordinator {
         let result = (|| {
             let request = msg.request;
             let key = format!("{}/{}", request.account_id, request.idempotency_key);
-            if let Some(seen) = get_record::<SeenBooking>(&*self.deps.store, Tree::BookingKeys, key.as_bytes())? {
+            if let Some(seen) =
+                get_record::<SeenBooking>(&*self.deps.store, Tree::BookingKeys, key.as_bytes())?
+            {
                 if seen.request != request {
                     return Err(BookingError::Conflict(format!(
                         "Idempotency-Key {:?} was already used for a different booking",
@@ -385,16 +390,21 @@ impl Handler<CancelBooking> for SagaCoordinator {
                 (_, SagaState::Failed | SagaState::Cancelled) => {}
                 (_, SagaState::NeedsAttention) => {
                     return Err(BookingError::Conflict(
-                        "the booking needs an operator's attention before it can be cancelled".into(),
+                        "the booking needs an operator's attention before it can be cancelled"
+                            .into(),
                     ))
                 }
-                (None, SagaState::Confirmed) => start_cancellation(&deps, &record, limit.saturating_add(1))?,
+                (None, SagaState::Confirmed) => {
+                    start_cancellation(&deps, &record, limit.saturating_add(1))?
+                }
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|_| {
                         BookingError::Conflict("the booking is changing state; retry".into())
                     })?;
                     if decision == CancelDecision::StartCancellationSaga {
-                        let record = deps.load(&msg.id)?.ok_or(BookingError::NotFound(msg.id.clone()))?;
+                        let record = deps
+                            .load(&msg.id)?
+                            .ok_or(BookingError::NotFound(msg.id.clone()))?;
                         start_cancellation(&deps, &record, limit.saturating_add(1))?;
                     }
                 }
@@ -462,7 +472,10 @@ impl Handler<CountSagas> for SagaCoordinator {
         };
         for (key, value) in self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX)? {
             let r: SagaRecord = decode_record(Tree::Sagas, &key, &value)?;
-            *counts.by_state.entry(r.state.as_str().to_owned()).or_default() += 1;
+            *counts
+                .by_state
+                .entry(r.state.as_str().to_owned())
+                .or_default() += 1;
             if let Some(reason) = r.needs_attention {
                 counts.needs_attention.push((r.saga_id, reason));
             }

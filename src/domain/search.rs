@@ -418,8 +418,12 @@ mod booking_query_tests {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
         let q = booking_query("hotel:lisbon:h2:single", d("2027-01-01"), d("2027-01-04")).unwrap();
         assert_eq!(q.vertical(), crate::sellers::Vertical::Hotel);
-        let q = booking_query("flight:LIS-CDG:WF101+CDG-LIS:WF116", d("2027-01-01"), d("2027-01-04"))
-            .unwrap();
+        let q = booking_query(
+            "flight:LIS-CDG:WF101+CDG-LIS:WF116",
+            d("2027-01-01"),
+            d("2027-01-04"),
+        )
+        .unwrap();
         match q {
             SearchQuery::Flight(f) => {
                 assert_eq!((f.from.as_str(), f.to.as_str()), ("LIS", "CDG"));

@@ -7,6 +7,7 @@
 //! actors, and metrics.
 
 mod accounts;
+mod bookings;
 mod extract;
 mod metrics;
 mod problem;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(extract::path_error))
         .configure(accounts::routes)
         .configure(search::routes)
+        .configure(bookings::routes)
         .configure(system::routes)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(Problem::no_route())

@@ -1,0 +1,157 @@
+//! Booking routes:
+//!
+//! - `POST /v1/bookings` (`Idempotency-Key` required) starts a booking saga: 202 with
+//!   `Location`; the same key and body again returns the same booking (200), another body
+//!   409;
+//! - `GET /v1/bookings/{id}`: state and timed history;
+//! - `POST /v1/bookings/{id}/cancel`: 202, the booking as it now stands;
+//! - `GET /v1/accounts/{id}/bookings`;
+//! - `POST /v1/admin/sagas/{id}/retry`: operator retry of a parked saga, with
+//!   `Authorization: Bearer <admin.token>`.
+
+use actix_web::http::header::{self, LOCATION};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::accounts::idempotency_key;
+use super::extract::{account_id, json_body};
+use super::problem::Problem;
+use super::AppState;
+use crate::domain::money::Money;
+use crate::domain::Invalid;
+use crate::BookingOrder;
+
+/// Registers the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/bookings", web::post().to(create))
+        .route("/v1/bookings/{id}", web::get().to(get))
+        .route("/v1/bookings/{id}/cancel", web::post().to(cancel))
+        .route("/v1/accounts/{id}/bookings", web::get().to(of_account))
+        .route("/v1/admin/sagas/{id}/retry", web::post().to(retry));
+}
+
+/// Body of `POST /v1/bookings`: an offer from a search.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBooking {
+    account_id: String,
+    seller: String,
+    sku: String,
+    start: chrono::NaiveDate,
+    end: chrono::NaiveDate,
+    offer_price: Money,
+    wallet_points: Option<Money>,
+    #[serde(default)]
+    card_token: String,
+}
+
+/// A booking id: a UUID, or `{uuid}:cancel` for a cancellation saga (admin routes).
+fn saga_id(raw: &str, allow_cancel: bool) -> Result<String, Problem> {
+    let base = match raw.strip_suffix(":cancel") {
+        Some(base) if allow_cancel => base,
+        _ => raw,
+    };
+    uuid::Uuid::try_parse(base)
+        .map(|_| raw.to_owned())
+        .map_err(|_| Invalid::new("id", "must be a booking id (a UUID)").into())
+}
+
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let key = idempotency_key(&req)?;
+    let body: CreateBooking = json_body(&req, payload, state.max_body).await?;
+    let account = account_id(&body.account_id).map_err(|p| Problem {
+        field: Some("account_id".into()),
+        ..p
+    })?;
+    let currency = state.runtime.config().accounts.currency;
+    let order = BookingOrder {
+        account_id: account,
+        seller: body.seller,
+        sku: body.sku,
+        start: body.start,
+        end: body.end,
+        offer_price: body.offer_price,
+        wallet_points: body.wallet_points.unwrap_or(Money::zero(currency)),
+        card_token: body.card_token,
+        idempotency_key: key,
+    };
+    let (booking, replayed) = state.runtime.book(order).await?;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((LOCATION, format!("/v1/bookings/{}", booking.id)))
+        .json(booking))
+}
+
+async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    let id = saga_id(&path, false)?;
+    Ok(HttpResponse::Ok().json(state.runtime.booking(&id).await?))
+}
+
+async fn cancel(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = saga_id(&path, false)?;
+    Ok(HttpResponse::Accepted().json(state.runtime.cancel_booking(&id).await?))
+}
+
+async fn of_account(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = account_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.runtime.account_bookings(id).await?))
+}
+
+/// Refuses unless the request carries the configured operator token (compared in
+/// constant time). With no token configured, operator routes are closed, not open.
+pub(crate) fn require_operator(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
+    let Some(expected) = &state.runtime.config().admin.token else {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "operator endpoints are disabled: no admin.token is configured",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send Authorization: Bearer <operator token>",
+        ))
+    }
+}
+
+async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    require_operator(&req, &state)?;
+    let id = saga_id(&path, true)?;
+    let record = state.runtime.retry_saga(&id).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": record.saga_id,
+        "state": record.state,
+    })))
+}
