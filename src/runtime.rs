@@ -85,6 +85,9 @@ pub struct Health {
     pub store: Check,
     /// Every supervisor within its restart intensity.
     pub supervisors: Check,
+    /// Saga figures; parked sagas are listed for operators (they do not make the service
+    /// unhealthy: it keeps serving, but someone must look at them).
+    pub sagas: Option<SagaCounts>,
     /// Seconds since start.
     pub uptime_secs: u64,
 }
@@ -869,10 +872,18 @@ impl Runtime {
             ok: tree.is_healthy(),
             detail: (!failed.is_empty()).then(|| failed.join("; ")),
         };
+        let sagas = match self.saga_counts().await {
+            Ok(mut counts) => {
+                counts.parked.truncate(20);
+                Some(counts)
+            }
+            Err(_) => None,
+        };
         let mut health = Health {
             status: "ok",
             store,
             supervisors,
+            sagas,
             uptime_secs: self.inner.started.elapsed().as_secs(),
         };
         if !health.is_ok() {

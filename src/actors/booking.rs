@@ -545,24 +545,27 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
 #[rtype(result = "CancelDecision")]
 pub struct RequestCancel;
 
-/// Records the request in the saga (persisted) and tells the coordinator what follows.
+/// Records the request in the saga and tells the coordinator what follows. The record is
+/// persisted under `ctx.wait`, so no step (and no stop) can overtake the durable write.
 impl Handler<RequestCancel> for BookingSaga {
-    type Result = ResponseActFuture<Self, CancelDecision>;
+    type Result = ResponseFuture<CancelDecision>;
 
-    fn handle(&mut self, _: RequestCancel, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: RequestCancel, ctx: &mut Context<Self>) -> Self::Result {
         let Some(record) = self.record.as_mut() else {
-            return Box::pin(actix::fut::ready(CancelDecision::AlreadyFinal));
+            return Box::pin(async { CancelDecision::AlreadyFinal });
         };
         let (decision, tr) = request_cancellation(record, Utc::now());
         let (deps, record) = (self.deps.clone(), record.clone());
-        Box::pin(
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        ctx.wait(
             async move {
                 if let Err(e) = persist(&deps, &record, &tr).await {
                     tracing::error!(saga = %record.saga_id, error = %e, "Cannot persist a cancel request.");
                 }
-                decision
+                let _ = reply.send(decision);
             }
             .into_actor(self),
-        )
+        );
+        Box::pin(async move { answer.await.unwrap_or(CancelDecision::AlreadyFinal) })
     }
 }

@@ -280,13 +280,24 @@ pub struct ListBookings {
 #[rtype(result = "Result<SagaCounts, BookingError>")]
 pub struct CountSagas;
 
+/// A saga parked as `needs_attention`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedSaga {
+    /// Saga id.
+    pub id: String,
+    /// Why it is parked.
+    pub reason: String,
+}
+
 /// Saga figures for health and metrics.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SagaCounts {
     /// Sagas per customer-visible state.
     pub by_state: std::collections::BTreeMap<String, u64>,
-    /// Parked sagas: id and reason.
-    pub needs_attention: Vec<(String, String)>,
+    /// Parked sagas: id and reason (health shows the first 20).
+    pub parked: Vec<ParkedSaga>,
+    /// How many sagas are parked.
+    pub needs_attention: usize,
     /// Saga actors running now.
     pub running: usize,
     /// Saga actor crashes since start.
@@ -398,8 +409,9 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     start_cancellation(&deps, &record, limit.saturating_add(1))?
                 }
                 (Some(saga), _) => {
-                    let decision = saga.ask(RequestCancel).await.map_err(|_| {
-                        BookingError::Conflict("the booking is changing state; retry".into())
+                    let decision = saga.ask(RequestCancel).await.map_err(|e| {
+                        tracing::warn!(booking = %msg.id, error = %e, "Cancel request did not reach the saga.");
+                        BookingError::Conflict(format!("the booking is changing state ({e}); retry"))
                     })?;
                     if decision == CancelDecision::StartCancellationSaga {
                         let record = deps
@@ -477,7 +489,11 @@ impl Handler<CountSagas> for SagaCoordinator {
                 .entry(r.state.as_str().to_owned())
                 .or_default() += 1;
             if let Some(reason) = r.needs_attention {
-                counts.needs_attention.push((r.saga_id, reason));
+                counts.needs_attention += 1;
+                counts.parked.push(ParkedSaga {
+                    id: r.saga_id,
+                    reason,
+                });
             }
         }
         Ok(counts)

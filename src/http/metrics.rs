@@ -9,6 +9,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, Tex
 
 use std::sync::atomic::Ordering;
 
+use crate::actors::coordinator::SagaCounts;
 use crate::actors::seller::LATENCY_BUCKETS_MS;
 use crate::domain::breaker::BreakerState;
 use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};
@@ -79,12 +80,22 @@ impl HttpMetrics {
 
     /// The text exposition: registered metrics plus the runtime's actor, seller and
     /// search figures.
-    pub fn render(&self, runtime: &Runtime) -> String {
+    pub fn render(&self, runtime: &Runtime, sagas: Option<&SagaCounts>) -> String {
         let mut out = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default();
         render_tree(&mut out, &runtime.supervision_tree());
         render_sellers(&mut out, runtime);
+        if let Some(sagas) = sagas {
+            render_sagas(&mut out, sagas);
+        }
+        let sent = runtime.mailer_stats().sent.load(Ordering::Relaxed);
+        let failed = runtime.mailer_stats().failed.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP wayfare_emails_sent_total Emails accepted by the transport (at least once).\n# TYPE wayfare_emails_sent_total counter\nwayfare_emails_sent_total {sent}\n\
+             # HELP wayfare_email_failures_total Email transport failures (retried).\n# TYPE wayfare_email_failures_total counter\nwayfare_email_failures_total {failed}\n"
+        );
         out
     }
 }
@@ -250,4 +261,27 @@ fn render_sellers(out: &mut String, runtime: &Runtime) {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
+}
+
+fn render_sagas(out: &mut String, sagas: &SagaCounts) {
+    let _ = writeln!(out, "# HELP wayfare_sagas Sagas by state (outcomes of bookings and cancellations).\n# TYPE wayfare_sagas gauge");
+    for state in [
+        "pending",
+        "payment_authorized",
+        "seller_confirmed",
+        "confirmed",
+        "compensating",
+        "failed",
+        "cancelled",
+        "needs_attention",
+    ] {
+        let n = sagas.by_state.get(state).copied().unwrap_or(0);
+        let _ = writeln!(out, "wayfare_sagas{{state=\"{state}\"}} {n}");
+    }
+    let _ = write!(
+        out,
+        "# HELP wayfare_sagas_running Saga actors running.\n# TYPE wayfare_sagas_running gauge\nwayfare_sagas_running {}\n\
+         # HELP wayfare_saga_crashes_total Saga actor crashes (each restarted from its record).\n# TYPE wayfare_saga_crashes_total counter\nwayfare_saga_crashes_total {}\n",
+        sagas.running, sagas.crashes
+    );
 }

@@ -25,7 +25,8 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = state.metrics.render(&state.runtime);
+    let sagas = state.runtime.saga_counts().await.ok();
+    let body = state.metrics.render(&state.runtime, sagas.as_ref());
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

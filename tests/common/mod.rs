@@ -49,14 +49,27 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         sellers: Vec<wayfare::CustomSeller>,
     ) -> TestServer {
+        Self::start_built(tweak, move |mut builder| {
+            for seller in sellers {
+                builder = builder.seller(seller);
+            }
+            builder
+        })
+        .await
+    }
+
+    /// Starts a server whose runtime builder `build` completes (sellers, gateway, mail).
+    pub async fn start_built(
+        tweak: impl FnOnce(&mut Config),
+        build: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let mut builder = Runtime::builder(config);
-        for seller in sellers {
-            builder = builder.seller(seller);
-        }
-        let runtime = builder.start().await.expect("runtime starts");
+        let runtime = build(Runtime::builder(config))
+            .start()
+            .await
+            .expect("runtime starts");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -144,6 +157,8 @@ pub mod fake {
         pub books: AtomicU64,
         /// Fail every call with `Unavailable`.
         pub failing: std::sync::atomic::AtomicBool,
+        /// Fail cancellations with `Unavailable`.
+        pub cancel_failing: std::sync::atomic::AtomicBool,
         /// Delay of every call, ms (u64::MAX: hang).
         pub delay_ms: AtomicU64,
         /// Price of its one hotel offer, minor units.
@@ -242,8 +257,19 @@ pub mod fake {
             })
         }
 
-        fn cancel(&self, _: String) -> SellerFuture<CancelOutcome> {
-            Box::pin(async { Ok(CancelOutcome::NotBooked) })
+        fn cancel(&self, key: String) -> SellerFuture<CancelOutcome> {
+            let failing = self.knobs.cancel_failing.load(Ordering::SeqCst);
+            let price = *self.knobs.price.lock().unwrap();
+            Box::pin(async move {
+                if failing {
+                    return Err(SellerError::Unavailable("cancel knob says fail".into()));
+                }
+                Ok(CancelOutcome::Cancelled {
+                    reservation_id: format!("r-{key}"),
+                    fee: Money::new(0, Currency::EUR),
+                    refund: Money::new(price, Currency::EUR),
+                })
+            })
         }
 
         fn booking_status(&self, _: String) -> SellerFuture<Option<ReservationStatus>> {

@@ -1,0 +1,608 @@
+//! Booking sagas end to end against real actors, the simulated gateway and sellers whose
+//! knobs the tests hold: every forward path and every compensation, idempotency, the
+//! unknown outcome of a lost seller reply, parking and operator retry, and cancellation
+//! arithmetic.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, Utc};
+use common::fake::FixedSeller;
+use common::TestServer;
+use serde_json::{json, Value};
+use wayfare::actors::notify::MailTransport;
+use wayfare::actors::seller::AdapterConfig;
+use wayfare::domain::account::{AccountId, NewAccount};
+use wayfare::domain::money::{Currency, Money};
+use wayfare::domain::outbox::OutboxEmail;
+use wayfare::domain::saga::SagaState;
+use wayfare::payments::simulated::{SimulatedGateway, SimulatedGatewayConfig};
+use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
+use wayfare::sellers::{HotelQuery, Vertical};
+use wayfare::{Booking, BookingOrder, CustomSeller, Runtime};
+
+const TOKEN: &str = "operator-token-for-tests";
+
+/// Collects emails instead of writing a file.
+#[derive(Default)]
+struct Inbox(Mutex<Vec<OutboxEmail>>);
+
+impl MailTransport for Inbox {
+    fn send(&self, email: &OutboxEmail) -> Result<(), String> {
+        self.0.lock().unwrap().push(email.clone());
+        Ok(())
+    }
+}
+
+impl Inbox {
+    fn count(&self, booking: &str, kind: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.booking_id == booking && e.kind.as_str() == kind)
+            .count()
+    }
+}
+
+struct World {
+    s: TestServer,
+    seller: SimulatedSeller,
+    gateway: SimulatedGateway,
+    inbox: Arc<Inbox>,
+    account: AccountId,
+}
+
+fn in_days(n: u64) -> NaiveDate {
+    Utc::now()
+        .date_naive()
+        .checked_add_days(Days::new(n))
+        .unwrap()
+}
+
+fn quick(c: &mut wayfare::Config) {
+    c.bookings.step_timeout_ms = 500;
+    c.bookings.saga.backoff_base_ms = 1;
+    c.bookings.saga.backoff_max_ms = 5;
+    c.admin.token = Some(TOKEN.into());
+}
+
+async fn world(seller_cfg: SimulatedSellerConfig) -> World {
+    let seller = SimulatedSeller::new(SimulatedSellerConfig {
+        name: "sim".into(),
+        latency_ms: (0, 2),
+        coverage: 1.0,
+        ..seller_cfg
+    })
+    .unwrap();
+    let gateway = SimulatedGateway::new(SimulatedGatewayConfig {
+        latency_min_ms: 0,
+        latency_max_ms: 1,
+        ..SimulatedGatewayConfig::default()
+    });
+    let inbox = Arc::new(Inbox::default());
+    let custom = CustomSeller {
+        api: Arc::new(seller.clone()),
+        verticals: vec![Vertical::Hotel, Vertical::Flight],
+        adapter: AdapterConfig::default(),
+    };
+    let (g, i) = (gateway.clone(), inbox.clone());
+    let s = TestServer::start_built(quick, move |b| {
+        b.seller(custom)
+            .payment_gateway(Arc::new(g))
+            .mail_transport(i)
+    })
+    .await;
+    let account = s
+        .runtime
+        .create_account(NewAccount::new("Booker", "booker@example.com").unwrap())
+        .await
+        .unwrap()
+        .id;
+    s.runtime
+        .credit_wallet(account, "welcome", eur(10_000))
+        .await
+        .unwrap();
+    World {
+        s,
+        seller,
+        gateway,
+        inbox,
+        account,
+    }
+}
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::EUR)
+}
+
+/// An order for the first hotel offer in Lisbon, paying `points` with the wallet.
+async fn order(
+    rt: &Runtime,
+    account: AccountId,
+    points: i64,
+    card: &str,
+    key: &str,
+) -> BookingOrder {
+    let q = HotelQuery {
+        city_or_hotel: "Lisbon".into(),
+        check_in: in_days(30),
+        check_out: in_days(32),
+    };
+    let resp = rt.search_hotels(q.clone(), None).await.unwrap();
+    let offer = resp.offers.first().expect("an offer").clone();
+    BookingOrder {
+        account_id: account,
+        seller: offer.seller,
+        sku: offer.sku,
+        start: q.check_in,
+        end: q.check_out,
+        offer_price: offer.price,
+        wallet_points: eur(points),
+        card_token: card.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+/// Polls until the booking leaves the in-flight states.
+async fn settled(rt: &Runtime, id: &str) -> Booking {
+    let started = Instant::now();
+    loop {
+        let b = rt.booking(id).await.unwrap();
+        let done = matches!(
+            b.state,
+            SagaState::Confirmed
+                | SagaState::Failed
+                | SagaState::Cancelled
+                | SagaState::NeedsAttention
+        ) && b.cancellation.as_ref().is_none_or(|c| {
+            matches!(
+                c.state,
+                SagaState::Cancelled | SagaState::Failed | SagaState::NeedsAttention
+            )
+        });
+        if done {
+            return b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "booking {id} stuck in {:?}",
+            b.state
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn balance(rt: &Runtime, id: AccountId) -> (i64, i64) {
+    let a = rt.account(id).await.unwrap();
+    (a.wallet.balance.minor, a.wallet.held.minor)
+}
+
+async fn wait_for_email(inbox: &Inbox, booking: &str, kind: &str) {
+    let started = Instant::now();
+    while inbox.count(booking, kind) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {kind} email for {booking}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn happy_path_captures_once_books_once_emails_once() {
+    let w = world(SimulatedSellerConfig::default()).await;
+    let o = order(&w.s.runtime, w.account, 3_000, "tok_approve", "k-happy").await;
+    let price = o.offer_price;
+    let (b, replayed) = w.s.runtime.book(o).await.unwrap();
+    assert!(!replayed);
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Confirmed, "{:#?}", b.history);
+    let states: Vec<SagaState> = b.history.iter().map(|h| h.state).collect();
+    for s in [
+        SagaState::Pending,
+        SagaState::PaymentAuthorized,
+        SagaState::SellerConfirmed,
+        SagaState::Confirmed,
+    ] {
+        assert!(states.contains(&s), "history has {s:?}");
+    }
+    assert_eq!(
+        balance(&w.s.runtime, w.account).await,
+        (7_000, 0),
+        "3000 points captured"
+    );
+    let ledger = w.gateway.ledger();
+    assert_eq!(ledger.captures.len(), 1);
+    assert_eq!(ledger.captures[0].amount.minor, price.minor - 3_000);
+    assert_eq!(w.seller.reservations_made(), 1);
+    wait_for_email(&w.inbox, &b.id, "confirmed").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(w.inbox.count(&b.id, "confirmed"), 1);
+    // Ledger: credit, hold, capture; balance equals the sum of deltas.
+    let page = w.s.runtime.ledger(w.account, 0, 100).await.unwrap();
+    let sum: i64 = page.entries.iter().map(|e| e.delta).sum();
+    assert_eq!(sum, 7_000);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_declined_card_releases_the_hold_and_fails() {
+    let w = world(SimulatedSellerConfig::default()).await;
+    let o = order(&w.s.runtime, w.account, 2_000, "tok_decline", "k-decline").await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Failed);
+    assert!(b.failure.is_some());
+    assert_eq!(
+        balance(&w.s.runtime, w.account).await,
+        (10_000, 0),
+        "hold released"
+    );
+    assert_eq!(w.seller.reservations_made(), 0);
+    assert!(w.gateway.ledger().captures.is_empty());
+    wait_for_email(&w.inbox, &b.id, "failed").await;
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_seller_rejection_after_authorization_voids_and_releases() {
+    let w = world(SimulatedSellerConfig {
+        reject_rate: 1.0,
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let o = order(&w.s.runtime, w.account, 1_000, "tok_approve", "k-reject").await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Failed, "{:#?}", b.history);
+    let ledger = w.gateway.ledger();
+    assert_eq!(ledger.authorizations.len(), 1);
+    assert_eq!(ledger.voids.len(), 1, "authorization voided");
+    assert!(ledger.captures.is_empty());
+    assert!(w.gateway.open_authorizations().is_empty());
+    assert_eq!(balance(&w.s.runtime, w.account).await, (10_000, 0));
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_price_change_fails_clearly_instead_of_charging_a_new_price() {
+    let w = world(SimulatedSellerConfig::default()).await;
+    let mut o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-price").await;
+    o.offer_price = Money::new(o.offer_price.minor - 1, Currency::EUR);
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Failed);
+    assert!(
+        b.history.iter().any(|h| h.note.contains("price changed")),
+        "{:#?}",
+        b.history
+    );
+    assert!(w.gateway.ledger().captures.is_empty());
+    assert_eq!(w.seller.reservations_made(), 0);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_capture_failure_cancels_the_reservation_and_releases_points() {
+    let w = world(SimulatedSellerConfig {
+        cancel_fee_percent: 0,
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let o = order(
+        &w.s.runtime,
+        w.account,
+        1_500,
+        "tok_fail_capture",
+        "k-capture",
+    )
+    .await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Failed, "{:#?}", b.history);
+    assert_eq!(w.seller.reservations_made(), 1);
+    let status = wayfare::sellers::SellerApi::booking_status(&w.seller, b.id.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            status,
+            Some(wayfare::sellers::ReservationStatus::Cancelled { .. })
+        ),
+        "{status:?}"
+    );
+    assert!(w.gateway.ledger().captures.is_empty());
+    assert_eq!(balance(&w.s.runtime, w.account).await, (10_000, 0));
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_lost_seller_reply_is_reconciled_to_confirmed_with_one_reservation() {
+    let w = world(SimulatedSellerConfig {
+        lost_reply_rate: 1.0,
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-lost").await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Confirmed, "{:#?}", b.history);
+    assert_eq!(
+        w.seller.reservations_made(),
+        1,
+        "reconciled, not booked twice"
+    );
+    assert_eq!(w.gateway.ledger().captures.len(), 1);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retries() {
+    let (fixed, knobs) = FixedSeller::new("fixed", 20_000);
+    let gateway = SimulatedGateway::new(SimulatedGatewayConfig::default());
+    let g = gateway.clone();
+    let s = TestServer::start_built(quick, move |b| {
+        b.seller(fixed.into_custom(AdapterConfig::default()))
+            .payment_gateway(Arc::new(g))
+    })
+    .await;
+    let account = s
+        .runtime
+        .create_account(NewAccount::new("P", "p@example.com").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let order = BookingOrder {
+        account_id: account,
+        seller: "fixed".into(),
+        sku: "hotel:test:h1:double".into(),
+        start: in_days(10),
+        end: in_days(12),
+        offer_price: eur(20_000),
+        wallet_points: eur(0),
+        card_token: "tok_fail_capture".into(),
+        idempotency_key: "k-park".into(),
+    };
+    // The seller books, capture fails for good, and cancelling the reservation fails too.
+    knobs.cancel_failing.store(true, Ordering::SeqCst);
+    let (b, _) = s.runtime.book(order).await.unwrap();
+    let b = settled(&s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::NeedsAttention, "{:#?}", b.history);
+    assert!(b.needs_attention.as_deref().is_some_and(|r| !r.is_empty()));
+    // Visible to operators.
+    let health: Value = s
+        .http
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wayfare_sagas{state=\"needs_attention\"} 1"),
+        "{metrics}"
+    );
+    // The retry route refuses without the token.
+    let retry = s.url(&format!("/v1/admin/sagas/{}/retry", b.id));
+    let res = s.http.post(&retry).send().await.unwrap();
+    common::assert_problem(res, 401, "unauthorized", None).await;
+    let res = s
+        .http
+        .post(&retry)
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    common::assert_problem(res, 401, "unauthorized", None).await;
+    // Fixed on the seller's side; the operator retries and the saga compensates.
+    knobs.cancel_failing.store(false, Ordering::SeqCst);
+    let res = s.http.post(&retry).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let b = settled(&s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Failed, "{:#?}", b.history);
+    assert!(gateway.ledger().captures.is_empty());
+    assert!(
+        gateway.open_authorizations().is_empty(),
+        "authorization voided"
+    );
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn operator_routes_are_closed_without_a_configured_token() {
+    let s = TestServer::start().await;
+    let res = s
+        .http
+        .post(s.url("/v1/admin/sagas/00000000-0000-4000-8000-000000000001/retry"))
+        .bearer_auth("anything-at-all-here")
+        .send()
+        .await
+        .unwrap();
+    common::assert_problem(res, 403, "forbidden", None).await;
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn idempotency_key_replays_and_conflicts_over_http() {
+    let w = world(SimulatedSellerConfig::default()).await;
+    let o = order(&w.s.runtime, w.account, 0, "tok_approve", "unused").await;
+    let body = json!({
+        "account_id": w.account.to_string(),
+        "seller": o.seller,
+        "sku": o.sku,
+        "start": o.start,
+        "end": o.end,
+        "offer_price": o.offer_price,
+        "card_token": "tok_approve",
+    });
+    let post = |body: &Value, key: Option<&str>| {
+        let mut r = w.s.http.post(w.s.url("/v1/bookings")).json(body);
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send()
+    };
+    let first = post(&body, Some("http-key-1")).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/bookings/{}", first["id"].as_str().unwrap())
+    );
+    let again = post(&body, Some("http-key-1")).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let mut other = body.clone();
+    other["card_token"] = json!("tok_slow");
+    common::assert_problem(
+        post(&other, Some("http-key-1")).await.unwrap(),
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+    common::assert_problem(
+        post(&body, None).await.unwrap(),
+        400,
+        "invalid-input",
+        Some("Idempotency-Key"),
+    )
+    .await;
+    let mut bad = body.clone();
+    bad["seller"] = json!("nobody");
+    common::assert_problem(
+        post(&bad, Some("k2")).await.unwrap(),
+        400,
+        "invalid-input",
+        Some("seller"),
+    )
+    .await;
+    let mut bad = body.clone();
+    bad["account_id"] = json!("00000000-0000-4000-8000-00000000dead");
+    common::assert_problem(
+        post(&bad, Some("k3")).await.unwrap(),
+        404,
+        "not-found",
+        None,
+    )
+    .await;
+    let mut bad = body.clone();
+    bad["wallet_points"] = json!({"minor": 999_999, "currency": "EUR"});
+    let res = post(&bad, Some("k4")).await.unwrap();
+    common::assert_problem(res, 400, "invalid-input", Some("wallet_points")).await;
+    let res =
+        w.s.http
+            .get(w.s.url("/v1/bookings/not-an-id"))
+            .send()
+            .await
+            .unwrap();
+    common::assert_problem(res, 400, "invalid-input", Some("id")).await;
+    let res =
+        w.s.http
+            .get(w.s.url("/v1/bookings/00000000-0000-4000-8000-000000000000"))
+            .send()
+            .await
+            .unwrap();
+    common::assert_problem(res, 404, "not-found", None).await;
+    let id = first["id"].as_str().unwrap();
+    let b = settled(&w.s.runtime, id).await;
+    assert_eq!(b.state, SagaState::Confirmed);
+    let list: Value =
+        w.s.http
+            .get(w.s.url(&format!("/v1/accounts/{}/bookings", w.account)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn cancelling_a_confirmed_booking_refunds_minus_the_fee_and_restores_points() {
+    let w = world(SimulatedSellerConfig {
+        cancel_fee_percent: 10,
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let o = order(&w.s.runtime, w.account, 4_000, "tok_approve", "k-cancel").await;
+    let price = o.offer_price.minor;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    assert_eq!(
+        settled(&w.s.runtime, &b.id).await.state,
+        SagaState::Confirmed
+    );
+    assert_eq!(balance(&w.s.runtime, w.account).await, (6_000, 0));
+    let res =
+        w.s.http
+            .post(w.s.url(&format!("/v1/bookings/{}/cancel", b.id)))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 202);
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Cancelled, "{b:#?}");
+    let c = b.cancellation.expect("cancellation");
+    let fee = price * 10 / 100;
+    let card = price - 4_000;
+    assert_eq!(c.seller_fee.unwrap().minor, fee);
+    // The fee comes out of the card part first; the points come back whole.
+    assert_eq!(c.refund.unwrap().minor, card - fee);
+    assert_eq!(c.points_restored.unwrap().minor, 4_000);
+    assert_eq!(balance(&w.s.runtime, w.account).await, (10_000, 0));
+    assert_eq!(
+        w.gateway.refunded_total(Currency::EUR).unwrap().minor,
+        card - fee
+    );
+    wait_for_email(&w.inbox, &b.id, "cancelled").await;
+    // Cancelling again changes nothing.
+    let again = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    assert_eq!(again.state, SagaState::Cancelled);
+    assert_eq!(w.gateway.ledger().refunds.len(), 1);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn cancelling_in_flight_ends_cancelled_without_charges() {
+    let w = world(SimulatedSellerConfig {
+        latency_ms: (300, 300),
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-inflight").await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    // Cancel right away: before the pivot it compensates now; after it, the booking is
+    // cancelled once confirmed. Either way it ends cancelled and nothing stays charged.
+    let _ = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    let b = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(b.state, SagaState::Cancelled, "{:#?}", b.history);
+    let ledger = w.gateway.ledger();
+    let captured: i64 = ledger.captures.iter().map(|c| c.amount.minor).sum();
+    let refunded: i64 = ledger.refunds.iter().map(|r| r.amount.minor).sum();
+    let fee = b
+        .cancellation
+        .as_ref()
+        .and_then(|c| c.seller_fee)
+        .map_or(0, |f| f.minor);
+    assert_eq!(captured - refunded, fee.min(captured));
+    w.s.stop().await;
+}
