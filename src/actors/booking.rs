@@ -318,20 +318,15 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             key,
             hold_key,
             account_id,
-        } => match wallet(
-            deps,
-            &account_id,
-            key,
-            WalletOp::Release { hold_id: hold_key },
-        )
-        .await
-        {
-            // A hold that never landed is released by definition (and tombstoned).
-            StepOutcome::Permanent { reason } if reason.starts_with("no open hold") => {
-                StepOutcome::Completed
-            }
-            other => other,
-        },
+        } => {
+            wallet(
+                deps,
+                &account_id,
+                key,
+                WalletOp::Release { hold_id: hold_key },
+            )
+            .await
+        }
         Action::CreditPoints {
             key,
             account_id,
@@ -505,6 +500,7 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
             reason: format!("account id {account:?} is not an account id"),
         };
     };
+    let is_release = matches!(op, WalletOp::Release { .. });
     let msg = ChangeWallet {
         id,
         key,
@@ -528,6 +524,9 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
                 E::Store(_) => StepOutcome::Transient {
                     reason: e.to_string(),
                 },
+                // Releasing a hold that never landed: released by definition (the shard
+                // tombstones its key so a late hold is refused).
+                E::Wallet(WalletError::UnknownHold(_)) if is_release => StepOutcome::Completed,
                 E::Wallet(_) | E::AlreadyExists(_) => StepOutcome::Permanent {
                     reason: e.to_string(),
                 },

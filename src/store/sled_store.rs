@@ -9,8 +9,75 @@ use super::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 /// sled-backed [`Store`].
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    db: sled::Db,
     trees: Vec<sled::Tree>,
+    flusher: Flusher,
+}
+
+/// Group commit: one thread runs sled's blocking `flush()` for every caller waiting at
+/// that moment, so concurrent writers share one disk sync.
+///
+/// Why not `Db::flush_async`: under concurrent writers it can wedge sled 0.34 for good
+/// (both arbiters blocked in sled, flushers parked; seen here under a mixed load, and
+/// reported upstream as sled issues #1308 and #1412).
+#[derive(Clone, Debug)]
+struct Flusher {
+    inner: std::sync::Arc<FlusherThread>,
+}
+
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+
+#[derive(Debug)]
+struct FlusherThread {
+    requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<FlushWaiter>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for FlusherThread {
+    /// The last store handle stops the thread and waits for it, so the database (and its
+    /// file lock) is released when the store is dropped, not some time later.
+    fn drop(&mut self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> Result<Self, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
+        let thread = std::thread::Builder::new()
+            .name("wayfare-flusher".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(io);
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
+        Ok(Flusher {
+            inner: std::sync::Arc::new(FlusherThread {
+                requests: std::sync::Mutex::new(Some(tx)),
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    fn request(&self, waiter: FlushWaiter) -> bool {
+        let requests = self
+            .inner
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        requests.as_ref().is_some_and(|tx| tx.send(waiter).is_ok())
+    }
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -32,7 +99,8 @@ impl SledStore {
             .iter()
             .map(|t| db.open_tree(t.name()).map_err(io))
             .collect::<Result<_, _>>()?;
-        Ok(SledStore { db, trees })
+        let flusher = Flusher::start(db.clone())?;
+        Ok(SledStore { trees, flusher })
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -114,10 +182,14 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreFuture<()> {
-        let db = self.db.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.flusher.request(tx);
         Box::pin(async move {
-            db.flush_async().await.map_err(io)?;
-            Ok(())
+            if !sent {
+                return Err(StoreError::Io("the flusher thread has stopped".into()));
+            }
+            rx.await
+                .map_err(|_| StoreError::Io("the flusher thread has stopped".into()))?
         })
     }
 
@@ -142,8 +214,11 @@ mod tests {
                 Op::put(Tree::Ledger, b"a2/1".to_vec(), &30u32),
             ])
             .unwrap();
-            futures_util::FutureExt::now_or_never(s.flush());
-            s.db.flush().unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(s.flush())
+                .unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
         let all = s.scan(Tree::Ledger, b"a1/", None, 10).unwrap();
