@@ -39,6 +39,8 @@ use wayfare::domain::account::AccountId;
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Most connections accepted.
 const MAX_CONNECTIONS: usize = 10_000;
+/// Pause of a connection after a failed connect, before its next request.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Largest latency the histograms hold (longer ones are clamped and still counted).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -431,6 +433,10 @@ async fn worker(plan: Arc<Plan>, index: usize) -> Results {
         plan.live.done.fetch_add(1, Ordering::Relaxed);
         if !ok {
             plan.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome == "connect" {
+            // Nothing listens (the server died or is restarting): do not spin on it.
+            tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
         }
     }
     results

@@ -13,7 +13,7 @@
 # Only 127.0.0.1, ports picked by the kernel. Servers are stopped on exit, whatever happens.
 # Takes about 2 minutes plus the build. Results land in $OUT (default: a temp dir).
 #
-# Run with: scripts/bench.sh            (env: CONNECTIONS=64 RUN_SECS=10 RATE=1000 OUT=dir)
+# Run with: scripts/bench.sh   (env: CONNECTIONS=64 RUN_SECS=10 RATE=1000 LOAD_THREADS=2 OUT=dir)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +21,8 @@ CONNECTIONS=${CONNECTIONS:-64}
 RUN_SECS=${RUN_SECS:-10}
 RATE=${RATE:-1000}
 ACCOUNTS=${ACCOUNTS:-1000}
+# Driver threads: on 2 cores, 1 thread caps the baseline's req/s well below what it serves.
+LOAD_THREADS=${LOAD_THREADS:-2}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN="$TARGET_DIR/release"
 WORK=$(mktemp -d /tmp/wayfare-bench.XXXXXX)
@@ -80,7 +82,7 @@ rss_kb() { # PID -> VmRSS in kB
 load() { # URL NAME extra-args...
     local url=$1 name=$2
     shift 2
-    "$BIN/examples/load" --target "$url" --accounts "$ACCOUNTS" --quiet \
+    "$BIN/examples/load" --target "$url" --accounts "$ACCOUNTS" --threads "$LOAD_THREADS" --quiet \
         --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
 
