@@ -32,10 +32,7 @@ mkdir -p "$OUT"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
+        stop "$pid"
     done
     rm -rf "$WORK/wayfare-data" "$WORK/baseline-data"
 }
@@ -70,9 +67,17 @@ start_wayfare() { # LOG -> sets WF_PID, WF_URL
     WF_URL=$(wait_listening "$1" wayfare)
 }
 
-stop() { # PID
-    kill -TERM "$1"
-    wait "$1" || true
+stop() { # PID: SIGTERM, then SIGKILL if it has not exited within 20 s
+    kill -TERM "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 200); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        echo "process $1 did not stop within 20 s of SIGTERM; sending SIGKILL" >&2
+        kill -KILL "$1" 2>/dev/null || true
+    fi
+    wait "$1" 2>/dev/null || true
 }
 
 rss_kb() { # PID -> VmRSS in kB
