@@ -1,0 +1,75 @@
+//! The baseline for DESIGN.md section 7's account-read target: a bare actix-web server whose
+//! `GET /v1/accounts/{id}` reads the same sled tree wayfare writes (`accounts`, keyed by
+//! the 16 id bytes), decodes the record with wayfare's codec and answers the same JSON
+//! (`AccountRecord::view()`). No actors, no supervision, no metrics, no request ids.
+//!
+//! Point it at a copy of a wayfare data dir: sled allows one process per directory.
+//!
+//! Run with: cargo run --release --example baseline_server -- --bind 127.0.0.1:8081 --data-dir ./data-copy
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use clap::Parser;
+use wayfare::domain::account::AccountRecord;
+use wayfare::store::{decode_record, SledStore, Store, Tree};
+
+#[derive(Parser, Debug)]
+#[command(about = "Bare actix-web + sled account reader, the baseline wayfare is measured against")]
+struct Args {
+    /// Listen address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    bind: String,
+    /// A sled data dir written by wayfare (a copy, while wayfare runs on the original).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// HTTP worker threads; 0 = one per core (wayfare's default too).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+async fn get_account(store: web::Data<Arc<SledStore>>, id: web::Path<String>) -> HttpResponse {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return HttpResponse::BadRequest().body("bad account id");
+    };
+    let key = id.as_bytes();
+    match store.get(Tree::Accounts, key) {
+        Ok(Some(bytes)) => match decode_record::<AccountRecord>(Tree::Accounts, key, &bytes) {
+            Ok(record) => HttpResponse::Ok().json(record.view()),
+            Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        },
+        Ok(None) => HttpResponse::NotFound().body("no such account"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let store = Arc::new(
+        SledStore::open(&args.data_dir)
+            .with_context(|| format!("cannot open store in {}", args.data_dir.display()))?,
+    );
+    let workers = match args.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listener =
+        TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
+    println!("baseline listening on http://{}", listener.local_addr()?);
+    actix_rt::System::new().block_on(async move {
+        let data = web::Data::new(store);
+        HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/v1/accounts/{id}", web::get().to(get_account))
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run()
+        .await
+    })?;
+    Ok(())
+}
