@@ -18,7 +18,9 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    std::panic::set_hook(Box::new(|info| {
+    std::panic::set_hook(Box::new(move |info| {
+        // Replaces any earlier hook, so do the supervisor's part here too.
+        crate::supervisor::mark_polling_actor_down();
         let thread = std::thread::current();
         let location = info
             .location()

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use actix_rt::ArbiterHandle;
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::handle::{ActorHandle, Liveness};
@@ -142,13 +143,26 @@ impl<A: Actor<Context = Context<A>>> Child for ActorChild<A> {
             // An orderly stop request (or the supervisor dropping the sender) stops the
             // actor through its own context, so `stopping`/`stopped` run as usual.
             ctx.spawn(stop_rx.into_actor(&actor).map(|_, _, ctx| ctx.stop()));
-            handle.install(ctx.address());
-            let task = actix_rt::spawn(ctx.into_future(actor));
+            let addr = ctx.address();
+            handle.install(addr.clone());
+            let context = Watched::new(Box::pin(ctx.into_future(actor)), handle.clone(), addr);
+            let dying = handle.clone();
+            // The unwind is caught inside the actor's own task: the handle was already
+            // marked down by the panic hook (see `Watched`), and stays down until the
+            // supervisor restarts the child.
+            let task = actix_rt::spawn(async move {
+                let outcome = AssertUnwindSafe(context).catch_unwind().await;
+                if outcome.is_err() {
+                    dying.clear(Liveness::Restarting);
+                }
+                outcome.map_err(|payload| panic_message(payload.as_ref()))
+            });
             let abort = task.abort_handle();
             let watcher_handle = handle.clone();
             actix_rt::spawn(async move {
                 let exit = match task.await {
-                    Ok(()) => Exit::Normal,
+                    Ok(Ok(())) => Exit::Normal,
+                    Ok(Err(msg)) => Exit::Panicked(msg),
                     Err(e) if e.is_panic() => {
                         let payload = e.into_panic();
                         Exit::Panicked(panic_message(payload.as_ref()))
@@ -219,5 +233,86 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+thread_local! {
+    /// The actor being polled on this thread, for the panic hook.
+    static POLLING: std::cell::Cell<Option<Arc<dyn Fn() + Send + Sync>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Installs (once) a panic hook that marks the handle of the actor being polled as down
+/// *before* the stack unwinds. Unwinding is slow (it drops the in-flight caller's reply
+/// early in the unwind, then walks many frames); without this, that caller could be woken
+/// on another core and queue its next request into the dying mailbox. The previous hook
+/// (logging) runs after.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            mark_polling_actor_down();
+            previous(info);
+        }));
+    });
+}
+
+/// Marks the actor being polled on this thread (if any) as down. Called from panic hooks;
+/// a hook installed later (logging) must call it too.
+pub fn mark_polling_actor_down() {
+    if let Some(mark_down) = POLLING.take() {
+        mark_down();
+        POLLING.set(Some(mark_down));
+    }
+}
+
+/// An actor's context future, polled with the thread-local above set.
+struct Watched<F, A: Actor> {
+    inner: Pin<Box<F>>,
+    mark_down: Arc<dyn Fn() + Send + Sync>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+    handle: ActorHandle<A>,
+    addr: actix::Addr<A>,
+}
+
+impl<F, A: Actor> Watched<F, A> {
+    fn new(inner: Pin<Box<F>>, handle: ActorHandle<A>, addr: actix::Addr<A>) -> Self {
+        install_panic_hook();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, f) = (handle.clone(), fired.clone());
+        Watched {
+            inner,
+            mark_down: Arc::new(move || {
+                f.store(true, std::sync::atomic::Ordering::SeqCst);
+                h.clear(Liveness::Restarting);
+            }),
+            fired,
+            handle,
+            addr,
+        }
+    }
+}
+
+/// Restores the thread-local when a poll ends, unwinding included.
+struct Restore(Option<Arc<dyn Fn() + Send + Sync>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        POLLING.set(self.0.take());
+    }
+}
+
+impl<F: Future<Output = ()>, A: Actor> Future for Watched<F, A> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let _restore = Restore(POLLING.replace(Some(self.mark_down.clone())));
+        let poll = self.inner.as_mut().poll(cx);
+        // A panic the handler caught itself did not kill the actor: put it back.
+        if self.fired.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.handle.install(self.addr.clone());
+        }
+        poll
     }
 }

@@ -15,7 +15,7 @@ mod handle;
 mod policy;
 mod tree;
 
-pub use child::ChildSpec;
+pub use child::{mark_polling_actor_down, ChildSpec};
 pub(crate) use child::{ActorChild, Child};
 pub use handle::{ActorHandle, AskError, Liveness};
 pub use policy::{backoff_delay, Exit, IntensityWindow, Restart, RestartPolicy, Strategy};
