@@ -472,7 +472,9 @@ fn well_formed_token(token: &str) -> bool {
 
 impl State {
     fn new_id(&mut self, prefix: &str) -> String {
-        let id = format!("{prefix}_{:06}", self.next_id);
+        // A per-process tag keeps ids unique across restarts of the process that hosts the
+        // simulation, so a saga resumed after a crash never names someone else's payment.
+        let id = format!("{prefix}_{}_{:06}", process_tag(), self.next_id);
         self.next_id += 1;
         id
     }
@@ -1013,4 +1015,10 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().key, "payments.latency_max_ms");
         assert!(serde_json::from_str::<SimulatedGatewayConfig>(r#"{"error_rat":0.1}"#).is_err());
     }
+}
+
+/// A random tag drawn once per process.
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
 }
