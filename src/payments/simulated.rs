@@ -790,6 +790,12 @@ impl PaymentGateway for SimulatedGateway {
     }
 }
 
+/// A random tag drawn once per process.
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1015,10 +1021,4 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().key, "payments.latency_max_ms");
         assert!(serde_json::from_str::<SimulatedGatewayConfig>(r#"{"error_rat":0.1}"#).is_err());
     }
-}
-
-/// A random tag drawn once per process.
-fn process_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
 }
