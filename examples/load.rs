@@ -142,6 +142,11 @@ struct Mix {
 }
 
 impl Mix {
+    /// Whether `op` has a weight in the mix.
+    fn includes(&self, op: Operation) -> bool {
+        self.cumulative.iter().any(|(_, o)| *o == op)
+    }
+
     fn parse(s: &str) -> anyhow::Result<Mix> {
         let mut cumulative = Vec::new();
         let mut total = 0u32;
@@ -278,6 +283,9 @@ struct Plan {
     max_requests: u64,
     run_id: String,
     live: Live,
+    /// The offer bookings take: seller, SKU and price, read from a real search first so
+    /// bookings exercise the whole saga instead of failing as "price changed".
+    offer: Option<(String, String, i64)>,
 }
 
 impl Plan {
@@ -332,22 +340,25 @@ fn build(
             format!("/v1/search/flights?from=LIS&to=CDG&date={check_in}&account_id={account}"),
             None,
         ),
-        // The body follows the saga's BookingRequest; the route is not served yet, so its
-        // exact shape is provisional.
         Operation::Booking => (
             Method::POST,
             "/v1/bookings".to_owned(),
             Some(
-                serde_json::json!({
-                    "account_id": account.to_string(),
-                    "seller": "alpha",
-                    "sku": "hotel:lisbon:h1:double",
-                    "start": check_in,
-                    "end": check_out,
-                    "wallet_points": {"minor": 0, "currency": "EUR"},
-                    "card_token": "tok_approve",
-                    "offer_price": {"minor": 20000, "currency": "EUR"},
-                })
+                {
+                    let (seller, sku, price) = plan.offer.clone().unwrap_or_else(|| {
+                        ("alpha".into(), "hotel:lisbon:h1:double".into(), 20_000)
+                    });
+                    serde_json::json!({
+                        "account_id": account.to_string(),
+                        "seller": seller,
+                        "sku": sku,
+                        "start": check_in,
+                        "end": check_out,
+                        "wallet_points": {"minor": 0, "currency": "EUR"},
+                        "card_token": "tok_approve",
+                        "offer_price": {"minor": price, "currency": "EUR"},
+                    })
+                }
                 .to_string(),
             ),
         ),
@@ -363,6 +374,22 @@ fn build(
     }
     req.body(Full::new(Bytes::from(body.unwrap_or_default())))
         .expect("request parts are valid")
+}
+
+/// The cheapest hotel offer for the booking dates, from the server's own search.
+async fn first_offer(target: &Target) -> Option<(String, String, i64)> {
+    let (check_in, check_out) = dates();
+    let url = format!(
+        "http://{}/v1/search/hotels?city=Lisbon&check_in={check_in}&check_out={check_out}",
+        target.authority
+    );
+    let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+    let o = body["offers"].get(0)?;
+    Some((
+        o["seller"].as_str()?.to_owned(),
+        o["sku"].as_str()?.to_owned(),
+        o["price"]["minor"].as_i64()?,
+    ))
 }
 
 async fn connect(target: &Target) -> anyhow::Result<SendRequest<Full<Bytes>>> {
@@ -590,8 +617,14 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot connect to {}", args.target))?;
 
+        let offer = if mix.includes(Operation::Booking) {
+            first_offer(&target).await
+        } else {
+            None
+        };
         let start = Instant::now();
         let plan = Arc::new(Plan {
+            offer,
             target,
             mix,
             accounts: args.accounts,

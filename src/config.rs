@@ -237,7 +237,8 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Actor threads (arbiters); 0 means one per core.
+    /// Actor threads (arbiters); 0 means half the cores, at least one (the HTTP workers
+    /// take the other half: measured best on 2 cores, see BENCHMARKS.md).
     pub arbiters: usize,
 }
 
@@ -585,10 +586,10 @@ impl Config {
         }
     }
 
-    /// Actor arbiters after resolving 0 to the core count.
+    /// Actor arbiters after resolving 0 to half the cores (at least one).
     pub fn arbiters(&self) -> usize {
         if self.runtime.arbiters == 0 {
-            cores()
+            (cores() / 2).max(1)
         } else {
             self.runtime.arbiters
         }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Search and booking figures of DESIGN.md section 7, on loopback only:
+#  1. hotel search over 3 sellers of 50 ms: cold (cache off, one connection) p50/p99;
+#  2. the same with one seller hanging: every answer within deadline + margin?
+#  3. cached searches: p99 with one connection, req/s with 64;
+#  4. bookings with instant sellers and gateway: bookings/s accepted, and POST -> confirmed
+#     latency from each saga's own history.
+# Run from the repository root: scripts/bench-search-bookings.sh   (about 2 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin wayfare --example load >/dev/null
+BIN=target/release/wayfare
+LOAD=target/release/examples/load
+WORK=$(mktemp -d)
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# start NAME CONFIG_TEXT -> sets PID and URL
+start() {
+  local dir="$WORK/$1"; mkdir -p "$dir"; printf '%s\n' "$2" > "$dir/config.toml"
+  (cd "$dir" && WAYFARE__LOG__LEVEL=warn "$OLDPWD/$BIN" serve --config config.toml \
+      --bind 127.0.0.1:0 --data-dir data > out.log 2> err.log) &
+  PID=$!
+  for _ in $(seq 100); do grep -q "listening" "$dir/out.log" 2>/dev/null && break; sleep 0.1; done
+  URL=$(sed -n 's/^wayfare listening on //p' "$dir/out.log")
+}
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""; }
+
+sellers() { # latency of each of three sellers, hang rate of the third
+  for s in alpha:1 bravo:2 charlie:3; do
+    printf '[[sellers]]\nname = "%s"\nkind = "simulated"\n[sellers.simulated]\nseed = %s\nlatency_ms = [%s, %s]\ncoverage = 1.0\n' \
+      "${s%%:*}" "${s##*:}" "$1" "$1"
+    [ "${s%%:*}" = charlie ] && printf 'hang_rate = %s\n' "$2"
+  done
+}
+BASE=$'[demo]\naccounts = 10\n[accounts]\nshards = 4\n'
+
+echo "== 1. cold hotel search, 3 sellers x 50 ms, cache off, 1 connection, 10 s"
+start cold "$BASE"$'[search.cache]\ncapacity = 0\n'"$(sellers 50 0.0)"
+$LOAD --target "$URL" --mix hotel_search=100 --connections 1 --duration 10s --quiet
+stop
+
+echo "== 2. cold hotel search with charlie hanging (deadline 1000 ms), 4 connections, 10 s"
+start hang "$BASE"$'[search]\ndeadline_ms = 1000\n[search.cache]\ncapacity = 0\n'"$(sellers 50 1.0)"
+$LOAD --target "$URL" --mix hotel_search=100 --connections 4 --duration 10s --quiet
+stop
+
+echo "== 3. cached hotel search: 1 connection (latency), then 64 connections (throughput)"
+start cached "$BASE$(sellers 50 0.0)"
+$LOAD --target "$URL" --mix hotel_search=100 --connections 1 --duration 5s --quiet
+$LOAD --target "$URL" --mix hotel_search=100 --connections 64 --threads 2 --duration 10s --quiet
+stop
+
+echo "== 4. bookings, instant sellers and gateway, 64 connections, 10 s"
+start book "$BASE$(sellers 0 0.0)"$'\n[payments]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+T0=$(date +%s.%N)
+$LOAD --target "$URL" --mix booking=100 --connections 64 --threads 2 --duration 10s --quiet
+echo "-- waiting until no saga is in flight (end to end = terminal sagas / time from first POST)"
+python3 - "$URL" "$T0" <<'PY'
+import re, sys, time, urllib.request
+url, t0 = sys.argv[1], float(sys.argv[2])
+while True:
+    m = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    n = {k: int(v) for k, v in re.findall(r'wayfare_sagas\{state="(\w+)"\} (\d+)', m)}
+    if n and n.get("pending", 0) + n.get("payment_authorized", 0) + n.get("seller_confirmed", 0) + n.get("compensating", 0) == 0:
+        break
+    time.sleep(0.2)
+done = sum(n.values()); secs = time.time() - t0
+print(f"sagas {n}; {done} terminal in {secs:.1f} s = {done / secs:.0f} bookings/s end to end")
+PY
+echo "-- POST -> confirmed, from each saga's history (first 100 bookings of each demo account)"
+python3 - "$URL" <<'PY'
+import json, sys, urllib.request
+from datetime import datetime
+url = sys.argv[1]
+lat, states = [], {}
+for n in range(10):
+    acct = "00000000-0000-4000-8000-%012x" % n
+    for b in json.load(urllib.request.urlopen(f"{url}/v1/accounts/{acct}/bookings")):
+        states[b["state"]] = states.get(b["state"], 0) + 1
+        h = {e["state"]: e["at"] for e in b["history"]}
+        if "confirmed" in h:
+            t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")[:26] + "+00:00")
+            lat.append((t(h["confirmed"]) - t(b["history"][0]["at"])).total_seconds() * 1000)
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+print(f"states {states}; POST->confirmed ms over {len(lat)}: p50 {q(0.5):.1f} p90 {q(0.9):.1f} p99 {q(0.99):.1f} max {lat[-1] if lat else 0:.1f}")
+PY
+stop
