@@ -91,8 +91,15 @@ load() { # URL NAME extra-args...
         --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
 
-field() { # FILE EXPR over the account_read report
-    jq -r ".operations[] | select(.operation == \"account_read\") | $2" "$1"
+field() { # FILE '.key' or '.key / N' over the account_read report (python3: no jq needed)
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+path, expr = sys.argv[1], sys.argv[2]
+key, _, div = expr.lstrip(".").partition("/")
+op = next(o for o in json.load(open(path))["operations"] if o["operation"] == "account_read")
+value = op[key.strip()] / (float(div) if div.strip() else 1)
+print(value)
+PY
 }
 
 echo "== seed $ACCOUNTS demo accounts"
@@ -149,7 +156,7 @@ for f in closed-wayfare-1 closed-baseline-1 closed-wayfare-2 closed-baseline-2 r
         "$(field "$OUT/$f.json" '.p99_us / 1000')"
 done 2>/dev/null || true
 mean() { # NAME EXPR: mean over rounds 1 and 2
-    echo "($(field "$OUT/$1-1.json" "$2") + $(field "$OUT/$1-2.json" "$2")) / 2" | bc -l
+    python3 -c "print(($(field "$OUT/$1-1.json" "$2") + $(field "$OUT/$1-2.json" "$2")) / 2)"
 }
 WF_RPS=$(mean closed-wayfare .req_per_s)
 BASE_RPS=$(mean closed-baseline .req_per_s)
@@ -157,10 +164,10 @@ WF_P99=$(mean closed-wayfare .p99_us)
 BASE_P99=$(mean closed-baseline .p99_us)
 echo
 printf 'closed loop req/s  wayfare %.0f / baseline %.0f = %.3f (target >= 0.85, aim 0.95)\n' \
-    "$WF_RPS" "$BASE_RPS" "$(echo "$WF_RPS / $BASE_RPS" | bc -l)"
+    "$WF_RPS" "$BASE_RPS" "$(python3 -c "print($WF_RPS / $BASE_RPS)")"
 printf 'closed loop p99    wayfare %.3f ms / baseline %.3f ms = %.2fx\n' \
-    "$(echo "$WF_P99 / 1000" | bc -l)" "$(echo "$BASE_P99 / 1000" | bc -l)" \
-    "$(echo "$WF_P99 / $BASE_P99" | bc -l)"
+    "$(python3 -c "print($WF_P99 / 1000)")" "$(python3 -c "print($BASE_P99 / 1000)")" \
+    "$(python3 -c "print($WF_P99 / $BASE_P99)")"
 printf 'fixed %s req/s p99 wayfare %.3f ms (target < 1 ms), baseline %.3f ms\n' "$RATE" \
     "$(field "$OUT/rate-wayfare.json" '.p99_us / 1000')" \
     "$(field "$OUT/rate-baseline.json" '.p99_us / 1000')"
