@@ -69,24 +69,28 @@ pub async fn json_body<T: DeserializeOwned>(
 /// Parses JSON, naming the path of the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut problem = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-json",
-            "Invalid JSON body",
-            inner.to_string(),
-        );
-        // serde_path_to_error says "." for the root and "?" where no position is known.
-        if path != "." && !path.contains('?') {
-            problem = problem.field(path);
-        } else if let Some(field) = backticked(&inner.to_string()) {
-            problem = problem.field(field);
-        }
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))
+}
+
+/// A 400 problem for a deserialization error, naming the field: its path where the
+/// deserializer knew it, else the field a message like "missing field `name`" names.
+fn located<E: std::fmt::Display>(
+    e: serde_path_to_error::Error<E>,
+    kind: &str,
+    title: &'static str,
+) -> Problem {
+    let path = e.path().to_string();
+    let msg = e.into_inner().to_string();
+    let problem = Problem::new(StatusCode::BAD_REQUEST, kind, title, msg.clone());
+    // serde_path_to_error says "." for the root and "?" where no position is known.
+    if path != "." && !path.contains('?') {
+        problem.field(path)
+    } else if let Some(field) = backticked(&msg) {
+        problem.field(field)
+    } else {
         problem
-    })?;
-    Ok(value)
+    }
 }
 
 /// The first `name` in a serde message like "missing field `name`".
@@ -105,22 +109,7 @@ pub fn account_id(raw: &str) -> Result<AccountId, Problem> {
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Problem> {
     let pairs = form_urlencoded::parse(req.query_string().as_bytes());
     let de = serde_urlencoded::Deserializer::new(pairs);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.into_inner().to_string();
-        let mut problem = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query",
-            msg.clone(),
-        );
-        if path != "." && !path.contains('?') {
-            problem = problem.field(path);
-        } else if let Some(field) = backticked(&msg) {
-            problem = problem.field(field);
-        }
-        problem
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| located(e, "invalid-query", "Invalid query"))
 }
 
 /// Problem for a path that does not parse (installed as the `PathConfig` error handler).
