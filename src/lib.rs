@@ -1,17 +1,18 @@
 //! Wayfare: an actor-based runtime for a travel marketplace.
 //!
-//! Customers' accounts and loyalty wallets live in supervised actix actors; the same
-//! [`Runtime`] serves the HTTP API (`wayfare serve`), embedding programs and the example
-//! drivers.
+//! Accounts and wallets, seller adapters, search aggregators and booking sagas live in
+//! supervised actix actors; the same [`Runtime`] serves the HTTP API (`wayfare serve`),
+//! embedding programs and the example drivers.
 //!
 //! # Layout
 //!
 //! | folder | what lives there |
 //! |---|---|
-//! | `src/runtime.rs` | [`Runtime`]: the one public doorway (typed async methods) |
+//! | `src/runtime/` | [`Runtime`]: the one public doorway (typed async methods); `views.rs`: what it returns |
 //! | `src/supervisor/` | supervisors, stable actor handles, restart policy, snapshots |
-//! | `src/actors/` | one actor per file with its messages and handlers (`account.rs`: `AccountShard`) |
-//! | `src/domain/` | plain rules tested without actors: money, accounts, wallet arithmetic |
+//! | `src/actors/` | one actor per file with its messages and handlers: `AccountShard`, `SellerAdapter`, `SearchAggregator`, `BookingSaga`, `SagaCoordinator`, `Mailer` |
+//! | `src/domain/` | plain rules tested without actors: money, accounts, wallet, search, cache, breaker, look-to-book, saga, outbox |
+//! | `src/sellers/`, `src/payments/` | the outside world's contracts and their simulated (and HTTP) implementations |
 //! | `src/store/` | the `Store` trait, its sled implementation and the one codec |
 //! | `src/http/` | actix-web routes per area, request parsing, problem responses, metrics |
 //! | `src/config.rs` | [`Config`]: `config.toml` + `WAYFARE__*` overrides, validated |

@@ -9,13 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
-use serde::Serialize;
 use tracing::Span;
 
 use crate::actors::account::{
     AccountFaults, AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger,
     WalletReceipt,
 };
+mod views;
+
+use views::personalize;
+pub use views::{
+    Booking, BookingOrder, CancellationView, Check, Health, OfferView, SearchResponse,
+};
+
 use crate::actors::booking::SagaDeps;
 use crate::actors::coordinator::{
     BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCoordinator,
@@ -23,15 +29,14 @@ use crate::actors::coordinator::{
 };
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
 use crate::actors::search::{
-    AggregatorSettings, InvalidateSku, Search, SearchAggregator, SearchStats, SellerOutcome,
-    SellerRoute,
+    AggregatorSettings, InvalidateSku, Search, SearchAggregator, SearchStats, SellerRoute,
 };
 use crate::actors::seller::{AdapterConfig, SellerAdapter, SellerStats};
 use crate::config::{Config, SellerKind};
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
-use crate::domain::saga::{BookingRequest, HistoryEntry, SagaRecord, SagaState};
-use crate::domain::search::{apply_wallet, booking_query, Markdown};
+use crate::domain::saga::{BookingRequest, SagaRecord};
+use crate::domain::search::booking_query;
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
@@ -39,9 +44,7 @@ use crate::payments::simulated::SimulatedGateway;
 use crate::payments::PaymentGateway;
 use crate::sellers::http::HttpSeller;
 use crate::sellers::simulated::SimulatedSeller;
-use crate::sellers::{
-    FlightQuery, HotelQuery, Offer, OfferDetails, SearchQuery, SellerApi, Vertical,
-};
+use crate::sellers::{FlightQuery, HotelQuery, SearchQuery, SellerApi, Vertical};
 use crate::store::{self, SledStore, Store, Tree};
 use crate::supervisor::{
     ActorHandle, ChildSpec, Restart, Strategy, SupervisorBuilder, SupervisorRef, SupervisorSnapshot,
@@ -74,38 +77,6 @@ struct Inner {
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
-}
-
-/// Health as `/health` reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Health {
-    /// `ok` or `unhealthy`.
-    pub status: &'static str,
-    /// Store check: a probe record written and flushed.
-    pub store: Check,
-    /// Every supervisor within its restart intensity.
-    pub supervisors: Check,
-    /// Saga figures; parked sagas are listed for operators (they do not make the service
-    /// unhealthy: it keeps serving, but someone must look at them).
-    pub sagas: Option<SagaCounts>,
-    /// Seconds since start.
-    pub uptime_secs: u64,
-}
-
-/// One health check.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// Whether it passed.
-    pub ok: bool,
-    /// Why not, when it failed.
-    pub detail: Option<String>,
-}
-
-impl Health {
-    /// True when every check passed.
-    pub fn is_ok(&self) -> bool {
-        self.store.ok && self.supervisors.ok
-    }
 }
 
 /// Longest a health probe of the store may take before the store counts as failing.
@@ -169,55 +140,6 @@ impl RuntimeBuilder {
     /// Starts the runtime.
     pub async fn start(self) -> Result<Runtime, Error> {
         Runtime::start_parts(self).await
-    }
-}
-
-/// One offer as a caller sees it: the merged offer with the caller's wallet applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OfferView {
-    /// Cheapest seller of this SKU.
-    pub seller: String,
-    /// Product identifier, shared across sellers.
-    pub sku: String,
-    /// Summary.
-    pub title: String,
-    /// The seller's price.
-    pub price: Money,
-    /// Wallet points applied.
-    pub markdown: Money,
-    /// What the caller pays: max(0, price - wallet).
-    pub price_to_pay: Money,
-    /// Vertical-specific facts.
-    pub details: OfferDetails,
-}
-
-/// A search reply.
-#[derive(Debug, Clone, Serialize)]
-pub struct SearchResponse {
-    /// Merged offers, cheapest first, personalized.
-    pub offers: Vec<OfferView>,
-    /// One line per seller of the vertical, with its status.
-    pub sellers: Vec<SellerOutcome>,
-    /// True when the merged result came from the cache (the markdown never does).
-    pub cached: bool,
-    /// Wallet points usable by the caller (zero without an account).
-    pub wallet_available: Option<Money>,
-}
-
-fn personalize(offer: &Offer, wallet: Money) -> OfferView {
-    let Markdown {
-        price,
-        markdown,
-        price_to_pay,
-    } = apply_wallet(offer.price, wallet);
-    OfferView {
-        seller: offer.seller.clone(),
-        sku: offer.sku.clone(),
-        title: offer.title.clone(),
-        price,
-        markdown,
-        price_to_pay,
-        details: offer.details.clone(),
     }
 }
 
@@ -915,101 +837,6 @@ impl Runtime {
             arbiter.stop();
         }
         tracing::info!("Runtime stopped.");
-    }
-}
-
-/// What a customer books: an offer from a search, paid with wallet points and a card.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookingOrder {
-    /// Booking account.
-    pub account_id: AccountId,
-    /// Seller of the offer.
-    pub seller: String,
-    /// SKU of the offer.
-    pub sku: String,
-    /// Check-in or outbound date.
-    pub start: chrono::NaiveDate,
-    /// Check-out or return date (equal to `start` for a one-way flight).
-    pub end: chrono::NaiveDate,
-    /// The offer price the customer saw; a seller asking another price fails the booking.
-    pub offer_price: Money,
-    /// Wallet points to use (zero for none).
-    pub wallet_points: Money,
-    /// Card token for the rest (`tok_approve`, ... with the simulated gateway).
-    pub card_token: String,
-    /// The client's idempotency key.
-    pub idempotency_key: String,
-}
-
-/// A booking as customers see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Booking {
-    /// Booking id.
-    pub id: String,
-    /// Current state.
-    pub state: SagaState,
-    /// Booking account.
-    pub account_id: String,
-    /// Seller.
-    pub seller: String,
-    /// Booked SKU.
-    pub sku: String,
-    /// Check-in or outbound date.
-    pub start: chrono::NaiveDate,
-    /// Check-out or return date.
-    pub end: chrono::NaiveDate,
-    /// Price of the offer.
-    pub offer_price: Money,
-    /// Wallet points used.
-    pub wallet_points: Money,
-    /// Why it failed, in customer terms.
-    pub failure: Option<String>,
-    /// Why an operator must look at it.
-    pub needs_attention: Option<String>,
-    /// The cancellation, once asked for a confirmed booking.
-    pub cancellation: Option<CancellationView>,
-    /// Timed history of states and steps.
-    pub history: Vec<HistoryEntry>,
-}
-
-/// The cancellation of a booking.
-#[derive(Debug, Clone, Serialize)]
-pub struct CancellationView {
-    /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
-    pub state: SagaState,
-    /// Fee kept by the seller.
-    pub seller_fee: Option<Money>,
-    /// Refunded to the card.
-    pub refund: Option<Money>,
-    /// Points credited back to the wallet.
-    pub points_restored: Option<Money>,
-    /// Timed history.
-    pub history: Vec<HistoryEntry>,
-}
-
-impl Booking {
-    fn from_records(r: SagaRecord, cancellation: Option<SagaRecord>) -> Self {
-        Booking {
-            id: r.saga_id,
-            state: r.state,
-            account_id: r.request.account_id,
-            seller: r.request.seller,
-            sku: r.request.sku,
-            start: r.request.start,
-            end: r.request.end,
-            offer_price: r.request.offer_price,
-            wallet_points: r.request.wallet_points,
-            failure: r.data.failure_cause.map(|c| c.customer_text().to_owned()),
-            needs_attention: r.needs_attention,
-            cancellation: cancellation.map(|c| CancellationView {
-                state: c.state,
-                seller_fee: c.data.seller_fee,
-                refund: c.data.refund_amount,
-                points_restored: c.data.points_restored,
-                history: c.history,
-            }),
-            history: r.history,
-        }
     }
 }
 

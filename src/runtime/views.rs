@@ -1,0 +1,188 @@
+//! What `Runtime` methods return and take: plain data for callers (and the JSON the HTTP
+//! layer sends), built from actor replies.
+
+use serde::Serialize;
+
+use crate::actors::coordinator::SagaCounts;
+use crate::actors::search::SellerOutcome;
+use crate::domain::account::AccountId;
+use crate::domain::money::Money;
+use crate::domain::saga::{HistoryEntry, SagaRecord, SagaState};
+use crate::domain::search::{apply_wallet, Markdown};
+use crate::sellers::{Offer, OfferDetails};
+
+/// Health as `/health` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` or `unhealthy`.
+    pub status: &'static str,
+    /// Store check: a probe record written and flushed.
+    pub store: Check,
+    /// Every supervisor within its restart intensity.
+    pub supervisors: Check,
+    /// Saga figures; parked sagas are listed for operators (they do not make the service
+    /// unhealthy: it keeps serving, but someone must look at them).
+    pub sagas: Option<SagaCounts>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+/// One health check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Whether it passed.
+    pub ok: bool,
+    /// Why not, when it failed.
+    pub detail: Option<String>,
+}
+
+impl Health {
+    /// True when every check passed.
+    pub fn is_ok(&self) -> bool {
+        self.store.ok && self.supervisors.ok
+    }
+}
+
+/// One offer as a caller sees it: the merged offer with the caller's wallet applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfferView {
+    /// Cheapest seller of this SKU.
+    pub seller: String,
+    /// Product identifier, shared across sellers.
+    pub sku: String,
+    /// Summary.
+    pub title: String,
+    /// The seller's price.
+    pub price: Money,
+    /// Wallet points applied.
+    pub markdown: Money,
+    /// What the caller pays: max(0, price - wallet).
+    pub price_to_pay: Money,
+    /// Vertical-specific facts.
+    pub details: OfferDetails,
+}
+
+/// A search reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    /// Merged offers, cheapest first, personalized.
+    pub offers: Vec<OfferView>,
+    /// One line per seller of the vertical, with its status.
+    pub sellers: Vec<SellerOutcome>,
+    /// True when the merged result came from the cache (the markdown never does).
+    pub cached: bool,
+    /// Wallet points usable by the caller (zero without an account).
+    pub wallet_available: Option<Money>,
+}
+
+pub(crate) fn personalize(offer: &Offer, wallet: Money) -> OfferView {
+    let Markdown {
+        price,
+        markdown,
+        price_to_pay,
+    } = apply_wallet(offer.price, wallet);
+    OfferView {
+        seller: offer.seller.clone(),
+        sku: offer.sku.clone(),
+        title: offer.title.clone(),
+        price,
+        markdown,
+        price_to_pay,
+        details: offer.details.clone(),
+    }
+}
+
+/// What a customer books: an offer from a search, paid with wallet points and a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingOrder {
+    /// Booking account.
+    pub account_id: AccountId,
+    /// Seller of the offer.
+    pub seller: String,
+    /// SKU of the offer.
+    pub sku: String,
+    /// Check-in or outbound date.
+    pub start: chrono::NaiveDate,
+    /// Check-out or return date (equal to `start` for a one-way flight).
+    pub end: chrono::NaiveDate,
+    /// The offer price the customer saw; a seller asking another price fails the booking.
+    pub offer_price: Money,
+    /// Wallet points to use (zero for none).
+    pub wallet_points: Money,
+    /// Card token for the rest (`tok_approve`, ... with the simulated gateway).
+    pub card_token: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A booking as customers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Booking {
+    /// Booking id.
+    pub id: String,
+    /// Current state.
+    pub state: SagaState,
+    /// Booking account.
+    pub account_id: String,
+    /// Seller.
+    pub seller: String,
+    /// Booked SKU.
+    pub sku: String,
+    /// Check-in or outbound date.
+    pub start: chrono::NaiveDate,
+    /// Check-out or return date.
+    pub end: chrono::NaiveDate,
+    /// Price of the offer.
+    pub offer_price: Money,
+    /// Wallet points used.
+    pub wallet_points: Money,
+    /// Why it failed, in customer terms.
+    pub failure: Option<String>,
+    /// Why an operator must look at it.
+    pub needs_attention: Option<String>,
+    /// The cancellation, once asked for a confirmed booking.
+    pub cancellation: Option<CancellationView>,
+    /// Timed history of states and steps.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The cancellation of a booking.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancellationView {
+    /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
+    pub state: SagaState,
+    /// Fee kept by the seller.
+    pub seller_fee: Option<Money>,
+    /// Refunded to the card.
+    pub refund: Option<Money>,
+    /// Points credited back to the wallet.
+    pub points_restored: Option<Money>,
+    /// Timed history.
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Booking {
+    pub(crate) fn from_records(r: SagaRecord, cancellation: Option<SagaRecord>) -> Self {
+        Booking {
+            id: r.saga_id,
+            state: r.state,
+            account_id: r.request.account_id,
+            seller: r.request.seller,
+            sku: r.request.sku,
+            start: r.request.start,
+            end: r.request.end,
+            offer_price: r.request.offer_price,
+            wallet_points: r.request.wallet_points,
+            failure: r.data.failure_cause.map(|c| c.customer_text().to_owned()),
+            needs_attention: r.needs_attention,
+            cancellation: cancellation.map(|c| CancellationView {
+                state: c.state,
+                seller_fee: c.data.seller_fee,
+                refund: c.data.refund_amount,
+                points_restored: c.data.points_restored,
+                history: c.history,
+            }),
+            history: r.history,
+        }
+    }
+}
