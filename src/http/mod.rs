@@ -10,6 +10,7 @@ mod accounts;
 mod bookings;
 mod extract;
 mod metrics;
+mod openapi;
 mod problem;
 mod search;
 mod system;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(search::routes)
         .configure(bookings::routes)
         .configure(system::routes)
+        .configure(openapi::routes)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(Problem::no_route())
         }));

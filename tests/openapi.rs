@@ -1,0 +1,165 @@
+//! The OpenAPI document served at `/v1/openapi.json` against the routes as they are:
+//! it parses, it is OpenAPI 3.x, every documented operation is routed, and every route
+//! in `src/http/*.rs` is documented.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::TestServer;
+use serde_json::Value;
+
+/// A syntactically valid id that names nothing.
+const PLACEHOLDER_ID: &str = "00000000-0000-4000-8000-000000000000";
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+async fn fetch_document(server: &TestServer) -> Value {
+    let res = server
+        .http
+        .get(server.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    let text = res.text().await.unwrap();
+    serde_json::from_str(&text).expect("the document is JSON")
+}
+
+/// `(METHOD, path)` for every operation in the document.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let paths = doc["paths"].as_object().expect("paths is an object");
+    let mut ops = BTreeSet::new();
+    for (path, item) in paths {
+        let item = item.as_object().expect("a path item is an object");
+        for method in item.keys().filter(|k| METHODS.contains(&k.as_str())) {
+            ops.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    ops
+}
+
+/// `(METHOD, path)` for every `.route("path", web::method()...)` in `src/http/*.rs`.
+fn routed_in_source() -> BTreeSet<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut routes = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find("route(\"") {
+            rest = &rest[at + "route(\"".len()..];
+            let end = rest.find('"').expect("route path ends");
+            let route = rest[..end].to_owned();
+            rest = &rest[end..];
+            let web = rest.find("web::").expect("route has a web::method()") + "web::".len();
+            let name_end = rest[web..].find('(').expect("web::method(") + web;
+            let method = rest[web..name_end].to_uppercase();
+            assert!(
+                METHODS.contains(&method.to_lowercase().as_str()),
+                "{}: route {route} with unexpected method {method}",
+                path.display()
+            );
+            routes.insert((method, route));
+        }
+    }
+    routes
+}
+
+#[actix_rt::test]
+async fn document_is_openapi_3_json() {
+    let server = TestServer::start().await;
+    let doc = fetch_document(&server).await;
+    let version = doc["openapi"].as_str().expect("openapi version string");
+    assert!(version.starts_with("3."), "openapi {version}");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    assert!(!documented(&doc).is_empty());
+
+    // Every local `$ref` resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        let pointer = r.strip_prefix('#').expect("only local refs");
+        assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+    }
+
+    // The problem schema names the fields every problem carries.
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "field"] {
+        assert!(problem.get(field).is_some(), "Problem lacks {field}");
+    }
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn every_documented_operation_is_routed() {
+    let server = TestServer::start().await;
+    let doc = fetch_document(&server).await;
+    for (method, path) in documented(&doc) {
+        let url = server.url(&path.replace("{id}", PLACEHOLDER_ID));
+        let method_value = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = server
+            .http
+            .request(method_value, &url)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        let no_route = status == 404
+            && serde_json::from_str::<Value>(&body).is_ok_and(|b| b["detail"] == "no such route");
+        assert!(
+            !no_route,
+            "{method} {path} is documented but not routed: {status} {body}"
+        );
+        assert_ne!(status, 405, "{method} {path}: {body}");
+    }
+    server.stop().await;
+}
+
+#[actix_rt::test]
+async fn every_route_is_documented() {
+    let server = TestServer::start().await;
+    let doc = fetch_document(&server).await;
+    let documented = documented(&doc);
+    let routed = routed_in_source();
+    assert!(
+        routed.len() >= 15,
+        "the scan of src/http found too few routes: {routed:?}"
+    );
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from src/http/openapi.json: {undocumented:?}"
+    );
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        unrouted.is_empty(),
+        "documented operations no source file routes: {unrouted:?}"
+    );
+    server.stop().await;
+}
