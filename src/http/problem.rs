@@ -44,15 +44,16 @@ impl Problem {
             kind: format!("/problems/{slug}"),
             title,
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: echo_safe(&detail.into(), MAX_DETAIL_CHARS),
             field: None,
             retry_after: None,
         }
     }
 
-    /// Names the field at fault.
+    /// Names the field at fault (made safe to echo; an empty name is left out).
     pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        let field = echo_safe(&field.into(), MAX_FIELD_CHARS);
+        self.field = (!field.is_empty()).then_some(field);
         self
     }
 
@@ -82,6 +83,25 @@ impl Problem {
             "no such route",
         )
     }
+}
+
+/// Longest `field` echoed back: field names come from the client (an unknown JSON key or
+/// query parameter) and are untrusted.
+const MAX_FIELD_CHARS: usize = 64;
+/// Longest `detail`; serde messages quote client input too.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// Client-derived text as it may be echoed: control characters replaced, length bounded.
+fn echo_safe(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if text.chars().nth(max_chars).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl std::fmt::Display for Problem {
@@ -191,5 +211,21 @@ impl From<Error> for Problem {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_client_text_is_bounded_and_printable() {
+        let p = Problem::new(StatusCode::BAD_REQUEST, "x", "X", "a".repeat(5000)).field("\r\nevil");
+        assert_eq!(p.field.as_deref(), Some("\u{FFFD}\u{FFFD}evil"));
+        assert!(p.detail.chars().count() <= MAX_DETAIL_CHARS + 1);
+        let p = Problem::new(StatusCode::BAD_REQUEST, "x", "X", "d").field("");
+        assert_eq!(p.field, None);
+        let p = Problem::new(StatusCode::BAD_REQUEST, "x", "X", "d").field("k".repeat(500));
+        assert_eq!(p.field.unwrap().chars().count(), MAX_FIELD_CHARS + 1);
     }
 }
