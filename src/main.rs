@@ -91,12 +91,13 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(&config.server.bind)
                 .with_context(|| format!("cannot listen on {}", config.server.bind))?;
             let addr = listener.local_addr()?;
+            // Handlers first: a SIGTERM during start-up must still shut down gracefully.
+            let shutdown = wayfare::shutdown_signal();
             let runtime = Runtime::start(config).await?;
             // A stable line on stdout so scripts and tests learn the (possibly ephemeral) port.
             println!("wayfare listening on http://{addr}");
             tracing::info!(%addr, "Serving HTTP.");
-            let served =
-                wayfare::http::serve(runtime.clone(), listener, wayfare::shutdown_signal()).await;
+            let served = wayfare::http::serve(runtime.clone(), listener, shutdown).await;
             runtime.shutdown().await;
             served?;
         }
