@@ -71,17 +71,25 @@ impl AccountShard {
         }
     }
 
-    /// Wraps a reply with the injected delay, if any.
+    /// Replies with `result`, after the injected delay if any.
     fn reply<T: Send + 'static>(
         &self,
         result: Result<T, AccountError>,
+    ) -> ResponseFuture<Result<T, AccountError>> {
+        self.delayed(async move { result })
+    }
+
+    /// Answers with `answer`, after the injected delay if any.
+    fn delayed<T: Send + 'static>(
+        &self,
+        answer: impl std::future::Future<Output = Result<T, AccountError>> + Send + 'static,
     ) -> ResponseFuture<Result<T, AccountError>> {
         let delay = self.faults.reply_delay;
         Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            result
+            answer.await
         })
     }
 
@@ -230,11 +238,7 @@ impl AccountShard {
         result: Result<T, AccountError>,
     ) -> ResponseFuture<Result<T, AccountError>> {
         let flush = self.store.flush();
-        let delay = self.faults.reply_delay;
-        Box::pin(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
+        self.delayed(async move {
             let value = result?;
             flush.await?;
             Ok(value)

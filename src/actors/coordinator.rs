@@ -100,13 +100,12 @@ impl SagaCoordinator {
 }
 
 /// Starts (or finds running) the actor of saga `id`, supervising it until it finishes.
-pub fn launch(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), BookingError> {
+/// Admission is decided before a saga is created (`StartBooking`); a saga that exists is
+/// always run, so resumed and follow-up sagas are never refused.
+pub fn launch(deps: &Arc<SagaDeps>, id: &str) {
     let mut running = deps.running.lock().unwrap_or_else(|p| p.into_inner());
     if running.contains_key(id) {
-        return Ok(());
-    }
-    if running.len() >= limit {
-        return Err(BookingError::Overloaded);
+        return;
     }
     let spec = ChildSpec {
         name: format!("saga-{id}"),
@@ -115,7 +114,7 @@ pub fn launch(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), Bookin
         deadline: Duration::from_secs(30),
         shutdown_timeout: Duration::from_secs(5),
     };
-    let arbiter = deps.arbiters[bucket(id, deps.arbiters.len())].clone();
+    let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
     let (d, sid) = (deps.clone(), id.to_owned());
     let (child, handle) = ActorChild::new(spec, arbiter, move || {
         BookingSaga::new(sid.clone(), d.clone())
@@ -146,16 +145,15 @@ pub fn launch(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), Bookin
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        if let Err(e) = follow_up(&deps, &id, limit) {
+        if let Err(e) = follow_up(&deps, &id) {
             tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
         }
     });
-    Ok(())
 }
 
 /// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
 /// once the booking is confirmed.
-fn follow_up(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), BookingError> {
+fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     let Some(record) = deps.load(id)? else {
         return Ok(());
     };
@@ -163,7 +161,7 @@ fn follow_up(deps: &Arc<SagaDeps>, id: &str, limit: usize) -> Result<(), Booking
         && record.cancel_requested
         && record.state == SagaState::Confirmed
     {
-        start_cancellation(deps, &record, limit)?;
+        start_cancellation(deps, &record)?;
     }
     Ok(())
 }
@@ -173,11 +171,7 @@ fn cancellation_id(booking: &str) -> String {
 }
 
 /// Creates (once) and launches the cancellation saga of a confirmed booking.
-fn start_cancellation(
-    deps: &Arc<SagaDeps>,
-    booking: &SagaRecord,
-    limit: usize,
-) -> Result<(), BookingError> {
+fn start_cancellation(deps: &Arc<SagaDeps>, booking: &SagaRecord) -> Result<(), BookingError> {
     let id = cancellation_id(&booking.saga_id);
     if deps.load(&id)?.is_none() {
         let record = new_cancellation(&id, booking, Utc::now())
@@ -185,14 +179,8 @@ fn start_cancellation(
         deps.store
             .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
     }
-    launch(deps, &id, limit)
-}
-
-fn bucket(key: &str, n: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % n.max(1) as u64) as usize
+    launch(deps, &id);
+    Ok(())
 }
 
 impl Actor for SagaCoordinator {
@@ -212,16 +200,17 @@ impl Actor for SagaCoordinator {
             match decode_record::<SagaRecord>(Tree::Sagas, &key, &value) {
                 Ok(r) if !is_terminal(r.state) && r.state != SagaState::NeedsAttention => {
                     // Resuming is not admission: every unfinished saga must finish.
-                    if launch(&self.deps, &r.saga_id, usize::MAX).is_ok() {
-                        resumed += 1;
-                    }
+                    launch(&self.deps, &r.saga_id);
+                    resumed += 1;
                 }
                 Ok(r)
                     if r.kind == SagaKind::Booking
                         && r.cancel_requested
                         && r.state == SagaState::Confirmed =>
                 {
-                    let _ = start_cancellation(&self.deps, &r, usize::MAX);
+                    if let Err(e) = start_cancellation(&self.deps, &r) {
+                        tracing::error!(saga = %r.saga_id, error = %e, "Cannot start a requested cancellation.");
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "Unreadable saga record left as is."),
@@ -354,14 +343,14 @@ impl Handler<StartBooking> for SagaCoordinator {
             ])?;
             Ok((Some(flush), record))
         })();
-        let (deps, limit) = (self.deps.clone(), self.max_in_flight);
+        let deps = self.deps.clone();
         Box::pin(async move {
             match result? {
                 (None, existing) => Ok((existing, true)),
                 (Some(flush), record) => {
                     flush.await?;
                     // Durable first, then started: a crash in between resumes it at start-up.
-                    launch(&deps, &record.saga_id, limit.saturating_add(1))?;
+                    launch(&deps, &record.saga_id);
                     Ok((record, false))
                 }
             }
@@ -384,7 +373,6 @@ impl Handler<CancelBooking> for SagaCoordinator {
 
     fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        let limit = self.max_in_flight;
         let record = self.load(&msg.id);
         Box::pin(async move {
             let record = record?;
@@ -405,9 +393,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                             .into(),
                     ))
                 }
-                (None, SagaState::Confirmed) => {
-                    start_cancellation(&deps, &record, limit.saturating_add(1))?
-                }
+                (None, SagaState::Confirmed) => start_cancellation(&deps, &record)?,
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
                         tracing::warn!(booking = %msg.id, error = %e, "Cancel request did not reach the saga.");
@@ -417,7 +403,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                         let record = deps
                             .load(&msg.id)?
                             .ok_or(BookingError::NotFound(msg.id.clone()))?;
-                        start_cancellation(&deps, &record, limit.saturating_add(1))?;
+                        start_cancellation(&deps, &record)?;
                     }
                 }
                 (None, _) => {
@@ -450,7 +436,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
         Box::pin(async move {
             let (flush, record) = result?;
             flush.await?;
-            launch(&deps, &record.saga_id, usize::MAX)?;
+            launch(&deps, &record.saga_id);
             Ok(record)
         })
     }

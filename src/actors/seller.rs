@@ -18,6 +18,7 @@ use actix::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::backoff::equal_jitter;
 use crate::domain::breaker::{
     BreakerConfig, BreakerSnapshot, BreakerState, CallOutcome, CircuitBreaker, InvalidSetting,
     Permit,
@@ -302,8 +303,12 @@ impl SellerAdapter {
                     Ok(v) => return Ok(v),
                     Err(e) if attempt >= retries => return Err(e),
                     Err(_) => {
-                        let exp = backoff.saturating_mul(1 << attempt.min(10));
-                        let delay = exp / 2 + (exp / 2).mul_f64(rand::thread_rng().gen::<f64>());
+                        let delay = equal_jitter(
+                            backoff,
+                            Duration::MAX,
+                            attempt,
+                            rand::thread_rng().gen::<f64>(),
+                        );
                         // A retry that cannot finish before the caller's deadline is pointless.
                         if Instant::now() + delay >= deadline {
                             return Err(SellerError::Timeout);

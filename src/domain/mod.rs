@@ -3,6 +3,7 @@
 //! the look-to-book meter.
 
 pub mod account;
+pub mod backoff;
 pub mod breaker;
 pub mod look_to_book;
 pub mod money;

@@ -45,7 +45,7 @@ use crate::payments::PaymentGateway;
 use crate::sellers::http::HttpSeller;
 use crate::sellers::simulated::SimulatedSeller;
 use crate::sellers::{FlightQuery, HotelQuery, SearchQuery, SellerApi, Vertical};
-use crate::store::{self, SledStore, Store, Tree};
+use crate::store::{self, SledStore, Store};
 use crate::supervisor::{
     ActorHandle, ChildSpec, Restart, Strategy, SupervisorBuilder, SupervisorRef, SupervisorSnapshot,
 };
@@ -579,7 +579,8 @@ impl Runtime {
             return Err(Invalid::new(field, format!("must not be before today ({today})")).into());
         }
         let key = crate::domain::search::cache_key(&query);
-        let aggregator = &self.inner.aggregators[bucket(&key, self.inner.aggregators.len())];
+        let aggregator =
+            &self.inner.aggregators[crate::actors::bucket(&key, self.inner.aggregators.len())];
         // The wallet lookup runs alongside the fan-out, not before it.
         let wallet = async {
             match account {
@@ -814,11 +815,6 @@ impl Runtime {
         health
     }
 
-    /// Number of stored accounts.
-    pub fn account_count(&self) -> usize {
-        self.inner.store.len(Tree::Accounts)
-    }
-
     /// Stops every actor (in reverse start order, each within its shutdown timeout),
     /// flushes the store and stops the actor threads. Idempotent.
     pub async fn shutdown(&self) {
@@ -838,12 +834,4 @@ impl Runtime {
         }
         tracing::info!("Runtime stopped.");
     }
-}
-
-/// Stable bucket of a key among `n` (within one process).
-fn bucket(key: &str, n: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % n.max(1) as u64) as usize
 }

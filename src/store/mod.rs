@@ -140,9 +140,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write so far durable. Concurrent callers share one disk sync.
     fn flush(&self) -> StoreFuture<()>;
-
-    /// Number of entries in `tree`.
-    fn len(&self, tree: Tree) -> usize;
 }
 
 /// Printable form of a key for error messages: UTF-8 where it is, hex otherwise.

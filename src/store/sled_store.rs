@@ -192,10 +192,6 @@ impl Store for SledStore {
                 .map_err(|_| StoreError::Io("the flusher thread has stopped".into()))?
         })
     }
-
-    fn len(&self, tree: Tree) -> usize {
-        self.tree(tree).len()
-    }
 }
 
 #[cfg(test)]

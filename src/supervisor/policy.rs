@@ -147,12 +147,7 @@ impl IntensityWindow {
 /// jitter": half the exponential delay is fixed, the other half scaled by `jitter` in
 /// `[0, 1)`, so restarts of many children spread out but never collapse to zero.
 pub fn backoff_delay(attempt: u32, policy: &RestartPolicy, jitter: f64) -> Duration {
-    let exp = policy
-        .backoff_min
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
-    let capped = exp.min(policy.backoff_max);
-    let half = capped / 2;
-    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    crate::domain::backoff::equal_jitter(policy.backoff_min, policy.backoff_max, attempt, jitter)
 }
 
 #[cfg(test)]

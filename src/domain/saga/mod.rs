@@ -190,18 +190,12 @@ impl SagaConfig {
 /// maximum, with "equal jitter" (half fixed, half random) so that sagas failing together do
 /// not retry together, yet never retry at once.
 pub fn backoff_delay(attempt: u32, cfg: &SagaConfig, rng: &mut impl Rng) -> Duration {
-    let exp = attempt.saturating_sub(1).min(32);
-    let raw = cfg
-        .backoff_base_ms
-        .saturating_mul(1u64 << exp)
-        .min(cfg.backoff_max_ms);
-    let half = raw / 2;
-    let jitter = if raw > half {
-        rng.gen_range(0..=raw - half)
-    } else {
-        0
-    };
-    Duration::from_millis(half + jitter)
+    super::backoff::equal_jitter(
+        Duration::from_millis(cfg.backoff_base_ms),
+        Duration::from_millis(cfg.backoff_max_ms),
+        attempt.saturating_sub(1),
+        rng.gen::<f64>(),
+    )
 }
 
 /// How a cancellation fee is split between the card and the wallet.
