@@ -108,12 +108,55 @@ impl Default for BookingsConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Bearer token of operator endpoints (`/v1/admin/*`); without one they are refused.
+    /// Bearer token of operator endpoints (`/v1/system/*`, `/v1/admin/*`, `/metrics`),
+    /// which also acts on every account; without one, operator endpoints are refused.
     /// Prefer setting it through `WAYFARE__ADMIN__TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// Whether `/metrics` needs the operator token too (turn off only when the port is
+    /// reachable by the scraper alone).
+    pub protect_metrics: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: None,
+            protect_metrics: true,
+        }
+    }
+}
+
+/// A secret from config: `Debug` and serialization (`check-config`) print `<redacted>`,
+/// so it never reaches a log or a terminal by accident.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret in clear, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 /// `[search]`
@@ -518,8 +561,8 @@ impl Config {
             return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
         }
         if let Some(token) = &self.admin.token {
-            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return bad("admin.token", "must be at least 16 printable characters");
+            if let Err(e) = crate::domain::access::validate_token("admin.token", token.expose()) {
+                return bad("admin.token", &e.message);
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

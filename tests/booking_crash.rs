@@ -50,6 +50,8 @@ const BOOKINGS_PER_CYCLE: usize = 40;
 /// Earlier keys resubmitted, and earlier bookings cancelled, at the start of a cycle.
 const RESUBMITS_PER_CYCLE: usize = 8;
 const LATE_CANCELS_PER_CYCLE: usize = 6;
+/// The operator token the server runs with; the checks act as operator.
+const OPERATOR_TOKEN: &str = "crash-test-operator-token-0123";
 /// Bound of every HTTP request, so a hung server cannot hang the test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound of the final settling (bookings terminal, emails written).
@@ -166,6 +168,7 @@ fn try_start(dir: &Path, n: &str) -> Option<Server> {
         .arg(dir.join("data"))
         .current_dir(dir)
         .env("RUST_LOG", "warn,wayfare=info")
+        .env("WAYFARE__ADMIN__TOKEN", OPERATOR_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -395,8 +398,12 @@ async fn bookings_survive_repeated_kill_9() {
     // Kept unless the test passes, with every server's log, for a post-mortem.
     dir.disable_cleanup(true);
     std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {OPERATOR_TOKEN}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .unwrap();
     let accounts: Vec<String> = (0..ACCOUNTS)
@@ -827,6 +834,16 @@ async fn bookings_survive_repeated_kill_9() {
         ));
     }
     drop(server);
+    // Secrets never reach a log: every server's log is searched for the operator token.
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if text.contains(OPERATOR_TOKEN) {
+                problems.push(format!("{name} contains the operator token"));
+            }
+        }
+    }
     if problems.is_empty() {
         let _ = std::fs::remove_dir_all(dir.path());
     }

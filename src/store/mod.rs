@@ -34,11 +34,13 @@ pub enum Tree {
     AccountBookings,
     /// Customer emails waiting to be sent, by email id.
     Outbox,
+    /// SHA-256 digests of customers' API keys, by account id.
+    ApiKeys,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Accounts,
         Tree::Ledger,
         Tree::WalletKeys,
@@ -47,6 +49,7 @@ impl Tree {
         Tree::BookingKeys,
         Tree::AccountBookings,
         Tree::Outbox,
+        Tree::ApiKeys,
     ];
 
     /// Name of the tree in the store.
@@ -60,6 +63,7 @@ impl Tree {
             Tree::BookingKeys => "booking_keys",
             Tree::AccountBookings => "account_bookings",
             Tree::Outbox => "outbox",
+            Tree::ApiKeys => "api_keys",
         }
     }
 }
