@@ -22,7 +22,8 @@
 //! in-process tests in `tests/booking.rs` check those against fakes the test holds.
 //!
 //! The run is seeded (`BOOKING_CRASH_SEED`, default below) so a failure can be replayed,
-//! although thread scheduling still varies between runs.
+//! although thread scheduling still varies between runs. `BOOKING_CRASH_CYCLES` (default 4)
+//! sets the number of kill -9 cycles: `scripts/reliability.sh --long` runs 20.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -45,6 +46,15 @@ const ACCOUNTS: u64 = 20;
 const CREDIT: i64 = 100_000;
 /// Kill-and-restart cycles.
 const CYCLES: usize = 4;
+
+/// Kill -9 cycles of this run: `BOOKING_CRASH_CYCLES`, else [`CYCLES`].
+fn cycles() -> usize {
+    std::env::var("BOOKING_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (1..=1000).contains(&n))
+        .unwrap_or(CYCLES)
+}
 /// New bookings fired per cycle.
 const BOOKINGS_PER_CYCLE: usize = 40;
 /// Earlier keys resubmitted, and earlier bookings cancelled, at the start of a cycle.
@@ -416,7 +426,7 @@ async fn bookings_survive_repeated_kill_9() {
     let mut starts = 0;
     let mut failed_starts: Vec<String> = Vec::new();
 
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles() {
         let server = start(dir.path(), starts, &mut failed_starts);
         starts += 1;
         let offers = search(&http, &server.base).await;
