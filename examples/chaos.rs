@@ -7,7 +7,7 @@
 //! Prints operations and faults fired by kind, then the violations; exits non-zero if
 //! there is any.
 //!
-//! Run with: cargo run --release --example chaos -- --quick
+//! Run with: cargo run --example chaos -- --quick
 //! (or without `--quick` for a longer drill; `--help` lists the rates).
 
 use std::path::PathBuf;

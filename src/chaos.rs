@@ -766,31 +766,35 @@ async fn resubmit_all(runtime: &Runtime, shared: &Shared) {
     }
 }
 
-/// Polls every booking until all are settled or `within` has passed; returns the last view
-/// of each booking that could be read.
+/// Polls every booking until all are settled and no saga actor is running (a confirmed
+/// booking may still start its cancellation saga), or `within` has passed; returns the
+/// last view of each booking that could be read.
 async fn settle(runtime: &Runtime, ids: &BTreeSet<String>, within: Duration) -> Vec<Booking> {
     let deadline = Instant::now() + within;
     let mut last: HashMap<String, Booking> = HashMap::new();
+    let settled = |b: Option<&Booking>| b.is_some_and(|b| BookingSeen::from(b).is_settled());
+    let mut reread_all = false;
     loop {
         for id in ids {
-            if last
-                .get(id)
-                .is_some_and(|b| BookingSeen::from(b).is_settled())
-            {
+            if !reread_all && settled(last.get(id)) {
                 continue;
             }
             if let Ok(b) = bounded(runtime.booking(id)).await {
                 last.insert(id.clone(), b);
             }
         }
-        let settled = last
-            .values()
-            .filter(|b| BookingSeen::from(*b).is_settled())
-            .count();
-        if settled == ids.len() || Instant::now() >= deadline {
+        let all_settled = ids.iter().all(|id| settled(last.get(id)));
+        if (all_settled && reread_all) || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(RETRY_PAUSE * 2).await;
+        // Once everything looks settled and nothing runs, read everything once more.
+        reread_all = all_settled
+            && bounded(runtime.saga_counts())
+                .await
+                .is_ok_and(|c| c.running == 0);
+        if !reread_all {
+            tokio::time::sleep(RETRY_PAUSE * 2).await;
+        }
     }
     last.into_values().collect()
 }

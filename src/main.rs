@@ -60,7 +60,8 @@ struct Common {
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
     /// Production mode: refuse to start when fault injection is enabled (faults.enabled).
-    #[arg(long, env = "WAYFARE_PRODUCTION")]
+    /// Also WAYFARE_PRODUCTION=1 (or true, yes, on).
+    #[arg(long, env = "WAYFARE_PRODUCTION", value_parser = clap::builder::BoolishValueParser::new())]
     production: bool,
 }
 
