@@ -396,7 +396,12 @@ pub async fn run(plan: &ChaosPlan, world: &ChaosWorld) -> Result<ChaosReport, Er
             *cancellations.entry(c.state.as_str()).or_default() += 1;
         }
         if let Some(reason) = b.parked_reason() {
-            parked.push((b.id.clone(), reason.to_owned()));
+            let what = if b.state == SagaState::NeedsAttention {
+                "booking"
+            } else {
+                "cancellation"
+            };
+            parked.push((b.id.clone(), format!("{what}: {reason}")));
         }
     }
     let unsettled = observations
@@ -943,6 +948,8 @@ pub struct CancellationSeen {
     pub state: SagaState,
     /// Points given back.
     pub points_restored: Option<Money>,
+    /// Its last history note (why it is parked, when it is).
+    pub last_note: Option<String>,
 }
 
 impl From<&Booking> for BookingSeen {
@@ -958,6 +965,7 @@ impl From<&Booking> for BookingSeen {
             cancellation: b.cancellation.as_ref().map(|c| CancellationSeen {
                 state: c.state,
                 points_restored: c.points_restored,
+                last_note: c.history.last().map(|h| h.note.clone()),
             }),
             history: b
                 .history
@@ -1003,7 +1011,11 @@ impl BookingSeen {
             return Some(self.needs_attention.as_deref().unwrap_or("(no reason)"));
         }
         match &self.cancellation {
-            Some(c) if c.state == SagaState::NeedsAttention => Some("cancellation parked"),
+            Some(c) if c.state == SagaState::NeedsAttention => Some(
+                c.last_note
+                    .as_deref()
+                    .unwrap_or("cancellation parked (no reason)"),
+            ),
             _ => None,
         }
     }
