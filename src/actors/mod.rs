@@ -17,10 +17,8 @@ pub(crate) fn bucket(key: &str, n: usize) -> usize {
 }
 
 /// Injected panics for one actor kind (`faults.panic_rate`, `faults.panic_actors`); the
-/// default never fires. Every actor that can be made to panic calls [`maybe_panic`] at the
+/// default never fires. Every actor that can be made to panic calls `maybe_panic` at the
 /// top of its handlers, so the supervisor's restart path runs for real.
-///
-/// [`maybe_panic`]: PanicFaults::maybe_panic
 #[derive(Debug, Clone, Default)]
 pub struct PanicFaults {
     rate: f64,
