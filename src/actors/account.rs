@@ -17,6 +17,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tracing::Span;
 
+use super::PanicFaults;
 use crate::domain::access::{AccessError, Caller, KeyDigest};
 use crate::domain::account::{Account, AccountId, AccountRecord, NewAccount, WalletView};
 use crate::domain::money::Currency;
@@ -38,12 +39,13 @@ pub struct AccountShard {
 }
 
 /// Deliberate failures (see `[faults]` in the config); default: none.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AccountFaults {
     /// Added to every reply.
     pub reply_delay: Duration,
-    /// Probability of panicking in a handler.
-    pub panic_rate: f64,
+    /// Panics in handlers (`faults.account_panic_rate`, or `faults.panic_rate` when
+    /// `faults.panic_actors` lists `account`).
+    pub panics: PanicFaults,
 }
 
 impl AccountShard {
@@ -68,12 +70,9 @@ impl AccountShard {
 
     /// Panics when the injected panic rate says so.
     fn maybe_panic(&self) {
-        if self.faults.panic_rate > 0.0 && rand::random::<f64>() < self.faults.panic_rate {
-            panic!(
-                "injected fault: account shard {} panicked (faults.account_panic_rate)",
-                self.index
-            );
-        }
+        self.faults
+            .panics
+            .maybe_panic(&format_args!("account shard {}", self.index));
     }
 
     /// Replies with `result`, after the injected delay if any.

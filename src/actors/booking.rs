@@ -63,6 +63,8 @@ pub struct SagaDeps {
     pub arbiters: Vec<actix_rt::ArbiterHandle>,
     /// Saga actor crashes since start.
     pub crashes: std::sync::atomic::AtomicU64,
+    /// Injected panics of saga steps (`[faults]`); default: none.
+    pub panics: super::PanicFaults,
 }
 
 impl std::fmt::Debug for SagaDeps {
@@ -161,6 +163,9 @@ impl Handler<Advance> for BookingSaga {
     type Result = ();
 
     fn handle(&mut self, _: Advance, ctx: &mut Context<Self>) {
+        self.deps
+            .panics
+            .maybe_panic(&format_args!("booking saga {}", self.saga_id));
         let Some(record) = self.record.clone() else {
             ctx.stop();
             return;

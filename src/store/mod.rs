@@ -5,6 +5,7 @@
 //! [`Op`]s; nothing is acknowledged to a caller before [`Store::flush`] has returned.
 
 pub mod codec;
+mod faulty;
 mod sled_store;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use faulty::FaultyStore;
 pub use sled_store::SledStore;
 
 /// A record kind, stored apart from the others.
