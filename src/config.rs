@@ -569,6 +569,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The production rules (`--production` or `WAYFARE_PRODUCTION=1`): no fault injection,
+    /// and no demo accounts, whose API keys are published in the README.
+    pub fn refuse_in_production(&self) -> Result<(), ConfigError> {
+        self.faults.refuse_in_production()?;
+        if self.demo.accounts > 0 {
+            return Err(ConfigError::Invalid {
+                key: "demo.accounts",
+                reason: "must be 0 in production mode: demo accounts have well-known API keys"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Range checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {

@@ -2,7 +2,8 @@
 //!
 //! `--production` (or `WAYFARE_PRODUCTION=1`; one underscore, since `WAYFARE__*` variables
 //! are config keys) marks a production process: it refuses to start with fault injection
-//! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers.
+//! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers, or with
+//! demo accounts (`demo.accounts > 0`), whose API keys are public.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ impl Common {
         }
         config.validate()?;
         if self.production {
-            config.faults.refuse_in_production()?;
+            config.refuse_in_production()?;
         }
         Ok(config)
     }

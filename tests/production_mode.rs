@@ -1,5 +1,5 @@
-//! `--production` (or `WAYFARE_PRODUCTION`) refuses a config with fault injection enabled,
-//! naming the key; without faults it changes nothing. Runs the real `wayfare` binary's
+//! `--production` (or `WAYFARE_PRODUCTION`) refuses a config with fault injection enabled
+//! or with demo accounts, naming the key; without faults it changes nothing. Runs the real `wayfare` binary's
 //! `check-config`, which loads config exactly as `serve` does.
 
 use std::process::{Command, Output};
@@ -12,7 +12,8 @@ fn check_config(args: &[&str], env: &[(&str, &str)]) -> Output {
         .arg("check-config")
         .args(args)
         .env_remove("WAYFARE_PRODUCTION")
-        .env_remove("WAYFARE__FAULTS__ENABLED");
+        .env_remove("WAYFARE__FAULTS__ENABLED")
+        .env_remove("WAYFARE__DEMO__ACCOUNTS");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -31,6 +32,12 @@ fn production_refuses_enabled_faults_and_names_the_key() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("faults.enabled"), "{stderr}");
+
+    // Demo accounts have published API keys: refused too.
+    let refused = check_config(&["--production"], &[("WAYFARE__DEMO__ACCOUNTS", "3")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("demo.accounts"), "{stderr}");
 
     // Faults in a non-production process, and production without faults, are fine.
     assert!(check_config(&[], &faults_on).status.success());
