@@ -155,8 +155,12 @@ fn client() -> reqwest::Client {
 #[derive(Default)]
 struct Tally {
     by_status: HashMap<u16, u64>,
+    /// Requests by kind and status.
+    by_kind: HashMap<(&'static str, u16), u64>,
     /// Latency of admitted (2xx) requests, microseconds.
     admitted_us: Vec<u64>,
+    /// The same by kind.
+    admitted_by_kind: HashMap<&'static str, Vec<u64>>,
     transport_errors: u64,
     /// 503s without `Retry-After` or not of type overloaded / actor-crashed.
     bad_sheds: Vec<String>,
@@ -173,6 +177,16 @@ enum Kind {
     Read,
     Credit,
     Search,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Credit => "credit",
+            Kind::Search => "search",
+        }
+    }
 }
 
 async fn one_client(
@@ -228,9 +242,15 @@ async fn one_client(
         let body = res.bytes().await.unwrap_or_default();
         let took = started.elapsed();
         *tally.by_status.entry(status).or_default() += 1;
+        *tally.by_kind.entry((kind.name(), status)).or_default() += 1;
         match status {
             200..=299 => {
                 tally.admitted_us.push(took.as_micros() as u64);
+                tally
+                    .admitted_by_kind
+                    .entry(kind.name())
+                    .or_default()
+                    .push(took.as_micros() as u64);
                 if let (Some(c), 201) = (credit.clone(), status) {
                     tally.acknowledged.push(c);
                 }
@@ -368,6 +388,12 @@ async fn sheds_under_overload_and_recovers() {
         for (s, n) in t.by_status {
             *tally.by_status.entry(s).or_default() += n;
         }
+        for (k, n) in t.by_kind {
+            *tally.by_kind.entry(k).or_default() += n;
+        }
+        for (k, v) in t.admitted_by_kind {
+            tally.admitted_by_kind.entry(k).or_default().extend(v);
+        }
         tally.admitted_us.extend(t.admitted_us);
         tally.transport_errors += t.transport_errors;
         tally.bad_sheds.extend(t.bad_sheds);
@@ -478,6 +504,19 @@ async fn sheds_under_overload_and_recovers() {
         "overload: admitted p50 {p50:.1?} p99 {p99:.1?} max {max:.1?} (deadlines: accounts \
          {ACCOUNT_DEADLINE_MS} ms, search {SEARCH_DEADLINE_MS} ms; bound deadline + {P99_SLACK:?})"
     );
+    let mut by_kind: Vec<_> = tally.by_kind.iter().collect();
+    by_kind.sort();
+    eprintln!("overload: by kind and status {by_kind:?}");
+    let mut kinds: Vec<_> = tally.admitted_by_kind.iter_mut().collect();
+    kinds.sort_by_key(|(k, _)| *k);
+    for (kind, lat) in kinds {
+        lat.sort_unstable();
+        eprintln!(
+            "overload: admitted {kind}: p50 {:.1?} p99 {:.1?}",
+            percentile(lat, 0.50),
+            percentile(lat, 0.99)
+        );
+    }
     eprintln!(
         "overload: RSS idle {idle_rss} kB, peak {peak_rss} kB (bound {RSS_BOUND_KB} kB); \
          /health 200 {healthy_after:.1?} after the load, slowest plain request after {slowest:.1?}"

@@ -503,7 +503,7 @@ async fn mid_run(
         detail.contains(&data.display().to_string()) && detail.contains(cause),
         "the health detail names the store and the cause: {detail}"
     );
-    // Stored accounts stay readable.
+    // Stored accounts and their ledgers stay readable.
     for acct in &accounts {
         let res = http
             .get(server.url(&format!("/v1/accounts/{}", acct.id)))
@@ -515,7 +515,26 @@ async fn mid_run(
             200,
             "stored account readable during the fault"
         );
+        let res = http
+            .get(server.url(&format!("/v1/accounts/{}/wallet/ledger", acct.id)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "stored ledger readable during the fault");
     }
+    // Opening an account is a write too.
+    let res = http
+        .post(server.url("/v1/accounts"))
+        .json(&json!({"name": "Too late", "email": "late@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        503,
+        "account opening refused during the fault"
+    );
+    assert!(res.headers().contains_key("retry-after"));
     assert!(
         server.log_text().contains("Store failed"),
         "the failure is logged:\n{}",
