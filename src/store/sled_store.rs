@@ -8,8 +8,10 @@
 //! and a later flush must not seem to vouch for them. So this store is **fail-stop**: the
 //! first I/O error latches it failed ([`SledStore::failure`]), and from then on every
 //! write and flush is refused with that first cause, so nothing is acknowledged that
-//! might not be durable. Reads keep working from what sled holds (they may show changes
-//! that were never acknowledged and will be gone after a restart). `/health` reports the
+//! might not be durable. Reads keep working where sled has the data in memory (they may
+//! show changes that were never acknowledged and will be gone after a restart); a read
+//! that needs sled to go to its log fails too, since sled first makes that part of the
+//! log durable, which the sticky error refuses. `/health` reports the
 //! latched cause. Recovery is a process restart on the same directory once space is free
 //! or the file system is writable again: sled reopens from its last flushed state.
 
