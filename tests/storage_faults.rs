@@ -107,7 +107,8 @@ impl Server {
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                eprintln!("server stopped on SIGTERM: {status}");
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
