@@ -1,6 +1,22 @@
 //! The embedded default: sled 0.34, one sled tree per [`Tree`].
+//!
+//! # Storage faults
+//!
+//! sled 0.34 makes any I/O error of its log sticky: after a failed write or flush (disk
+//! full, file system gone read-only) every later flush fails until the database is opened
+//! again. Writes that were applied in memory but not flushed may never reach the disk,
+//! and a later flush must not seem to vouch for them. So this store is **fail-stop**: the
+//! first I/O error latches it failed ([`SledStore::failure`]), and from then on every
+//! write and flush is refused with that first cause, so nothing is acknowledged that
+//! might not be durable. Reads keep working where sled has the data in memory (they may
+//! show changes that were never acknowledged and will be gone after a restart); a read
+//! that needs sled to go to its log fails too, since sled first makes that part of the
+//! log durable, which the sticky error refuses. `/health` reports the
+//! latched cause. Recovery is a process restart on the same directory once space is free
+//! or the file system is writable again: sled reopens from its last flushed state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sled::Transactional;
 
@@ -11,6 +27,39 @@ use super::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 pub struct SledStore {
     trees: Vec<sled::Tree>,
     flusher: Flusher,
+    failure: Arc<FailureLatch>,
+}
+
+/// The first I/O error the store met, kept until the process ends (see the module doc).
+#[derive(Debug)]
+struct FailureLatch {
+    dir: PathBuf,
+    first: std::sync::OnceLock<String>,
+}
+
+impl FailureLatch {
+    /// Latches `cause` unless an earlier one is latched; logs the first one, once.
+    fn trip(&self, cause: &str) {
+        if self.first.set(cause.to_owned()).is_ok() {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                error = %cause,
+                "Store failed; refusing writes until the process is restarted on this directory."
+            );
+        }
+    }
+
+    /// The error every write and flush gets once the latch is tripped.
+    fn check(&self) -> Result<(), StoreError> {
+        match self.first.get() {
+            None => Ok(()),
+            Some(cause) => Err(StoreError::Io(format!(
+                "sled store in data dir {} failed: {cause}; writes are refused until wayfare is \
+                 restarted once the fault is fixed",
+                self.dir.display()
+            ))),
+        }
+    }
 }
 
 /// Group commit: one thread runs sled's blocking `flush()` for every caller waiting at
@@ -47,7 +96,7 @@ impl Drop for FlusherThread {
 }
 
 impl Flusher {
-    fn start(db: sled::Db) -> Result<Self, StoreError> {
+    fn start(db: sled::Db, latch: Arc<FailureLatch>) -> Result<Self, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
         let thread = std::thread::Builder::new()
             .name("wayfare-flusher".into())
@@ -55,7 +104,15 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut waiters = vec![first];
                     waiters.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(io);
+                    // Once latched, never flush again: a later success would seem to vouch
+                    // for writes made around the failure.
+                    let result = latch.check().and_then(|()| {
+                        db.flush().map(|_| ()).map_err(|e| {
+                            let cause = format!("flush failed: {}", describe(&e));
+                            latch.trip(&cause);
+                            latch.check().unwrap_err()
+                        })
+                    });
                     for waiter in waiters {
                         let _ = waiter.send(result.clone());
                     }
@@ -80,27 +137,75 @@ impl Flusher {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(describe(&e))
+}
+
+/// The OS error as operators read it ("No space left on device (os error 28)"). sled's own
+/// text is the `Debug` form, and the sticky copy it hands out after a failure carries only
+/// that text (`Os { code: 28, kind: StorageFull, .. }`), so the code is recovered from it.
+fn describe(e: &sled::Error) -> String {
+    let sled::Error::Io(e) = e else {
+        return e.to_string();
+    };
+    if e.raw_os_error().is_some() {
+        return e.to_string();
+    }
+    let text = e.to_string();
+    let code = text
+        .strip_prefix("Os { code: ")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|code| code.parse::<i32>().ok());
+    match code {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => text,
+    }
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` and proves it writable: a probe record is
+    /// written and flushed before this returns, so a read-only or full disk fails start-up
+    /// with the data dir and the cause named, instead of failing the first request.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Io(format!("cannot create data dir {}: {e}", dir.display()))
-        })?;
+        let refused = |what: &str, e: String| {
+            StoreError::Io(format!("{what} data dir {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| refused("cannot create", e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()
-            .map_err(|e| StoreError::Io(format!("cannot open store in {}: {e}", dir.display())))?;
-        let trees = Tree::ALL
+            .map_err(|e| refused("cannot open the store in", describe(&e)))?;
+        let trees: Vec<sled::Tree> = Tree::ALL
             .iter()
-            .map(|t| db.open_tree(t.name()).map_err(io))
-            .collect::<Result<_, _>>()?;
-        let flusher = Flusher::start(db.clone())?;
-        Ok(SledStore { trees, flusher })
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| refused("cannot open the store in", describe(&e)))?;
+        let probe = trees[Tree::ALL.iter().position(|t| *t == Tree::Meta).unwrap_or(0)]
+            .insert(
+                b"open_probe",
+                super::codec::encode(&chrono::Utc::now().timestamp_millis()),
+            )
+            .and_then(|_| db.flush());
+        if let Err(e) = probe {
+            return Err(refused("cannot write to the store in", describe(&e)));
+        }
+        let failure = Arc::new(FailureLatch {
+            dir: dir.to_owned(),
+            first: std::sync::OnceLock::new(),
+        });
+        let flusher = Flusher::start(db.clone(), failure.clone())?;
+        Ok(SledStore {
+            trees,
+            flusher,
+            failure,
+        })
+    }
+
+    /// The first I/O error this store met, if any: it then refuses writes until the process
+    /// is restarted (see the module doc).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.first.get().map(String::as_str)
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -146,6 +251,7 @@ impl Store for SledStore {
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.failure.check()?;
         let mut used: Vec<Tree> = Vec::new();
         for op in &ops {
             let t = match op {
@@ -174,7 +280,11 @@ impl Store for SledStore {
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => io(e),
+                sled::transaction::TransactionError::Storage(e) => {
+                    self.failure
+                        .trip(&format!("write failed: {}", describe(&e)));
+                    self.failure.check().unwrap_err()
+                }
                 sled::transaction::TransactionError::Abort(()) => {
                     StoreError::Io("transaction aborted".into())
                 }
@@ -182,6 +292,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreFuture<()> {
+        if let Err(e) = self.failure.check() {
+            return Box::pin(async move { Err(e) });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self.flusher.request(tx);
         Box::pin(async move {
@@ -225,6 +338,45 @@ mod tests {
         assert_eq!(s.scan(Tree::Ledger, b"a1/", None, 1).unwrap().len(), 1);
         let v: Option<u32> = super::super::get_record(&s, Tree::Accounts, b"a1").unwrap();
         assert_eq!(v, Some(1));
+    }
+
+    #[test]
+    fn os_errors_read_as_the_os_says_them() {
+        let raw = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        assert_eq!(describe(&raw), "No space left on device (os error 28)");
+        // What sled hands out once the error is sticky.
+        let copied = sled::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{:?}", std::io::Error::from_raw_os_error(28)),
+        ));
+        assert_eq!(describe(&copied), "No space left on device (os error 28)");
+        let other = sled::Error::Io(std::io::Error::other("odd"));
+        assert_eq!(describe(&other), "odd");
+    }
+
+    #[test]
+    fn a_failed_store_refuses_writes_and_flushes_but_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.write(vec![Op::put(Tree::Accounts, b"a1".to_vec(), &1u32)])
+            .unwrap();
+        assert_eq!(s.failure(), None);
+        s.failure
+            .trip("flush failed: No space left on device (os error 28)");
+        s.failure.trip("a later cause is not kept");
+        let err = s
+            .write(vec![Op::put(Tree::Accounts, b"a2".to_vec(), &2u32)])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        let flushed = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.flush());
+        assert_eq!(flushed, Err(err));
+        assert!(s.get(Tree::Accounts, b"a1").unwrap().is_some());
+        assert!(s.get(Tree::Accounts, b"a2").unwrap().is_none());
     }
 
     #[test]
