@@ -506,6 +506,13 @@ async fn mid_run(
         detail.contains(&data.display().to_string()) && detail.contains(cause),
         "the health detail names the store and the cause: {detail}"
     );
+    // Without the operator token, /health still says 503 but keeps paths and causes back.
+    let (status, body) = health(&reqwest::Client::new(), &server).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.to_string().contains(&data.display().to_string()),
+        "anonymous health shows the data dir: {body}"
+    );
     // Stored accounts stay readable (the shards hold them); ledgers as far as sled can.
     let mut ledgers_read = 0;
     for acct in &accounts {

@@ -1,13 +1,15 @@
-//! Operator routes: `GET /health` (open, for load balancers), `GET /metrics` (operator
+//! Operator routes: `GET /health` (open, for load balancers; failure details and parked
+//! bookings only with the operator token), `GET /metrics` (operator
 //! token unless `admin.protect_metrics = false`), `GET /v1/system/supervisors` (operator
 //! token).
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::auth::require_operator;
+use super::auth::{caller, require_operator};
 use super::problem::Problem;
 use super::AppState;
+use crate::domain::access::Caller;
 
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -17,8 +19,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let health = state.runtime.health().await;
+async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut health = state.runtime.health().await;
+    if !matches!(caller(&req, &state), Ok(Caller::Operator)) {
+        health = health.redacted();
+    }
     if health.is_ok() {
         HttpResponse::Ok().json(health)
     } else {

@@ -41,6 +41,20 @@ impl Health {
     pub fn is_ok(&self) -> bool {
         self.store.ok && self.supervisors.ok
     }
+
+    /// What anyone may see: the verdicts and counts, without failure details (paths, OS
+    /// errors) or the ids of parked bookings, which are for operators.
+    pub fn redacted(mut self) -> Self {
+        for check in [&mut self.store, &mut self.supervisors] {
+            if check.detail.is_some() {
+                check.detail = Some("details need the operator token".into());
+            }
+        }
+        if let Some(sagas) = &mut self.sagas {
+            sagas.parked.clear();
+        }
+        self
+    }
 }
 
 /// One offer as a caller sees it: the merged offer with the caller's wallet applied.
