@@ -67,6 +67,15 @@ fn tree(text: &str) -> toml::Value {
     toml::Value::try_from(&config).unwrap()
 }
 
+/// Whether a table is in `v` (itself, or inside an array).
+fn holds_table(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Table(_) => true,
+        toml::Value::Array(items) => items.iter().any(holds_table),
+        _ => false,
+    }
+}
+
 /// Values of every TOML type, with the numbers validation cares about.
 fn toml_value() -> impl Strategy<Value = toml::Value> {
     let leaf = prop_oneof![
@@ -208,7 +217,7 @@ proptest! {
         let mut all = Vec::new();
         leaves(&doc, &mut Vec::new(), &mut all);
         let path = &all[at.index(all.len())];
-        let table_value = value.is_table();
+        let table_value = holds_table(&value);
         *node_mut(&mut doc, path).unwrap() = value;
         let Ok(text) = toml::to_string(&doc) else {
             // Not expressible as TOML text (say, a table inside an array of values).
@@ -218,8 +227,9 @@ proptest! {
             let text = check_refusal(&e);
             let key = path.last().unwrap();
             if table_value {
-                // toml reads a table where a plain value belongs as an enum or a struct
-                // and names the table's own key, with the line of the re-rendered text.
+                // toml reads a table where a plain value belongs (alone or in an array)
+                // as an enum or a struct and names the table's own key, with the line of
+                // the re-rendered text: a known gap, see docs/hostile-input.md.
                 prop_assert!(
                     text.contains(key.as_str()) || text.contains("expected"),
                     "{path:?}: {text}"
@@ -271,9 +281,9 @@ proptest! {
         let doc = tree("");
         let mut all = Vec::new();
         leaves(&doc, &mut Vec::new(), &mut all);
-        let path = &all[at.index(all.len())];
         // An override sets a whole key; it cannot address one element of an array.
-        prop_assume!(!path.iter().any(|segment| segment.parse::<usize>().is_ok()));
+        all.retain(|path| !path.iter().any(|segment| segment.parse::<usize>().is_ok()));
+        let path = &all[at.index(all.len())];
         let name = format!("WAYFARE__{}", path.join("__").to_uppercase());
         if let Err(e) = Config::parse("", vec![(name, raw.clone())]) {
             // The key in the message, or the variable's name (upper case) when the
