@@ -21,6 +21,17 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
 WORK="${FUZZ_WORK:-${CARGO_TARGET_DIR:-$PWD/target}/fuzz-work}"
 TARGETS=(codec_decode seller_reply)
 
+# libfuzzer-sys compiles libFuzzer (C++) with the cc crate.
+if ! command -v c++ >/dev/null && ! command -v clang++ >/dev/null; then
+    echo "== installing a C++ compiler for libFuzzer (apt-get)"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+    else
+        echo "a C++ compiler is needed to build libFuzzer (apt-get install g++)" >&2
+        exit 1
+    fi
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz (crates.io)"
     cargo install cargo-fuzz --locked --version 0.13.2
