@@ -33,6 +33,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use wayfare::domain::access::ApiKey;
 use wayfare::domain::account::AccountId;
 
 /// Longest run accepted, so a typo cannot start an all-day load.
@@ -63,6 +64,10 @@ struct Args {
     /// Operation weights, e.g. account_read=90,wallet_credit=10.
     #[arg(long, default_value = "account_read=100")]
     mix: String,
+    /// Operator token, sent with wallet credits (customers cannot credit themselves);
+    /// every other request sends the demo account's own API key, as a customer would.
+    #[arg(long, env = "WAYFARE_OPERATOR_TOKEN")]
+    operator_token: Option<String>,
     /// Demo account ids to spread requests over (AccountId::demo(0..N)).
     #[arg(long, default_value_t = 10)]
     accounts: u64,
@@ -273,6 +278,7 @@ struct Plan {
     target: Target,
     mix: Mix,
     accounts: u64,
+    operator_token: Option<String>,
     timeout: Duration,
     start: Instant,
     end: Instant,
@@ -318,7 +324,8 @@ fn build(
     seq: u64,
     worker: usize,
 ) -> Request<Full<Bytes>> {
-    let account = AccountId::demo(rng.gen_range(0..plan.accounts)).0;
+    let n = rng.gen_range(0..plan.accounts);
+    let account = AccountId::demo(n).0;
     let (check_in, check_out) = dates();
     let key = format!("load-{}-{worker}-{seq}", plan.run_id);
     let (method, path, body) = match op {
@@ -363,10 +370,15 @@ fn build(
             ),
         ),
     };
+    let credential = match (op, &plan.operator_token) {
+        (Operation::WalletCredit, Some(token)) => token.clone(),
+        _ => ApiKey::demo(n).reveal().to_owned(),
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, &plan.target.authority);
+        .header(hyper::header::HOST, &plan.target.authority)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {credential}"));
     if body.is_some() {
         req = req
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -628,6 +640,7 @@ fn main() -> anyhow::Result<()> {
             target,
             mix,
             accounts: args.accounts,
+            operator_token: args.operator_token.clone(),
             timeout: args.timeout,
             start,
             end: start + args.duration,

@@ -15,6 +15,9 @@ WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# Operator token of the servers started below; the checks read metrics and bookings with it.
+export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
+export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
 
 # start NAME CONFIG_TEXT -> sets PID and URL
 start() {
@@ -58,10 +61,11 @@ T0=$(date +%s.%N)
 $LOAD --target "$URL" --mix booking=100 --connections 64 --threads 2 --duration 10s --quiet
 echo "-- waiting until no saga is in flight (end to end = terminal sagas / time from first POST)"
 python3 - "$URL" "$T0" <<'PY'
-import re, sys, time, urllib.request
+import os, re, sys, time, urllib.request
 url, t0 = sys.argv[1], float(sys.argv[2])
+AUTH = {"Authorization": "Bearer " + os.environ["WAYFARE__ADMIN__TOKEN"]}
 while True:
-    m = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    m = urllib.request.urlopen(urllib.request.Request(f"{url}/metrics", headers=AUTH)).read().decode()
     n = {k: int(v) for k, v in re.findall(r'wayfare_sagas\{state="(\w+)"\} (\d+)', m)}
     if n and n.get("pending", 0) + n.get("payment_authorized", 0) + n.get("seller_confirmed", 0) + n.get("compensating", 0) == 0:
         break
@@ -71,13 +75,14 @@ print(f"sagas {n}; {done} terminal in {secs:.1f} s = {done / secs:.0f} bookings/
 PY
 echo "-- POST -> confirmed, from each saga's history (first 100 bookings of each demo account)"
 python3 - "$URL" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 from datetime import datetime
 url = sys.argv[1]
+AUTH = {"Authorization": "Bearer " + os.environ["WAYFARE__ADMIN__TOKEN"]}
 lat, states = [], {}
 for n in range(10):
     acct = "00000000-0000-4000-8000-%012x" % n
-    for b in json.load(urllib.request.urlopen(f"{url}/v1/accounts/{acct}/bookings")):
+    for b in json.load(urllib.request.urlopen(urllib.request.Request(f"{url}/v1/accounts/{acct}/bookings", headers=AUTH))):
         states[b["state"]] = states.get(b["state"], 0) + 1
         h = {e["state"]: e["at"] for e in b["history"]}
         if "confirmed" in h:

@@ -44,6 +44,10 @@ cargo build --release --bin wayfare --example load --example baseline_server
 
 export WAYFARE__LOG__LEVEL=warn
 export WAYFARE__DEMO__ACCOUNTS=$ACCOUNTS
+# The load driver sends each demo account's own API key, as customers would; the operator
+# token serves the curl below (and wallet credits, if a mix asks for them).
+export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
+export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
 
 # wait_listening LOG WORD: prints the http://ADDR the server announced in LOG.
 wait_listening() {
@@ -104,7 +108,8 @@ PY
 
 echo "== seed $ACCOUNTS demo accounts"
 start_wayfare "$WORK/seed.log"
-curl -fsS "$WF_URL/v1/accounts/00000000-0000-4000-8000-0000000003e7" >/dev/null
+curl -fsS -H "Authorization: Bearer $WAYFARE__ADMIN__TOKEN" \
+    "$WF_URL/v1/accounts/00000000-0000-4000-8000-0000000003e7" >/dev/null
 stop "$WF_PID"
 cp -r "$WORK/wayfare-data" "$WORK/baseline-data"
 

@@ -13,6 +13,7 @@ use crate::domain::money::Currency;
 use crate::domain::saga::SagaConfig;
 use crate::domain::search::validate_ttl_table;
 use crate::domain::search_cache::SearchCacheConfig;
+use crate::faults::ActorKind;
 use crate::payments::simulated::SimulatedGatewayConfig;
 use crate::sellers::http::HttpSellerConfig;
 use crate::sellers::simulated::SimulatedSellerConfig;
@@ -108,12 +109,55 @@ impl Default for BookingsConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Bearer token of operator endpoints (`/v1/admin/*`); without one they are refused.
+    /// Bearer token of operator endpoints (`/v1/system/*`, `/v1/admin/*`, `/metrics`),
+    /// which also acts on every account; without one, operator endpoints are refused.
     /// Prefer setting it through `WAYFARE__ADMIN__TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// Whether `/metrics` needs the operator token too (turn off only when the port is
+    /// reachable by the scraper alone).
+    pub protect_metrics: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: None,
+            protect_metrics: true,
+        }
+    }
+}
+
+/// A secret from config: `Debug` and serialization (`check-config`) print `<redacted>`,
+/// so it never reaches a log or a terminal by accident.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret in clear, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 /// `[search]`
@@ -177,7 +221,9 @@ fn all_verticals() -> Vec<Vertical> {
     vec![Vertical::Hotel, Vertical::Flight]
 }
 
-/// `[faults]`: deliberate failures, for tests and chaos drills only.
+/// `[faults]`: deliberate failures, for tests and chaos drills only. Everything is off by
+/// default, nothing acts unless `enabled` is true, and `--production` refuses a config with
+/// `enabled = true` (see [`FaultsConfig::refuse_in_production`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultsConfig {
@@ -185,8 +231,116 @@ pub struct FaultsConfig {
     pub enabled: bool,
     /// Delay added to every account shard reply, in milliseconds.
     pub account_reply_delay_ms: u64,
-    /// Probability (0..=1) that an account shard panics while handling a message.
+    /// Probability (0..=1) that an account shard panics while handling a message. Kept
+    /// for existing configs; an account shard panics with the larger of this and
+    /// `panic_rate` when `panic_actors` lists `account`.
     pub account_panic_rate: f64,
+    /// Probability (0..=1) that a handler of an actor kind in `panic_actors` panics. The
+    /// actor's supervisor restarts it; the caller in flight gets `Crashed`.
+    pub panic_rate: f64,
+    /// Actor kinds `panic_rate` applies to: `account`, `seller`, `search`, `saga`,
+    /// `mailer`.
+    pub panic_actors: Vec<ActorKind>,
+    /// Delay before each store flush completes, in milliseconds: every acknowledged write
+    /// waits for a flush, so this delays acknowledgements as a slow disk would. (The
+    /// synchronous write call itself is not slowed: that would stall an actor thread.)
+    pub store_write_delay_ms: u64,
+    /// Probability (0..=1) that a store write is refused with an I/O error. The write is
+    /// atomic, so a refused one leaves nothing behind.
+    pub store_write_failure_rate: f64,
+    /// Probability (0..=1) that a call to a seller fails with `Unavailable` before it
+    /// reaches the seller. Applies to simulated sellers and sellers added in code, not to
+    /// HTTP sellers (their fake server has its own knobs).
+    pub seller_failure_rate: f64,
+    /// Probability (0..=1) that a seller call never answers (the adapter's timeout ends
+    /// it); half of those hang after the seller acted, so the outcome is unknown.
+    pub seller_hang_rate: f64,
+    /// Probability (0..=1) that a seller answers garbage: a reply that fails the wire
+    /// validation an HTTP seller's reply goes through (negative price, unknown currency,
+    /// empty SKU or reservation id). For a booking or cancellation the seller acted first.
+    pub seller_garbage_rate: f64,
+    /// Probability (0..=1) that a payment gateway call fails with `Unavailable` before it
+    /// reaches the gateway.
+    pub payment_failure_rate: f64,
+    /// Probability (0..=1) that a payment gateway call never answers (the saga step
+    /// timeout ends it); half of those hang after the gateway acted.
+    pub payment_hang_rate: f64,
+}
+
+impl FaultsConfig {
+    /// Range checks, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        for (key, rate) in [
+            ("faults.account_panic_rate", self.account_panic_rate),
+            ("faults.panic_rate", self.panic_rate),
+            (
+                "faults.store_write_failure_rate",
+                self.store_write_failure_rate,
+            ),
+            ("faults.seller_failure_rate", self.seller_failure_rate),
+            ("faults.seller_hang_rate", self.seller_hang_rate),
+            ("faults.seller_garbage_rate", self.seller_garbage_rate),
+            ("faults.payment_failure_rate", self.payment_failure_rate),
+            ("faults.payment_hang_rate", self.payment_hang_rate),
+        ] {
+            // `contains` is false for NaN too.
+            if !(0.0..=1.0).contains(&rate) {
+                return bad(key, "must be between 0 and 1");
+            }
+        }
+        for (key, ms) in [
+            ("faults.account_reply_delay_ms", self.account_reply_delay_ms),
+            ("faults.store_write_delay_ms", self.store_write_delay_ms),
+        ] {
+            if ms > 600_000 {
+                return bad(key, "must be at most 600000");
+            }
+        }
+        if self.panic_rate > 0.0 && self.panic_actors.is_empty() {
+            return bad(
+                "faults.panic_actors",
+                "must name at least one of account, seller, search, saga, mailer when faults.panic_rate is set",
+            );
+        }
+        Ok(())
+    }
+
+    /// The production rule: a process started with `--production` (or
+    /// `WAYFARE_PRODUCTION=1`) refuses a config with fault injection enabled.
+    pub fn refuse_in_production(&self) -> Result<(), ConfigError> {
+        if self.enabled {
+            return Err(ConfigError::Invalid {
+                key: "faults.enabled",
+                reason: "must be false in production mode (--production or WAYFARE_PRODUCTION): \
+                         fault injection crashes actors and fails writes on purpose"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Probability that a handler of `kind` panics: 0 unless enabled.
+    pub fn panic_rate_of(&self, kind: ActorKind) -> f64 {
+        if !self.enabled {
+            return 0.0;
+        }
+        let listed = if self.panic_actors.contains(&kind) {
+            self.panic_rate
+        } else {
+            0.0
+        };
+        if kind == ActorKind::Account {
+            listed.max(self.account_panic_rate)
+        } else {
+            listed
+        }
+    }
 }
 
 /// `[server]`
@@ -415,6 +569,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The production rules (`--production` or `WAYFARE_PRODUCTION=1`): no fault injection,
+    /// and no demo accounts, whose API keys are published in the README.
+    pub fn refuse_in_production(&self) -> Result<(), ConfigError> {
+        self.faults.refuse_in_production()?;
+        if self.demo.accounts > 0 {
+            return Err(ConfigError::Invalid {
+                key: "demo.accounts",
+                reason: "must be 0 in production mode: demo accounts have well-known API keys"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Range checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
@@ -471,12 +639,7 @@ impl Config {
         if !(0..=crate::domain::wallet::MAX_AMOUNT_MINOR).contains(&self.demo.credit_minor) {
             return bad("demo.credit_minor", "must be between 0 and 1000000000000");
         }
-        if !(0.0..=1.0).contains(&self.faults.account_panic_rate) {
-            return bad("faults.account_panic_rate", "must be between 0 and 1");
-        }
-        if self.faults.account_reply_delay_ms > 600_000 {
-            return bad("faults.account_reply_delay_ms", "must be at most 600000");
-        }
+        self.faults.validate()?;
         if self.search.aggregators > 256 {
             return bad("search.aggregators", "must be at most 256");
         }
@@ -518,8 +681,8 @@ impl Config {
             return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
         }
         if let Some(token) = &self.admin.token {
-            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return bad("admin.token", "must be at least 16 printable characters");
+            if let Err(e) = crate::domain::access::validate_token("admin.token", token.expose()) {
+                return bad("admin.token", &e.message);
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -703,5 +866,76 @@ mod tests {
         let env = vec![("WAYFARE__DEMO__ACCOUNTS".into(), "-1".into())];
         let e = Config::parse("", env).unwrap_err();
         assert!(e.to_string().contains("accounts"), "{e}");
+    }
+
+    #[test]
+    fn faults_are_off_by_default_and_validated_with_the_key_named() {
+        let c = Config::parse("", no_env()).unwrap();
+        assert!(!c.faults.enabled);
+        for kind in ActorKind::ALL {
+            assert_eq!(c.faults.panic_rate_of(kind), 0.0);
+        }
+        for (text, key) in [
+            (
+                "panic_rate = 1.5\npanic_actors = [\"saga\"]",
+                "faults.panic_rate",
+            ),
+            ("panic_rate = 0.1", "faults.panic_actors"),
+            (
+                "store_write_failure_rate = -0.1",
+                "faults.store_write_failure_rate",
+            ),
+            (
+                "store_write_delay_ms = 600001",
+                "faults.store_write_delay_ms",
+            ),
+            ("seller_failure_rate = 2.0", "faults.seller_failure_rate"),
+            ("seller_hang_rate = 1.01", "faults.seller_hang_rate"),
+            ("seller_garbage_rate = nan", "faults.seller_garbage_rate"),
+            ("payment_failure_rate = 3.0", "faults.payment_failure_rate"),
+            ("payment_hang_rate = -1.0", "faults.payment_hang_rate"),
+            ("account_panic_rate = 1.1", "faults.account_panic_rate"),
+            (
+                "account_reply_delay_ms = 700000",
+                "faults.account_reply_delay_ms",
+            ),
+            ("panic_actors = [\"coordinator\"]", "panic_actors"),
+        ] {
+            let e = Config::parse(&format!("[faults]\nenabled = true\n{text}\n"), no_env())
+                .unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let env = vec![("WAYFARE__FAULTS__SELLER_HANG_RATE".into(), "7".into())];
+        let e = Config::parse("", env).unwrap_err();
+        assert!(e.to_string().contains("faults.seller_hang_rate"), "{e}");
+    }
+
+    #[test]
+    fn panic_rates_apply_to_the_listed_kinds_only_when_enabled() {
+        let text = "[faults]\nenabled = true\npanic_rate = 0.2\npanic_actors = [\"saga\", \"search\"]\naccount_panic_rate = 0.05\n";
+        let c = Config::parse(text, no_env()).unwrap();
+        assert_eq!(c.faults.panic_rate_of(ActorKind::Saga), 0.2);
+        assert_eq!(c.faults.panic_rate_of(ActorKind::Search), 0.2);
+        assert_eq!(c.faults.panic_rate_of(ActorKind::Seller), 0.0);
+        assert_eq!(c.faults.panic_rate_of(ActorKind::Account), 0.05);
+        let mut listed = c.faults.clone();
+        listed.panic_actors.push(ActorKind::Account);
+        assert_eq!(listed.panic_rate_of(ActorKind::Account), 0.2);
+        listed.enabled = false;
+        assert_eq!(listed.panic_rate_of(ActorKind::Saga), 0.0);
+        assert_eq!(listed.panic_rate_of(ActorKind::Account), 0.0);
+    }
+
+    #[test]
+    fn production_refuses_enabled_faults_naming_the_key() {
+        let off = Config::parse("", no_env()).unwrap();
+        off.faults.refuse_in_production().unwrap();
+        // Rates set but the switch off: nothing acts, so production accepts it.
+        let idle = Config::parse("[faults]\nseller_hang_rate = 0.5\n", no_env()).unwrap();
+        idle.faults.refuse_in_production().unwrap();
+        let on = Config::parse("[faults]\nenabled = true\n", no_env()).unwrap();
+        let e = on.faults.refuse_in_production().unwrap_err();
+        assert!(e.to_string().contains("faults.enabled"), "{e}");
+        assert!(e.to_string().contains("production"), "{e}");
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::actors::account::AccountError;
 use crate::config::ConfigError;
+use crate::domain::access::AccessError;
 use crate::domain::wallet::WalletError;
 use crate::domain::Invalid;
 use crate::store::StoreError;
@@ -24,6 +25,12 @@ pub enum Error {
         /// Its id.
         id: String,
     },
+    /// No credential, or a malformed one (HTTP 401).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The credential may not do this (HTTP 403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The request conflicts with the current state (idempotency key reuse, duplicate).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -62,6 +69,15 @@ pub enum Error {
     /// Configuration refused at start.
     #[error("{0}")]
     Config(String),
+}
+
+impl From<AccessError> for Error {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Unauthenticated(why) => Error::Unauthenticated(why),
+            AccessError::Forbidden(why) => Error::Forbidden(why),
+        }
+    }
 }
 
 impl From<ConfigError> for Error {
@@ -124,6 +140,7 @@ impl From<AccountError> for Error {
             AccountError::Wallet(WalletError::Invalid(invalid)) => Error::Invalid(invalid),
             AccountError::Wallet(w) => Error::Wallet(w),
             AccountError::Store(s) => Error::Store(s),
+            AccountError::Access(a) => a.into(),
         }
     }
 }

@@ -16,16 +16,20 @@
 //! | `src/store/` | the `Store` trait, its sled implementation and the one codec |
 //! | `src/http/` | actix-web routes per area, request parsing, problem responses, metrics |
 //! | `src/config.rs` | [`Config`]: `config.toml` + `WAYFARE__*` overrides, validated |
-//! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` |
+//! | `src/faults.rs` | `[faults]`: what can be broken on purpose and counters of what fired; the injectors sit next to what they break (`store/faulty.rs`, `sellers/faulty.rs`, `payments/faulty.rs`, `actors::PanicFaults`) |
+//! | `src/chaos.rs` | the chaos drill: drive traffic while faults fire, restart, settle, check invariants (used by `examples/chaos.rs` and `tests/chaos.rs`) |
+//! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` (`--production` refuses `[faults]`) |
 //! | `examples/` | drivers that use only the public API |
 //! | `tests/` | behaviour against real actors, a real server and real sled |
 
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod actors;
+pub mod chaos;
 pub mod config;
 pub mod domain;
 mod error;
+pub mod faults;
 pub mod http;
 pub mod payments;
 mod runtime;

@@ -1,4 +1,9 @@
 //! The `wayfare` command: parses flags, starts tracing, loads config, calls the library.
+//!
+//! `--production` (or `WAYFARE_PRODUCTION=1`; one underscore, since `WAYFARE__*` variables
+//! are config keys) marks a production process: it refuses to start with fault injection
+//! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers, or with
+//! demo accounts (`demo.accounts > 0`), whose API keys are public.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -55,6 +60,10 @@ struct Common {
     /// Log format (overrides log.format).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Production mode: refuse to start when fault injection is enabled (faults.enabled).
+    /// Also WAYFARE_PRODUCTION=1 (or true, yes, on).
+    #[arg(long, env = "WAYFARE_PRODUCTION", value_parser = clap::builder::BoolishValueParser::new())]
+    production: bool,
 }
 
 impl Common {
@@ -73,6 +82,9 @@ impl Common {
             config.log.format = format;
         }
         config.validate()?;
+        if self.production {
+            config.refuse_in_production()?;
+        }
         Ok(config)
     }
 }

@@ -24,7 +24,7 @@ use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
 use wayfare::sellers::{HotelQuery, Vertical};
 use wayfare::{Booking, BookingOrder, CustomSeller, Runtime};
 
-const TOKEN: &str = "operator-token-for-tests";
+const TOKEN: &str = common::OPERATOR_TOKEN;
 
 /// Collects emails instead of writing a file.
 #[derive(Default)]
@@ -67,7 +67,6 @@ fn quick(c: &mut wayfare::Config) {
     c.bookings.step_timeout_ms = 500;
     c.bookings.saga.backoff_base_ms = 1;
     c.bookings.saga.backoff_max_ms = 5;
-    c.admin.token = Some(TOKEN.into());
 }
 
 async fn world(seller_cfg: SimulatedSellerConfig) -> World {
@@ -397,18 +396,18 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
         metrics.contains("wayfare_sagas{state=\"needs_attention\"} 1"),
         "{metrics}"
     );
-    // The retry route refuses without the token.
+    // The retry route refuses without the token, and with any other credential.
     let retry = s.url(&format!("/v1/admin/sagas/{}/retry", b.id));
-    let res = s.http.post(&retry).send().await.unwrap();
+    let res = s.anonymous.post(&retry).send().await.unwrap();
     common::assert_problem(res, 401, "unauthorized", None).await;
     let res = s
-        .http
+        .anonymous
         .post(&retry)
         .bearer_auth("wrong-token-wrong-token")
         .send()
         .await
         .unwrap();
-    common::assert_problem(res, 401, "unauthorized", None).await;
+    common::assert_problem(res, 403, "forbidden", None).await;
     // Fixed on the seller's side; the operator retries and the saga compensates.
     knobs.cancel_failing.store(false, Ordering::SeqCst);
     let res = s.http.post(&retry).bearer_auth(TOKEN).send().await.unwrap();
@@ -425,7 +424,7 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
 
 #[actix_rt::test]
 async fn operator_routes_are_closed_without_a_configured_token() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.admin.token = None).await;
     let res = s
         .http
         .post(s.url("/v1/admin/sagas/00000000-0000-4000-8000-000000000001/retry"))

@@ -22,7 +22,8 @@
 //! in-process tests in `tests/booking.rs` check those against fakes the test holds.
 //!
 //! The run is seeded (`BOOKING_CRASH_SEED`, default below) so a failure can be replayed,
-//! although thread scheduling still varies between runs.
+//! although thread scheduling still varies between runs. `BOOKING_CRASH_CYCLES` (default 4)
+//! sets the number of kill -9 cycles: `scripts/reliability.sh --long` runs 20.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -45,11 +46,22 @@ const ACCOUNTS: u64 = 20;
 const CREDIT: i64 = 100_000;
 /// Kill-and-restart cycles.
 const CYCLES: usize = 4;
+
+/// Kill -9 cycles of this run: `BOOKING_CRASH_CYCLES`, else [`CYCLES`].
+fn cycles() -> usize {
+    std::env::var("BOOKING_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (1..=1000).contains(&n))
+        .unwrap_or(CYCLES)
+}
 /// New bookings fired per cycle.
 const BOOKINGS_PER_CYCLE: usize = 40;
 /// Earlier keys resubmitted, and earlier bookings cancelled, at the start of a cycle.
 const RESUBMITS_PER_CYCLE: usize = 8;
 const LATE_CANCELS_PER_CYCLE: usize = 6;
+/// The operator token the server runs with; the checks act as operator.
+const OPERATOR_TOKEN: &str = "crash-test-operator-token-0123";
 /// Bound of every HTTP request, so a hung server cannot hang the test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound of the final settling (bookings terminal, emails written).
@@ -166,6 +178,7 @@ fn try_start(dir: &Path, n: &str) -> Option<Server> {
         .arg(dir.join("data"))
         .current_dir(dir)
         .env("RUST_LOG", "warn,wayfare=info")
+        .env("WAYFARE__ADMIN__TOKEN", OPERATOR_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -395,8 +408,12 @@ async fn bookings_survive_repeated_kill_9() {
     // Kept unless the test passes, with every server's log, for a post-mortem.
     dir.disable_cleanup(true);
     std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {OPERATOR_TOKEN}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .unwrap();
     let accounts: Vec<String> = (0..ACCOUNTS)
@@ -409,7 +426,7 @@ async fn bookings_survive_repeated_kill_9() {
     let mut starts = 0;
     let mut failed_starts: Vec<String> = Vec::new();
 
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles() {
         let server = start(dir.path(), starts, &mut failed_starts);
         starts += 1;
         let offers = search(&http, &server.base).await;
@@ -827,6 +844,16 @@ async fn bookings_survive_repeated_kill_9() {
         ));
     }
     drop(server);
+    // Secrets never reach a log: every server's log is searched for the operator token.
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if text.contains(OPERATOR_TOKEN) {
+                problems.push(format!("{name} contains the operator token"));
+            }
+        }
+    }
     if problems.is_empty() {
         let _ = std::fs::remove_dir_all(dir.path());
     }

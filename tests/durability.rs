@@ -13,6 +13,19 @@ struct Server {
     base: String,
 }
 
+/// The operator token the server is started with; every request here acts as operator.
+const OPERATOR_TOKEN: &str = "durability-operator-token-0123";
+
+fn operator_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {OPERATOR_TOKEN}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// Starts the binary in `dir` (no config.toml there, so built-in defaults) and waits for
 /// the "listening" line that names the port.
 fn start(dir: &std::path::Path) -> Server {
@@ -21,6 +34,7 @@ fn start(dir: &std::path::Path) -> Server {
         .arg(dir.join("data"))
         .current_dir(dir)
         .env("RUST_LOG", "warn")
+        .env("WAYFARE__ADMIN__TOKEN", OPERATOR_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -53,7 +67,7 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
+    let http = operator_client();
     let mut server = start(dir.path());
     let res = http
         .post(format!("{}/v1/accounts", server.base))

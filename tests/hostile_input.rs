@@ -18,13 +18,22 @@ use proptest::test_runner::TestRunner;
 use serde_json::Value;
 use wayfare::actors::seller::AdapterConfig;
 
-/// Inputs per property (per endpoint).
+/// Inputs per property (per endpoint); `HOSTILE_CASES` overrides it (the long run of
+/// `scripts/reliability.sh --long` uses 1000).
 const CASES: usize = 64;
 
-/// `CASES` values of `strategy`, the same on every run.
+fn cases() -> usize {
+    std::env::var("HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (1..=100_000).contains(&n))
+        .unwrap_or(CASES)
+}
+
+/// [`cases`] values of `strategy`, the same on every run.
 fn sample<S: Strategy>(strategy: S) -> Vec<S::Value> {
     let mut runner = TestRunner::deterministic();
-    (0..CASES)
+    (0..cases())
         .map(|_| strategy.new_tree(&mut runner).unwrap().current())
         .collect()
 }

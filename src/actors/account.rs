@@ -17,6 +17,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tracing::Span;
 
+use super::PanicFaults;
+use crate::domain::access::{AccessError, Caller, KeyDigest};
 use crate::domain::account::{Account, AccountId, AccountRecord, NewAccount, WalletView};
 use crate::domain::money::Currency;
 use crate::domain::wallet::{fold_ledger, validate_key, LedgerEntry, WalletError, WalletOp};
@@ -28,18 +30,22 @@ pub struct AccountShard {
     store: Arc<dyn Store>,
     /// Loaded accounts; bounded by `cache_capacity`, evicted arbitrarily (the store has all).
     cache: HashMap<AccountId, AccountRecord>,
+    /// API key digests of cached accounts (`None`: the account has no key); evicted with
+    /// the account.
+    keys: HashMap<AccountId, Option<KeyDigest>>,
     cache_capacity: usize,
     currency: Currency,
     faults: AccountFaults,
 }
 
 /// Deliberate failures (see `[faults]` in the config); default: none.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AccountFaults {
     /// Added to every reply.
     pub reply_delay: Duration,
-    /// Probability of panicking in a handler.
-    pub panic_rate: f64,
+    /// Panics in handlers (`faults.account_panic_rate`, or `faults.panic_rate` when
+    /// `faults.panic_actors` lists `account`).
+    pub panics: PanicFaults,
 }
 
 impl AccountShard {
@@ -55,6 +61,7 @@ impl AccountShard {
             index,
             store,
             cache: HashMap::new(),
+            keys: HashMap::new(),
             cache_capacity,
             currency,
             faults,
@@ -63,12 +70,9 @@ impl AccountShard {
 
     /// Panics when the injected panic rate says so.
     fn maybe_panic(&self) {
-        if self.faults.panic_rate > 0.0 && rand::random::<f64>() < self.faults.panic_rate {
-            panic!(
-                "injected fault: account shard {} panicked (faults.account_panic_rate)",
-                self.index
-            );
-        }
+        self.faults
+            .panics
+            .maybe_panic(&format_args!("account shard {}", self.index));
     }
 
     /// Replies with `result`, after the injected delay if any.
@@ -117,9 +121,42 @@ impl AccountShard {
         if self.cache.len() >= self.cache_capacity && !self.cache.contains_key(&record.id) {
             if let Some(victim) = self.cache.keys().next().copied() {
                 self.cache.remove(&victim);
+                self.keys.remove(&victim);
             }
         }
         self.cache.insert(record.id, record);
+    }
+
+    /// Loads the account, then checks that `caller` may act on it. The operator never
+    /// needs the key digest, so its requests skip that lookup.
+    fn authorize(&mut self, id: AccountId, caller: &Caller) -> Result<(), AccountError> {
+        self.load(id)?;
+        if *caller == Caller::Operator {
+            return Ok(());
+        }
+        if !self.keys.contains_key(&id) {
+            let digest = get_record(&*self.store, Tree::ApiKeys, id.as_bytes())?;
+            self.keys.insert(id, digest);
+        }
+        Ok(caller.may_act_on(id, self.keys[&id].as_ref())?)
+    }
+
+    fn set_api_key(&mut self, msg: &SetApiKey) -> Result<bool, AccountError> {
+        self.authorize(msg.id, &Caller::Operator)?;
+        if msg.only_if_missing {
+            let current: Option<KeyDigest> =
+                get_record(&*self.store, Tree::ApiKeys, msg.id.as_bytes())?;
+            if current.is_some() {
+                return Ok(false);
+            }
+        }
+        self.store.write(vec![Op::put(
+            Tree::ApiKeys,
+            msg.id.as_bytes().to_vec(),
+            &msg.key,
+        )])?;
+        self.keys.insert(msg.id, Some(msg.key));
+        Ok(true)
     }
 
     fn ledger_entries(
@@ -222,13 +259,14 @@ impl AccountShard {
             Err(e) => return Err(e),
         }
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
-        self.store.write(vec![Op::put(
-            Tree::Accounts,
-            msg.id.as_bytes().to_vec(),
-            &record,
-        )])?;
+        let mut ops = vec![Op::put(Tree::Accounts, msg.id.as_bytes().to_vec(), &record)];
+        if let Some(key) = &msg.key {
+            ops.push(Op::put(Tree::ApiKeys, msg.id.as_bytes().to_vec(), key));
+        }
+        self.store.write(ops)?;
         let view = record.view();
         self.remember(record);
+        self.keys.insert(msg.id, msg.key);
         Ok(view)
     }
 
@@ -278,6 +316,9 @@ pub enum AccountError {
     /// The wallet refused the operation.
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    /// The caller may not act on this account.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -330,6 +371,8 @@ pub struct OpenAccount {
     pub id: AccountId,
     /// Validated details.
     pub new: NewAccount,
+    /// Digest of the customer's API key, written with the account; `None`: operator only.
+    pub key: Option<KeyDigest>,
     /// The caller's span, so the request id follows the message.
     pub span: Span,
 }
@@ -340,6 +383,8 @@ pub struct OpenAccount {
 pub struct GetAccount {
     /// Account.
     pub id: AccountId,
+    /// Who asks: checked against the account's API key.
+    pub caller: Caller,
     /// The caller's span.
     pub span: Span,
 }
@@ -364,12 +409,37 @@ pub struct ChangeWallet {
 pub struct ReadLedger {
     /// Account.
     pub id: AccountId,
+    /// Who asks: checked against the account's API key.
+    pub caller: Caller,
     /// Sequence number to start after (0 for the first page).
     pub after: u64,
     /// Page size, already bounded by the caller.
     pub limit: usize,
     /// The caller's span.
     pub span: Span,
+}
+
+/// Checks that a caller may act on an account (for requests served by other actors, such
+/// as bookings and personalized searches).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AccountError>")]
+pub struct Authorize {
+    /// Account.
+    pub id: AccountId,
+    /// Who asks.
+    pub caller: Caller,
+}
+
+/// Replaces (or, with `only_if_missing`, sets) the account's API key digest.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, AccountError>")]
+pub struct SetApiKey {
+    /// Account.
+    pub id: AccountId,
+    /// Digest of the new key.
+    pub key: KeyDigest,
+    /// Leave an existing key alone (demo seeding); the reply says whether it was set.
+    pub only_if_missing: bool,
 }
 
 /// Opens the account and acknowledges once durable.
@@ -389,7 +459,9 @@ impl Handler<GetAccount> for AccountShard {
     type Result = ResponseFuture<Result<Account, AccountError>>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
-        let result = self.load(msg.id).map(|r| r.view());
+        let result = self
+            .authorize(msg.id, &msg.caller)
+            .and_then(|()| self.load(msg.id).map(|r| r.view()));
         self.reply(result)
     }
 }
@@ -419,9 +491,29 @@ impl Handler<ReadLedger> for AccountShard {
     }
 }
 
+/// Answers from the cache (or loads the account and its key digest once).
+impl Handler<Authorize> for AccountShard {
+    type Result = ResponseFuture<Result<(), AccountError>>;
+    fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
+        let result = self.authorize(msg.id, &msg.caller);
+        self.reply(result)
+    }
+}
+
+/// Stores the new digest and acknowledges once durable.
+impl Handler<SetApiKey> for AccountShard {
+    type Result = ResponseFuture<Result<bool, AccountError>>;
+    fn handle(&mut self, msg: SetApiKey, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
+        let result = self.set_api_key(&msg);
+        self.after_flush(result)
+    }
+}
+
 impl AccountShard {
     fn read_ledger(&mut self, msg: &ReadLedger) -> Result<LedgerPage, AccountError> {
-        self.load(msg.id)?;
+        self.authorize(msg.id, &msg.caller)?;
         // One extra entry tells whether another page follows.
         let mut entries = self.ledger_entries(msg.id, msg.after, msg.limit + 1)?;
         let next_after = if entries.len() > msg.limit {

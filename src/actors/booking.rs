@@ -25,6 +25,7 @@ use super::search::{InvalidateSku, SearchAggregator};
 use super::seller::{
     BookWithSeller, BookingStatusAtSeller, CancelWithSeller, SellerAdapter, SellerCallError,
 };
+use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
@@ -62,6 +63,8 @@ pub struct SagaDeps {
     pub arbiters: Vec<actix_rt::ArbiterHandle>,
     /// Saga actor crashes since start.
     pub crashes: std::sync::atomic::AtomicU64,
+    /// Injected panics of saga steps (`[faults]`); default: none.
+    pub panics: super::PanicFaults,
 }
 
 impl std::fmt::Debug for SagaDeps {
@@ -160,6 +163,9 @@ impl Handler<Advance> for BookingSaga {
     type Result = ();
 
     fn handle(&mut self, _: Advance, ctx: &mut Context<Self>) {
+        self.deps
+            .panics
+            .maybe_panic(&format_args!("booking saga {}", self.saga_id));
         let Some(record) = self.record.clone() else {
             ctx.stop();
             return;
@@ -276,6 +282,7 @@ async fn account_email(deps: &SagaDeps, account: &str) -> String {
     };
     let msg = GetAccount {
         id,
+        caller: Caller::Operator,
         span: tracing::Span::current(),
     };
     match deps.shard(id).ask(msg).await {
@@ -527,7 +534,7 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
                 // Releasing a hold that never landed: released by definition (the shard
                 // tombstones its key so a late hold is refused).
                 E::Wallet(WalletError::UnknownHold(_)) if is_release => StepOutcome::Completed,
-                E::Wallet(_) | E::AlreadyExists(_) => StepOutcome::Permanent {
+                E::Wallet(_) | E::AlreadyExists(_) | E::Access(_) => StepOutcome::Permanent {
                     reason: e.to_string(),
                 },
             }

@@ -15,3 +15,49 @@ pub(crate) fn bucket(key: &str, n: usize) -> usize {
     key.hash(&mut h);
     (h.finish() % n.max(1) as u64) as usize
 }
+
+/// Injected panics for one actor kind (`faults.panic_rate`, `faults.panic_actors`); the
+/// default never fires. Every actor that can be made to panic calls `maybe_panic` at the
+/// top of its handlers, so the supervisor's restart path runs for real.
+#[derive(Debug, Clone, Default)]
+pub struct PanicFaults {
+    rate: f64,
+    kind: Option<crate::faults::ActorKind>,
+    counters: Option<std::sync::Arc<crate::faults::FaultCounters>>,
+}
+
+impl PanicFaults {
+    /// Panics in handlers of `kind` with probability `rate`, counted in `counters`.
+    pub fn new(
+        kind: crate::faults::ActorKind,
+        rate: f64,
+        counters: std::sync::Arc<crate::faults::FaultCounters>,
+    ) -> Self {
+        PanicFaults {
+            rate,
+            kind: Some(kind),
+            counters: Some(counters),
+        }
+    }
+
+    /// Whether this can ever fire.
+    pub fn is_armed(&self) -> bool {
+        self.rate > 0.0
+    }
+
+    /// Panics (on purpose: this is the fault) when the dice say so; `who` names the actor
+    /// in the panic message.
+    pub(crate) fn maybe_panic(&self, who: &dyn std::fmt::Display) {
+        if !crate::faults::roll(self.rate) {
+            return;
+        }
+        let kind = self.kind.unwrap_or(crate::faults::ActorKind::Account);
+        if let Some(counters) = &self.counters {
+            counters.count(crate::faults::Fault::Panic(kind));
+        }
+        panic!(
+            "injected fault: {who} panicked (faults.panic_rate for {})",
+            kind.as_str()
+        );
+    }
+}

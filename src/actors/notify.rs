@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::PanicFaults;
 use crate::domain::outbox::OutboxEmail;
 use crate::store::{decode_record, Store, Tree};
 
@@ -72,6 +73,7 @@ pub struct Mailer {
     transport: Arc<dyn MailTransport>,
     stats: Arc<MailerStats>,
     draining: bool,
+    panics: PanicFaults,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -92,7 +94,14 @@ impl Mailer {
             transport,
             stats,
             draining: false,
+            panics: PanicFaults::default(),
         }
+    }
+
+    /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
+    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
+        self.panics = panics;
+        self
     }
 
     /// One pass on a blocking thread (file and disk I/O never run on the arbiter).
@@ -164,6 +173,7 @@ pub struct OutboxChanged;
 impl Handler<OutboxChanged> for Mailer {
     type Result = ();
     fn handle(&mut self, _: OutboxChanged, ctx: &mut Context<Self>) {
+        self.panics.maybe_panic(&"mailer");
         self.drain(ctx);
     }
 }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::seller::{SearchSeller, SellerAdapter, SellerCallError};
+use super::PanicFaults;
 use crate::domain::money::Currency;
 use crate::domain::search::{cache_key, days_until_travel, merge_offers, ttl_for, TtlRule};
 use crate::domain::search_cache::SearchCache;
@@ -119,6 +120,7 @@ pub struct SearchAggregator {
     cache: SearchCache<SearchResult>,
     in_flight: HashMap<String, Vec<oneshot::Sender<SearchResult>>>,
     stats: Arc<SearchStats>,
+    panics: PanicFaults,
 }
 
 impl std::fmt::Debug for SearchAggregator {
@@ -143,7 +145,14 @@ impl SearchAggregator {
             settings,
             in_flight: HashMap::new(),
             stats,
+            panics: PanicFaults::default(),
         }
+    }
+
+    /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
+    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
+        self.panics = panics;
+        self
     }
 
     fn fan_out(&mut self, key: String, query: SearchQuery, ctx: &mut Context<Self>) {
@@ -271,6 +280,7 @@ impl Handler<Search> for SearchAggregator {
     type Result = ResponseFuture<Result<SearchResult, SearchError>>;
 
     fn handle(&mut self, msg: Search, ctx: &mut Context<Self>) -> Self::Result {
+        self.panics.maybe_panic(&"search aggregator");
         let key = cache_key(&msg.query);
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);

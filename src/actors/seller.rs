@@ -18,6 +18,7 @@ use actix::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::PanicFaults;
 use crate::domain::backoff::equal_jitter;
 use crate::domain::breaker::{
     BreakerConfig, BreakerSnapshot, BreakerState, CallOutcome, CircuitBreaker, InvalidSetting,
@@ -195,6 +196,7 @@ pub struct SellerAdapter {
     meter: LookToBookMeter,
     in_flight: u32,
     stats: Arc<SellerStats>,
+    panics: PanicFaults,
 }
 
 impl std::fmt::Debug for SellerAdapter {
@@ -217,7 +219,19 @@ impl SellerAdapter {
             config,
             in_flight: 0,
             stats,
+            panics: PanicFaults::default(),
         }
+    }
+
+    /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
+    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
+        self.panics = panics;
+        self
+    }
+
+    fn maybe_panic(&self) {
+        self.panics
+            .maybe_panic(&format_args!("seller adapter {}", self.api.name()));
     }
 
     fn publish_breaker(&self, now: Instant) {
@@ -378,6 +392,7 @@ impl Handler<SearchSeller> for SellerAdapter {
     type Result = ResponseActFuture<Self, Result<Vec<Offer>, SellerCallError>>;
 
     fn handle(&mut self, msg: SearchSeller, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
         let now = Instant::now();
         if !self.meter.allow_search(now) {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
@@ -402,6 +417,7 @@ impl Handler<BookWithSeller> for SellerAdapter {
     type Result = ResponseActFuture<Self, Result<BookOutcome, SellerCallError>>;
 
     fn handle(&mut self, msg: BookWithSeller, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let request = msg.request;
         Box::pin(
@@ -422,6 +438,7 @@ impl Handler<CancelWithSeller> for SellerAdapter {
     type Result = ResponseActFuture<Self, Result<CancelOutcome, SellerCallError>>;
 
     fn handle(&mut self, msg: CancelWithSeller, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let key = msg.idempotency_key;
         self.protected(0, budget, move |api| api.cancel(key.clone()))
@@ -433,6 +450,7 @@ impl Handler<BookingStatusAtSeller> for SellerAdapter {
     type Result = ResponseActFuture<Self, Result<Option<ReservationStatus>, SellerCallError>>;
 
     fn handle(&mut self, msg: BookingStatusAtSeller, _: &mut Context<Self>) -> Self::Result {
+        self.maybe_panic();
         let budget = Duration::from_millis(self.config.call_timeout_ms)
             .saturating_mul(self.config.search_retries + 1);
         let key = msg.idempotency_key;

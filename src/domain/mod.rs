@@ -2,6 +2,7 @@
 //! wallet arithmetic, search merge/markdown/TTL, the search cache, the circuit breaker and
 //! the look-to-book meter.
 
+pub mod access;
 pub mod account;
 pub mod backoff;
 pub mod breaker;

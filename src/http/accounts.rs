@@ -3,16 +3,23 @@
 //! - `POST /v1/accounts` opens an account;
 //! - `GET /v1/accounts/{id}` reads it with its wallet;
 //! - `POST /v1/accounts/{id}/wallet/credits` credits points (needs `Idempotency-Key`);
-//! - `GET /v1/accounts/{id}/wallet/ledger?after=&limit=` pages through the ledger.
+//! - `GET /v1/accounts/{id}/wallet/ledger?after=&limit=` pages through the ledger;
+//! - `POST /v1/accounts/{id}/api-key` replaces the account's API key.
+//!
+//! Opening an account needs no credential and answers with the account's API key, once.
+//! Reading, paging and key replacement take that key or the operator token; crediting
+//! points takes the operator token only (see `domain::access`).
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
 use super::AppState;
-use crate::domain::account::NewAccount;
+use crate::domain::access::ApiKey;
+use crate::domain::account::{Account, NewAccount};
 use crate::domain::money::Money;
 use crate::domain::wallet::validate_key;
 use crate::domain::Invalid;
@@ -22,7 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/accounts", web::post().to(create))
         .route("/v1/accounts/{id}", web::get().to(get))
         .route("/v1/accounts/{id}/wallet/credits", web::post().to(credit))
-        .route("/v1/accounts/{id}/wallet/ledger", web::get().to(ledger));
+        .route("/v1/accounts/{id}/wallet/ledger", web::get().to(ledger))
+        .route("/v1/accounts/{id}/api-key", web::post().to(new_api_key));
 }
 
 /// Body of `POST /v1/accounts`.
@@ -40,15 +48,43 @@ async fn create(
 ) -> Result<HttpResponse, Problem> {
     let body: CreateAccount = json_body(&req, payload, state.max_body).await?;
     let new = NewAccount::new(&body.name, &body.email)?;
-    let account = state.runtime.create_account(new).await?;
+    let (account, api_key) = state.runtime.create_customer(new).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/accounts/{}", account.id)))
-        .json(account))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(WithKey { account, api_key }))
 }
 
-async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+/// An account with its API key in clear: the one response that shows a key.
+#[derive(Serialize)]
+struct WithKey {
+    #[serde(flatten)]
+    account: Account,
+    api_key: ApiKey,
+}
+
+async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.account(id).await?))
+    Ok(HttpResponse::Ok().json(state.runtime.account_as(caller, id).await?))
+}
+
+async fn new_api_key(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
+    let id = account_id(&path)?;
+    state.runtime.authorize(caller, id).await?;
+    let api_key = state.runtime.issue_api_key(id).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "account_id": id, "api_key": api_key })))
 }
 
 /// Body of `POST /v1/accounts/{id}/wallet/credits`.
@@ -76,6 +112,7 @@ async fn credit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    require_operator(&req, &state, "crediting points")?;
     let id = account_id(&path)?;
     let key = idempotency_key(&req)?;
     let body: Credit = json_body(&req, payload, state.max_body).await?;
@@ -107,8 +144,12 @@ async fn ledger(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
     let query: LedgerQuery = query(&req)?;
-    let page = state.runtime.ledger(id, query.after, query.limit).await?;
+    let page = state
+        .runtime
+        .ledger_as(caller, id, query.after, query.limit)
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }

@@ -8,20 +8,25 @@
 //! - `GET /v1/accounts/{id}/bookings`;
 //! - `POST /v1/admin/sagas/{id}/retry`: operator retry of a parked saga, with
 //!   `Authorization: Bearer <admin.token>`.
+//!
+//! Every route but the last takes the API key of the booking's account, or the operator
+//! token (see `domain::access`).
 
-use actix_web::http::header::{self, LOCATION};
+use actix_web::http::header::LOCATION;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::accounts::idempotency_key;
+use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body};
 use super::problem::Problem;
 use super::AppState;
+use crate::domain::access::Caller;
 use crate::domain::money::Money;
 use crate::domain::Invalid;
-use crate::BookingOrder;
+use crate::error::Error;
+use crate::{Booking, BookingOrder};
 
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -63,12 +68,14 @@ async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
     let key = idempotency_key(&req)?;
     let body: CreateBooking = json_body(&req, payload, state.max_body).await?;
     let account = account_id(&body.account_id).map_err(|p| Problem {
         field: Some("account_id".into()),
         ..p
     })?;
+    state.runtime.authorize(caller, account).await?;
     let currency = state.runtime.config().accounts.currency;
     let order = BookingOrder {
         account_id: account,
@@ -92,54 +99,53 @@ async fn create(
         .json(booking))
 }
 
-async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    let id = saga_id(&path, false)?;
-    Ok(HttpResponse::Ok().json(state.runtime.booking(&id).await?))
-}
-
-async fn cancel(
+async fn get(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
     let id = saga_id(&path, false)?;
+    let booking = state.runtime.booking(&id).await?;
+    authorize_booking(&state, caller, &booking).await?;
+    Ok(HttpResponse::Ok().json(booking))
+}
+
+async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
+    let id = saga_id(&path, false)?;
+    let booking = state.runtime.booking(&id).await?;
+    authorize_booking(&state, caller, &booking).await?;
     Ok(HttpResponse::Accepted().json(state.runtime.cancel_booking(&id).await?))
 }
 
 async fn of_account(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
+    state.runtime.authorize(caller, id).await?;
     Ok(HttpResponse::Ok().json(state.runtime.account_bookings(id).await?))
 }
 
-/// Refuses unless the request carries the configured operator token (compared in
-/// constant time). With no token configured, operator routes are closed, not open.
-pub(crate) fn require_operator(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
-    let Some(expected) = &state.runtime.config().admin.token else {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Forbidden",
-            "operator endpoints are disabled: no admin.token is configured",
-        ));
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            "send Authorization: Bearer <operator token>",
-        ))
-    }
+/// A booking is its account's: only that account's key (or the operator) may see or
+/// cancel it.
+async fn authorize_booking(
+    state: &AppState,
+    caller: Caller,
+    booking: &Booking,
+) -> Result<(), Problem> {
+    let account = booking
+        .account_id
+        .parse()
+        .map_err(|_| Problem::from(Error::Forbidden("booking has no valid account".into())))?;
+    Ok(state.runtime.authorize(caller, account).await?)
 }
 
 async fn retry(
@@ -147,7 +153,7 @@ async fn retry(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state)?;
+    require_operator(&req, &state, "retrying a saga")?;
     let id = saga_id(&path, true)?;
     let record = state.runtime.retry_saga(&id).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({

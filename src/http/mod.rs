@@ -7,6 +7,7 @@
 //! actors, and metrics.
 
 mod accounts;
+mod auth;
 mod bookings;
 mod extract;
 mod metrics;

@@ -124,6 +124,9 @@ impl ResponseError for Problem {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if self.status == StatusCode::UNAUTHORIZED.as_u16() {
+            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
         res.body(serde_json::to_string(self).unwrap_or_default())
     }
 }
@@ -143,6 +146,12 @@ impl From<Error> for Problem {
                 Problem::new(S::NOT_FOUND, "not-found", "Not found", e.to_string())
             }
             Error::Conflict(detail) => Problem::new(S::CONFLICT, "conflict", "Conflict", detail),
+            Error::Unauthenticated(detail) => {
+                Problem::new(S::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+            }
+            Error::Forbidden(detail) => {
+                Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", detail)
+            }
             Error::Wallet(WalletError::InsufficientFunds { .. }) => Problem::new(
                 S::CONFLICT,
                 "insufficient-points",

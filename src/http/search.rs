@@ -5,11 +5,13 @@
 //! - `GET /v1/search/flights?from=&to=&date=&return_date=&account_id=`.
 //!
 //! Dates are ISO `YYYY-MM-DD`. An unknown city is an empty result, not an error; an unknown
-//! `account_id` is a 404.
+//! `account_id` is a 404. Searching needs no credential; naming an `account_id` (for its
+//! wallet markdown) takes that account's API key or the operator token.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::authenticated;
 use super::extract::{account_id, query};
 use super::problem::Problem;
 use super::AppState;
@@ -43,14 +45,23 @@ struct FlightParams {
     account_id: Option<String>,
 }
 
-fn account(raw: Option<&str>) -> Result<Option<AccountId>, Problem> {
-    raw.map(|raw| {
-        account_id(raw).map_err(|p| Problem {
-            field: Some("account_id".into()),
-            ..p
-        })
-    })
-    .transpose()
+/// The account whose wallet marks prices down, if any: its balance is the account's own
+/// business, so naming one takes that account's API key (or the operator token).
+async fn personal(
+    req: &HttpRequest,
+    state: &AppState,
+    raw: Option<&str>,
+) -> Result<Option<AccountId>, Problem> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let id = account_id(raw).map_err(|p| Problem {
+        field: Some("account_id".into()),
+        ..p
+    })?;
+    let caller = authenticated(req, state)?;
+    state.runtime.authorize(caller, id).await?;
+    Ok(Some(id))
 }
 
 fn invalid(e: crate::sellers::QueryError) -> Problem {
@@ -65,7 +76,7 @@ async fn hotels(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         _ => return Err(Invalid::new("city", "give exactly one of city or hotel").into()),
     };
     let q = HotelQuery::parse(place, &p.check_in, &p.check_out).map_err(invalid)?;
-    let account = account(p.account_id.as_deref())?;
+    let account = personal(&req, &state, p.account_id.as_deref()).await?;
     Ok(HttpResponse::Ok().json(state.runtime.search_hotels(q, account).await?))
 }
 
@@ -73,6 +84,6 @@ async fn flights(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let p: FlightParams = query(&req)?;
     let q =
         FlightQuery::parse(&p.from, &p.to, &p.date, p.return_date.as_deref()).map_err(invalid)?;
-    let account = account(p.account_id.as_deref())?;
+    let account = personal(&req, &state, p.account_id.as_deref()).await?;
     Ok(HttpResponse::Ok().json(state.runtime.search_flights(q, account).await?))
 }

@@ -1,8 +1,12 @@
-//! Operator routes: `GET /health`, `GET /metrics`, `GET /v1/system/supervisors`.
+//! Operator routes: `GET /health` (open, for load balancers), `GET /metrics` (operator
+//! token unless `admin.protect_metrics = false`), `GET /v1/system/supervisors` (operator
+//! token).
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth::require_operator;
+use super::problem::Problem;
 use super::AppState;
 
 /// Registers the routes.
@@ -24,17 +28,24 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    if state.runtime.config().admin.protect_metrics {
+        require_operator(&req, &state, "reading metrics")?;
+    }
     let sagas = state.runtime.saga_counts().await.ok();
     let body = state.metrics.render(&state.runtime, sagas.as_ref());
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         ))
-        .body(body)
+        .body(body))
 }
 
-async fn supervisors(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.runtime.supervision_tree())
+async fn supervisors(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    require_operator(&req, &state, "reading the supervision tree")?;
+    Ok(HttpResponse::Ok().json(state.runtime.supervision_tree()))
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::money::Money;
 use crate::domain::saga::StepOutcome;
 
+pub mod faulty;
 pub mod simulated;
 
 pub use simulated::{

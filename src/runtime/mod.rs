@@ -12,8 +12,8 @@ use actix_rt::Arbiter;
 use tracing::Span;
 
 use crate::actors::account::{
-    AccountFaults, AccountShard, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger,
-    WalletReceipt,
+    AccountFaults, AccountShard, Authorize, ChangeWallet, GetAccount, LedgerPage, OpenAccount,
+    ReadLedger, SetApiKey, WalletReceipt,
 };
 mod views;
 
@@ -32,7 +32,9 @@ use crate::actors::search::{
     AggregatorSettings, InvalidateSku, Search, SearchAggregator, SearchStats, SellerRoute,
 };
 use crate::actors::seller::{AdapterConfig, SellerAdapter, SellerStats};
-use crate::config::{Config, SellerKind};
+use crate::actors::PanicFaults;
+use crate::config::{Config, FaultsConfig, SellerKind};
+use crate::domain::access::{ApiKey, Caller, KeyDigest};
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
 use crate::domain::saga::{BookingRequest, SagaRecord};
@@ -40,12 +42,15 @@ use crate::domain::search::booking_query;
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
+use crate::faults::{ActorKind, FaultCounters, FaultCounts};
+use crate::payments::faulty::FaultyGateway;
 use crate::payments::simulated::SimulatedGateway;
 use crate::payments::PaymentGateway;
+use crate::sellers::faulty::{FaultySeller, SellerFaultRates};
 use crate::sellers::http::HttpSeller;
 use crate::sellers::simulated::SimulatedSeller;
 use crate::sellers::{FlightQuery, HotelQuery, SearchQuery, SellerApi, Vertical};
-use crate::store::{self, SledStore, Store};
+use crate::store::{self, FaultyStore, SledStore, Store};
 use crate::supervisor::{
     ActorHandle, ChildSpec, Restart, Strategy, SupervisorBuilder, SupervisorRef, SupervisorSnapshot,
 };
@@ -77,6 +82,8 @@ struct Inner {
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
+    /// Faults fired on purpose (`[faults]`).
+    faults: Arc<FaultCounters>,
 }
 
 /// Longest a health probe of the store may take before the store counts as failing.
@@ -175,18 +182,29 @@ impl Runtime {
                     what: format!("store opener ({e})"),
                 })??,
         );
+        let fault_counters = Arc::new(FaultCounters::default());
+        let store = with_store_faults(store, &config.faults, &fault_counters);
         let arbiters: Vec<Arbiter> = (0..config.arbiters()).map(|_| Arbiter::new()).collect();
         let policy = config.supervisor.policy();
         let shutdown_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
 
-        let faults = if config.faults.enabled {
+        if config.faults.enabled {
             tracing::warn!("Fault injection is enabled ([faults]); never do this in production.");
-            AccountFaults {
-                reply_delay: Duration::from_millis(config.faults.account_reply_delay_ms),
-                panic_rate: config.faults.account_panic_rate,
-            }
-        } else {
-            AccountFaults::default()
+        }
+        let panics = |kind| {
+            PanicFaults::new(
+                kind,
+                config.faults.panic_rate_of(kind),
+                fault_counters.clone(),
+            )
+        };
+        let faults = AccountFaults {
+            reply_delay: if config.faults.enabled {
+                Duration::from_millis(config.faults.account_reply_delay_ms)
+            } else {
+                Duration::ZERO
+            },
+            panics: panics(ActorKind::Account),
         };
         let mut accounts = SupervisorBuilder::new("accounts", Strategy::OneForOne, policy);
         let shards: Vec<ActorHandle<AccountShard>> = (0..config.account_shards())
@@ -199,13 +217,14 @@ impl Runtime {
                     shutdown_timeout,
                 };
                 let arbiter = arbiters[index % arbiters.len()].handle();
-                let (store, capacity, currency) = (
+                let (store, capacity, currency, faults) = (
                     store.clone(),
                     config.accounts.cache_capacity,
                     config.accounts.currency,
+                    faults.clone(),
                 );
                 accounts.actor(spec, arbiter, move || {
-                    AccountShard::new(index, store.clone(), capacity, currency, faults)
+                    AccountShard::new(index, store.clone(), capacity, currency, faults.clone())
                 })
             })
             .collect();
@@ -216,12 +235,14 @@ impl Runtime {
                 SellerKind::Simulated => {
                     let mut c = entry.simulated.clone();
                     c.name = entry.name.clone();
-                    Arc::new(SimulatedSeller::new(c).map_err(|e| {
-                        Error::Config(format!(
-                            "sellers.{}.simulated.{}: {}",
-                            entry.name, e.key, e.problem
-                        ))
-                    })?)
+                    let seller: Arc<dyn SellerApi> =
+                        Arc::new(SimulatedSeller::new(c).map_err(|e| {
+                            Error::Config(format!(
+                                "sellers.{}.simulated.{}: {}",
+                                entry.name, e.key, e.problem
+                            ))
+                        })?);
+                    with_seller_faults(seller, &config, &fault_counters)
                 }
                 SellerKind::Http => {
                     let mut c = entry.http.clone();
@@ -240,7 +261,12 @@ impl Runtime {
                 adapter: entry.adapter.clone(),
             });
         }
-        seller_parts.extend(custom);
+        // Sellers given in code are the test doubles of embedders and drills: they get the
+        // seller faults too (HTTP sellers do not; their fake server has its own knobs).
+        seller_parts.extend(custom.into_iter().map(|mut part| {
+            part.api = with_seller_faults(part.api, &config, &fault_counters);
+            part
+        }));
         let mut sellers_sup = SupervisorBuilder::new("sellers", Strategy::OneForOne, policy);
         let mut routes = Vec::new();
         let mut seller_stats = Vec::new();
@@ -259,10 +285,14 @@ impl Runtime {
             let arbiter = arbiters[i % arbiters.len()].handle();
             let (api, adapter, published) = (part.api.clone(), part.adapter.clone(), stats.clone());
             let for_snapshot = stats.clone();
+            let seller_panics = panics(ActorKind::Seller);
             let handle = sellers_sup.actor_with_status(
                 spec,
                 arbiter,
-                move || SellerAdapter::new(api.clone(), adapter.clone(), published.clone()),
+                move || {
+                    SellerAdapter::new(api.clone(), adapter.clone(), published.clone())
+                        .with_panic_faults(seller_panics.clone())
+                },
                 move || for_snapshot.to_json(),
             );
             routes.push(SellerRoute {
@@ -293,10 +323,15 @@ impl Runtime {
                     shutdown_timeout,
                 };
                 let arbiter = arbiters[index % arbiters.len()].handle();
-                let (routes, settings, stats) =
-                    (routes.clone(), settings.clone(), search_stats.clone());
+                let (routes, settings, stats, search_panics) = (
+                    routes.clone(),
+                    settings.clone(),
+                    search_stats.clone(),
+                    panics(ActorKind::Search),
+                );
                 search_sup.actor(spec, arbiter, move || {
                     SearchAggregator::new(routes.clone(), settings.clone(), stats.clone())
+                        .with_panic_faults(search_panics.clone())
                 })
             })
             .collect();
@@ -307,8 +342,12 @@ impl Runtime {
             Arc::new(FileTransport::new(config.store.data_dir.join("outbox.log")))
         });
         let mailer = {
-            let (store, transport, stats) =
-                (store.clone(), transport.clone(), mailer_stats.clone());
+            let (store, transport, stats, mailer_panics) = (
+                store.clone(),
+                transport.clone(),
+                mailer_stats.clone(),
+                panics(ActorKind::Mailer),
+            );
             let spec = ChildSpec {
                 name: "mailer".into(),
                 restart: Restart::Permanent,
@@ -318,11 +357,13 @@ impl Runtime {
             };
             notifier.actor(spec, arbiters[0].handle(), move || {
                 Mailer::new(store.clone(), transport.clone(), stats.clone())
+                    .with_panic_faults(mailer_panics.clone())
             })
         };
 
         let gateway =
             gateway.unwrap_or_else(|| Arc::new(SimulatedGateway::new(config.payments.clone())));
+        let gateway = with_payment_faults(gateway, &config.faults, &fault_counters);
         let deps = Arc::new(SagaDeps {
             store: store.clone(),
             shards: shards.clone(),
@@ -338,6 +379,7 @@ impl Runtime {
             running: Mutex::new(Default::default()),
             arbiters: arbiters.iter().map(|a| a.handle()).collect(),
             crashes: Default::default(),
+            panics: panics(ActorKind::Saga),
         });
         let mut bookings = SupervisorBuilder::new("bookings", Strategy::OneForOne, policy);
         let coordinator = {
@@ -381,6 +423,7 @@ impl Runtime {
                 root,
                 arbiters: Mutex::new(arbiters),
                 started: Instant::now(),
+                faults: fault_counters,
             }),
         };
         let demo = runtime.inner.config.demo.clone();
@@ -404,9 +447,20 @@ impl Runtime {
         &self.inner.shards[id.shard(self.inner.shards.len())]
     }
 
-    /// Opens an account with a fresh id.
+    /// Opens an account with a fresh id and no API key: only the operator (or this
+    /// embedding program) acts on it until [`issue_api_key`](Self::issue_api_key).
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, Error> {
-        self.create_account_with_id(AccountId::random(), new).await
+        self.open_account(AccountId::random(), new, None).await
+    }
+
+    /// Opens an account for a customer: the account and its API key are written together,
+    /// and the key is returned in clear this once (the store keeps only its digest).
+    pub async fn create_customer(&self, new: NewAccount) -> Result<(Account, ApiKey), Error> {
+        let key = ApiKey::generate();
+        let account = self
+            .open_account(AccountId::random(), new, Some(key.digest()))
+            .await?;
+        Ok((account, key))
     }
 
     /// Opens an account with a chosen id (demo data, imports). Conflict if it exists.
@@ -415,18 +469,66 @@ impl Runtime {
         id: AccountId,
         new: NewAccount,
     ) -> Result<Account, Error> {
+        self.open_account(id, new, None).await
+    }
+
+    async fn open_account(
+        &self,
+        id: AccountId,
+        new: NewAccount,
+        key: Option<KeyDigest>,
+    ) -> Result<Account, Error> {
         let msg = OpenAccount {
             id,
             new,
+            key,
             span: Span::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }
 
+    /// Replaces the account's API key with a fresh one (a lost or leaked key, or an account
+    /// opened without one) and returns it in clear, this once. The old key stops working.
+    pub async fn issue_api_key(&self, id: AccountId) -> Result<ApiKey, Error> {
+        let key = ApiKey::generate();
+        self.set_api_key(id, key.digest(), false).await?;
+        Ok(key)
+    }
+
+    async fn set_api_key(
+        &self,
+        id: AccountId,
+        key: KeyDigest,
+        only_if_missing: bool,
+    ) -> Result<bool, Error> {
+        let msg = SetApiKey {
+            id,
+            key,
+            only_if_missing,
+        };
+        Ok(self.shard(id).ask(msg).await??)
+    }
+
+    /// Checks that `caller` may act on account `id` (`NotFound` when there is no such
+    /// account, `Unauthenticated` or `Forbidden` when the caller may not).
+    pub async fn authorize(&self, caller: Caller, id: AccountId) -> Result<(), Error> {
+        if caller == Caller::Operator {
+            return Ok(());
+        }
+        Ok(self.shard(id).ask(Authorize { id, caller }).await??)
+    }
+
     /// An account with its wallet figures.
     pub async fn account(&self, id: AccountId) -> Result<Account, Error> {
+        self.account_as(Caller::Operator, id).await
+    }
+
+    /// An account with its wallet figures, if `caller` may see it (one message: the
+    /// check rides along with the read).
+    pub async fn account_as(&self, caller: Caller, id: AccountId) -> Result<Account, Error> {
         let msg = GetAccount {
             id,
+            caller,
             span: Span::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
@@ -507,12 +609,24 @@ impl Runtime {
         after: u64,
         limit: usize,
     ) -> Result<LedgerPage, Error> {
+        self.ledger_as(Caller::Operator, id, after, limit).await
+    }
+
+    /// [`ledger`](Self::ledger), if `caller` may see it.
+    pub async fn ledger_as(
+        &self,
+        caller: Caller,
+        id: AccountId,
+        after: u64,
+        limit: usize,
+    ) -> Result<LedgerPage, Error> {
         let max = self.inner.config.accounts.max_page_size;
         if limit == 0 || limit > max {
             return Err(Invalid::new("limit", format!("must be between 1 and {max}")).into());
         }
         let msg = ReadLedger {
             id,
+            caller,
             after,
             limit,
             span: Span::current(),
@@ -520,16 +634,24 @@ impl Runtime {
         Ok(self.shard(id).ask(msg).await??)
     }
 
-    /// Creates demo accounts `Person_0..Person_{n-1}` with stable ids and a wallet credit;
+    /// Creates demo accounts `Person_0..Person_{n-1}` with stable ids, the well-known demo
+    /// API keys ([`ApiKey::demo`]) and a wallet credit;
     /// accounts that exist are left as they are, so seeding twice changes nothing.
     pub async fn seed_demo(&self, n: u64, credit_minor: i64) -> Result<u64, Error> {
         let mut created = 0;
         for i in 0..n {
             let id = AccountId::demo(i);
             let new = NewAccount::new(&format!("Person_{i}"), &format!("person{i}@example.com"))?;
-            match self.create_account_with_id(id, new).await {
+            let opened = self
+                .open_account(id, new, Some(ApiKey::demo(i).digest()))
+                .await;
+            match opened {
                 Ok(_) => created += 1,
-                Err(Error::Conflict(_)) => continue,
+                Err(Error::Conflict(_)) => {
+                    // Demo stores from before API keys: give them their demo key once.
+                    self.set_api_key(id, ApiKey::demo(i).digest(), true).await?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             if credit_minor > 0 {
@@ -740,6 +862,11 @@ impl Runtime {
         Ok(self.inner.coordinator.ask(CountSagas).await??)
     }
 
+    /// Faults fired on purpose since start (`[faults]`); all zero when it is off.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.inner.faults.snapshot()
+    }
+
     /// Emails handed to the transport.
     pub fn mailer_stats(&self) -> &MailerStats {
         &self.inner.mailer_stats
@@ -834,4 +961,62 @@ impl Runtime {
         }
         tracing::info!("Runtime stopped.");
     }
+}
+
+/// The store, wrapped in a [`FaultyStore`] when `[faults]` asks for store faults.
+fn with_store_faults(
+    store: Arc<dyn Store>,
+    faults: &FaultsConfig,
+    counters: &Arc<FaultCounters>,
+) -> Arc<dyn Store> {
+    if !faults.enabled
+        || (faults.store_write_failure_rate == 0.0 && faults.store_write_delay_ms == 0)
+    {
+        return store;
+    }
+    Arc::new(FaultyStore::new(
+        store,
+        faults.store_write_failure_rate,
+        Duration::from_millis(faults.store_write_delay_ms),
+        counters.clone(),
+    ))
+}
+
+/// A seller, wrapped in a [`FaultySeller`] when `[faults]` asks for seller faults.
+fn with_seller_faults(
+    seller: Arc<dyn SellerApi>,
+    config: &Config,
+    counters: &Arc<FaultCounters>,
+) -> Arc<dyn SellerApi> {
+    let rates = SellerFaultRates {
+        failure_rate: config.faults.seller_failure_rate,
+        hang_rate: config.faults.seller_hang_rate,
+        garbage_rate: config.faults.seller_garbage_rate,
+    };
+    if !config.faults.enabled || !rates.any() {
+        return seller;
+    }
+    Arc::new(FaultySeller::new(
+        seller,
+        rates,
+        config.accounts.currency,
+        counters.clone(),
+    ))
+}
+
+/// The gateway, wrapped in a [`FaultyGateway`] when `[faults]` asks for payment faults.
+fn with_payment_faults(
+    gateway: Arc<dyn PaymentGateway>,
+    faults: &FaultsConfig,
+    counters: &Arc<FaultCounters>,
+) -> Arc<dyn PaymentGateway> {
+    if !faults.enabled || (faults.payment_failure_rate == 0.0 && faults.payment_hang_rate == 0.0) {
+        return gateway;
+    }
+    Arc::new(FaultyGateway::new(
+        gateway,
+        faults.payment_failure_rate,
+        faults.payment_hang_rate,
+        counters.clone(),
+    ))
 }

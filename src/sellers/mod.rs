@@ -12,6 +12,7 @@
 //! [`BookOutcome`]; [`SellerError`] is reserved for "we could not get an answer".
 
 pub mod fake_server;
+pub mod faulty;
 pub mod http;
 pub mod simulated;
 pub mod wire;

@@ -256,6 +256,21 @@ impl SimulatedSeller {
         self.inner.reservations_made.load(Ordering::SeqCst)
     }
 
+    /// What this seller knows about every idempotency key it has seen, immediately and
+    /// without faults (its own database, for invariant checks), in key order.
+    pub fn reservations(&self) -> Vec<(String, ReservationStatus)> {
+        let keys: Vec<String> = lock(&self.inner.bookings).keys().cloned().collect();
+        let mut seen: Vec<(String, ReservationStatus)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let status = self.inner.status_now(&k)?;
+                Some((k, status))
+            })
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen
+    }
+
     /// Current price of `sku` for `query`, without latency or faults; `None` when this
     /// seller does not sell it for those dates.
     pub fn quote(&self, sku: &str, query: &SearchQuery) -> Option<Money> {

@@ -5,6 +5,7 @@
 //! [`Op`]s; nothing is acknowledged to a caller before [`Store::flush`] has returned.
 
 pub mod codec;
+mod faulty;
 mod sled_store;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use faulty::FaultyStore;
 pub use sled_store::SledStore;
 
 /// A record kind, stored apart from the others.
@@ -34,11 +36,13 @@ pub enum Tree {
     AccountBookings,
     /// Customer emails waiting to be sent, by email id.
     Outbox,
+    /// SHA-256 digests of customers' API keys, by account id.
+    ApiKeys,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Accounts,
         Tree::Ledger,
         Tree::WalletKeys,
@@ -47,6 +51,7 @@ impl Tree {
         Tree::BookingKeys,
         Tree::AccountBookings,
         Tree::Outbox,
+        Tree::ApiKeys,
     ];
 
     /// Name of the tree in the store.
@@ -60,6 +65,7 @@ impl Tree {
             Tree::BookingKeys => "booking_keys",
             Tree::AccountBookings => "account_bookings",
             Tree::Outbox => "outbox",
+            Tree::ApiKeys => "api_keys",
         }
     }
 }

@@ -13,14 +13,32 @@ pub struct TestServer {
     pub base: String,
     /// The runtime behind it.
     pub runtime: Runtime,
-    /// HTTP client.
+    /// HTTP client acting as the operator (sends [`OPERATOR_TOKEN`]).
     pub http: reqwest::Client,
+    /// HTTP client with no credential.
+    pub anonymous: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
-/// A config for tests: small, quick, no demo data, data in `dir`.
+/// The operator token of test servers; [`TestServer::http`] sends it on every request.
+pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789";
+
+/// A client that sends `Authorization: Bearer <credential>` on every request.
+pub fn client_with(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A config for tests: small, quick, no demo data, data in `dir`, operator token set.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.store.data_dir = dir.to_owned();
@@ -30,6 +48,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.accounts.shards = 2;
     config.supervisor.backoff_min_ms = 1;
     config.supervisor.backoff_max_ms = 10;
+    config.admin.token = Some(wayfare::config::Secret::new(OPERATOR_TOKEN));
     config
 }
 
@@ -79,7 +98,8 @@ impl TestServer {
         TestServer {
             base,
             runtime,
-            http: reqwest::Client::new(),
+            http: client_with(OPERATOR_TOKEN),
+            anonymous: reqwest::Client::new(),
             stop: Some(stop),
             served: Some(served),
             _dir: dir,
@@ -93,8 +113,14 @@ impl TestServer {
 
     /// Creates an account over HTTP and returns its id.
     pub async fn create_account(&self, name: &str) -> String {
+        self.create_customer(name).await.0
+    }
+
+    /// Creates an account over HTTP, as a customer would (no credential), and returns its
+    /// id and a client that sends its API key.
+    pub async fn create_customer(&self, name: &str) -> (String, reqwest::Client) {
         let res = self
-            .http
+            .anonymous
             .post(self.url("/v1/accounts"))
             .json(&serde_json::json!({"name": name, "email": "t@example.com"}))
             .send()
@@ -102,7 +128,8 @@ impl TestServer {
             .unwrap();
         assert_eq!(res.status(), 201);
         let body: serde_json::Value = res.json().await.unwrap();
-        body["id"].as_str().unwrap().to_owned()
+        let key = body["api_key"].as_str().expect("api_key issued");
+        (body["id"].as_str().unwrap().to_owned(), client_with(key))
     }
 
     /// Stops the server and the runtime.

@@ -522,6 +522,21 @@ pub fn request_cancellation(
             let before_pivot = matches!(r.phase, Phase::HoldWallet | Phase::Authorize)
                 || (r.phase == Phase::Reserve && r.effects.reservation == Effect::Absent);
             if before_pivot {
+                // The step of the current phase may have acted without a record (its
+                // intent is implied by the phase): a call cut short by a crash or a stop,
+                // or one whose outcome could not be persisted (the actor then rolls back to
+                // redo it by key, and this cancel can come in between). Treat its effect as
+                // in doubt, so compensation asks (or releases by key) before undoing,
+                // instead of leaving a hold, an authorization or a reservation behind.
+                let current = match r.phase {
+                    Phase::HoldWallet => Some(&mut r.effects.wallet_hold),
+                    Phase::Authorize => Some(&mut r.effects.authorization),
+                    Phase::Reserve => Some(&mut r.effects.reservation),
+                    _ => None,
+                };
+                if let Some(effect) = current.filter(|e| **e == Effect::Absent) {
+                    *effect = Effect::Uncertain;
+                }
                 start_compensation(
                     r,
                     FailureCause::CustomerCancelled,
@@ -1941,29 +1956,74 @@ mod tests {
             now(),
         )
         .unwrap();
+        let before_cancel = r.clone();
         let (decision, tr) = request_cancellation(&mut r, now());
         assert_eq!(decision, CancelDecision::CompensateNow);
         assert_eq!(tr.to, SagaState::Compensating);
-        let (actions, trs) = drive(&mut r, success);
-        assert_eq!(names(&actions), ["void", "release"]);
+        // Reserving had begun: the seller is asked first (a reserve call cut short by a
+        // crash may have landed without a record). It never saw the key here.
+        let (actions, trs) = drive(&mut r, |a| match a {
+            Action::ReconcileReservation { .. } => StepOutcome::NotFound,
+            a => success(a),
+        });
+        assert_eq!(
+            names(&actions),
+            ["reconcile-reservation", "void", "release"]
+        );
         assert_eq!(r.state, SagaState::Cancelled);
         assert_eq!(trs.last().unwrap().email, Some(EmailKind::Cancelled));
 
-        // Nothing done yet: cancelled at once, with its email.
+        // Found by the chaos drill: the reservation did land before the saga's last stop,
+        // so it is cancelled too instead of being left at the seller.
+        let mut r = before_cancel;
+        request_cancellation(&mut r, now());
+        let (actions, _) = drive(&mut r, success);
+        assert_eq!(
+            names(&actions),
+            [
+                "reconcile-reservation",
+                "cancel-reservation",
+                "void",
+                "release"
+            ]
+        );
+        assert_eq!(r.state, SagaState::Cancelled);
+
+        // Nothing recorded yet: the authorization may still have happened (a call cut short,
+        // or done but not persisted), so the gateway is asked before the saga ends cancelled.
         let mut r = booking(0, 30_000);
         let (decision, tr) = request_cancellation(&mut r, now());
         assert_eq!(
-            (decision, tr.to, tr.email),
-            (
-                CancelDecision::CompensateNow,
-                SagaState::Cancelled,
-                Some(EmailKind::Cancelled)
-            )
+            (decision, tr.to),
+            (CancelDecision::CompensateNow, SagaState::Compensating)
         );
+        let (actions, trs) = drive(&mut r, |a| match a {
+            Action::ReconcilePayment { .. } => StepOutcome::NotFound,
+            a => success(a),
+        });
+        assert_eq!(names(&actions), ["reconcile-payment"]);
+        assert_eq!(r.state, SagaState::Cancelled);
+        assert_eq!(trs.last().unwrap().email, Some(EmailKind::Cancelled));
         assert_eq!(
             request_cancellation(&mut r, now()).0,
             CancelDecision::AlreadyFinal
         );
+        // It did happen: voided.
+        let mut r = booking(0, 30_000);
+        request_cancellation(&mut r, now());
+        let (actions, _) = drive(&mut r, |a| match a {
+            Action::ReconcilePayment { .. } => StepOutcome::Authorized {
+                authorization_id: "auth-1".into(),
+            },
+            a => success(a),
+        });
+        assert_eq!(names(&actions), ["reconcile-payment", "void"]);
+        // Points held before the record: released by key (a no-op if the hold never landed).
+        let mut r = booking(5_000, 30_000);
+        request_cancellation(&mut r, now());
+        let (actions, _) = drive(&mut r, success);
+        assert_eq!(names(&actions), ["release"]);
+        assert_eq!(r.state, SagaState::Cancelled);
     }
 
     #[test]

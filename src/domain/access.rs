@@ -1,0 +1,285 @@
+//! Who may act on an account: the rule behind every customer endpoint.
+//!
+//! The scheme (documented for clients in the README):
+//! - opening an account issues an **API key** (`wf_` + 64 hex digits), shown once; the store
+//!   keeps only its SHA-256 digest, so a leaked store leaks no usable key;
+//! - a customer sends it as `Authorization: Bearer <key>` and may then read and book on
+//!   that one account, nothing else;
+//! - the **operator token** (`admin.token`) may act on every account, and is the only
+//!   credential accepted by operator endpoints and by wallet credits (customers do not
+//!   mint their own points).
+//!
+//! Keys are random (256 bits), so a fast hash is enough: there is nothing to brute-force
+//! that a slow KDF would protect. Digests are compared in constant time.
+
+use std::fmt;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Invalid;
+
+/// Shortest and longest bearer credential accepted (`Authorization: Bearer ...`).
+const CREDENTIAL_CHARS: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// A customer's secret API key. `Debug` and `Display` never show it; [`ApiKey::reveal`]
+/// does, for the one response that hands it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// A fresh random key: `wf_` + 32 random bytes in hex.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        ApiKey(format!("wf_{}", hex(&bytes)))
+    }
+
+    /// The well-known key of demo account `n` (`wf_demo_000…n`): demo data only, so the
+    /// README's examples work on a fresh store. Never enable demo data in production.
+    pub fn demo(n: u64) -> Self {
+        ApiKey(format!("wf_demo_{n:016}"))
+    }
+
+    /// The key in clear, to hand to its owner once.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps.
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest::of(&self.0)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl Serialize for ApiKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// SHA-256 of a credential: stored for API keys, and what requests carry into the actors,
+/// so a clear key never travels past the HTTP edge (or into a log).
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// Digest of a presented credential.
+    pub fn of(credential: &str) -> Self {
+        KeyDigest(Sha256::digest(credential.as_bytes()).into())
+    }
+
+    /// Equality in constant time.
+    pub fn matches(&self, other: &KeyDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A short prefix is enough to tell keys apart in a debugger, and useless to a thief.
+        write!(f, "KeyDigest({}…)", hex(&self.0[..4]))
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator (a valid `admin.token`), or a program embedding the runtime.
+    Operator,
+    /// A customer, by the digest of the API key presented.
+    Customer(KeyDigest),
+    /// No credential at all.
+    Anonymous,
+}
+
+/// Why a caller may not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// No credential was presented, or it was malformed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credential is well-formed but not allowed here.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Caller {
+    /// Parses the value of an `Authorization` header (absent: anonymous). `operator` is the
+    /// configured operator token, if any; it is compared in constant time.
+    pub fn from_authorization(
+        header: Option<&str>,
+        operator: Option<&str>,
+    ) -> Result<Caller, AccessError> {
+        let Some(header) = header else {
+            return Ok(Caller::Anonymous);
+        };
+        let credential = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|c| {
+                CREDENTIAL_CHARS.contains(&c.len()) && c.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or_else(|| {
+                AccessError::Unauthenticated(
+                    "Authorization must be `Bearer <API key or operator token>`".into(),
+                )
+            })?;
+        let is_operator =
+            operator.is_some_and(|token| bool::from(credential.as_bytes().ct_eq(token.as_bytes())));
+        Ok(if is_operator {
+            Caller::Operator
+        } else {
+            Caller::Customer(KeyDigest::of(credential))
+        })
+    }
+
+    /// May this caller act on an account whose key digest is `owner` (`None`: the account
+    /// has no API key, so only the operator may act on it)?
+    pub fn may_act_on(
+        &self,
+        account: impl fmt::Display,
+        owner: Option<&KeyDigest>,
+    ) -> Result<(), AccessError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Customer(digest) if owner.is_some_and(|o| o.matches(digest)) => Ok(()),
+            Caller::Customer(_) => Err(AccessError::Forbidden(format!(
+                "this API key may not act on account {account}"
+            ))),
+            Caller::Anonymous => Err(missing_credential()),
+        }
+    }
+
+    /// Only the operator may do this.
+    pub fn must_be_operator(&self, what: &str) -> Result<(), AccessError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Customer(_) => Err(AccessError::Forbidden(format!(
+                "{what} needs the operator token; an API key is not enough"
+            ))),
+            Caller::Anonymous => Err(missing_credential()),
+        }
+    }
+}
+
+fn missing_credential() -> AccessError {
+    AccessError::Unauthenticated(
+        "send Authorization: Bearer <API key> (or the operator token)".into(),
+    )
+}
+
+/// Validates a credential given outside a header (config, CLI).
+pub fn validate_token(field: &str, token: &str) -> Result<(), Invalid> {
+    if CREDENTIAL_CHARS.contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!(
+                "must be {} to {} printable ASCII characters without spaces",
+                CREDENTIAL_CHARS.start(),
+                CREDENTIAL_CHARS.end()
+            ),
+        ))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPERATOR: &str = "operator-token-0123456789";
+
+    fn caller(header: Option<&str>) -> Result<Caller, AccessError> {
+        Caller::from_authorization(header, Some(OPERATOR))
+    }
+
+    #[test]
+    fn generated_keys_are_distinct_and_well_formed() {
+        let (a, b) = (ApiKey::generate(), ApiKey::generate());
+        assert_ne!(a, b);
+        assert_eq!(a.reveal().len(), 3 + 64);
+        assert!(validate_token("k", a.reveal()).is_ok());
+        assert!(validate_token("k", ApiKey::demo(7).reveal()).is_ok());
+        assert_eq!(format!("{a:?}"), "ApiKey(<redacted>)");
+        assert!(!format!("{:?}", a.digest()).contains(&a.reveal()[3..20]));
+    }
+
+    #[test]
+    fn header_parsing() {
+        assert_eq!(caller(None), Ok(Caller::Anonymous));
+        let bearer = format!("Bearer {OPERATOR}");
+        assert_eq!(caller(Some(&bearer)), Ok(Caller::Operator));
+        let key = ApiKey::generate();
+        let bearer = format!("Bearer {}", key.reveal());
+        assert_eq!(caller(Some(&bearer)), Ok(Caller::Customer(key.digest())));
+        for bad in [
+            "Basic abc",
+            "Bearer ",
+            "Bearer short",
+            "bearer x",
+            "Bearer a b c d e f g h i",
+        ] {
+            assert!(
+                matches!(caller(Some(bad)), Err(AccessError::Unauthenticated(_))),
+                "{bad}"
+            );
+        }
+        // Without a configured operator token, the operator's would-be token is just a key.
+        let bearer = format!("Bearer {OPERATOR}");
+        assert!(matches!(
+            Caller::from_authorization(Some(&bearer), None),
+            Ok(Caller::Customer(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_owner_or_the_operator_may_act() {
+        let owner = ApiKey::generate();
+        let other = ApiKey::generate();
+        let id = "acct";
+        assert!(Caller::Operator.may_act_on(id, None).is_ok());
+        assert!(Caller::Operator
+            .may_act_on(id, Some(&owner.digest()))
+            .is_ok());
+        assert!(Caller::Customer(owner.digest())
+            .may_act_on(id, Some(&owner.digest()))
+            .is_ok());
+        assert!(matches!(
+            Caller::Customer(other.digest()).may_act_on(id, Some(&owner.digest())),
+            Err(AccessError::Forbidden(_))
+        ));
+        assert!(matches!(
+            Caller::Customer(owner.digest()).may_act_on(id, None),
+            Err(AccessError::Forbidden(_))
+        ));
+        assert!(matches!(
+            Caller::Anonymous.may_act_on(id, Some(&owner.digest())),
+            Err(AccessError::Unauthenticated(_))
+        ));
+        assert!(Caller::Operator.must_be_operator("x").is_ok());
+        assert!(Caller::Customer(owner.digest())
+            .must_be_operator("x")
+            .is_err());
+        assert!(Caller::Anonymous.must_be_operator("x").is_err());
+    }
+}
