@@ -326,7 +326,7 @@ proptest! {
         let from_env = Config::parse(&text, env).unwrap();
         prop_assert_eq!(from_env.accounts.shards, shards);
         prop_assert_eq!(from_env.faults.account_panic_rate, rate);
-        prop_assert_eq!(&from_env.admin.token, &token);
+        prop_assert_eq!(from_env.admin.token.as_ref().map(|t| t.expose()), token.as_deref());
         if !shipped {
             text = format!(
                 "[accounts]\nshards = {shards}\ndeadline_ms = {deadline}\nmailbox_capacity = {capacity}\n\
@@ -339,6 +339,10 @@ proptest! {
             let from_file = Config::parse(&text, no_env()).unwrap();
             prop_assert_eq!(render(&from_file), render(&from_env));
         }
+        // Rendering redacts the token (`check-config` prints it), so the round trip is of
+        // everything else.
+        let mut from_env = from_env;
+        from_env.admin.token = None;
         let rendered = render(&from_env);
         let again = Config::parse(&rendered, no_env()).unwrap();
         prop_assert_eq!(render(&again), rendered);

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use wayfare::domain::access::KeyDigest;
 use wayfare::domain::account::AccountRecord;
 use wayfare::domain::outbox::OutboxEmail;
 use wayfare::domain::saga::{BookingRequest, SagaRecord};
@@ -47,6 +48,7 @@ fuzz_target!(|bytes: &[u8]| {
     check::<SagaRecord>(bytes);
     check::<SeenBooking>(bytes);
     check::<OutboxEmail>(bytes);
+    check::<KeyDigest>(bytes);
     check::<i64>(bytes);
     check::<()>(bytes);
 });
