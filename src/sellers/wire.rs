@@ -197,8 +197,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, SellerError> {
         )));
     }
     serde_json::from_slice(body).map_err(|e| {
-        // serde_json messages quote at most a short excerpt, but bound them anyway.
-        let message: String = e.to_string().chars().take(200).collect();
+        // serde_json messages quote at most a short excerpt, but bound them anyway; they
+        // can quote the seller's text raw (`unknown variant `...``), so control characters
+        // are replaced before the message reaches a log line.
+        let message: String = e
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .take(200)
+            .collect();
         invalid(format!("malformed JSON: {message}"))
     })
 }

@@ -11,8 +11,18 @@ use serde::Serialize;
 /// Version byte written in front of every record.
 pub const FORMAT_VERSION: u8 = 1;
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Most bytes one record may claim while decoding (16 MiB). bincode sizes a string or
+/// byte buffer from its length prefix before reading it; without a bound, a corrupt
+/// prefix (say 2^62) makes the allocation fail, and a failed allocation aborts the
+/// process instead of returning an error. Real records are a few KiB.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_RECORD_BYTES>,
+> {
+    bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
 }
 
 /// Why bytes could not be decoded into a record.
@@ -96,6 +106,30 @@ mod tests {
         ));
         assert!(matches!(
             decode::<Sample>(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Corrupt(_))
+        ));
+    }
+
+    /// Found by `fuzz/fuzz_targets/codec_decode.rs`: a string whose length prefix claims
+    /// 2^62 bytes used to abort the process ("memory allocation failed") instead of being
+    /// refused as corrupt.
+    #[test]
+    fn huge_length_prefixes_are_refused_not_allocated() {
+        // Version byte, then varint marker 253 (a u64 follows) and 2^62 little-endian.
+        let bytes = [FORMAT_VERSION, 253, 0, 0, 0, 0, 0, 0, 0, 0x40];
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode::<Sample>(&bytes),
+            Err(CodecError::Corrupt(_))
+        ));
+        // Just over the bound is refused too, however many bytes follow.
+        let mut over = vec![FORMAT_VERSION, 252];
+        over.extend_from_slice(&(MAX_RECORD_BYTES as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            decode::<Vec<u8>>(&over),
             Err(CodecError::Corrupt(_))
         ));
     }
