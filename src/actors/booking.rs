@@ -546,32 +546,47 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
     }
 }
 
-/// A customer asks to cancel; decided between steps.
+/// A customer asks to cancel; decided between steps. An error means the request could not
+/// be made durable and was not taken: nothing changed, the customer must retry.
 #[derive(Debug, Message)]
-#[rtype(result = "CancelDecision")]
+#[rtype(result = "Result<CancelDecision, StoreError>")]
 pub struct RequestCancel;
 
-/// Records the request in the saga and tells the coordinator what follows. The record is
-/// persisted under `ctx.wait`, so no step (and no stop) can overtake the durable write.
+/// Records the request in the saga and tells the coordinator what follows. The new record
+/// is persisted under `ctx.wait`, so no step (and no stop) can overtake the durable write,
+/// and it replaces the saga's record only once durable: a cancel that could not be stored
+/// is refused, never acknowledged and then forgotten by a restart.
 impl Handler<RequestCancel> for BookingSaga {
-    type Result = ResponseFuture<CancelDecision>;
+    type Result = ResponseFuture<Result<CancelDecision, StoreError>>;
 
     fn handle(&mut self, _: RequestCancel, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(record) = self.record.as_mut() else {
-            return Box::pin(async { CancelDecision::AlreadyFinal });
+        let Some(current) = self.record.as_ref() else {
+            return Box::pin(async { Ok(CancelDecision::AlreadyFinal) });
         };
-        let (decision, tr) = request_cancellation(record, Utc::now());
-        let (deps, record) = (self.deps.clone(), record.clone());
+        let mut next = current.clone();
+        let (decision, tr) = request_cancellation(&mut next, Utc::now());
+        let deps = self.deps.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         ctx.wait(
             async move {
-                if let Err(e) = persist(&deps, &record, &tr).await {
-                    tracing::error!(saga = %record.saga_id, error = %e, "Cannot persist a cancel request.");
-                }
-                let _ = reply.send(decision);
+                let stored = persist(&deps, &next, &tr).await;
+                (stored, next)
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |(stored, next), act, _| {
+                let answer = match stored {
+                    Ok(()) => {
+                        act.record = Some(next);
+                        Ok(decision)
+                    }
+                    Err(e) => {
+                        tracing::error!(saga = %next.saga_id, error = %e, "Cannot persist a cancel request; refused.");
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(answer);
+            }),
         );
-        Box::pin(async move { answer.await.unwrap_or(CancelDecision::AlreadyFinal) })
+        Box::pin(async move { answer.await.unwrap_or(Ok(CancelDecision::AlreadyFinal)) })
     }
 }

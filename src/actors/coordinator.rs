@@ -398,7 +398,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
                         tracing::warn!(booking = %msg.id, error = %e, "Cancel request did not reach the saga.");
                         BookingError::Conflict(format!("the booking is changing state ({e}); retry"))
-                    })?;
+                    })??;
                     if decision == CancelDecision::StartCancellationSaga {
                         let record = deps
                             .load(&msg.id)?
