@@ -1090,6 +1090,11 @@ fn retryable_failure(
     let why = format!("{} failed after {n} attempts: {reason}", step.as_str());
     match step {
         Step::Hold | Step::Authorize | Step::Reserve => {
+            // These failures say only that the last attempt did not land. An earlier one
+            // may have, unrecorded: the saga crashed while it was in flight, and the retry
+            // that should have met its result by key failed instead. So the effect is in
+            // doubt, and compensation asks by key (or releases by key) before undoing.
+            mark_uncertain(r, step);
             start_compensation(r, FailureCause::Technical, why, Some(step), now)
         }
         Step::SellerCancel if r.effects.seller_cancel != Effect::Uncertain => {
@@ -1657,17 +1662,65 @@ mod tests {
             Action::AuthorizePayment { .. } => StepOutcome::Transient {
                 reason: "gateway 503".into(),
             },
+            Action::ReconcilePayment { .. } => StepOutcome::NotFound,
             other => success(other),
         });
+        // A failed attempt proves only that it did not land, so the gateway is asked
+        // before the hold is released.
         assert_eq!(
             names(&actions),
-            ["hold", "authorize", "authorize", "authorize", "release"]
+            [
+                "hold",
+                "authorize",
+                "authorize",
+                "authorize",
+                "reconcile-payment",
+                "release"
+            ]
         );
         assert_eq!(trs[1].retry_attempt, Some(1));
         assert_eq!(trs[2].retry_attempt, Some(2));
         assert_eq!(trs[3].retry_attempt, None);
         assert_eq!(r.state, SagaState::Failed);
         assert_eq!(r.data.failure_cause, Some(FailureCause::Technical));
+    }
+
+    #[test]
+    fn an_authorization_made_before_a_crash_is_voided_when_the_retries_fail() {
+        // Found by the chaos drill: the saga crashed while its authorize call was in
+        // flight and the gateway authorized; after the restart every retry failed before
+        // reaching the gateway. The open authorization must still be found and voided.
+        let mut r = booking(5_000, 30_000);
+        apply(&mut r, StepOutcome::Completed, &cfg(), now()).unwrap(); // hold
+        let before_crash = next_action(&r);
+        assert!(matches!(before_crash, Action::AuthorizePayment { .. }));
+        // The restarted saga starts from the stored record, which knows nothing of it.
+        let (actions, _) = drive(&mut r, |a| match a {
+            Action::AuthorizePayment { .. } => StepOutcome::Transient {
+                reason: "injected fault".into(),
+            },
+            Action::ReconcilePayment { key } => {
+                assert_eq!(key, "b1:authorize");
+                StepOutcome::Authorized {
+                    authorization_id: "auth-before-crash".into(),
+                }
+            }
+            other => success(other),
+        });
+        assert_eq!(
+            names(&actions),
+            [
+                "authorize",
+                "authorize",
+                "authorize",
+                "reconcile-payment",
+                "void",
+                "release"
+            ]
+        );
+        assert_eq!(r.effects.authorization, Effect::Compensated);
+        assert_eq!(r.effects.wallet_hold, Effect::Compensated);
+        assert_eq!(r.state, SagaState::Failed);
     }
 
     #[test]
