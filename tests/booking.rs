@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,43 @@ use wayfare::domain::saga::SagaState;
 use wayfare::payments::simulated::{SimulatedGateway, SimulatedGatewayConfig};
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
 use wayfare::sellers::{HotelQuery, Vertical};
+use wayfare::store::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 use wayfare::{Booking, BookingOrder, CustomSeller, Runtime};
 
 const TOKEN: &str = common::OPERATOR_TOKEN;
+
+/// A store whose writes the test can switch off (reads always work).
+struct SwitchableStore {
+    inner: Arc<dyn Store>,
+    refuse_writes: Arc<AtomicBool>,
+}
+
+impl Store for SwitchableStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(tree, key)
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan(tree, prefix, after, limit)
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("writes switched off by the test".into()));
+        }
+        self.inner.write(ops)
+    }
+
+    fn flush(&self) -> StoreFuture<()> {
+        self.inner.flush()
+    }
+}
 
 /// Collects emails instead of writing a file.
 #[derive(Default)]
@@ -70,9 +104,23 @@ fn quick(c: &mut wayfare::Config) {
 }
 
 async fn world(seller_cfg: SimulatedSellerConfig) -> World {
+    world_built(seller_cfg, |b| b).await
+}
+
+/// `world`, with `more` completing the runtime builder.
+async fn world_built(
+    seller_cfg: SimulatedSellerConfig,
+    more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
+) -> World {
+    // The default seller latency becomes a fast one; a test that asks for another keeps it.
+    let latency_ms = if seller_cfg.latency_ms == SimulatedSellerConfig::default().latency_ms {
+        (0, 2)
+    } else {
+        seller_cfg.latency_ms
+    };
     let seller = SimulatedSeller::new(SimulatedSellerConfig {
         name: "sim".into(),
-        latency_ms: (0, 2),
+        latency_ms,
         coverage: 1.0,
         ..seller_cfg
     })
@@ -90,9 +138,11 @@ async fn world(seller_cfg: SimulatedSellerConfig) -> World {
     };
     let (g, i) = (gateway.clone(), inbox.clone());
     let s = TestServer::start_built(quick, move |b| {
-        b.seller(custom)
-            .payment_gateway(Arc::new(g))
-            .mail_transport(i)
+        more(
+            b.seller(custom)
+                .payment_gateway(Arc::new(g))
+                .mail_transport(i),
+        )
     })
     .await;
     let account = s
@@ -577,6 +627,57 @@ async fn cancelling_a_confirmed_booking_refunds_minus_the_fee_and_restores_point
     let again = w.s.runtime.cancel_booking(&b.id).await.unwrap();
     assert_eq!(again.state, SagaState::Cancelled);
     assert_eq!(w.gateway.ledger().refunds.len(), 1);
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
+    let refuse_writes = Arc::new(AtomicBool::new(false));
+    let switch = refuse_writes.clone();
+    let w = world_built(
+        SimulatedSellerConfig {
+            latency_ms: (400, 400),
+            ..SimulatedSellerConfig::default()
+        },
+        move |b| {
+            b.store_layer(move |inner| {
+                Arc::new(SwitchableStore {
+                    inner,
+                    refuse_writes: switch,
+                })
+            })
+        },
+    )
+    .await;
+    let o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-unstored").await;
+    let (b, _) = w.s.runtime.book(o).await.unwrap();
+    // Wait for the authorization to be stored: the saga then waits on the slow seller
+    // and writes nothing until it answers.
+    let started = Instant::now();
+    while w.s.runtime.booking(&b.id).await.unwrap().state != SagaState::PaymentAuthorized {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never authorized"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let url = w.s.url(&format!("/v1/bookings/{}/cancel", b.id));
+    refuse_writes.store(true, Ordering::SeqCst);
+    let refused = w.s.http.post(&url).send().await.unwrap();
+    refuse_writes.store(false, Ordering::SeqCst);
+    assert_eq!(refused.status(), 503, "{}", refused.text().await.unwrap());
+
+    // The refused cancel left no trace: the booking goes on and is confirmed.
+    let done = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(done.state, SagaState::Confirmed, "{:#?}", done.history);
+    assert!(done.cancellation.is_none(), "{:#?}", done.cancellation);
+    assert!(w.gateway.ledger().refunds.is_empty());
+
+    // The customer retries and this time it is taken.
+    let taken = w.s.http.post(&url).send().await.unwrap();
+    assert_eq!(taken.status(), 202);
+    let done = settled(&w.s.runtime, &b.id).await;
+    assert_eq!(done.state, SagaState::Cancelled, "{:#?}", done.history);
     w.s.stop().await;
 }
 

@@ -115,7 +115,11 @@ pub struct RuntimeBuilder {
     sellers: Vec<CustomSeller>,
     gateway: Option<Arc<dyn PaymentGateway>>,
     transport: Option<Arc<dyn MailTransport>>,
+    store_layer: Option<StoreLayer>,
 }
+
+/// Wraps the opened store; see [`RuntimeBuilder::store_layer`].
+type StoreLayer = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 impl std::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +148,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Puts a layer of the embedder's own around the store opened in `store.data_dir`
+    /// (metrics, encryption, or a test's fault switch). The layer must keep the [`Store`]
+    /// contract: a write is atomic, and a completed flush makes every earlier write durable.
+    pub fn store_layer(
+        mut self,
+        layer: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send + 'static,
+    ) -> Self {
+        self.store_layer = Some(Box::new(layer));
+        self
+    }
+
     /// Starts the runtime.
     pub async fn start(self) -> Result<Runtime, Error> {
         Runtime::start_parts(self).await
@@ -163,6 +178,7 @@ impl Runtime {
             sellers: Vec::new(),
             gateway: None,
             transport: None,
+            store_layer: None,
         }
     }
 
@@ -172,6 +188,7 @@ impl Runtime {
             sellers: custom,
             gateway,
             transport,
+            store_layer,
         } = parts;
         config.validate()?;
         let dir = config.store.data_dir.clone();
@@ -182,6 +199,10 @@ impl Runtime {
                     what: format!("store opener ({e})"),
                 })??,
         );
+        let store = match store_layer {
+            Some(layer) => layer(store),
+            None => store,
+        };
         let fault_counters = Arc::new(FaultCounters::default());
         let store = with_store_faults(store, &config.faults, &fault_counters);
         let arbiters: Vec<Arbiter> = (0..config.arbiters()).map(|_| Arbiter::new()).collect();
