@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use chrono::{Days, Utc};
 use common::fake::FixedSeller;
-use common::{assert_problem, client_with, TestServer, OPERATOR_TOKEN};
+use common::{assert_problem, client_with, FetchJson, TestServer, OPERATOR_TOKEN};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
@@ -49,14 +49,7 @@ async fn a_customer_key_acts_on_its_own_account_only() {
     assert_eq!(status(ann_http.get(&account)).await, 200);
     assert_eq!(status(ann_http.get(&ledger)).await, 200);
     // The key is never shown again.
-    let again: Value = ann_http
-        .get(&account)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = ann_http.get(&account).fetch_json().await;
     assert!(again.get("api_key").is_none(), "{again}");
 
     // No credential: 401 with a challenge, before anything is looked up.
@@ -117,14 +110,7 @@ async fn a_customer_key_acts_on_its_own_account_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let wallet: Value = ann_http
-        .get(&account)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wallet: Value = ann_http.get(&account).fetch_json().await;
     assert_eq!(wallet["wallet"]["available"]["minor"], 1000, "{wallet}");
     s.stop().await;
 }
@@ -250,23 +236,12 @@ async fn bookings_and_personal_searches_belong_to_their_account() {
         assert_problem(res, 401, "unauthorized", None).await;
     }
     assert_eq!(status(ann_http.get(&one)).await, 200);
-    let mine: Value = ann_http
-        .get(&list)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = ann_http.get(&list).fetch_json().await;
     assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
     let theirs: Value = bob_http
         .get(s.url(&format!("/v1/accounts/{bob}/bookings")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(theirs.as_array().unwrap().len(), 0, "{theirs}");
     // The operator sees everything.
     assert_eq!(status(s.http.get(&one)).await, 200);
@@ -406,12 +381,8 @@ fn secrets_never_reach_the_log() {
         let body: Value = anonymous
             .post(format!("{base}/v1/accounts"))
             .json(&json!({"name": "Ann", "email": "ann@example.com"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
         let key = body["api_key"].as_str().unwrap().to_owned();
         let id = body["id"].as_str().unwrap();
         let account = format!("{base}/v1/accounts/{id}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
 use common::fake::FixedSeller;
-use common::TestServer;
+use common::{FetchJson, TestServer};
 use serde_json::{json, Value};
 use wayfare::actors::notify::MailTransport;
 use wayfare::actors::seller::AdapterConfig;
@@ -423,15 +423,7 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
     assert_eq!(b.state, SagaState::NeedsAttention, "{:#?}", b.history);
     assert!(b.needs_attention.as_deref().is_some_and(|r| !r.is_empty()));
     // Visible to operators.
-    let health: Value = s
-        .http
-        .get(s.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = s.http.get(s.url("/health")).fetch_json().await;
     assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
     let metrics = s
         .http
@@ -576,12 +568,8 @@ async fn idempotency_key_replays_and_conflicts_over_http() {
     let list: Value =
         w.s.http
             .get(w.s.url(&format!("/v1/accounts/{}/bookings", w.account)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     w.s.stop().await;
 }

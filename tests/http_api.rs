@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_problem, TestServer};
+use common::{assert_problem, FetchJson, TestServer};
 use serde_json::{json, Value};
 
 #[actix_rt::test]
@@ -50,34 +50,22 @@ async fn account_lifecycle_credit_replay_and_ledger_pages() {
     let acct: Value = s
         .http
         .get(s.url(&format!("/v1/accounts/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(acct["wallet"]["balance"]["minor"], 15_000);
 
     let page: Value = s
         .http
         .get(s.url(&format!("/v1/accounts/{id}/wallet/ledger?limit=2")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_after"], 2);
     let page: Value = s
         .http
         .get(s.url(&format!("/v1/accounts/{id}/wallet/ledger?after=2&limit=2")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let entries = page["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["seq"], 3);
@@ -281,12 +269,8 @@ async fn bad_input_gets_a_problem_naming_what_is_wrong() {
     let acct: Value = s
         .http
         .get(s.url(&format!("/v1/accounts/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(acct["wallet"]["balance"]["minor"], 0);
     s.stop().await;
 }
@@ -319,12 +303,8 @@ async fn request_ids_go_in_and_out_and_system_routes_report_real_state() {
     let tree: Value = s
         .http
         .get(s.url("/v1/system/supervisors"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(tree["name"], "root");
     let accounts = &tree["children"][0]["supervisor"];
     assert_eq!(accounts["name"], "accounts");
@@ -409,12 +389,8 @@ async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceed
         let tree: Value = s
             .http
             .get(s.url("/v1/system/supervisors"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
         root_state = tree["state"].as_str().unwrap().to_owned();
         if root_state == "failed" {
             break;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
 use common::fake::FixedSeller;
-use common::TestServer;
+use common::{FetchJson, TestServer};
 use serde_json::Value;
 use wayfare::actors::search::SellerStatus;
 use wayfare::actors::seller::AdapterConfig;
@@ -188,12 +188,8 @@ async fn breaker_opens_skips_the_seller_probes_half_open_and_closes_on_success()
     let tree: Value = s
         .http
         .get(s.url("/v1/system/supervisors"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let sellers = tree["children"]
         .as_array()
         .unwrap()
@@ -379,12 +375,8 @@ async fn cache_hits_misses_invalidation_and_the_never_cached_markdown() {
     let body: Value = s
         .http
         .get(s.url(&format!("{url}&account_id={}", account.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(body["cached"], true);
     assert_eq!(body["offers"][0]["price_to_pay"]["minor"], 40_000);
     assert_eq!(body["sellers"][0]["status"], "ok");
@@ -496,12 +488,8 @@ async fn search_input_is_validated_over_http() {
             d(1),
             d(3)
         )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(body["offers"].as_array().unwrap().len(), 0);
     s.stop().await;
 }

@@ -95,6 +95,32 @@ impl Drop for FlusherThread {
     }
 }
 
+/// Longest wait for the lock of a data dir that a store just closed in this process.
+const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled in `dir`. Sled's own background thread keeps a dropped database (and its
+/// file lock) alive until it next wakes, so reopening a data dir right after closing it
+/// can meet a held lock: that is retried for up to [`RELOCK_WAIT`]. A lock held by another
+/// process is reported once the wait ends.
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < RELOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Flusher {
     fn start(db: sled::Db, latch: Arc<FailureLatch>) -> Result<Self, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel::<FlushWaiter>();
@@ -171,11 +197,7 @@ impl SledStore {
             StoreError::Io(format!("{what} data dir {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(dir).map_err(|e| refused("cannot create", e.to_string()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| refused("cannot open the store in", describe(&e)))?;
+        let db = open_db(dir).map_err(|e| refused("cannot open the store in", describe(&e)))?;
         let trees: Vec<sled::Tree> = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))

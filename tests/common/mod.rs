@@ -304,3 +304,21 @@ pub mod fake {
         }
     }
 }
+
+/// Sends a request and reads its body as JSON, failing the test on a transport or decode
+/// error.
+pub trait FetchJson {
+    /// The body of the answer, decoded.
+    fn fetch_json<T: serde::de::DeserializeOwned>(self) -> impl std::future::Future<Output = T>;
+}
+
+impl FetchJson for reqwest::RequestBuilder {
+    async fn fetch_json<T: serde::de::DeserializeOwned>(self) -> T {
+        self.send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+}
