@@ -18,6 +18,9 @@ if [ "${1:-}" = "--long" ]; then
     PROPTESTS=1
 else
     : "${SCHEMATHESIS_EXAMPLES:=20}" "${SCHEMATHESIS_TIMEOUT:=300}" "${FUZZ_SECONDS:=20}"
+    # A 20 s smoke run: a dev build of the fuzz targets builds in half the time.
+    : "${FUZZ_BUILD:=dev}"
+    export FUZZ_BUILD
     # `cargo test` (CI runs it first) already ran the property tests at their default.
     PROPTESTS="${PROPTESTS:-0}"
 fi
