@@ -408,5 +408,13 @@ async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceed
     assert!(detail.contains("gave up"), "{detail}");
     let res = s.http.get(&url).send().await.unwrap();
     assert_problem(res, 503, "unavailable", None).await;
+    // The panics were injected, and /metrics counts them.
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let panics = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wayfare_faults_injected_total{kind=\"account_panics\"} "))
+        .unwrap_or_else(|| panic!("no account_panics counter in\n{metrics}"));
+    assert!(panics.parse::<u64>().unwrap() >= 2, "{panics}");
     s.stop().await;
 }

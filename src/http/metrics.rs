@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use crate::actors::coordinator::SagaCounts;
 use crate::actors::seller::LATENCY_BUCKETS_MS;
 use crate::domain::breaker::BreakerState;
+use crate::faults::FaultCounts;
 use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};
 use crate::Runtime;
 
@@ -88,6 +89,9 @@ impl HttpMetrics {
         render_sellers(&mut out, runtime);
         if let Some(sagas) = sagas {
             render_sagas(&mut out, sagas);
+        }
+        if runtime.config().faults.enabled {
+            render_faults(&mut out, &runtime.fault_counts());
         }
         let sent = runtime.mailer_stats().sent.load(Ordering::Relaxed);
         let failed = runtime.mailer_stats().failed.load(Ordering::Relaxed);
@@ -284,4 +288,12 @@ fn render_sagas(out: &mut String, sagas: &SagaCounts) {
          # HELP wayfare_saga_crashes_total Saga actor crashes (each restarted from its record).\n# TYPE wayfare_saga_crashes_total counter\nwayfare_saga_crashes_total {}\n",
         sagas.running, sagas.crashes
     );
+}
+
+/// Faults fired on purpose (`[faults]`), so a drill can be read off the same dashboards.
+fn render_faults(out: &mut String, faults: &FaultCounts) {
+    let _ = writeln!(out, "# HELP wayfare_faults_injected_total Faults fired on purpose by [faults], by kind.\n# TYPE wayfare_faults_injected_total counter");
+    for (kind, n) in faults.rows() {
+        let _ = writeln!(out, "wayfare_faults_injected_total{{kind=\"{kind}\"}} {n}");
+    }
 }
