@@ -216,7 +216,7 @@ fn main() {
     cross.finish();
 
     system.block_on(async {
-        runtime.shutdown().await;
+        runtime.shutdown().await.expect("clean shutdown");
         root.shutdown().await;
     });
     arbiter.stop();

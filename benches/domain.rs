@@ -206,7 +206,7 @@ fn write_path_benches(c: &mut Criterion) {
         })
     });
     g.finish();
-    system.block_on(runtime.shutdown());
+    system.block_on(runtime.shutdown()).expect("clean shutdown");
 }
 
 fn main() {

@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let runtime = Runtime::start(config).await?;
     let result = run(&runtime).await;
-    runtime.shutdown().await;
+    runtime.shutdown().await?;
     result
 }
 

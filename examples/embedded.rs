@@ -36,6 +36,6 @@ async fn main() -> anyhow::Result<()> {
 
     let account = runtime.account(account.id).await?;
     println!("wallet balance: {}", account.wallet.balance);
-    runtime.shutdown().await;
+    runtime.shutdown().await?;
     Ok(())
 }

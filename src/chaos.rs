@@ -368,7 +368,7 @@ pub async fn run(plan: &ChaosPlan, world: &ChaosWorld) -> Result<ChaosReport, Er
     let drive_secs = drive_started.elapsed().as_secs_f64();
     let faults_before = runtime.fault_counts();
     let restart_started = Instant::now();
-    runtime.shutdown().await;
+    runtime.shutdown().await?;
     drop(runtime);
     let runtime = start_runtime(plan, world).await?;
     let restart_secs = restart_started.elapsed().as_secs_f64();
@@ -385,7 +385,7 @@ pub async fn run(plan: &ChaosPlan, world: &ChaosWorld) -> Result<ChaosReport, Er
     let violations = check(&observations);
     let saga_crashes_after_restart = runtime.saga_counts().await.map_or(0, |c| c.crashes);
     let faults = faults_before.plus(&runtime.fault_counts());
-    runtime.shutdown().await;
+    runtime.shutdown().await?;
 
     let mut bookings = BTreeMap::new();
     let mut cancellations = BTreeMap::new();

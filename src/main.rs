@@ -110,8 +110,9 @@ async fn main() -> anyhow::Result<()> {
             println!("wayfare listening on http://{addr}");
             tracing::info!(%addr, "Serving HTTP.");
             let served = wayfare::http::serve(runtime.clone(), listener, shutdown).await;
-            runtime.shutdown().await;
+            let stopped = runtime.shutdown().await;
             served?;
+            stopped.context("the store failed before shutdown; see the log")?;
         }
         Command::Seed {
             common,
@@ -124,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
             config.demo.accounts = 0;
             let runtime = Runtime::start(config).await?;
             let created = runtime.seed_demo(accounts, credit).await;
-            runtime.shutdown().await;
+            runtime.shutdown().await?;
             println!("created {} demo accounts", created?);
         }
         Command::CheckConfig { common } => {

@@ -100,8 +100,8 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM and wait (bounded); a store that failed may make the exit non-zero.
-    fn stop(mut self) {
+    /// SIGTERM and wait (bounded); the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -109,7 +109,7 @@ impl Server {
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 eprintln!("server stopped on SIGTERM: {status}");
-                return;
+                return status;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -569,7 +569,15 @@ async fn mid_run(
     let (status, _) = health(&http, &server).await;
     assert_eq!(status, 503, "fail-stop: still refusing until restarted");
     let lifted = Instant::now();
-    server.stop();
+    let log = server.log.clone();
+    // The store failed, so the process says so in its exit status.
+    let stopped = server.stop();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !stopped.success(),
+        "exit after a store failure: {stopped}\n{text}"
+    );
+    assert!(text.contains("the store failed before shutdown"), "{text}");
     let server = Server::start(data, &dir.join("run-2.log"));
     let (status, body) = health(&http, &server).await;
     eprintln!(
@@ -617,7 +625,8 @@ async fn mid_run(
         "{case}: {} accounts consistent; {replay} refused credits replayed once each",
         accounts.len()
     );
-    server.stop();
+    let stopped = server.stop();
+    assert!(stopped.success(), "a clean stop exits 0: {stopped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

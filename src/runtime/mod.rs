@@ -965,9 +965,14 @@ impl Runtime {
 
     /// Stops every actor (in reverse start order, each within its shutdown timeout),
     /// flushes the store and stops the actor threads. Idempotent.
-    pub async fn shutdown(&self) {
+    ///
+    /// An error means the final flush failed: the store had failed (every acknowledged
+    /// write was flushed when it was acknowledged, so nothing acknowledged is lost), and a
+    /// process should exit non-zero so whatever runs it notices.
+    pub async fn shutdown(&self) -> Result<(), Error> {
         self.inner.root.shutdown().await;
-        if let Err(e) = self.inner.store.flush().await {
+        let flushed = self.inner.store.flush().await;
+        if let Err(e) = &flushed {
             tracing::error!(error = %e, "Final store flush failed.");
         }
         let arbiters = std::mem::take(
@@ -981,6 +986,7 @@ impl Runtime {
             arbiter.stop();
         }
         tracing::info!("Runtime stopped.");
+        Ok(flushed?)
     }
 }
 

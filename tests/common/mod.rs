@@ -140,7 +140,7 @@ impl TestServer {
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
-        self.runtime.shutdown().await;
+        self.runtime.shutdown().await.expect("clean shutdown");
     }
 }
 
