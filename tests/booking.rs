@@ -103,6 +103,14 @@ fn quick(c: &mut wayfare::Config) {
     c.bookings.saga.backoff_max_ms = 5;
 }
 
+/// The simulated seller the tests start from: answers within 2 ms.
+fn fast_seller() -> SimulatedSellerConfig {
+    SimulatedSellerConfig {
+        latency_ms: (0, 2),
+        ..SimulatedSellerConfig::default()
+    }
+}
+
 async fn world(seller_cfg: SimulatedSellerConfig) -> World {
     world_built(seller_cfg, |b| b).await
 }
@@ -112,15 +120,8 @@ async fn world_built(
     seller_cfg: SimulatedSellerConfig,
     more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
 ) -> World {
-    // The default seller latency becomes a fast one; a test that asks for another keeps it.
-    let latency_ms = if seller_cfg.latency_ms == SimulatedSellerConfig::default().latency_ms {
-        (0, 2)
-    } else {
-        seller_cfg.latency_ms
-    };
     let seller = SimulatedSeller::new(SimulatedSellerConfig {
         name: "sim".into(),
-        latency_ms,
         coverage: 1.0,
         ..seller_cfg
     })
@@ -243,7 +244,7 @@ async fn wait_for_email(inbox: &Inbox, booking: &str, kind: &str) {
 
 #[actix_rt::test]
 async fn happy_path_captures_once_books_once_emails_once() {
-    let w = world(SimulatedSellerConfig::default()).await;
+    let w = world(fast_seller()).await;
     let o = order(&w.s.runtime, w.account, 3_000, "tok_approve", "k-happy").await;
     let price = o.offer_price;
     let (b, replayed) = w.s.runtime.book(o).await.unwrap();
@@ -280,7 +281,7 @@ async fn happy_path_captures_once_books_once_emails_once() {
 
 #[actix_rt::test]
 async fn a_declined_card_releases_the_hold_and_fails() {
-    let w = world(SimulatedSellerConfig::default()).await;
+    let w = world(fast_seller()).await;
     let o = order(&w.s.runtime, w.account, 2_000, "tok_decline", "k-decline").await;
     let (b, _) = w.s.runtime.book(o).await.unwrap();
     let b = settled(&w.s.runtime, &b.id).await;
@@ -301,7 +302,7 @@ async fn a_declined_card_releases_the_hold_and_fails() {
 async fn a_seller_rejection_after_authorization_voids_and_releases() {
     let w = world(SimulatedSellerConfig {
         reject_rate: 1.0,
-        ..SimulatedSellerConfig::default()
+        ..fast_seller()
     })
     .await;
     let o = order(&w.s.runtime, w.account, 1_000, "tok_approve", "k-reject").await;
@@ -319,7 +320,7 @@ async fn a_seller_rejection_after_authorization_voids_and_releases() {
 
 #[actix_rt::test]
 async fn a_price_change_fails_clearly_instead_of_charging_a_new_price() {
-    let w = world(SimulatedSellerConfig::default()).await;
+    let w = world(fast_seller()).await;
     let mut o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-price").await;
     o.offer_price = Money::new(o.offer_price.minor - 1, Currency::EUR);
     let (b, _) = w.s.runtime.book(o).await.unwrap();
@@ -339,7 +340,7 @@ async fn a_price_change_fails_clearly_instead_of_charging_a_new_price() {
 async fn a_capture_failure_cancels_the_reservation_and_releases_points() {
     let w = world(SimulatedSellerConfig {
         cancel_fee_percent: 0,
-        ..SimulatedSellerConfig::default()
+        ..fast_seller()
     })
     .await;
     let o = order(
@@ -373,7 +374,7 @@ async fn a_capture_failure_cancels_the_reservation_and_releases_points() {
 async fn a_lost_seller_reply_is_reconciled_to_confirmed_with_one_reservation() {
     let w = world(SimulatedSellerConfig {
         lost_reply_rate: 1.0,
-        ..SimulatedSellerConfig::default()
+        ..fast_seller()
     })
     .await;
     let o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-lost").await;
@@ -480,7 +481,7 @@ async fn operator_routes_are_closed_without_a_configured_token() {
 
 #[actix_rt::test]
 async fn idempotency_key_replays_and_conflicts_over_http() {
-    let w = world(SimulatedSellerConfig::default()).await;
+    let w = world(fast_seller()).await;
     let o = order(&w.s.runtime, w.account, 0, "tok_approve", "unused").await;
     let body = json!({
         "account_id": w.account.to_string(),
@@ -578,7 +579,7 @@ async fn idempotency_key_replays_and_conflicts_over_http() {
 async fn cancelling_a_confirmed_booking_refunds_minus_the_fee_and_restores_points() {
     let w = world(SimulatedSellerConfig {
         cancel_fee_percent: 10,
-        ..SimulatedSellerConfig::default()
+        ..fast_seller()
     })
     .await;
     let o = order(&w.s.runtime, w.account, 4_000, "tok_approve", "k-cancel").await;
@@ -625,7 +626,7 @@ async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
     let w = world_built(
         SimulatedSellerConfig {
             latency_ms: (400, 400),
-            ..SimulatedSellerConfig::default()
+            ..fast_seller()
         },
         move |b| {
             b.store_layer(move |inner| {
@@ -673,7 +674,7 @@ async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
 async fn cancelling_in_flight_ends_cancelled_without_charges() {
     let w = world(SimulatedSellerConfig {
         latency_ms: (300, 300),
-        ..SimulatedSellerConfig::default()
+        ..fast_seller()
     })
     .await;
     let o = order(&w.s.runtime, w.account, 0, "tok_approve", "k-inflight").await;
