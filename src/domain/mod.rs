@@ -5,6 +5,7 @@
 pub mod access;
 pub mod account;
 pub mod backoff;
+pub mod booking;
 pub mod breaker;
 pub mod look_to_book;
 pub mod money;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::InvalidSetting;
 use super::money::{Currency, Money};
+use super::Invalid;
 use crate::sellers::{FlightQuery, HotelQuery, Offer, SearchQuery};
 
 /// Merges offers from all sellers: one offer per SKU, the cheapest seller wins, ties go to
@@ -181,6 +182,25 @@ pub fn cache_key(query: &SearchQuery) -> String {
             )
         }
     }
+}
+
+/// Checks a search before it fans out: the query's own rules, and no travel before
+/// `today`. The error names the field as the client spells it.
+pub fn check_search(query: &SearchQuery, today: NaiveDate) -> Result<(), Invalid> {
+    query
+        .validate()
+        .map_err(|e| Invalid::new(e.field, e.problem))?;
+    if query.travel_date() < today {
+        let field = match query {
+            SearchQuery::Hotel(_) => "check_in",
+            SearchQuery::Flight(_) => "date",
+        };
+        return Err(Invalid::new(
+            field,
+            format!("must not be before today ({today})"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -433,5 +453,38 @@ mod booking_query_tests {
         }
         assert!(booking_query("car:x", d("2027-01-01"), d("2027-01-01")).is_none());
         assert!(booking_query("flight:LISCDG", d("2027-01-01"), d("2027-01-01")).is_none());
+    }
+
+    #[test]
+    fn a_search_may_not_travel_before_today() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let hotel = |check_in| {
+            SearchQuery::Hotel(HotelQuery {
+                city_or_hotel: "Lisbon".into(),
+                check_in,
+                check_out: d("2027-01-05"),
+            })
+        };
+        assert_eq!(
+            check_search(&hotel(d("2027-01-01")), d("2027-01-01")),
+            Ok(())
+        );
+        let late = check_search(&hotel(d("2027-01-01")), d("2027-01-02")).unwrap_err();
+        assert_eq!(late.field, "check_in");
+        let flight = SearchQuery::Flight(FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: d("2027-01-01"),
+            return_date: None,
+        });
+        assert_eq!(
+            check_search(&flight, d("2027-01-02")).unwrap_err().field,
+            "date"
+        );
+        let backwards = hotel(d("2027-01-09"));
+        assert_eq!(
+            check_search(&backwards, d("2027-01-01")).unwrap_err().field,
+            "check_out"
+        );
     }
 }

@@ -22,11 +22,9 @@ use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body};
 use super::problem::Problem;
 use super::AppState;
-use crate::domain::access::Caller;
 use crate::domain::money::Money;
 use crate::domain::Invalid;
-use crate::error::Error;
-use crate::{Booking, BookingOrder};
+use crate::BookingOrder;
 
 /// Registers the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -75,7 +73,6 @@ async fn create(
         field: Some("account_id".into()),
         ..p
     })?;
-    state.runtime.authorize(caller, account).await?;
     let currency = state.runtime.config().accounts.currency;
     let order = BookingOrder {
         account_id: account,
@@ -88,7 +85,7 @@ async fn create(
         card_token: body.card_token,
         idempotency_key: key,
     };
-    let (booking, replayed) = state.runtime.book(order).await?;
+    let (booking, replayed) = state.runtime.book_as(caller, order).await?;
     let status = if replayed {
         StatusCode::OK
     } else {
@@ -106,9 +103,7 @@ async fn get(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = saga_id(&path, false)?;
-    let booking = state.runtime.booking(&id).await?;
-    authorize_booking(&state, caller, &booking).await?;
-    Ok(HttpResponse::Ok().json(booking))
+    Ok(HttpResponse::Ok().json(state.runtime.booking_as(caller, &id).await?))
 }
 
 async fn cancel(
@@ -118,9 +113,8 @@ async fn cancel(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = saga_id(&path, false)?;
-    let booking = state.runtime.booking(&id).await?;
-    authorize_booking(&state, caller, &booking).await?;
-    Ok(HttpResponse::Accepted().json(state.runtime.cancel_booking(&id).await?))
+    let booking = state.runtime.cancel_booking_as(caller, &id).await?;
+    Ok(HttpResponse::Accepted().json(booking))
 }
 
 async fn of_account(
@@ -130,22 +124,7 @@ async fn of_account(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
-    state.runtime.authorize(caller, id).await?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_bookings(id).await?))
-}
-
-/// A booking is its account's: only that account's key (or the operator) may see or
-/// cancel it.
-async fn authorize_booking(
-    state: &AppState,
-    caller: Caller,
-    booking: &Booking,
-) -> Result<(), Problem> {
-    let account = booking
-        .account_id
-        .parse()
-        .map_err(|_| Problem::from(Error::Forbidden("booking has no valid account".into())))?;
-    Ok(state.runtime.authorize(caller, account).await?)
+    Ok(HttpResponse::Ok().json(state.runtime.account_bookings_as(caller, id).await?))
 }
 
 async fn retry(

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use crate::actors::coordinator::SagaCounts;
 use crate::actors::search::SellerOutcome;
-use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 use crate::domain::saga::{HistoryEntry, SagaRecord, SagaState};
 use crate::domain::search::{apply_wallet, Markdown};
@@ -104,29 +103,6 @@ pub(crate) fn personalize(offer: &Offer, wallet: Money) -> OfferView {
         price_to_pay,
         details: offer.details.clone(),
     }
-}
-
-/// What a customer books: an offer from a search, paid with wallet points and a card.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookingOrder {
-    /// Booking account.
-    pub account_id: AccountId,
-    /// Seller of the offer.
-    pub seller: String,
-    /// SKU of the offer.
-    pub sku: String,
-    /// Check-in or outbound date.
-    pub start: chrono::NaiveDate,
-    /// Check-out or return date (equal to `start` for a one-way flight).
-    pub end: chrono::NaiveDate,
-    /// The offer price the customer saw; a seller asking another price fails the booking.
-    pub offer_price: Money,
-    /// Wallet points to use (zero for none).
-    pub wallet_points: Money,
-    /// Card token for the rest (`tok_approve`, ... with the simulated gateway).
-    pub card_token: String,
-    /// The client's idempotency key.
-    pub idempotency_key: String,
 }
 
 /// A booking as customers see it.

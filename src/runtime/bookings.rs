@@ -1,0 +1,149 @@
+//! Bookings: orders checked against the domain's rules and handed to the saga
+//! coordinator; reads, cancellations and operator retries, each with the caller's right
+//! checked here, below HTTP.
+
+use super::{Booking, BookingOrder, Runtime};
+use crate::actors::coordinator::{
+    BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCounts,
+    StartBooking,
+};
+use crate::domain::access::Caller;
+use crate::domain::account::AccountId;
+use crate::domain::saga::{SagaKind, SagaRecord};
+use crate::error::Error;
+
+impl Runtime {
+    /// Starts a booking saga for an offer from a search; the same `idempotency_key` (with
+    /// the same request) returns the same booking. The booking proceeds in the
+    /// background: poll [`booking`](Self::booking).
+    pub async fn book(&self, order: BookingOrder) -> Result<(Booking, bool), Error> {
+        self.book_as(Caller::Operator, order).await
+    }
+
+    /// [`book`](Self::book), if `caller` may act on the order's account.
+    pub async fn book_as(
+        &self,
+        caller: Caller,
+        order: BookingOrder,
+    ) -> Result<(Booking, bool), Error> {
+        // One message checks both the caller's right and that the account exists.
+        self.account_as(caller, order.account_id).await?;
+        let today = chrono::Utc::now().date_naive();
+        let currency = self.inner.config.accounts.currency;
+        order.check(&self.inner.seller_names, currency, today)?;
+        let request = order.into_request();
+        let (record, replayed) = self
+            .inner
+            .coordinator
+            .ask(StartBooking { request })
+            .await??;
+        Ok((self.view(record).await?, replayed))
+    }
+
+    /// A booking with its state and timed history.
+    pub async fn booking(&self, id: &str) -> Result<Booking, Error> {
+        self.booking_as(Caller::Operator, id).await
+    }
+
+    /// [`booking`](Self::booking), if `caller` may see it: only the booking account's key
+    /// (or the operator).
+    pub async fn booking_as(&self, caller: Caller, id: &str) -> Result<Booking, Error> {
+        let record = self.saga(id).await?;
+        if record.kind != SagaKind::Booking {
+            return Err(BookingError::NotFound(id.to_owned()).into());
+        }
+        self.authorize_booking(caller, &record).await?;
+        self.view(record).await
+    }
+
+    /// A booking belongs to its account: the caller must be allowed to act on that.
+    async fn authorize_booking(&self, caller: Caller, record: &SagaRecord) -> Result<(), Error> {
+        if caller == Caller::Operator {
+            return Ok(());
+        }
+        let account: AccountId = record
+            .request
+            .account_id
+            .parse()
+            .map_err(|_| Error::Forbidden("booking has no valid account".into()))?;
+        self.authorize(caller, account).await
+    }
+
+    async fn saga(&self, id: &str) -> Result<SagaRecord, Error> {
+        Ok(self
+            .inner
+            .coordinator
+            .ask(GetSaga { id: id.to_owned() })
+            .await??)
+    }
+
+    async fn view(&self, record: SagaRecord) -> Result<Booking, Error> {
+        let cancellation_id = format!("{}:cancel", record.saga_id);
+        let cancellation = match self.saga(&cancellation_id).await {
+            Ok(c) => Some(c),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Booking::from_records(record, cancellation))
+    }
+
+    /// Cancels a booking: a confirmed one through a cancellation saga (seller fee, refund
+    /// minus the fee, points restored); one still in flight is compensated (before the
+    /// seller reservation) or cancelled right after it is confirmed.
+    pub async fn cancel_booking(&self, id: &str) -> Result<Booking, Error> {
+        self.cancel_booking_as(Caller::Operator, id).await
+    }
+
+    /// [`cancel_booking`](Self::cancel_booking), if `caller` may act on the booking.
+    pub async fn cancel_booking_as(&self, caller: Caller, id: &str) -> Result<Booking, Error> {
+        self.booking_as(caller, id).await?;
+        let record = self
+            .inner
+            .coordinator
+            .ask(CancelBooking { id: id.to_owned() })
+            .await??;
+        self.view(record).await
+    }
+
+    /// Bookings of an account (at most 100, oldest first by id order).
+    pub async fn account_bookings(&self, account: AccountId) -> Result<Vec<Booking>, Error> {
+        self.account(account).await?;
+        let records = self
+            .inner
+            .coordinator
+            .ask(ListBookings {
+                account,
+                limit: 100,
+            })
+            .await??;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.view(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`account_bookings`](Self::account_bookings), if `caller` may act on the account.
+    pub async fn account_bookings_as(
+        &self,
+        caller: Caller,
+        account: AccountId,
+    ) -> Result<Vec<Booking>, Error> {
+        self.authorize(caller, account).await?;
+        self.account_bookings(account).await
+    }
+
+    /// Operator: resumes a saga parked as `needs_attention`.
+    pub async fn retry_saga(&self, id: &str) -> Result<SagaRecord, Error> {
+        Ok(self
+            .inner
+            .coordinator
+            .ask(RetrySaga { id: id.to_owned() })
+            .await??)
+    }
+
+    /// Saga figures: counts by state, parked sagas, running actors, crashes.
+    pub async fn saga_counts(&self) -> Result<SagaCounts, Error> {
+        Ok(self.inner.coordinator.ask(CountSagas).await??)
+    }
+}

@@ -1,0 +1,125 @@
+//! The runtime as operators see it: health, the supervision tree, figures for metrics,
+//! and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Check, Health, Runtime};
+use crate::actors::notify::MailerStats;
+use crate::actors::search::SearchStats;
+use crate::actors::seller::SellerStats;
+use crate::error::Error;
+use crate::faults::FaultCounts;
+use crate::store;
+use crate::supervisor::{SupervisorSnapshot, SupervisorState};
+
+/// Longest a health probe of the store may take before the store counts as failing.
+const STORE_PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+impl Runtime {
+    /// Faults fired on purpose since start (`[faults]`); all zero when it is off.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.inner.faults.snapshot()
+    }
+
+    /// Emails handed to the transport.
+    pub fn mailer_stats(&self) -> &MailerStats {
+        &self.inner.mailer_stats
+    }
+
+    /// Per-seller figures (breaker, calls, look-to-book) for metrics.
+    pub fn seller_stats(&self) -> &[(String, Arc<SellerStats>)] {
+        &self.inner.sellers
+    }
+
+    /// Search cache and coalescing counters for metrics.
+    pub fn search_stats(&self) -> &SearchStats {
+        &self.inner.search_stats
+    }
+
+    /// The supervision tree as it is now.
+    pub fn supervision_tree(&self) -> SupervisorSnapshot {
+        self.inner.root.snapshot()
+    }
+
+    /// Real health: the store takes a flushed write, and every supervisor is within its
+    /// restart intensity.
+    pub async fn health(&self) -> Health {
+        let store = match tokio::time::timeout(
+            STORE_PROBE_DEADLINE,
+            store::probe(&*self.inner.store),
+        )
+        .await
+        {
+            Ok(Ok(())) => Check {
+                ok: true,
+                detail: None,
+            },
+            Ok(Err(e)) => Check {
+                ok: false,
+                detail: Some(e.to_string()),
+            },
+            Err(_) => Check {
+                ok: false,
+                detail: Some(format!("store probe took over {STORE_PROBE_DEADLINE:?}")),
+            },
+        };
+        let tree = self.supervision_tree();
+        let mut failed = Vec::new();
+        tree.for_each_supervisor(&mut |s| {
+            if let Some(f) = &s.failure {
+                if s.state != SupervisorState::Running {
+                    failed.push(f.reason.clone());
+                }
+            }
+        });
+        let supervisors = Check {
+            ok: tree.is_healthy(),
+            detail: (!failed.is_empty()).then(|| failed.join("; ")),
+        };
+        let sagas = match self.saga_counts().await {
+            Ok(mut counts) => {
+                counts.parked.truncate(20);
+                Some(counts)
+            }
+            Err(_) => None,
+        };
+        let mut health = Health {
+            status: "ok",
+            store,
+            supervisors,
+            sagas,
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+        };
+        if !health.is_ok() {
+            health.status = "unhealthy";
+        }
+        health
+    }
+
+    /// Stops every actor (in reverse start order, each within its shutdown timeout),
+    /// flushes the store and stops the actor threads. Idempotent.
+    ///
+    /// An error means the final flush failed: the store had failed (every acknowledged
+    /// write was flushed when it was acknowledged, so nothing acknowledged is lost), and a
+    /// process should exit non-zero so whatever runs it notices.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.root.shutdown().await;
+        let flushed = self.inner.store.flush().await;
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, "Final store flush failed.");
+        }
+        let arbiters = std::mem::take(
+            &mut *self
+                .inner
+                .arbiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        tracing::info!("Runtime stopped.");
+        Ok(flushed?)
+    }
+}
