@@ -15,7 +15,9 @@ use crate::domain::money::Money;
 use crate::domain::saga::StepOutcome;
 
 pub mod faulty;
+pub mod http;
 pub mod simulated;
+pub mod wire;
 
 pub use simulated::{
     GatewayConfigError, GatewayLedger, PaymentFault, PaymentOp, SimulatedGateway,

@@ -1,0 +1,459 @@
+//! `HttpGateway`: the [`PaymentGateway`] contract over JSON/HTTP, speaking the format in
+//! [`super::wire`] (`docs/payment-wire-format.md`).
+//!
+//! What each reply means to the saga is decided here, once:
+//!
+//! - 2xx: the operation took effect; the reply is validated (references, amounts);
+//! - 402 on an authorization: a decline with its typed code, an expected outcome;
+//! - 409 on capture, void, refund: the gateway refuses (already voided, above the
+//!   authorization, ...), an expected outcome;
+//! - 400, 401, 403, 404, 422 and an idempotency conflict: the request can never succeed as
+//!   sent ([`PaymentError::Permanent`]);
+//! - 429, or a connection that was refused before the request left: nothing happened,
+//!   retry later ([`PaymentError::Unavailable`]);
+//! - a timeout, a 5xx, a reset connection or a reply that breaks the format: the request
+//!   may or may not have taken effect ([`PaymentError::Timeout`], an unknown outcome),
+//!   which the saga reconciles with [`PaymentGateway::status`] under the same key. A 5xx is
+//!   never read as a decline.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+use super::wire::{self, AuthorizeBody, CaptureBody, InvalidReply, RefundBody, WireError};
+use super::{
+    AuthOutcome, CaptureOutcome, PaymentError, PaymentFuture, PaymentGateway, PaymentOpStatus,
+    RefundOutcome, VoidOutcome,
+};
+use crate::config::Secret;
+use crate::domain::breaker::InvalidSetting;
+use crate::domain::money::{Currency, Money};
+
+/// Configuration of the HTTP gateway (`[payments.http]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpGatewayConfig {
+    /// Base URL; the wire format's paths are appended. Default `http://127.0.0.1:9100/`.
+    pub base_url: String,
+    /// The merchant's API key, sent as `Authorization: Bearer`. A secret: set it as
+    /// `WAYFARE__PAYMENTS__HTTP__API_KEY`; it is redacted wherever config is printed.
+    pub api_key: Option<Secret>,
+    /// Currency of every amount; replies in another are refused. Default EUR.
+    pub currency: Currency,
+    /// Timeout of one whole request, in ms. Past it the outcome is unknown and reconciled
+    /// by key. Default 5000.
+    pub request_timeout_ms: u64,
+    /// Timeout for establishing a connection, in ms. Default 2000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for HttpGatewayConfig {
+    fn default() -> Self {
+        HttpGatewayConfig {
+            base_url: "http://127.0.0.1:9100/".into(),
+            api_key: None,
+            currency: Currency::EUR,
+            request_timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl HttpGatewayConfig {
+    /// Checks every key, naming the first bad one.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.base_url()?;
+        if self.request_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "request_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(InvalidSetting::new(
+                "connect_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if let Some(key) = &self.api_key {
+            let k = key.expose();
+            if k.is_empty() || k.len() > 256 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(InvalidSetting::new(
+                    "api_key",
+                    "must be 1 to 256 printable ASCII characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
+    fn base_url(&self) -> Result<Url, InvalidSetting> {
+        let mut url = Url::parse(&self.base_url)
+            .map_err(|e| InvalidSetting::new("base_url", e.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(InvalidSetting::new(
+                "base_url",
+                "only http:// is supported (no TLS backend is built in)",
+            ));
+        }
+        if url.cannot_be_a_base() || url.query().is_some() {
+            return Err(InvalidSetting::new(
+                "base_url",
+                "must be a plain http://host[:port][/path] URL",
+            ));
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
+}
+
+/// A payment gateway reached over HTTP. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HttpGateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    base: Url,
+    api_key: Option<Secret>,
+    currency: Currency,
+    client: Client,
+}
+
+/// How a non-2xx reply is read, per operation.
+enum Refusal {
+    /// 402 is a decline (authorizations).
+    Decline,
+    /// 409 is the gateway refusing the operation (capture, void, refund).
+    Rejection,
+    /// Neither applies (status look-ups).
+    None,
+}
+
+/// What an exchange produced before the operation-specific reading.
+enum Reply {
+    /// 2xx: the body.
+    Done(Vec<u8>),
+    /// An expected refusal with the gateway's reason.
+    Refused(String),
+    /// 404 on a look-up.
+    NotFound,
+}
+
+impl HttpGateway {
+    /// Builds a client after validating `config`.
+    pub fn new(config: HttpGatewayConfig) -> Result<Self, InvalidSetting> {
+        config.validate()?;
+        let client = Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .build()
+            .map_err(|e| {
+                InvalidSetting::new("base_url", format!("cannot build HTTP client: {e}"))
+            })?;
+        Ok(HttpGateway {
+            inner: Arc::new(Inner {
+                base: config.base_url()?,
+                api_key: config.api_key,
+                currency: config.currency,
+                client,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    /// `base` + the given path segments, each percent-encoded (keys and references are
+    /// text chosen by others).
+    fn url(&self, segments: &[&str]) -> Result<Url, PaymentError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| PaymentError::Permanent("base URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends one request; reads a 2xx body up to the size limit; sorts every other answer
+    /// into a refusal or a [`PaymentError`] as the module doc says.
+    async fn exchange(
+        &self,
+        method: Method,
+        segments: &[&str],
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+        refusal: Refusal,
+    ) -> Result<Reply, PaymentError> {
+        let mut request = self
+            .client
+            .request(method, self.url(segments)?)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(api_key) = &self.api_key {
+            request = request.bearer_auth(api_key.expose());
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let body = read_capped(response).await?;
+        if status.is_success() {
+            return Ok(Reply::Done(body));
+        }
+        let reason = || {
+            wire::parse::<WireError>(&body)
+                .map(|e| e.reason())
+                .unwrap_or_else(|_| format!("HTTP {status}"))
+        };
+        match (status, refusal) {
+            (StatusCode::PAYMENT_REQUIRED, Refusal::Decline) => Ok(Reply::Refused(reason())),
+            (StatusCode::CONFLICT, Refusal::Rejection)
+                if !reason().starts_with("idempotency_conflict") =>
+            {
+                Ok(Reply::Refused(reason()))
+            }
+            (StatusCode::NOT_FOUND, Refusal::None) => Ok(Reply::NotFound),
+            (StatusCode::TOO_MANY_REQUESTS, _) => Err(PaymentError::Unavailable(reason())),
+            (s, _) if s.is_server_error() => {
+                // The gateway may have acted before failing: an unknown outcome.
+                tracing::warn!(status = %s, reason = %reason(), "Payment gateway failed; outcome unknown.");
+                Err(PaymentError::Timeout)
+            }
+            (s, _) => Err(PaymentError::Permanent(format!("HTTP {s}: {}", reason()))),
+        }
+    }
+
+    async fn post<T: Serialize>(
+        &self,
+        segments: &[&str],
+        key: &str,
+        payload: Option<&T>,
+        refusal: Refusal,
+    ) -> Result<Reply, PaymentError> {
+        let body = payload
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| PaymentError::Permanent(format!("cannot encode request: {e}")))?;
+        self.exchange(Method::POST, segments, Some(key), body, refusal)
+            .await
+    }
+}
+
+/// Reads a body up to [`wire::MAX_REPLY_BYTES`]. A reply cut off or too big leaves the
+/// outcome unknown.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, PaymentError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > wire::MAX_REPLY_BYTES as u64)
+    {
+        return Err(unknown(InvalidReply("body too large".into())));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > wire::MAX_REPLY_BYTES {
+            return Err(unknown(InvalidReply("body too large".into())));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reply that breaks the format: the request reached the gateway, so whatever it did
+/// is unknown; the saga reconciles by key.
+fn unknown(e: InvalidReply) -> PaymentError {
+    tracing::warn!(error = %e, "Payment gateway reply refused; outcome unknown.");
+    PaymentError::Timeout
+}
+
+/// Maps a reqwest failure. A connection that never opened sent nothing (`Unavailable`);
+/// anything later may have reached the gateway (`Timeout`, unknown outcome).
+fn transport_error(e: reqwest::Error) -> PaymentError {
+    if e.is_connect() {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        return PaymentError::Unavailable(text);
+    }
+    PaymentError::Timeout
+}
+
+fn read<T: serde::de::DeserializeOwned, O>(
+    body: &[u8],
+    check: impl FnOnce(T) -> Result<O, InvalidReply>,
+) -> Result<O, PaymentError> {
+    wire::parse(body).and_then(check).map_err(unknown)
+}
+
+impl PaymentGateway for HttpGateway {
+    fn authorize(&self, key: &str, card_token: &str, amount: Money) -> PaymentFuture<AuthOutcome> {
+        let (inner, key) = (self.inner.clone(), key.to_owned());
+        let body = AuthorizeBody {
+            card_token: card_token.to_owned(),
+            amount,
+        };
+        Box::pin(async move {
+            let reply = inner
+                .post(
+                    &["v1", "authorizations"],
+                    &key,
+                    Some(&body),
+                    Refusal::Decline,
+                )
+                .await?;
+            match reply {
+                Reply::Done(b) => read(&b, |r| wire::authorized(r, amount)),
+                Reply::Refused(reason) => Ok(AuthOutcome::Declined { reason }),
+                Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
+            }
+        })
+    }
+
+    fn capture(
+        &self,
+        key: &str,
+        authorization_id: &str,
+        amount: Money,
+    ) -> PaymentFuture<CaptureOutcome> {
+        let (inner, key, auth) = (
+            self.inner.clone(),
+            key.to_owned(),
+            authorization_id.to_owned(),
+        );
+        Box::pin(async move {
+            let path = ["v1", "authorizations", auth.as_str(), "capture"];
+            let body = CaptureBody { amount };
+            match inner
+                .post(&path, &key, Some(&body), Refusal::Rejection)
+                .await?
+            {
+                Reply::Done(b) => read(&b, |r| wire::captured(r, amount)),
+                Reply::Refused(reason) => Ok(CaptureOutcome::Rejected { reason }),
+                Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
+            }
+        })
+    }
+
+    fn void(&self, key: &str, authorization_id: &str) -> PaymentFuture<VoidOutcome> {
+        let (inner, key, auth) = (
+            self.inner.clone(),
+            key.to_owned(),
+            authorization_id.to_owned(),
+        );
+        Box::pin(async move {
+            let path = ["v1", "authorizations", auth.as_str(), "void"];
+            match inner
+                .post::<()>(&path, &key, None, Refusal::Rejection)
+                .await?
+            {
+                Reply::Done(b) => read(&b, |r| wire::voided(r, &auth)),
+                Reply::Refused(reason) => Ok(VoidOutcome::Rejected { reason }),
+                Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
+            }
+        })
+    }
+
+    fn refund(&self, key: &str, payment_id: &str, amount: Money) -> PaymentFuture<RefundOutcome> {
+        let (inner, key) = (self.inner.clone(), key.to_owned());
+        let body = RefundBody {
+            payment_id: payment_id.to_owned(),
+            amount,
+        };
+        Box::pin(async move {
+            match inner
+                .post(&["v1", "refunds"], &key, Some(&body), Refusal::Rejection)
+                .await?
+            {
+                Reply::Done(b) => read(&b, |r| wire::refunded(r, amount)),
+                Reply::Refused(reason) => Ok(RefundOutcome::Rejected { reason }),
+                Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
+            }
+        })
+    }
+
+    fn status(&self, key: &str) -> PaymentFuture<Option<PaymentOpStatus>> {
+        let (inner, key) = (self.inner.clone(), key.to_owned());
+        Box::pin(async move {
+            let path = ["v1", "operations", key.as_str()];
+            let reply = inner
+                .exchange(Method::GET, &path, None, None, Refusal::None)
+                .await;
+            match reply {
+                Ok(Reply::Done(b)) => {
+                    let currency = inner.currency;
+                    wire::parse(&b)
+                        .and_then(|op| wire::operation(op, currency))
+                        .map(Some)
+                        // A look-up changes nothing, so a bad reply is just no answer yet.
+                        .map_err(|e| PaymentError::Unavailable(e.to_string()))
+                }
+                Ok(Reply::NotFound) => Ok(None),
+                Ok(Reply::Refused(reason)) => Err(PaymentError::Unavailable(reason)),
+                // A look-up that timed out changed nothing either: ask again later.
+                Err(PaymentError::Timeout) => {
+                    Err(PaymentError::Unavailable("status look-up timed out".into()))
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_key() {
+        assert!(HttpGatewayConfig::default().validate().is_ok());
+        let bad = |c: HttpGatewayConfig| c.validate().unwrap_err().key;
+        assert_eq!(
+            bad(HttpGatewayConfig {
+                base_url: "ftp://x/".into(),
+                ..Default::default()
+            }),
+            "base_url"
+        );
+        assert_eq!(
+            bad(HttpGatewayConfig {
+                request_timeout_ms: 0,
+                ..Default::default()
+            }),
+            "request_timeout_ms"
+        );
+        assert_eq!(
+            bad(HttpGatewayConfig {
+                api_key: Some(Secret::new("has space")),
+                ..Default::default()
+            }),
+            "api_key"
+        );
+    }
+
+    #[test]
+    fn keys_and_references_are_encoded_under_the_base() {
+        let gw = HttpGateway::new(HttpGatewayConfig {
+            base_url: "http://h:1/pay".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let url = gw.inner.url(&["v1", "operations", "s/1:capture"]).unwrap();
+        assert_eq!(url.as_str(), "http://h:1/pay/v1/operations/s%2F1:capture");
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP payment gateway client against `examples/fake_gateway.rs` running as its own
+//! process on an ephemeral port: approvals, typed declines, and every kind of unknown
+//! outcome (5xx, hang, act-then-drop) reconciled by idempotency key, also across a restart
+//! of the fake on its data dir; then a booking saga paying through it.
+//!
+//! `cargo test` builds the examples before it runs tests; run alone, this file needs
+//! `cargo build --example fake_gateway` first (the test says so if the binary is missing).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
+use wayfare::actors::seller::AdapterConfig;
+use wayfare::config::Secret;
+use wayfare::domain::money::{Currency, Money};
+use wayfare::domain::saga::SagaState;
+use wayfare::payments::http::{HttpGateway, HttpGatewayConfig};
+use wayfare::payments::{
+    AuthOutcome, CaptureOutcome, PaymentError, PaymentGateway, PaymentOpStatus, RefundOutcome,
+    VoidOutcome,
+};
+use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
+use wayfare::sellers::Vertical;
+use wayfare::CustomSeller;
+
+const API_KEY: &str = "gw-test-key-0123";
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::EUR)
+}
+
+/// The fake gateway binary that `cargo test` built next to this test's own binary.
+fn fake_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("examples").join("fake_gateway");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --example fake_gateway` (plain `cargo test` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A fake gateway process; killed when dropped.
+struct Fake {
+    child: Child,
+    url: String,
+}
+
+impl Fake {
+    fn start(data: &Path, extra: &[&str]) -> Fake {
+        let mut child = Command::new(fake_binary())
+            .args(["--bind", "127.0.0.1:0", "--api-key", API_KEY, "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fake gateway starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("fake_gateway listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Fake {
+            child,
+            url: format!("http://{addr}/"),
+        }
+    }
+
+    fn client(&self, timeout_ms: u64) -> HttpGateway {
+        HttpGateway::new(HttpGatewayConfig {
+            base_url: self.url.clone(),
+            api_key: Some(Secret::new(API_KEY)),
+            request_timeout_ms: timeout_ms,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    async fn ledger(&self) -> Value {
+        reqwest::get(format!("{}_fake/ledger", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authorization_id(outcome: AuthOutcome) -> String {
+    match outcome {
+        AuthOutcome::Authorized { authorization_id } => authorization_id,
+        other => panic!("expected an authorization, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn approve_capture_refund_and_replays_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start(dir.path(), &[]);
+    let gw = fake.client(2_000);
+    let auth = authorization_id(
+        gw.authorize("s1:authorize", "tok_approve", eur(10_000))
+            .await
+            .unwrap(),
+    );
+    let again = authorization_id(
+        gw.authorize("s1:authorize", "tok_approve", eur(10_000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(auth, again, "a replayed key answers the first result");
+    let capture = gw.capture("s1:capture", &auth, eur(8_000)).await.unwrap();
+    assert!(
+        matches!(capture, CaptureOutcome::Captured { .. }),
+        "{capture:?}"
+    );
+    let refund = gw.refund("s1:refund", &auth, eur(3_000)).await.unwrap();
+    assert!(
+        matches!(refund, RefundOutcome::Refunded { .. }),
+        "{refund:?}"
+    );
+    // Refusals are outcomes, not errors.
+    let twice = gw.capture("s1:capture-2", &auth, eur(1)).await.unwrap();
+    assert!(
+        matches!(&twice, CaptureOutcome::Rejected { reason } if reason.starts_with("already_captured")),
+        "{twice:?}"
+    );
+    let void = gw.void("s1:void", &auth).await.unwrap();
+    assert!(matches!(void, VoidOutcome::Rejected { .. }), "{void:?}");
+    // The same key for another request can never succeed.
+    let conflict = gw.authorize("s1:authorize", "tok_approve", eur(1)).await;
+    assert!(
+        matches!(conflict, Err(PaymentError::Permanent(_))),
+        "{conflict:?}"
+    );
+
+    let ledger = fake.ledger().await;
+    assert_eq!(
+        ledger["authorizations"].as_array().unwrap().len(),
+        1,
+        "{ledger}"
+    );
+    assert_eq!(ledger["captures"][0]["key"], "s1:capture", "{ledger}");
+    assert_eq!(ledger["captures"][0]["amount"]["minor"], 8_000);
+    assert_eq!(ledger["refunds"][0]["key"], "s1:refund");
+    assert_eq!(ledger["refunds"][0]["amount"]["minor"], 3_000);
+}
+
+#[tokio::test]
+async fn declines_are_typed_outcomes_and_bad_credentials_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start(dir.path(), &[]);
+    let gw = fake.client(2_000);
+    for (token, code) in [
+        ("tok_decline", "card_declined"),
+        ("tok_insufficient", "insufficient_funds"),
+        ("tok_expired", "expired_card"),
+    ] {
+        let key = format!("d:{token}");
+        match gw.authorize(&key, token, eur(500)).await.unwrap() {
+            AuthOutcome::Declined { reason } => assert!(reason.starts_with(code), "{reason}"),
+            other => panic!("{token}: {other:?}"),
+        }
+        let status = gw.status(&key).await.unwrap();
+        assert!(
+            matches!(status, Some(PaymentOpStatus::Declined { .. })),
+            "{status:?}"
+        );
+    }
+    assert_eq!(gw.status("never-sent").await.unwrap(), None);
+    let stranger = HttpGateway::new(HttpGatewayConfig {
+        base_url: fake.url.clone(),
+        api_key: Some(Secret::new("wrong-key")),
+        ..Default::default()
+    })
+    .unwrap();
+    let refused = stranger.authorize("x", "tok_approve", eur(1)).await;
+    assert!(
+        matches!(refused, Err(PaymentError::Permanent(_))),
+        "{refused:?}"
+    );
+}
+
+/// 5xx, a hang before acting and acting-then-dropping all leave the outcome unknown; the
+/// key tells afterwards, also from a restarted fake on the same data dir.
+#[tokio::test]
+async fn unknown_outcomes_are_reconciled_by_key_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fault, took_effect) in [
+        ("--error-rate", false),
+        ("--hang-rate", false),
+        ("--drop-rate", true),
+    ] {
+        let key = format!("u{fault}:authorize");
+        let faulty = Fake::start(dir.path(), &[fault, "1"]);
+        let reply = faulty
+            .client(300)
+            .authorize(&key, "tok_approve", eur(700))
+            .await;
+        assert_eq!(
+            reply,
+            Err(PaymentError::Timeout),
+            "{fault}: a 5xx or silence is never a decline"
+        );
+        drop(faulty);
+
+        let fake = Fake::start(dir.path(), &[]);
+        let gw = fake.client(2_000);
+        let status = gw.status(&key).await.unwrap();
+        if took_effect {
+            let Some(PaymentOpStatus::Authorized {
+                authorization_id,
+                amount,
+            }) = status
+            else {
+                panic!("{fault}: the authorization that happened is found: {status:?}");
+            };
+            assert_eq!(amount, eur(700));
+            // Retrying with the key finds the same authorization: nothing doubles.
+            let retried = authorization_id_of(gw.authorize(&key, "tok_approve", eur(700)).await);
+            assert_eq!(retried, authorization_id);
+        } else {
+            assert_eq!(status, None, "{fault}: nothing happened");
+        }
+    }
+    let fake = Fake::start(dir.path(), &[]);
+    let ledger = fake.ledger().await;
+    assert_eq!(
+        ledger["authorizations"].as_array().unwrap().len(),
+        1,
+        "only the dropped reply's authorization exists, once: {ledger}"
+    );
+}
+
+fn authorization_id_of(reply: Result<AuthOutcome, PaymentError>) -> String {
+    authorization_id(reply.unwrap())
+}
+
+/// A booking saga paying through the HTTP gateway: confirmed, and the fake's own ledger
+/// holds one authorization and one capture under the saga's keys.
+#[actix_rt::test]
+async fn a_booking_pays_through_the_http_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start(dir.path(), &[]);
+    let gateway: Arc<dyn PaymentGateway> = Arc::new(fake.client(2_000));
+    let seller = SimulatedSeller::new(SimulatedSellerConfig {
+        name: "sim".into(),
+        coverage: 1.0,
+        latency_ms: (0, 2),
+        ..SimulatedSellerConfig::default()
+    })
+    .unwrap();
+    let seller = CustomSeller {
+        api: Arc::new(seller),
+        verticals: vec![Vertical::Hotel],
+        adapter: AdapterConfig::default(),
+    };
+    let server = common::TestServer::start_built(
+        |_| {},
+        move |builder| builder.payment_gateway(gateway).seller(seller),
+    )
+    .await;
+    let account: wayfare::domain::account::AccountId = server
+        .create_account("Gateway Payer")
+        .await
+        .parse()
+        .unwrap();
+    let start = chrono::Utc::now().date_naive() + chrono::Days::new(30);
+    let search = server
+        .runtime
+        .search_hotels(
+            wayfare::sellers::HotelQuery {
+                city_or_hotel: "Lisbon".into(),
+                check_in: start,
+                check_out: start + chrono::Days::new(2),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let offer = &search.offers[0];
+    let (booking, _) = server
+        .runtime
+        .book(wayfare::BookingOrder {
+            account_id: account,
+            seller: offer.seller.clone(),
+            sku: offer.sku.clone(),
+            start,
+            end: start + chrono::Days::new(2),
+            offer_price: offer.price,
+            wallet_points: eur(0),
+            card_token: "tok_approve".into(),
+            idempotency_key: "gateway-booking-1".into(),
+        })
+        .await
+        .unwrap();
+    let id = booking.id.clone();
+    // Wait for the saga to finish (it runs in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let finished = loop {
+        let b = server.runtime.booking(&id).await.unwrap();
+        if !matches!(
+            b.state,
+            SagaState::Pending | SagaState::PaymentAuthorized | SagaState::SellerConfirmed
+        ) {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "booking stuck: {b:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(finished.state, SagaState::Confirmed, "{finished:?}");
+    let ledger = fake.ledger().await;
+    let auths = ledger["authorizations"].as_array().unwrap();
+    let captures = ledger["captures"].as_array().unwrap();
+    assert_eq!((auths.len(), captures.len()), (1, 1), "{ledger}");
+    assert!(
+        auths[0]["key"].as_str().unwrap().starts_with(&id),
+        "keys are the saga's: {ledger}"
+    );
+    assert_eq!(captures[0]["amount"]["minor"], offer.price.minor);
+    server.stop().await;
+}
