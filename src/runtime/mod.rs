@@ -65,6 +65,9 @@ struct Inner {
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
+    /// The store's health as last probed, and the task that probes it.
+    probe: Arc<system::StoreProbe>,
+    probe_task: Mutex<Option<actix_rt::task::JoinHandle<()>>>,
     /// Faults fired on purpose (`[faults]`).
     faults: Arc<FaultCounters>,
 }

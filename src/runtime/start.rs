@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
 
+use super::system::StoreProbe;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
 use crate::actors::account::{AccountFaults, AccountShard};
 use crate::actors::booking::SagaDeps;
@@ -135,6 +136,9 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     };
     let (bookings, coordinator) = bookings_subtree(&wiring, deps);
 
+    let probe = Arc::new(StoreProbe::first(&*store).await);
+    let probe_task = actix_rt::spawn(probe.clone().run(store.clone()));
+
     let shutdown_timeout = wiring.shutdown_timeout;
     let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, wiring.policy());
     root.supervisor(accounts, Restart::Permanent, shutdown_timeout);
@@ -162,6 +166,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             arbiters: Mutex::new(arbiters),
             started: Instant::now(),
             faults: fault_counters,
+            probe,
+            probe_task: Mutex::new(Some(probe_task)),
             config,
         }),
     };

@@ -2,7 +2,9 @@
 //! and shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use super::{Check, Health, Runtime};
 use crate::actors::notify::MailerStats;
@@ -10,11 +12,60 @@ use crate::actors::search::SearchStats;
 use crate::actors::seller::SellerStats;
 use crate::error::Error;
 use crate::faults::FaultCounts;
-use crate::store;
+use crate::store::{self, Store};
 use crate::supervisor::{SupervisorSnapshot, SupervisorState};
 
 /// Longest a health probe of the store may take before the store counts as failing.
 const STORE_PROBE_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the store is probed (a record written and flushed). `/health` reports the
+/// last result with its age instead of writing on every call, so a flood of anonymous
+/// health checks costs no disk I/O.
+pub(super) const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The store's health as last probed. Written only by the probe task; read by `/health`.
+#[derive(Debug)]
+pub(super) struct StoreProbe {
+    last: ArcSwap<(Check, Instant)>,
+}
+
+impl StoreProbe {
+    /// Probes once now, so health is known before the first request.
+    pub(super) async fn first(store: &dyn Store) -> StoreProbe {
+        StoreProbe {
+            last: ArcSwap::from_pointee((probe(store).await, Instant::now())),
+        }
+    }
+
+    /// Probes every [`STORE_PROBE_INTERVAL`] until the task is aborted (at shutdown).
+    pub(super) async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
+        loop {
+            tokio::time::sleep(STORE_PROBE_INTERVAL).await;
+            let check = probe(&*store).await;
+            if !check.ok {
+                tracing::warn!(detail = ?check.detail, "Store probe failed.");
+            }
+            self.last.store(Arc::new((check, Instant::now())));
+        }
+    }
+}
+
+/// Writes and flushes a probe record within [`STORE_PROBE_DEADLINE`].
+async fn probe(store: &dyn Store) -> Check {
+    match tokio::time::timeout(STORE_PROBE_DEADLINE, store::probe(store)).await {
+        Ok(Ok(())) => Check {
+            ok: true,
+            detail: None,
+        },
+        Ok(Err(e)) => Check {
+            ok: false,
+            detail: Some(e.to_string()),
+        },
+        Err(_) => Check {
+            ok: false,
+            detail: Some(format!("store probe took over {STORE_PROBE_DEADLINE:?}")),
+        },
+    }
+}
 
 impl Runtime {
     /// Faults fired on purpose since start (`[faults]`); all zero when it is off.
@@ -42,27 +93,18 @@ impl Runtime {
         self.inner.root.snapshot()
     }
 
-    /// Real health: the store takes a flushed write, and every supervisor is within its
-    /// restart intensity.
+    /// Real health: the store took a flushed write at its last probe (and has not failed
+    /// since), and every supervisor is within its restart intensity. Costs no I/O: the
+    /// probe runs on its own schedule.
     pub async fn health(&self) -> Health {
-        let store = match tokio::time::timeout(
-            STORE_PROBE_DEADLINE,
-            store::probe(&*self.inner.store),
-        )
-        .await
-        {
-            Ok(Ok(())) => Check {
-                ok: true,
-                detail: None,
-            },
-            Ok(Err(e)) => Check {
+        let last = self.inner.probe.last.load();
+        let store = match self.inner.store.failure_cause() {
+            // A fail-stop store says so at once, without waiting for the next probe.
+            Some(cause) => Check {
                 ok: false,
-                detail: Some(e.to_string()),
+                detail: Some(cause),
             },
-            Err(_) => Check {
-                ok: false,
-                detail: Some(format!("store probe took over {STORE_PROBE_DEADLINE:?}")),
-            },
+            None => last.0.clone(),
         };
         let tree = self.supervision_tree();
         let mut failed = Vec::new();
@@ -89,6 +131,7 @@ impl Runtime {
             store,
             supervisors,
             sagas,
+            store_probe_age_ms: last.1.elapsed().as_millis() as u64,
             uptime_secs: self.inner.started.elapsed().as_secs(),
         };
         if !health.is_ok() {
@@ -104,6 +147,15 @@ impl Runtime {
     /// write was flushed when it was acknowledged, so nothing acknowledged is lost), and a
     /// process should exit non-zero so whatever runs it notices.
     pub async fn shutdown(&self) -> Result<(), Error> {
+        if let Some(task) = self
+            .inner
+            .probe_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.inner.root.shutdown().await;
         let flushed = self.inner.store.flush().await;
         if let Err(e) = &flushed {

@@ -15,8 +15,11 @@ use crate::sellers::{Offer, OfferDetails};
 pub struct Health {
     /// `ok` or `unhealthy`.
     pub status: &'static str,
-    /// Store check: a probe record written and flushed.
+    /// Store check: a probe record written and flushed at the last probe, and no I/O
+    /// failure since.
     pub store: Check,
+    /// Milliseconds since the last store probe (probes run every few seconds).
+    pub store_probe_age_ms: u64,
     /// Every supervisor within its restart intensity.
     pub supervisors: Check,
     /// Saga figures; parked sagas are listed for operators (they do not make the service

@@ -48,6 +48,10 @@ impl FaultyStore {
 }
 
 impl Store for FaultyStore {
+    fn failure_cause(&self) -> Option<String> {
+        self.inner.failure_cause()
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(tree, key)
     }

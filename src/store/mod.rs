@@ -146,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write so far durable. Concurrent callers share one disk sync.
     fn flush(&self) -> StoreFuture<()>;
+
+    /// Why this store refuses writes for good (a fail-stop store after an I/O error), if
+    /// it does. Cheap: `/health` asks on every call.
+    fn failure_cause(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Printable form of a key for error messages: UTF-8 where it is, hex otherwise.

@@ -241,6 +241,10 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn failure_cause(&self) -> Option<String> {
+        self.failure().map(str::to_owned)
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree(tree).get(key).map_err(io)?.map(|v| v.to_vec()))
     }
