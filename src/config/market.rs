@@ -72,7 +72,6 @@ fn all_verticals() -> Vec<Vertical> {
     vec![Vertical::Hotel, Vertical::Flight]
 }
 
-
 /// `[bookings]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,4 +97,3 @@ impl Default for BookingsConfig {
         }
     }
 }
-

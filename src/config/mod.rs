@@ -43,7 +43,9 @@ pub use accounts::{AccountsConfig, DemoConfig, SupervisorConfig};
 pub use faults::FaultsConfig;
 pub use load::{env_overrides, ConfigSource, LoadedConfig, Location, SHIPPED_CONFIG};
 pub use market::{BookingsConfig, SearchConfig, SellerEntry, SellerKind};
-pub use service::{AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreConfig};
+pub use service::{
+    AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreConfig,
+};
 
 use crate::payments::simulated::SimulatedGatewayConfig;
 

@@ -58,7 +58,6 @@ pub struct RuntimeConfig {
     pub arbiters: usize,
 }
 
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -139,4 +138,3 @@ impl Serialize for Secret {
         s.serialize_str("<redacted>")
     }
 }
-

@@ -168,5 +168,4 @@ impl Config {
         }
         Ok(())
     }
-
 }
