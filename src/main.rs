@@ -4,13 +4,18 @@
 //! are config keys) marks a production process: it refuses to start with fault injection
 //! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers, or with
 //! demo accounts (`demo.accounts > 0`), whose API keys are public.
+//!
+//! Any failure prints `error: <message>` (and its causes, one per line) on stderr and
+//! exits with status 1; never a backtrace.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use wayfare::config::LogFormat;
+use wayfare::config::{env_overrides, LoadedConfig, LogFormat};
 use wayfare::{Config, Runtime};
 
 /// Actor-based runtime for a travel marketplace.
@@ -51,7 +56,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Config file (default: ./config.toml when present, else built-in defaults).
+    /// Config file; it must exist (default: ./config.toml when present, else the built-in
+    /// defaults, which are the shipped config.toml: the demo with three simulated sellers
+    /// and ten demo accounts).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data directory (overrides store.data_dir).
@@ -67,39 +74,74 @@ struct Common {
 }
 
 impl Common {
-    fn load(&self) -> anyhow::Result<Config> {
+    /// Loads the config as every subcommand does: the file layer, `WAYFARE__*` variables,
+    /// then the flags, validated; refusals name the file line, variable or flag at fault.
+    fn load(&self) -> anyhow::Result<LoadedConfig> {
         let default = Path::new("config.toml");
         let path = match &self.config {
+            // An explicit path must exist: falling back to the demo would run something
+            // the operator did not ask for.
             Some(p) => Some(p.as_path()),
             None if default.exists() => Some(default),
             None => None,
         };
-        let mut config = Config::load(path)?;
+        let mut loaded = Config::load_layered(path, env_overrides()?)?;
         if let Some(dir) = &self.data_dir {
-            config.store.data_dir = dir.clone();
+            loaded.config.store.data_dir = dir.clone();
+            loaded.set_by_flag("--data-dir", "store.data_dir");
         }
         if let Some(format) = self.log_format {
-            config.log.format = format;
+            loaded.config.log.format = format;
+            loaded.set_by_flag("--log-format", "log.format");
         }
-        config.validate()?;
+        loaded.validate()?;
         if self.production {
-            config.refuse_in_production()?;
+            loaded.refuse_in_production()?;
         }
-        Ok(config)
+        Ok(loaded)
     }
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+/// Starts tracing with the config's settings and logs where the config came from (names
+/// only: a variable's value may be a secret).
+fn init_tracing(loaded: &LoadedConfig) {
+    wayfare::telemetry::init(loaded.config.log.format, &loaded.config.log.level);
+    let sources = loaded
+        .sources
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(%sources, "Loaded configuration.");
+}
+
+/// Any start-up or run failure: `error: <message>` and its causes on stderr, exit 1. No
+/// backtrace, whatever `RUST_BACKTRACE` says: these are operator errors, not bugs.
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match actix_web::rt::System::new().block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { common, bind } => {
-            let mut config = common.load()?;
+            let mut loaded = common.load()?;
             if let Some(bind) = bind {
-                config.server.bind = bind;
-                config.validate()?;
+                loaded.config.server.bind = bind;
+                loaded.set_by_flag("--bind", "server.bind");
+                loaded.validate()?;
             }
-            wayfare::telemetry::init(config.log.format, &config.log.level);
+            init_tracing(&loaded);
+            let config = loaded.config;
             let listener = TcpListener::bind(&config.server.bind)
                 .with_context(|| format!("cannot listen on {}", config.server.bind))?;
             let addr = listener.local_addr()?;
@@ -119,8 +161,9 @@ async fn main() -> anyhow::Result<()> {
             accounts,
             credit_minor,
         } => {
-            let mut config = common.load()?;
-            wayfare::telemetry::init(config.log.format, &config.log.level);
+            let loaded = common.load()?;
+            init_tracing(&loaded);
+            let mut config = loaded.config;
             let credit = credit_minor.unwrap_or(config.demo.credit_minor);
             config.demo.accounts = 0;
             let runtime = Runtime::start(config).await?;
@@ -129,9 +172,15 @@ async fn main() -> anyhow::Result<()> {
             println!("created {} demo accounts", created?);
         }
         Command::CheckConfig { common } => {
-            let config = common.load()?;
-            print!("{}", toml::to_string(&config)?);
-            eprintln!("config is valid");
+            let loaded = common.load()?;
+            print!("{}", toml::to_string(&loaded.config)?);
+            let sources = loaded
+                .sources
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            eprintln!("config is valid (from {sources})");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `--production` (or `WAYFARE_PRODUCTION`) refuses a config with fault injection enabled
-//! or with demo accounts, naming the key; without faults it changes nothing. Runs the real `wayfare` binary's
+//! or with demo accounts (the built-in defaults have ten), naming the key; without them it
+//! changes nothing. Runs the real `wayfare` binary's
 //! `check-config`, which loads config exactly as `serve` does.
 
 use std::process::{Command, Output};
@@ -39,9 +40,18 @@ fn production_refuses_enabled_faults_and_names_the_key() {
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("demo.accounts"), "{stderr}");
 
-    // Faults in a non-production process, and production without faults, are fine.
+    // Without a config file the built-in defaults are the shipped demo, whose demo
+    // accounts production refuses, pointing at the shipped file.
+    let refused = check_config(&["--production"], &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("demo.accounts"), "{stderr}");
+    assert!(stderr.contains("built-in defaults"), "{stderr}");
+
+    // Faults in a non-production process, and production without faults or demo
+    // accounts, are fine.
     assert!(check_config(&[], &faults_on).status.success());
-    let fine = check_config(&["--production"], &[]);
+    let fine = check_config(&["--production"], &[("WAYFARE__DEMO__ACCOUNTS", "0")]);
     assert!(
         fine.status.success(),
         "{}",

@@ -110,14 +110,24 @@ fn open_db(dir: &Path) -> sled::Result<sled::Db> {
             .cache_capacity(64 * 1024 * 1024)
             .open()
         {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && started.elapsed() < RELOCK_WAIT =>
-            {
+            Err(e) if is_held_lock(&e) && started.elapsed() < RELOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
         }
+    }
+}
+
+/// Whether sled refused to open because another open database holds the directory's
+/// file lock. sled 0.34 reports it as an `Other` I/O error whose text is "could not
+/// acquire lock on ...: Os { code: 11, kind: WouldBlock, .. }", so the text is checked too.
+fn is_held_lock(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(e) => {
+            e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().starts_with("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
@@ -197,7 +207,16 @@ impl SledStore {
             StoreError::Io(format!("{what} data dir {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(dir).map_err(|e| refused("cannot create", e.to_string()))?;
-        let db = open_db(dir).map_err(|e| refused("cannot open the store in", describe(&e)))?;
+        let db = open_db(dir).map_err(|e| match e {
+            // sled takes an exclusive file lock on the directory; `open_db` already waited
+            // out this process's own just-closed store, so the holder is another process.
+            e if is_held_lock(&e) => StoreError::Io(format!(
+                "data dir {} is held by another wayfare process (one process per data \
+                     dir); stop it or choose another --data-dir",
+                dir.display()
+            )),
+            e => refused("cannot open the store in", describe(&e)),
+        })?;
         let trees: Vec<sled::Tree> = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))

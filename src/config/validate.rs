@@ -1,0 +1,171 @@
+//! Range checks serde cannot express, each naming its dotted key, and the production
+//! rules. Types and ranges of single values are serde's job (see the section files).
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError, SellerKind};
+use crate::domain::search::validate_ttl_table;
+
+impl Config {
+    /// The production rules (`--production` or `WAYFARE_PRODUCTION=1`): no fault injection,
+    /// and no demo accounts, whose API keys are published in the README.
+    pub fn refuse_in_production(&self) -> Result<(), ConfigError> {
+        self.faults.refuse_in_production()?;
+        if self.demo.accounts > 0 {
+            return Err(ConfigError::Invalid {
+                key: "demo.accounts",
+                reason: "must be 0 in production mode: demo accounts have well-known API keys"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return bad("server.bind", "must be an address like 127.0.0.1:8080");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            return bad("server.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        if self.server.workers > 256 {
+            return bad("server.workers", "must be at most 256");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.runtime.arbiters > 256 {
+            return bad("runtime.arbiters", "must be at most 256");
+        }
+        if self.accounts.shards > 1024 {
+            return bad("accounts.shards", "must be at most 1024");
+        }
+        if !(1..=1_000_000).contains(&self.accounts.mailbox_capacity) {
+            return bad("accounts.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if !(1..=600_000).contains(&self.accounts.deadline_ms) {
+            return bad("accounts.deadline_ms", "must be between 1 and 600000");
+        }
+        if self.accounts.cache_capacity == 0 {
+            return bad("accounts.cache_capacity", "must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.accounts.max_page_size) {
+            return bad("accounts.max_page_size", "must be between 1 and 10000");
+        }
+        if self.supervisor.within_secs == 0 {
+            return bad("supervisor.within_secs", "must be at least 1");
+        }
+        if self.supervisor.backoff_min_ms > self.supervisor.backoff_max_ms {
+            return bad(
+                "supervisor.backoff_min_ms",
+                "must not exceed supervisor.backoff_max_ms",
+            );
+        }
+        if self.supervisor.shutdown_timeout_ms == 0 {
+            return bad("supervisor.shutdown_timeout_ms", "must be at least 1");
+        }
+        if self.demo.accounts > 100_000 {
+            return bad("demo.accounts", "must be at most 100000");
+        }
+        if !(0..=crate::domain::wallet::MAX_AMOUNT_MINOR).contains(&self.demo.credit_minor) {
+            return bad("demo.credit_minor", "must be between 0 and 1000000000000");
+        }
+        self.faults.validate()?;
+        if self.search.aggregators > 256 {
+            return bad("search.aggregators", "must be at most 256");
+        }
+        if !(1..=60_000).contains(&self.search.deadline_ms) {
+            return bad("search.deadline_ms", "must be between 1 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.search.mailbox_capacity) {
+            return bad("search.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if let Err(e) = self.search.cache.validate() {
+            return Err(ConfigError::Nested(format!(
+                "search.cache.{}: {}",
+                e.key, e.problem
+            )));
+        }
+        if let Err(e) = validate_ttl_table(&self.search.cache.ttl_table) {
+            return Err(ConfigError::Nested(format!(
+                "search.cache.{}: {}",
+                e.key, e.problem
+            )));
+        }
+        self.validate_sellers()?;
+        if self.bookings.max_in_flight == 0 {
+            return bad("bookings.max_in_flight", "must be at least 1");
+        }
+        if !(1..=600_000).contains(&self.bookings.step_timeout_ms) {
+            return bad("bookings.step_timeout_ms", "must be between 1 and 600000");
+        }
+        if !(1..=1_000_000).contains(&self.bookings.mailbox_capacity) {
+            return bad("bookings.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if let Err(e) = self.bookings.saga.validate() {
+            return Err(ConfigError::Nested(format!(
+                "bookings.{}: {}",
+                e.key, e.reason
+            )));
+        }
+        if let Err(e) = self.payments.validate() {
+            return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
+        }
+        if let Some(token) = &self.admin.token {
+            if let Err(e) = crate::domain::access::validate_token("admin.token", token.expose()) {
+                return bad("admin.token", &e.message);
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad(
+                "log.level",
+                "must be a tracing filter such as info or wayfare=debug",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_sellers(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, seller) in self.sellers.iter().enumerate() {
+            let at = |key: &str, problem: &str| {
+                ConfigError::Nested(format!("sellers[{i}].{key}: {problem}"))
+            };
+            let valid_name = !seller.name.is_empty()
+                && seller.name.len() <= 64
+                && seller
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(at("name", "must be 1..64 letters, digits, '-' or '_'"));
+            }
+            if !seen.insert(seller.name.as_str()) {
+                return Err(at("name", "is used by another seller"));
+            }
+            if seller.verticals.is_empty() {
+                return Err(at("verticals", "must name at least one of hotel, flight"));
+            }
+            let specific = match seller.kind {
+                SellerKind::Simulated => seller
+                    .simulated
+                    .validate()
+                    .map_err(|e| e.within("simulated")),
+                SellerKind::Http => seller.http.validate().map_err(|e| e.within("http")),
+            };
+            if let Err(e) =
+                specific.and_then(|()| seller.adapter.validate().map_err(|e| e.within("adapter")))
+            {
+                return Err(at(&e.key, &e.problem));
+            }
+        }
+        Ok(())
+    }
+}
