@@ -1,12 +1,14 @@
-//! `[search]`, `[[sellers]]` and `[bookings]`: the marketplace side, from the search
-//! fan-out to the sellers it reaches and the booking sagas. (`[payments]` is the
-//! simulated gateway's own [`SimulatedGatewayConfig`](crate::payments::simulated::SimulatedGatewayConfig).)
+//! `[search]`, `[[sellers]]`, `[bookings]` and `[payments]`: the marketplace side, from
+//! the search fan-out to the sellers it reaches, the booking sagas and the card gateway
+//! they pay through.
 
 use serde::{Deserialize, Serialize};
 
 use crate::actors::seller::AdapterConfig;
 use crate::domain::saga::SagaConfig;
 use crate::domain::search_cache::SearchCacheConfig;
+use crate::payments::http::HttpGatewayConfig;
+use crate::payments::simulated::SimulatedGatewayConfig;
 use crate::sellers::http::HttpSellerConfig;
 use crate::sellers::simulated::SimulatedSellerConfig;
 use crate::sellers::Vertical;
@@ -96,4 +98,29 @@ impl Default for BookingsConfig {
             saga: SagaConfig::default(),
         }
     }
+}
+
+/// Which card gateway takes the payments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentsKind {
+    /// In-process simulated gateway (`[payments.simulated]`): demos and tests only;
+    /// `--production` refuses it.
+    #[default]
+    Simulated,
+    /// A gateway over JSON/HTTP (`[payments.http]`), wire format in
+    /// docs/payment-wire-format.md.
+    Http,
+}
+
+/// `[payments]`: the card gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Implementation.
+    pub kind: PaymentsKind,
+    /// Settings of the simulated gateway.
+    pub simulated: SimulatedGatewayConfig,
+    /// Settings of the HTTP gateway.
+    pub http: HttpGatewayConfig,
 }

@@ -24,7 +24,7 @@
 //! | `[accounts]`, `[supervisor]`, `[demo]` | `accounts.rs` |
 //! | `[search]`, `[[sellers]]`, `[bookings]` | `market.rs` |
 //! | `[faults]` | `faults.rs` |
-//! | `[payments]` | `crate::payments::simulated::SimulatedGatewayConfig` |
+//! | `[payments]` | `market.rs` (`PaymentsConfig`; `[payments.simulated]`, `[payments.http]`) |
 //! | layering, sources, error locations | `load.rs` |
 //! | range checks, production rules | `validate.rs` |
 
@@ -42,12 +42,13 @@ use serde::{Deserialize, Serialize};
 pub use accounts::{AccountsConfig, DemoConfig, SupervisorConfig};
 pub use faults::FaultsConfig;
 pub use load::{env_overrides, ConfigSource, LoadedConfig, Location, SHIPPED_CONFIG};
-pub use market::{BookingsConfig, SearchConfig, SellerEntry, SellerKind};
+pub use market::{
+    BookingsConfig, PaymentsConfig, PaymentsKind, SearchConfig, SellerEntry, SellerKind,
+};
 pub use service::{
     AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreConfig,
 };
 
-use crate::payments::simulated::SimulatedGatewayConfig;
 
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
 pub const ENV_PREFIX: &str = "WAYFARE__";
@@ -113,8 +114,8 @@ pub struct Config {
     pub sellers: Vec<SellerEntry>,
     /// Booking sagas.
     pub bookings: BookingsConfig,
-    /// The simulated payment gateway.
-    pub payments: SimulatedGatewayConfig,
+    /// The card gateway.
+    pub payments: PaymentsConfig,
     /// Operator access.
     pub admin: AdminConfig,
 }

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 
-use super::{Config, ConfigError, SellerKind};
+use super::{Config, ConfigError, PaymentsKind, SellerKind};
 use crate::domain::search::validate_ttl_table;
 
 impl Config {
     /// The production rules (`--production` or `WAYFARE_PRODUCTION=1`): no fault injection,
-    /// and no demo accounts, whose API keys are published in the README.
+    /// no demo accounts (their API keys are published in the README), no simulated seller
+    /// or gateway, and no plain `http://` partner URL off the loopback interface.
     pub fn refuse_in_production(&self) -> Result<(), ConfigError> {
         self.faults.refuse_in_production()?;
         if self.demo.accounts > 0 {
@@ -17,6 +18,30 @@ impl Config {
                 reason: "must be 0 in production mode: demo accounts have well-known API keys"
                     .into(),
             });
+        }
+        // Simulated partners "confirm" bookings without anyone being charged or booked.
+        if self.payments.kind == PaymentsKind::Simulated {
+            return Err(ConfigError::Invalid {
+                key: "payments.kind",
+                reason: "must be \"http\" in production mode: the simulated gateway charges no one"
+                    .into(),
+            });
+        }
+        refuse_plain_remote_url("payments.http.base_url", &self.payments.http.base_url)?;
+        for seller in &self.sellers {
+            match seller.kind {
+                SellerKind::Simulated => {
+                    return Err(ConfigError::Nested(format!(
+                        "sellers.{}.kind: must be \"http\" in production mode: a simulated \
+                         seller books nothing",
+                        seller.name
+                    )))
+                }
+                SellerKind::Http => refuse_plain_remote_url(
+                    &format!("sellers.{}.http.base_url", seller.name),
+                    &seller.http.base_url,
+                )?,
+            }
         }
         Ok(())
     }
@@ -115,8 +140,14 @@ impl Config {
                 e.key, e.reason
             )));
         }
-        if let Err(e) = self.payments.validate() {
+        if let Err(e) = self.payments.simulated.validate() {
             return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
+        }
+        if let Err(e) = self.payments.http.validate() {
+            return Err(ConfigError::Nested(format!(
+                "payments.http.{}: {}",
+                e.key, e.problem
+            )));
         }
         if let Some(token) = &self.admin.token {
             if let Err(e) = crate::domain::access::validate_token("admin.token", token.expose()) {
@@ -168,4 +199,29 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// In production, partners (card data, bookings) are reached over plain `http://` only on
+/// the loopback interface (a local TLS sidecar); anything else would cross a network in
+/// clear.
+fn refuse_plain_remote_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Ok(()); // `validate` names a URL that does not parse.
+    };
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() == "http" && !loopback {
+        return Err(ConfigError::Nested(format!(
+            "{key}: plain http:// to {} is refused in production mode: partner traffic would \
+             cross the network in clear; reach it through a TLS proxy on the loopback \
+             interface",
+            parsed.host_str().unwrap_or("?")
+        )));
+    }
+    Ok(())
 }

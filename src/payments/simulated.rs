@@ -81,13 +81,13 @@ impl SimulatedGatewayConfig {
         let bad = |key, reason: String| Err(GatewayConfigError { key, reason });
         if !(self.error_rate.is_finite() && (0.0..=1.0).contains(&self.error_rate)) {
             return bad(
-                "payments.error_rate",
+                "payments.simulated.error_rate",
                 format!("{} is not within [0, 1]", self.error_rate),
             );
         }
         if self.latency_max_ms > MAX_LATENCY_MS {
             return bad(
-                "payments.latency_max_ms",
+                "payments.simulated.latency_max_ms",
                 format!(
                     "{} exceeds the limit of {MAX_LATENCY_MS}",
                     self.latency_max_ms
@@ -96,7 +96,7 @@ impl SimulatedGatewayConfig {
         }
         if self.latency_min_ms > self.latency_max_ms {
             return bad(
-                "payments.latency_min_ms",
+                "payments.simulated.latency_min_ms",
                 format!(
                     "{} is above latency_max_ms {}",
                     self.latency_min_ms, self.latency_max_ms
@@ -105,7 +105,7 @@ impl SimulatedGatewayConfig {
         }
         if self.slow_card_extra_ms > MAX_LATENCY_MS {
             return bad(
-                "payments.slow_card_extra_ms",
+                "payments.simulated.slow_card_extra_ms",
                 format!(
                     "{} exceeds the limit of {MAX_LATENCY_MS}",
                     self.slow_card_extra_ms
@@ -1002,23 +1002,23 @@ mod tests {
             error_rate: 1.5,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.error_rate");
+        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.error_rate");
         let bad = SimulatedGatewayConfig {
             error_rate: f64::NAN,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.error_rate");
+        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.error_rate");
         let bad = SimulatedGatewayConfig {
             latency_min_ms: 10,
             latency_max_ms: 5,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.latency_min_ms");
+        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.latency_min_ms");
         let bad = SimulatedGatewayConfig {
             latency_max_ms: 100_000,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.latency_max_ms");
+        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.latency_max_ms");
         assert!(serde_json::from_str::<SimulatedGatewayConfig>(r#"{"error_rat":0.1}"#).is_err());
     }
 }

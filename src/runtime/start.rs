@@ -27,10 +27,11 @@ use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
 use crate::actors::search::{AggregatorSettings, SearchAggregator, SearchStats, SellerRoute};
 use crate::actors::seller::{SellerAdapter, SellerStats};
 use crate::actors::PanicFaults;
-use crate::config::{Config, FaultsConfig, SellerKind};
+use crate::config::{Config, FaultsConfig, PaymentsKind, SellerKind};
 use crate::error::Error;
 use crate::faults::{ActorKind, FaultCounters};
 use crate::payments::faulty::FaultyGateway;
+use crate::payments::http::HttpGateway;
 use crate::payments::simulated::SimulatedGateway;
 use crate::payments::PaymentGateway;
 use crate::sellers::faulty::{FaultySeller, SellerFaultRates};
@@ -115,8 +116,10 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     let transport = transport
         .unwrap_or_else(|| Arc::new(FileTransport::new(config.store.data_dir.join("outbox.log"))));
     let (notifier, mailer, mailer_stats) = notifier_subtree(&wiring, transport);
-    let gateway =
-        gateway.unwrap_or_else(|| Arc::new(SimulatedGateway::new(config.payments.clone())));
+    let gateway = match gateway {
+        Some(gateway) => gateway,
+        None => configured_gateway(&config)?,
+    };
     let deps = SagaDeps {
         store: store.clone(),
         shards: shards.clone(),
@@ -394,6 +397,19 @@ fn bookings_subtree(
         SagaCoordinator::new(deps.clone(), max)
     });
     (sup, coordinator)
+}
+
+/// The gateway `[payments]` names.
+fn configured_gateway(config: &Config) -> Result<Arc<dyn PaymentGateway>, Error> {
+    Ok(match config.payments.kind {
+        PaymentsKind::Simulated => Arc::new(SimulatedGateway::new(
+            config.payments.simulated.clone(),
+        )),
+        PaymentsKind::Http => Arc::new(
+            HttpGateway::new(config.payments.http.clone())
+                .map_err(|e| Error::Config(format!("payments.http.{}: {}", e.key, e.problem)))?,
+        ),
+    })
 }
 
 /// The store, wrapped in a [`FaultyStore`] when `[faults]` asks for store faults.

@@ -21,6 +21,7 @@ use super::{
     BookOutcome, BookRequest, CancelOutcome, FlightQuery, HotelQuery, Offer, ReservationStatus,
     SellerApi, SellerError, SellerFuture,
 };
+use crate::config::Secret;
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::Currency;
 
@@ -40,6 +41,9 @@ pub struct HttpSellerConfig {
     pub request_timeout_ms: u64,
     /// Timeout for establishing a connection, in ms. Default 2000.
     pub connect_timeout_ms: u64,
+    /// The seller's credential, sent as `Authorization: Bearer`. A secret: redacted
+    /// wherever config is printed.
+    pub api_key: Option<Secret>,
 }
 
 impl Default for HttpSellerConfig {
@@ -50,6 +54,7 @@ impl Default for HttpSellerConfig {
             currency: Currency::EUR,
             request_timeout_ms: 10_000,
             connect_timeout_ms: 2_000,
+            api_key: None,
         }
     }
 }
@@ -111,6 +116,7 @@ struct Inner {
     name: String,
     base: Url,
     currency: Currency,
+    api_key: Option<Secret>,
     client: Client,
 }
 
@@ -130,6 +136,7 @@ impl HttpSeller {
                 base: config.base_url()?,
                 name: config.name,
                 currency: config.currency,
+                api_key: config.api_key,
                 client,
             }),
         })
@@ -159,6 +166,9 @@ impl Inner {
             .client
             .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose());
+        }
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
