@@ -13,7 +13,7 @@ use std::net::TcpListener;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use wayfare::sellers::fake_server;
+use wayfare_drill::fakes;
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
 
 /// Command line of the fake seller.
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(%error, "Cannot listen for Ctrl-C; stopping.");
         }
     };
-    fake_server::serve(listener, seller, shutdown).await?;
+    fakes::seller::serve(listener, seller, shutdown).await?;
     tracing::info!("Fake seller stopped.");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use wayfare::sellers::fake_server;
+use wayfare_drill::fakes;
 use wayfare::sellers::http::{HttpSeller, HttpSellerConfig};
 use wayfare::sellers::simulated::{FaultRates, SimulatedSeller, SimulatedSellerConfig};
 use wayfare::sellers::{
@@ -41,7 +41,7 @@ fn client(addr: SocketAddr, request_timeout_ms: u64) -> HttpSeller {
 fn start_fake(seller: &SimulatedSeller) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = fake_server::build(listener, seller.clone()).unwrap();
+    let server = fakes::seller::build(listener, seller.clone()).unwrap();
     actix_rt::spawn(server);
     addr
 }

@@ -496,7 +496,7 @@ async fn search_input_is_validated_over_http() {
 
 #[actix_rt::test]
 async fn the_http_adapter_works_against_the_fake_seller_and_refuses_garbage() {
-    use wayfare::sellers::fake_server;
+    use wayfare_drill::fakes;
     use wayfare::sellers::simulated::SimulatedSeller;
 
     // A real fake seller over loopback.
@@ -508,7 +508,7 @@ async fn the_http_adapter_works_against_the_fake_seller_and_refuses_garbage() {
         ..SimulatedSellerConfig::default()
     })
     .unwrap();
-    let server = fake_server::build(listener, seller).unwrap();
+    let server = fakes::seller::build(listener, seller).unwrap();
     let server_handle = server.handle();
     actix_rt::spawn(server);
 
