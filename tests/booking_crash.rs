@@ -492,6 +492,7 @@ async fn bookings_survive_repeated_kill_9() {
                     .and_then(|(_, b)| b["id"].as_str().map(str::to_owned));
                 match (cancel_after, id) {
                     (Some(after), Some(id)) => {
+                        // A seeded random moment into the saga: part of the scenario.
                         tokio::time::sleep(after).await;
                         let _ = tx.send(post_cancel(&http, &base, &id).await);
                     }
@@ -502,6 +503,8 @@ async fn bookings_survive_repeated_kill_9() {
             cancels.push(tokio::spawn(async move { rx.await.ok().flatten() }));
         }
 
+        // The kill lands at a seeded random moment of the burst: part of the scenario,
+        // not a wait for some state.
         let delay = Duration::from_millis(rng.gen_range(50..=600));
         tokio::time::sleep(delay).await;
         server.kill();
