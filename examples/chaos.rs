@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use wayfare_drill::{ChaosPlan, ChaosWorld};
 use wayfare::config::LogFormat;
 use wayfare::faults::ActorKind;
+use wayfare_drill::{ChaosPlan, ChaosWorld};
 
 /// Chaos drill against the embedded wayfare runtime.
 #[derive(Debug, Parser)]

@@ -13,8 +13,8 @@ use std::net::TcpListener;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use wayfare_drill::fakes;
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
+use wayfare_drill::fakes;
 
 /// Command line of the fake seller.
 #[derive(Debug, Parser)]

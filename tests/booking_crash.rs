@@ -269,7 +269,14 @@ async fn search(http: &reqwest::Client, base: &str) -> Vec<Offer> {
         SEARCH_WITHIN,
         format_args!("{base} returns Lisbon offers"),
         async || {
-            let body = http.get(&url).send().await.ok()?.json::<Value>().await.ok()?;
+            let body = http
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()?;
             let offers: Vec<Offer> = body["offers"]
                 .as_array()
                 .into_iter()
@@ -613,7 +620,11 @@ async fn bookings_survive_repeated_kill_9() {
         finals.len(),
         ids.len(),
         settle_started.elapsed().as_secs_f64(),
-        if all_settled.is_some() { "" } else { " (gave up waiting)" }
+        if all_settled.is_some() {
+            ""
+        } else {
+            " (gave up waiting)"
+        }
     );
 
     // The drill's invariants: sagas settle, one booking per key (also as each account

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use wayfare_drill::{ChaosPlan, ChaosWorld};
 use wayfare::config::LogFormat;
+use wayfare_drill::{ChaosPlan, ChaosWorld};
 
 #[actix_rt::test]
 async fn bookings_stay_consistent_while_faults_fire() {
@@ -22,7 +22,9 @@ async fn bookings_stay_consistent_while_faults_fire() {
     plan.faults.seller_garbage_rate = 0.05;
     plan.faults.payment_hang_rate = 0.05;
     let world = ChaosWorld::new(plan.seed);
-    let report = wayfare_drill::run(&plan, &world).await.expect("the drill runs");
+    let report = wayfare_drill::run(&plan, &world)
+        .await
+        .expect("the drill runs");
     println!("{report}");
 
     assert!(

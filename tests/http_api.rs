@@ -353,7 +353,9 @@ async fn slow_actor_gives_504_and_full_mailbox_gives_503_with_retry_after() {
         async || {
             let text = s.http.get(&metrics).send().await.ok()?.text().await.ok()?;
             text.lines()
-                .any(|l| l == "wayfare_actor_mailbox_depth{child=\"account-shard-0\",capacity=\"1\"} 1")
+                .any(|l| {
+                    l == "wayfare_actor_mailbox_depth{child=\"account-shard-0\",capacity=\"1\"} 1"
+                })
                 .then_some(())
         },
     )

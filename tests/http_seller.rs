@@ -7,13 +7,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use wayfare_drill::fakes;
 use wayfare::sellers::http::{HttpSeller, HttpSellerConfig};
 use wayfare::sellers::simulated::{FaultRates, SimulatedSeller, SimulatedSellerConfig};
 use wayfare::sellers::{
     BookOutcome, BookRequest, CancelOutcome, FlightQuery, HotelQuery, OfferDetails,
     ReservationStatus, SearchQuery, SellerApi, SellerError,
 };
+use wayfare_drill::fakes;
 
 fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()

@@ -444,10 +444,14 @@ async fn sheds_under_overload_and_recovers() {
 
     // Recovery: healthy, and plain requests answer quickly.
     let recovery_started = Instant::now();
-    wait_until(Duration::from_secs(20), "/health answers 200 again", async || {
-        let res = http.get(format!("{base}/health")).send().await.unwrap();
-        (res.status() == 200).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "/health answers 200 again",
+        async || {
+            let res = http.get(format!("{base}/health")).send().await.unwrap();
+            (res.status() == 200).then_some(())
+        },
+    )
     .await;
     let healthy_after = recovery_started.elapsed();
     let mut slowest = Duration::ZERO;

@@ -188,7 +188,11 @@ async fn breaker_opens_skips_the_seller_probes_half_open_and_closes_on_success()
             let r = s.runtime.search_hotels(stay("x", 21), None).await.unwrap();
             match status_of(&r, "flaky") {
                 SellerStatus::CircuitOpen => {
-                    assert_eq!(knobs.searches.load(Ordering::SeqCst), 4, "called while open");
+                    assert_eq!(
+                        knobs.searches.load(Ordering::SeqCst),
+                        4,
+                        "called while open"
+                    );
                     skipped += 1;
                     None
                 }
@@ -512,8 +516,8 @@ async fn search_input_is_validated_over_http() {
 
 #[actix_rt::test]
 async fn the_http_adapter_works_against_the_fake_seller_and_refuses_garbage() {
-    use wayfare_drill::fakes;
     use wayfare::sellers::simulated::SimulatedSeller;
+    use wayfare_drill::fakes;
 
     // A real fake seller over loopback.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

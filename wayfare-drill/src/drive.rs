@@ -138,7 +138,6 @@ pub async fn run(plan: &ChaosPlan, world: &ChaosWorld) -> Result<ChaosReport, Er
     })
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Traffic.
 
@@ -538,4 +537,3 @@ async fn observe(
         ),
     }
 }
-

@@ -88,8 +88,9 @@ impl HttpObserver {
         match booking_from_json(&body) {
             Ok(b) => Some(b),
             Err(e) => {
-                self.problems
-                    .push(format!("GET /v1/bookings/{id}: unexpected body ({e}): {body}"));
+                self.problems.push(format!(
+                    "GET /v1/bookings/{id}: unexpected body ({e}): {body}"
+                ));
                 None
             }
         }
@@ -135,8 +136,9 @@ impl HttpObserver {
             };
             for e in page["entries"].as_array().into_iter().flatten() {
                 let (Some(key), Some(delta)) = (e["key"].as_str(), e["delta"].as_i64()) else {
-                    self.problems
-                        .push(format!("GET {path}: ledger entry without key or delta: {e}"));
+                    self.problems.push(format!(
+                        "GET {path}: ledger entry without key or delta: {e}"
+                    ));
                     return seen;
                 };
                 ledger.push(LedgerLine {

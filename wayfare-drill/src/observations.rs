@@ -137,7 +137,9 @@ impl From<&Booking> for BookingSeen {
 
 impl BookingSeen {
     /// One line per history entry: time, state, step, note.
-    pub(crate) fn history_lines<'h>(entries: impl Iterator<Item = &'h HistoryEntry>) -> Vec<String> {
+    pub(crate) fn history_lines<'h>(
+        entries: impl Iterator<Item = &'h HistoryEntry>,
+    ) -> Vec<String> {
         entries
             .map(|h| {
                 let step = h.step.map(|s| format!("{s:?}")).unwrap_or_default();
@@ -221,7 +223,6 @@ pub struct Violation {
     /// What exactly.
     pub detail: String,
 }
-
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -106,7 +106,6 @@ impl std::fmt::Display for ChaosReport {
     }
 }
 
-
 /// What is known about the bookings that violations name (at most five).
 pub(crate) fn evidence(seen: &Observations, violations: &[Violation]) -> Vec<String> {
     let mut out = Vec::new();
@@ -159,4 +158,3 @@ pub(crate) fn evidence(seen: &Observations, violations: &[Violation]) -> Vec<Str
     }
     out
 }
-
