@@ -213,7 +213,15 @@ async fn settled(rt: &Runtime, id: &str) -> Booking {
                 c.state,
                 SagaState::Cancelled | SagaState::Failed | SagaState::NeedsAttention
             )
-        });
+        }) && (
+            // A finished cancellation marks its booking cancelled in the same store write,
+            // but `Runtime::booking` reads the two records one after the other, so a view
+            // can catch the cancellation done and the booking not yet: look again.
+            b.state == SagaState::Cancelled
+                || b.cancellation
+                    .as_ref()
+                    .is_none_or(|c| c.state != SagaState::Cancelled)
+        );
         last = Some((b.state, b.cancellation.as_ref().map(|c| c.state)));
         done.then_some(b)
     })
