@@ -2,7 +2,7 @@
 //! embedded runtime while `[faults]` makes actors panic, store writes fail or lag, and the
 //! simulated sellers and payment gateway fail, hang or answer garbage; stops the runtime
 //! with sagas in flight and starts it again on the same data directory; waits for every booking to
-//! settle; then checks the invariants of `wayfare::chaos` (balances are ledgers, no capture
+//! settle; then checks the invariants of `wayfare_drill` (balances are ledgers, no capture
 //! without confirmation, nothing booked twice, every saga terminal or `needs_attention`).
 //! Prints operations and faults fired by kind, then the violations; exits non-zero if
 //! there is any.
@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use wayfare::chaos::{self, ChaosPlan, ChaosWorld};
 use wayfare::config::LogFormat;
 use wayfare::faults::ActorKind;
+use wayfare_drill::{ChaosPlan, ChaosWorld};
 
 /// Chaos drill against the embedded wayfare runtime.
 #[derive(Debug, Parser)]
@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         plan.data_dir.display()
     );
     let world = ChaosWorld::new(plan.seed);
-    let report = chaos::run(&plan, &world).await?;
+    let report = wayfare_drill::run(&plan, &world).await?;
     print!("{report}");
     if !report.violations.is_empty() {
         anyhow::bail!(

@@ -13,8 +13,8 @@ use std::net::TcpListener;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use wayfare::sellers::fake_server;
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
+use wayfare_drill::fakes;
 
 /// Command line of the fake seller.
 #[derive(Debug, Parser)]
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(%error, "Cannot listen for Ctrl-C; stopping.");
         }
     };
-    fake_server::serve(listener, seller, shutdown).await?;
+    fakes::seller::serve(listener, seller, shutdown).await?;
     tracing::info!("Fake seller stopped.");
     Ok(())
 }

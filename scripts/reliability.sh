@@ -30,11 +30,14 @@ BOOKING_CRASH_CYCLES=$(long 20 4) cargo test -q --test booking_crash -- --nocapt
 step "chaos drill: faults of every kind while bookings, searches and credits run"
 cargo run -q --release --example chaos -- $(long "" --quick)
 
+# overload and storage_faults are #[ignore] in a plain `cargo test` (they load the
+# machine, or need root); --ignored runs them. storage_faults fails, naming what is
+# missing, when not run as root.
 step "overload: past capacity for $(long 60 6) s"
-WAYFARE_OVERLOAD_SECS=$(long 60 6) cargo test -q --test overload -- --nocapture
+WAYFARE_OVERLOAD_SECS=$(long 60 6) cargo test -q --test overload -- --ignored --nocapture
 
-step "storage faults: read-only and full disk, at start and mid-run"
-cargo test -q --test storage_faults -- --nocapture
+step "storage faults: read-only and full disk, at start and mid-run (needs root)"
+cargo test -q --test storage_faults -- --ignored --nocapture
 
 step "hostile input tooling: property tests, schemathesis, cargo-fuzz"
 scripts/hostile.sh $(long --long "")

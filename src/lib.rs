@@ -17,15 +17,14 @@
 //! | `src/http/` | actix-web routes per area, request parsing, problem responses, metrics |
 //! | `src/config.rs` | [`Config`]: `config.toml` + `WAYFARE__*` overrides, validated |
 //! | `src/faults.rs` | `[faults]`: what can be broken on purpose and counters of what fired; the injectors sit next to what they break (`store/faulty.rs`, `sellers/faulty.rs`, `payments/faulty.rs`, `actors::PanicFaults`) |
-//! | `src/chaos.rs` | the chaos drill: drive traffic while faults fire, restart, settle, check invariants (used by `examples/chaos.rs` and `tests/chaos.rs`) |
 //! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` (`--production` refuses `[faults]`) |
+//! | `wayfare-drill/` | a separate crate, never linked into the server: the chaos drill, its invariant checker and the fake seller server (used by `examples/` and `tests/`) |
 //! | `examples/` | drivers that use only the public API |
 //! | `tests/` | behaviour against real actors, a real server and real sled |
 
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod actors;
-pub mod chaos;
 pub mod config;
 pub mod domain;
 mod error;

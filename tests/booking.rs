@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
 use common::fake::FixedSeller;
-use common::{FetchJson, TestServer};
+use common::{poll_until, wait_until, FetchJson, TestServer};
 use serde_json::{json, Value};
 use wayfare::actors::notify::MailTransport;
 use wayfare::actors::seller::AdapterConfig;
@@ -197,10 +197,10 @@ async fn order(
     }
 }
 
-/// Polls until the booking leaves the in-flight states.
+/// Waits until the booking and its cancellation, if any, leave the in-flight states.
 async fn settled(rt: &Runtime, id: &str) -> Booking {
-    let started = Instant::now();
-    loop {
+    let mut last = None;
+    let found = poll_until(Duration::from_secs(20), async || {
         let b = rt.booking(id).await.unwrap();
         let done = matches!(
             b.state,
@@ -213,17 +213,20 @@ async fn settled(rt: &Runtime, id: &str) -> Booking {
                 c.state,
                 SagaState::Cancelled | SagaState::Failed | SagaState::NeedsAttention
             )
-        });
-        if done {
-            return b;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "booking {id} stuck in {:?}",
-            b.state
+        }) && (
+            // A finished cancellation marks its booking cancelled in the same store write,
+            // but `Runtime::booking` reads the two records one after the other, so a view
+            // can catch the cancellation done and the booking not yet: look again.
+            b.state == SagaState::Cancelled
+                || b.cancellation
+                    .as_ref()
+                    .is_none_or(|c| c.state != SagaState::Cancelled)
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        last = Some((b.state, b.cancellation.as_ref().map(|c| c.state)));
+        done.then_some(b)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("booking {id} stuck in {last:?} (booking, cancellation)"))
 }
 
 async fn balance(rt: &Runtime, id: AccountId) -> (i64, i64) {
@@ -232,19 +235,26 @@ async fn balance(rt: &Runtime, id: AccountId) -> (i64, i64) {
 }
 
 async fn wait_for_email(inbox: &Inbox, booking: &str, kind: &str) {
-    let started = Instant::now();
-    while inbox.count(booking, kind) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no {kind} email for {booking}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        format_args!("a {kind} email for {booking} arrives"),
+        async || (inbox.count(booking, kind) > 0).then_some(()),
+    )
+    .await;
 }
 
 #[actix_rt::test]
 async fn happy_path_captures_once_books_once_emails_once() {
-    let w = world(fast_seller()).await;
+    // The store behind the runtime, to see the outbox drain.
+    let store: Arc<Mutex<Option<Arc<dyn Store>>>> = Arc::default();
+    let slot = store.clone();
+    let w = world_built(fast_seller(), move |b| {
+        b.store_layer(move |inner| {
+            *slot.lock().unwrap() = Some(inner.clone());
+            inner
+        })
+    })
+    .await;
     let o = order(&w.s.runtime, w.account, 3_000, "tok_approve", "k-happy").await;
     let price = o.offer_price;
     let (b, replayed) = w.s.runtime.book(o).await.unwrap();
@@ -270,7 +280,18 @@ async fn happy_path_captures_once_books_once_emails_once() {
     assert_eq!(ledger.captures[0].amount.minor, price.minor - 3_000);
     assert_eq!(w.seller.reservations_made(), 1);
     wait_for_email(&w.inbox, &b.id, "confirmed").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The mailer deletes an email from the outbox only once the transport took it, and
+    // sends only what is there: once the outbox is empty no duplicate can follow.
+    let store = store.lock().unwrap().clone().expect("the store layer ran");
+    wait_until(
+        Duration::from_secs(10),
+        "the mailer empties the outbox",
+        async || {
+            let left = store.scan(Tree::Outbox, b"", None, 1).unwrap();
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
     assert_eq!(w.inbox.count(&b.id, "confirmed"), 1);
     // Ledger: credit, hold, capture; balance equals the sum of deltas.
     let page = w.s.runtime.ledger(w.account, 0, 100).await.unwrap();
@@ -642,14 +663,15 @@ async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
     let (b, _) = w.s.runtime.book(o).await.unwrap();
     // Wait for the authorization to be stored: the saga then waits on the slow seller
     // and writes nothing until it answers.
-    let started = Instant::now();
-    while w.s.runtime.booking(&b.id).await.unwrap().state != SagaState::PaymentAuthorized {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never authorized"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        format_args!("booking {} is payment_authorized", b.id),
+        async || {
+            let state = w.s.runtime.booking(&b.id).await.unwrap().state;
+            (state == SagaState::PaymentAuthorized).then_some(())
+        },
+    )
+    .await;
     let url = w.s.url(&format!("/v1/bookings/{}/cancel", b.id));
     refuse_writes.store(true, Ordering::SeqCst);
     let refused = w.s.http.post(&url).send().await.unwrap();

@@ -1,13 +1,13 @@
-//! A short chaos drill (`wayfare::chaos`, the logic behind `examples/chaos.rs`): traffic
+//! A short chaos drill (`wayfare_drill::run`, the logic behind `examples/chaos.rs`): traffic
 //! while every kind of fault fires, a restart on the same data directory, settling, and
 //! the invariant checks, which must find nothing. That the checks can fail is tested in
-//! `src/chaos.rs` by planting violations; here a run with no faults fired would prove
+//! `wayfare-drill/src/check.rs` by planting violations; here a run with no faults fired would prove
 //! nothing, so the test also insists that faults of every kind did fire.
 
 use std::time::Duration;
 
-use wayfare::chaos::{self, ChaosPlan, ChaosWorld};
 use wayfare::config::LogFormat;
+use wayfare_drill::{ChaosPlan, ChaosWorld};
 
 #[actix_rt::test]
 async fn bookings_stay_consistent_while_faults_fire() {
@@ -22,7 +22,9 @@ async fn bookings_stay_consistent_while_faults_fire() {
     plan.faults.seller_garbage_rate = 0.05;
     plan.faults.payment_hang_rate = 0.05;
     let world = ChaosWorld::new(plan.seed);
-    let report = chaos::run(&plan, &world).await.expect("the drill runs");
+    let report = wayfare_drill::run(&plan, &world)
+        .await
+        .expect("the drill runs");
     println!("{report}");
 
     assert!(

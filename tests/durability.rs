@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::wait_until;
+
 struct Server {
     child: Child,
     base: String,
@@ -143,13 +146,11 @@ async fn sigterm_shuts_down_gracefully() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            assert!(status.success(), "clean exit on SIGTERM: {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "server ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = wait_until(
+        Duration::from_secs(30),
+        "the server exits after SIGTERM",
+        async || server.child.try_wait().unwrap(),
+    )
+    .await;
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_problem, FetchJson, TestServer};
+use common::{assert_problem, wait_until, FetchJson, TestServer};
 use serde_json::{json, Value};
 
 #[actix_rt::test]
@@ -345,8 +345,21 @@ async fn slow_actor_gives_504_and_full_mailbox_gives_503_with_retry_after() {
     .await;
     let url = s.url("/v1/accounts/00000000-0000-4000-8000-000000000001");
     let first = tokio::spawn(s.http.get(&url).send());
-    // Let the first request be admitted; it holds the only mailbox slot for 1 s.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the first request is admitted; it holds the only mailbox slot for 1 s.
+    let metrics = s.url("/metrics");
+    wait_until(
+        Duration::from_millis(900),
+        "the first request holds the account shard's only mailbox slot",
+        async || {
+            let text = s.http.get(&metrics).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| {
+                    l == "wayfare_actor_mailbox_depth{child=\"account-shard-0\",capacity=\"1\"} 1"
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let res = s.http.get(&url).send().await.unwrap();
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "overloaded", None).await;
@@ -383,21 +396,20 @@ async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceed
     assert_problem(res, 503, "actor-crashed", None).await;
     // Each crash is restarted until the accounts supervisor gives up; the root restarts
     // that subtree once (its own intensity), and gives up on the next escalation.
-    let mut root_state = String::new();
-    for _ in 0..50 {
-        let _ = s.http.get(&url).send().await.unwrap();
-        let tree: Value = s
-            .http
-            .get(s.url("/v1/system/supervisors"))
-            .fetch_json()
-            .await;
-        root_state = tree["state"].as_str().unwrap().to_owned();
-        if root_state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(root_state, "failed", "the root never gave up");
+    wait_until(
+        Duration::from_secs(5),
+        "the root supervisor gives up (state failed)",
+        async || {
+            let _ = s.http.get(&url).send().await.unwrap();
+            let tree: Value = s
+                .http
+                .get(s.url("/v1/system/supervisors"))
+                .fetch_json()
+                .await;
+            (tree["state"] == "failed").then_some(())
+        },
+    )
+    .await;
     let res = s.http.get(s.url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");

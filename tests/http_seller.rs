@@ -7,13 +7,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use wayfare::sellers::fake_server;
 use wayfare::sellers::http::{HttpSeller, HttpSellerConfig};
 use wayfare::sellers::simulated::{FaultRates, SimulatedSeller, SimulatedSellerConfig};
 use wayfare::sellers::{
     BookOutcome, BookRequest, CancelOutcome, FlightQuery, HotelQuery, OfferDetails,
     ReservationStatus, SearchQuery, SellerApi, SellerError,
 };
+use wayfare_drill::fakes;
 
 fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -41,7 +41,7 @@ fn client(addr: SocketAddr, request_timeout_ms: u64) -> HttpSeller {
 fn start_fake(seller: &SimulatedSeller) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = fake_server::build(listener, seller.clone()).unwrap();
+    let server = fakes::seller::build(listener, seller.clone()).unwrap();
     actix_rt::spawn(server);
     addr
 }

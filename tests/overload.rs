@@ -29,10 +29,13 @@
 //! 400 ms deadline, all of it outside the actors) and ~17 kB of RSS per connection. The
 //! bound on that is `server.max_connections` per worker.
 //!
-//! Figures (requests by status, p50/p99, peak RSS, recovery time) are printed on stderr:
-//! `cargo test --test overload -- --nocapture`.
+//! It loads a shared machine for seconds, so a plain `cargo test` leaves it out
+//! (`#[ignore]`); `.ci/run` and `scripts/reliability.sh` run it with `--ignored`.
 //!
-//! Longer run: `WAYFARE_OVERLOAD_SECS=60 cargo test --test overload -- --nocapture`
+//! Figures (requests by status, p50/p99, peak RSS, recovery time) are printed on stderr:
+//! `cargo test --test overload -- --ignored --nocapture`.
+//!
+//! Longer run: `WAYFARE_OVERLOAD_SECS=60 cargo test --test overload -- --ignored --nocapture`
 //! (`WAYFARE_OVERLOAD_CLIENTS=512` changes the number of connections).
 
 use std::collections::HashMap;
@@ -43,6 +46,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+use common::wait_until;
 
 const OPERATOR_TOKEN: &str = "overload-operator-token-0123456";
 
@@ -342,6 +348,7 @@ async fn ledger(http: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "loads the machine for seconds with hundreds of connections; run by .ci/run"]
 async fn sheds_under_overload_and_recovers() {
     let secs = env_or("WAYFARE_OVERLOAD_SECS", 6);
     let clients = env_or("WAYFARE_OVERLOAD_CLIENTS", 384) as usize;
@@ -402,6 +409,7 @@ async fn sheds_under_overload_and_recovers() {
         })
         .collect();
     let load_started = Instant::now();
+    // The load lasts `secs`: a duration of the scenario, not a wait for some state.
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let stopped = Instant::now();
@@ -436,15 +444,15 @@ async fn sheds_under_overload_and_recovers() {
 
     // Recovery: healthy, and plain requests answer quickly.
     let recovery_started = Instant::now();
-    let health_deadline = recovery_started + Duration::from_secs(20);
-    loop {
-        let res = http.get(format!("{base}/health")).send().await.unwrap();
-        if res.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < health_deadline, "/health never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "/health answers 200 again",
+        async || {
+            let res = http.get(format!("{base}/health")).send().await.unwrap();
+            (res.status() == 200).then_some(())
+        },
+    )
+    .await;
     let healthy_after = recovery_started.elapsed();
     let mut slowest = Duration::ZERO;
     for id in ids.iter() {

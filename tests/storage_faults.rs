@@ -11,8 +11,10 @@
 //!   filled by a filler file; deleting the filler lifts the fault. Needs `CAP_SYS_ADMIN`.
 //!   A read-only tmpfs mount also covers "read-only at start" with a real `EROFS`.
 //!
-//! When a mechanism is not available (not root, no capability, unsupported file system)
-//! the case says so loudly on stderr and skips itself; the others still run.
+//! These tests need root, so a plain `cargo test` leaves them out (`#[ignore]`) and
+//! `.ci/run` runs them as root: `cargo test --test storage_faults -- --ignored`. When a
+//! mechanism is not available (not root, no capability, unsupported file system) the case
+//! fails naming what is missing; it never passes without having run.
 //!
 //! What the server promises, and these tests check:
 //! - start-up on an unwritable or full data dir exits non-zero within seconds, naming the
@@ -224,11 +226,14 @@ impl Drop for Tmpfs {
     }
 }
 
-fn skip(case: &str, why: &str) {
-    eprintln!(
-        "\n!!!!! SKIPPED storage fault case `{case}`: {why}\n!!!!! (needs root with \
-         CAP_SYS_ADMIN / CAP_LINUX_IMMUTABLE; this case did NOT run)\n"
-    );
+/// The case cannot make its fault here: it fails naming what is missing, because a
+/// skipped body must never count as a pass.
+fn missing(case: &str, why: &str) -> ! {
+    panic!(
+        "storage fault case `{case}` cannot run: {why} (it needs root with CAP_SYS_ADMIN and \
+         CAP_LINUX_IMMUTABLE, and a file system with `chattr +i` under target/; .ci/run \
+         runs these tests as root)"
+    )
 }
 
 /// Writes zeros to `path` until the file system is full; returns the bytes written.
@@ -256,13 +261,14 @@ fn fill(path: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 fn read_only_data_dir_fails_start_up() {
     let dir = scratch();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let _lock = match Immutable::set(&data) {
         Ok(lock) => lock,
-        Err(why) => return skip("read-only at start (chattr +i)", &why),
+        Err(why) => missing("read-only at start (chattr +i)", &why),
     };
     let stderr = expect_start_failure(&data, &dir.path().join("wayfare.log"));
     assert!(
@@ -272,12 +278,13 @@ fn read_only_data_dir_fails_start_up() {
 }
 
 #[test]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 fn read_only_mount_fails_start_up() {
     let dir = scratch();
     let data = dir.path().join("data");
     let _mount = match Tmpfs::mount(&data, "ro,size=1m") {
         Ok(mount) => mount,
-        Err(why) => return skip("read-only mount at start", &why),
+        Err(why) => missing("read-only mount at start", &why),
     };
     let stderr = expect_start_failure(&data, &dir.path().join("wayfare.log"));
     assert!(
@@ -287,12 +294,13 @@ fn read_only_mount_fails_start_up() {
 }
 
 #[test]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 fn full_disk_fails_start_up() {
     let dir = scratch();
     let disk = dir.path().join("disk");
     let _mount = match Tmpfs::mount(&disk, "size=1m") {
         Ok(mount) => mount,
-        Err(why) => return skip("full disk at start", &why),
+        Err(why) => missing("full disk at start", &why),
     };
     fill(&disk.join("filler"));
     let data = disk.join("data");
@@ -306,12 +314,13 @@ fn full_disk_fails_start_up() {
 /// A data dir that already holds a database opens without writing anything, so only a
 /// write probe at start-up notices the disk is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 async fn full_disk_under_existing_data_fails_start_up() {
     let dir = scratch();
     let disk = dir.path().join("disk");
     let _mount = match Tmpfs::mount(&disk, "size=8m") {
         Ok(mount) => mount,
-        Err(why) => return skip("full disk at start, existing data", &why),
+        Err(why) => missing("full disk at start, existing data", &why),
     };
     let data = disk.join("data");
     let http = operator_client();
@@ -630,12 +639,13 @@ async fn mid_run(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 async fn disk_fills_mid_run_then_recovers_on_restart() {
     let dir = scratch();
     let disk = dir.path().join("disk");
     let mount = match Tmpfs::mount(&disk, "size=64m") {
         Ok(mount) => mount,
-        Err(why) => return skip("disk full mid-run", &why),
+        Err(why) => missing("disk full mid-run", &why),
     };
     let data = disk.join("data");
     let filler = disk.join("filler");
@@ -661,13 +671,14 @@ async fn disk_fills_mid_run_then_recovers_on_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
 async fn data_dir_turns_read_only_mid_run_then_recovers_on_restart() {
     let dir = scratch();
     let data = dir.path().join("data");
     let probe = dir.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
     if let Err(why) = Immutable::set(&probe) {
-        return skip("read-only mid-run (chattr +i)", &why);
+        missing("read-only mid-run (chattr +i)", &why);
     }
     let _ = immutable(&probe, false);
     mid_run(

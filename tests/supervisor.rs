@@ -2,11 +2,14 @@
 //! strategies pick the right siblings, intensity escalates, deadlines and mailbox bounds
 //! give typed errors, and in-flight callers of a crashing actor never hang.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use common::wait_until;
 use wayfare::supervisor::{
     ActorHandle, AskError, ChildSpec, ChildState, Restart, RestartPolicy, Strategy,
     SupervisorBuilder, SupervisorRef, SupervisorState,
@@ -90,16 +93,9 @@ fn add_worker(
     })
 }
 
-/// Waits until `f` holds, polling, for at most 5 s.
+/// Waits until `f` holds, for at most 5 s (the shared poll helper of `tests/common`).
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(5), what, async || f().then_some(())).await;
 }
 
 fn child_restarts(root: &SupervisorRef, name: &str) -> u64 {

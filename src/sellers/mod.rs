@@ -5,13 +5,12 @@
 //! circuit breaker and a bulkhead around it; implementations here only speak to the seller.
 //! Two implementations ship: [`simulated::SimulatedSeller`] (in-process, deterministic
 //! catalog, fault knobs) and [`http::HttpSeller`] (JSON over HTTP, see
-//! `docs/seller-wire-format.md`). [`fake_server`] serves the wire format from a simulated
-//! seller so the HTTP adapter can be exercised end to end.
+//! `docs/seller-wire-format.md`). The `wayfare-drill` crate serves the wire format from a
+//! simulated seller so the HTTP adapter can be exercised end to end.
 //!
 //! Expected business outcomes (a booking declined, a price that moved) are values of
 //! [`BookOutcome`]; [`SellerError`] is reserved for "we could not get an answer".
 
-pub mod fake_server;
 pub mod faulty;
 pub mod http;
 pub mod simulated;

@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use wayfare::{Config, Runtime};
@@ -20,6 +22,48 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
+}
+
+/// First pause between two looks of [`wait_until`]; it doubles up to [`POLL_MAX_PAUSE`], so
+/// a condition that holds soon is seen soon and a slow one is not polled in a busy loop.
+const POLL_FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// Longest pause between two looks of [`wait_until`].
+const POLL_MAX_PAUSE: Duration = Duration::from_millis(200);
+
+/// Waits until `look` sees what the test waits for (returns `Some`), and returns it; looks
+/// at least once, and once more at the deadline. After `timeout` the test fails with a
+/// message naming `what` it waited for. Tests wait on observable state with this, never
+/// with a bare sleep.
+pub async fn wait_until<T>(
+    timeout: Duration,
+    what: impl Display,
+    look: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    match poll_until(timeout, look).await {
+        Some(found) => found,
+        None => panic!("timed out after {timeout:?} waiting until {what}"),
+    }
+}
+
+/// [`wait_until`] for a test that reports what is left instead of failing at once: `None`
+/// when `timeout` passed without `look` returning `Some`.
+pub async fn poll_until<T>(
+    timeout: Duration,
+    mut look: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = POLL_FIRST_PAUSE;
+    loop {
+        if let Some(found) = look().await {
+            return Some(found);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(POLL_MAX_PAUSE);
+    }
 }
 
 /// The operator token of test servers; [`TestServer::http`] sends it on every request.

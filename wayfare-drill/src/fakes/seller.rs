@@ -1,6 +1,6 @@
-//! A fake seller server: the wire format of [`super::wire`] served by actix-web from a
-//! [`SimulatedSeller`], so [`super::http::HttpSeller`] can be run end to end in tests,
-//! demos and chaos drills. `examples/fake_seller.rs` is a thin command line around
+//! A fake seller server: the wire format of [`wayfare::sellers::wire`] served by actix-web
+//! from a [`SimulatedSeller`], so [`wayfare::sellers::http::HttpSeller`] can be run end to
+//! end in tests, demos and chaos drills. `examples/fake_seller.rs` is a thin command line around
 //! [`serve`]; tests call [`build`] on a `127.0.0.1:0` listener.
 //!
 //! Latency and faults come from the simulated seller, so a hang there is a request that
@@ -14,11 +14,13 @@ use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-use super::simulated::SimulatedSeller;
-use super::wire::{
+use wayfare::sellers::simulated::SimulatedSeller;
+use wayfare::sellers::wire::{
     SearchReply, WireBookReply, WireCancelReply, WireError, WireOffer, WireStatusReply,
 };
-use super::{BookRequest, FlightQuery, HotelQuery, Offer, QueryError, SellerApi, SellerError};
+use wayfare::sellers::{
+    BookRequest, FlightQuery, HotelQuery, Offer, QueryError, SellerApi, SellerError,
+};
 
 /// Largest request body the fake seller accepts (requests are small queries).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

@@ -1,0 +1,3 @@
+//! Fakes of the outside world that speak a real protocol, for tests and demos.
+
+pub mod seller;
