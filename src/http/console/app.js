@@ -46,9 +46,11 @@
   function setText(e, text) {
     if (e.textContent !== text) e.textContent = text;
   }
+  // Sets a badge's text and tone, keeping the classes it was made with.
   function badge(e, text, tone) {
     setText(e, text);
-    e.className = 'badge ' + tone;
+    if (e.dataset.base === undefined) e.dataset.base = e.className;
+    e.className = e.dataset.base + ' ' + tone;
   }
   const now = () => Date.now() + serverSkew;
   function ago(iso) {
@@ -170,7 +172,15 @@
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl);
           buffered = buffered.slice(nl + 1);
-          if (line.trim() && feed === ctrl) onSnapshot(JSON.parse(line));
+          if (line.trim() && feed === ctrl) {
+            try {
+              onSnapshot(JSON.parse(line));
+            } catch (e) {
+              // A page bug must not look like a dead feed: say it, keep reading.
+              console.error(e);
+              badge($('pill-feed'), 'page error: ' + e.message, 'bad');
+            }
+          }
         }
       }
     } catch (e) {
