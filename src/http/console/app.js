@@ -79,10 +79,13 @@
     if (!svgEl.firstChild) {
       svgEl.append(svg('polygon', { class: 'area' }), svg('polyline'));
     }
-    const t0 = now() - HISTORY_MS;
+    // The x axis runs from the oldest point kept (at most five minutes ago) to now.
+    const end = now();
+    const t0 = Math.max(end - HISTORY_MS, s.length ? s[0][0] : end);
+    const span = Math.max(1000, end - t0);
     const max = Math.max(1e-9, ...s.map((p) => p[1] || 0));
     const pts = s.map(([t, v]) => {
-      const x = Math.max(0, ((t - t0) / HISTORY_MS) * 300).toFixed(1);
+      const x = Math.max(0, ((t - t0) / span) * 300).toFixed(1);
       const y = (38 - ((v || 0) / max) * 34).toFixed(1);
       return x + ',' + y;
     });
@@ -269,7 +272,7 @@
   function supNode() {
     const node = el('div', 'sup');
     const head = el('div', 'head');
-    head.append(el('b', 'name'), el('span', 'badge'), el('span', 'muted strategy'), el('span', 'muted budget'));
+    head.append(el('b', 'name'), el('span', 'badge'), el('span', 'muted strategy'), el('span', 'muted budget'), el('span', 'restarts'));
     node.append(head, el('div', 'failure error'), el('ul'));
     return node;
   }
@@ -310,14 +313,20 @@
     const row = li.firstChild;
     const [, state, count, meter, failure] = row.children;
     badge(state, c.state, c.state === 'running' ? 'ok' : c.state === 'restarting' || c.state === 'starting' ? 'warn' : 'bad');
-    setText(count, '↻ ' + c.restarts);
-    count.title = c.restarts + ' restarts since start';
+    // A nested supervisor is drawn by its own head, which carries its restarts.
+    let sub = li.querySelector(':scope > .sup');
+    if (c.supervisor && !sub) li.append((sub = supNode()));
+    row.hidden = !!c.supervisor;
+    const shown = c.supervisor ? sub.firstChild.lastChild : count;
+    setText(shown, '↻ ' + c.restarts);
+    shown.title = c.restarts + ' restarts since start';
     li.dataset.restarts = String(c.restarts);
     const before = restarts.get(key);
     if (before !== undefined && c.restarts > before) {
-      row.classList.remove('flash');
-      void row.offsetWidth; // restart the animation
-      row.classList.add('flash');
+      const target = c.supervisor ? sub.firstChild : row;
+      target.classList.remove('flash');
+      void target.offsetWidth; // restart the animation
+      target.classList.add('flash');
     }
     restarts.set(key, c.restarts);
     meter.hidden = c.mailbox_capacity == null;
@@ -332,23 +341,19 @@
       setText(failure, 'last failure ' + ago(c.last_failure.at) + ': ' + c.last_failure.reason);
       failure.title = c.last_failure.at;
     }
-    if (c.supervisor) {
-      let sub = li.querySelector(':scope > .sup');
-      if (!sub) li.append((sub = supNode()));
-      fillSup(sub, c.supervisor, key);
-    }
+    if (c.supervisor) fillSup(sub, c.supervisor, key);
   }
 
   // ---- sellers ----
   const STAT_ROWS = [
-    ['errors', 'Errors (breaker window)'],
-    ['slow', 'Slow calls (breaker window)'],
+    ['errors', 'Errors (window)'],
+    ['slow', 'Slow (window)'],
     ['rate', 'Calls/s'],
     ['bulkhead', 'Bulkhead in use'],
-    ['latency', 'p50 / p99'],
+    ['latency', 'p50 / p99 (10 s)'],
     ['l2b', 'Look-to-book'],
-    ['refused', 'Refused: open / full / throttled'],
-    ['timeouts', 'Failures / timeouts'],
+    ['refused', 'Refused open/full/l2b'],
+    ['timeouts', 'Failed / timed out'],
   ];
   function renderSellers(sellers, t) {
     const box = $('sellers');
