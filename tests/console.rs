@@ -316,9 +316,21 @@ async fn the_feed_streams_snapshots_and_reports_a_restart_at_once() {
     for key in ["tree", "sellers", "partners", "sagas", "http"] {
         assert!(!hello[key].is_null(), "{key} missing: {hello}");
     }
-    let tick = next_line(&mut res, &mut buf).await;
-    assert_eq!(tick["seq"], 2);
-    assert_eq!(tick["reasons"], json!(["tick"]));
+    // Then one a second, numbered in order.
+    let deadline = Deadline::new(
+        "a snapshot sent because a second passed",
+        Duration::from_secs(10),
+    );
+    let mut seq = 1;
+    loop {
+        let snap = next_line(&mut res, &mut buf).await;
+        seq += 1;
+        assert_eq!(snap["seq"], seq);
+        if snap["reasons"] == json!(["tick"]) {
+            break;
+        }
+        deadline.tick(&snap["reasons"]).await;
+    }
 
     // A shard panics: the next snapshot says why it came early.
     let missing = AccountId::random();
@@ -366,6 +378,40 @@ async fn the_feed_streams_snapshots_and_reports_a_restart_at_once() {
         deadline.tick(&snap["http"]).await;
     }
     drop(res);
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn feeds_are_bounded_and_a_client_that_leaves_frees_its_place() {
+    let s = TestServer::start_with(quick).await;
+    let open = || {
+        s.http
+            .get(s.url("/v1/system/events"))
+            .header("accept", "application/x-ndjson")
+            .send()
+    };
+    let mut feeds = Vec::new();
+    for _ in 0..8 {
+        let mut res = open().await.unwrap();
+        assert_eq!(res.status(), 200);
+        next_line(&mut res, &mut Vec::new()).await;
+        feeds.push(res);
+    }
+    // The test server has one HTTP worker: the ninth is refused.
+    let res = open().await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "5");
+    common::assert_problem(res, 503, "overloaded", None).await;
+    // One client goes away; the server notices at its next write and frees the place.
+    drop(feeds.pop());
+    let deadline = Deadline::new("a place after a client left", Duration::from_secs(10));
+    loop {
+        let res = open().await.unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        deadline.tick(res.status()).await;
+    }
+    drop(feeds);
     s.stop().await;
 }
 
