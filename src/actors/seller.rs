@@ -245,12 +245,20 @@ impl SellerAdapter {
 
     fn publish_breaker(&self, now: Instant) {
         let snapshot = self.breaker.snapshot(now);
-        *self.stats.breaker.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
-        self.stats
-            .breaker_timeline
+        let previous = self
+            .stats
+            .breaker
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .note(snapshot.state, chrono::Utc::now());
+            .replace(snapshot);
+        // Most calls change nothing: the timeline (and the clock) only on a change.
+        if previous.map(|p| p.state) != Some(snapshot.state) {
+            self.stats
+                .breaker_timeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(snapshot.state, chrono::Utc::now());
+        }
     }
 
     /// Admission: breaker, then bulkhead. Returns the breaker permit.
