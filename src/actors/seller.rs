@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::PanicFaults;
 use crate::domain::backoff::equal_jitter;
 use crate::domain::breaker::{
-    BreakerConfig, BreakerSnapshot, BreakerState, CallOutcome, CircuitBreaker, InvalidSetting,
-    Permit,
+    BreakerConfig, BreakerSnapshot, BreakerState, BreakerTimeline, CallOutcome, CircuitBreaker,
+    InvalidSetting, Permit,
 };
+use crate::domain::latency::LatencyHistogram;
 use crate::domain::look_to_book::{LookToBookConfig, LookToBookMeter};
 use crate::sellers::{
     BookOutcome, BookRequest, CancelOutcome, Offer, ReservationStatus, SearchQuery, SellerApi,
@@ -146,6 +147,13 @@ pub struct SellerStats {
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     /// Last breaker snapshot.
     pub breaker: Mutex<Option<BreakerSnapshot>>,
+    /// The breaker's last transitions with their times (it survives adapter restarts, so a
+    /// restart that closes an open breaker shows as a transition too).
+    pub breaker_timeline: Mutex<BreakerTimeline>,
+    /// Fine-grained call latencies, for percentiles over a recent window.
+    pub latency: LatencyHistogram,
+    /// The bulkhead's bound (`max_concurrent_calls`), published when the adapter starts.
+    pub bulkhead_limit: AtomicU64,
 }
 
 /// Upper bounds of the seller latency histogram buckets, in ms (plus +Inf).
@@ -153,6 +161,7 @@ pub const LATENCY_BUCKETS_MS: [u64; 10] = [5, 10, 25, 50, 100, 250, 500, 1000, 2
 
 impl SellerStats {
     fn observe(&self, elapsed: Duration) {
+        self.latency.record(elapsed);
         self.latency_us_sum
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         let ms = elapsed.as_millis() as u64;
@@ -235,8 +244,21 @@ impl SellerAdapter {
     }
 
     fn publish_breaker(&self, now: Instant) {
-        *self.stats.breaker.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(self.breaker.snapshot(now));
+        let snapshot = self.breaker.snapshot(now);
+        let previous = self
+            .stats
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(snapshot);
+        // Most calls change nothing: the timeline (and the clock) only on a change.
+        if previous.map(|p| p.state) != Some(snapshot.state) {
+            self.stats
+                .breaker_timeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(snapshot.state, chrono::Utc::now());
+        }
     }
 
     /// Admission: breaker, then bulkhead. Returns the breaker permit.
@@ -349,6 +371,10 @@ impl Actor for SellerAdapter {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
+        self.stats.bulkhead_limit.store(
+            u64::from(self.config.max_concurrent_calls),
+            Ordering::Relaxed,
+        );
         self.publish_breaker(Instant::now());
     }
 }

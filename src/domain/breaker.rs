@@ -13,11 +13,14 @@
 //! a mutex and returns an RAII [`PermitGuard`] that releases itself when dropped, for call
 //! futures that may be dropped on timeout. Each permit remembers the breaker's epoch (bumped
 //! on every transition), so a slow call started before a transition cannot skew the new state.
+//!
+//! [`BreakerTimeline`] keeps the last few transitions with wall-clock times, for operators.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// A configuration value that failed validation, naming its key.
@@ -436,6 +439,64 @@ impl Drop for PermitGuard {
     }
 }
 
+/// Transitions a [`BreakerTimeline`] keeps.
+pub const TIMELINE_LEN: usize = 32;
+
+/// One change of a breaker's state, stamped with the wall clock for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerTransition {
+    /// When the change was seen.
+    pub at: DateTime<Utc>,
+    /// State before.
+    pub from: BreakerState,
+    /// State after.
+    pub to: BreakerState,
+}
+
+/// The last [`TIMELINE_LEN`] transitions of a breaker, oldest first, fed by whoever
+/// publishes its state (the `SellerAdapter`), so memory stays fixed however often it flaps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerTimeline {
+    /// The kept transitions, oldest first.
+    transitions: VecDeque<BreakerTransition>,
+    /// Transitions seen in all, kept or not.
+    total: u64,
+    /// The state last noted.
+    #[serde(skip)]
+    last: Option<BreakerState>,
+}
+
+impl BreakerTimeline {
+    /// Notes the state published at `at`; a state other than the last one noted is a
+    /// transition (the first note only sets the starting point). True when it was one.
+    pub fn note(&mut self, state: BreakerState, at: DateTime<Utc>) -> bool {
+        let from = match self.last.replace(state) {
+            Some(from) if from != state => from,
+            _ => return false,
+        };
+        if self.transitions.len() == TIMELINE_LEN {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(BreakerTransition {
+            at,
+            from,
+            to: state,
+        });
+        self.total += 1;
+        true
+    }
+
+    /// The kept transitions, oldest first.
+    pub fn transitions(&self) -> impl Iterator<Item = &BreakerTransition> {
+        self.transitions.iter()
+    }
+
+    /// Transitions seen in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,5 +806,48 @@ mod tests {
         });
         call(&mut b, CallOutcome::Failure, FAST, now);
         assert_eq!(b.state(now), BreakerState::Open);
+    }
+
+    #[test]
+    fn timeline_records_changes_only_and_keeps_the_last_few() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut t = BreakerTimeline::default();
+        assert!(
+            !t.note(BreakerState::Closed, at(0)),
+            "the first note is the start"
+        );
+        assert!(
+            !t.note(BreakerState::Closed, at(1)),
+            "no change, no transition"
+        );
+        assert!(t.note(BreakerState::Open, at(2)));
+        assert!(t.note(BreakerState::HalfOpen, at(7)));
+        assert!(t.note(BreakerState::Closed, at(8)));
+        let seen: Vec<_> = t.transitions().map(|x| (x.from, x.to, x.at)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (BreakerState::Closed, BreakerState::Open, at(2)),
+                (BreakerState::Open, BreakerState::HalfOpen, at(7)),
+                (BreakerState::HalfOpen, BreakerState::Closed, at(8)),
+            ]
+        );
+        // Flapping for a long time keeps memory fixed: the oldest go first.
+        for i in 0..100 {
+            let state = if i % 2 == 0 {
+                BreakerState::Open
+            } else {
+                BreakerState::Closed
+            };
+            t.note(state, at(10 + i));
+        }
+        assert_eq!(t.total(), 103);
+        assert_eq!(t.transitions().count(), TIMELINE_LEN);
+        assert_eq!(t.transitions().last().unwrap().at, at(109));
+        assert_eq!(
+            t.transitions().next().unwrap().at,
+            at(110 - TIMELINE_LEN as i64)
+        );
     }
 }

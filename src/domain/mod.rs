@@ -1,12 +1,13 @@
 //! Domain rules as plain types and functions, tested without actors: money, accounts,
-//! wallet arithmetic, search merge/markdown/TTL, the search cache, the circuit breaker and
-//! the look-to-book meter.
+//! wallet arithmetic, search merge/markdown/TTL, the search cache, the circuit breaker,
+//! the look-to-book meter and the latency histogram.
 
 pub mod access;
 pub mod account;
 pub mod backoff;
 pub mod booking;
 pub mod breaker;
+pub mod latency;
 pub mod look_to_book;
 pub mod money;
 pub mod outbox;

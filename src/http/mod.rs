@@ -9,6 +9,7 @@
 mod accounts;
 mod auth;
 mod bookings;
+mod console;
 mod extract;
 mod metrics;
 mod openapi;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(search::routes)
         .configure(bookings::routes)
         .configure(system::routes)
+        .configure(console::routes)
         .configure(openapi::routes)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(Problem::no_route())
