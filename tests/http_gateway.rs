@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use wayfare::actors::seller::AdapterConfig;
@@ -312,19 +313,20 @@ async fn a_booking_pays_through_the_http_gateway() {
         .await
         .unwrap();
     let id = booking.id.clone();
-    // Wait for the saga to finish (it runs in the background).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let finished = loop {
-        let b = server.runtime.booking(&id).await.unwrap();
-        if !matches!(
-            b.state,
-            SagaState::Pending | SagaState::PaymentAuthorized | SagaState::SellerConfirmed
-        ) {
-            break b;
-        }
-        assert!(std::time::Instant::now() < deadline, "booking stuck: {b:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    // The saga runs in the background: wait until it leaves the in-flight states.
+    let finished = common::wait_until(
+        Duration::from_secs(10),
+        "the booking finished",
+        async || {
+            let b = server.runtime.booking(&id).await.ok()?;
+            let in_flight = matches!(
+                b.state,
+                SagaState::Pending | SagaState::PaymentAuthorized | SagaState::SellerConfirmed
+            );
+            (!in_flight).then_some(b)
+        },
+    )
+    .await;
     assert_eq!(finished.state, SagaState::Confirmed, "{finished:?}");
     let ledger = fake.ledger().await;
     let auths = ledger["authorizations"].as_array().unwrap();

@@ -91,15 +91,21 @@ fn production_refuses_simulated_partners_and_plain_remote_urls() {
 
     let cases = [
         (
-            PRODUCTION.replace(r#"kind = "http"
-[payments.http]"#, r#"kind = "simulated"
-[payments.http]"#),
+            PRODUCTION.replace(
+                r#"kind = "http"
+[payments.http]"#,
+                r#"kind = "simulated"
+[payments.http]"#,
+            ),
             "payments.kind",
         ),
         (
-            PRODUCTION.replace(r#"name = "alpha"
-kind = "http""#, r#"name = "alpha"
-kind = "simulated""#),
+            PRODUCTION.replace(
+                r#"name = "alpha"
+kind = "http""#,
+                r#"name = "alpha"
+kind = "simulated""#,
+            ),
             "sellers.alpha.kind",
         ),
         (

@@ -49,7 +49,6 @@ pub use service::{
     AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreConfig,
 };
 
-
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
 pub const ENV_PREFIX: &str = "WAYFARE__";
 

@@ -1002,23 +1002,35 @@ mod tests {
             error_rate: 1.5,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.error_rate");
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "payments.simulated.error_rate"
+        );
         let bad = SimulatedGatewayConfig {
             error_rate: f64::NAN,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.error_rate");
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "payments.simulated.error_rate"
+        );
         let bad = SimulatedGatewayConfig {
             latency_min_ms: 10,
             latency_max_ms: 5,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.latency_min_ms");
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "payments.simulated.latency_min_ms"
+        );
         let bad = SimulatedGatewayConfig {
             latency_max_ms: 100_000,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().key, "payments.simulated.latency_max_ms");
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "payments.simulated.latency_max_ms"
+        );
         assert!(serde_json::from_str::<SimulatedGatewayConfig>(r#"{"error_rat":0.1}"#).is_err());
     }
 }

@@ -402,9 +402,9 @@ fn bookings_subtree(
 /// The gateway `[payments]` names.
 fn configured_gateway(config: &Config) -> Result<Arc<dyn PaymentGateway>, Error> {
     Ok(match config.payments.kind {
-        PaymentsKind::Simulated => Arc::new(SimulatedGateway::new(
-            config.payments.simulated.clone(),
-        )),
+        PaymentsKind::Simulated => {
+            Arc::new(SimulatedGateway::new(config.payments.simulated.clone()))
+        }
         PaymentsKind::Http => Arc::new(
             HttpGateway::new(config.payments.http.clone())
                 .map_err(|e| Error::Config(format!("payments.http.{}: {}", e.key, e.problem)))?,
