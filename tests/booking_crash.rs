@@ -116,7 +116,7 @@ step_timeout_ms = 1000
 backoff_base_ms = 10
 backoff_max_ms = 100
 
-[payments]
+[payments.simulated]
 latency_min_ms = 1
 latency_max_ms = 20
 

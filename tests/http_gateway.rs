@@ -339,3 +339,77 @@ async fn a_booking_pays_through_the_http_gateway() {
     assert_eq!(captures[0]["amount"]["minor"], offer.price.minor);
     server.stop().await;
 }
+
+/// The gateway adapter's breaker: a failing gateway opens it, and while open, calls are
+/// refused as `Unavailable` (nothing sent) without reaching the gateway; the adapter is a
+/// supervised child that the snapshot shows with its breaker.
+#[actix_rt::test]
+async fn a_failing_gateway_opens_the_adapter_breaker() {
+    use wayfare::actors::guard::PartnerStats;
+    use wayfare::actors::payment::{GatewayAdapterConfig, PaymentAdapter, SupervisedGateway};
+    use wayfare::domain::breaker::{BreakerConfig, BreakerState};
+    use wayfare::supervisor::{ChildSpec, Restart, RestartPolicy, Strategy, SupervisorBuilder};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start(dir.path(), &["--error-rate", "1"]);
+    let gateway: Arc<dyn PaymentGateway> = Arc::new(fake.client(2_000));
+    let config = GatewayAdapterConfig {
+        breaker: BreakerConfig {
+            window: 4,
+            minimum_calls: 4,
+            open_ms: 60_000,
+            ..BreakerConfig::default()
+        },
+        ..GatewayAdapterConfig::default()
+    };
+    let stats = Arc::new(PartnerStats::default());
+    let mut sup = SupervisorBuilder::new("payments", Strategy::OneForOne, RestartPolicy::default());
+    let spec = ChildSpec {
+        name: "payment-gateway".into(),
+        restart: Restart::Permanent,
+        mailbox_capacity: 16,
+        deadline: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    let (s, for_snapshot) = (stats.clone(), stats.clone());
+    let handle = sup.actor_with_status(
+        spec,
+        actix_rt::Arbiter::current(),
+        move || PaymentAdapter::new(gateway.clone(), &config, s.clone()),
+        move || for_snapshot.to_json(),
+    );
+    let tree = sup.start();
+    let gw = SupervisedGateway::new(handle);
+    for i in 0..4 {
+        let reply = gw
+            .authorize(&format!("b{i}"), "tok_approve", eur(100))
+            .await;
+        assert_eq!(
+            reply,
+            Err(PaymentError::Timeout),
+            "a 5xx is an unknown outcome"
+        );
+    }
+    assert_eq!(stats.breaker_state(), BreakerState::Open);
+    let sent = stats.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = gw.authorize("b-open", "tok_approve", eur(100)).await;
+    assert!(
+        matches!(&refused, Err(PaymentError::Unavailable(why)) if why.contains("circuit open")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stats.calls.load(std::sync::atomic::Ordering::Relaxed),
+        sent,
+        "an open breaker sends nothing"
+    );
+    let snapshot = serde_json::to_value(tree.snapshot()).unwrap();
+    assert!(
+        snapshot.to_string().contains("payment-gateway"),
+        "the adapter is in the tree: {snapshot}"
+    );
+    assert_eq!(
+        snapshot["children"][0]["status"]["breaker"]["state"], "open",
+        "{snapshot}"
+    );
+    tree.shutdown().await;
+}

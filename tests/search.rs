@@ -247,7 +247,8 @@ async fn the_bulkhead_refuses_calls_beyond_its_limit() {
 
 #[actix_rt::test]
 async fn searches_are_retried_and_bookings_are_not() {
-    use wayfare::actors::seller::{BookWithSeller, SearchSeller, SellerAdapter, SellerStats};
+    use wayfare::actors::guard::PartnerStats;
+    use wayfare::actors::seller::{BookWithSeller, SearchSeller, SellerAdapter};
     use wayfare::sellers::{BookRequest, SearchQuery};
     use wayfare::supervisor::{ChildSpec, Restart, Strategy, SupervisorBuilder};
 
@@ -271,7 +272,7 @@ async fn searches_are_retried_and_bookings_are_not() {
         SellerAdapter::new(
             api.clone(),
             adapter.clone(),
-            Arc::new(SellerStats::default()),
+            Arc::new(PartnerStats::default()),
         )
     });
     let root = sup.start();

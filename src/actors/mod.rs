@@ -3,7 +3,9 @@
 pub mod account;
 pub mod booking;
 pub mod coordinator;
+pub mod guard;
 pub mod notify;
+pub mod payment;
 pub mod search;
 pub mod seller;
 

@@ -7,24 +7,21 @@
 //! Sent to by the `SearchAggregator` (searches) and by booking sagas (book, cancel,
 //! status). Calls run as futures of the actor's context, so the mailbox keeps moving while
 //! a seller is slow; their outcomes come back to the actor to update the breaker and meter.
-//! Figures for metrics are published in a shared [`SellerStats`] that only this actor
+//! Figures for metrics are published in a shared [`PartnerStats`] that only this actor
 //! writes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::guard::{CallGuard, PartnerStats, Refused};
 use super::PanicFaults;
 use crate::domain::backoff::equal_jitter;
-use crate::domain::breaker::{
-    BreakerConfig, BreakerSnapshot, BreakerState, BreakerTimeline, CallOutcome, CircuitBreaker,
-    InvalidSetting, Permit,
-};
-use crate::domain::latency::LatencyHistogram;
+use crate::domain::breaker::{BreakerConfig, InvalidSetting};
 use crate::domain::look_to_book::{LookToBookConfig, LookToBookMeter};
 use crate::sellers::{
     BookOutcome, BookRequest, CancelOutcome, Offer, ReservationStatus, SearchQuery, SellerApi,
@@ -119,92 +116,13 @@ pub enum SellerCallError {
     Failed(#[from] SellerError),
 }
 
-/// Counters published for `/metrics` and the supervision snapshot. Written only by the
-/// adapter; survives adapter restarts (the breaker itself starts closed again).
-#[derive(Debug, Default)]
-pub struct SellerStats {
-    /// Calls made to the seller (attempts, retries included).
-    pub calls: AtomicU64,
-    /// Calls that failed (error or timeout).
-    pub failures: AtomicU64,
-    /// Calls that timed out.
-    pub timeouts: AtomicU64,
-    /// Calls refused without calling: breaker open.
-    pub short_circuited: AtomicU64,
-    /// Calls refused without calling: bulkhead full.
-    pub bulkhead_rejected: AtomicU64,
-    /// Searches refused without calling: look-to-book.
-    pub throttled: AtomicU64,
-    /// Searches sent (look-to-book numerator).
-    pub searches: AtomicU64,
-    /// Bookings confirmed (look-to-book denominator).
-    pub bookings: AtomicU64,
-    /// Calls in flight now.
-    pub in_flight: AtomicU64,
-    /// Sum of call latencies, microseconds.
-    pub latency_us_sum: AtomicU64,
-    /// Latency histogram: counts per [`LATENCY_BUCKETS_MS`] bucket (cumulative at render).
-    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
-    /// Last breaker snapshot.
-    pub breaker: Mutex<Option<BreakerSnapshot>>,
-    /// The breaker's last transitions with their times (it survives adapter restarts, so a
-    /// restart that closes an open breaker shows as a transition too).
-    pub breaker_timeline: Mutex<BreakerTimeline>,
-    /// Fine-grained call latencies, for percentiles over a recent window.
-    pub latency: LatencyHistogram,
-    /// The bulkhead's bound (`max_concurrent_calls`), published when the adapter starts.
-    pub bulkhead_limit: AtomicU64,
-}
-
-/// Upper bounds of the seller latency histogram buckets, in ms (plus +Inf).
-pub const LATENCY_BUCKETS_MS: [u64; 10] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
-
-impl SellerStats {
-    fn observe(&self, elapsed: Duration) {
-        self.latency.record(elapsed);
-        self.latency_us_sum
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        let ms = elapsed.as_millis() as u64;
-        let i = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The breaker state last published.
-    pub fn breaker_state(&self) -> BreakerState {
-        self.breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(BreakerState::Closed, |s| s.state)
-    }
-
-    /// A JSON view for the supervision snapshot.
-    pub fn to_json(&self) -> serde_json::Value {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "breaker": *self.breaker.lock().unwrap_or_else(|p| p.into_inner()),
-            "calls": get(&self.calls),
-            "failures": get(&self.failures),
-            "timeouts": get(&self.timeouts),
-            "short_circuited": get(&self.short_circuited),
-            "bulkhead_rejected": get(&self.bulkhead_rejected),
-            "throttled": get(&self.throttled),
-            "in_flight": get(&self.in_flight),
-            "look_to_book": {"searches": get(&self.searches), "bookings": get(&self.bookings)},
-        })
-    }
-}
-
 /// The adapter actor.
 pub struct SellerAdapter {
     api: Arc<dyn SellerApi>,
     config: AdapterConfig,
-    breaker: CircuitBreaker,
+    guard: CallGuard,
     meter: LookToBookMeter,
-    in_flight: u32,
-    stats: Arc<SellerStats>,
+    stats: Arc<PartnerStats>,
     panics: PanicFaults,
 }
 
@@ -212,21 +130,24 @@ impl std::fmt::Debug for SellerAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SellerAdapter")
             .field("seller", &self.api.name())
-            .field("in_flight", &self.in_flight)
+            .field("in_flight", &self.guard.in_flight())
             .finish()
     }
 }
 
 impl SellerAdapter {
     /// A fresh adapter: breaker closed, meter empty.
-    pub fn new(api: Arc<dyn SellerApi>, config: AdapterConfig, stats: Arc<SellerStats>) -> Self {
+    pub fn new(api: Arc<dyn SellerApi>, config: AdapterConfig, stats: Arc<PartnerStats>) -> Self {
         let now = Instant::now();
         SellerAdapter {
-            breaker: CircuitBreaker::new(config.breaker.clone()),
+            guard: CallGuard::new(
+                config.breaker.clone(),
+                config.max_concurrent_calls,
+                stats.clone(),
+            ),
             meter: LookToBookMeter::new(config.look_to_book.clone(), now),
             api,
             config,
-            in_flight: 0,
             stats,
             panics: PanicFaults::default(),
         }
@@ -243,65 +164,6 @@ impl SellerAdapter {
             .maybe_panic(&format_args!("seller adapter {}", self.api.name()));
     }
 
-    fn publish_breaker(&self, now: Instant) {
-        let snapshot = self.breaker.snapshot(now);
-        let previous = self
-            .stats
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(snapshot);
-        // Most calls change nothing: the timeline (and the clock) only on a change.
-        if previous.map(|p| p.state) != Some(snapshot.state) {
-            self.stats
-                .breaker_timeline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .note(snapshot.state, chrono::Utc::now());
-        }
-    }
-
-    /// Admission: breaker, then bulkhead. Returns the breaker permit.
-    fn admit(&mut self, now: Instant) -> Result<Permit, SellerCallError> {
-        if self.in_flight >= self.config.max_concurrent_calls {
-            self.stats.bulkhead_rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(SellerCallError::BulkheadFull);
-        }
-        let permit = self.breaker.try_acquire(now).map_err(|_| {
-            self.stats.short_circuited.fetch_add(1, Ordering::Relaxed);
-            SellerCallError::CircuitOpen
-        })?;
-        self.in_flight += 1;
-        self.stats
-            .in_flight
-            .store(self.in_flight as u64, Ordering::Relaxed);
-        self.publish_breaker(now);
-        Ok(permit)
-    }
-
-    /// Settles a finished call: bulkhead slot back, breaker told, stats updated.
-    fn settle(&mut self, permit: Permit, failed: bool, timed_out: bool, started: Instant) {
-        let now = Instant::now();
-        let elapsed = now - started;
-        self.in_flight -= 1;
-        self.stats
-            .in_flight
-            .store(self.in_flight as u64, Ordering::Relaxed);
-        let outcome = if failed {
-            CallOutcome::Failure
-        } else {
-            CallOutcome::Success
-        };
-        self.breaker.record(permit, outcome, elapsed, now);
-        self.publish_breaker(now);
-        if failed {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if timed_out {
-            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Runs `call` with the adapter's protections; `retries` extra attempts on failure.
     fn protected<T, F>(
         &mut self,
@@ -314,9 +176,14 @@ impl SellerAdapter {
         F: Fn(Arc<dyn SellerApi>) -> crate::sellers::SellerFuture<T> + Send + 'static,
     {
         let started = Instant::now();
-        let permit = match self.admit(started) {
+        let permit = match self.guard.admit(started) {
             Ok(p) => p,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+            Err(Refused::CircuitOpen) => {
+                return Box::pin(actix::fut::ready(Err(SellerCallError::CircuitOpen)))
+            }
+            Err(Refused::BulkheadFull) => {
+                return Box::pin(actix::fut::ready(Err(SellerCallError::BulkheadFull)))
+            }
         };
         let api = self.api.clone();
         let stats = self.stats.clone();
@@ -360,7 +227,8 @@ impl SellerAdapter {
                 .into_actor(self)
                 .map(move |result: Result<T, SellerError>, act, _| {
                     let timed_out = matches!(result, Err(SellerError::Timeout));
-                    act.settle(permit, result.is_err(), timed_out, started);
+                    act.guard
+                        .settle(permit, result.is_err(), timed_out, started);
                     result.map_err(SellerCallError::Failed)
                 }),
         )
@@ -371,11 +239,7 @@ impl Actor for SellerAdapter {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        self.stats.bulkhead_limit.store(
-            u64::from(self.config.max_concurrent_calls),
-            Ordering::Relaxed,
-        );
-        self.publish_breaker(Instant::now());
+        self.guard.publish();
     }
 }
 

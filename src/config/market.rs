@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::actors::payment::GatewayAdapterConfig;
 use crate::actors::seller::AdapterConfig;
 use crate::domain::saga::SagaConfig;
 use crate::domain::search_cache::SearchCacheConfig;
@@ -123,4 +124,6 @@ pub struct PaymentsConfig {
     pub simulated: SimulatedGatewayConfig,
     /// Settings of the HTTP gateway.
     pub http: HttpGatewayConfig,
+    /// Timeout, breaker and bulkhead of the adapter every gateway call goes through.
+    pub adapter: GatewayAdapterConfig,
 }

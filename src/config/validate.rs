@@ -143,6 +143,12 @@ impl Config {
         if let Err(e) = self.payments.simulated.validate() {
             return Err(ConfigError::Nested(format!("{}: {}", e.key, e.reason)));
         }
+        if let Err(e) = self.payments.adapter.validate() {
+            return Err(ConfigError::Nested(format!(
+                "payments.adapter.{}: {}",
+                e.key, e.problem
+            )));
+        }
         if let Err(e) = self.payments.http.validate() {
             return Err(ConfigError::Nested(format!(
                 "payments.http.{}: {}",

@@ -10,7 +10,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, Tex
 use std::sync::atomic::Ordering;
 
 use crate::actors::coordinator::SagaCounts;
-use crate::actors::seller::LATENCY_BUCKETS_MS;
+use crate::actors::guard::LATENCY_BUCKETS_MS;
 use crate::domain::breaker::BreakerState;
 use crate::faults::FaultCounts;
 use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};
@@ -151,7 +151,7 @@ fn render_sellers(out: &mut String, runtime: &Runtime) {
     let counter = |out: &mut String,
                    name: &str,
                    help: &str,
-                   get: &dyn Fn(&crate::actors::seller::SellerStats) -> u64| {
+                   get: &dyn Fn(&crate::actors::guard::PartnerStats) -> u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (seller, stats) in sellers {
             let _ = writeln!(out, "{name}{{seller=\"{seller}\"}} {}", get(stats));

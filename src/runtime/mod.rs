@@ -26,9 +26,10 @@ pub use views::{Booking, CancellationView, Check, Health, OfferView, SearchRespo
 
 use crate::actors::account::AccountShard;
 use crate::actors::coordinator::SagaCoordinator;
+use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{MailTransport, MailerStats};
 use crate::actors::search::{SearchAggregator, SearchStats};
-use crate::actors::seller::{AdapterConfig, SellerStats};
+use crate::actors::seller::AdapterConfig;
 use crate::config::Config;
 use crate::domain::account::AccountId;
 use crate::error::Error;
@@ -57,7 +58,9 @@ struct Inner {
     store: Arc<dyn Store>,
     shards: Vec<ActorHandle<AccountShard>>,
     aggregators: Vec<ActorHandle<SearchAggregator>>,
-    sellers: Vec<(String, Arc<SellerStats>)>,
+    sellers: Vec<(String, Arc<PartnerStats>)>,
+    /// Figures of the payment gateway's adapter.
+    gateway_stats: Arc<PartnerStats>,
     search_stats: Arc<SearchStats>,
     coordinator: ActorHandle<SagaCoordinator>,
     mailer_stats: Arc<MailerStats>,

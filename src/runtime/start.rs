@@ -23,9 +23,11 @@ use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
 use crate::actors::account::{AccountFaults, AccountShard};
 use crate::actors::booking::SagaDeps;
 use crate::actors::coordinator::SagaCoordinator;
+use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
+use crate::actors::payment::{PaymentAdapter, SupervisedGateway};
 use crate::actors::search::{AggregatorSettings, SearchAggregator, SearchStats, SellerRoute};
-use crate::actors::seller::{SellerAdapter, SellerStats};
+use crate::actors::seller::SellerAdapter;
 use crate::actors::PanicFaults;
 use crate::config::{Config, FaultsConfig, PaymentsKind, SellerKind};
 use crate::error::Error;
@@ -120,6 +122,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         Some(gateway) => gateway,
         None => configured_gateway(&config)?,
     };
+    let gateway = with_payment_faults(gateway, &config.faults, &fault_counters);
+    let (payments, gateway, gateway_stats) = payments_subtree(&wiring, gateway);
     let deps = SagaDeps {
         store: store.clone(),
         shards: shards.clone(),
@@ -128,7 +132,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             .map(|r| (r.name.clone(), r.handle.clone()))
             .collect(),
         aggregators: aggregators.clone(),
-        gateway: with_payment_faults(gateway, &config.faults, &fault_counters),
+        gateway,
         mailer,
         config: config.bookings.saga.clone(),
         step_timeout: Duration::from_millis(config.bookings.step_timeout_ms),
@@ -150,6 +154,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     root.supervisor(sellers, Restart::Permanent, shutdown_timeout);
     root.supervisor(search, Restart::Permanent, shutdown_timeout);
     root.supervisor(notifier, Restart::Permanent, shutdown_timeout);
+    root.supervisor(payments, Restart::Permanent, shutdown_timeout);
     // Last: the coordinator resumes unfinished sagas as it starts, so everything they
     // call must be running.
     root.supervisor(bookings, Restart::Permanent, shutdown_timeout);
@@ -162,6 +167,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             aggregators,
             seller_names: seller_stats.iter().map(|(n, _)| n.clone()).collect(),
             sellers: seller_stats,
+            gateway_stats,
             search_stats,
             coordinator,
             mailer_stats,
@@ -276,7 +282,7 @@ fn seller_apis(w: &Wiring<'_>, custom: Vec<CustomSeller>) -> Result<Vec<CustomSe
 type SellerSubtree = (
     SupervisorBuilder,
     Arc<Vec<SellerRoute>>,
-    Vec<(String, Arc<SellerStats>)>,
+    Vec<(String, Arc<PartnerStats>)>,
 );
 
 /// `sellers`: one adapter per seller, with the figures each publishes.
@@ -286,7 +292,7 @@ fn sellers_subtree(w: &Wiring<'_>, custom: Vec<CustomSeller>) -> Result<SellerSu
     let mut seller_stats = Vec::new();
     for (i, part) in seller_apis(w, custom)?.into_iter().enumerate() {
         let name = part.api.name().to_owned();
-        let stats = Arc::new(SellerStats::default());
+        let stats = Arc::new(PartnerStats::default());
         // The caller's own deadline (search deadline, saga step) is what binds.
         let deadline = Duration::from_millis(part.adapter.call_timeout_ms)
             .saturating_mul(part.adapter.search_retries + 2);
@@ -397,6 +403,32 @@ fn bookings_subtree(
         SagaCoordinator::new(deps.clone(), max)
     });
     (sup, coordinator)
+}
+
+/// `payments`: the adapter every gateway call goes through. Sagas get a
+/// [`SupervisedGateway`] that asks it.
+fn payments_subtree(
+    w: &Wiring<'_>,
+    gateway: Arc<dyn PaymentGateway>,
+) -> (
+    SupervisorBuilder,
+    Arc<dyn PaymentGateway>,
+    Arc<PartnerStats>,
+) {
+    let config = &w.config.payments.adapter;
+    let mut sup = SupervisorBuilder::new("payments", Strategy::OneForOne, w.policy());
+    let stats = Arc::new(PartnerStats::default());
+    // The deadline of an ask covers the call's own timeout plus the wait for a slot.
+    let deadline = Duration::from_millis(config.call_timeout_ms) + Duration::from_secs(1);
+    let spec = w.spec("payment-gateway".into(), config.mailbox_capacity, deadline);
+    let (published, for_snapshot, adapter) = (stats.clone(), stats.clone(), config.clone());
+    let handle = sup.actor_with_status(
+        spec,
+        w.arbiter(0),
+        move || PaymentAdapter::new(gateway.clone(), &adapter, published.clone()),
+        move || for_snapshot.to_json(),
+    );
+    (sup, Arc::new(SupervisedGateway::new(handle)), stats)
 }
 
 /// The gateway `[payments]` names.

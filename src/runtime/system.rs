@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use super::{Check, Health, Runtime};
+use crate::actors::guard::PartnerStats;
 use crate::actors::notify::MailerStats;
 use crate::actors::search::SearchStats;
-use crate::actors::seller::SellerStats;
 use crate::error::Error;
 use crate::faults::FaultCounts;
 use crate::store::{self, Store};
@@ -79,8 +79,13 @@ impl Runtime {
     }
 
     /// Per-seller figures (breaker, calls, look-to-book) for metrics.
-    pub fn seller_stats(&self) -> &[(String, Arc<SellerStats>)] {
+    pub fn seller_stats(&self) -> &[(String, Arc<PartnerStats>)] {
         &self.inner.sellers
+    }
+
+    /// Figures of the payment gateway's adapter (breaker, calls, latency).
+    pub fn gateway_stats(&self) -> &Arc<PartnerStats> {
+        &self.inner.gateway_stats
     }
 
     /// Search cache and coalescing counters for metrics.

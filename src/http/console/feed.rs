@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::actors::coordinator::SagaCounts;
-use crate::actors::seller::SellerStats;
+use crate::actors::guard::PartnerStats;
 use crate::domain::breaker::{BreakerSnapshot, BreakerState, BreakerTransition};
 use crate::domain::latency::LatencyCounts;
 use crate::faults::FaultCounts;
@@ -136,7 +136,7 @@ impl Signature {
     /// The signature of the runtime now.
     pub(crate) fn of(
         tree: &SupervisorSnapshot,
-        sellers: &[(String, std::sync::Arc<SellerStats>)],
+        sellers: &[(String, std::sync::Arc<PartnerStats>)],
     ) -> Self {
         let mut sig = Signature::default();
         tree.for_each_child(&mut |sup, child| {
@@ -444,7 +444,7 @@ impl Feed {
     }
 }
 
-fn seller_view(name: &str, s: &SellerStats, latency: LatencyView) -> SellerView {
+fn seller_view(name: &str, s: &PartnerStats, latency: LatencyView) -> SellerView {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let timeline = s
         .breaker_timeline

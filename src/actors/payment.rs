@@ -1,0 +1,365 @@
+//! `PaymentAdapter`: the one actor between booking sagas and the card gateway. It owns the
+//! protections around the gateway, like a seller's adapter does: a per-call timeout, a
+//! circuit breaker and a bulkhead (its [`CallGuard`]), with figures in a shared
+//! [`PartnerStats`] for `/metrics`, the console and the supervision snapshot.
+//!
+//! Nothing is retried here: every gateway call carries the saga's idempotency key, and the
+//! saga decides when to retry or reconcile. What the guard refuses never reached the
+//! gateway (`Unavailable`: nothing happened); a call past its timeout may have (`Timeout`:
+//! an unknown outcome the saga reconciles by key). Calls run as futures of the actor's
+//! context, so the mailbox keeps moving while the gateway is slow.
+//!
+//! Sagas reach it through [`SupervisedGateway`], which is itself a [`PaymentGateway`], so
+//! the saga code does not know the actor is there. Stateless beyond the guard: a restart
+//! starts with a closed breaker and keeps the figures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::guard::{CallGuard, PartnerStats, Refused};
+use super::PanicFaults;
+use crate::domain::breaker::{BreakerConfig, InvalidSetting};
+use crate::domain::money::Money;
+use crate::payments::{
+    AuthOutcome, CaptureOutcome, PaymentError, PaymentFuture, PaymentGateway, PaymentOpStatus,
+    RefundOutcome, VoidOutcome,
+};
+use crate::supervisor::{ActorHandle, AskError};
+
+/// Protections of the gateway adapter, `[payments.adapter]` in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayAdapterConfig {
+    /// Timeout of one gateway call, in ms; past it the outcome is unknown.
+    pub call_timeout_ms: u64,
+    /// Bulkhead: calls in flight at once; more are refused at once (nothing sent).
+    pub max_concurrent_calls: u32,
+    /// Requests queued or in flight in the adapter's mailbox.
+    pub mailbox_capacity: usize,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for GatewayAdapterConfig {
+    fn default() -> Self {
+        GatewayAdapterConfig {
+            call_timeout_ms: 5_000,
+            max_concurrent_calls: 256,
+            mailbox_capacity: 4_096,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl GatewayAdapterConfig {
+    /// Range checks; keys are relative to `[payments.adapter]`.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if !(1..=600_000).contains(&self.call_timeout_ms) {
+            return Err(InvalidSetting::new(
+                "call_timeout_ms",
+                "must be within 1..=600000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_calls) {
+            return Err(InvalidSetting::new(
+                "max_concurrent_calls",
+                "must be within 1..=10000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.mailbox_capacity) {
+            return Err(InvalidSetting::new(
+                "mailbox_capacity",
+                "must be within 1..=1000000",
+            ));
+        }
+        self.breaker.validate().map_err(|e| e.within("breaker"))
+    }
+}
+
+/// The adapter actor.
+pub struct PaymentAdapter {
+    gateway: Arc<dyn PaymentGateway>,
+    guard: CallGuard,
+    call_timeout: Duration,
+    stats: Arc<PartnerStats>,
+    panics: PanicFaults,
+}
+
+impl std::fmt::Debug for PaymentAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentAdapter")
+            .field("in_flight", &self.guard.in_flight())
+            .finish()
+    }
+}
+
+impl PaymentAdapter {
+    /// A fresh adapter around `gateway`: breaker closed.
+    pub fn new(
+        gateway: Arc<dyn PaymentGateway>,
+        config: &GatewayAdapterConfig,
+        stats: Arc<PartnerStats>,
+    ) -> Self {
+        PaymentAdapter {
+            guard: CallGuard::new(
+                config.breaker.clone(),
+                config.max_concurrent_calls,
+                stats.clone(),
+            ),
+            gateway,
+            call_timeout: Duration::from_millis(config.call_timeout_ms),
+            stats,
+            panics: PanicFaults::default(),
+        }
+    }
+
+    /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
+    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
+        self.panics = panics;
+        self
+    }
+
+    /// Runs one gateway call behind the guard and the timeout.
+    fn guarded<T: Send + 'static>(
+        &mut self,
+        call: impl FnOnce(&dyn PaymentGateway) -> PaymentFuture<T>,
+    ) -> ResponseActFuture<Self, Result<T, PaymentError>> {
+        self.panics.maybe_panic(&"payment adapter");
+        let started = Instant::now();
+        let permit = match self.guard.admit(started) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                let why = match refused {
+                    Refused::CircuitOpen => "gateway circuit open",
+                    Refused::BulkheadFull => "too many gateway calls in flight",
+                };
+                return Box::pin(actix::fut::ready(Err(PaymentError::Unavailable(
+                    why.into(),
+                ))));
+            }
+        };
+        self.stats
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = tokio::time::timeout(self.call_timeout, call(&*self.gateway));
+        Box::pin(call.into_actor(self).map(move |result, act, _| {
+            let result = result.unwrap_or(Err(PaymentError::Timeout));
+            act.stats.observe(started.elapsed());
+            // A gateway that answered is healthy, whatever it answered (a decline, a
+            // permanent refusal); silence and unavailability are what the breaker counts.
+            let failed = matches!(
+                result,
+                Err(PaymentError::Timeout | PaymentError::Unavailable(_))
+            );
+            let timed_out = matches!(result, Err(PaymentError::Timeout));
+            act.guard.settle(permit, failed, timed_out, started);
+            result
+        }))
+    }
+}
+
+impl Actor for PaymentAdapter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.guard.publish();
+    }
+}
+
+/// Reserves an amount on a card (manual capture), once per key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<AuthOutcome, PaymentError>")]
+pub struct AuthorizeCard {
+    /// Idempotency key (saga id + step).
+    pub key: String,
+    /// The card.
+    pub card_token: String,
+    /// Amount to reserve.
+    pub amount: Money,
+}
+
+/// Captures an authorization, once per key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CaptureOutcome, PaymentError>")]
+pub struct CapturePayment {
+    /// Idempotency key.
+    pub key: String,
+    /// The authorization.
+    pub authorization_id: String,
+    /// Amount to capture.
+    pub amount: Money,
+}
+
+/// Releases an uncaptured authorization, once per key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<VoidOutcome, PaymentError>")]
+pub struct VoidAuthorization {
+    /// Idempotency key.
+    pub key: String,
+    /// The authorization.
+    pub authorization_id: String,
+}
+
+/// Returns money from a capture, once per key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RefundOutcome, PaymentError>")]
+pub struct RefundPayment {
+    /// Idempotency key.
+    pub key: String,
+    /// A capture id, or the authorization whose capture is meant.
+    pub payment_id: String,
+    /// Amount to return.
+    pub amount: Money,
+}
+
+/// Asks what became of the operation sent with a key (reconciliation).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<PaymentOpStatus>, PaymentError>")]
+pub struct PaymentStatusOf {
+    /// The key of the operation in doubt.
+    pub key: String,
+}
+
+/// Authorizes through the guard.
+impl Handler<AuthorizeCard> for PaymentAdapter {
+    type Result = ResponseActFuture<Self, Result<AuthOutcome, PaymentError>>;
+
+    fn handle(&mut self, m: AuthorizeCard, _: &mut Context<Self>) -> Self::Result {
+        self.guarded(|gw| gw.authorize(&m.key, &m.card_token, m.amount))
+    }
+}
+
+/// Captures through the guard.
+impl Handler<CapturePayment> for PaymentAdapter {
+    type Result = ResponseActFuture<Self, Result<CaptureOutcome, PaymentError>>;
+
+    fn handle(&mut self, m: CapturePayment, _: &mut Context<Self>) -> Self::Result {
+        self.guarded(|gw| gw.capture(&m.key, &m.authorization_id, m.amount))
+    }
+}
+
+/// Voids through the guard.
+impl Handler<VoidAuthorization> for PaymentAdapter {
+    type Result = ResponseActFuture<Self, Result<VoidOutcome, PaymentError>>;
+
+    fn handle(&mut self, m: VoidAuthorization, _: &mut Context<Self>) -> Self::Result {
+        self.guarded(|gw| gw.void(&m.key, &m.authorization_id))
+    }
+}
+
+/// Refunds through the guard.
+impl Handler<RefundPayment> for PaymentAdapter {
+    type Result = ResponseActFuture<Self, Result<RefundOutcome, PaymentError>>;
+
+    fn handle(&mut self, m: RefundPayment, _: &mut Context<Self>) -> Self::Result {
+        self.guarded(|gw| gw.refund(&m.key, &m.payment_id, m.amount))
+    }
+}
+
+/// Looks a key up through the guard.
+impl Handler<PaymentStatusOf> for PaymentAdapter {
+    type Result = ResponseActFuture<Self, Result<Option<PaymentOpStatus>, PaymentError>>;
+
+    fn handle(&mut self, m: PaymentStatusOf, _: &mut Context<Self>) -> Self::Result {
+        self.guarded(|gw| gw.status(&m.key))
+    }
+}
+
+/// The gateway as sagas see it: every call goes through the supervised [`PaymentAdapter`].
+#[derive(Debug, Clone)]
+pub struct SupervisedGateway {
+    handle: ActorHandle<PaymentAdapter>,
+}
+
+impl SupervisedGateway {
+    /// Calls through `handle`.
+    pub fn new(handle: ActorHandle<PaymentAdapter>) -> Self {
+        SupervisedGateway { handle }
+    }
+
+    fn ask<M>(&self, msg: M) -> PaymentFuture<<M::Result as ReplyOf>::T>
+    where
+        M: Message + Send + 'static,
+        M::Result: ReplyOf + Send,
+        PaymentAdapter: Handler<M>,
+    {
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            match handle.ask(msg).await {
+                Ok(reply) => reply.into_result(),
+                Err(e) => Err(ask_error(e)),
+            }
+        })
+    }
+}
+
+/// The reply types of the adapter's messages: `Result<T, PaymentError>`.
+trait ReplyOf {
+    type T;
+    fn into_result(self) -> Result<Self::T, PaymentError>;
+}
+
+impl<T> ReplyOf for Result<T, PaymentError> {
+    type T = T;
+    fn into_result(self) -> Result<T, PaymentError> {
+        self
+    }
+}
+
+/// What a failed ask means for a payment: refused at the door, nothing was sent; lost in
+/// the adapter (crash, deadline), the call may have gone out.
+fn ask_error(e: AskError) -> PaymentError {
+    match e {
+        AskError::Overloaded { .. } | AskError::Unavailable { .. } => {
+            PaymentError::Unavailable(e.to_string())
+        }
+        AskError::Crashed { .. } | AskError::Timeout { .. } => PaymentError::Timeout,
+    }
+}
+
+impl PaymentGateway for SupervisedGateway {
+    fn authorize(&self, key: &str, card_token: &str, amount: Money) -> PaymentFuture<AuthOutcome> {
+        self.ask(AuthorizeCard {
+            key: key.to_owned(),
+            card_token: card_token.to_owned(),
+            amount,
+        })
+    }
+
+    fn capture(
+        &self,
+        key: &str,
+        authorization_id: &str,
+        amount: Money,
+    ) -> PaymentFuture<CaptureOutcome> {
+        self.ask(CapturePayment {
+            key: key.to_owned(),
+            authorization_id: authorization_id.to_owned(),
+            amount,
+        })
+    }
+
+    fn void(&self, key: &str, authorization_id: &str) -> PaymentFuture<VoidOutcome> {
+        self.ask(VoidAuthorization {
+            key: key.to_owned(),
+            authorization_id: authorization_id.to_owned(),
+        })
+    }
+
+    fn refund(&self, key: &str, payment_id: &str, amount: Money) -> PaymentFuture<RefundOutcome> {
+        self.ask(RefundPayment {
+            key: key.to_owned(),
+            payment_id: payment_id.to_owned(),
+            amount,
+        })
+    }
+
+    fn status(&self, key: &str) -> PaymentFuture<Option<PaymentOpStatus>> {
+        self.ask(PaymentStatusOf {
+            key: key.to_owned(),
+        })
+    }
+}
