@@ -120,6 +120,15 @@ async fn world_built(
     seller_cfg: SimulatedSellerConfig,
     more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
 ) -> World {
+    world_configured(seller_cfg, |_| {}, more).await
+}
+
+/// `world_built`, with `tweak` completing the config after [`quick`].
+async fn world_configured(
+    seller_cfg: SimulatedSellerConfig,
+    tweak: impl FnOnce(&mut wayfare::Config),
+    more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
+) -> World {
     let seller = SimulatedSeller::new(SimulatedSellerConfig {
         name: "sim".into(),
         coverage: 1.0,
@@ -138,7 +147,11 @@ async fn world_built(
         adapter: AdapterConfig::default(),
     };
     let (g, i) = (gateway.clone(), inbox.clone());
-    let s = TestServer::start_built(quick, move |b| {
+    let configure = |c: &mut wayfare::Config| {
+        quick(c);
+        tweak(c);
+    };
+    let s = TestServer::start_built(configure, move |b| {
         more(
             b.seller(custom)
                 .payment_gateway(Arc::new(g))
@@ -693,5 +706,91 @@ async fn cancelling_in_flight_ends_cancelled_without_charges() {
         .and_then(|c| c.seller_fee)
         .map_or(0, |f| f.minor);
     assert_eq!(captured - refunded, fee.min(captured));
+    w.s.stop().await;
+}
+
+/// The saga children listed under the `sagas` supervisor of the tree.
+fn saga_children(rt: &Runtime) -> Vec<String> {
+    let mut names = Vec::new();
+    rt.supervision_tree().for_each_child(&mut |sup, c| {
+        if sup == "sagas" {
+            names.push(c.name.clone());
+        }
+    });
+    names
+}
+
+#[actix_rt::test]
+async fn a_saga_whose_actor_panics_on_every_run_is_parked_with_the_panic_as_reason() {
+    let w = world_configured(
+        fast_seller(),
+        |c| {
+            c.faults.enabled = true;
+            c.faults.panic_rate = 1.0;
+            c.faults.panic_actors = vec![wayfare::faults::ActorKind::Saga];
+            c.supervisor.max_restarts = 2;
+            c.supervisor.backoff_min_ms = 1;
+            c.supervisor.backoff_max_ms = 5;
+        },
+        |b| b,
+    )
+    .await;
+    let rt = &w.s.runtime;
+    let o = order(rt, w.account, 0, "tok_ok", "k-crashing").await;
+    let (b, _) = rt.book(o).await.unwrap();
+    let b = settled(rt, &b.id).await;
+    assert_eq!(b.state, SagaState::NeedsAttention, "{:#?}", b.history);
+    let reason = b.needs_attention.clone().unwrap_or_default();
+    assert!(
+        reason.contains("kept crashing") && reason.contains("injected fault"),
+        "{reason}"
+    );
+    // Nothing was charged: the actor died before its first step each time.
+    assert!(w.gateway.ledger().captures.is_empty());
+    let counts = rt.saga_counts().await.unwrap();
+    assert_eq!(counts.needs_attention, 1);
+    assert_eq!(counts.parked[0].reason, reason);
+    assert_eq!(counts.crashes, 3);
+    assert!(
+        saga_children(rt).is_empty(),
+        "the given-up saga left the tree"
+    );
+    let health: Value = w.s.http.get(w.s.url("/health")).fetch_json().await;
+    assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_supervision_tree_lists_saga_actors_while_their_bookings_run() {
+    let w = world(SimulatedSellerConfig {
+        latency_ms: (300, 300),
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let rt = &w.s.runtime;
+    let o = order(rt, w.account, 0, "tok_ok", "k-slow").await;
+    let (b, _) = rt.book(o).await.unwrap();
+    // Started before the reply, and the seller takes 300 ms: still running now.
+    assert_eq!(saga_children(rt), [format!("saga-{}", b.id)]);
+    let tree: Value =
+        w.s.http
+            .get(w.s.url("/v1/system/supervisors"))
+            .fetch_json()
+            .await;
+    assert!(
+        tree.to_string().contains(&format!("saga-{}", b.id)),
+        "{tree}"
+    );
+    let b = settled(rt, &b.id).await;
+    assert_eq!(b.state, SagaState::Confirmed, "{:#?}", b.history);
+    // Finished: removed from the tree once the actor stops.
+    let started = Instant::now();
+    while !saga_children(rt).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "saga still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     w.s.stop().await;
 }

@@ -2,34 +2,29 @@
 //! client idempotency key), routes cancellations and operator retries, and, at start-up,
 //! resumes every unfinished saga found in the store.
 //!
-//! It is also the dynamic supervisor of the `BookingSaga` actors: each saga runs as a
-//! transient child with a stable handle; a saga actor that panics is restarted (a fresh
-//! actor that reloads its record from the store) with backoff, at most
-//! `MAX_SAGA_RESTARTS` times in a row; the number of sagas running at once is bounded by
+//! The `BookingSaga` actors run under the `sagas` dynamic supervisor (a sibling of the
+//! coordinator in the `bookings` subtree, held in `SagaDeps`): each saga is a transient
+//! child with a stable handle, restarted after a panic (a fresh actor that reloads its
+//! record) by the `[supervisor]` policy, and parked as `needs_attention` when it keeps
+//! crashing ([`on_saga_end`]). The number of sagas running at once is bounded by
 //! `bookings.max_in_flight` (beyond it, new bookings are refused as overloaded).
 //!
-//! State owned: none beyond the store; the registry of running sagas lives in `SagaDeps`
-//! so it survives a restart of the coordinator itself (a saga never runs twice).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! State owned: none beyond the store; the running sagas are the supervisor's, so they
+//! survive a restart of the coordinator itself (a saga never runs twice).
 
 use actix::prelude::*;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
-    is_terminal, new_booking, new_cancellation, retry_needs_attention, BookingRequest,
-    CancelDecision, SagaKind, SagaRecord, SagaState,
+    is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention,
+    BookingRequest, CancelDecision, SagaKind, SagaRecord, SagaState,
 };
 use crate::store::{decode_record, get_record, Op, StoreError, Tree};
-use crate::supervisor::{ActorChild, Child, ChildSpec, Exit, Restart};
-
-/// Consecutive crashes after which a saga actor is left for the next start-up (and
-/// counted in metrics) instead of being restarted again.
-pub const MAX_SAGA_RESTARTS: u32 = 5;
+use crate::supervisor::{ChildEnd, ChildPermit};
 
 /// Why a booking request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +61,6 @@ struct SeenBooking {
 /// The coordinator actor.
 pub struct SagaCoordinator {
     deps: Arc<SagaDeps>,
-    max_in_flight: usize,
 }
 
 impl std::fmt::Debug for SagaCoordinator {
@@ -77,11 +71,8 @@ impl std::fmt::Debug for SagaCoordinator {
 
 impl SagaCoordinator {
     /// A coordinator over `deps`.
-    pub fn new(deps: Arc<SagaDeps>, max_in_flight: usize) -> Self {
-        SagaCoordinator {
-            deps,
-            max_in_flight,
-        }
+    pub fn new(deps: Arc<SagaDeps>) -> Self {
+        SagaCoordinator { deps }
     }
 
     fn load(&self, id: &str) -> Result<SagaRecord, BookingError> {
@@ -99,56 +90,57 @@ impl SagaCoordinator {
     }
 }
 
-/// Starts (or finds running) the actor of saga `id`, supervising it until it finishes.
+/// Starts (or finds running) the actor of saga `id` under the dynamic saga supervisor.
 /// Admission is decided before a saga is created (`StartBooking`); a saga that exists is
 /// always run, so resumed and follow-up sagas are never refused.
 pub fn launch(deps: &Arc<SagaDeps>, id: &str) {
-    let mut running = deps.running.lock().unwrap_or_else(|p| p.into_inner());
-    if running.contains_key(id) {
-        return;
-    }
-    let spec = ChildSpec {
-        name: format!("saga-{id}"),
-        restart: Restart::Transient,
-        mailbox_capacity: 16,
-        deadline: Duration::from_secs(30),
-        shutdown_timeout: Duration::from_secs(5),
-    };
+    launch_within(deps, id, None);
+}
+
+/// [`launch`], using a slot under the child limit taken before the saga was created.
+fn launch_within(deps: &Arc<SagaDeps>, id: &str, permit: Option<ChildPermit>) {
     let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
     let (d, sid) = (deps.clone(), id.to_owned());
-    let (child, handle) = ActorChild::new(spec, arbiter, move || {
-        BookingSaga::new(sid.clone(), d.clone())
-    });
-    running.insert(id.to_owned(), handle);
-    drop(running);
-    let (deps, id) = (deps.clone(), id.to_owned());
+    let factory = move || BookingSaga::new(sid.clone(), d.clone());
+    match permit {
+        Some(permit) => deps.sagas.start_reserved(permit, id, arbiter, factory),
+        None => deps.sagas.start_child(id, arbiter, factory),
+    };
+}
+
+/// What follows when a saga actor leaves its supervisor: a finished booking may have a
+/// cancellation to start; a saga whose actor kept crashing is parked for an operator.
+pub fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
+    let result = match end {
+        ChildEnd::Finished => follow_up(deps, id),
+        ChildEnd::GaveUp(reason) => park_crashed_saga(deps, id, &reason),
+    };
+    if let Err(e) = result {
+        tracing::error!(saga = %id, error = %e, "Cannot settle a saga whose actor ended.");
+    }
+}
+
+/// Parks a saga whose actor exhausted its restart budget as `needs_attention`, with the
+/// last failure as the reason, so it shows in the booking, `/health` and metrics and an
+/// operator's `RetrySaga` resumes it.
+fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(), BookingError> {
+    let Some(mut record) = deps.load(id)? else {
+        return Ok(());
+    };
+    if park_crashed(&mut record, reason, Utc::now()).is_err() {
+        return Ok(()); // Finished or already parked: nothing to record.
+    }
+    deps.store
+        .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+    let flush = deps.store.flush();
+    let id = id.to_owned();
     actix_rt::spawn(async move {
-        let mut crashes = 0u32;
-        loop {
-            let run = child.start().await;
-            match run.exit.await {
-                Exit::Normal => break,
-                exit => {
-                    crashes += 1;
-                    deps.crashes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(saga = %id, reason = %exit.reason(), crashes, "Saga actor failed; restarting from its last record.");
-                    if crashes > MAX_SAGA_RESTARTS {
-                        tracing::error!(saga = %id, "Saga actor keeps failing; left for the next start-up.");
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << crashes.min(6))).await;
-                }
-            }
-        }
-        deps.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Err(e) = follow_up(&deps, &id) {
-            tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
+        if let Err(e) = flush.await {
+            tracing::error!(saga = %id, error = %e, "Cannot flush a parked saga.");
         }
     });
+    tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
+    Ok(())
 }
 
 /// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
@@ -312,10 +304,13 @@ impl Handler<StartBooking> for SagaCoordinator {
                 }
                 return Ok((None, self.load(&seen.saga_id)?));
             }
-            let in_flight = self.deps.running.lock().map(|r| r.len()).unwrap_or(0);
-            if in_flight >= self.max_in_flight {
-                return Err(BookingError::Overloaded);
-            }
+            // A slot is taken before the saga exists, so concurrent bookings cannot all
+            // pass the limit while their records are flushed.
+            let permit = self
+                .deps
+                .sagas
+                .reserve()
+                .map_err(|_| BookingError::Overloaded)?;
             let id = uuid::Uuid::new_v4().to_string();
             let record = new_booking(&id, request.clone(), Utc::now()).map_err(|e| {
                 let text = e.to_string();
@@ -341,16 +336,16 @@ impl Handler<StartBooking> for SagaCoordinator {
                 ),
                 Op::put(Tree::AccountBookings, index, &()),
             ])?;
-            Ok((Some(flush), record))
+            Ok((Some((flush, permit)), record))
         })();
         let deps = self.deps.clone();
         Box::pin(async move {
             match result? {
                 (None, existing) => Ok((existing, true)),
-                (Some(flush), record) => {
+                (Some((flush, permit)), record) => {
                     flush.await?;
                     // Durable first, then started: a crash in between resumes it at start-up.
-                    launch(&deps, &record.saga_id);
+                    launch_within(&deps, &record.saga_id, Some(permit));
                     Ok((record, false))
                 }
             }
@@ -379,12 +374,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
             if record.kind != SagaKind::Booking {
                 return Err(BookingError::NotFound(msg.id));
             }
-            let running = deps
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&msg.id)
-                .cloned();
+            let running = deps.sagas.child(&msg.id);
             match (running, record.state) {
                 (_, SagaState::Failed | SagaState::Cancelled) => {}
                 (_, SagaState::NeedsAttention) => {
@@ -464,8 +454,8 @@ impl Handler<CountSagas> for SagaCoordinator {
     type Result = Result<SagaCounts, BookingError>;
     fn handle(&mut self, _: CountSagas, _: &mut Context<Self>) -> Self::Result {
         let mut counts = SagaCounts {
-            running: self.deps.running.lock().map(|r| r.len()).unwrap_or(0),
-            crashes: self.deps.crashes.load(std::sync::atomic::Ordering::Relaxed),
+            running: self.deps.sagas.len(),
+            crashes: self.deps.sagas.crashes(),
             ..SagaCounts::default()
         };
         for (key, value) in self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX)? {

@@ -40,7 +40,8 @@ pub use record::{
 };
 pub use transition::{
     apply, email_for, mark_booking_cancelled, new_booking, new_cancellation, next_action,
-    request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome, Transition,
+    park_crashed, request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome,
+    Transition,
 };
 
 /// Errors from the saga functions. These are caller bugs or bad input, never expected

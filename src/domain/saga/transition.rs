@@ -485,6 +485,30 @@ pub fn retry_needs_attention(
     Ok(tr)
 }
 
+/// The saga's actor kept crashing past its restart budget: park the saga as
+/// `needs_attention` with the crash as the reason, where it stands (the pending step keeps
+/// its attempts; [`retry_needs_attention`] resumes it). Refused for a finished or already
+/// parked saga.
+pub fn park_crashed(
+    r: &mut SagaRecord,
+    crash: &str,
+    now: DateTime<Utc>,
+) -> Result<Transition, SagaError> {
+    if is_terminal(r.state) || r.state == SagaState::NeedsAttention {
+        return Err(SagaError::WrongState {
+            expected: "a saga in flight",
+            actual: r.state,
+        });
+    }
+    let mut tr = Transition::at(r.state, pending_step(r));
+    let reason = format!("the saga's actor kept crashing: {crash}");
+    r.resume_state = Some(r.state);
+    r.needs_attention = Some(reason.clone());
+    set_state(r, SagaState::NeedsAttention, now, tr.step, reason);
+    tr.to = r.state;
+    Ok(tr)
+}
+
 /// The customer asks to cancel booking `r`. Decides by how far it got; see
 /// [`CancelDecision`]. Call it between steps (no call outstanding): an actor that gets a
 /// cancel while a step is in flight applies the step's outcome first.
