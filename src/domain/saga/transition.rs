@@ -264,11 +264,6 @@ impl Transition {
     pub fn state_changed(&self) -> bool {
         self.from != self.to
     }
-
-    /// Whether the saga is now finished for good.
-    pub fn is_terminal(&self) -> bool {
-        is_terminal(self.to)
-    }
 }
 
 /// What [`request_cancellation`] decided for a booking.
@@ -1381,7 +1376,7 @@ mod tests {
         );
         let last = trs.last().unwrap();
         assert_eq!(last.email, Some(EmailKind::Confirmed));
-        assert!(last.is_terminal() && !last.start_cancellation);
+        assert!(is_terminal(last.to) && !last.start_cancellation);
         // Only the final transition emails.
         assert_eq!(trs.iter().filter(|t| t.email.is_some()).count(), 1);
         assert_eq!(r.data.card_captured, Some(eur(25_000)));
