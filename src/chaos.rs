@@ -834,10 +834,20 @@ async fn observe(
                 }
             }
         }
-        let listed = retried(|| runtime.account_bookings(id))
-            .await
-            .ok()
-            .map(|bookings| bookings.into_iter().map(|b| b.id).collect());
+        let mut listed = Some(Vec::new());
+        let mut after: Option<String> = None;
+        while let Some(ids) = listed.as_mut() {
+            let Ok(page) = retried(|| runtime.account_bookings(id, after.as_deref(), 500)).await
+            else {
+                listed = None;
+                break;
+            };
+            ids.extend(page.bookings.into_iter().map(|b| b.id));
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         accounts.push(AccountSeen {
             id: id.to_string(),
             balance: Some(account.wallet.balance.minor),

@@ -584,7 +584,7 @@ async fn idempotency_key_replays_and_conflicts_over_http() {
             .get(w.s.url(&format!("/v1/accounts/{}/bookings", w.account)))
             .fetch_json()
             .await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["bookings"].as_array().unwrap().len(), 1, "{list}");
     w.s.stop().await;
 }
 
@@ -791,6 +791,56 @@ async fn the_supervision_tree_lists_saga_actors_while_their_bookings_run() {
             "saga still listed"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_accounts_bookings_are_paged_with_next_after() {
+    let w = world(fast_seller()).await;
+    let rt = &w.s.runtime;
+    let mut ids = Vec::new();
+    for key in ["k-page-1", "k-page-2", "k-page-3"] {
+        let o = order(rt, w.account, 0, "tok_ok", key).await;
+        ids.push(rt.book(o).await.unwrap().0.id);
+    }
+    ids.sort();
+    let list = |query: &str| {
+        w.s.url(&format!("/v1/accounts/{}/bookings{query}", w.account))
+    };
+    let first: Value = w.s.http.get(list("?limit=2")).fetch_json().await;
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["bookings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page_ids(&first), ids[..2], "{first}");
+    assert_eq!(first["next_after"], ids[1].as_str(), "{first}");
+    let second: Value =
+        w.s.http
+            .get(list(&format!("?limit=2&after={}", ids[1])))
+            .fetch_json()
+            .await;
+    assert_eq!(page_ids(&second), ids[2..], "{second}");
+    assert!(second["next_after"].is_null(), "{second}");
+    // The same pages from the runtime.
+    let page = rt
+        .account_bookings(w.account, Some(ids[0].as_str()), 5)
+        .await
+        .unwrap();
+    assert_eq!(page.bookings.len(), 2);
+    assert_eq!(page.next_after, None);
+    // Bad pages are refused, naming the parameter.
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?after=nope", "after"),
+    ] {
+        let res = w.s.http.get(list(query)).send().await.unwrap();
+        common::assert_problem(res, 400, "invalid-input", Some(field)).await;
     }
     w.s.stop().await;
 }

@@ -651,11 +651,11 @@ async fn bookings_survive_repeated_kill_9() {
     for account in &accounts {
         let listed = get_json(
             &http,
-            &format!("{base}/v1/accounts/{account}/bookings"),
+            &format!("{base}/v1/accounts/{account}/bookings?limit=500"),
             &mut problems,
         )
         .await;
-        let listed: BTreeSet<&str> = listed
+        let listed: BTreeSet<&str> = listed["bookings"]
             .as_array()
             .into_iter()
             .flatten()

@@ -246,14 +246,25 @@ pub struct RetrySaga {
     pub id: String,
 }
 
-/// Bookings of one account, newest last.
+/// One page of an account's bookings, in booking-id order, each with its cancellation.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<SagaRecord>, BookingError>")]
+#[rtype(result = "Result<BookingRecords, BookingError>")]
 pub struct ListBookings {
     /// Account.
     pub account: AccountId,
-    /// At most this many.
+    /// Only bookings whose id sorts after this one (the previous page's `next_after`).
+    pub after: Option<String>,
+    /// At most this many (the caller bounds it).
     pub limit: usize,
+}
+
+/// A page of [`ListBookings`].
+#[derive(Debug, Clone)]
+pub struct BookingRecords {
+    /// Each booking's record with its cancellation saga's, when one was started.
+    pub bookings: Vec<(SagaRecord, Option<SagaRecord>)>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<String>,
 }
 
 /// Counts of sagas by state, and the parked ones with their reasons.
@@ -432,20 +443,42 @@ impl Handler<RetrySaga> for SagaCoordinator {
     }
 }
 
-/// Scans the account's booking index.
+/// Scans one page of the account's booking index (one entry more, to tell whether another
+/// page follows) and reads each booking with its cancellation.
 impl Handler<ListBookings> for SagaCoordinator {
-    type Result = Result<Vec<SagaRecord>, BookingError>;
+    type Result = Result<BookingRecords, BookingError>;
     fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
         let mut prefix = msg.account.to_string().into_bytes();
         prefix.push(b'/');
-        let entries = self
-            .deps
-            .store
-            .scan(Tree::AccountBookings, &prefix, None, msg.limit)?;
-        entries
-            .into_iter()
-            .map(|(k, _)| self.load(&String::from_utf8_lossy(&k[prefix.len()..])))
-            .collect()
+        let after = msg.after.map(|id| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(id.as_bytes());
+            key
+        });
+        let mut entries = self.deps.store.scan(
+            Tree::AccountBookings,
+            &prefix,
+            after.as_deref(),
+            msg.limit.saturating_add(1),
+        )?;
+        let more = entries.len() > msg.limit;
+        entries.truncate(msg.limit);
+        let mut bookings = Vec::with_capacity(entries.len());
+        for (key, _) in entries {
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let record = self.load(&id)?;
+            let cancellation = self.deps.load(&cancellation_id(&id))?;
+            bookings.push((record, cancellation));
+        }
+        let next_after = if more {
+            bookings.last().map(|(r, _)| r.saga_id.clone())
+        } else {
+            None
+        };
+        Ok(BookingRecords {
+            bookings,
+            next_after,
+        })
     }
 }
 

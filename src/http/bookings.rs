@@ -5,7 +5,7 @@
 //!   409;
 //! - `GET /v1/bookings/{id}`: state and timed history;
 //! - `POST /v1/bookings/{id}/cancel`: 202, the booking as it now stands;
-//! - `GET /v1/accounts/{id}/bookings`;
+//! - `GET /v1/accounts/{id}/bookings?after=&limit=` pages through an account's bookings;
 //! - `POST /v1/admin/sagas/{id}/retry`: operator retry of a parked saga, with
 //!   `Authorization: Bearer <admin.token>`.
 //!
@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::accounts::idempotency_key;
 use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body};
+use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
 use super::AppState;
 use crate::domain::money::Money;
@@ -117,6 +117,20 @@ async fn cancel(
     Ok(HttpResponse::Accepted().json(booking))
 }
 
+/// Query of the account bookings route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingsQuery {
+    /// The previous page's `next_after`.
+    after: Option<String>,
+    #[serde(default = "default_page")]
+    limit: usize,
+}
+
+fn default_page() -> usize {
+    50
+}
+
 async fn of_account(
     req: HttpRequest,
     path: web::Path<String>,
@@ -124,7 +138,19 @@ async fn of_account(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_bookings_as(caller, id).await?))
+    let q: BookingsQuery = query(&req)?;
+    let after =
+        match q.after {
+            Some(after) => Some(saga_id(&after, false).map_err(|_| {
+                Problem::from(Invalid::new("after", "must be a booking id (a UUID)"))
+            })?),
+            None => None,
+        };
+    let page = state
+        .runtime
+        .account_bookings_as(caller, id, after.as_deref(), q.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn retry(

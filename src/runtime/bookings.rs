@@ -2,7 +2,7 @@
 //! coordinator; reads, cancellations and operator retries, each with the caller's right
 //! checked here, below HTTP.
 
-use super::{Booking, BookingOrder, Runtime};
+use super::{Booking, BookingOrder, BookingPage, Runtime};
 use crate::actors::coordinator::{
     BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCounts,
     StartBooking,
@@ -10,6 +10,7 @@ use crate::actors::coordinator::{
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
 use crate::domain::saga::{SagaKind, SagaRecord};
+use crate::domain::Invalid;
 use crate::error::Error;
 
 impl Runtime {
@@ -105,22 +106,16 @@ impl Runtime {
         self.view(record).await
     }
 
-    /// Bookings of an account (at most 100, oldest first by id order).
-    pub async fn account_bookings(&self, account: AccountId) -> Result<Vec<Booking>, Error> {
+    /// One page of an account's bookings, in booking-id order: those after booking `after`
+    /// (the previous page's `next_after`), at most `limit` (1 to `accounts.max_page_size`).
+    pub async fn account_bookings(
+        &self,
+        account: AccountId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
         self.account(account).await?;
-        let records = self
-            .inner
-            .coordinator
-            .ask(ListBookings {
-                account,
-                limit: 100,
-            })
-            .await??;
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(self.view(r).await?);
-        }
-        Ok(out)
+        self.bookings_page(account, after, limit).await
     }
 
     /// [`account_bookings`](Self::account_bookings), if `caller` may act on the account.
@@ -128,9 +123,41 @@ impl Runtime {
         &self,
         caller: Caller,
         account: AccountId,
-    ) -> Result<Vec<Booking>, Error> {
-        self.authorize(caller, account).await?;
-        self.account_bookings(account).await
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
+        // One message checks both the caller's right and that the account exists.
+        self.account_as(caller, account).await?;
+        self.bookings_page(account, after, limit).await
+    }
+
+    async fn bookings_page(
+        &self,
+        account: AccountId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
+        let max = self.inner.config.accounts.max_page_size;
+        if limit == 0 || limit > max {
+            return Err(Invalid::new("limit", format!("must be between 1 and {max}")).into());
+        }
+        let page = self
+            .inner
+            .coordinator
+            .ask(ListBookings {
+                account,
+                after: after.map(str::to_owned),
+                limit,
+            })
+            .await??;
+        Ok(BookingPage {
+            bookings: page
+                .bookings
+                .into_iter()
+                .map(|(r, c)| Booking::from_records(r, c))
+                .collect(),
+            next_after: page.next_after,
+        })
     }
 
     /// Operator: resumes a saga parked as `needs_attention`.

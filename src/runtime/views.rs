@@ -136,6 +136,15 @@ pub struct Booking {
     pub history: Vec<HistoryEntry>,
 }
 
+/// A page of an account's bookings.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookingPage {
+    /// Bookings in booking-id order.
+    pub bookings: Vec<Booking>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
 /// The cancellation of a booking.
 #[derive(Debug, Clone, Serialize)]
 pub struct CancellationView {
