@@ -724,10 +724,10 @@ async fn worker(runtime: &Runtime, shared: &Shared, mut rng: SmallRng) {
                         tally.placed.iter().flat_map(|p| p.ids.iter()).collect();
                     known.choose(&mut rng).map(|id| (*id).clone())
                 };
-                let Some(id) = id else {
+                let Some(Ok(id)) = id.map(|id| id.parse()) else {
                     continue;
                 };
-                let result = bounded(runtime.cancel_booking(&id)).await;
+                let result = bounded(runtime.cancel_booking(id)).await;
                 shared.count("cancel", outcome_of(&result));
             }
             _ => {
@@ -784,7 +784,10 @@ async fn settle(runtime: &Runtime, ids: &BTreeSet<String>, within: Duration) -> 
             if !reread_all && settled(last.get(id)) {
                 continue;
             }
-            if let Ok(b) = bounded(runtime.booking(id)).await {
+            let Ok(booking) = id.parse() else {
+                continue;
+            };
+            if let Ok(b) = bounded(runtime.booking(booking)).await {
                 last.insert(id.clone(), b);
             }
         }
@@ -835,10 +838,9 @@ async fn observe(
             }
         }
         let mut listed = Some(Vec::new());
-        let mut after: Option<String> = None;
+        let mut after = None;
         while let Some(ids) = listed.as_mut() {
-            let Ok(page) = retried(|| runtime.account_bookings(id, after.as_deref(), 500)).await
-            else {
+            let Ok(page) = retried(|| runtime.account_bookings(id, after, 500)).await else {
                 listed = None;
                 break;
             };

@@ -214,7 +214,7 @@ async fn order(
 async fn settled(rt: &Runtime, id: &str) -> Booking {
     let started = Instant::now();
     loop {
-        let b = rt.booking(id).await.unwrap();
+        let b = rt.booking(id.parse().unwrap()).await.unwrap();
         let done = matches!(
             b.state,
             SagaState::Confirmed
@@ -626,7 +626,11 @@ async fn cancelling_a_confirmed_booking_refunds_minus_the_fee_and_restores_point
     );
     wait_for_email(&w.inbox, &b.id, "cancelled").await;
     // Cancelling again changes nothing.
-    let again = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    let again =
+        w.s.runtime
+            .cancel_booking(b.id.parse().unwrap())
+            .await
+            .unwrap();
     assert_eq!(again.state, SagaState::Cancelled);
     assert_eq!(w.gateway.ledger().refunds.len(), 1);
     w.s.stop().await;
@@ -656,7 +660,15 @@ async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
     // Wait for the authorization to be stored: the saga then waits on the slow seller
     // and writes nothing until it answers.
     let started = Instant::now();
-    while w.s.runtime.booking(&b.id).await.unwrap().state != SagaState::PaymentAuthorized {
+    while w
+        .s
+        .runtime
+        .booking(b.id.parse().unwrap())
+        .await
+        .unwrap()
+        .state
+        != SagaState::PaymentAuthorized
+    {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "never authorized"
@@ -694,7 +706,11 @@ async fn cancelling_in_flight_ends_cancelled_without_charges() {
     let (b, _) = w.s.runtime.book(o).await.unwrap();
     // Cancel right away: before the pivot it compensates now; after it, the booking is
     // cancelled once confirmed. Either way it ends cancelled and nothing stays charged.
-    let _ = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    let _ =
+        w.s.runtime
+            .cancel_booking(b.id.parse().unwrap())
+            .await
+            .unwrap();
     let b = settled(&w.s.runtime, &b.id).await;
     assert_eq!(b.state, SagaState::Cancelled, "{:#?}", b.history);
     let ledger = w.gateway.ledger();
@@ -828,7 +844,7 @@ async fn an_accounts_bookings_are_paged_with_next_after() {
     assert!(second["next_after"].is_null(), "{second}");
     // The same pages from the runtime.
     let page = rt
-        .account_bookings(w.account, Some(ids[0].as_str()), 5)
+        .account_bookings(w.account, Some(ids[0].parse().unwrap()), 5)
         .await
         .unwrap();
     assert_eq!(page.bookings.len(), 2);

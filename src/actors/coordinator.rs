@@ -20,8 +20,8 @@ use std::sync::Arc;
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
-    is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention,
-    BookingRequest, CancelDecision, SagaKind, SagaRecord, SagaState,
+    is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId,
+    BookingRequest, CancelDecision, IdError, SagaId, SagaKind, SagaRecord, SagaState,
 };
 use crate::store::{decode_record, get_record, Op, StoreError, Tree};
 use crate::supervisor::{ChildEnd, ChildPermit};
@@ -158,13 +158,17 @@ fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     Ok(())
 }
 
-fn cancellation_id(booking: &str) -> String {
-    format!("{booking}:cancel")
+/// The textual id of the saga cancelling booking `booking` (a stored booking saga id).
+fn cancellation_id(booking: &str) -> Result<String, BookingError> {
+    let id: SagaId = booking
+        .parse()
+        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?;
+    Ok(id.cancellation().to_string())
 }
 
 /// Creates (once) and launches the cancellation saga of a confirmed booking.
 fn start_cancellation(deps: &Arc<SagaDeps>, booking: &SagaRecord) -> Result<(), BookingError> {
-    let id = cancellation_id(&booking.saga_id);
+    let id = cancellation_id(&booking.saga_id)?;
     if deps.load(&id)?.is_none() {
         let record = new_cancellation(&id, booking, Utc::now())
             .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
@@ -226,8 +230,8 @@ pub struct StartBooking {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct GetSaga {
-    /// Saga (booking) id.
-    pub id: String,
+    /// Saga id.
+    pub id: SagaId,
 }
 
 /// A customer cancels a booking.
@@ -235,7 +239,7 @@ pub struct GetSaga {
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct CancelBooking {
     /// Booking id.
-    pub id: String,
+    pub id: BookingId,
 }
 
 /// An operator resumes a saga parked as `needs_attention`.
@@ -243,7 +247,7 @@ pub struct CancelBooking {
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct RetrySaga {
     /// Saga id.
-    pub id: String,
+    pub id: SagaId,
 }
 
 /// One page of an account's bookings, in booking-id order, each with its cancellation.
@@ -253,7 +257,7 @@ pub struct ListBookings {
     /// Account.
     pub account: AccountId,
     /// Only bookings whose id sorts after this one (the previous page's `next_after`).
-    pub after: Option<String>,
+    pub after: Option<BookingId>,
     /// At most this many (the caller bounds it).
     pub limit: usize,
 }
@@ -264,7 +268,7 @@ pub struct BookingRecords {
     /// Each booking's record with its cancellation saga's, when one was started.
     pub bookings: Vec<(SagaRecord, Option<SagaRecord>)>,
     /// Pass as `after` to get the next page; absent on the last page.
-    pub next_after: Option<String>,
+    pub next_after: Option<BookingId>,
 }
 
 /// Counts of sagas by state, and the parked ones with their reasons.
@@ -322,7 +326,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                 .sagas
                 .reserve()
                 .map_err(|_| BookingError::Overloaded)?;
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = BookingId::new().to_string();
             let record = new_booking(&id, request.clone(), Utc::now()).map_err(|e| {
                 let text = e.to_string();
                 let detail = text.trim_start_matches("invalid booking request: ");
@@ -368,7 +372,7 @@ impl Handler<StartBooking> for SagaCoordinator {
 impl Handler<GetSaga> for SagaCoordinator {
     type Result = Result<SagaRecord, BookingError>;
     fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
-        self.load(&msg.id)
+        self.load(&msg.id.to_string())
     }
 }
 
@@ -379,13 +383,14 @@ impl Handler<CancelBooking> for SagaCoordinator {
 
     fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        let record = self.load(&msg.id);
+        let id = SagaId::Booking(msg.id).to_string();
+        let record = self.load(&id);
         Box::pin(async move {
             let record = record?;
             if record.kind != SagaKind::Booking {
-                return Err(BookingError::NotFound(msg.id));
+                return Err(BookingError::NotFound(id));
             }
-            let running = deps.sagas.child(&msg.id);
+            let running = deps.sagas.child(&id);
             match (running, record.state) {
                 (_, SagaState::Failed | SagaState::Cancelled) => {}
                 (_, SagaState::NeedsAttention) => {
@@ -397,13 +402,11 @@ impl Handler<CancelBooking> for SagaCoordinator {
                 (None, SagaState::Confirmed) => start_cancellation(&deps, &record)?,
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
-                        tracing::warn!(booking = %msg.id, error = %e, "Cancel request did not reach the saga.");
+                        tracing::warn!(booking = %id, error = %e, "Cancel request did not reach the saga.");
                         BookingError::Conflict(format!("the booking is changing state ({e}); retry"))
                     })??;
                     if decision == CancelDecision::StartCancellationSaga {
-                        let record = deps
-                            .load(&msg.id)?
-                            .ok_or(BookingError::NotFound(msg.id.clone()))?;
+                        let record = deps.load(&id)?.ok_or(BookingError::NotFound(id.clone()))?;
                         start_cancellation(&deps, &record)?;
                     }
                 }
@@ -413,7 +416,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     ))
                 }
             }
-            deps.load(&msg.id)?.ok_or(BookingError::NotFound(msg.id))
+            deps.load(&id)?.ok_or(BookingError::NotFound(id))
         })
     }
 }
@@ -423,7 +426,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
 
     fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
-        let result = self.load(&msg.id).and_then(|mut record| {
+        let result = self.load(&msg.id.to_string()).and_then(|mut record| {
             retry_needs_attention(&mut record, Utc::now())
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
             let flush = self.persist(vec![Op::put(
@@ -452,7 +455,7 @@ impl Handler<ListBookings> for SagaCoordinator {
         prefix.push(b'/');
         let after = msg.after.map(|id| {
             let mut key = prefix.clone();
-            key.extend_from_slice(id.as_bytes());
+            key.extend_from_slice(id.to_string().as_bytes());
             key
         });
         let mut entries = self.deps.store.scan(
@@ -467,11 +470,18 @@ impl Handler<ListBookings> for SagaCoordinator {
         for (key, _) in entries {
             let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let record = self.load(&id)?;
-            let cancellation = self.deps.load(&cancellation_id(&id))?;
+            let cancellation = self.deps.load(&cancellation_id(&id)?)?;
             bookings.push((record, cancellation));
         }
         let next_after = if more {
-            bookings.last().map(|(r, _)| r.saga_id.clone())
+            match bookings.last() {
+                Some((r, _)) => Some(
+                    r.saga_id
+                        .parse()
+                        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?,
+                ),
+                None => None,
+            }
         } else {
             None
         };

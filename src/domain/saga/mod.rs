@@ -23,6 +23,7 @@
 //! failure; a compensation that cannot finish parks the saga as `needs_attention` for an
 //! operator ([`retry_needs_attention`]).
 
+mod id;
 mod record;
 mod transition;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
 
+pub use id::{BookingId, IdError, SagaId};
 pub use record::{
     is_terminal, reservation_key, step_key, BookingRequest, Effect, Effects, FailureCause,
     HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
