@@ -566,6 +566,34 @@ fn after_pivot_capture_retries_forward_then_parks_never_compensates_on_transient
 }
 
 #[test]
+fn a_saga_whose_actor_keeps_crashing_is_parked_where_it_stands_and_resumed_by_a_retry() {
+    let mut r = booking(5_000, 30_000);
+    // The hold landed; the actor then crashes before the authorization, again and again.
+    let hold = next_action(&r);
+    apply(&mut r, success(&hold), &cfg(), now()).unwrap();
+    let before = r.state;
+    let pending = next_action(&r);
+    let tr = park_crashed(&mut r, "panicked: boom", now()).unwrap();
+    assert_eq!((tr.from, tr.to), (before, SagaState::NeedsAttention));
+    assert_eq!(
+        r.needs_attention.as_deref(),
+        Some("the saga's actor kept crashing: panicked: boom")
+    );
+    assert!(matches!(next_action(&r), Action::AwaitOperator { .. }));
+    // Parking twice, or a finished saga, is refused and changes nothing.
+    let parked = r.clone();
+    assert!(park_crashed(&mut r, "again", now()).is_err());
+    assert_eq!(r, parked);
+    // The operator's retry resumes at the same step; the saga then finishes.
+    retry_needs_attention(&mut r, now()).unwrap();
+    assert_eq!(r.state, before);
+    assert_eq!(next_action(&r), pending);
+    drive(&mut r, success);
+    assert_eq!(r.state, SagaState::Confirmed);
+    assert!(park_crashed(&mut r, "late", now()).is_err());
+}
+
+#[test]
 fn failing_compensation_parks_then_operator_retry_finishes_it() {
     let mut r = booking(5_000, 30_000);
     let (actions, trs) = drive(&mut r, |a| match a {
