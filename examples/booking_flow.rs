@@ -58,7 +58,7 @@ async fn follow(runtime: &Runtime, id: &str, cancellation: bool) -> anyhow::Resu
     let mut printed = 0;
     let mut last: Option<SagaState> = None;
     loop {
-        let booking = runtime.booking(id).await?;
+        let booking = runtime.booking(id.parse()?).await?;
         let (state, history) = if cancellation {
             match &booking.cancellation {
                 Some(c) => (Some(c.state), c.history.as_slice()),
@@ -176,7 +176,7 @@ async fn run(runtime: &Runtime) -> anyhow::Result<()> {
     println!("wallet after booking: {}", booked.balance);
 
     println!("cancelling:");
-    runtime.cancel_booking(&booking.id).await?;
+    runtime.cancel_booking(booking.id.parse()?).await?;
     let booking = follow(runtime, &booking.id, true).await?;
     let c = booking
         .cancellation

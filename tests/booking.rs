@@ -120,6 +120,15 @@ async fn world_built(
     seller_cfg: SimulatedSellerConfig,
     more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
 ) -> World {
+    world_configured(seller_cfg, |_| {}, more).await
+}
+
+/// `world_built`, with `tweak` completing the config after [`quick`].
+async fn world_configured(
+    seller_cfg: SimulatedSellerConfig,
+    tweak: impl FnOnce(&mut wayfare::Config),
+    more: impl FnOnce(wayfare::RuntimeBuilder) -> wayfare::RuntimeBuilder,
+) -> World {
     let seller = SimulatedSeller::new(SimulatedSellerConfig {
         name: "sim".into(),
         coverage: 1.0,
@@ -138,7 +147,11 @@ async fn world_built(
         adapter: AdapterConfig::default(),
     };
     let (g, i) = (gateway.clone(), inbox.clone());
-    let s = TestServer::start_built(quick, move |b| {
+    let configure = |c: &mut wayfare::Config| {
+        quick(c);
+        tweak(c);
+    };
+    let s = TestServer::start_built(configure, move |b| {
         more(
             b.seller(custom)
                 .payment_gateway(Arc::new(g))
@@ -201,7 +214,7 @@ async fn order(
 async fn settled(rt: &Runtime, id: &str) -> Booking {
     let mut last = None;
     let found = poll_until(Duration::from_secs(20), async || {
-        let b = rt.booking(id).await.unwrap();
+        let b = rt.booking(id.parse().unwrap()).await.unwrap();
         let done = matches!(
             b.state,
             SagaState::Confirmed
@@ -592,7 +605,7 @@ async fn idempotency_key_replays_and_conflicts_over_http() {
             .get(w.s.url(&format!("/v1/accounts/{}/bookings", w.account)))
             .fetch_json()
             .await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["bookings"].as_array().unwrap().len(), 1, "{list}");
     w.s.stop().await;
 }
 
@@ -634,7 +647,11 @@ async fn cancelling_a_confirmed_booking_refunds_minus_the_fee_and_restores_point
     );
     wait_for_email(&w.inbox, &b.id, "cancelled").await;
     // Cancelling again changes nothing.
-    let again = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    let again =
+        w.s.runtime
+            .cancel_booking(b.id.parse().unwrap())
+            .await
+            .unwrap();
     assert_eq!(again.state, SagaState::Cancelled);
     assert_eq!(w.gateway.ledger().refunds.len(), 1);
     w.s.stop().await;
@@ -667,7 +684,12 @@ async fn a_cancel_that_cannot_be_stored_is_refused_and_changes_nothing() {
         Duration::from_secs(5),
         format_args!("booking {} is payment_authorized", b.id),
         async || {
-            let state = w.s.runtime.booking(&b.id).await.unwrap().state;
+            let state =
+                w.s.runtime
+                    .booking(b.id.parse().unwrap())
+                    .await
+                    .unwrap()
+                    .state;
             (state == SagaState::PaymentAuthorized).then_some(())
         },
     )
@@ -703,7 +725,11 @@ async fn cancelling_in_flight_ends_cancelled_without_charges() {
     let (b, _) = w.s.runtime.book(o).await.unwrap();
     // Cancel right away: before the pivot it compensates now; after it, the booking is
     // cancelled once confirmed. Either way it ends cancelled and nothing stays charged.
-    let _ = w.s.runtime.cancel_booking(&b.id).await.unwrap();
+    let _ =
+        w.s.runtime
+            .cancel_booking(b.id.parse().unwrap())
+            .await
+            .unwrap();
     let b = settled(&w.s.runtime, &b.id).await;
     assert_eq!(b.state, SagaState::Cancelled, "{:#?}", b.history);
     let ledger = w.gateway.ledger();
@@ -715,5 +741,139 @@ async fn cancelling_in_flight_ends_cancelled_without_charges() {
         .and_then(|c| c.seller_fee)
         .map_or(0, |f| f.minor);
     assert_eq!(captured - refunded, fee.min(captured));
+    w.s.stop().await;
+}
+
+/// The saga children listed under the `sagas` supervisor of the tree.
+fn saga_children(rt: &Runtime) -> Vec<String> {
+    let mut names = Vec::new();
+    rt.supervision_tree().for_each_child(&mut |sup, c| {
+        if sup == "sagas" {
+            names.push(c.name.clone());
+        }
+    });
+    names
+}
+
+#[actix_rt::test]
+async fn a_saga_whose_actor_panics_on_every_run_is_parked_with_the_panic_as_reason() {
+    let w = world_configured(
+        fast_seller(),
+        |c| {
+            c.faults.enabled = true;
+            c.faults.panic_rate = 1.0;
+            c.faults.panic_actors = vec![wayfare::faults::ActorKind::Saga];
+            c.supervisor.max_restarts = 2;
+            c.supervisor.backoff_min_ms = 1;
+            c.supervisor.backoff_max_ms = 5;
+        },
+        |b| b,
+    )
+    .await;
+    let rt = &w.s.runtime;
+    let o = order(rt, w.account, 0, "tok_ok", "k-crashing").await;
+    let (b, _) = rt.book(o).await.unwrap();
+    let b = settled(rt, &b.id).await;
+    assert_eq!(b.state, SagaState::NeedsAttention, "{:#?}", b.history);
+    let reason = b.needs_attention.clone().unwrap_or_default();
+    assert!(
+        reason.contains("kept crashing") && reason.contains("injected fault"),
+        "{reason}"
+    );
+    // Nothing was charged: the actor died before its first step each time.
+    assert!(w.gateway.ledger().captures.is_empty());
+    let counts = rt.saga_counts().await.unwrap();
+    assert_eq!(counts.needs_attention, 1);
+    assert_eq!(counts.parked[0].reason, reason);
+    assert_eq!(counts.crashes, 3);
+    assert!(
+        saga_children(rt).is_empty(),
+        "the given-up saga left the tree"
+    );
+    let health: Value = w.s.http.get(w.s.url("/health")).fetch_json().await;
+    assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_supervision_tree_lists_saga_actors_while_their_bookings_run() {
+    let w = world(SimulatedSellerConfig {
+        latency_ms: (300, 300),
+        ..SimulatedSellerConfig::default()
+    })
+    .await;
+    let rt = &w.s.runtime;
+    let o = order(rt, w.account, 0, "tok_ok", "k-slow").await;
+    let (b, _) = rt.book(o).await.unwrap();
+    // Started before the reply, and the seller takes 300 ms: still running now.
+    assert_eq!(saga_children(rt), [format!("saga-{}", b.id)]);
+    let tree: Value =
+        w.s.http
+            .get(w.s.url("/v1/system/supervisors"))
+            .fetch_json()
+            .await;
+    assert!(
+        tree.to_string().contains(&format!("saga-{}", b.id)),
+        "{tree}"
+    );
+    let b = settled(rt, &b.id).await;
+    assert_eq!(b.state, SagaState::Confirmed, "{:#?}", b.history);
+    // Finished: removed from the tree once the actor stops.
+    wait_until(
+        Duration::from_secs(5),
+        "the finished saga leaves the tree",
+        async || saga_children(rt).is_empty().then_some(()),
+    )
+    .await;
+    w.s.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_accounts_bookings_are_paged_with_next_after() {
+    let w = world(fast_seller()).await;
+    let rt = &w.s.runtime;
+    let mut ids = Vec::new();
+    for key in ["k-page-1", "k-page-2", "k-page-3"] {
+        let o = order(rt, w.account, 0, "tok_ok", key).await;
+        ids.push(rt.book(o).await.unwrap().0.id);
+    }
+    ids.sort();
+    let list = |query: &str| {
+        w.s.url(&format!("/v1/accounts/{}/bookings{query}", w.account))
+    };
+    let first: Value = w.s.http.get(list("?limit=2")).fetch_json().await;
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["bookings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page_ids(&first), ids[..2], "{first}");
+    assert_eq!(first["next_after"], ids[1].as_str(), "{first}");
+    let second: Value =
+        w.s.http
+            .get(list(&format!("?limit=2&after={}", ids[1])))
+            .fetch_json()
+            .await;
+    assert_eq!(page_ids(&second), ids[2..], "{second}");
+    assert!(second["next_after"].is_null(), "{second}");
+    // The same pages from the runtime.
+    let page = rt
+        .account_bookings(w.account, Some(ids[0].parse().unwrap()), 5)
+        .await
+        .unwrap();
+    assert_eq!(page.bookings.len(), 2);
+    assert_eq!(page.next_after, None);
+    // Bad pages are refused, naming the parameter.
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?after=nope", "after"),
+    ] {
+        let res = w.s.http.get(list(query)).send().await.unwrap();
+        common::assert_problem(res, 400, "invalid-input", Some(field)).await;
+    }
     w.s.stop().await;
 }

@@ -165,7 +165,7 @@ async fn park_a_saga(rt: &Runtime, knobs: &Knobs, key: &str) -> String {
     let (b, _) = rt.book(order).await.unwrap();
     let deadline = Deadline::new("the saga to park", Duration::from_secs(20));
     loop {
-        let now = rt.booking(&b.id).await.unwrap();
+        let now = rt.booking(b.id.parse().unwrap()).await.unwrap();
         if now.state == SagaState::NeedsAttention {
             return b.id;
         }
@@ -922,7 +922,7 @@ async fn the_console_in_a_real_browser() {
     steady.cancel_failing.store(false, Ordering::SeqCst);
     browser.click(&format!("{item} .retry")).await;
     assert_eq!(
-        b.runtime.booking(&id).await.unwrap().state,
+        b.runtime.booking(id.parse().unwrap()).await.unwrap().state,
         SagaState::NeedsAttention,
         "nothing happens before the confirmation"
     );
@@ -936,7 +936,7 @@ async fn the_console_in_a_real_browser() {
     assert!(result.as_str().unwrap().contains("accepted"), "{result}");
     let deadline = Deadline::new("the retried saga to compensate", Duration::from_secs(20));
     loop {
-        let state = b.runtime.booking(&id).await.unwrap().state;
+        let state = b.runtime.booking(id.parse().unwrap()).await.unwrap().state;
         if state == SagaState::Failed {
             break;
         }

@@ -318,7 +318,7 @@ async fn a_booking_pays_through_the_http_gateway() {
         Duration::from_secs(10),
         "the booking finished",
         async || {
-            let b = server.runtime.booking(&id).await.ok()?;
+            let b = server.runtime.booking(id.parse().unwrap()).await.ok()?;
             let in_flight = matches!(
                 b.state,
                 SagaState::Pending | SagaState::PaymentAuthorized | SagaState::SellerConfirmed

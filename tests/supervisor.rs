@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use common::wait_until;
 use wayfare::supervisor::{
-    ActorHandle, AskError, ChildSpec, ChildState, Restart, RestartPolicy, Strategy,
-    SupervisorBuilder, SupervisorRef, SupervisorState,
+    ActorHandle, AskError, ChildEnd, ChildSpec, ChildState, DynamicSpec, DynamicSupervisor,
+    Restart, RestartPolicy, Strategy, SupervisorBuilder, SupervisorRef, SupervisorState,
 };
 
 /// A test actor that knows which instance it is.
@@ -402,5 +402,207 @@ async fn panic_with_callers_waiting_fails_them_and_recovers() {
         "{queued:?}"
     );
     assert_eq!(worker.ask(Ping).await, Ok(1));
+    root.shutdown().await;
+}
+
+/// Stops the worker in an orderly way (its work is done).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finish;
+
+impl Handler<Finish> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// A worker that panics as soon as it starts, every time.
+struct Doomed;
+
+impl Actor for Doomed {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        panic!("doomed worker cannot start");
+    }
+}
+
+fn dynamic_spec(max_children: usize) -> DynamicSpec {
+    DynamicSpec {
+        name: "workers".into(),
+        max_children,
+        child_prefix: "worker-".into(),
+        mailbox_capacity: 4,
+        deadline: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(1),
+    }
+}
+
+/// A root supervisor holding `dynamic`, and a channel of the children that left it.
+fn start_dynamic<A: Actor<Context = Context<A>>>(
+    dynamic: &DynamicSupervisor<A>,
+) -> (
+    SupervisorRef,
+    tokio::sync::mpsc::UnboundedReceiver<(String, ChildEnd)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    dynamic.on_child_end(move |key, end| {
+        let _ = tx.send((key.to_owned(), end));
+    });
+    let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, quick_policy(5));
+    root.dynamic(dynamic, Restart::Permanent, Duration::from_secs(1));
+    (root.start(), rx)
+}
+
+fn numbered(counter: &Arc<AtomicUsize>) -> impl Fn() -> Worker + Send + Sync + 'static {
+    let counter = counter.clone();
+    move || Worker {
+        instance: counter.fetch_add(1, Ordering::SeqCst),
+    }
+}
+
+#[actix_rt::test]
+async fn dynamic_supervisor_refuses_children_beyond_its_limit_as_overloaded() {
+    let dynamic = DynamicSupervisor::<Worker>::new(dynamic_spec(2), quick_policy(5));
+    let (root, _ends) = start_dynamic(&dynamic);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let here = actix_rt::Arbiter::current;
+    let a = dynamic
+        .try_start_child("a", here(), numbered(&counter))
+        .unwrap();
+    // A reserved slot counts toward the limit too.
+    let permit = dynamic.reserve().expect("second slot");
+    assert!(matches!(
+        dynamic.try_start_child("c", here(), numbered(&counter)),
+        Err(AskError::Overloaded { .. })
+    ));
+    assert!(matches!(
+        dynamic.reserve(),
+        Err(AskError::Overloaded { .. })
+    ));
+    // The same key is not started twice, and is not refused.
+    let again = dynamic
+        .try_start_child("a", here(), numbered(&counter))
+        .unwrap();
+    assert_eq!(again.name(), "worker-a");
+    let b = dynamic.start_reserved(permit, "b", here(), numbered(&counter));
+    assert_eq!(a.ask(Ping).await, Ok(0));
+    assert_eq!(b.ask(Ping).await, Ok(1));
+    // Past the limit on purpose: work that already exists must run.
+    let c = dynamic.start_child("c", here(), numbered(&counter));
+    assert_eq!(c.ask(Ping).await, Ok(2));
+    assert_eq!(dynamic.len(), 3);
+    let mut names = Vec::new();
+    root.snapshot()
+        .for_each_child(&mut |sup, c| names.push(format!("{sup}/{}", c.name)));
+    assert_eq!(
+        names,
+        [
+            "root/workers",
+            "workers/worker-a",
+            "workers/worker-b",
+            "workers/worker-c"
+        ]
+    );
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn dynamic_children_are_restarted_after_a_panic_and_removed_when_they_finish() {
+    let dynamic = DynamicSupervisor::<Worker>::new(dynamic_spec(4), quick_policy(5));
+    let (root, mut ends) = start_dynamic(&dynamic);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let worker = dynamic.start_child("a", actix_rt::Arbiter::current(), numbered(&counter));
+    assert_eq!(worker.ask(Ping).await, Ok(0));
+    assert_eq!(
+        worker.ask(Crash).await,
+        Err(AskError::Crashed {
+            actor: "worker-a".into()
+        })
+    );
+    // Transient: a crash restarts a fresh instance behind the same handle.
+    assert_eq!(worker.ask(Ping).await, Ok(1));
+    assert_eq!(dynamic.crashes(), 1);
+    assert_eq!(child_restarts(&root, "worker-a"), 1);
+    let snap = root.snapshot();
+    assert_eq!(
+        snap.children[0]
+            .supervisor
+            .as_ref()
+            .unwrap()
+            .restarts_in_window,
+        1
+    );
+
+    // A normal exit is the end of its work: removed, not restarted.
+    worker.ask(Finish).await.unwrap();
+    let (key, end) = ends.recv().await.expect("end reported");
+    assert_eq!((key.as_str(), end), ("a", ChildEnd::Finished));
+    assert!(dynamic.child("a").is_none());
+    assert!(dynamic.is_empty());
+    assert!(dynamic.snapshot().children.is_empty());
+    assert_eq!(
+        worker.ask(Ping).await,
+        Err(AskError::Unavailable {
+            actor: "worker-a".into()
+        })
+    );
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        2,
+        "no restart after a normal exit"
+    );
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_dynamic_child_past_its_restart_budget_is_given_up_with_its_last_panic() {
+    // Budget: 2 restarts, so the third crash gives up on the child.
+    let dynamic = DynamicSupervisor::<Doomed>::new(dynamic_spec(4), quick_policy(2));
+    let (root, mut ends) = start_dynamic(&dynamic);
+    let handle = dynamic.start_child("x", actix_rt::Arbiter::current(), || Doomed);
+    let (key, end) = ends.recv().await.expect("end reported");
+    assert_eq!(key, "x");
+    match end {
+        ChildEnd::GaveUp(reason) => {
+            assert!(reason.contains("doomed worker cannot start"), "{reason}")
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert_eq!(dynamic.crashes(), 3);
+    assert!(dynamic.is_empty());
+    assert_eq!(handle.liveness(), wayfare::supervisor::Liveness::Stopped);
+    // One child's bad luck is not the supervisor's: it keeps running.
+    let snap = root.snapshot();
+    let workers = snap.children[0].supervisor.as_ref().unwrap();
+    assert_eq!(workers.state, SupervisorState::Running);
+    assert_eq!(workers.restarts_in_window, 2);
+    assert!(snap.is_healthy());
+    root.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn crashes_of_many_dynamic_children_count_toward_restart_intensity() {
+    // Intensity: 2 restarts in the window; three children crashing once each exceed it.
+    let dynamic = DynamicSupervisor::<Worker>::new(dynamic_spec(8), quick_policy(2));
+    let (root, _ends) = start_dynamic(&dynamic);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|k| dynamic.start_child(k, actix_rt::Arbiter::current(), numbered(&counter)))
+        .collect();
+    for w in &workers {
+        let _ = w.ask(Crash).await;
+    }
+    // The parent restarts the dynamic supervisor, which restarts the children it held.
+    eventually(
+        "the dynamic supervisor to be restarted by its parent",
+        || child_restarts(&root, "workers") >= 1,
+    )
+    .await;
+    for w in &workers {
+        assert!(w.ask(Ping).await.is_ok());
+    }
+    assert_eq!(dynamic.len(), 3);
     root.shutdown().await;
 }

@@ -9,10 +9,10 @@
 //!
 //! Each step runs under `ctx.wait`, so messages (a customer's cancel, an operator's retry)
 //! are handled between steps, never while a call is outstanding. Started and restarted by
-//! the `SagaCoordinator`; stops itself when the saga is finished or parked.
+//! the `SagaCoordinator` under the `sagas` dynamic supervisor; stops itself when the saga is finished or parked.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -36,7 +36,7 @@ use crate::domain::wallet::{WalletError, WalletOp};
 use crate::payments::{self, PaymentGateway};
 use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus, SellerError};
 use crate::store::{get_record, Op, Store, StoreError, Tree};
-use crate::supervisor::{ActorHandle, AskError};
+use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub struct SagaDeps {
@@ -56,13 +56,11 @@ pub struct SagaDeps {
     pub config: SagaConfig,
     /// Deadline of one step's call.
     pub step_timeout: Duration,
-    /// Sagas with a running actor, so a saga never runs twice (coordinator restarts
-    /// included).
-    pub running: Mutex<HashMap<String, ActorHandle<BookingSaga>>>,
+    /// The dynamic supervisor of saga actors: one child per saga, so a saga never runs
+    /// twice (coordinator restarts included).
+    pub sagas: DynamicSupervisor<BookingSaga>,
     /// Arbiters saga actors are spread over.
     pub arbiters: Vec<actix_rt::ArbiterHandle>,
-    /// Saga actor crashes since start.
-    pub crashes: std::sync::atomic::AtomicU64,
     /// Injected panics of saga steps (`[faults]`); default: none.
     pub panics: super::PanicFaults,
 }

@@ -2,34 +2,29 @@
 //! client idempotency key), routes cancellations and operator retries, and, at start-up,
 //! resumes every unfinished saga found in the store.
 //!
-//! It is also the dynamic supervisor of the `BookingSaga` actors: each saga runs as a
-//! transient child with a stable handle; a saga actor that panics is restarted (a fresh
-//! actor that reloads its record from the store) with backoff, at most
-//! `MAX_SAGA_RESTARTS` times in a row; the number of sagas running at once is bounded by
+//! The `BookingSaga` actors run under the `sagas` dynamic supervisor (a sibling of the
+//! coordinator in the `bookings` subtree, held in `SagaDeps`): each saga is a transient
+//! child with a stable handle, restarted after a panic (a fresh actor that reloads its
+//! record) by the `[supervisor]` policy, and parked as `needs_attention` when it keeps
+//! crashing ([`on_saga_end`]). The number of sagas running at once is bounded by
 //! `bookings.max_in_flight` (beyond it, new bookings are refused as overloaded).
 //!
-//! State owned: none beyond the store; the registry of running sagas lives in `SagaDeps`
-//! so it survives a restart of the coordinator itself (a saga never runs twice).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! State owned: none beyond the store; the running sagas are the supervisor's, so they
+//! survive a restart of the coordinator itself (a saga never runs twice).
 
 use actix::prelude::*;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
-    is_terminal, new_booking, new_cancellation, retry_needs_attention, BookingRequest,
-    CancelDecision, SagaKind, SagaRecord, SagaState,
+    is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId,
+    BookingRequest, CancelDecision, IdError, SagaId, SagaKind, SagaRecord, SagaState,
 };
 use crate::store::{decode_record, get_record, Op, StoreError, Tree};
-use crate::supervisor::{ActorChild, Child, ChildSpec, Exit, Restart};
-
-/// Consecutive crashes after which a saga actor is left for the next start-up (and
-/// counted in metrics) instead of being restarted again.
-pub const MAX_SAGA_RESTARTS: u32 = 5;
+use crate::supervisor::{ChildEnd, ChildPermit};
 
 /// Why a booking request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +61,6 @@ struct SeenBooking {
 /// The coordinator actor.
 pub struct SagaCoordinator {
     deps: Arc<SagaDeps>,
-    max_in_flight: usize,
 }
 
 impl std::fmt::Debug for SagaCoordinator {
@@ -77,11 +71,8 @@ impl std::fmt::Debug for SagaCoordinator {
 
 impl SagaCoordinator {
     /// A coordinator over `deps`.
-    pub fn new(deps: Arc<SagaDeps>, max_in_flight: usize) -> Self {
-        SagaCoordinator {
-            deps,
-            max_in_flight,
-        }
+    pub fn new(deps: Arc<SagaDeps>) -> Self {
+        SagaCoordinator { deps }
     }
 
     fn load(&self, id: &str) -> Result<SagaRecord, BookingError> {
@@ -99,56 +90,57 @@ impl SagaCoordinator {
     }
 }
 
-/// Starts (or finds running) the actor of saga `id`, supervising it until it finishes.
+/// Starts (or finds running) the actor of saga `id` under the dynamic saga supervisor.
 /// Admission is decided before a saga is created (`StartBooking`); a saga that exists is
 /// always run, so resumed and follow-up sagas are never refused.
 pub fn launch(deps: &Arc<SagaDeps>, id: &str) {
-    let mut running = deps.running.lock().unwrap_or_else(|p| p.into_inner());
-    if running.contains_key(id) {
-        return;
-    }
-    let spec = ChildSpec {
-        name: format!("saga-{id}"),
-        restart: Restart::Transient,
-        mailbox_capacity: 16,
-        deadline: Duration::from_secs(30),
-        shutdown_timeout: Duration::from_secs(5),
-    };
+    launch_within(deps, id, None);
+}
+
+/// [`launch`], using a slot under the child limit taken before the saga was created.
+fn launch_within(deps: &Arc<SagaDeps>, id: &str, permit: Option<ChildPermit>) {
     let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
     let (d, sid) = (deps.clone(), id.to_owned());
-    let (child, handle) = ActorChild::new(spec, arbiter, move || {
-        BookingSaga::new(sid.clone(), d.clone())
-    });
-    running.insert(id.to_owned(), handle);
-    drop(running);
-    let (deps, id) = (deps.clone(), id.to_owned());
+    let factory = move || BookingSaga::new(sid.clone(), d.clone());
+    match permit {
+        Some(permit) => deps.sagas.start_reserved(permit, id, arbiter, factory),
+        None => deps.sagas.start_child(id, arbiter, factory),
+    };
+}
+
+/// What follows when a saga actor leaves its supervisor: a finished booking may have a
+/// cancellation to start; a saga whose actor kept crashing is parked for an operator.
+pub fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
+    let result = match end {
+        ChildEnd::Finished => follow_up(deps, id),
+        ChildEnd::GaveUp(reason) => park_crashed_saga(deps, id, &reason),
+    };
+    if let Err(e) = result {
+        tracing::error!(saga = %id, error = %e, "Cannot settle a saga whose actor ended.");
+    }
+}
+
+/// Parks a saga whose actor exhausted its restart budget as `needs_attention`, with the
+/// last failure as the reason, so it shows in the booking, `/health` and metrics and an
+/// operator's `RetrySaga` resumes it.
+fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(), BookingError> {
+    let Some(mut record) = deps.load(id)? else {
+        return Ok(());
+    };
+    if park_crashed(&mut record, reason, Utc::now()).is_err() {
+        return Ok(()); // Finished or already parked: nothing to record.
+    }
+    deps.store
+        .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+    let flush = deps.store.flush();
+    let id = id.to_owned();
     actix_rt::spawn(async move {
-        let mut crashes = 0u32;
-        loop {
-            let run = child.start().await;
-            match run.exit.await {
-                Exit::Normal => break,
-                exit => {
-                    crashes += 1;
-                    deps.crashes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(saga = %id, reason = %exit.reason(), crashes, "Saga actor failed; restarting from its last record.");
-                    if crashes > MAX_SAGA_RESTARTS {
-                        tracing::error!(saga = %id, "Saga actor keeps failing; left for the next start-up.");
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << crashes.min(6))).await;
-                }
-            }
-        }
-        deps.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Err(e) = follow_up(&deps, &id) {
-            tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
+        if let Err(e) = flush.await {
+            tracing::error!(saga = %id, error = %e, "Cannot flush a parked saga.");
         }
     });
+    tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
+    Ok(())
 }
 
 /// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
@@ -166,13 +158,17 @@ fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     Ok(())
 }
 
-fn cancellation_id(booking: &str) -> String {
-    format!("{booking}:cancel")
+/// The textual id of the saga cancelling booking `booking` (a stored booking saga id).
+fn cancellation_id(booking: &str) -> Result<String, BookingError> {
+    let id: SagaId = booking
+        .parse()
+        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?;
+    Ok(id.cancellation().to_string())
 }
 
 /// Creates (once) and launches the cancellation saga of a confirmed booking.
 fn start_cancellation(deps: &Arc<SagaDeps>, booking: &SagaRecord) -> Result<(), BookingError> {
-    let id = cancellation_id(&booking.saga_id);
+    let id = cancellation_id(&booking.saga_id)?;
     if deps.load(&id)?.is_none() {
         let record = new_cancellation(&id, booking, Utc::now())
             .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
@@ -234,8 +230,8 @@ pub struct StartBooking {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct GetSaga {
-    /// Saga (booking) id.
-    pub id: String,
+    /// Saga id.
+    pub id: SagaId,
 }
 
 /// A customer cancels a booking.
@@ -243,7 +239,7 @@ pub struct GetSaga {
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct CancelBooking {
     /// Booking id.
-    pub id: String,
+    pub id: BookingId,
 }
 
 /// An operator resumes a saga parked as `needs_attention`.
@@ -251,17 +247,28 @@ pub struct CancelBooking {
 #[rtype(result = "Result<SagaRecord, BookingError>")]
 pub struct RetrySaga {
     /// Saga id.
-    pub id: String,
+    pub id: SagaId,
 }
 
-/// Bookings of one account, newest last.
+/// One page of an account's bookings, in booking-id order, each with its cancellation.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<SagaRecord>, BookingError>")]
+#[rtype(result = "Result<BookingRecords, BookingError>")]
 pub struct ListBookings {
     /// Account.
     pub account: AccountId,
-    /// At most this many.
+    /// Only bookings whose id sorts after this one (the previous page's `next_after`).
+    pub after: Option<BookingId>,
+    /// At most this many (the caller bounds it).
     pub limit: usize,
+}
+
+/// A page of [`ListBookings`].
+#[derive(Debug, Clone)]
+pub struct BookingRecords {
+    /// Each booking's record with its cancellation saga's, when one was started.
+    pub bookings: Vec<(SagaRecord, Option<SagaRecord>)>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<BookingId>,
 }
 
 /// Counts of sagas by state, and the parked ones with their reasons.
@@ -312,11 +319,14 @@ impl Handler<StartBooking> for SagaCoordinator {
                 }
                 return Ok((None, self.load(&seen.saga_id)?));
             }
-            let in_flight = self.deps.running.lock().map(|r| r.len()).unwrap_or(0);
-            if in_flight >= self.max_in_flight {
-                return Err(BookingError::Overloaded);
-            }
-            let id = uuid::Uuid::new_v4().to_string();
+            // A slot is taken before the saga exists, so concurrent bookings cannot all
+            // pass the limit while their records are flushed.
+            let permit = self
+                .deps
+                .sagas
+                .reserve()
+                .map_err(|_| BookingError::Overloaded)?;
+            let id = BookingId::new().to_string();
             let record = new_booking(&id, request.clone(), Utc::now()).map_err(|e| {
                 let text = e.to_string();
                 let detail = text.trim_start_matches("invalid booking request: ");
@@ -341,16 +351,16 @@ impl Handler<StartBooking> for SagaCoordinator {
                 ),
                 Op::put(Tree::AccountBookings, index, &()),
             ])?;
-            Ok((Some(flush), record))
+            Ok((Some((flush, permit)), record))
         })();
         let deps = self.deps.clone();
         Box::pin(async move {
             match result? {
                 (None, existing) => Ok((existing, true)),
-                (Some(flush), record) => {
+                (Some((flush, permit)), record) => {
                     flush.await?;
                     // Durable first, then started: a crash in between resumes it at start-up.
-                    launch(&deps, &record.saga_id);
+                    launch_within(&deps, &record.saga_id, Some(permit));
                     Ok((record, false))
                 }
             }
@@ -362,7 +372,7 @@ impl Handler<StartBooking> for SagaCoordinator {
 impl Handler<GetSaga> for SagaCoordinator {
     type Result = Result<SagaRecord, BookingError>;
     fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
-        self.load(&msg.id)
+        self.load(&msg.id.to_string())
     }
 }
 
@@ -373,18 +383,14 @@ impl Handler<CancelBooking> for SagaCoordinator {
 
     fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        let record = self.load(&msg.id);
+        let id = SagaId::Booking(msg.id).to_string();
+        let record = self.load(&id);
         Box::pin(async move {
             let record = record?;
             if record.kind != SagaKind::Booking {
-                return Err(BookingError::NotFound(msg.id));
+                return Err(BookingError::NotFound(id));
             }
-            let running = deps
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&msg.id)
-                .cloned();
+            let running = deps.sagas.child(&id);
             match (running, record.state) {
                 (_, SagaState::Failed | SagaState::Cancelled) => {}
                 (_, SagaState::NeedsAttention) => {
@@ -396,13 +402,11 @@ impl Handler<CancelBooking> for SagaCoordinator {
                 (None, SagaState::Confirmed) => start_cancellation(&deps, &record)?,
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
-                        tracing::warn!(booking = %msg.id, error = %e, "Cancel request did not reach the saga.");
+                        tracing::warn!(booking = %id, error = %e, "Cancel request did not reach the saga.");
                         BookingError::Conflict(format!("the booking is changing state ({e}); retry"))
                     })??;
                     if decision == CancelDecision::StartCancellationSaga {
-                        let record = deps
-                            .load(&msg.id)?
-                            .ok_or(BookingError::NotFound(msg.id.clone()))?;
+                        let record = deps.load(&id)?.ok_or(BookingError::NotFound(id.clone()))?;
                         start_cancellation(&deps, &record)?;
                     }
                 }
@@ -412,7 +416,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     ))
                 }
             }
-            deps.load(&msg.id)?.ok_or(BookingError::NotFound(msg.id))
+            deps.load(&id)?.ok_or(BookingError::NotFound(id))
         })
     }
 }
@@ -422,7 +426,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
 
     fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
-        let result = self.load(&msg.id).and_then(|mut record| {
+        let result = self.load(&msg.id.to_string()).and_then(|mut record| {
             retry_needs_attention(&mut record, Utc::now())
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
             let flush = self.persist(vec![Op::put(
@@ -442,20 +446,49 @@ impl Handler<RetrySaga> for SagaCoordinator {
     }
 }
 
-/// Scans the account's booking index.
+/// Scans one page of the account's booking index (one entry more, to tell whether another
+/// page follows) and reads each booking with its cancellation.
 impl Handler<ListBookings> for SagaCoordinator {
-    type Result = Result<Vec<SagaRecord>, BookingError>;
+    type Result = Result<BookingRecords, BookingError>;
     fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
         let mut prefix = msg.account.to_string().into_bytes();
         prefix.push(b'/');
-        let entries = self
-            .deps
-            .store
-            .scan(Tree::AccountBookings, &prefix, None, msg.limit)?;
-        entries
-            .into_iter()
-            .map(|(k, _)| self.load(&String::from_utf8_lossy(&k[prefix.len()..])))
-            .collect()
+        let after = msg.after.map(|id| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(id.to_string().as_bytes());
+            key
+        });
+        let mut entries = self.deps.store.scan(
+            Tree::AccountBookings,
+            &prefix,
+            after.as_deref(),
+            msg.limit.saturating_add(1),
+        )?;
+        let more = entries.len() > msg.limit;
+        entries.truncate(msg.limit);
+        let mut bookings = Vec::with_capacity(entries.len());
+        for (key, _) in entries {
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let record = self.load(&id)?;
+            let cancellation = self.deps.load(&cancellation_id(&id)?)?;
+            bookings.push((record, cancellation));
+        }
+        let next_after = if more {
+            match bookings.last() {
+                Some((r, _)) => Some(
+                    r.saga_id
+                        .parse()
+                        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?,
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(BookingRecords {
+            bookings,
+            next_after,
+        })
     }
 }
 
@@ -464,8 +497,8 @@ impl Handler<CountSagas> for SagaCoordinator {
     type Result = Result<SagaCounts, BookingError>;
     fn handle(&mut self, _: CountSagas, _: &mut Context<Self>) -> Self::Result {
         let mut counts = SagaCounts {
-            running: self.deps.running.lock().map(|r| r.len()).unwrap_or(0),
-            crashes: self.deps.crashes.load(std::sync::atomic::Ordering::Relaxed),
+            running: self.deps.sagas.len(),
+            crashes: self.deps.sagas.crashes(),
             ..SagaCounts::default()
         };
         for (key, value) in self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX)? {

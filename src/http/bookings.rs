@@ -5,7 +5,7 @@
 //!   409;
 //! - `GET /v1/bookings/{id}`: state and timed history;
 //! - `POST /v1/bookings/{id}/cancel`: 202, the booking as it now stands;
-//! - `GET /v1/accounts/{id}/bookings`;
+//! - `GET /v1/accounts/{id}/bookings?after=&limit=` pages through an account's bookings;
 //! - `POST /v1/admin/sagas/{id}/retry`: operator retry of a parked saga, with
 //!   `Authorization: Bearer <admin.token>`.
 //!
@@ -19,10 +19,11 @@ use serde::Deserialize;
 
 use super::accounts::idempotency_key;
 use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body};
+use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
 use super::AppState;
 use crate::domain::money::Money;
+use crate::domain::saga::{BookingId, SagaId};
 use crate::domain::Invalid;
 use crate::BookingOrder;
 
@@ -50,14 +51,15 @@ struct CreateBooking {
     card_token: String,
 }
 
-/// A booking id: a UUID, or `{uuid}:cancel` for a cancellation saga (admin routes).
-fn saga_id(raw: &str, allow_cancel: bool) -> Result<String, Problem> {
-    let base = match raw.strip_suffix(":cancel") {
-        Some(base) if allow_cancel => base,
-        _ => raw,
-    };
-    uuid::Uuid::try_parse(base)
-        .map(|_| raw.to_owned())
+/// A booking id (a UUID).
+fn booking_id(raw: &str) -> Result<BookingId, Problem> {
+    raw.parse()
+        .map_err(|_| Invalid::new("id", "must be a booking id (a UUID)").into())
+}
+
+/// A saga id: a booking id, or `{uuid}:cancel` for a cancellation saga (admin routes).
+fn saga_id(raw: &str) -> Result<SagaId, Problem> {
+    raw.parse()
         .map_err(|_| Invalid::new("id", "must be a booking id (a UUID)").into())
 }
 
@@ -102,8 +104,8 @@ async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
-    let id = saga_id(&path, false)?;
-    Ok(HttpResponse::Ok().json(state.runtime.booking_as(caller, &id).await?))
+    let id = booking_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.runtime.booking_as(caller, id).await?))
 }
 
 async fn cancel(
@@ -112,9 +114,23 @@ async fn cancel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
-    let id = saga_id(&path, false)?;
-    let booking = state.runtime.cancel_booking_as(caller, &id).await?;
+    let id = booking_id(&path)?;
+    let booking = state.runtime.cancel_booking_as(caller, id).await?;
     Ok(HttpResponse::Accepted().json(booking))
+}
+
+/// Query of the account bookings route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingsQuery {
+    /// The previous page's `next_after`.
+    after: Option<String>,
+    #[serde(default = "default_page")]
+    limit: usize,
+}
+
+fn default_page() -> usize {
+    50
 }
 
 async fn of_account(
@@ -124,7 +140,19 @@ async fn of_account(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_bookings_as(caller, id).await?))
+    let q: BookingsQuery = query(&req)?;
+    let after =
+        match q.after {
+            Some(after) => Some(after.parse().map_err(|_| {
+                Problem::from(Invalid::new("after", "must be a booking id (a UUID)"))
+            })?),
+            None => None,
+        };
+    let page = state
+        .runtime
+        .account_bookings_as(caller, id, after, q.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn retry(
@@ -133,8 +161,8 @@ async fn retry(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     require_operator(&req, &state, "retrying a saga")?;
-    let id = saga_id(&path, true)?;
-    let record = state.runtime.retry_saga(&id).await?;
+    let id = saga_id(&path)?;
+    let record = state.runtime.retry_saga(id).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "id": record.saga_id,
         "state": record.state,

@@ -2,14 +2,15 @@
 //! coordinator; reads, cancellations and operator retries, each with the caller's right
 //! checked here, below HTTP.
 
-use super::{Booking, BookingOrder, Runtime};
+use super::{Booking, BookingOrder, BookingPage, Runtime};
 use crate::actors::coordinator::{
     BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCounts,
     StartBooking,
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
-use crate::domain::saga::{SagaKind, SagaRecord};
+use crate::domain::saga::{BookingId, IdError, SagaId, SagaKind, SagaRecord};
+use crate::domain::Invalid;
 use crate::error::Error;
 
 impl Runtime {
@@ -37,23 +38,27 @@ impl Runtime {
             .coordinator
             .ask(StartBooking { request })
             .await??;
-        Ok((self.view(record).await?, replayed))
+        let id: BookingId = record
+            .saga_id
+            .parse()
+            .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?;
+        Ok((self.view(id, record).await?, replayed))
     }
 
     /// A booking with its state and timed history.
-    pub async fn booking(&self, id: &str) -> Result<Booking, Error> {
+    pub async fn booking(&self, id: BookingId) -> Result<Booking, Error> {
         self.booking_as(Caller::Operator, id).await
     }
 
     /// [`booking`](Self::booking), if `caller` may see it: only the booking account's key
     /// (or the operator).
-    pub async fn booking_as(&self, caller: Caller, id: &str) -> Result<Booking, Error> {
-        let record = self.saga(id).await?;
+    pub async fn booking_as(&self, caller: Caller, id: BookingId) -> Result<Booking, Error> {
+        let record = self.saga(SagaId::Booking(id)).await?;
         if record.kind != SagaKind::Booking {
-            return Err(BookingError::NotFound(id.to_owned()).into());
+            return Err(BookingError::NotFound(id.to_string()).into());
         }
         self.authorize_booking(caller, &record).await?;
-        self.view(record).await
+        self.view(id, record).await
     }
 
     /// A booking belongs to its account: the caller must be allowed to act on that.
@@ -69,17 +74,13 @@ impl Runtime {
         self.authorize(caller, account).await
     }
 
-    async fn saga(&self, id: &str) -> Result<SagaRecord, Error> {
-        Ok(self
-            .inner
-            .coordinator
-            .ask(GetSaga { id: id.to_owned() })
-            .await??)
+    async fn saga(&self, id: SagaId) -> Result<SagaRecord, Error> {
+        Ok(self.inner.coordinator.ask(GetSaga { id }).await??)
     }
 
-    async fn view(&self, record: SagaRecord) -> Result<Booking, Error> {
-        let cancellation_id = format!("{}:cancel", record.saga_id);
-        let cancellation = match self.saga(&cancellation_id).await {
+    /// The booking `id` as customers see it, with its cancellation when one was started.
+    async fn view(&self, id: BookingId, record: SagaRecord) -> Result<Booking, Error> {
+        let cancellation = match self.saga(SagaId::Cancellation(id)).await {
             Ok(c) => Some(c),
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
@@ -90,37 +91,27 @@ impl Runtime {
     /// Cancels a booking: a confirmed one through a cancellation saga (seller fee, refund
     /// minus the fee, points restored); one still in flight is compensated (before the
     /// seller reservation) or cancelled right after it is confirmed.
-    pub async fn cancel_booking(&self, id: &str) -> Result<Booking, Error> {
+    pub async fn cancel_booking(&self, id: BookingId) -> Result<Booking, Error> {
         self.cancel_booking_as(Caller::Operator, id).await
     }
 
     /// [`cancel_booking`](Self::cancel_booking), if `caller` may act on the booking.
-    pub async fn cancel_booking_as(&self, caller: Caller, id: &str) -> Result<Booking, Error> {
+    pub async fn cancel_booking_as(&self, caller: Caller, id: BookingId) -> Result<Booking, Error> {
         self.booking_as(caller, id).await?;
-        let record = self
-            .inner
-            .coordinator
-            .ask(CancelBooking { id: id.to_owned() })
-            .await??;
-        self.view(record).await
+        let record = self.inner.coordinator.ask(CancelBooking { id }).await??;
+        self.view(id, record).await
     }
 
-    /// Bookings of an account (at most 100, oldest first by id order).
-    pub async fn account_bookings(&self, account: AccountId) -> Result<Vec<Booking>, Error> {
+    /// One page of an account's bookings, in booking-id order: those after booking `after`
+    /// (the previous page's `next_after`), at most `limit` (1 to `accounts.max_page_size`).
+    pub async fn account_bookings(
+        &self,
+        account: AccountId,
+        after: Option<BookingId>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
         self.account(account).await?;
-        let records = self
-            .inner
-            .coordinator
-            .ask(ListBookings {
-                account,
-                limit: 100,
-            })
-            .await??;
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(self.view(r).await?);
-        }
-        Ok(out)
+        self.bookings_page(account, after, limit).await
     }
 
     /// [`account_bookings`](Self::account_bookings), if `caller` may act on the account.
@@ -128,18 +119,46 @@ impl Runtime {
         &self,
         caller: Caller,
         account: AccountId,
-    ) -> Result<Vec<Booking>, Error> {
-        self.authorize(caller, account).await?;
-        self.account_bookings(account).await
+        after: Option<BookingId>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
+        // One message checks both the caller's right and that the account exists.
+        self.account_as(caller, account).await?;
+        self.bookings_page(account, after, limit).await
+    }
+
+    async fn bookings_page(
+        &self,
+        account: AccountId,
+        after: Option<BookingId>,
+        limit: usize,
+    ) -> Result<BookingPage, Error> {
+        let max = self.inner.config.accounts.max_page_size;
+        if limit == 0 || limit > max {
+            return Err(Invalid::new("limit", format!("must be between 1 and {max}")).into());
+        }
+        let page = self
+            .inner
+            .coordinator
+            .ask(ListBookings {
+                account,
+                after,
+                limit,
+            })
+            .await??;
+        Ok(BookingPage {
+            bookings: page
+                .bookings
+                .into_iter()
+                .map(|(r, c)| Booking::from_records(r, c))
+                .collect(),
+            next_after: page.next_after,
+        })
     }
 
     /// Operator: resumes a saga parked as `needs_attention`.
-    pub async fn retry_saga(&self, id: &str) -> Result<SagaRecord, Error> {
-        Ok(self
-            .inner
-            .coordinator
-            .ask(RetrySaga { id: id.to_owned() })
-            .await??)
+    pub async fn retry_saga(&self, id: SagaId) -> Result<SagaRecord, Error> {
+        Ok(self.inner.coordinator.ask(RetrySaga { id }).await??)
     }
 
     /// Saga figures: counts by state, parked sagas, running actors, crashes.

@@ -22,7 +22,7 @@ mod system;
 mod views;
 
 pub use crate::domain::booking::BookingOrder;
-pub use views::{Booking, CancellationView, Check, Health, OfferView, SearchResponse};
+pub use views::{Booking, BookingPage, CancellationView, Check, Health, OfferView, SearchResponse};
 
 use crate::actors::account::AccountShard;
 use crate::actors::coordinator::SagaCoordinator;

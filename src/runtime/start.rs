@@ -7,7 +7,8 @@
 //!  ├── sellers  ── SellerAdapter × configured + custom sellers
 //!  ├── search   ── SearchAggregator × search.aggregators   (holds seller handles)
 //!  ├── notifier ── Mailer
-//!  └── bookings ── SagaCoordinator (+ BookingSaga × in flight)  (holds all of the above)
+//!  └── bookings ─┬ sagas (dynamic) ── BookingSaga × in flight  (hold all of the above)
+//!               └ SagaCoordinator
 //! ```
 //!
 //! Handles stay valid across restarts, so a subtree that holds another's handles never
@@ -22,7 +23,7 @@ use super::system::StoreProbe;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
 use crate::actors::account::{AccountFaults, AccountShard};
 use crate::actors::booking::SagaDeps;
-use crate::actors::coordinator::SagaCoordinator;
+use crate::actors::coordinator::{on_saga_end, SagaCoordinator};
 use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
 use crate::actors::payment::{PaymentAdapter, SupervisedGateway};
@@ -41,7 +42,9 @@ use crate::sellers::http::HttpSeller;
 use crate::sellers::simulated::SimulatedSeller;
 use crate::sellers::SellerApi;
 use crate::store::{FaultyStore, SledStore, Store};
-use crate::supervisor::{ActorHandle, ChildSpec, Restart, Strategy, SupervisorBuilder};
+use crate::supervisor::{
+    ActorHandle, ChildSpec, DynamicSpec, DynamicSupervisor, Restart, Strategy, SupervisorBuilder,
+};
 
 /// What every subtree is built from.
 struct Wiring<'a> {
@@ -136,9 +139,19 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         mailer,
         config: config.bookings.saga.clone(),
         step_timeout: Duration::from_millis(config.bookings.step_timeout_ms),
-        running: Mutex::new(Default::default()),
+        sagas: DynamicSupervisor::new(
+            DynamicSpec {
+                name: "sagas".into(),
+                max_children: config.bookings.max_in_flight,
+                child_prefix: "saga-".into(),
+                mailbox_capacity: SAGA_MAILBOX,
+                deadline: Duration::from_millis(config.bookings.step_timeout_ms)
+                    + Duration::from_secs(5),
+                shutdown_timeout: wiring.shutdown_timeout,
+            },
+            wiring.policy(),
+        ),
         arbiters: arbiters.iter().map(|a| a.handle()).collect(),
-        crashes: Default::default(),
         panics: wiring.panics(ActorKind::Saga),
     };
     let (bookings, coordinator) = bookings_subtree(&wiring, deps);
@@ -385,7 +398,12 @@ const MAILER_MAILBOX: usize = 1024;
 /// Longest a wake-up may wait for the mailer.
 const MAILER_DEADLINE: Duration = Duration::from_secs(5);
 
-/// `bookings`: the saga coordinator, which starts and supervises the saga actors.
+/// Requests queued at one saga actor: a customer's cancel and an operator's retry at most,
+/// so a handful is plenty.
+const SAGA_MAILBOX: usize = 16;
+
+/// `bookings`: the saga coordinator, which creates sagas, and the `sagas` dynamic
+/// supervisor, which runs one actor per saga in flight (up to `bookings.max_in_flight`).
 fn bookings_subtree(
     w: &Wiring<'_>,
     deps: SagaDeps,
@@ -393,14 +411,22 @@ fn bookings_subtree(
     let config = w.config;
     let mut sup = SupervisorBuilder::new("bookings", Strategy::OneForOne, w.policy());
     let deps = Arc::new(deps);
-    let max = config.bookings.max_in_flight;
+    // The callback holds the deps weakly: they hold the supervisor.
+    let weak = Arc::downgrade(&deps);
+    deps.sagas.on_child_end(move |id, end| {
+        if let Some(deps) = weak.upgrade() {
+            on_saga_end(&deps, id, end);
+        }
+    });
+    // Sagas first: the coordinator resumes unfinished sagas as it starts.
+    sup.dynamic(&deps.sagas, Restart::Permanent, w.shutdown_timeout);
     let spec = w.spec(
         "saga-coordinator".into(),
         config.bookings.mailbox_capacity,
         Duration::from_millis(config.bookings.step_timeout_ms) + Duration::from_secs(5),
     );
     let coordinator = sup.actor(spec, w.arbiter(0), move || {
-        SagaCoordinator::new(deps.clone(), max)
+        SagaCoordinator::new(deps.clone())
     });
     (sup, coordinator)
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::actors::coordinator::SagaCounts;
 use crate::actors::search::SellerOutcome;
 use crate::domain::money::Money;
-use crate::domain::saga::{HistoryEntry, SagaRecord, SagaState};
+use crate::domain::saga::{BookingId, HistoryEntry, SagaRecord, SagaState};
 use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
 
@@ -137,6 +137,15 @@ pub struct Booking {
     pub cancellation: Option<CancellationView>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
+}
+
+/// A page of an account's bookings.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookingPage {
+    /// Bookings in booking-id order.
+    pub bookings: Vec<Booking>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<BookingId>,
 }
 
 /// The cancellation of a booking.

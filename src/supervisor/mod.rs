@@ -7,16 +7,19 @@
 //!   see `child.rs`), or nested supervisors;
 //! - callers talk to actors only through [`ActorHandle`]s: stable across restarts, with a
 //!   bounded mailbox, a deadline on every request and typed [`AskError`]s;
+//! - [`DynamicSupervisor`] holds children added at run time (one per booking saga), up
+//!   to a limit, restarted by the same policy and shown in the same snapshots;
 //! - [`SupervisorSnapshot`] is the tree as operators see it (`/v1/system/supervisors`,
 //!   `/health`, `/metrics`).
 
 mod child;
+mod dynamic;
 mod handle;
 mod policy;
 mod tree;
 
 pub use child::{mark_polling_actor_down, ChildSpec};
-pub(crate) use child::{ActorChild, Child};
+pub use dynamic::{ChildEnd, ChildPermit, DynamicSpec, DynamicSupervisor};
 pub use handle::{ActorHandle, AskError, Liveness};
 pub use policy::{backoff_delay, Exit, IntensityWindow, Restart, RestartPolicy, Strategy};
 pub use tree::{

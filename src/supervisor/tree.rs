@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::child::{ActorChild, BoxFuture, Child, ChildSpec, Running};
+use super::dynamic::DynamicSupervisor;
 use super::handle::{ActorHandle, Liveness};
 use super::policy::{backoff_delay, Exit, IntensityWindow, Restart, RestartPolicy, Strategy};
 
@@ -197,7 +198,7 @@ impl Shared {
 
 /// Locks a stats mutex. Stats are plain data written in short sections that cannot panic,
 /// so a poisoned lock still holds consistent data and is used as is.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -275,6 +276,20 @@ impl SupervisorBuilder {
             restart,
             shutdown_timeout,
         }));
+    }
+
+    /// Adds a [`DynamicSupervisor`] as a child: its children (added at run time) appear
+    /// in this tree's snapshots, and its give-up escalates here like any child's failure.
+    pub fn dynamic<A>(
+        &mut self,
+        child: &DynamicSupervisor<A>,
+        restart: Restart,
+        shutdown_timeout: Duration,
+    ) where
+        A: Actor<Context = Context<A>>,
+    {
+        self.children
+            .push(child.as_child(restart, shutdown_timeout));
     }
 
     fn into_shared(self) -> Arc<Shared> {

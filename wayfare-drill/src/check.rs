@@ -107,10 +107,6 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             };
-            // The listing stops at 100; past that it cannot be compared.
-            if listed.len() >= 100 {
-                continue;
-            }
             let listed: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
             let expected = by_account.get(a.id.as_str()).cloned().unwrap_or_default();
             if listed != expected {

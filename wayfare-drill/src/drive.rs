@@ -380,10 +380,10 @@ async fn worker(runtime: &Runtime, shared: &Shared, mut rng: SmallRng) {
                         tally.placed.iter().flat_map(|p| p.ids.iter()).collect();
                     known.choose(&mut rng).map(|id| (*id).clone())
                 };
-                let Some(id) = id else {
+                let Some(Ok(id)) = id.map(|id| id.parse()) else {
                     continue;
                 };
-                let result = bounded(runtime.cancel_booking(&id)).await;
+                let result = bounded(runtime.cancel_booking(id)).await;
                 shared.count("cancel", outcome_of(&result));
             }
             _ => {
@@ -440,7 +440,10 @@ async fn settle(runtime: &Runtime, ids: &BTreeSet<String>, within: Duration) -> 
             if !reread_all && settled(last.get(id)) {
                 continue;
             }
-            if let Ok(b) = bounded(runtime.booking(id)).await {
+            let Ok(booking) = id.parse() else {
+                continue;
+            };
+            if let Ok(b) = bounded(runtime.booking(booking)).await {
                 last.insert(id.clone(), b);
             }
         }
@@ -493,10 +496,19 @@ async fn observe(
                 }
             }
         }
-        let listed = retried(|| runtime.account_bookings(id))
-            .await
-            .ok()
-            .map(|bookings| bookings.into_iter().map(|b| b.id).collect());
+        let mut listed = Some(Vec::new());
+        let mut after = None;
+        while let Some(ids) = listed.as_mut() {
+            let Ok(page) = retried(|| runtime.account_bookings(id, after, 500)).await else {
+                listed = None;
+                break;
+            };
+            ids.extend(page.bookings.into_iter().map(|b| b.id));
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         accounts.push(AccountSeen {
             id: id.to_string(),
             balance: Some(account.wallet.balance.minor),

@@ -105,14 +105,35 @@ impl HttpObserver {
             credited,
             ..AccountSeen::default()
         };
-        if let Some(listed) = self.get_json(&format!("/v1/accounts/{id}/bookings")).await {
-            seen.listed = listed.as_array().map(|bookings| {
-                bookings
-                    .iter()
-                    .filter_map(|b| b["id"].as_str().map(str::to_owned))
-                    .collect()
-            });
+        // Every page of the account's bookings (`next_after` until it is null).
+        let mut listed = Some(Vec::new());
+        let mut after = String::new();
+        while let Some(ids) = listed.as_mut() {
+            let query = if after.is_empty() {
+                String::new()
+            } else {
+                format!("&after={after}")
+            };
+            let Some(page) = self
+                .get_json(&format!("/v1/accounts/{id}/bookings?limit=100{query}"))
+                .await
+            else {
+                listed = None;
+                break;
+            };
+            ids.extend(
+                page["bookings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b["id"].as_str().map(str::to_owned)),
+            );
+            match page["next_after"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
         }
+        seen.listed = listed;
         let Some(account) = self.get_json(&format!("/v1/accounts/{id}")).await else {
             return seen;
         };

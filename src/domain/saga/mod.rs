@@ -23,6 +23,7 @@
 //! failure; a compensation that cannot finish parks the saga as `needs_attention` for an
 //! operator ([`retry_needs_attention`]).
 
+mod id;
 mod record;
 mod transition;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
 
+pub use id::{BookingId, IdError, SagaId};
 pub use record::{
     is_terminal, reservation_key, step_key, BookingRequest, Effect, Effects, FailureCause,
     HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
@@ -40,7 +42,8 @@ pub use record::{
 };
 pub use transition::{
     apply, email_for, mark_booking_cancelled, new_booking, new_cancellation, next_action,
-    request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome, Transition,
+    park_crashed, request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome,
+    Transition,
 };
 
 /// Errors from the saga functions. These are caller bugs or bad input, never expected

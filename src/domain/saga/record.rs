@@ -235,22 +235,6 @@ impl Step {
             Step::CreditPoints => "credit-points",
         }
     }
-
-    /// Whether this step undoes an earlier one.
-    pub fn is_compensation(&self) -> bool {
-        matches!(
-            self,
-            Step::ReleaseHold | Step::VoidPayment | Step::CancelReservation | Step::RefundPayment
-        )
-    }
-
-    /// Whether this step only asks about an earlier call with an unknown outcome.
-    pub fn is_reconciliation(&self) -> bool {
-        matches!(
-            self,
-            Step::ReconcileReservation | Step::ReconcileAuthorization | Step::ReconcileCapture
-        )
-    }
 }
 
 /// The deterministic idempotency key of `step` in saga `saga_id`: `"{saga_id}:{step}"`.
