@@ -524,7 +524,8 @@ pub struct OpenAccount {
     pub span: Span,
 }
 
-/// Reads an account with its wallet figures.
+/// Reads an account with its wallet figures: sent on a read-model miss (or when injected
+/// faults bypass the read model); the answer is the durable state, and is published.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Account, AccountError>")]
 pub struct GetAccount {
@@ -567,7 +568,7 @@ pub struct ReadLedger {
 }
 
 /// Checks that a caller may act on an account (for requests served by other actors, such
-/// as bookings and personalized searches).
+/// as bookings and personalized searches), on a read-model miss.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), AccountError>")]
 pub struct Authorize {
