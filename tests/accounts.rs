@@ -5,9 +5,13 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{assert_problem, client_with, FetchJson, TestServer};
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
 use wayfare::domain::account::AccountId;
+use wayfare::store::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 
 async fn open(s: &TestServer, name: &str, email: &str) -> reqwest::Response {
     s.anonymous
@@ -120,5 +124,101 @@ async fn reads_follow_acknowledged_changes_through_evictions() {
             );
         }
     }
+    s.stop().await;
+}
+
+/// A store whose flushes wait while the test holds them, and say so: the test knows a
+/// write is applied but not yet durable, without a sleep.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    held: watch::Receiver<bool>,
+    waiting: mpsc::UnboundedSender<()>,
+}
+
+impl Store for GatedStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(tree, key)
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan(tree, prefix, after, limit)
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.inner.write(ops)
+    }
+
+    fn flush(&self) -> StoreFuture<()> {
+        let (mut held, waiting, inner) =
+            (self.held.clone(), self.waiting.clone(), self.inner.clone());
+        Box::pin(async move {
+            if *held.borrow_and_update() {
+                let _ = waiting.send(());
+                while *held.borrow_and_update() {
+                    if held.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            // Flushing later covers at least every write made before this call.
+            inner.flush().await
+        })
+    }
+}
+
+/// While a credit's flush is held, the credit is applied in the shard but not durable:
+/// every read (the owner's, the operator's, the embedding API's) shows the old balance;
+/// once the flush completes and the credit is acknowledged, the new one.
+#[actix_rt::test]
+async fn a_credit_in_flight_is_invisible_until_acknowledged() {
+    let (hold, held) = watch::channel(false);
+    let (waiting, mut flush_waits) = mpsc::unbounded_channel();
+    let s = TestServer::start_built(
+        |_| {},
+        move |builder| {
+            builder.store_layer(move |inner| {
+                Arc::new(GatedStore {
+                    inner,
+                    held,
+                    waiting,
+                })
+            })
+        },
+    )
+    .await;
+    let (id, owner) = s.create_customer("Patient").await;
+    let account = s.url(&format!("/v1/accounts/{id}"));
+    let before: Value = owner.get(&account).fetch_json().await;
+    assert_eq!(before["wallet"]["balance"]["minor"], 0);
+
+    hold.send(true).unwrap();
+    let credit = s
+        .http
+        .post(s.url(&format!("/v1/accounts/{id}/wallet/credits")))
+        .header("Idempotency-Key", "held-credit")
+        .json(&json!({"amount": {"currency": "EUR", "minor": 700}}))
+        .send();
+    let credit = actix_rt::spawn(credit);
+    flush_waits.recv().await.expect("the credit's flush waits");
+    for client in [&owner, &s.http] {
+        let read: Value = client.get(&account).fetch_json().await;
+        assert_eq!(read["wallet"]["balance"]["minor"], 0, "{read}");
+    }
+    let id: AccountId = id.parse().unwrap();
+    let read = s.runtime.account(id).await.unwrap();
+    let wallet = serde_json::to_value(&read.wallet).unwrap();
+    assert_eq!(wallet["balance"]["minor"], 0, "the embedding API: {wallet}");
+    assert!(!credit.is_finished(), "acknowledged before its flush");
+
+    hold.send(false).unwrap();
+    assert_eq!(credit.await.unwrap().unwrap().status(), 201);
+    let after: Value = owner.get(&account).fetch_json().await;
+    assert_eq!(after["wallet"]["balance"]["minor"], 700, "{after}");
     s.stop().await;
 }
