@@ -212,7 +212,7 @@ async fn a_credit_in_flight_is_invisible_until_acknowledged() {
     }
     let id: AccountId = id.parse().unwrap();
     let read = s.runtime.account(id).await.unwrap();
-    let wallet = serde_json::to_value(&read.wallet).unwrap();
+    let wallet = serde_json::to_value(read.wallet).unwrap();
     assert_eq!(wallet["balance"]["minor"], 0, "the embedding API: {wallet}");
     assert!(!credit.is_finished(), "acknowledged before its flush");
 
