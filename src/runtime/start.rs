@@ -20,7 +20,9 @@ use actix_rt::Arbiter;
 
 use super::AccountReads;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
-use crate::actors::account::{backfill_key_owners, AccountFaults, AccountReadModel, AccountShard};
+use crate::actors::account::{
+    backfill_emails, backfill_key_owners, AccountFaults, AccountReadModel, AccountShard,
+};
 use crate::actors::booking::SagaDeps;
 use crate::actors::coordinator::SagaCoordinator;
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
@@ -202,6 +204,9 @@ fn accounts_subtree(
     if let Err(error) = backfill_key_owners(&*w.store) {
         // The index only tells an unknown key (401) from another account's (403).
         tracing::warn!(%error, "API key owner index not rebuilt; unknown keys may get 403.");
+    }
+    if let Err(error) = backfill_emails(&*w.store) {
+        tracing::warn!(%error, "Email index not rebuilt; older accounts' emails are not unique.");
     }
     let model = AccountReadModel::new(config.account_shards());
     let faults = AccountFaults {
