@@ -6,12 +6,19 @@
 #  4. bookings with instant sellers and gateway: bookings/s accepted, and POST -> confirmed
 #     latency from each saga's own history.
 # Run from the repository root: scripts/bench-search-bookings.sh   (about 2 minutes)
+# Smoke run of the script itself (figures meaningless): PROFILE=debug scripts/bench-search-bookings.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin wayfare --example load >/dev/null
-ROOT=$PWD
-BIN=$ROOT/target/release/wayfare
-LOAD=$ROOT/target/release/examples/load
+PROFILE=${PROFILE:-release}
+case "$PROFILE" in
+  release) cargo build --release --bin wayfare --example load >/dev/null ;;
+  debug) cargo build --bin wayfare --example load >/dev/null ;;
+  *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+esac
+# Absolute: servers start in their own directories.
+TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+BIN=$TARGET_DIR/$PROFILE/wayfare
+LOAD=$TARGET_DIR/$PROFILE/examples/load
 WORK=$(mktemp -d)
 # Every server started here, stopped on exit whatever happens (not only the last one).
 PIDS=()
