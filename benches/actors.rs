@@ -7,8 +7,10 @@
 //!   channel answering on a oneshot;
 //! - cross thread: a supervised echo actor on its own arbiter, and an mpsc task on its own
 //!   arbiter (the shape `Runtime` has: shards live on arbiter threads);
-//! - the real thing: `Runtime::account` (an `AccountShard` answering `GetAccount` from its
-//!   cache) on a temp-dir sled store.
+//! - the real thing: `Runtime::account` on a temp-dir sled store; the account is
+//!   published in the shards' read model after the first call, so this times the read
+//!   model's path (no message: a shared lock, a clone), as the operator and as the
+//!   account's own customer (key digest checked on the published entry).
 //!
 //! DESIGN.md section 7 target: an actor ask costs at most 2x the mpsc + oneshot round trip.
 //! The final lines print those ratios from the mean time per round trip this run saw
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use criterion::Criterion;
 use tokio::sync::{mpsc, oneshot};
+use wayfare::domain::access::{ApiKey, Caller};
 use wayfare::domain::account::AccountId;
 use wayfare::supervisor::{ChildSpec, Restart, RestartPolicy, Strategy, SupervisorBuilder};
 use wayfare::{Config, Runtime};
@@ -213,6 +216,17 @@ fn main() {
         "runtime_get_account",
         |_i| runtime.account(account).await.expect("demo account")
     );
+    let customer = Caller::Customer(ApiKey::demo(1).digest());
+    round_trip!(
+        cross,
+        system,
+        "cross/runtime_get_account_as_customer",
+        "runtime_get_account_as_customer",
+        |_i| runtime
+            .account_as(customer, account)
+            .await
+            .expect("own demo account")
+    );
     cross.finish();
 
     system.block_on(async {
@@ -241,8 +255,13 @@ fn main() {
             "cross/tokio_mpsc_oneshot",
         ),
         (
-            "cross thread, Runtime::account (AccountShard GetAccount)",
+            "Runtime::account (read model hit, operator)",
             "cross/runtime_get_account",
+            "cross/tokio_mpsc_oneshot",
+        ),
+        (
+            "Runtime::account_as (read model hit, own API key)",
+            "cross/runtime_get_account_as_customer",
             "cross/tokio_mpsc_oneshot",
         ),
     ] {

@@ -1,7 +1,9 @@
 //! The baseline for DESIGN.md section 7's account-read target: a bare actix-web server whose
 //! `GET /v1/accounts/{id}` reads the same sled tree wayfare writes (`accounts`, keyed by
 //! the 16 id bytes), decodes the record with wayfare's codec and answers the same JSON
-//! (`AccountRecord::view()`). No actors, no supervision, no metrics, no request ids.
+//! (`AccountRecord::view()`). Like wayfare it first checks the caller: the bearer key's
+//! SHA-256 digest must equal the account's (`api_keys` tree), else 401 (no or malformed
+//! credential) or 403. No actors, no supervision, no metrics, no request ids, no operator.
 //!
 //! Point it at a copy of a wayfare data dir: sled allows one process per directory.
 //!
@@ -11,9 +13,11 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use clap::Parser;
+use wayfare::domain::access::KeyDigest;
 use wayfare::domain::account::AccountRecord;
 use wayfare::store::{decode_record, SledStore, Store, Tree};
 
@@ -31,11 +35,35 @@ struct Args {
     workers: usize,
 }
 
-async fn get_account(store: web::Data<Arc<SledStore>>, id: web::Path<String>) -> HttpResponse {
+async fn get_account(
+    req: HttpRequest,
+    store: web::Data<Arc<SledStore>>,
+    id: web::Path<String>,
+) -> HttpResponse {
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return HttpResponse::BadRequest().body("bad account id");
     };
     let key = id.as_bytes();
+    let Some(presented) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .body("send Authorization: Bearer <API key>");
+    };
+    let presented = KeyDigest::of(presented.trim());
+    match store.get(Tree::ApiKeys, key) {
+        Ok(Some(bytes)) => match decode_record::<KeyDigest>(Tree::ApiKeys, key, &bytes) {
+            Ok(owner) if owner.matches(&presented) => {}
+            Ok(_) => return HttpResponse::Forbidden().body("this API key may not read it"),
+            Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
+        },
+        Ok(None) => return HttpResponse::Forbidden().body("this account has no API key"),
+        Err(e) => return HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
     match store.get(Tree::Accounts, key) {
         Ok(Some(bytes)) => match decode_record::<AccountRecord>(Tree::Accounts, key, &bytes) {
             Ok(record) => HttpResponse::Ok().json(record.view()),

@@ -6,29 +6,54 @@
 #  4. bookings with instant sellers and gateway: bookings/s accepted, and POST -> confirmed
 #     latency from each saga's own history.
 # Run from the repository root: scripts/bench-search-bookings.sh   (about 2 minutes)
+# Smoke run of the script itself (figures meaningless): PROFILE=debug scripts/bench-search-bookings.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin wayfare --example load >/dev/null
-BIN=target/release/wayfare
-LOAD=target/release/examples/load
+PROFILE=${PROFILE:-release}
+case "$PROFILE" in
+  release) cargo build --release --bin wayfare --example load >/dev/null ;;
+  debug) cargo build --bin wayfare --example load >/dev/null ;;
+  *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+esac
+# Absolute: servers start in their own directories.
+TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+BIN=$TARGET_DIR/$PROFILE/wayfare
+LOAD=$TARGET_DIR/$PROFILE/examples/load
 WORK=$(mktemp -d)
+# Every server started here, stopped on exit whatever happens (not only the last one).
+PIDS=()
 PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
+# stop_pid PID: SIGTERM, then SIGKILL if it has not exited within 20 s.
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; rm -rf "$WORK"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 # Operator token of the servers started below; the checks read metrics and bookings with it.
 export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
 export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
 
-# start NAME CONFIG_TEXT -> sets PID and URL
+# start NAME CONFIG_TEXT -> sets PID and URL. `exec` makes the recorded PID the server's
+# own, not a subshell's whose death would leave the server running.
 start() {
   local dir="$WORK/$1"; mkdir -p "$dir"; printf '%s\n' "$2" > "$dir/config.toml"
-  (cd "$dir" && WAYFARE__LOG__LEVEL=warn "$OLDPWD/$BIN" serve --config config.toml \
+  (cd "$dir" && WAYFARE__LOG__LEVEL=warn exec "$BIN" serve --config config.toml \
       --bind 127.0.0.1:0 --data-dir data > out.log 2> err.log) &
   PID=$!
-  for _ in $(seq 100); do grep -q "listening" "$dir/out.log" 2>/dev/null && break; sleep 0.1; done
+  PIDS+=("$PID")
+  for _ in $(seq 300); do
+    grep -q "listening" "$dir/out.log" 2>/dev/null && break
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+  done
   URL=$(sed -n 's/^wayfare listening on //p' "$dir/out.log")
+  if [ -z "$URL" ]; then echo "server $1 did not start; its log:" >&2; cat "$dir/err.log" >&2; exit 1; fi
 }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""; }
+stop() { stop_pid "$PID"; PID=""; }
 
 sellers() { # latency of each of three sellers, hang rate of the third
   for s in alpha:1 bravo:2 charlie:3; do

@@ -1,33 +1,56 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark of DESIGN.md section 7's account-read targets.
+# Side-by-side HTTP benchmark of the account-read targets (issue 15): wayfare against the
+# bare actix-web + sled handler of examples/baseline_server.rs, which does equivalent work
+# (checks the bearer key's digest against the account's, then reads the record).
 #
-# 1. Builds the release server, the load driver and the bare baseline server.
-# 2. Seeds 1000 demo accounts with wayfare on a fresh data dir, stops it (SIGTERM), and
-#    copies the dir for the baseline (sled allows one process per directory).
-# 3. Closed loop, GET /v1/accounts/{id}, in alternation wayfare, baseline, wayfare,
-#    baseline (CONNECTIONS connections, RUN_SECS each); prints req/s and p99 of each and
-#    the wayfare/baseline ratios.
-# 4. A fresh wayfare: VmRSS idle, then a fixed 1,000 req/s run (latency from the intended
-#    send time) with VmRSS sampled each second; the same rate against the baseline.
+# 1. Builds the server, the load driver and the baseline (release; PROFILE=debug for a
+#    quick smoke run of the script itself). Installs wrk with apt-get when missing.
+# 2. Seeds $ACCOUNTS demo accounts with wayfare on a fresh data dir, stops it (SIGTERM),
+#    and copies the dir for the baseline (sled allows one process per directory).
+# 3. Idle VmRSS of both, with $ACCOUNTS demo accounts in the store.
+# 4. Closed loop, GET /v1/accounts/{id} of a random demo account with that account's own
+#    API key, rounds alternating wayfare, baseline, wayfare, baseline, with two drivers:
+#    - wrk (-t$WRK_THREADS -c$WRK_CONNECTIONS, scripts/accounts.lua): the honest driver;
+#    - examples/load.rs (hyper, $LOAD_THREADS threads, $CONNECTIONS connections).
+#    For each driver: req/s of both, the ratio, and the CPU split (driver CPU from
+#    getrusage of the driver process, server CPU from /proc/<pid>/stat), saying which
+#    side saturated.
+# 5. p99 at a fixed ~$RATE req/s: wrk with a Lua per-request delay (10 connections, each
+#    pausing 10 ms before each request: about 1,000 req/s less the service time), and
+#    examples/load.rs in its --rate mode (open loop, latency from the intended send
+#    time). VmRSS of a fresh wayfare sampled each second during the load.rs rate run.
 #
-# Only 127.0.0.1, ports picked by the kernel. Servers are stopped on exit, whatever happens.
-# Takes about 2 minutes plus the build. Results land in $OUT (default: a temp dir).
+# Only 127.0.0.1, ports picked by the kernel. Every process started here is stopped on
+# exit, whatever happens. Takes about 3 minutes plus the build. Results land in $OUT.
 #
-# Run with: scripts/bench.sh   (env: CONNECTIONS=64 RUN_SECS=10 RATE=1000 LOAD_THREADS=2 OUT=dir)
+# Run with: scripts/bench.sh
+# Env: RUN_SECS=10 CONNECTIONS=64 LOAD_THREADS=2 WRK_CONNECTIONS=32 WRK_THREADS=1 RATE=1000
+#      ACCOUNTS=1000 PROFILE=release OUT=dir
+# Smoke run of the script (figures meaningless): PROFILE=debug RUN_SECS=1 scripts/bench.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 CONNECTIONS=${CONNECTIONS:-64}
 RUN_SECS=${RUN_SECS:-10}
 RATE=${RATE:-1000}
 ACCOUNTS=${ACCOUNTS:-1000}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-32}
+WRK_THREADS=${WRK_THREADS:-1}
 # Driver threads: on 2 cores, 1 thread caps the baseline's req/s well below what it serves.
 LOAD_THREADS=${LOAD_THREADS:-2}
+PROFILE=${PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN="$TARGET_DIR/release"
+case "$PROFILE" in
+    release) BIN="$TARGET_DIR/release"; PROFILE_FLAG=--release ;;
+    debug) BIN="$TARGET_DIR/debug"; PROFILE_FLAG= ;;
+    *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+esac
 WORK=$(mktemp -d /tmp/wayfare-bench.XXXXXX)
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
+CORES=$(nproc)
+TICKS=$(getconf CLK_TCK)
 
 PIDS=()
 cleanup() {
@@ -38,38 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-echo "== build"
-cargo build --release --bin wayfare --example load --example baseline_server
-
-export WAYFARE__LOG__LEVEL=warn
-export WAYFARE__DEMO__ACCOUNTS=$ACCOUNTS
-# The load driver sends each demo account's own API key, as customers would; the operator
-# token serves the curl below (and wallet credits, if a mix asks for them).
-export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
-export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
-
-# wait_listening LOG WORD: prints the http://ADDR the server announced in LOG.
-wait_listening() {
-    local log=$1 word=$2
-    for _ in $(seq 1 600); do
-        if grep -q "$word listening on http://" "$log" 2>/dev/null; then
-            grep -o "$word listening on http://[0-9.:]*" "$log" | head -1 | sed 's/.* on //'
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "$word did not start; its log:" >&2
-    cat "$log" >&2
-    return 1
-}
-
-start_wayfare() { # LOG -> sets WF_PID, WF_URL
-    "$BIN/wayfare" serve --bind 127.0.0.1:0 --data-dir "$WORK/wayfare-data" >"$1" 2>&1 &
-    WF_PID=$!
-    PIDS+=("$WF_PID")
-    WF_URL=$(wait_listening "$1" wayfare)
-}
 
 stop() { # PID: SIGTERM, then SIGKILL if it has not exited within 20 s
     kill -TERM "$1" 2>/dev/null || return 0
@@ -84,15 +75,126 @@ stop() { # PID: SIGTERM, then SIGKILL if it has not exited within 20 s
     wait "$1" 2>/dev/null || true
 }
 
+if ! command -v wrk >/dev/null; then
+    echo "== install wrk"
+    SUDO=
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get install -y wrk >/dev/null || {
+        $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null
+    }
+fi
+
+echo "== build ($PROFILE)"
+cargo build $PROFILE_FLAG --bin wayfare --example load --example baseline_server
+
+export WAYFARE__LOG__LEVEL=warn
+export WAYFARE__DEMO__ACCOUNTS=$ACCOUNTS
+# The drivers send each demo account's own API key, as customers would; the operator token
+# serves the curl below (and wallet credits, if a mix asks for them).
+export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
+export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
+
+# wait_listening LOG WORD PID: prints the http://ADDR the server announced in LOG.
+wait_listening() {
+    local log=$1 word=$2 pid=$3
+    for _ in $(seq 1 600); do
+        if grep -q "$word listening on http://" "$log" 2>/dev/null; then
+            grep -o "$word listening on http://[0-9.:]*" "$log" | head -1 | sed 's/.* on //'
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$word did not start; its log:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+start_wayfare() { # LOG -> sets WF_PID, WF_URL
+    "$BIN/wayfare" serve --bind 127.0.0.1:0 --data-dir "$WORK/wayfare-data" >"$1" 2>&1 &
+    WF_PID=$!
+    PIDS+=("$WF_PID")
+    WF_URL=$(wait_listening "$1" wayfare "$WF_PID")
+}
+
 rss_kb() { # PID -> VmRSS in kB
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
-load() { # URL NAME extra-args...
-    local url=$1 name=$2
-    shift 2
-    "$BIN/examples/load" --target "$url" --accounts "$ACCOUNTS" --threads "$LOAD_THREADS" --quiet \
-        --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
+cpu_ticks() { # PID -> user + system CPU so far, in clock ticks
+    # Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# measured NAME SERVER_PID DRIVER_THREADS -- command...: runs the driver, records its CPU
+# seconds (getrusage of the child), the server's CPU seconds and the wall time in
+# $OUT/NAME.cpu as "driver_s server_s wall_s driver_threads".
+measured() {
+    local name=$1 server=$2 threads=$3
+    shift 4
+    local before after
+    before=$(cpu_ticks "$server")
+    python3 - "$OUT/$name.cpu.driver" "$@" <<'PY'
+import resource, subprocess, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+rc = subprocess.run(cmd).returncode
+wall = time.monotonic() - t0
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(out, "w").write(f"{r.ru_utime + r.ru_stime:.3f} {wall:.3f}\n")
+sys.exit(rc)
+PY
+    after=$(cpu_ticks "$server")
+    read -r driver_s wall_s <"$OUT/$name.cpu.driver"
+    python3 -c "print($driver_s, ($after - $before) / $TICKS, $wall_s, $threads)" >"$OUT/$name.cpu"
+}
+
+# cpu_split NAME: "driver X cores, server Y cores: <which saturated>"
+cpu_split() {
+    python3 - "$OUT/$1.cpu" "$CORES" <<'PY'
+import sys
+d, s, wall, threads = map(float, open(sys.argv[1]).read().split())
+cores = float(sys.argv[2])
+dc, sc = d / wall, s / wall
+if dc >= 0.9 * min(threads, cores):
+    verdict = f"driver saturated (its {threads:.0f} thread(s) busy)"
+elif dc + sc >= 0.9 * cores:
+    verdict = f"machine saturated ({cores:.0f} cores shared; server took {sc / (dc + sc):.0%})"
+else:
+    verdict = "neither saturated (latency-bound, or other processes took the CPU)"
+print(f"driver {dc:.2f} cores, server {sc:.2f} cores: {verdict}")
+PY
+}
+
+wrk_run() { # URL NAME SERVER_PID extra-wrk-args...: closed loop unless DELAY_MS is set
+    local url=$1 name=$2 server=$3
+    shift 3
+    measured "$name" "$server" "$WRK_THREADS" -- wrk "$@" -s scripts/accounts.lua "$url" \
+        >"$OUT/$name.txt"
+    local result
+    result=$(grep '^WRK_RESULT' "$OUT/$name.txt") || {
+        echo "wrk printed no result; its output:" >&2
+        cat "$OUT/$name.txt" >&2
+        return 1
+    }
+    echo "$name: ${result#WRK_RESULT }"
+    # A benchmark of refusals would be fast and meaningless: every answer must be a 200.
+    if ! grep -q ' non_2xx=0$' <<<"$result" || ! grep -q ' errors=0 ' <<<"$result"; then
+        echo "$name: some requests failed (see $OUT/$name.txt)" >&2
+        return 1
+    fi
+}
+
+wrk_field() { # NAME KEY -> value from the WRK_RESULT line
+    grep '^WRK_RESULT' "$OUT/$1.txt" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+load() { # URL NAME SERVER_PID extra-args...
+    local url=$1 name=$2 server=$3
+    shift 3
+    measured "$name" "$server" "$LOAD_THREADS" -- "$BIN/examples/load" --target "$url" \
+        --accounts "$ACCOUNTS" --threads "$LOAD_THREADS" --quiet --json "$OUT/$name.json" "$@" \
+        | tee "$OUT/$name.txt"
 }
 
 field() { # FILE '.key' or '.key / N' over the account_read report (python3: no jq needed)
@@ -108,8 +210,8 @@ PY
 
 echo "== seed $ACCOUNTS demo accounts"
 start_wayfare "$WORK/seed.log"
-curl -fsS -H "Authorization: Bearer $WAYFARE__ADMIN__TOKEN" \
-    "$WF_URL/v1/accounts/00000000-0000-4000-8000-0000000003e7" >/dev/null
+last=$(printf '00000000-0000-4000-8000-%012x' $((ACCOUNTS - 1)))
+curl -fsS -H "Authorization: Bearer $WAYFARE__ADMIN__TOKEN" "$WF_URL/v1/accounts/$last" >/dev/null
 stop "$WF_PID"
 cp -r "$WORK/wayfare-data" "$WORK/baseline-data"
 
@@ -119,28 +221,44 @@ start_wayfare "$WORK/wayfare.log"
     >"$WORK/baseline.log" 2>&1 &
 BASE_PID=$!
 PIDS+=("$BASE_PID")
-BASE_URL=$(wait_listening "$WORK/baseline.log" baseline)
+BASE_URL=$(wait_listening "$WORK/baseline.log" baseline "$BASE_PID")
 sleep 2
 WF_IDLE_KB=$(rss_kb "$WF_PID")
 BASE_IDLE_KB=$(rss_kb "$BASE_PID")
-echo "idle VmRSS: wayfare ${WF_IDLE_KB} kB, baseline ${BASE_IDLE_KB} kB"
+echo "idle VmRSS ($ACCOUNTS demo accounts): wayfare ${WF_IDLE_KB} kB, baseline ${BASE_IDLE_KB} kB"
 
-echo "== closed loop, $CONNECTIONS connections, ${RUN_SECS}s each, A B A B"
+export ACCOUNTS
+echo "== wrk closed loop, -t$WRK_THREADS -c$WRK_CONNECTIONS, ${RUN_SECS}s each, A B A B"
 for round in 1 2; do
-    load "$WF_URL" "closed-wayfare-$round" --connections "$CONNECTIONS" --duration "${RUN_SECS}s"
-    load "$BASE_URL" "closed-baseline-$round" --connections "$CONNECTIONS" --duration "${RUN_SECS}s"
+    wrk_run "$WF_URL" "wrk-wayfare-$round" "$WF_PID" \
+        -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
+    wrk_run "$BASE_URL" "wrk-baseline-$round" "$BASE_PID" \
+        -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
+done
+
+echo "== load.rs closed loop, $CONNECTIONS connections, $LOAD_THREADS threads, ${RUN_SECS}s each, A B A B"
+for round in 1 2; do
+    load "$WF_URL" "closed-wayfare-$round" "$WF_PID" --connections "$CONNECTIONS" --duration "${RUN_SECS}s"
+    load "$BASE_URL" "closed-baseline-$round" "$BASE_PID" --connections "$CONNECTIONS" --duration "${RUN_SECS}s"
 done
 WF_PEAK_CLOSED_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$WF_PID/status")
 BASE_PEAK_CLOSED_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$BASE_PID/status")
 
-echo "== fixed rate, $RATE req/s, ${RUN_SECS}s, fresh wayfare"
+echo "== wrk at ~$RATE req/s (10 connections, a 10 ms pause before each request), ${RUN_SECS}s"
+DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$WF_URL" "wrk-rate-wayfare" "$WF_PID" \
+    -t1 -c10 -d"${RUN_SECS}s" --latency
+DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$BASE_URL" "wrk-rate-baseline" "$BASE_PID" \
+    -t1 -c10 -d"${RUN_SECS}s" --latency
+
+echo "== load.rs fixed rate, $RATE req/s, ${RUN_SECS}s, fresh wayfare"
 stop "$WF_PID"
 start_wayfare "$WORK/wayfare-rate.log"
 sleep 2
 WF_FRESH_IDLE_KB=$(rss_kb "$WF_PID")
-load "$WF_URL" "rate-wayfare" --rate "$RATE" --connections "$CONNECTIONS" \
+load "$WF_URL" "rate-wayfare" "$WF_PID" --rate "$RATE" --connections "$CONNECTIONS" \
     --duration "${RUN_SECS}s" &
 LOAD_PID=$!
+PIDS+=("$LOAD_PID")
 WF_RATE_MAX_KB=0
 while kill -0 "$LOAD_PID" 2>/dev/null; do
     kb=$(rss_kb "$WF_PID")
@@ -148,34 +266,39 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
     sleep 1
 done
 wait "$LOAD_PID"
-load "$BASE_URL" "rate-baseline" --rate "$RATE" --connections "$CONNECTIONS" \
+load "$BASE_URL" "rate-baseline" "$BASE_PID" --rate "$RATE" --connections "$CONNECTIONS" \
     --duration "${RUN_SECS}s"
 
+ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+mean2() { python3 -c "print(($1 + $2) / 2)"; }
+
 echo
-echo "== summary (account_read; figures in $OUT)"
-printf '%-20s %12s %10s %10s\n' run req/s p50_ms p99_ms
-for f in closed-wayfare-1 closed-baseline-1 closed-wayfare-2 closed-baseline-2 rate-wayfare rate-baseline; do
-    printf '%-20s %12.0f %10.3f %10.3f\n' "$f" \
-        "$(field "$OUT/$f.json" .req_per_s)" \
-        "$(field "$OUT/$f.json" '.p50_us / 1000')" \
-        "$(field "$OUT/$f.json" '.p99_us / 1000')"
-done 2>/dev/null || true
-mean() { # NAME EXPR: mean over rounds 1 and 2
-    python3 -c "print(($(field "$OUT/$1-1.json" "$2") + $(field "$OUT/$1-2.json" "$2")) / 2)"
-}
-WF_RPS=$(mean closed-wayfare .req_per_s)
-BASE_RPS=$(mean closed-baseline .req_per_s)
-WF_P99=$(mean closed-wayfare .p99_us)
-BASE_P99=$(mean closed-baseline .p99_us)
-echo
-printf 'closed loop req/s  wayfare %.0f / baseline %.0f = %.3f (target >= 0.85, aim 0.95)\n' \
-    "$WF_RPS" "$BASE_RPS" "$(python3 -c "print($WF_RPS / $BASE_RPS)")"
-printf 'closed loop p99    wayfare %.3f ms / baseline %.3f ms = %.2fx\n' \
-    "$(python3 -c "print($WF_P99 / 1000)")" "$(python3 -c "print($BASE_P99 / 1000)")" \
-    "$(python3 -c "print($WF_P99 / $BASE_P99)")"
-printf 'fixed %s req/s p99 wayfare %.3f ms (target < 1 ms), baseline %.3f ms\n' "$RATE" \
+echo "== summary (GET /v1/accounts/{id}, own API key; raw figures in $OUT)"
+echo "-- wrk -t$WRK_THREADS -c$WRK_CONNECTIONS (the honest driver)"
+for f in wrk-wayfare-1 wrk-baseline-1 wrk-wayfare-2 wrk-baseline-2; do
+    printf '%-18s %10.0f req/s  p99 %8.3f ms  %s\n' "$f" "$(wrk_field "$f" req_per_s)" \
+        "$(python3 -c "print($(wrk_field "$f" p99_us) / 1000)")" "$(cpu_split "$f")"
+done
+WF=$(mean2 "$(wrk_field wrk-wayfare-1 req_per_s)" "$(wrk_field wrk-wayfare-2 req_per_s)")
+BASE=$(mean2 "$(wrk_field wrk-baseline-1 req_per_s)" "$(wrk_field wrk-baseline-2 req_per_s)")
+printf 'wrk req/s          wayfare %.0f / baseline %.0f = %s (target >= 0.95, aim > 1.0)\n' \
+    "$WF" "$BASE" "$(ratio "$WF" "$BASE")"
+echo "-- examples/load.rs, $LOAD_THREADS threads, $CONNECTIONS connections (shares the CPU: squeezes ratios toward 1)"
+for f in closed-wayfare-1 closed-baseline-1 closed-wayfare-2 closed-baseline-2; do
+    printf '%-18s %10.0f req/s  p99 %8.3f ms  %s\n' "$f" "$(field "$OUT/$f.json" .req_per_s)" \
+        "$(field "$OUT/$f.json" '.p99_us / 1000')" "$(cpu_split "$f")"
+done
+WF=$(mean2 "$(field "$OUT/closed-wayfare-1.json" .req_per_s)" "$(field "$OUT/closed-wayfare-2.json" .req_per_s)")
+BASE=$(mean2 "$(field "$OUT/closed-baseline-1.json" .req_per_s)" "$(field "$OUT/closed-baseline-2.json" .req_per_s)")
+printf 'load.rs req/s      wayfare %.0f / baseline %.0f = %s\n' "$WF" "$BASE" "$(ratio "$WF" "$BASE")"
+echo "-- p99 at a fixed rate (target < 1 ms)"
+printf 'wrk + Lua delay    wayfare %.0f req/s p99 %.3f ms, baseline %.0f req/s p99 %.3f ms\n' \
+    "$(wrk_field wrk-rate-wayfare req_per_s)" "$(python3 -c "print($(wrk_field wrk-rate-wayfare p99_us) / 1000)")" \
+    "$(wrk_field wrk-rate-baseline req_per_s)" "$(python3 -c "print($(wrk_field wrk-rate-baseline p99_us) / 1000)")"
+printf 'load.rs --rate %s  wayfare p99 %.3f ms, baseline p99 %.3f ms (from intended send times)\n' "$RATE" \
     "$(field "$OUT/rate-wayfare.json" '.p99_us / 1000')" \
     "$(field "$OUT/rate-baseline.json" '.p99_us / 1000')"
-echo "VmRSS wayfare: idle ${WF_IDLE_KB} kB (fresh before rate run ${WF_FRESH_IDLE_KB} kB), max under $RATE req/s ${WF_RATE_MAX_KB} kB, peak (VmHWM) after closed loop ${WF_PEAK_CLOSED_KB} kB"
-echo "VmRSS baseline: idle ${BASE_IDLE_KB} kB, peak (VmHWM) after closed loop ${BASE_PEAK_CLOSED_KB} kB"
-echo "(targets: wayfare idle < 12 MB = 12288 kB, under 1,000 req/s < 20 MB = 20480 kB)"
+echo "-- memory"
+echo "VmRSS wayfare: idle ${WF_IDLE_KB} kB with $ACCOUNTS demo accounts (fresh before rate run ${WF_FRESH_IDLE_KB} kB), max under $RATE req/s ${WF_RATE_MAX_KB} kB, peak (VmHWM) after closed loops ${WF_PEAK_CLOSED_KB} kB"
+echo "VmRSS baseline: idle ${BASE_IDLE_KB} kB, peak (VmHWM) after closed loops ${BASE_PEAK_CLOSED_KB} kB"
+echo "(targets: wayfare idle < 12 MB = 12288 kB with 1,000 accounts, under 1,000 req/s < 20 MB = 20480 kB)"

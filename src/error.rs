@@ -131,9 +131,7 @@ impl From<AccountError> for Error {
                 what: "account",
                 id: id.to_string(),
             },
-            AccountError::AlreadyExists(id) => {
-                Error::Conflict(format!("account {id} already exists"))
-            }
+            AccountError::AlreadyExists(taken) => Error::Conflict(taken.to_string()),
             AccountError::KeyConflict(key) => Error::Conflict(format!(
                 "idempotency key {key:?} was already used for a different request"
             )),

@@ -82,13 +82,31 @@ async fn a_customer_key_acts_on_its_own_account_only() {
         .await
         .unwrap();
     assert_problem(res, 403, "forbidden", None).await;
-    // A made-up key: 403 too (it is just a key that owns nothing).
-    let res = client_with("wf_made_up_key_made_up_key")
-        .get(&account)
+    // A made-up key is no credential we know: 401 with a challenge, not 403 (issue 11),
+    // whether it is not even shaped like a key or a well-formed key that no account has.
+    let unknown = wayfare::domain::access::ApiKey::generate();
+    for made_up in ["wf_made_up_key_made_up_key", unknown.reveal()] {
+        for url in [&account, &ledger] {
+            let res = client_with(made_up).get(url).send().await.unwrap();
+            assert_eq!(res.headers()["www-authenticate"], "Bearer", "{made_up}");
+            let body = assert_problem(res, 401, "unauthorized", None).await;
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown credential"),
+                "{body}"
+            );
+        }
+    }
+    // The same unknown key on an account cached before and after: still 401 (the read
+    // model and the shard apply one rule).
+    let res = client_with(unknown.reveal())
+        .get(s.url(&format!("/v1/accounts/{bob}")))
         .send()
         .await
         .unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 401, "unauthorized", None).await;
 
     // Customers do not mint points: credits take the operator token.
     let credits = s.url(&format!("/v1/accounts/{ann}/wallet/credits"));
@@ -132,7 +150,12 @@ async fn keys_can_be_replaced_and_the_old_one_stops_working() {
     let body: Value = res.json().await.unwrap();
     let new_http = client_with(body["api_key"].as_str().unwrap());
     assert_eq!(status(new_http.get(&account)).await, 200);
+    // The replaced key is no longer anyone's: unknown, so 401.
     let res = ann_http.get(&account).send().await.unwrap();
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_problem(res, 401, "unauthorized", None).await;
+    // Bob's key is still a key, just not Ann's: 403.
+    let res = bob_http.get(&account).send().await.unwrap();
     assert_problem(res, 403, "forbidden", None).await;
 
     // An account opened by an embedding program has no key until the operator issues one.
@@ -212,6 +235,9 @@ async fn bookings_and_personal_searches_belong_to_their_account() {
     assert_problem(res, 403, "forbidden", None).await;
     let res = post(&s.anonymous, "nobody", order(&ann)).await.unwrap();
     assert_problem(res, 401, "unauthorized", None).await;
+    let stranger = client_with(wayfare::domain::access::ApiKey::generate().reveal());
+    let res = post(&stranger, "stranger", order(&ann)).await.unwrap();
+    assert_problem(res, 401, "unauthorized", None).await;
     let res = post(&ann_http, "ann-1", order(&ann)).await.unwrap();
     assert_eq!(res.status(), 202);
     let booking: Value = res.json().await.unwrap();
@@ -261,10 +287,19 @@ async fn operator_routes_take_the_operator_token_only() {
         assert_problem(res, 401, "unauthorized", None).await;
         let res = customer.get(&url).send().await.unwrap();
         assert_problem(res, 403, "forbidden", None).await;
-        // Almost the token is not the token.
+        // Almost the token is not the token, and no credential at all: 401 (issue 11).
         let near = format!("{}x", &OPERATOR_TOKEN[..OPERATOR_TOKEN.len() - 1]);
         let res = client_with(&near).get(&url).send().await.unwrap();
-        assert_problem(res, 403, "forbidden", None).await;
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        assert_problem(res, 401, "unauthorized", None).await;
+        // A well-formed API key that no account has: unknown too.
+        let unknown = wayfare::domain::access::ApiKey::generate();
+        let res = client_with(unknown.reveal())
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401, "unauthorized", None).await;
     }
     let retry = s.url("/v1/admin/sagas/00000000-0000-4000-8000-000000000001/retry");
     let res = customer.post(&retry).send().await.unwrap();
@@ -389,9 +424,10 @@ fn secrets_never_reach_the_log() {
         let account = format!("{base}/v1/accounts/{id}");
         assert_eq!(status(client_with(&key).get(&account)).await, 200);
         assert_eq!(status(client_with(OPERATOR_TOKEN).get(&account)).await, 200);
+        // A mistyped key is unknown: 401.
         assert_eq!(
             status(client_with(&format!("{key}x")).get(&account)).await,
-            403
+            401
         );
         let metrics = format!("{base}/metrics");
         assert_eq!(status(client_with(OPERATOR_TOKEN).get(&metrics)).await, 200);

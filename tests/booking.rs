@@ -484,7 +484,8 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
         .send()
         .await
         .unwrap();
-    common::assert_problem(res, 403, "forbidden", None).await;
+    // A mistyped operator token is an unknown credential: 401 (issue 11).
+    common::assert_problem(res, 401, "unauthorized", None).await;
     // Fixed on the seller's side; the operator retries and the saga compensates.
     knobs.cancel_failing.store(false, Ordering::SeqCst);
     let res = s.http.post(&retry).bearer_auth(TOKEN).send().await.unwrap();

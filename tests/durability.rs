@@ -137,6 +137,75 @@ async fn acknowledged_writes_survive_kill_9() {
     server.child.wait().unwrap();
 }
 
+/// Reads are answered from the read model the account shards publish into, but only with
+/// durable states: what a read shows right after a credit is acknowledged, a `kill -9`
+/// cannot take back. Each round: credit, read (by the owner's key and by the operator),
+/// kill -9 at once, restart, and the first read after the restart equals the last before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_shows_what_a_crash_could_take_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = operator_client();
+    let mut server = start(dir.path());
+    let res = http
+        .post(format!("{}/v1/accounts", server.base))
+        .json(&json!({"name": "Reader", "email": "reader@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let key = body["api_key"].as_str().unwrap().to_owned();
+    let mut owner_headers = reqwest::header::HeaderMap::new();
+    owner_headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    let owner = reqwest::Client::builder()
+        .default_headers(owner_headers)
+        .build()
+        .unwrap();
+    let read = |client: &reqwest::Client, base: &str| {
+        let req = client.get(format!("{base}/v1/accounts/{id}"));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let mut expected = 0;
+    for round in 0..3_i64 {
+        // Warm: the account is published (read model hit) before the credit.
+        read(&owner, &server.base).await;
+        let amount = 1000 + round;
+        let res = http
+            .post(format!("{}/v1/accounts/{id}/wallet/credits", server.base))
+            .header("Idempotency-Key", format!("read-credit-{round}"))
+            .json(&json!({"amount": {"minor": amount, "currency": "EUR"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "credit {round} acknowledged");
+        expected += amount;
+        let before = read(&owner, &server.base).await;
+        assert_eq!(before, read(&http, &server.base).await);
+        assert_eq!(
+            before["wallet"]["balance"]["minor"], expected,
+            "the acknowledged credit is visible at once"
+        );
+        server.child.kill().unwrap(); // SIGKILL right after the read
+        server.child.wait().unwrap();
+        server = start(dir.path());
+        let after = read(&owner, &server.base).await;
+        assert_eq!(
+            after, before,
+            "round {round}: the read after restart differs"
+        );
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();

@@ -362,7 +362,7 @@ async fn sheds_under_overload_and_recovers() {
     for i in 0..ACCOUNTS {
         let res = http
             .post(format!("{base}/v1/accounts"))
-            .json(&json!({"name": format!("Load {i}"), "email": "l@example.com"}))
+            .json(&json!({"name": format!("Load {i}"), "email": format!("l{i}@example.com")}))
             .send()
             .await
             .unwrap();

@@ -351,7 +351,7 @@ async fn open_accounts(http: &reqwest::Client, server: &Server, n: usize) -> Vec
     for i in 0..n {
         let res = http
             .post(server.url("/v1/accounts"))
-            .json(&json!({"name": format!("Faulty {i}"), "email": "f@example.com"}))
+            .json(&json!({"name": format!("Faulty {i}"), "email": format!("f{i}@example.com")}))
             .send()
             .await
             .unwrap();

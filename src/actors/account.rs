@@ -3,10 +3,26 @@
 //! time, so there are no locks; the store is the truth and the in-memory map is a cache
 //! that a restarted shard rebuilds lazily.
 //!
-//! Sent to by `Runtime` (HTTP handlers, embedders, and later the booking saga for wallet
-//! holds). Writes are atomic (record + ledger entry + idempotency key in one batch) and
-//! flushed before the reply, without blocking the mailbox while the disk syncs: the flush
-//! runs as the reply future, so concurrent writers share one sync.
+//! Sent to by `Runtime` (HTTP handlers, embedders, and the booking saga for wallet holds).
+//! Writes are atomic (record + ledger entry + idempotency key in one batch; a new account
+//! with its API key, the key's reverse index and its unique email) and flushed before the
+//! reply, without blocking the mailbox while the disk syncs: the flush runs as the reply
+//! future, so concurrent writers share one sync.
+//!
+//! # A read model owned by the actor
+//!
+//! Reads do not cross to the shard's arbiter. The shard stays the only writer, and after
+//! a change is durable (its flush completed) it publishes the account's view and API key
+//! digest into its [`ReadSegment`] (see [`read_model`]), which `Runtime` reads on the HTTP
+//! worker under a shared lock, and checks the caller there with the same rule as here
+//! ([`Caller::may_act_on`]). A miss asks this actor, which loads the account and
+//! publishes it. The segment holds exactly the cached accounts (evicted together), so it
+//! is bounded by `accounts.cache_capacity` per shard.
+//!
+//! Replies without an injected delay are answered directly (`ActorResponse::reply`); only
+//! writes (which wait for their flush) and delayed replies box a future.
+
+pub mod read_model;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,23 +35,43 @@ use tracing::Span;
 
 use super::PanicFaults;
 use crate::domain::access::{AccessError, Caller, KeyDigest};
-use crate::domain::account::{Account, AccountId, AccountRecord, NewAccount, WalletView};
+use crate::domain::account::{
+    email_key, Account, AccountId, AccountRecord, NewAccount, WalletView,
+};
 use crate::domain::money::Currency;
 use crate::domain::wallet::{fold_ledger, validate_key, LedgerEntry, WalletError, WalletOp};
-use crate::store::{decode_record, get_record, Op, Store, StoreError, Tree};
+use crate::store::{codec, decode_record, get_record, Op, Store, StoreError, Tree};
+pub use read_model::AccountReadModel;
+use read_model::ReadSegment;
 
 /// The shard actor.
 pub struct AccountShard {
     index: usize,
     store: Arc<dyn Store>,
-    /// Loaded accounts; bounded by `cache_capacity`, evicted arbitrarily (the store has all).
-    cache: HashMap<AccountId, AccountRecord>,
-    /// API key digests of cached accounts (`None`: the account has no key); evicted with
-    /// the account.
-    keys: HashMap<AccountId, Option<KeyDigest>>,
+    /// Loaded accounts with their key digests; bounded by `cache_capacity`, evicted
+    /// arbitrarily (the store has all), together with their published entry.
+    cache: HashMap<AccountId, Cached>,
+    /// Writes whose flush has not completed yet, by account: while an account has one,
+    /// its stored state is not yet durable and must not be published as it is read.
+    in_flight: HashMap<AccountId, u32>,
+    /// Where durable states are published for readers on other threads.
+    published: Arc<ReadSegment>,
     cache_capacity: usize,
     currency: Currency,
     faults: AccountFaults,
+}
+
+/// An account as cached by its shard: the latest state, durable or not yet.
+struct Cached {
+    record: AccountRecord,
+    key: Option<KeyDigest>,
+}
+
+/// A state to publish once durable.
+struct Snapshot {
+    account: Account,
+    key: Option<KeyDigest>,
+    version: u64,
 }
 
 /// Deliberate failures (see `[faults]` in the config); default: none.
@@ -48,20 +84,35 @@ pub struct AccountFaults {
     pub panics: PanicFaults,
 }
 
+impl AccountFaults {
+    /// Do these faults change how replies come? Then reads must reach the actor, so the
+    /// drills see them (the read model is bypassed).
+    pub fn armed(&self) -> bool {
+        !self.reply_delay.is_zero() || self.panics.is_armed()
+    }
+}
+
+/// What a handler answers: at once, or after a future (a flush, an injected delay).
+type Reply<T> = ActorResponse<AccountShard, Result<T, AccountError>>;
+
 impl AccountShard {
-    /// A fresh shard with an empty cache.
-    pub fn new(
+    /// A fresh shard with an empty cache, publishing into `published` (emptied here: a
+    /// restarted shard starts cold, and its segment with it).
+    pub(crate) fn new(
         index: usize,
         store: Arc<dyn Store>,
         cache_capacity: usize,
         currency: Currency,
         faults: AccountFaults,
+        published: Arc<ReadSegment>,
     ) -> Self {
+        published.clear();
         AccountShard {
             index,
             store,
             cache: HashMap::new(),
-            keys: HashMap::new(),
+            in_flight: HashMap::new(),
+            published,
             cache_capacity,
             currency,
             faults,
@@ -75,31 +126,24 @@ impl AccountShard {
             .maybe_panic(&format_args!("account shard {}", self.index));
     }
 
-    /// Replies with `result`, after the injected delay if any.
-    fn reply<T: Send + 'static>(
-        &self,
-        result: Result<T, AccountError>,
-    ) -> ResponseFuture<Result<T, AccountError>> {
-        self.delayed(async move { result })
-    }
-
-    /// Answers with `answer`, after the injected delay if any.
-    fn delayed<T: Send + 'static>(
-        &self,
-        answer: impl std::future::Future<Output = Result<T, AccountError>> + Send + 'static,
-    ) -> ResponseFuture<Result<T, AccountError>> {
+    /// Replies with `result`: directly, or after the injected delay if any.
+    fn reply<T: Send + 'static>(&self, result: Result<T, AccountError>) -> Reply<T> {
         let delay = self.faults.reply_delay;
-        Box::pin(async move {
-            if !delay.is_zero() {
+        if delay.is_zero() {
+            return ActorResponse::reply(result);
+        }
+        ActorResponse::r#async(
+            async move {
                 tokio::time::sleep(delay).await;
+                result
             }
-            answer.await
-        })
+            .into_actor(self),
+        )
     }
 
     /// The account, from cache or store. A record whose cached wallet disagrees with its
     /// ledger is reported as corrupt, never silently repaired.
-    fn load(&mut self, id: AccountId) -> Result<&mut AccountRecord, AccountError> {
+    fn load(&mut self, id: AccountId) -> Result<&mut Cached, AccountError> {
         if !self.cache.contains_key(&id) {
             let record: AccountRecord = get_record(&*self.store, Tree::Accounts, id.as_bytes())?
                 .ok_or(AccountError::NotFound(id))?;
@@ -112,50 +156,144 @@ impl AccountShard {
                     reason: "wallet does not match its ledger".into(),
                 }));
             }
-            self.remember(record);
+            let key = get_record(&*self.store, Tree::ApiKeys, id.as_bytes())?;
+            self.remember(record, key);
         }
         Ok(self.cache.get_mut(&id).expect("just loaded"))
     }
 
-    fn remember(&mut self, record: AccountRecord) {
+    fn remember(&mut self, record: AccountRecord, key: Option<KeyDigest>) {
         if self.cache.len() >= self.cache_capacity && !self.cache.contains_key(&record.id) {
             if let Some(victim) = self.cache.keys().next().copied() {
                 self.cache.remove(&victim);
-                self.keys.remove(&victim);
+                self.published.evict(&victim);
             }
         }
-        self.cache.insert(record.id, record);
+        self.cache.insert(record.id, Cached { record, key });
     }
 
-    /// Loads the account, then checks that `caller` may act on it. The operator never
-    /// needs the key digest, so its requests skip that lookup.
+    /// The cached state of `id`, to publish once durable.
+    fn snapshot(&self, id: AccountId) -> Option<Snapshot> {
+        self.cache.get(&id).map(|c| Snapshot {
+            account: c.record.view(),
+            key: c.key,
+            version: self.published.next_version(),
+        })
+    }
+
+    /// Publishes a durable snapshot, unless the account was evicted meanwhile (the
+    /// segment holds cached accounts only).
+    fn publish(&self, snapshot: Snapshot) {
+        if self.cache.contains_key(&snapshot.account.id) {
+            self.published
+                .publish(snapshot.account, snapshot.key, snapshot.version);
+        }
+    }
+
+    /// Does some account have this key? (An unknown key is 401, another account's 403.)
+    fn key_known(&self, digest: &KeyDigest) -> Result<bool, AccountError> {
+        Ok(self
+            .store
+            .get(Tree::KeyOwners, &codec::encode(digest))?
+            .is_some())
+    }
+
+    /// Loads the account, then checks that `caller` may act on it, against the latest
+    /// cached key (for requests answered from this actor's own state, such as the ledger).
     fn authorize(&mut self, id: AccountId, caller: &Caller) -> Result<(), AccountError> {
-        self.load(id)?;
-        if *caller == Caller::Operator {
-            return Ok(());
+        let key = self.load(id)?.key;
+        caller.may_act_on(id, key.as_ref(), |d| self.key_known(d))
+    }
+
+    /// The account's durable state for `caller` (a read-model miss): published and
+    /// answered at once when no write of it is in flight, else after the flush.
+    fn read_durable<R: Send + 'static>(
+        &mut self,
+        id: AccountId,
+        caller: Caller,
+        answer: fn(Account) -> R,
+    ) -> Reply<R> {
+        let (account, key) = match self.load(id) {
+            Ok(cached) => (cached.record.view(), cached.key),
+            Err(e) => return self.reply(Err(e)),
+        };
+        if self.in_flight.get(&id).copied().unwrap_or(0) == 0 {
+            let checked = caller
+                .may_act_on(id, key.as_ref(), |d| self.key_known(d))
+                .map(|()| answer(account));
+            if let Some(snapshot) = self.snapshot(id) {
+                self.publish(snapshot);
+            }
+            return self.reply(checked);
         }
-        if !self.keys.contains_key(&id) {
-            let digest = get_record(&*self.store, Tree::ApiKeys, id.as_bytes())?;
-            self.keys.insert(id, digest);
+        self.after_flush(id, Ok(()), move |act, ()| {
+            caller
+                .may_act_on(id, key.as_ref(), |d| act.key_known(d))
+                .map(|()| answer(account))
+        })
+    }
+
+    /// Replies once the store has flushed everything written so far (so `result` is
+    /// durable), publishing the account's state as it is now first; `then` turns the
+    /// value into the answer, on the actor. A failed flush publishes nothing.
+    fn after_flush<T: 'static, R: Send + 'static>(
+        &mut self,
+        id: AccountId,
+        result: Result<T, AccountError>,
+        then: impl FnOnce(&mut Self, T) -> Result<R, AccountError> + 'static,
+    ) -> Reply<R> {
+        let snapshot = self.snapshot(id);
+        *self.in_flight.entry(id).or_default() += 1;
+        let flush = self.store.flush();
+        let delay = self.faults.reply_delay;
+        let durable = async move {
+            let flushed = flush.await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            flushed
+        };
+        ActorResponse::r#async(durable.into_actor(self).map(move |flushed, act, _| {
+            act.landed(id);
+            if flushed.is_ok() {
+                if let Some(snapshot) = snapshot {
+                    act.publish(snapshot);
+                }
+            }
+            let value = result?;
+            flushed?;
+            then(act, value)
+        }))
+    }
+
+    /// A write of `id` has been flushed (or failed to be).
+    fn landed(&mut self, id: AccountId) {
+        if let Some(n) = self.in_flight.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&id);
+            }
         }
-        Ok(caller.may_act_on(id, self.keys[&id].as_ref())?)
     }
 
     fn set_api_key(&mut self, msg: &SetApiKey) -> Result<bool, AccountError> {
-        self.authorize(msg.id, &Caller::Operator)?;
-        if msg.only_if_missing {
-            let current: Option<KeyDigest> =
-                get_record(&*self.store, Tree::ApiKeys, msg.id.as_bytes())?;
-            if current.is_some() {
-                return Ok(false);
-            }
+        let old = self.load(msg.id)?.key;
+        if msg.only_if_missing && old.is_some() {
+            return Ok(false);
         }
-        self.store.write(vec![Op::put(
-            Tree::ApiKeys,
-            msg.id.as_bytes().to_vec(),
-            &msg.key,
-        )])?;
-        self.keys.insert(msg.id, Some(msg.key));
+        let id_bytes = msg.id.as_bytes().to_vec();
+        let mut ops = vec![
+            Op::put(Tree::ApiKeys, id_bytes, &msg.key),
+            Op::put(Tree::KeyOwners, codec::encode(&msg.key), &msg.id),
+        ];
+        if let Some(old) = old.filter(|o| *o != msg.key) {
+            ops.push(Op::Delete {
+                tree: Tree::KeyOwners,
+                key: codec::encode(&old),
+            });
+        }
+        self.store.write(ops)?;
+        self.cache.get_mut(&msg.id).expect("loaded above").key = Some(msg.key);
         Ok(true)
     }
 
@@ -178,7 +316,7 @@ impl AccountShard {
         let id = msg.id;
         let key_key = wallet_key_key(id, &msg.key);
         let store = self.store.clone();
-        let record = self.load(id)?;
+        let record = &mut self.load(id)?.record;
         if let Some(seen) = get_record::<SeenKey>(&*store, Tree::WalletKeys, &key_key)? {
             if seen.op != msg.op {
                 return Err(AccountError::KeyConflict(msg.key.clone()));
@@ -254,33 +392,30 @@ impl AccountShard {
 
     fn open_account(&mut self, msg: OpenAccount) -> Result<Account, AccountError> {
         match self.load(msg.id) {
-            Ok(_) => return Err(AccountError::AlreadyExists(msg.id)),
+            Ok(_) => return Err(AccountError::AlreadyExists(Taken::Id(msg.id))),
             Err(AccountError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
-        let mut ops = vec![Op::put(Tree::Accounts, msg.id.as_bytes().to_vec(), &record)];
+        let id_bytes = msg.id.as_bytes().to_vec();
+        let mut ops = vec![
+            Op::put(Tree::Accounts, id_bytes.clone(), &record),
+            // Unique across shards (and, later, nodes): the store refuses the whole batch
+            // when another account has the address.
+            Op::insert(Tree::Emails, email_key(&record.email), &msg.id),
+        ];
         if let Some(key) = &msg.key {
-            ops.push(Op::put(Tree::ApiKeys, msg.id.as_bytes().to_vec(), key));
+            ops.push(Op::put(Tree::ApiKeys, id_bytes, key));
+            ops.push(Op::put(Tree::KeyOwners, codec::encode(key), &msg.id));
         }
-        self.store.write(ops)?;
+        match self.store.write(ops) {
+            Ok(()) => {}
+            Err(StoreError::Taken { .. }) => return Err(AccountError::AlreadyExists(Taken::Email)),
+            Err(e) => return Err(e.into()),
+        }
         let view = record.view();
-        self.remember(record);
-        self.keys.insert(msg.id, msg.key);
+        self.remember(record, msg.key);
         Ok(view)
-    }
-
-    /// Replies with `result` once the store has flushed everything written so far.
-    fn after_flush<T: Send + 'static>(
-        &self,
-        result: Result<T, AccountError>,
-    ) -> ResponseFuture<Result<T, AccountError>> {
-        let flush = self.store.flush();
-        self.delayed(async move {
-            let value = result?;
-            flush.await?;
-            Ok(value)
-        })
     }
 }
 
@@ -307,9 +442,9 @@ pub enum AccountError {
     /// No such account.
     #[error("account {0} not found")]
     NotFound(AccountId),
-    /// An account with this id exists already.
-    #[error("account {0} already exists")]
-    AlreadyExists(AccountId),
+    /// An account with this id, or this email address, exists already.
+    #[error("{0}")]
+    AlreadyExists(Taken),
     /// The idempotency key was used before for a different operation.
     #[error("idempotency key {0:?} was already used for a different operation")]
     KeyConflict(String),
@@ -322,6 +457,18 @@ pub enum AccountError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What made a new account collide with an existing one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Taken {
+    /// An account has this id.
+    #[error("account {0} already exists")]
+    Id(AccountId),
+    /// An account has this email address (normalized: trimmed, lowercased); one address
+    /// opens one account. The other account is not named: it is not the caller's.
+    #[error("email: an account with this email address exists already")]
+    Email,
 }
 
 /// What an idempotency key was used for, stored so replays can be told from conflicts.
@@ -377,7 +524,8 @@ pub struct OpenAccount {
     pub span: Span,
 }
 
-/// Reads an account with its wallet figures.
+/// Reads an account with its wallet figures: sent on a read-model miss (or when injected
+/// faults bypass the read model); the answer is the durable state, and is published.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Account, AccountError>")]
 pub struct GetAccount {
@@ -420,7 +568,7 @@ pub struct ReadLedger {
 }
 
 /// Checks that a caller may act on an account (for requests served by other actors, such
-/// as bookings and personalized searches).
+/// as bookings and personalized searches), on a read-model miss.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), AccountError>")]
 pub struct Authorize {
@@ -442,33 +590,31 @@ pub struct SetApiKey {
     pub only_if_missing: bool,
 }
 
-/// Opens the account and acknowledges once durable.
+/// Opens the account and acknowledges once durable (then publishes it).
 impl Handler<OpenAccount> for AccountShard {
-    type Result = ResponseFuture<Result<Account, AccountError>>;
+    type Result = Reply<Account>;
     fn handle(&mut self, msg: OpenAccount, _: &mut Context<Self>) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id);
         let _enter = span.enter();
         self.maybe_panic();
+        let id = msg.id;
         let result = self.open_account(msg);
-        self.after_flush(result)
+        self.after_flush(id, result, |_, account| Ok(account))
     }
 }
 
-/// Answers from the cache (or loads the account once).
+/// A read-model miss: loads the account, publishes its durable state and answers from it.
 impl Handler<GetAccount> for AccountShard {
-    type Result = ResponseFuture<Result<Account, AccountError>>;
+    type Result = Reply<Account>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
-        let result = self
-            .authorize(msg.id, &msg.caller)
-            .and_then(|()| self.load(msg.id).map(|r| r.view()));
-        self.reply(result)
+        self.read_durable(msg.id, msg.caller, |account| account)
     }
 }
 
-/// Applies the change (or replays it) and acknowledges once durable.
+/// Applies the change (or replays it) and acknowledges once durable (then publishes it).
 impl Handler<ChangeWallet> for AccountShard {
-    type Result = ResponseFuture<Result<WalletReceipt, AccountError>>;
+    type Result = Reply<WalletReceipt>;
     fn handle(&mut self, msg: ChangeWallet, _: &mut Context<Self>) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key);
         let _enter = span.enter();
@@ -477,13 +623,13 @@ impl Handler<ChangeWallet> for AccountShard {
         if let Err(e) = &result {
             tracing::debug!(error = %e, "Wallet change refused.");
         }
-        self.after_flush(result)
+        self.after_flush(msg.id, result, |_, receipt| Ok(receipt))
     }
 }
 
 /// Reads a page straight from the store (entries are immutable once written).
 impl Handler<ReadLedger> for AccountShard {
-    type Result = ResponseFuture<Result<LedgerPage, AccountError>>;
+    type Result = Reply<LedgerPage>;
     fn handle(&mut self, msg: ReadLedger, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
         let result = self.read_ledger(&msg);
@@ -491,23 +637,22 @@ impl Handler<ReadLedger> for AccountShard {
     }
 }
 
-/// Answers from the cache (or loads the account and its key digest once).
+/// A read-model miss: like [`GetAccount`], without the account in the answer.
 impl Handler<Authorize> for AccountShard {
-    type Result = ResponseFuture<Result<(), AccountError>>;
+    type Result = Reply<()>;
     fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
-        let result = self.authorize(msg.id, &msg.caller);
-        self.reply(result)
+        self.read_durable(msg.id, msg.caller, |_| ())
     }
 }
 
-/// Stores the new digest and acknowledges once durable.
+/// Stores the new digest and acknowledges once durable (then publishes it).
 impl Handler<SetApiKey> for AccountShard {
-    type Result = ResponseFuture<Result<bool, AccountError>>;
+    type Result = Reply<bool>;
     fn handle(&mut self, msg: SetApiKey, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
         let result = self.set_api_key(&msg);
-        self.after_flush(result)
+        self.after_flush(msg.id, result, |_, set| Ok(set))
     }
 }
 
@@ -526,5 +671,131 @@ impl AccountShard {
             entries,
             next_after,
         })
+    }
+}
+
+/// Rebuilds the API key owner index (key digest -> account) from the `api_keys` tree when
+/// the index is empty and keys exist: stores written before the index. One atomic write,
+/// so the index is either whole or still empty (and rebuilt at the next start).
+pub(crate) fn backfill_key_owners(store: &dyn Store) -> Result<(), StoreError> {
+    if !store.scan(Tree::KeyOwners, b"", None, 1)?.is_empty() {
+        return Ok(());
+    }
+    let keys = store.scan(Tree::ApiKeys, b"", None, usize::MAX)?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ops = keys
+        .into_iter()
+        .map(|(id, digest)| {
+            let id = uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt {
+                tree: Tree::ApiKeys.name(),
+                key: crate::store::printable_key(&id),
+                reason: e.to_string(),
+            })?;
+            // The index key is the stored digest's encoding, byte for byte.
+            Ok(Op::put(Tree::KeyOwners, digest, &AccountId(id)))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    tracing::info!(keys = ops.len(), "API key owner index rebuilt.");
+    store.write(ops)
+}
+
+/// Rebuilds the unique email index (normalized email -> account) from the accounts when
+/// the index is empty and accounts exist: stores written before the index. Where old
+/// data has one address on several accounts, the first in id order keeps it (the others
+/// stay, but no new account can take the address). One atomic write, as above.
+pub(crate) fn backfill_emails(store: &dyn Store) -> Result<(), StoreError> {
+    if !store.scan(Tree::Emails, b"", None, 1)?.is_empty() {
+        return Ok(());
+    }
+    let accounts = store.scan(Tree::Accounts, b"", None, usize::MAX)?;
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut ops = Vec::new();
+    for (key, value) in accounts {
+        let record: AccountRecord = decode_record(Tree::Accounts, &key, &value)?;
+        let email = email_key(&record.email);
+        if seen.insert(email.clone()) {
+            ops.push(Op::put(Tree::Emails, email, &record.id));
+        }
+    }
+    tracing::info!(emails = ops.len(), "Unique email index rebuilt.");
+    store.write(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::access::ApiKey;
+    use crate::store::SledStore;
+
+    #[test]
+    fn the_key_owner_index_is_rebuilt_once_for_stores_from_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (a, b) = (ApiKey::demo(1).digest(), ApiKey::demo(2).digest());
+        store
+            .write(vec![
+                Op::put(Tree::ApiKeys, AccountId::demo(1).as_bytes().to_vec(), &a),
+                Op::put(Tree::ApiKeys, AccountId::demo(2).as_bytes().to_vec(), &b),
+            ])
+            .unwrap();
+        backfill_key_owners(&store).unwrap();
+        for (digest, id) in [(a, AccountId::demo(1)), (b, AccountId::demo(2))] {
+            let owner: Option<AccountId> =
+                get_record(&store, Tree::KeyOwners, &codec::encode(&digest)).unwrap();
+            assert_eq!(owner, Some(id));
+        }
+        // Once the index has entries it is left alone (the writers keep it current).
+        let c = ApiKey::demo(3).digest();
+        store
+            .write(vec![Op::put(
+                Tree::ApiKeys,
+                AccountId::demo(3).as_bytes().to_vec(),
+                &c,
+            )])
+            .unwrap();
+        backfill_key_owners(&store).unwrap();
+        assert_eq!(
+            store.get(Tree::KeyOwners, &codec::encode(&c)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_email_index_is_rebuilt_for_stores_from_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let open = |n: u64, email: &str| {
+            let new = NewAccount::new("A", email).unwrap();
+            let record = AccountRecord::open(AccountId::demo(n), new, Currency::EUR, Utc::now());
+            Op::put(
+                Tree::Accounts,
+                AccountId::demo(n).as_bytes().to_vec(),
+                &record,
+            )
+        };
+        store
+            .write(vec![
+                open(1, "Dup@example.com"),
+                open(2, "dup@example.com "),
+                open(3, "solo@example.com"),
+            ])
+            .unwrap();
+        backfill_emails(&store).unwrap();
+        let owner = |email: &str| -> Option<AccountId> {
+            get_record(&store, Tree::Emails, email.as_bytes()).unwrap()
+        };
+        assert_eq!(owner("dup@example.com"), Some(AccountId::demo(1)));
+        assert_eq!(owner("solo@example.com"), Some(AccountId::demo(3)));
+        let again = store.write(vec![Op::insert(
+            Tree::Emails,
+            b"solo@example.com".to_vec(),
+            &AccountId::demo(4),
+        )]);
+        assert!(matches!(again, Err(StoreError::Taken { .. })), "{again:?}");
     }
 }

@@ -9,6 +9,14 @@
 //!   credential accepted by operator endpoints and by wallet credits (customers do not
 //!   mint their own points).
 //!
+//! Which status a refusal gets (issue 11): a missing, malformed or *unknown* credential is
+//! 401 (`Unauthenticated`, with `WWW-Authenticate: Bearer` at the HTTP edge); a valid
+//! credential without the right is 403 (`Forbidden`). A bearer that is neither the
+//! operator token nor shaped like an API key is unknown at once; a well-formed API key is
+//! unknown when no account has it, which needs a digest -> account lookup that the
+//! caller of [`Caller::may_act_on`] / [`Caller::must_be_operator`] supplies (the account
+//! actors and the read model share these two functions, so both apply the same rules).
+//!
 //! Keys are random (256 bits), so a fast hash is enough: there is nothing to brute-force
 //! that a slow KDF would protect. Digests are compared in constant time.
 
@@ -41,6 +49,17 @@ impl ApiKey {
     /// README's examples work on a fresh store. Never enable demo data in production.
     pub fn demo(n: u64) -> Self {
         ApiKey(format!("wf_demo_{n:016}"))
+    }
+
+    /// Is `credential` shaped like an API key (a generated or a demo one)? Says nothing
+    /// about whether any account has it.
+    pub fn is_well_formed(credential: &str) -> bool {
+        if let Some(digits) = credential.strip_prefix("wf_demo_") {
+            return digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_digit());
+        }
+        credential.strip_prefix("wf_").is_some_and(|hex| {
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
     }
 
     /// The key in clear, to hand to its owner once.
@@ -135,38 +154,57 @@ impl Caller {
             })?;
         let is_operator =
             operator.is_some_and(|token| bool::from(credential.as_bytes().ct_eq(token.as_bytes())));
-        Ok(if is_operator {
-            Caller::Operator
+        if is_operator {
+            Ok(Caller::Operator)
+        } else if ApiKey::is_well_formed(credential) {
+            Ok(Caller::Customer(KeyDigest::of(credential)))
         } else {
-            Caller::Customer(KeyDigest::of(credential))
-        })
-    }
-
-    /// May this caller act on an account whose key digest is `owner` (`None`: the account
-    /// has no API key, so only the operator may act on it)?
-    pub fn may_act_on(
-        &self,
-        account: impl fmt::Display,
-        owner: Option<&KeyDigest>,
-    ) -> Result<(), AccessError> {
-        match self {
-            Caller::Operator => Ok(()),
-            Caller::Customer(digest) if owner.is_some_and(|o| o.matches(digest)) => Ok(()),
-            Caller::Customer(_) => Err(AccessError::Forbidden(format!(
-                "this API key may not act on account {account}"
-            ))),
-            Caller::Anonymous => Err(missing_credential()),
+            // A mistyped operator token lands here: it is no credential we know, so 401,
+            // not a 403 that would suggest it was recognised.
+            Err(unknown_credential())
         }
     }
 
-    /// Only the operator may do this.
-    pub fn must_be_operator(&self, what: &str) -> Result<(), AccessError> {
+    /// May this caller act on an account whose key digest is `owner` (`None`: the account
+    /// has no API key, so only the operator may act on it)? `key_known` answers whether
+    /// some account has a given digest; it is asked only when the customer's key is not
+    /// this account's, to tell an unknown key (401) from another account's key (403).
+    pub fn may_act_on<E: From<AccessError>>(
+        &self,
+        account: impl fmt::Display,
+        owner: Option<&KeyDigest>,
+        key_known: impl FnOnce(&KeyDigest) -> Result<bool, E>,
+    ) -> Result<(), E> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Customer(_) => Err(AccessError::Forbidden(format!(
-                "{what} needs the operator token; an API key is not enough"
-            ))),
-            Caller::Anonymous => Err(missing_credential()),
+            Caller::Customer(digest) if owner.is_some_and(|o| o.matches(digest)) => Ok(()),
+            Caller::Customer(digest) => Err(if key_known(digest)? {
+                AccessError::Forbidden(format!("this API key may not act on account {account}"))
+            } else {
+                unknown_credential()
+            }
+            .into()),
+            Caller::Anonymous => Err(missing_credential().into()),
+        }
+    }
+
+    /// Only the operator may do this. `key_known` as for [`may_act_on`](Self::may_act_on).
+    pub fn must_be_operator<E: From<AccessError>>(
+        &self,
+        what: &str,
+        key_known: impl FnOnce(&KeyDigest) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Customer(digest) => Err(if key_known(digest)? {
+                AccessError::Forbidden(format!(
+                    "{what} needs the operator token; an API key is not enough"
+                ))
+            } else {
+                unknown_credential()
+            }
+            .into()),
+            Caller::Anonymous => Err(missing_credential().into()),
         }
     }
 }
@@ -174,6 +212,12 @@ impl Caller {
 fn missing_credential() -> AccessError {
     AccessError::Unauthenticated(
         "send Authorization: Bearer <API key> (or the operator token)".into(),
+    )
+}
+
+fn unknown_credential() -> AccessError {
+    AccessError::Unauthenticated(
+        "unknown credential: neither a current API key nor the operator token".into(),
     )
 }
 
@@ -244,11 +288,34 @@ mod tests {
                 "{bad}"
             );
         }
-        // Without a configured operator token, the operator's would-be token is just a key.
+        // A mistyped operator token is no credential at all: 401, not 403.
+        let bearer = format!("Bearer {OPERATOR}x");
+        assert!(matches!(
+            caller(Some(&bearer)),
+            Err(AccessError::Unauthenticated(_))
+        ));
+        // Without a configured operator token, the operator's would-be token is unknown too.
         let bearer = format!("Bearer {OPERATOR}");
         assert!(matches!(
             Caller::from_authorization(Some(&bearer), None),
-            Ok(Caller::Customer(_))
+            Err(AccessError::Unauthenticated(_))
+        ));
+        // Demo keys are API keys; almost-keys are not.
+        let bearer = format!("Bearer {}", ApiKey::demo(3).reveal());
+        assert!(matches!(caller(Some(&bearer)), Ok(Caller::Customer(_))));
+        for bad in ["Bearer wf_demo_12", "Bearer wf_demo_000000000000000x"] {
+            assert!(
+                matches!(caller(Some(bad)), Err(AccessError::Unauthenticated(_))),
+                "{bad}"
+            );
+        }
+        let upper = format!(
+            "Bearer {}",
+            key.reveal().to_uppercase().replacen("WF_", "wf_", 1)
+        );
+        assert!(matches!(
+            caller(Some(&upper)),
+            Err(AccessError::Unauthenticated(_))
         ));
     }
 
@@ -256,30 +323,60 @@ mod tests {
     fn only_the_owner_or_the_operator_may_act() {
         let owner = ApiKey::generate();
         let other = ApiKey::generate();
+        let stranger = ApiKey::generate();
+        let known = |d: &KeyDigest| Ok::<_, AccessError>(*d != stranger.digest());
         let id = "acct";
-        assert!(Caller::Operator.may_act_on(id, None).is_ok());
+        assert!(Caller::Operator.may_act_on(id, None, known).is_ok());
         assert!(Caller::Operator
-            .may_act_on(id, Some(&owner.digest()))
+            .may_act_on(id, Some(&owner.digest()), known)
             .is_ok());
         assert!(Caller::Customer(owner.digest())
-            .may_act_on(id, Some(&owner.digest()))
+            .may_act_on(id, Some(&owner.digest()), known)
             .is_ok());
         assert!(matches!(
-            Caller::Customer(other.digest()).may_act_on(id, Some(&owner.digest())),
+            Caller::Customer(other.digest()).may_act_on(id, Some(&owner.digest()), known),
             Err(AccessError::Forbidden(_))
         ));
         assert!(matches!(
-            Caller::Customer(owner.digest()).may_act_on(id, None),
+            Caller::Customer(owner.digest()).may_act_on(id, None, known),
             Err(AccessError::Forbidden(_))
         ));
+        // A well-formed key that no account has: unknown, so 401.
         assert!(matches!(
-            Caller::Anonymous.may_act_on(id, Some(&owner.digest())),
+            Caller::Customer(stranger.digest()).may_act_on(id, Some(&owner.digest()), known),
             Err(AccessError::Unauthenticated(_))
         ));
-        assert!(Caller::Operator.must_be_operator("x").is_ok());
+        assert!(matches!(
+            Caller::Anonymous.may_act_on(id, Some(&owner.digest()), known),
+            Err(AccessError::Unauthenticated(_))
+        ));
+        assert!(Caller::Operator.must_be_operator("x", known).is_ok());
+        assert!(matches!(
+            Caller::Customer(owner.digest()).must_be_operator("x", known),
+            Err(AccessError::Forbidden(_))
+        ));
+        assert!(matches!(
+            Caller::Customer(stranger.digest()).must_be_operator("x", known),
+            Err(AccessError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            Caller::Anonymous.must_be_operator("x", known),
+            Err(AccessError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_lookup_is_reported_not_guessed() {
+        let owner = ApiKey::generate();
+        let failing = |_: &KeyDigest| Err::<bool, _>(AccessError::Forbidden("lookup".into()));
+        let other = Caller::Customer(ApiKey::generate().digest());
+        assert_eq!(
+            other.may_act_on("acct", Some(&owner.digest()), failing),
+            Err(AccessError::Forbidden("lookup".into()))
+        );
+        // The owner needs no lookup at all.
         assert!(Caller::Customer(owner.digest())
-            .must_be_operator("x")
-            .is_err());
-        assert!(Caller::Anonymous.must_be_operator("x").is_err());
+            .may_act_on("acct", Some(&owner.digest()), failing)
+            .is_ok());
     }
 }

@@ -113,6 +113,19 @@ impl NewAccount {
             email: email.to_owned(),
         })
     }
+
+    /// The email as the unique index keys it: one address opens one account, whatever
+    /// its case ([`email_key`]).
+    pub fn email_key(&self) -> String {
+        email_key(&self.email)
+    }
+}
+
+/// The normalized form of an email address for uniqueness: trimmed and lowercased.
+/// (Local parts are case-sensitive by the letter of RFC 5321, but no mail provider in use
+/// treats them so, and two accounts differing only in case are a support problem.)
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// An account as stored: identity plus its wallet (the ledger lives beside it).
@@ -217,6 +230,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn email_keys_ignore_case_and_surrounding_space() {
+        let a = NewAccount::new("Ada", " Ada@Example.COM ").unwrap();
+        let b = NewAccount::new("Ada", "ada@example.com").unwrap();
+        assert_eq!(
+            a.email, "Ada@Example.COM",
+            "the address itself is kept as given"
+        );
+        assert_eq!(a.email_key(), "ada@example.com");
+        assert_eq!(a.email_key(), b.email_key());
+        assert_ne!(a.email_key(), email_key("ada@example.org"));
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub(crate) fn require_operator(
             "operator endpoints are disabled: no admin.token is configured",
         ));
     }
-    caller(req, state)?
-        .must_be_operator(what)
-        .map_err(|e| Problem::from(Error::from(e)))
+    let caller = caller(req, state)?;
+    state
+        .runtime
+        .require_operator(caller, what)
+        .map_err(Problem::from)
 }

@@ -201,7 +201,7 @@ impl From<Error> for Problem {
                 )
                 .retry_after(5)
             }
-            Error::Store(ref corrupt @ StoreError::Corrupt { .. }) => {
+            Error::Store(ref corrupt @ (StoreError::Corrupt { .. } | StoreError::Taken { .. })) => {
                 tracing::error!(error = %corrupt, "Corrupt record met while serving a request.");
                 Problem::new(
                     S::INTERNAL_SERVER_ERROR,

@@ -57,6 +57,8 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     shards: Vec<ActorHandle<AccountShard>>,
+    /// The read model the shards publish into (see `accounts.rs`).
+    account_reads: AccountReads,
     aggregators: Vec<ActorHandle<SearchAggregator>>,
     sellers: Vec<(String, Arc<PartnerStats>)>,
     /// Figures of the payment gateway's adapter.
@@ -73,6 +75,12 @@ struct Inner {
     probe_task: Mutex<Option<actix_rt::task::JoinHandle<()>>>,
     /// Faults fired on purpose (`[faults]`).
     faults: Arc<FaultCounters>,
+}
+
+/// The accounts' read model, and whether reads bypass it (injected account faults).
+struct AccountReads {
+    model: crate::actors::account::AccountReadModel,
+    bypass: bool,
 }
 
 /// A seller plugged in by code rather than config (an embedder's own `SellerApi`, or a

@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use actix_rt::Arbiter;
 
 use super::system::StoreProbe;
+use super::AccountReads;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
-use crate::actors::account::{AccountFaults, AccountShard};
+use crate::actors::account::{
+    backfill_emails, backfill_key_owners, AccountFaults, AccountReadModel, AccountShard,
+};
 use crate::actors::booking::SagaDeps;
 use crate::actors::coordinator::{on_saga_end, SagaCoordinator};
 use crate::actors::guard::PartnerStats;
@@ -115,7 +118,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         shutdown_timeout: Duration::from_millis(config.supervisor.shutdown_timeout_ms),
     };
 
-    let (accounts, shards) = accounts_subtree(&wiring);
+    let (accounts, shards, account_reads) = accounts_subtree(&wiring);
     let (sellers, routes, seller_stats) = sellers_subtree(&wiring, custom)?;
     let (search, aggregators, search_stats) = search_subtree(&wiring, &routes);
     let transport = transport
@@ -177,6 +180,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         inner: Arc::new(Inner {
             store,
             shards,
+            account_reads,
             aggregators,
             seller_names: seller_stats.iter().map(|(n, _)| n.clone()).collect(),
             sellers: seller_stats,
@@ -217,8 +221,22 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
 }
 
 /// `accounts`: the account shards, spread over the arbiters.
-fn accounts_subtree(w: &Wiring<'_>) -> (SupervisorBuilder, Vec<ActorHandle<AccountShard>>) {
+fn accounts_subtree(
+    w: &Wiring<'_>,
+) -> (
+    SupervisorBuilder,
+    Vec<ActorHandle<AccountShard>>,
+    AccountReads,
+) {
     let config = w.config;
+    if let Err(error) = backfill_key_owners(&*w.store) {
+        // The index only tells an unknown key (401) from another account's (403).
+        tracing::warn!(%error, "API key owner index not rebuilt; unknown keys may get 403.");
+    }
+    if let Err(error) = backfill_emails(&*w.store) {
+        tracing::warn!(%error, "Email index not rebuilt; older accounts' emails are not unique.");
+    }
+    let model = AccountReadModel::new(config.account_shards());
     let faults = AccountFaults {
         reply_delay: if config.faults.enabled {
             Duration::from_millis(config.faults.account_reply_delay_ms)
@@ -241,12 +259,19 @@ fn accounts_subtree(w: &Wiring<'_>) -> (SupervisorBuilder, Vec<ActorHandle<Accou
                 config.accounts.currency,
                 faults.clone(),
             );
+            let segment = model.segment(index);
             sup.actor(spec, w.arbiter(index), move || {
-                AccountShard::new(index, store.clone(), capacity, currency, faults.clone())
+                let (store, faults) = (store.clone(), faults.clone());
+                AccountShard::new(index, store, capacity, currency, faults, segment.clone())
             })
         })
         .collect();
-    (sup, shards)
+    // Under injected account faults every read goes to the actors, so drills see them.
+    let reads = AccountReads {
+        model,
+        bypass: faults.armed(),
+    };
+    (sup, shards, reads)
 }
 
 /// Every seller as code: config entries first, then the embedder's own.

@@ -38,11 +38,17 @@ pub enum Tree {
     Outbox,
     /// SHA-256 digests of customers' API keys, by account id.
     ApiKeys,
+    /// The reverse index of `ApiKeys`: encoded key digest -> account id, written in the
+    /// same batch, so an unknown key (401) can be told from another account's (403).
+    KeyOwners,
+    /// Unique index of account emails: normalized email -> account id, written with
+    /// [`Op::Insert`] in the batch that opens the account, so one address opens one account.
+    Emails,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Accounts,
         Tree::Ledger,
         Tree::WalletKeys,
@@ -52,6 +58,8 @@ impl Tree {
         Tree::AccountBookings,
         Tree::Outbox,
         Tree::ApiKeys,
+        Tree::KeyOwners,
+        Tree::Emails,
     ];
 
     /// Name of the tree in the store.
@@ -66,6 +74,8 @@ impl Tree {
             Tree::AccountBookings => "account_bookings",
             Tree::Outbox => "outbox",
             Tree::ApiKeys => "api_keys",
+            Tree::KeyOwners => "api_key_owners",
+            Tree::Emails => "emails",
         }
     }
 }
@@ -75,6 +85,16 @@ impl Tree {
 pub enum Op {
     /// Insert or replace.
     Put {
+        /// Tree.
+        tree: Tree,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Encoded value (see [`codec`]).
+        value: Vec<u8>,
+    },
+    /// Insert only if the key is absent; if it is present, the whole write is refused
+    /// with [`StoreError::Taken`] and nothing is written (unique indexes).
+    Insert {
         /// Tree.
         tree: Tree,
         /// Key bytes.
@@ -100,6 +120,22 @@ impl Op {
             value: codec::encode(value),
         }
     }
+
+    /// An insert-if-absent of `value` encoded with the codec.
+    pub fn insert<T: Serialize>(tree: Tree, key: impl Into<Vec<u8>>, value: &T) -> Op {
+        Op::Insert {
+            tree,
+            key: key.into(),
+            value: codec::encode(value),
+        }
+    }
+
+    /// The tree this op changes.
+    pub fn tree(&self) -> Tree {
+        match self {
+            Op::Put { tree, .. } | Op::Insert { tree, .. } | Op::Delete { tree, .. } => *tree,
+        }
+    }
 }
 
 /// Why the store could not do what was asked.
@@ -117,6 +153,15 @@ pub enum StoreError {
         key: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An [`Op::Insert`] met a key that exists; nothing was written. An expected outcome
+    /// for unique indexes, which their writer turns into its own conflict.
+    #[error("{tree}/{key} exists already")]
+    Taken {
+        /// Tree name.
+        tree: &'static str,
+        /// The key, printable.
+        key: String,
     },
 }
 

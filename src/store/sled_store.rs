@@ -296,12 +296,11 @@ impl Store for SledStore {
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        use sled::transaction::ConflictableTransactionError;
         self.failure.check()?;
         let mut used: Vec<Tree> = Vec::new();
         for op in &ops {
-            let t = match op {
-                Op::Put { tree, .. } | Op::Delete { tree, .. } => *tree,
-            };
+            let t = op.tree();
             if !used.contains(&t) {
                 used.push(t);
             }
@@ -316,13 +315,23 @@ impl Store for SledStore {
                             let i = used.iter().position(|t| t == tree).unwrap_or(0);
                             txs[i].insert(key.as_slice(), value.as_slice())?;
                         }
+                        Op::Insert { tree, key, value } => {
+                            let i = used.iter().position(|t| t == tree).unwrap_or(0);
+                            if txs[i].get(key.as_slice())?.is_some() {
+                                return Err(ConflictableTransactionError::Abort((
+                                    *tree,
+                                    key.clone(),
+                                )));
+                            }
+                            txs[i].insert(key.as_slice(), value.as_slice())?;
+                        }
                         Op::Delete { tree, key } => {
                             let i = used.iter().position(|t| t == tree).unwrap_or(0);
                             txs[i].remove(key.as_slice())?;
                         }
                     }
                 }
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                Ok::<(), ConflictableTransactionError<(Tree, Vec<u8>)>>(())
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => {
@@ -330,9 +339,10 @@ impl Store for SledStore {
                         .trip(&format!("write failed: {}", describe(&e)));
                     self.failure.check().unwrap_err()
                 }
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Io("transaction aborted".into())
-                }
+                sled::transaction::TransactionError::Abort((tree, key)) => StoreError::Taken {
+                    tree: tree.name(),
+                    key: super::printable_key(&key),
+                },
             })
     }
 
@@ -383,6 +393,31 @@ mod tests {
         assert_eq!(s.scan(Tree::Ledger, b"a1/", None, 1).unwrap().len(), 1);
         let v: Option<u32> = super::super::get_record(&s, Tree::Accounts, b"a1").unwrap();
         assert_eq!(v, Some(1));
+    }
+
+    #[test]
+    fn an_insert_over_an_existing_key_refuses_the_whole_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.write(vec![Op::insert(Tree::Emails, b"a@x.io".to_vec(), &1u32)])
+            .unwrap();
+        let refused = s.write(vec![
+            Op::put(Tree::Accounts, b"acct2".to_vec(), &2u32),
+            Op::insert(Tree::Emails, b"a@x.io".to_vec(), &2u32),
+        ]);
+        assert_eq!(
+            refused,
+            Err(StoreError::Taken {
+                tree: "emails",
+                key: "a@x.io".into()
+            })
+        );
+        assert_eq!(s.get(Tree::Accounts, b"acct2").unwrap(), None);
+        let owner: Option<u32> = super::super::get_record(&s, Tree::Emails, b"a@x.io").unwrap();
+        assert_eq!(owner, Some(1));
+        // The store is not latched by a refused insert: later writes go through.
+        s.write(vec![Op::insert(Tree::Emails, b"b@x.io".to_vec(), &3u32)])
+            .unwrap();
     }
 
     #[test]

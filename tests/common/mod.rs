@@ -166,7 +166,11 @@ impl TestServer {
         let res = self
             .anonymous
             .post(self.url("/v1/accounts"))
-            .json(&serde_json::json!({"name": name, "email": "t@example.com"}))
+            // One address opens one account: each customer gets its own.
+            .json(&serde_json::json!({
+                "name": name,
+                "email": format!("t-{}@example.com", uuid::Uuid::new_v4().simple()),
+            }))
             .send()
             .await
             .unwrap();
