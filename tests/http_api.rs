@@ -418,3 +418,33 @@ async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceed
     assert!(panics.parse::<u64>().unwrap() >= 2, "{panics}");
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn json_and_problem_bodies_end_with_a_newline() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Nell").await;
+    for (path, status, ct) in [
+        (format!("/v1/accounts/{id}"), 200, "application/json"),
+        ("/health".to_owned(), 200, "application/json"),
+        ("/v1/system/supervisors".to_owned(), 200, "application/json"),
+        ("/v1/openapi.json".to_owned(), 200, "application/json"),
+        (
+            "/v1/no-such-route".to_owned(),
+            404,
+            "application/problem+json",
+        ),
+        (
+            "/v1/accounts/not-an-id".to_owned(),
+            400,
+            "application/problem+json",
+        ),
+    ] {
+        let res = s.http.get(s.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        assert_eq!(res.headers()["content-type"], ct, "{path}");
+        let body = res.bytes().await.unwrap();
+        assert!(body.ends_with(b"}\n"), "{path}: {body:?}");
+        serde_json::from_slice::<Value>(&body).expect("the body is one JSON document");
+    }
+    s.stop().await;
+}

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
+use super::reply::JsonReply;
 use super::AppState;
 use crate::domain::access::ApiKey;
 use crate::domain::account::{Account, NewAccount};
@@ -52,7 +53,7 @@ async fn create(
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/accounts/{}", account.id)))
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(WithKey { account, api_key }))
+        .json_line(WithKey { account, api_key }))
 }
 
 /// An account with its API key in clear: the one response that shows a key.
@@ -70,7 +71,7 @@ async fn get(
 ) -> Result<HttpResponse, Problem> {
     let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_as(caller, id).await?))
+    Ok(HttpResponse::Ok().json_line(state.runtime.account_as(caller, id).await?))
 }
 
 async fn new_api_key(
@@ -84,7 +85,7 @@ async fn new_api_key(
     let api_key = state.runtime.issue_api_key(id).await?;
     Ok(HttpResponse::Created()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "account_id": id, "api_key": api_key })))
+        .json_line(serde_json::json!({ "account_id": id, "api_key": api_key })))
 }
 
 /// Body of `POST /v1/accounts/{id}/wallet/credits`.
@@ -122,7 +123,7 @@ async fn credit(
     } else {
         HttpResponse::Created()
     };
-    Ok(res.json(receipt))
+    Ok(res.json_line(receipt))
 }
 
 /// Query of the ledger route.
@@ -151,5 +152,5 @@ async fn ledger(
         .runtime
         .ledger_as(caller, id, query.after, query.limit)
         .await?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok().json_line(page))
 }

@@ -21,6 +21,7 @@ use super::accounts::idempotency_key;
 use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body};
 use super::problem::Problem;
+use super::reply::JsonReply;
 use super::AppState;
 use crate::domain::access::Caller;
 use crate::domain::money::Money;
@@ -96,7 +97,7 @@ async fn create(
     };
     Ok(HttpResponse::build(status)
         .insert_header((LOCATION, format!("/v1/bookings/{}", booking.id)))
-        .json(booking))
+        .json_line(booking))
 }
 
 async fn get(
@@ -108,7 +109,7 @@ async fn get(
     let id = saga_id(&path, false)?;
     let booking = state.runtime.booking(&id).await?;
     authorize_booking(&state, caller, &booking).await?;
-    Ok(HttpResponse::Ok().json(booking))
+    Ok(HttpResponse::Ok().json_line(booking))
 }
 
 async fn cancel(
@@ -120,7 +121,7 @@ async fn cancel(
     let id = saga_id(&path, false)?;
     let booking = state.runtime.booking(&id).await?;
     authorize_booking(&state, caller, &booking).await?;
-    Ok(HttpResponse::Accepted().json(state.runtime.cancel_booking(&id).await?))
+    Ok(HttpResponse::Accepted().json_line(state.runtime.cancel_booking(&id).await?))
 }
 
 async fn of_account(
@@ -131,7 +132,7 @@ async fn of_account(
     let caller = authenticated(&req, &state)?;
     let id = account_id(&path)?;
     state.runtime.authorize(caller, id).await?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_bookings(id).await?))
+    Ok(HttpResponse::Ok().json_line(state.runtime.account_bookings(id).await?))
 }
 
 /// A booking is its account's: only that account's key (or the operator) may see or
@@ -156,7 +157,7 @@ async fn retry(
     require_operator(&req, &state, "retrying a saga")?;
     let id = saga_id(&path, true)?;
     let record = state.runtime.retry_saga(&id).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
+    Ok(HttpResponse::Accepted().json_line(serde_json::json!({
         "id": record.saga_id,
         "state": record.state,
     })))

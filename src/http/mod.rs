@@ -13,6 +13,7 @@ mod extract;
 mod metrics;
 mod openapi;
 mod problem;
+mod reply;
 mod search;
 mod system;
 

@@ -74,6 +74,16 @@ impl Problem {
         .field(invalid.field)
     }
 
+    /// 500 whose cause was logged where it happened; nothing of it is told the client.
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred",
+        )
+    }
+
     /// 404 for a path that names no route.
     pub fn no_route() -> Self {
         Problem::new(
@@ -127,7 +137,7 @@ impl ResponseError for Problem {
         if self.status == StatusCode::UNAUTHORIZED.as_u16() {
             res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        res.body(serde_json::to_string(self).unwrap_or_default())
+        res.body(super::reply::json_line(self).unwrap_or_default())
     }
 }
 

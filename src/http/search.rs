@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::auth::authenticated;
 use super::extract::{account_id, query};
 use super::problem::Problem;
+use super::reply::JsonReply;
 use super::AppState;
 use crate::domain::account::AccountId;
 use crate::domain::Invalid;
@@ -77,7 +78,7 @@ async fn hotels(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     };
     let q = HotelQuery::parse(place, &p.check_in, &p.check_out).map_err(invalid)?;
     let account = personal(&req, &state, p.account_id.as_deref()).await?;
-    Ok(HttpResponse::Ok().json(state.runtime.search_hotels(q, account).await?))
+    Ok(HttpResponse::Ok().json_line(state.runtime.search_hotels(q, account).await?))
 }
 
 async fn flights(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
@@ -85,5 +86,5 @@ async fn flights(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let q =
         FlightQuery::parse(&p.from, &p.to, &p.date, p.return_date.as_deref()).map_err(invalid)?;
     let account = personal(&req, &state, p.account_id.as_deref()).await?;
-    Ok(HttpResponse::Ok().json(state.runtime.search_flights(q, account).await?))
+    Ok(HttpResponse::Ok().json_line(state.runtime.search_flights(q, account).await?))
 }

@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::{caller, require_operator};
 use super::problem::Problem;
+use super::reply::JsonReply;
 use super::AppState;
 use crate::domain::access::Caller;
 
@@ -25,11 +26,11 @@ async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         health = health.redacted();
     }
     if health.is_ok() {
-        HttpResponse::Ok().json(health)
+        HttpResponse::Ok().json_line(health)
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "5"))
-            .json(health)
+            .json_line(health)
     }
 }
 
@@ -52,5 +53,5 @@ async fn supervisors(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     require_operator(&req, &state, "reading the supervision tree")?;
-    Ok(HttpResponse::Ok().json(state.runtime.supervision_tree()))
+    Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))
 }
