@@ -448,3 +448,42 @@ async fn json_and_problem_bodies_end_with_a_newline() {
     }
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn wrong_method_on_a_known_path_is_405_with_allow() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Mo").await;
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/health".to_owned(), "GET"),
+        (reqwest::Method::GET, "/v1/accounts".to_owned(), "POST"),
+        (reqwest::Method::DELETE, format!("/v1/accounts/{id}"), "GET"),
+        (reqwest::Method::PUT, "/v1/bookings".to_owned(), "POST"),
+        (
+            reqwest::Method::GET,
+            format!("/v1/bookings/{id}/cancel"),
+            "POST",
+        ),
+    ] {
+        let res = s
+            .http
+            .request(method.clone(), s.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        let body = assert_problem(res, 405, "method-not-allowed", None).await;
+        assert!(body["detail"].as_str().unwrap().contains(allow), "{body}");
+    }
+    // Unknown paths stay 404, whatever the method.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let res = s
+            .http
+            .request(method, s.url("/v1/no-such-route"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.headers().get("allow").is_none());
+        assert_problem(res, 404, "not-found", None).await;
+    }
+    s.stop().await;
+}

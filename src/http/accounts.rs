@@ -11,6 +11,7 @@
 //! points takes the operator token only (see `domain::access`).
 
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body, query};
 use super::problem::Problem;
 use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::access::ApiKey;
 use crate::domain::account::{Account, NewAccount};
@@ -26,12 +28,24 @@ use crate::domain::wallet::validate_key;
 use crate::domain::Invalid;
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/accounts", web::post().to(create))
-        .route("/v1/accounts/{id}", web::get().to(get))
-        .route("/v1/accounts/{id}/wallet/credits", web::post().to(credit))
-        .route("/v1/accounts/{id}/wallet/ledger", web::get().to(ledger))
-        .route("/v1/accounts/{id}/api-key", web::post().to(new_api_key));
+pub(crate) fn routes(r: &mut Router) {
+    r.add(Method::POST, "/v1/accounts", web::to(create))
+        .add(Method::GET, "/v1/accounts/{id}", web::to(get))
+        .add(
+            Method::POST,
+            "/v1/accounts/{id}/wallet/credits",
+            web::to(credit),
+        )
+        .add(
+            Method::GET,
+            "/v1/accounts/{id}/wallet/ledger",
+            web::to(ledger),
+        )
+        .add(
+            Method::POST,
+            "/v1/accounts/{id}/api-key",
+            web::to(new_api_key),
+        );
 }
 
 /// Body of `POST /v1/accounts`.

@@ -13,6 +13,7 @@
 //! token (see `domain::access`).
 
 use actix_web::http::header::LOCATION;
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use super::auth::{authenticated, require_operator};
 use super::extract::{account_id, json_body};
 use super::problem::Problem;
 use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::access::Caller;
 use crate::domain::money::Money;
@@ -30,12 +32,16 @@ use crate::error::Error;
 use crate::{Booking, BookingOrder};
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/bookings", web::post().to(create))
-        .route("/v1/bookings/{id}", web::get().to(get))
-        .route("/v1/bookings/{id}/cancel", web::post().to(cancel))
-        .route("/v1/accounts/{id}/bookings", web::get().to(of_account))
-        .route("/v1/admin/sagas/{id}/retry", web::post().to(retry));
+pub(crate) fn routes(r: &mut Router) {
+    r.add(Method::POST, "/v1/bookings", web::to(create))
+        .add(Method::GET, "/v1/bookings/{id}", web::to(get))
+        .add(Method::POST, "/v1/bookings/{id}/cancel", web::to(cancel))
+        .add(
+            Method::GET,
+            "/v1/accounts/{id}/bookings",
+            web::to(of_account),
+        )
+        .add(Method::POST, "/v1/admin/sagas/{id}/retry", web::to(retry));
 }
 
 /// Body of `POST /v1/bookings`: an offer from a search.

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod problem;
 mod reply;
+mod router;
 mod search;
 mod system;
 
@@ -46,17 +47,34 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Registers every route and the extractor error handlers.
+/// Every area's routes.
+fn router() -> router::Router {
+    let mut r = router::Router::default();
+    accounts::routes(&mut r);
+    search::routes(&mut r);
+    bookings::routes(&mut r);
+    system::routes(&mut r);
+    openapi::routes(&mut r);
+    r
+}
+
+/// `(METHOD, path pattern)` of every route [`configure`] registers, from the same table.
+pub fn route_table() -> Vec<(String, String)> {
+    router()
+        .table()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path.to_owned()))
+        .collect()
+}
+
+/// Registers every route and the extractor error handlers. A known path asked with a
+/// method it does not take is a 405 problem with `Allow`; an unknown path a 404 problem.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(extract::path_error))
-        .configure(accounts::routes)
-        .configure(search::routes)
-        .configure(bookings::routes)
-        .configure(system::routes)
-        .configure(openapi::routes)
-        .default_service(web::to(|| async {
-            Err::<actix_web::HttpResponse, _>(Problem::no_route())
-        }));
+    cfg.app_data(web::PathConfig::default().error_handler(extract::path_error));
+    router().register(cfg);
+    cfg.default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(Problem::no_route())
+    }));
 }
 
 /// A client-supplied request id is kept when it is short and plain; otherwise a new one

@@ -8,6 +8,7 @@
 //! `account_id` is a 404. Searching needs no credential; naming an `account_id` (for its
 //! wallet markdown) takes that account's API key or the operator token.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -15,15 +16,16 @@ use super::auth::authenticated;
 use super::extract::{account_id, query};
 use super::problem::Problem;
 use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::account::AccountId;
 use crate::domain::Invalid;
 use crate::sellers::{FlightQuery, HotelQuery};
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/search/hotels", web::get().to(hotels))
-        .route("/v1/search/flights", web::get().to(flights));
+pub(crate) fn routes(r: &mut Router) {
+    r.add(Method::GET, "/v1/search/hotels", web::to(hotels))
+        .add(Method::GET, "/v1/search/flights", web::to(flights));
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,19 +4,21 @@
 //! token).
 
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::{caller, require_operator};
 use super::problem::Problem;
 use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::access::Caller;
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/system/supervisors", web::get().to(supervisors));
+pub(crate) fn routes(r: &mut Router) {
+    r.add(Method::GET, "/health", web::to(health))
+        .add(Method::GET, "/metrics", web::to(metrics))
+        .add(Method::GET, "/v1/system/supervisors", web::to(supervisors));
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
