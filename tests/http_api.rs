@@ -487,3 +487,69 @@ async fn wrong_method_on_a_known_path_is_405_with_allow() {
     }
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_body_is_exactly_one_json_document_of_the_expected_shape() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Strict").await;
+    let post = |path: String, body: Vec<u8>| {
+        s.http
+            .post(s.url(&path))
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", "strict-1")
+            .body(body)
+            .send()
+    };
+    let account = br#"{"name":"Ann","email":"ann@example.com"}"#.to_vec();
+    let with = |tail: &[u8]| [account.as_slice(), tail].concat();
+    for (what, body, field) in [
+        ("trailing garbage", with(b"x"), None),
+        (
+            "a second document",
+            with(br#"{"name":"B","email":"b@example.com"}"#),
+            None,
+        ),
+        ("garbage after whitespace", with(b" \n\t]"), None),
+        ("a trailing NUL", with(b"\0"), None),
+        (
+            "a UTF-8 BOM",
+            [b"\xEF\xBB\xBF".as_slice(), &account].concat(),
+            None,
+        ),
+        (
+            "a duplicate key",
+            br#"{"name":"Ann","name":"Bob","email":"ann@example.com"}"#.to_vec(),
+            Some("name"),
+        ),
+    ] {
+        let res = post("/v1/accounts".to_owned(), body).await.unwrap();
+        let problem = assert_problem(res, 400, "invalid-json", field).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(!detail.is_empty(), "{what}: {problem}");
+    }
+    // Whitespace after the document is not data: `curl -d @file` sends a final newline.
+    let res = post("/v1/accounts".to_owned(), with(b" \r\n\t"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // Nested objects are held to their shape too.
+    let credit = format!("/v1/accounts/{id}/wallet/credits");
+    let body = br#"{"amount":{"minor":1,"currency":"EUR","extra":1}}"#.to_vec();
+    let res = post(credit.clone(), body).await.unwrap();
+    assert_problem(res, 400, "invalid-json", Some("amount.extra")).await;
+    let body =
+        br#"{"amount":{"minor":1,"currency":"EUR"}} {"amount":{"minor":9,"currency":"EUR"}}"#;
+    let res = post(credit, body.to_vec()).await.unwrap();
+    assert_problem(res, 400, "invalid-json", None).await;
+    let acct: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .fetch_json()
+        .await;
+    assert_eq!(
+        acct["wallet"]["balance"]["minor"], 0,
+        "nothing was credited"
+    );
+    s.stop().await;
+}

@@ -66,11 +66,23 @@ pub async fn json_body<T: DeserializeOwned>(
     parse_json(&body)
 }
 
-/// Parses JSON, naming the path of the field at fault.
+/// Parses exactly one JSON document (trailing whitespace allowed, nothing else), naming
+/// the path of the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))?;
+    // `deserialize` stops at the end of the first document; without this check a body
+    // like `{...}garbage` or `{...}{...}` would be accepted as its first document.
+    de.end().map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+            "Invalid JSON body",
+            format!("{e}: the body must be exactly one JSON document"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// A 400 problem for a deserialization error, naming the field: its path where the
@@ -156,5 +168,22 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = parse_json::<Body>(br#"{"amount":{"minor":99999999999999999999}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("amount.minor"));
+    }
+
+    #[test]
+    fn a_body_is_one_document_and_nothing_after_it_but_whitespace() {
+        let one = br#"{"amount":{"minor":1}}"#;
+        assert!(parse_json::<Body>(one).is_ok());
+        assert!(parse_json::<Body>(&[one.as_slice(), b" \r\n\t"].concat()).is_ok());
+        for tail in [&b"x"[..], b"{}", one, b" ]", b"\0", b"\n,"] {
+            let e = parse_json::<Body>(&[one.as_slice(), tail].concat()).unwrap_err();
+            assert_eq!((e.status, e.kind.as_str()), (400, "/problems/invalid-json"));
+            assert!(
+                e.detail.contains("exactly one JSON document"),
+                "{}",
+                e.detail
+            );
+        }
+        assert!(parse_json::<Body>(&[b"\xEF\xBB\xBF".as_slice(), one].concat()).is_err());
     }
 }
