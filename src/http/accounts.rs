@@ -12,11 +12,11 @@
 
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body, query};
+use super::auth::{Authenticated, Operator};
+use super::extract::{AccountPath, IdempotencyKey, Json, Query};
 use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
@@ -24,8 +24,6 @@ use super::AppState;
 use crate::domain::access::ApiKey;
 use crate::domain::account::{Account, NewAccount};
 use crate::domain::money::Money;
-use crate::domain::wallet::validate_key;
-use crate::domain::Invalid;
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
@@ -57,11 +55,9 @@ struct CreateAccount {
 }
 
 async fn create(
-    req: HttpRequest,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    Json(body): Json<CreateAccount>,
 ) -> Result<HttpResponse, Problem> {
-    let body: CreateAccount = json_body(&req, payload, state.max_body).await?;
     let new = NewAccount::new(&body.name, &body.email)?;
     let (account, api_key) = state.runtime.create_customer(new).await?;
     Ok(HttpResponse::Created()
@@ -79,22 +75,18 @@ struct WithKey {
 }
 
 async fn get(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
     Ok(HttpResponse::Ok().json_line(state.runtime.account_as(caller, id).await?))
 }
 
 async fn new_api_key(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
     state.runtime.authorize(caller, id).await?;
     let api_key = state.runtime.issue_api_key(id).await?;
     Ok(HttpResponse::Created()
@@ -109,28 +101,13 @@ struct Credit {
     amount: Money,
 }
 
-/// The `Idempotency-Key` header, required and validated.
-pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
-    let key = req
-        .headers()
-        .get("Idempotency-Key")
-        .ok_or_else(|| Invalid::new("Idempotency-Key", "this header is required"))?
-        .to_str()
-        .map_err(|_| Invalid::new("Idempotency-Key", "must be printable ASCII"))?;
-    validate_key("Idempotency-Key", key)?;
-    Ok(key.to_owned())
-}
-
 async fn credit(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    _: Operator,
+    AccountPath(id): AccountPath,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<Credit>,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "crediting points")?;
-    let id = account_id(&path)?;
-    let key = idempotency_key(&req)?;
-    let body: Credit = json_body(&req, payload, state.max_body).await?;
     let receipt = state.runtime.credit_wallet(id, &key, body.amount).await?;
     let mut res = if receipt.replayed {
         HttpResponse::Ok()
@@ -155,13 +132,11 @@ fn default_page() -> usize {
 }
 
 async fn ledger(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
+    Query(query): Query<LedgerQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
-    let query: LedgerQuery = query(&req)?;
     let page = state
         .runtime
         .ledger_as(caller, id, query.after, query.limit)

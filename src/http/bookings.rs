@@ -13,14 +13,12 @@
 //! token (see `domain::access`).
 
 use actix_web::http::header::LOCATION;
-use actix_web::http::Method;
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::accounts::idempotency_key;
-use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body};
+use super::auth::{Authenticated, Operator};
+use super::extract::{account_id, path_id, AccountPath, IdempotencyKey, Json};
 use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
@@ -71,13 +69,11 @@ fn saga_id(raw: &str, allow_cancel: bool) -> Result<String, Problem> {
 }
 
 async fn create(
-    req: HttpRequest,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<CreateBooking>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let key = idempotency_key(&req)?;
-    let body: CreateBooking = json_body(&req, payload, state.max_body).await?;
     let account = account_id(&body.account_id).map_err(|p| Problem {
         field: Some("account_id".into()),
         ..p
@@ -108,11 +104,10 @@ async fn create(
 
 async fn get(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = saga_id(&path, false)?;
+    let id = saga_id(&path_id(&req), false)?;
     let booking = state.runtime.booking(&id).await?;
     authorize_booking(&state, caller, &booking).await?;
     Ok(HttpResponse::Ok().json_line(booking))
@@ -120,23 +115,20 @@ async fn get(
 
 async fn cancel(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = saga_id(&path, false)?;
+    let id = saga_id(&path_id(&req), false)?;
     let booking = state.runtime.booking(&id).await?;
     authorize_booking(&state, caller, &booking).await?;
     Ok(HttpResponse::Accepted().json_line(state.runtime.cancel_booking(&id).await?))
 }
 
 async fn of_account(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
     state.runtime.authorize(caller, id).await?;
     Ok(HttpResponse::Ok().json_line(state.runtime.account_bookings(id).await?))
 }
@@ -157,11 +149,10 @@ async fn authorize_booking(
 
 async fn retry(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    _: Operator,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "retrying a saga")?;
-    let id = saga_id(&path, true)?;
+    let id = saga_id(&path_id(&req), true)?;
     let record = state.runtime.retry_saga(&id).await?;
     Ok(HttpResponse::Accepted().json_line(serde_json::json!({
         "id": record.saga_id,

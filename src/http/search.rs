@@ -9,11 +9,11 @@
 //! wallet markdown) takes that account's API key or the operator token.
 
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::authenticated;
-use super::extract::{account_id, query};
+use super::auth::Authenticated;
+use super::extract::{account_id, Query};
 use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
@@ -51,8 +51,8 @@ struct FlightParams {
 /// The account whose wallet marks prices down, if any: its balance is the account's own
 /// business, so naming one takes that account's API key (or the operator token).
 async fn personal(
-    req: &HttpRequest,
     state: &AppState,
+    caller: Result<Authenticated, Problem>,
     raw: Option<&str>,
 ) -> Result<Option<AccountId>, Problem> {
     let Some(raw) = raw else {
@@ -62,7 +62,7 @@ async fn personal(
         field: Some("account_id".into()),
         ..p
     })?;
-    let caller = authenticated(req, state)?;
+    let Authenticated(caller) = caller?;
     state.runtime.authorize(caller, id).await?;
     Ok(Some(id))
 }
@@ -71,22 +71,28 @@ fn invalid(e: crate::sellers::QueryError) -> Problem {
     Invalid::new(e.field, e.problem).into()
 }
 
-async fn hotels(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    let p: HotelParams = query(&req)?;
+async fn hotels(
+    state: web::Data<AppState>,
+    caller: Result<Authenticated, Problem>,
+    Query(p): Query<HotelParams>,
+) -> Result<HttpResponse, Problem> {
     let place = match (&p.city, &p.hotel) {
         (Some(city), None) => city,
         (None, Some(hotel)) => hotel,
         _ => return Err(Invalid::new("city", "give exactly one of city or hotel").into()),
     };
     let q = HotelQuery::parse(place, &p.check_in, &p.check_out).map_err(invalid)?;
-    let account = personal(&req, &state, p.account_id.as_deref()).await?;
+    let account = personal(&state, caller, p.account_id.as_deref()).await?;
     Ok(HttpResponse::Ok().json_line(state.runtime.search_hotels(q, account).await?))
 }
 
-async fn flights(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    let p: FlightParams = query(&req)?;
+async fn flights(
+    state: web::Data<AppState>,
+    caller: Result<Authenticated, Problem>,
+    Query(p): Query<FlightParams>,
+) -> Result<HttpResponse, Problem> {
     let q =
         FlightQuery::parse(&p.from, &p.to, &p.date, p.return_date.as_deref()).map_err(invalid)?;
-    let account = personal(&req, &state, p.account_id.as_deref()).await?;
+    let account = personal(&state, caller, p.account_id.as_deref()).await?;
     Ok(HttpResponse::Ok().json_line(state.runtime.search_flights(q, account).await?))
 }

@@ -5,9 +5,9 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::auth::{caller, require_operator};
+use super::auth::Operator;
 use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
@@ -22,9 +22,10 @@ pub(crate) fn routes(r: &mut Router) {
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
-async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn health(state: web::Data<AppState>, caller: Option<Caller>) -> HttpResponse {
     let mut health = state.runtime.health().await;
-    if !matches!(caller(&req, &state), Ok(Caller::Operator)) {
+    // A bad credential is not an error here: load balancers probe without one.
+    if caller != Some(Caller::Operator) {
         health = health.redacted();
     }
     if health.is_ok() {
@@ -36,9 +37,12 @@ async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+async fn metrics(
+    state: web::Data<AppState>,
+    operator: Result<Operator, Problem>,
+) -> Result<HttpResponse, Problem> {
     if state.runtime.config().admin.protect_metrics {
-        require_operator(&req, &state, "reading metrics")?;
+        operator?;
     }
     let sagas = state.runtime.saga_counts().await.ok();
     let body = state.metrics.render(&state.runtime, sagas.as_ref());
@@ -50,10 +54,6 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .body(body))
 }
 
-async fn supervisors(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "reading the supervision tree")?;
+async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))
 }
