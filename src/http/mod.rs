@@ -132,8 +132,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = runtime.config().clone();
     let state = web::Data::new(AppState {
+        metrics: HttpMetrics::new(runtime.clone()),
         runtime,
-        metrics: HttpMetrics::new(),
         max_body: config.server.max_body_bytes,
     });
     let server = HttpServer::new(move || {

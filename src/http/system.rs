@@ -45,7 +45,7 @@ async fn metrics(
         operator?;
     }
     let sagas = state.runtime.saga_counts().await.ok();
-    let body = state.metrics.render(&state.runtime, sagas.as_ref());
+    let body = state.metrics.render(sagas);
     Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
