@@ -11,7 +11,6 @@
 //! points takes the operator token only (see `domain::access`).
 
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
-use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -27,33 +26,37 @@ use crate::domain::money::Money;
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
-    r.add(Method::POST, "/v1/accounts", web::to(create))
-        .add(Method::GET, "/v1/accounts/{id}", web::to(get))
-        .add(
-            Method::POST,
-            "/v1/accounts/{id}/wallet/credits",
-            web::to(credit),
-        )
-        .add(
-            Method::GET,
-            "/v1/accounts/{id}/wallet/ledger",
-            web::to(ledger),
-        )
-        .add(
-            Method::POST,
-            "/v1/accounts/{id}/api-key",
-            web::to(new_api_key),
-        );
+    r.add::<__path_create>(web::to(create))
+        .add::<__path_get>(web::to(get))
+        .add::<__path_credit>(web::to(credit))
+        .add::<__path_ledger>(web::to(ledger))
+        .add::<__path_new_api_key>(web::to(new_api_key));
 }
 
 /// Body of `POST /v1/accounts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAccount {
+pub(crate) struct CreateAccount {
     name: String,
     email: String,
 }
 
+/// Open an account. Needs no credential; the answer carries the account's API key, in
+/// clear, this once: the server stores only its digest.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    operation_id = "createAccount",
+    security(()),
+    request_body = CreateAccount,
+    responses((
+        status = 201,
+        description = "The account, with its empty wallet and its API key (`api_key`)",
+        body = Object,
+        headers(("Location" = String, description = "URL of the account")),
+    )),
+)]
 async fn create(
     state: web::Data<AppState>,
     Json(body): Json<CreateAccount>,
@@ -74,6 +77,16 @@ struct WithKey {
     api_key: ApiKey,
 }
 
+/// Read an account with its wallet.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    operation_id = "getAccount",
+    params(("id" = String, Path, description = "Account id")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "The account and its wallet", body = Object)),
+)]
 async fn get(
     state: web::Data<AppState>,
     Authenticated(caller): Authenticated,
@@ -82,6 +95,16 @@ async fn get(
     Ok(HttpResponse::Ok().json_line(state.runtime.account_as(caller, id).await?))
 }
 
+/// Replace the account's API key; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/api-key",
+    tag = "accounts",
+    operation_id = "newApiKey",
+    params(("id" = String, Path, description = "Account id")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 201, description = "`account_id` and the new `api_key`", body = Object)),
+)]
 async fn new_api_key(
     state: web::Data<AppState>,
     Authenticated(caller): Authenticated,
@@ -95,12 +118,30 @@ async fn new_api_key(
 }
 
 /// Body of `POST /v1/accounts/{id}/wallet/credits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Credit {
+pub(crate) struct Credit {
     amount: Money,
 }
 
+/// Credit points to the wallet (operator only). The same `Idempotency-Key` and body
+/// again replays the first credit (200); another body is a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/wallet/credits",
+    tag = "accounts",
+    operation_id = "creditWallet",
+    params(
+        ("id" = String, Path, description = "Account id"),
+        ("Idempotency-Key" = String, Header, description = "Names this credit for replays"),
+    ),
+    security(("operatorToken" = [])),
+    request_body = Credit,
+    responses(
+        (status = 201, description = "The credit receipt", body = Object),
+        (status = 200, description = "The receipt of the earlier credit with this key", body = Object),
+    ),
+)]
 async fn credit(
     state: web::Data<AppState>,
     _: Operator,
@@ -118,11 +159,14 @@ async fn credit(
 }
 
 /// Query of the ledger route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LedgerQuery {
+    /// Entries after this sequence number.
     #[serde(default)]
     after: u64,
+    /// Page size.
     #[serde(default = "default_page")]
     limit: usize,
 }
@@ -131,6 +175,16 @@ fn default_page() -> usize {
     50
 }
 
+/// Page through the wallet's ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/wallet/ledger",
+    tag = "accounts",
+    operation_id = "walletLedger",
+    params(("id" = String, Path, description = "Account id"), LedgerQuery),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "`entries` and `next_after`", body = Object)),
+)]
 async fn ledger(
     state: web::Data<AppState>,
     Authenticated(caller): Authenticated,

@@ -13,7 +13,7 @@
 //! token (see `domain::access`).
 
 use actix_web::http::header::LOCATION;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -31,21 +31,17 @@ use crate::{Booking, BookingOrder};
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
-    r.add(Method::POST, "/v1/bookings", web::to(create))
-        .add(Method::GET, "/v1/bookings/{id}", web::to(get))
-        .add(Method::POST, "/v1/bookings/{id}/cancel", web::to(cancel))
-        .add(
-            Method::GET,
-            "/v1/accounts/{id}/bookings",
-            web::to(of_account),
-        )
-        .add(Method::POST, "/v1/admin/sagas/{id}/retry", web::to(retry));
+    r.add::<__path_create>(web::to(create))
+        .add::<__path_get>(web::to(get))
+        .add::<__path_cancel>(web::to(cancel))
+        .add::<__path_of_account>(web::to(of_account))
+        .add::<__path_retry>(web::to(retry));
 }
 
 /// Body of `POST /v1/bookings`: an offer from a search.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBooking {
+pub(crate) struct CreateBooking {
     account_id: String,
     seller: String,
     sku: String,
@@ -68,6 +64,26 @@ fn saga_id(raw: &str, allow_cancel: bool) -> Result<String, Problem> {
         .map_err(|_| Invalid::new("id", "must be a booking id (a UUID)").into())
 }
 
+/// Book an offer from a search: starts a booking saga. The same `Idempotency-Key` and
+/// body again returns the same booking (200); another body is a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/bookings",
+    tag = "bookings",
+    operation_id = "createBooking",
+    params(("Idempotency-Key" = String, Header, description = "Names this booking for replays")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    request_body = CreateBooking,
+    responses(
+        (
+            status = 202,
+            description = "The booking, as its saga starts",
+            body = Object,
+            headers(("Location" = String, description = "URL of the booking")),
+        ),
+        (status = 200, description = "The booking made earlier with this key", body = Object),
+    ),
+)]
 async fn create(
     state: web::Data<AppState>,
     Authenticated(caller): Authenticated,
@@ -102,6 +118,16 @@ async fn create(
         .json_line(booking))
 }
 
+/// A booking's state and timed history.
+#[utoipa::path(
+    get,
+    path = "/v1/bookings/{id}",
+    tag = "bookings",
+    operation_id = "getBooking",
+    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "The booking", body = Object)),
+)]
 async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -113,6 +139,16 @@ async fn get(
     Ok(HttpResponse::Ok().json_line(booking))
 }
 
+/// Cancel a booking.
+#[utoipa::path(
+    post,
+    path = "/v1/bookings/{id}/cancel",
+    tag = "bookings",
+    operation_id = "cancelBooking",
+    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 202, description = "The booking as it now stands", body = Object)),
+)]
 async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -124,6 +160,16 @@ async fn cancel(
     Ok(HttpResponse::Accepted().json_line(state.runtime.cancel_booking(&id).await?))
 }
 
+/// An account's bookings.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/bookings",
+    tag = "bookings",
+    operation_id = "accountBookings",
+    params(("id" = String, Path, description = "Account id")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "The account's bookings", body = Object)),
+)]
 async fn of_account(
     state: web::Data<AppState>,
     Authenticated(caller): Authenticated,
@@ -147,6 +193,16 @@ async fn authorize_booking(
     Ok(state.runtime.authorize(caller, account).await?)
 }
 
+/// Retry a parked saga (operator only).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/sagas/{id}/retry",
+    tag = "operator",
+    operation_id = "retrySaga",
+    params(("id" = String, Path, description = "Booking id, or `{uuid}:cancel` for a cancellation")),
+    security(("operatorToken" = [])),
+    responses((status = 202, description = "`id` and the saga's new `state`", body = Object)),
+)]
 async fn retry(
     req: HttpRequest,
     state: web::Data<AppState>,

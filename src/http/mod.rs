@@ -63,7 +63,7 @@ pub fn route_table() -> Vec<(String, String)> {
     router()
         .table()
         .into_iter()
-        .map(|(method, path)| (method.to_string(), path.to_owned()))
+        .map(|(method, path)| (method.to_string(), path))
         .collect()
 }
 

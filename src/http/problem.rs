@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::store::StoreError;
 
 /// A problem response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier of the kind of problem (`/problems/not-found`).
     #[serde(rename = "type")]

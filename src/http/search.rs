@@ -8,7 +8,6 @@
 //! `account_id` is a 404. Searching needs no credential; naming an `account_id` (for its
 //! wallet markdown) takes that account's API key or the operator token.
 
-use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
@@ -24,27 +23,39 @@ use crate::sellers::{FlightQuery, HotelQuery};
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
-    r.add(Method::GET, "/v1/search/hotels", web::to(hotels))
-        .add(Method::GET, "/v1/search/flights", web::to(flights));
+    r.add::<__path_hotels>(web::to(hotels))
+        .add::<__path_flights>(web::to(flights));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HotelParams {
+    /// City to search (give this or `hotel`).
     city: Option<String>,
+    /// Hotel name to search (give this or `city`).
     hotel: Option<String>,
+    /// `YYYY-MM-DD`.
     check_in: String,
+    /// `YYYY-MM-DD`, after `check_in`.
     check_out: String,
+    /// Prices marked down by this account's wallet (needs its key or the operator token).
     account_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FlightParams {
+    /// IATA airport code.
     from: String,
+    /// IATA airport code.
     to: String,
+    /// `YYYY-MM-DD`.
     date: String,
+    /// `YYYY-MM-DD`, for a round trip.
     return_date: Option<String>,
+    /// Prices marked down by this account's wallet (needs its key or the operator token).
     account_id: Option<String>,
 }
 
@@ -71,6 +82,16 @@ fn invalid(e: crate::sellers::QueryError) -> Problem {
     Invalid::new(e.field, e.problem).into()
 }
 
+/// Search hotels across sellers.
+#[utoipa::path(
+    get,
+    path = "/v1/search/hotels",
+    tag = "search",
+    operation_id = "searchHotels",
+    params(HotelParams),
+    security((), ("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "Offers and per-seller outcomes", body = Object)),
+)]
 async fn hotels(
     state: web::Data<AppState>,
     caller: Result<Authenticated, Problem>,
@@ -86,6 +107,16 @@ async fn hotels(
     Ok(HttpResponse::Ok().json_line(state.runtime.search_hotels(q, account).await?))
 }
 
+/// Search flights across sellers.
+#[utoipa::path(
+    get,
+    path = "/v1/search/flights",
+    tag = "search",
+    operation_id = "searchFlights",
+    params(FlightParams),
+    security((), ("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "Offers and per-seller outcomes", body = Object)),
+)]
 async fn flights(
     state: web::Data<AppState>,
     caller: Result<Authenticated, Problem>,

@@ -4,7 +4,6 @@
 //! token).
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
 use super::auth::Operator;
@@ -16,12 +15,23 @@ use crate::domain::access::Caller;
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
-    r.add(Method::GET, "/health", web::to(health))
-        .add(Method::GET, "/metrics", web::to(metrics))
-        .add(Method::GET, "/v1/system/supervisors", web::to(supervisors));
+    r.add::<__path_health>(web::to(health))
+        .add::<__path_metrics>(web::to(metrics))
+        .add::<__path_supervisors>(web::to(supervisors));
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "system",
+    operation_id = "health",
+    security((), ("operatorToken" = [])),
+    responses(
+        (status = 200, description = "Healthy; failure details only for the operator", body = Object),
+        (status = 503, description = "Unhealthy, with the failing checks", body = Object),
+    ),
+)]
 async fn health(state: web::Data<AppState>, caller: Option<Caller>) -> HttpResponse {
     let mut health = state.runtime.health().await;
     // A bad credential is not an error here: load balancers probe without one.
@@ -37,6 +47,15 @@ async fn health(state: web::Data<AppState>, caller: Option<Caller>) -> HttpRespo
     }
 }
 
+/// Prometheus metrics (operator token unless `admin.protect_metrics = false`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    operation_id = "metrics",
+    security(("operatorToken" = [])),
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+)]
 async fn metrics(
     state: web::Data<AppState>,
     operator: Result<Operator, Problem>,
@@ -54,6 +73,15 @@ async fn metrics(
         .body(body))
 }
 
+/// The supervision tree (operator only).
+#[utoipa::path(
+    get,
+    path = "/v1/system/supervisors",
+    tag = "operator",
+    operation_id = "supervisors",
+    security(("operatorToken" = [])),
+    responses((status = 200, description = "Supervisors, children, states and mailboxes", body = Object)),
+)]
 async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))
 }
