@@ -42,13 +42,16 @@ pub(crate) fn routes(r: &mut Router) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBooking {
+    #[schema(format = "uuid")]
     account_id: String,
     seller: String,
     sku: String,
     start: chrono::NaiveDate,
     end: chrono::NaiveDate,
     offer_price: Money,
+    /// Points to use; zero when absent.
     wallet_points: Option<Money>,
+    /// The payment card's token; empty when the wallet pays it all.
     #[serde(default)]
     card_token: String,
 }
