@@ -1,8 +1,11 @@
 //! The thin HTTP layer (actix-web 4): parse and validate, call [`Runtime`], map the reply
 //! or error. It owns no state and no business rule, and never touches the store.
 //!
-//! One `routes(&mut ServiceConfig)` per area (`accounts.rs`, `system.rs`); errors become
-//! problems in `problem.rs`; the middleware here gives every request an id (the
+//! One `routes(&mut Router)` per area (`accounts.rs`, `search.rs`, `bookings.rs`,
+//! `system.rs`) adds each handler by its `#[utoipa::path]`, which also feeds the OpenAPI
+//! document (`openapi.rs`); input is parsed by the extractors in `extract.rs` and
+//! `auth.rs`; errors become problems in `problem.rs`, JSON replies are written by
+//! `reply.rs`; the middleware here gives every request an id (the
 //! `X-Request-Id` header in and out), a tracing span that follows its messages into the
 //! actors, and metrics.
 
