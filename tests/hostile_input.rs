@@ -149,11 +149,13 @@ fn money_near(minor: i64) -> BoxedStrategy<Value> {
     .boxed()
 }
 
-/// A body: raw bytes, or a JSON document (`structured` gives it the right field names).
+/// A body: raw bytes, a JSON document (`structured` gives it the right field names), or
+/// a document followed by something that is not whitespace.
 #[derive(Debug, Clone)]
 enum Body {
     Bytes(Vec<u8>),
     Json(Value),
+    Trailing(Value, Vec<u8>),
 }
 
 impl Body {
@@ -161,8 +163,29 @@ impl Body {
         match self {
             Body::Bytes(b) => b.clone(),
             Body::Json(v) => serde_json::to_vec(v).unwrap(),
+            Body::Trailing(v, tail) => [serde_json::to_vec(v).unwrap(), tail.clone()].concat(),
         }
     }
+}
+
+/// What may follow a document and make the body more than one: garbage, a second
+/// document, garbage after whitespace, a NUL. Never empty and never only whitespace.
+fn trailing() -> BoxedStrategy<Vec<u8>> {
+    let ws = "[ \t\r\n]{0,3}";
+    prop_oneof![
+        (ws, "[^ \t\r\n]{1,8}").prop_map(|(w, g)| format!("{w}{g}").into_bytes()),
+        (ws, json_value())
+            .prop_map(|(w, v)| [w.into_bytes(), serde_json::to_vec(&v).unwrap()].concat()),
+        (ws, vec(any::<u8>(), 1..16)).prop_map(|(w, mut b)| {
+            // The first byte after the whitespace must not be whitespace itself.
+            if b[0].is_ascii_whitespace() {
+                b[0] = b'x';
+            }
+            [w.into_bytes(), b].concat()
+        }),
+        Just(b"\0".to_vec()),
+    ]
+    .boxed()
 }
 
 fn body(structured: BoxedStrategy<Value>) -> impl Strategy<Value = Body> {
@@ -171,6 +194,7 @@ fn body(structured: BoxedStrategy<Value>) -> impl Strategy<Value = Body> {
         // JSON-ish text that is often almost valid.
         1 => "[{}\\[\\]\":,0-9a-z .eE+-]{0,64}".prop_map(|s| Body::Bytes(s.into_bytes())),
         1 => json_value().prop_map(Body::Json),
+        1 => (structured.clone(), trailing()).prop_map(|(v, t)| Body::Trailing(v, t)),
         5 => structured.prop_map(Body::Json),
     ]
 }
@@ -269,6 +293,11 @@ async fn check(res: reqwest::Response) -> Result<String, String> {
     }
     if ct != "application/problem+json" {
         return Err(format!("status {status} with content type {ct:?}: {text}"));
+    }
+    if !body.ends_with(b"\n") {
+        return Err(format!(
+            "status {status}, problem body without a final newline: {text}"
+        ));
     }
     let Ok(problem) = serde_json::from_slice::<Value>(&body) else {
         return Err(format!("status {status}, problem body is not JSON: {text}"));
@@ -407,6 +436,59 @@ async fn hostile_bodies() {
     })
     .await;
 
+    server.stop().await;
+}
+
+/// A valid document followed by anything but whitespace is never accepted: it is a 400
+/// `invalid-json` problem, and nothing is done (no account opened, no points credited).
+#[actix_rt::test]
+async fn a_valid_document_with_trailing_data_is_refused() {
+    let server = TestServer::start().await;
+    let account = server.create_account("Trailing Tester").await;
+    let accounts = sample((
+        ("[A-Z][a-z]{1,10}", "[a-z]{1,8}@[a-z]{1,8}\\.com")
+            .prop_map(|(name, email)| serde_json::json!({ "name": name, "email": email })),
+        trailing(),
+    ));
+    let credits = sample((
+        (1i64..10_000).prop_map(
+            |minor| serde_json::json!({ "amount": { "minor": minor, "currency": "EUR" } }),
+        ),
+        trailing(),
+    ));
+    let credit_path = format!("/v1/accounts/{account}/wallet/credits");
+    let mut failures = Vec::new();
+    for (path, inputs) in [
+        ("/v1/accounts", &accounts),
+        (credit_path.as_str(), &credits),
+    ] {
+        for (i, (doc, tail)) in inputs.iter().enumerate() {
+            let body = Body::Trailing(doc.clone(), tail.clone());
+            let res = post_json(&server, path, &body, Some(format!("trailing-{i}")))
+                .unwrap()
+                .send()
+                .await
+                .unwrap();
+            match check(res).await {
+                Ok(outcome) if outcome == "400 /problems/invalid-json" => {}
+                outcome => failures.push(format!("POST {path} {body:?}: {outcome:?}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let acct: Value = server
+        .http
+        .get(server.url(&format!("/v1/accounts/{account}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        acct["wallet"]["balance"]["minor"], 0,
+        "nothing was credited"
+    );
     server.stop().await;
 }
 

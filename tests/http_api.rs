@@ -430,3 +430,138 @@ async fn crashing_actors_give_503_then_health_turns_503_when_intensity_is_exceed
     assert!(panics.parse::<u64>().unwrap() >= 2, "{panics}");
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn json_and_problem_bodies_end_with_a_newline() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Nell").await;
+    for (path, status, ct) in [
+        (format!("/v1/accounts/{id}"), 200, "application/json"),
+        ("/health".to_owned(), 200, "application/json"),
+        ("/v1/system/supervisors".to_owned(), 200, "application/json"),
+        ("/v1/openapi.json".to_owned(), 200, "application/json"),
+        (
+            "/v1/no-such-route".to_owned(),
+            404,
+            "application/problem+json",
+        ),
+        (
+            "/v1/accounts/not-an-id".to_owned(),
+            400,
+            "application/problem+json",
+        ),
+    ] {
+        let res = s.http.get(s.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        assert_eq!(res.headers()["content-type"], ct, "{path}");
+        let body = res.bytes().await.unwrap();
+        assert!(body.ends_with(b"}\n"), "{path}: {body:?}");
+        serde_json::from_slice::<Value>(&body).expect("the body is one JSON document");
+    }
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn wrong_method_on_a_known_path_is_405_with_allow() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Mo").await;
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/health".to_owned(), "GET"),
+        (reqwest::Method::GET, "/v1/accounts".to_owned(), "POST"),
+        (reqwest::Method::DELETE, format!("/v1/accounts/{id}"), "GET"),
+        (reqwest::Method::PUT, "/v1/bookings".to_owned(), "POST"),
+        (
+            reqwest::Method::GET,
+            format!("/v1/bookings/{id}/cancel"),
+            "POST",
+        ),
+    ] {
+        let res = s
+            .http
+            .request(method.clone(), s.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        let body = assert_problem(res, 405, "method-not-allowed", None).await;
+        assert!(body["detail"].as_str().unwrap().contains(allow), "{body}");
+    }
+    // Unknown paths stay 404, whatever the method.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let res = s
+            .http
+            .request(method, s.url("/v1/no-such-route"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.headers().get("allow").is_none());
+        assert_problem(res, 404, "not-found", None).await;
+    }
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_body_is_exactly_one_json_document_of_the_expected_shape() {
+    let s = TestServer::start().await;
+    let id = s.create_account("Strict").await;
+    let post = |path: String, body: Vec<u8>| {
+        s.http
+            .post(s.url(&path))
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", "strict-1")
+            .body(body)
+            .send()
+    };
+    let account = br#"{"name":"Ann","email":"ann@example.com"}"#.to_vec();
+    let with = |tail: &[u8]| [account.as_slice(), tail].concat();
+    for (what, body, field) in [
+        ("trailing garbage", with(b"x"), None),
+        (
+            "a second document",
+            with(br#"{"name":"B","email":"b@example.com"}"#),
+            None,
+        ),
+        ("garbage after whitespace", with(b" \n\t]"), None),
+        ("a trailing NUL", with(b"\0"), None),
+        (
+            "a UTF-8 BOM",
+            [b"\xEF\xBB\xBF".as_slice(), &account].concat(),
+            None,
+        ),
+        (
+            "a duplicate key",
+            br#"{"name":"Ann","name":"Bob","email":"ann@example.com"}"#.to_vec(),
+            Some("name"),
+        ),
+    ] {
+        let res = post("/v1/accounts".to_owned(), body).await.unwrap();
+        let problem = assert_problem(res, 400, "invalid-json", field).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(!detail.is_empty(), "{what}: {problem}");
+    }
+    // Whitespace after the document is not data: `curl -d @file` sends a final newline.
+    let res = post("/v1/accounts".to_owned(), with(b" \r\n\t"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // Nested objects are held to their shape too.
+    let credit = format!("/v1/accounts/{id}/wallet/credits");
+    let body = br#"{"amount":{"minor":1,"currency":"EUR","extra":1}}"#.to_vec();
+    let res = post(credit.clone(), body).await.unwrap();
+    assert_problem(res, 400, "invalid-json", Some("amount.extra")).await;
+    let body =
+        br#"{"amount":{"minor":1,"currency":"EUR"}} {"amount":{"minor":9,"currency":"EUR"}}"#;
+    let res = post(credit, body.to_vec()).await.unwrap();
+    assert_problem(res, 400, "invalid-json", None).await;
+    let acct: Value = s
+        .http
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .fetch_json()
+        .await;
+    assert_eq!(
+        acct["wallet"]["balance"]["minor"], 0,
+        "nothing was credited"
+    );
+    s.stop().await;
+}

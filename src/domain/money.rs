@@ -73,10 +73,13 @@ impl<'de> Deserialize<'de> for Currency {
 /// `minor` is signed so ledger deltas can be expressed, but balances and prices are
 /// validated non-negative where they are produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Money {
     /// Amount in minor units: 50000 is 500.00.
     pub minor: i64,
     /// ISO 4217 code.
+    #[schema(value_type = String, example = "EUR")]
     pub currency: Currency,
 }
 

@@ -11,48 +11,74 @@
 //! points takes the operator token only (see `domain::access`).
 
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body, query};
+use super::auth::{Authenticated, Operator};
+use super::extract::{AccountPath, IdempotencyKey, Json, Query};
 use super::problem::Problem;
+use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::access::ApiKey;
 use crate::domain::account::{Account, NewAccount};
 use crate::domain::money::Money;
-use crate::domain::wallet::validate_key;
-use crate::domain::Invalid;
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/accounts", web::post().to(create))
-        .route("/v1/accounts/{id}", web::get().to(get))
-        .route("/v1/accounts/{id}/wallet/credits", web::post().to(credit))
-        .route("/v1/accounts/{id}/wallet/ledger", web::get().to(ledger))
-        .route("/v1/accounts/{id}/api-key", web::post().to(new_api_key));
+pub(crate) fn routes(r: &mut Router) {
+    r.add::<__path_create>(web::to(create))
+        .add::<__path_get>(web::to(get))
+        .add::<__path_credit>(web::to(credit))
+        .add::<__path_ledger>(web::to(ledger))
+        .add::<__path_new_api_key>(web::to(new_api_key));
 }
 
 /// Body of `POST /v1/accounts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAccount {
+pub(crate) struct CreateAccount {
+    /// 1..=100 characters after trimming, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
+    /// An address like name@example.com: one @, a dot in the domain, no spaces.
+    #[schema(
+        format = "email",
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     email: String,
 }
 
+/// Open an account. Needs no credential; the answer carries the account's API key, in
+/// clear, this once: the server stores only its digest.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    operation_id = "createAccount",
+    security(()),
+    request_body = CreateAccount,
+    responses((
+        status = 201,
+        description = "The account, with its empty wallet and its API key (`api_key`)",
+        body = Object,
+        headers(("Location" = String, description = "URL of the account")),
+    )),
+)]
 async fn create(
-    req: HttpRequest,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    Json(body): Json<CreateAccount>,
 ) -> Result<HttpResponse, Problem> {
-    let body: CreateAccount = json_body(&req, payload, state.max_body).await?;
     let new = NewAccount::new(&body.name, &body.email)?;
     let (account, api_key) = state.runtime.create_customer(new).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/v1/accounts/{}", account.id)))
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(WithKey { account, api_key }))
+        .json_line(WithKey { account, api_key }))
 }
 
 /// An account with its API key in clear: the one response that shows a key.
@@ -63,74 +89,97 @@ struct WithKey {
     api_key: ApiKey,
 }
 
+/// Read an account with its wallet.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    operation_id = "getAccount",
+    params(("id" = String, Path, description = "Account id")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "The account and its wallet", body = Object)),
+)]
 async fn get(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.account_as(caller, id).await?))
+    Ok(HttpResponse::Ok().json_line(state.runtime.account_as(caller, id).await?))
 }
 
+/// Replace the account's API key; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/api-key",
+    tag = "accounts",
+    operation_id = "newApiKey",
+    params(("id" = String, Path, description = "Account id")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 201, description = "`account_id` and the new `api_key`", body = Object)),
+)]
 async fn new_api_key(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
     state.runtime.authorize(caller, id).await?;
     let api_key = state.runtime.issue_api_key(id).await?;
     Ok(HttpResponse::Created()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "account_id": id, "api_key": api_key })))
+        .json_line(serde_json::json!({ "account_id": id, "api_key": api_key })))
 }
 
 /// Body of `POST /v1/accounts/{id}/wallet/credits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Credit {
+pub(crate) struct Credit {
+    /// 1..=10^12 minor units, in the wallet currency.
     amount: Money,
 }
 
-/// The `Idempotency-Key` header, required and validated.
-pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
-    let key = req
-        .headers()
-        .get("Idempotency-Key")
-        .ok_or_else(|| Invalid::new("Idempotency-Key", "this header is required"))?
-        .to_str()
-        .map_err(|_| Invalid::new("Idempotency-Key", "must be printable ASCII"))?;
-    validate_key("Idempotency-Key", key)?;
-    Ok(key.to_owned())
-}
-
+/// Credit points to the wallet (operator only). The same `Idempotency-Key` and body
+/// again replays the first credit (200); another body is a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/wallet/credits",
+    tag = "accounts",
+    operation_id = "creditWallet",
+    params(
+        ("id" = String, Path, description = "Account id"),
+        ("Idempotency-Key" = String, Header, description = "Names this credit for replays"),
+    ),
+    security(("operatorToken" = [])),
+    request_body = Credit,
+    responses(
+        (status = 201, description = "The credit receipt", body = Object),
+        (status = 200, description = "The receipt of the earlier credit with this key", body = Object),
+    ),
+)]
 async fn credit(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    _: Operator,
+    AccountPath(id): AccountPath,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<Credit>,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "crediting points")?;
-    let id = account_id(&path)?;
-    let key = idempotency_key(&req)?;
-    let body: Credit = json_body(&req, payload, state.max_body).await?;
     let receipt = state.runtime.credit_wallet(id, &key, body.amount).await?;
     let mut res = if receipt.replayed {
         HttpResponse::Ok()
     } else {
         HttpResponse::Created()
     };
-    Ok(res.json(receipt))
+    Ok(res.json_line(receipt))
 }
 
 /// Query of the ledger route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LedgerQuery {
+    /// Entries after this sequence number.
     #[serde(default)]
     after: u64,
+    /// Page size.
     #[serde(default = "default_page")]
     limit: usize,
 }
@@ -139,17 +188,25 @@ fn default_page() -> usize {
     50
 }
 
+/// Page through the wallet's ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/wallet/ledger",
+    tag = "accounts",
+    operation_id = "walletLedger",
+    params(("id" = String, Path, description = "Account id"), LedgerQuery),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "`entries` and `next_after`", body = Object)),
+)]
 async fn ledger(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
+    Query(query): Query<LedgerQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
-    let query: LedgerQuery = query(&req)?;
     let page = state
         .runtime
         .ledger_as(caller, id, query.after, query.limit)
         .await?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok().json_line(page))
 }

@@ -1,9 +1,15 @@
-//! Who is calling: the `Authorization: Bearer ...` header turned into a [`Caller`], and the
-//! gate of operator routes. The rules themselves live in `domain::access`.
+//! Who is calling, as extractors: the `Authorization: Bearer ...` header turned into a
+//! [`Caller`] (anyone), an [`Authenticated`] caller (401 without a credential) or the
+//! [`Operator`]. The rules themselves live in `domain::access`; this file only reads the
+//! header and the configured token.
 
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::HttpRequest;
+use actix_web::{FromRequest, HttpRequest};
 
+use super::extract::state;
 use super::problem::Problem;
 use super::AppState;
 use crate::domain::access::Caller;
@@ -11,7 +17,7 @@ use crate::error::Error;
 
 /// The caller named by the request's credential (none: [`Caller::Anonymous`]). A clear key
 /// goes no further than this function: actors see only its digest.
-pub(crate) fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
+fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
     let header = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -25,24 +31,61 @@ pub(crate) fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Prob
         .map_err(|e| Problem::from(Error::from(e)))
 }
 
-/// Like [`caller`], but a request without a credential is refused with 401 before
-/// anything is looked up.
-pub(crate) fn authenticated(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
-    match caller(req, state)? {
-        Caller::Anonymous => Err(Problem::from(Error::Unauthenticated(
-            "send Authorization: Bearer <API key> (or the operator token)".into(),
-        ))),
-        known => Ok(known),
+impl FromRequest for Caller {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(state(req).and_then(|state| caller(req, state)))
     }
 }
 
-/// Refuses unless the request carries the configured operator token (compared in
-/// constant time). With no token configured, operator routes are closed, not open.
-pub(crate) fn require_operator(
-    req: &HttpRequest,
-    state: &AppState,
-    what: &str,
-) -> Result<(), Problem> {
+/// A caller with a credential: a request without one is refused with 401 before anything
+/// is looked up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Authenticated(pub Caller);
+
+impl FromRequest for Authenticated {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            state(req)
+                .and_then(|state| caller(req, state))
+                .and_then(|caller| match caller {
+                    Caller::Anonymous => Err(Problem::from(Error::Unauthenticated(
+                        "send Authorization: Bearer <API key> (or the operator token)".into(),
+                    ))),
+                    known => Ok(Authenticated(known)),
+                }),
+        )
+    }
+}
+
+/// The operator: the request carries the configured operator token (compared in constant
+/// time). The refusal names the route (`POST /v1/admin/sagas/{id}/retry needs the
+/// operator token`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operator;
+
+impl FromRequest for Operator {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let what = format!(
+            "{} {}",
+            req.method(),
+            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
+        );
+        ready(state(req).and_then(|state| operator(req, state, &what)))
+    }
+}
+
+/// Refuses unless the request is the operator's. With no token configured, operator
+/// routes are closed, not open.
+fn operator(req: &HttpRequest, state: &AppState, what: &str) -> Result<Operator, Problem> {
     if state.runtime.config().admin.token.is_none() {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -55,5 +98,6 @@ pub(crate) fn require_operator(
     state
         .runtime
         .require_operator(caller, what)
+        .map(|()| Operator)
         .map_err(Problem::from)
 }

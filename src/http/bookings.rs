@@ -17,10 +17,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::accounts::idempotency_key;
-use super::auth::{authenticated, require_operator};
-use super::extract::{account_id, json_body, query};
+use super::auth::{Authenticated, Operator};
+use super::extract::{account_id, path_id, AccountPath, IdempotencyKey, Json, Query};
 use super::problem::Problem;
+use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::money::Money;
 use crate::domain::saga::{BookingId, SagaId};
@@ -28,25 +29,28 @@ use crate::domain::Invalid;
 use crate::BookingOrder;
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/bookings", web::post().to(create))
-        .route("/v1/bookings/{id}", web::get().to(get))
-        .route("/v1/bookings/{id}/cancel", web::post().to(cancel))
-        .route("/v1/accounts/{id}/bookings", web::get().to(of_account))
-        .route("/v1/admin/sagas/{id}/retry", web::post().to(retry));
+pub(crate) fn routes(r: &mut Router) {
+    r.add::<__path_create>(web::to(create))
+        .add::<__path_get>(web::to(get))
+        .add::<__path_cancel>(web::to(cancel))
+        .add::<__path_of_account>(web::to(of_account))
+        .add::<__path_retry>(web::to(retry));
 }
 
 /// Body of `POST /v1/bookings`: an offer from a search.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBooking {
+pub(crate) struct CreateBooking {
+    #[schema(format = "uuid")]
     account_id: String,
     seller: String,
     sku: String,
     start: chrono::NaiveDate,
     end: chrono::NaiveDate,
     offer_price: Money,
+    /// Points to use; zero when absent.
     wallet_points: Option<Money>,
+    /// The payment card's token; empty when the wallet pays it all.
     #[serde(default)]
     card_token: String,
 }
@@ -60,17 +64,51 @@ fn booking_id(raw: &str) -> Result<BookingId, Problem> {
 /// A saga id: a booking id, or `{uuid}:cancel` for a cancellation saga (admin routes).
 fn saga_id(raw: &str) -> Result<SagaId, Problem> {
     raw.parse()
-        .map_err(|_| Invalid::new("id", "must be a booking id (a UUID)").into())
+        .map_err(|_| Invalid::new("id", "must be a booking id (a UUID), or {uuid}:cancel").into())
 }
 
+/// Query of the account bookings route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct BookingsQuery {
+    /// The previous page's `next_after`.
+    after: Option<String>,
+    /// Bookings per page, 1..=`accounts.max_page_size` (default 50).
+    #[serde(default = "default_page")]
+    limit: usize,
+}
+
+fn default_page() -> usize {
+    50
+}
+
+/// Book an offer from a search: starts a booking saga. The same `Idempotency-Key` and
+/// body again returns the same booking (200); another body is a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/bookings",
+    tag = "bookings",
+    operation_id = "createBooking",
+    params(("Idempotency-Key" = String, Header, description = "Names this booking for replays")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    request_body = CreateBooking,
+    responses(
+        (
+            status = 202,
+            description = "The booking, as its saga starts",
+            body = Object,
+            headers(("Location" = String, description = "URL of the booking")),
+        ),
+        (status = 200, description = "The booking made earlier with this key", body = Object),
+    ),
+)]
 async fn create(
-    req: HttpRequest,
-    payload: web::Payload,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<CreateBooking>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let key = idempotency_key(&req)?;
-    let body: CreateBooking = json_body(&req, payload, state.max_body).await?;
     let account = account_id(&body.account_id).map_err(|p| Problem {
         field: Some("account_id".into()),
         ..p
@@ -95,52 +133,68 @@ async fn create(
     };
     Ok(HttpResponse::build(status)
         .insert_header((LOCATION, format!("/v1/bookings/{}", booking.id)))
-        .json(booking))
+        .json_line(booking))
 }
 
+/// A booking's state and timed history.
+#[utoipa::path(
+    get,
+    path = "/v1/bookings/{id}",
+    tag = "bookings",
+    operation_id = "getBooking",
+    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 200, description = "The booking", body = Object)),
+)]
 async fn get(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = booking_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.runtime.booking_as(caller, id).await?))
+    let id = booking_id(&path_id(&req))?;
+    Ok(HttpResponse::Ok().json_line(state.runtime.booking_as(caller, id).await?))
 }
 
+/// Cancel a booking.
+#[utoipa::path(
+    post,
+    path = "/v1/bookings/{id}/cancel",
+    tag = "bookings",
+    operation_id = "cancelBooking",
+    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((status = 202, description = "The booking as it now stands", body = Object)),
+)]
 async fn cancel(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = booking_id(&path)?;
+    let id = booking_id(&path_id(&req))?;
     let booking = state.runtime.cancel_booking_as(caller, id).await?;
-    Ok(HttpResponse::Accepted().json(booking))
+    Ok(HttpResponse::Accepted().json_line(booking))
 }
 
-/// Query of the account bookings route.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BookingsQuery {
-    /// The previous page's `next_after`.
-    after: Option<String>,
-    #[serde(default = "default_page")]
-    limit: usize,
-}
-
-fn default_page() -> usize {
-    50
-}
-
+/// An account's bookings.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/bookings",
+    tag = "bookings",
+    operation_id = "accountBookings",
+    params(("id" = String, Path, description = "Account id"), BookingsQuery),
+    security(("apiKey" = []), ("operatorToken" = [])),
+    responses((
+        status = 200,
+        description = "One page: `bookings` (oldest first) and `next_after` (null on the last page)",
+        body = Object,
+    )),
+)]
 async fn of_account(
-    req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    AccountPath(id): AccountPath,
+    Query(q): Query<BookingsQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = authenticated(&req, &state)?;
-    let id = account_id(&path)?;
-    let q: BookingsQuery = query(&req)?;
     let after =
         match q.after {
             Some(after) => Some(after.parse().map_err(|_| {
@@ -152,18 +206,27 @@ async fn of_account(
         .runtime
         .account_bookings_as(caller, id, after, q.limit)
         .await?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok().json_line(page))
 }
 
+/// Retry a parked saga (operator only).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/sagas/{id}/retry",
+    tag = "operator",
+    operation_id = "retrySaga",
+    params(("id" = String, Path, description = "Booking id, or `{uuid}:cancel` for a cancellation")),
+    security(("operatorToken" = [])),
+    responses((status = 202, description = "`id` and the saga's new `state`", body = Object)),
+)]
 async fn retry(
     req: HttpRequest,
-    path: web::Path<String>,
     state: web::Data<AppState>,
+    _: Operator,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "retrying a saga")?;
-    let id = saga_id(&path)?;
+    let id = saga_id(&path_id(&req))?;
     let record = state.runtime.retry_saga(id).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
+    Ok(HttpResponse::Accepted().json_line(serde_json::json!({
         "id": record.saga_id,
         "state": record.state,
     })))

@@ -26,8 +26,9 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
 
-use super::auth::require_operator;
+use super::auth::Operator;
 use super::problem::Problem;
+use super::router::Router;
 use super::AppState;
 use feed::Feed;
 
@@ -55,13 +56,17 @@ pub const MAX_FEED_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// The media type of the live feed.
 const NDJSON: &str = "application/x-ndjson";
 
-/// Registers the routes. Called once per HTTP worker, so the feed gate is per worker.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::Data::new(FeedGate::default()))
-        .route("/console", web::get().to(page))
-        .route("/console/app.js", web::get().to(script))
-        .route("/console/app.css", web::get().to(style))
-        .route("/v1/system/events", web::get().to(events));
+/// Registers the routes.
+pub(crate) fn routes(r: &mut Router) {
+    r.add::<__path_page>(web::to(page))
+        .add::<__path_script>(web::to(script))
+        .add::<__path_style>(web::to(style))
+        .add::<__path_events>(web::to(events));
+}
+
+/// The live feeds' gate. Called once per HTTP worker, so the gate is per worker.
+pub(crate) fn app_data(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::Data::new(FeedGate::default()));
 }
 
 /// Counts the live feeds of one worker.
@@ -143,6 +148,14 @@ fn asset(
 }
 
 /// The console page (no data: it signs in, then the script fetches the feed).
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = "operator",
+    operation_id = "console",
+    security(()),
+    responses((status = 200, description = "The console page (HTML, no data)", body = String, content_type = "text/html")),
+)]
 async fn page(req: HttpRequest) -> HttpResponse {
     static TAG: OnceLock<String> = OnceLock::new();
     asset(
@@ -154,6 +167,14 @@ async fn page(req: HttpRequest) -> HttpResponse {
 }
 
 /// The console's script.
+#[utoipa::path(
+    get,
+    path = "/console/app.js",
+    tag = "operator",
+    operation_id = "consoleScript",
+    security(()),
+    responses((status = 200, description = "The console's script", body = String, content_type = "text/javascript")),
+)]
 async fn script(req: HttpRequest) -> HttpResponse {
     static TAG: OnceLock<String> = OnceLock::new();
     asset(
@@ -165,6 +186,14 @@ async fn script(req: HttpRequest) -> HttpResponse {
 }
 
 /// The console's style sheet.
+#[utoipa::path(
+    get,
+    path = "/console/app.css",
+    tag = "operator",
+    operation_id = "consoleStyle",
+    security(()),
+    responses((status = 200, description = "The console's style sheet", body = String, content_type = "text/css")),
+)]
 async fn style(req: HttpRequest) -> HttpResponse {
     static TAG: OnceLock<String> = OnceLock::new();
     asset(
@@ -194,12 +223,26 @@ fn wants_stream(req: &HttpRequest) -> bool {
 /// [`MAX_FEED_LIFETIME`]. Without that `Accept`, one snapshot as `application/json`.
 /// 401 without a credential, 403 for a customer key or with no token configured, 503
 /// past [`MAX_FEEDS_PER_WORKER`] feeds.
+#[utoipa::path(
+    get,
+    path = "/v1/system/events",
+    tag = "operator",
+    operation_id = "systemEvents",
+    security(("operatorToken" = [])),
+    responses(
+        (
+            status = 200,
+            description = "With `Accept: application/x-ndjson`: a stream of snapshots, one JSON object a line (one a second, and at once on a restart, a breaker transition or a parked saga): `seq`, `at`, `reasons`, `tree`, `sellers`, `partners`, `sagas`, `http`, `faults`. Otherwise one snapshot as JSON.",
+            body = Object,
+        ),
+    ),
+)]
 async fn events(
     req: HttpRequest,
     state: web::Data<AppState>,
     gate: web::Data<FeedGate>,
+    _: Operator,
 ) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "reading the live feed")?;
     let mut feed = Feed::new(state.runtime.clone(), state.metrics.clone());
     if !wants_stream(&req) {
         let snapshot = feed.snapshot(vec!["hello"]).await;

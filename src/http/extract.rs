@@ -1,21 +1,62 @@
-//! Request parsing that answers every bad input with a problem naming what is wrong:
-//! bounded JSON bodies with the JSON path of a bad field, path ids, query strings.
+//! Request parsing that answers every bad input with a problem naming what is wrong, as
+//! actix extractors so a handler's arguments are its parsed input: [`Json`] bodies
+//! (bounded, content type checked, with the JSON path of a bad field), [`AccountPath`]
+//! ids, [`Query`] strings and the [`IdempotencyKey`] header.
 //!
 //! Request bodies refuse unknown fields (`deny_unknown_fields`): a typo such as
 //! `"ammount"` is a 400 naming the field, not a silently ignored value.
+//!
+//! Extractors run in argument order and the first refusal wins, so handlers list the
+//! credential first and the body last: an unauthenticated request is refused before its
+//! body is read.
 
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::problem::Problem;
+use super::AppState;
 use crate::domain::account::AccountId;
+use crate::domain::wallet::validate_key;
+use crate::domain::Invalid;
+
+/// The app state, which `serve` always installs; without it (a test app that forgot it)
+/// the request fails as internal rather than panicking.
+pub(crate) fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, Problem> {
+    req.app_data::<web::Data<AppState>>().ok_or_else(|| {
+        tracing::error!("No AppState installed in the app.");
+        Problem::internal()
+    })
+}
+
+/// A JSON request body: exactly one document of `T`, at most `server.max_body_bytes`,
+/// sent as `application/json`.
+#[derive(Debug)]
+pub(crate) struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limit = state(&req)?.max_body;
+            json_body(&req, payload, limit).await.map(Json)
+        })
+    }
+}
 
 /// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn json_body<T: DeserializeOwned>(
+async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    mut payload: Payload,
     limit: usize,
 ) -> Result<T, Problem> {
     let json = req
@@ -66,11 +107,23 @@ pub async fn json_body<T: DeserializeOwned>(
     parse_json(&body)
 }
 
-/// Parses JSON, naming the path of the field at fault.
+/// Parses exactly one JSON document (trailing whitespace allowed, nothing else), naming
+/// the path of the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))?;
+    // `deserialize` stops at the end of the first document; without this check a body
+    // like `{...}garbage` or `{...}{...}` would be accepted as its first document.
+    de.end().map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+            "Invalid JSON body",
+            format!("{e}: the body must be exactly one JSON document"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// A 400 problem for a deserialization error, naming the field: its path where the
@@ -100,16 +153,70 @@ fn backticked(msg: &str) -> Option<String> {
     Some(msg[start..start + len].to_owned())
 }
 
-/// Parses an account id from a path segment.
+/// Parses an account id (from a path segment or a body field).
 pub fn account_id(raw: &str) -> Result<AccountId, Problem> {
     raw.parse::<AccountId>().map_err(Problem::invalid)
 }
 
-/// Parses the query string, naming the parameter at fault.
-pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Problem> {
-    let pairs = form_urlencoded::parse(req.query_string().as_bytes());
-    let de = serde_urlencoded::Deserializer::new(pairs);
-    serde_path_to_error::deserialize(de).map_err(|e| located(e, "invalid-query", "Invalid query"))
+/// The account id in the `{id}` segment of the path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccountPath(pub AccountId);
+
+impl FromRequest for AccountPath {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(account_id(&path_id(req)).map(AccountPath))
+    }
+}
+
+/// The `{id}` segment of the path, percent-decoded (empty where the route has none).
+pub(crate) fn path_id(req: &HttpRequest) -> String {
+    req.match_info().get("id").unwrap_or_default().to_owned()
+}
+
+/// The query string, parsed as `T` and naming the parameter at fault.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+        let de = serde_urlencoded::Deserializer::new(pairs);
+        ready(
+            serde_path_to_error::deserialize(de)
+                .map(Query)
+                .map_err(|e| located(e, "invalid-query", "Invalid query")),
+        )
+    }
+}
+
+/// The `Idempotency-Key` header, required and validated.
+#[derive(Debug, Clone)]
+pub(crate) struct IdempotencyKey(pub String);
+
+impl FromRequest for IdempotencyKey {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(idempotency_key(req).map(IdempotencyKey))
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
+    let key = req
+        .headers()
+        .get("Idempotency-Key")
+        .ok_or_else(|| Invalid::new("Idempotency-Key", "this header is required"))?
+        .to_str()
+        .map_err(|_| Invalid::new("Idempotency-Key", "must be printable ASCII"))?;
+    validate_key("Idempotency-Key", key)?;
+    Ok(key.to_owned())
 }
 
 /// Problem for a path that does not parse (installed as the `PathConfig` error handler).
@@ -156,5 +263,22 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = parse_json::<Body>(br#"{"amount":{"minor":99999999999999999999}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("amount.minor"));
+    }
+
+    #[test]
+    fn a_body_is_one_document_and_nothing_after_it_but_whitespace() {
+        let one = br#"{"amount":{"minor":1}}"#;
+        assert!(parse_json::<Body>(one).is_ok());
+        assert!(parse_json::<Body>(&[one.as_slice(), b" \r\n\t"].concat()).is_ok());
+        for tail in [&b"x"[..], b"{}", one, b" ]", b"\0", b"\n,"] {
+            let e = parse_json::<Body>(&[one.as_slice(), tail].concat()).unwrap_err();
+            assert_eq!((e.status, e.kind.as_str()), (400, "/problems/invalid-json"));
+            assert!(
+                e.detail.contains("exactly one JSON document"),
+                "{}",
+                e.detail
+            );
+        }
+        assert!(parse_json::<Body>(&[b"\xEF\xBB\xBF".as_slice(), one].concat()).is_err());
     }
 }

@@ -1,38 +1,46 @@
-//! Prometheus metrics: HTTP request counts and latencies recorded by the middleware, plus
-//! actor figures read from the supervision tree at scrape time (so they are never stale
-//! and cost nothing per request).
+//! Prometheus metrics on one registry: HTTP request counts and latencies recorded by the
+//! middleware, and collectors that read the runtime's snapshots at scrape time (actor
+//! mailboxes and restarts, supervisors, sellers and their breakers, search, sagas, email,
+//! injected faults), so those figures are never stale and cost nothing per request.
+//!
+//! The exposition text is the `prometheus` crate's `TextEncoder`, which escapes label
+//! values: seller names come from config and must not be able to break a scrape.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
-
-use std::sync::atomic::Ordering;
 
 use crate::actors::coordinator::SagaCounts;
 use crate::actors::guard::LATENCY_BUCKETS_MS;
 use crate::domain::breaker::BreakerState;
-use crate::faults::FaultCounts;
-use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};
+use crate::supervisor::{ChildState, SupervisorState};
 use crate::Runtime;
 
-/// The HTTP layer's metrics.
-#[derive(Debug, Clone)]
+/// The API's metrics: one registry, everything registered once at start.
+#[derive(Clone)]
 pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// The saga figures of the scrape in progress: asking the coordinator is async, and a
+    /// collector is not, so the `/metrics` handler fetches them and hands them over here.
+    sagas: Arc<Mutex<Option<SagaCounts>>>,
 }
 
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        Self::new()
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMetrics").finish_non_exhaustive()
     }
 }
 
 impl HttpMetrics {
-    /// Registers the metrics.
-    pub fn new() -> Self {
+    /// Registers the request metrics and the collectors that read `runtime` at scrape time.
+    pub fn new(runtime: Runtime) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -54,16 +62,53 @@ impl HttpMetrics {
             &["route"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("unique metric");
+        let sagas = Arc::new(Mutex::new(None));
+        let faults_enabled = runtime.config().faults.enabled;
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(requests.clone()),
+            Box::new(latency.clone()),
+            Box::new(Scrape::new(TREE, {
+                let runtime = runtime.clone();
+                move |out| collect_tree(&runtime, out)
+            })),
+            Box::new(Scrape::new(SELLERS, {
+                let runtime = runtime.clone();
+                move |out| collect_sellers(&runtime, out)
+            })),
+            Box::new(Scrape::new(SEARCH_AND_EMAIL, {
+                let runtime = runtime.clone();
+                move |out| collect_search_and_email(&runtime, out)
+            })),
+            Box::new(Scrape::new(SAGAS, {
+                let sagas = Arc::clone(&sagas);
+                move |out| {
+                    let latest = sagas.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(counts) = latest.as_ref() {
+                        collect_sagas(counts, out);
+                    }
+                }
+            })),
+        ];
+        for collector in collectors {
+            registry.register(collector).expect("unique metric");
+        }
+        // Fault counters exist only while fault injection is on, so a production scrape
+        // never shows a drill's vocabulary.
+        if faults_enabled {
+            let collector = Scrape::new(FAULTS, move |out| {
+                for (kind, n) in runtime.fault_counts().rows() {
+                    out[0].sample(&[kind], n as f64);
+                }
+            });
+            registry
+                .register(Box::new(collector))
+                .expect("unique metric");
+        }
         HttpMetrics {
             registry,
             requests,
             latency,
+            sagas,
         }
     }
 
@@ -79,196 +124,375 @@ impl HttpMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition: registered metrics plus the runtime's actor, seller and
-    /// search figures.
-    pub fn render(&self, runtime: &Runtime, sagas: Option<&SagaCounts>) -> String {
-        let mut out = TextEncoder::new()
+    /// The text exposition of every metric; `sagas` are this scrape's saga figures (left
+    /// out when the coordinator could not answer).
+    pub fn render(&self, sagas: Option<SagaCounts>) -> String {
+        *self.sagas.lock().unwrap_or_else(|e| e.into_inner()) = sagas;
+        TextEncoder::new()
             .encode_to_string(&self.registry.gather())
-            .unwrap_or_default();
-        render_tree(&mut out, &runtime.supervision_tree());
-        render_sellers(&mut out, runtime);
-        if let Some(sagas) = sagas {
-            render_sagas(&mut out, sagas);
-        }
-        if runtime.config().faults.enabled {
-            render_faults(&mut out, &runtime.fault_counts());
-        }
-        let sent = runtime.mailer_stats().sent.load(Ordering::Relaxed);
-        let failed = runtime.mailer_stats().failed.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# HELP wayfare_emails_sent_total Emails accepted by the transport (at least once).\n# TYPE wayfare_emails_sent_total counter\nwayfare_emails_sent_total {sent}\n\
-             # HELP wayfare_email_failures_total Email transport failures (retried).\n# TYPE wayfare_email_failures_total counter\nwayfare_email_failures_total {failed}\n"
-        );
-        out
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "Metrics did not encode.");
+                String::new()
+            })
     }
 }
 
-fn render_tree(out: &mut String, tree: &SupervisorSnapshot) {
-    let mut depth = String::new();
-    let mut restarts = String::new();
-    let mut up = String::new();
-    tree.for_each_child(&mut |sup, child| {
-        let _ = writeln!(
-            restarts,
-            "wayfare_actor_restarts_total{{supervisor=\"{sup}\",child=\"{}\"}} {}",
-            child.name, child.restarts
-        );
-        let _ = writeln!(
-            up,
-            "wayfare_actor_up{{supervisor=\"{sup}\",child=\"{}\"}} {}",
-            child.name,
-            u8::from(child.state == ChildState::Running)
-        );
-        if let (Some(d), Some(c)) = (child.mailbox_depth, child.mailbox_capacity) {
-            let _ = writeln!(
-                depth,
-                "wayfare_actor_mailbox_depth{{child=\"{}\",capacity=\"{c}\"}} {d}",
-                child.name
-            );
-        }
-    });
-    let mut sups = String::new();
-    tree.for_each_supervisor(&mut |s| {
-        let _ = writeln!(
-            sups,
-            "wayfare_supervisor_up{{supervisor=\"{}\"}} {}",
-            s.name,
-            u8::from(s.state == SupervisorState::Running)
-        );
-    });
-    let _ = write!(
-        out,
-        "# HELP wayfare_actor_mailbox_depth Requests queued or in flight per actor.\n# TYPE wayfare_actor_mailbox_depth gauge\n{depth}\
-         # HELP wayfare_actor_restarts_total Restarts per supervised child.\n# TYPE wayfare_actor_restarts_total counter\n{restarts}\
-         # HELP wayfare_actor_up 1 when the child is running.\n# TYPE wayfare_actor_up gauge\n{up}\
-         # HELP wayfare_supervisor_up 1 when the supervisor is within its restart intensity.\n# TYPE wayfare_supervisor_up gauge\n{sups}"
-    );
+/// A metric family a scrape-time collector emits.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
 }
 
-fn render_sellers(out: &mut String, runtime: &Runtime) {
-    let sellers = runtime.seller_stats();
-    let counter = |out: &mut String,
-                   name: &str,
-                   help: &str,
-                   get: &dyn Fn(&crate::actors::guard::PartnerStats) -> u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (seller, stats) in sellers {
-            let _ = writeln!(out, "{name}{{seller=\"{seller}\"}} {}", get(stats));
-        }
-    };
-    let r = Ordering::Relaxed;
-    counter(
-        out,
+const fn spec(
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        kind,
+        labels,
+    }
+}
+
+use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+
+const TREE: &[Spec] = &[
+    spec(
+        "wayfare_actor_mailbox_depth",
+        "Requests queued or in flight per actor.",
+        GAUGE,
+        &["child", "capacity"],
+    ),
+    spec(
+        "wayfare_actor_restarts_total",
+        "Restarts per supervised child.",
+        COUNTER,
+        &["supervisor", "child"],
+    ),
+    spec(
+        "wayfare_actor_up",
+        "1 when the child is running.",
+        GAUGE,
+        &["supervisor", "child"],
+    ),
+    spec(
+        "wayfare_supervisor_up",
+        "1 when the supervisor is within its restart intensity.",
+        GAUGE,
+        &["supervisor"],
+    ),
+];
+
+const SELLERS: &[Spec] = &[
+    spec(
         "wayfare_seller_calls_total",
         "Calls made to the seller, retries included.",
-        &|s| s.calls.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_failures_total",
         "Seller calls that failed or timed out.",
-        &|s| s.failures.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_timeouts_total",
         "Seller calls that timed out.",
-        &|s| s.timeouts.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_short_circuited_total",
         "Calls refused because the breaker was open.",
-        &|s| s.short_circuited.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_bulkhead_rejected_total",
         "Calls refused because the bulkhead was full.",
-        &|s| s.bulkhead_rejected.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_throttled_total",
         "Searches refused by the look-to-book meter.",
-        &|s| s.throttled.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_searches_total",
         "Searches sent (look-to-book numerator).",
-        &|s| s.searches.load(r),
-    );
-    counter(
-        out,
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
         "wayfare_seller_bookings_total",
         "Bookings confirmed (look-to-book denominator).",
-        &|s| s.bookings.load(r),
-    );
-    let _ = writeln!(out, "# HELP wayfare_seller_breaker_state 0 closed, 1 half-open, 2 open.\n# TYPE wayfare_seller_breaker_state gauge");
-    for (seller, stats) in sellers {
-        let v = match stats.breaker_state() {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        };
-        let _ = writeln!(
-            out,
-            "wayfare_seller_breaker_state{{seller=\"{seller}\"}} {v}"
-        );
+        COUNTER,
+        &["seller"],
+    ),
+    spec(
+        "wayfare_seller_breaker_state",
+        "0 closed, 1 half-open, 2 open.",
+        GAUGE,
+        &["seller"],
+    ),
+    spec(
+        "wayfare_seller_call_duration_seconds",
+        "Seller call latency.",
+        HISTOGRAM,
+        &["seller"],
+    ),
+];
+
+const SEARCH_AND_EMAIL: &[Spec] = &[
+    spec(
+        "wayfare_search_cache_hits_total",
+        "Searches answered from the cache.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_search_cache_misses_total",
+        "Searches that needed a fan-out.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_search_coalesced_total",
+        "Searches that joined a fan-out in flight.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_search_fan_outs_total",
+        "Fan-outs started.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_emails_sent_total",
+        "Emails accepted by the transport (at least once).",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_email_failures_total",
+        "Email transport failures (retried).",
+        COUNTER,
+        &[],
+    ),
+];
+
+const SAGAS: &[Spec] = &[
+    spec(
+        "wayfare_sagas",
+        "Sagas by state (outcomes of bookings and cancellations).",
+        GAUGE,
+        &["state"],
+    ),
+    spec("wayfare_sagas_running", "Saga actors running.", GAUGE, &[]),
+    spec(
+        "wayfare_saga_crashes_total",
+        "Saga actor crashes (each restarted from its record).",
+        COUNTER,
+        &[],
+    ),
+];
+
+const FAULTS: &[Spec] = &[spec(
+    "wayfare_faults_injected_total",
+    "Faults fired on purpose by [faults], by kind.",
+    COUNTER,
+    &["kind"],
+)];
+
+/// One family being filled during a scrape.
+struct Family<'s> {
+    spec: &'s Spec,
+    family: MetricFamily,
+}
+
+impl Family<'_> {
+    /// A metric with `values` for the spec's labels (in order).
+    fn metric(&self, values: &[&str]) -> proto::Metric {
+        debug_assert_eq!(values.len(), self.spec.labels.len(), "{}", self.spec.name);
+        let labels = self
+            .spec
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let mut pair = proto::LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect();
+        let mut metric = proto::Metric::default();
+        metric.set_label(labels);
+        metric
     }
-    let _ = writeln!(out, "# HELP wayfare_seller_call_duration_seconds Seller call latency.\n# TYPE wayfare_seller_call_duration_seconds histogram");
-    for (seller, stats) in sellers {
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cumulative += stats.latency_buckets[i].load(r);
-            let _ = writeln!(out, "wayfare_seller_call_duration_seconds_bucket{{seller=\"{seller}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1000.0);
+
+    /// Adds a counter or gauge sample.
+    fn sample(&mut self, values: &[&str], value: f64) {
+        let mut metric = self.metric(values);
+        if self.spec.kind == COUNTER {
+            let mut counter = proto::Counter::default();
+            counter.set_value(value);
+            metric.set_counter(counter);
+        } else {
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(value);
+            metric.set_gauge(gauge);
         }
-        cumulative += stats.latency_buckets[LATENCY_BUCKETS_MS.len()].load(r);
-        let _ = writeln!(out, "wayfare_seller_call_duration_seconds_bucket{{seller=\"{seller}\",le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "wayfare_seller_call_duration_seconds_sum{{seller=\"{seller}\"}} {}",
-            stats.latency_us_sum.load(r) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "wayfare_seller_call_duration_seconds_count{{seller=\"{seller}\"}} {cumulative}"
-        );
+        self.family.mut_metric().push(metric);
     }
-    let search = runtime.search_stats();
-    for (name, help, v) in [
-        (
-            "wayfare_search_cache_hits_total",
-            "Searches answered from the cache.",
-            search.cache_hits.load(r),
-        ),
-        (
-            "wayfare_search_cache_misses_total",
-            "Searches that needed a fan-out.",
-            search.cache_misses.load(r),
-        ),
-        (
-            "wayfare_search_coalesced_total",
-            "Searches that joined a fan-out in flight.",
-            search.coalesced.load(r),
-        ),
-        (
-            "wayfare_search_fan_outs_total",
-            "Fan-outs started.",
-            search.fan_outs.load(r),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+
+    /// Adds a histogram sample from cumulative `(upper bound, count)` buckets.
+    fn histogram(&mut self, values: &[&str], buckets: &[(f64, u64)], count: u64, sum: f64) {
+        let mut metric = self.metric(values);
+        let mut histogram = proto::Histogram::default();
+        histogram.set_bucket(
+            buckets
+                .iter()
+                .map(|&(bound, n)| {
+                    let mut bucket = proto::Bucket::default();
+                    bucket.set_upper_bound(bound);
+                    bucket.set_cumulative_count(n);
+                    bucket
+                })
+                .collect(),
         );
+        histogram.set_sample_count(count);
+        histogram.set_sample_sum(sum);
+        metric.set_histogram(histogram);
+        self.family.mut_metric().push(metric);
     }
 }
 
-fn render_sagas(out: &mut String, sagas: &SagaCounts) {
-    let _ = writeln!(out, "# HELP wayfare_sagas Sagas by state (outcomes of bookings and cancellations).\n# TYPE wayfare_sagas gauge");
+/// A collector whose figures are read when scraped: `read` fills one [`Family`] per spec,
+/// in the order of the specs.
+struct Scrape<F> {
+    specs: &'static [Spec],
+    descs: Vec<Desc>,
+    read: F,
+}
+
+impl<F: Fn(&mut [Family<'static>])> Scrape<F> {
+    fn new(specs: &'static [Spec], read: F) -> Self {
+        let descs = specs
+            .iter()
+            .map(|s| {
+                let labels = s.labels.iter().map(|l| (*l).to_owned()).collect();
+                Desc::new(s.name.to_owned(), s.help.to_owned(), labels, HashMap::new())
+                    .expect("valid metric description")
+            })
+            .collect();
+        Scrape { specs, descs, read }
+    }
+}
+
+impl<F: Fn(&mut [Family<'static>]) + Send + Sync> Collector for Scrape<F> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families: Vec<Family<'static>> = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let mut family = MetricFamily::default();
+                family.set_name(spec.name.to_owned());
+                family.set_help(spec.help.to_owned());
+                family.set_field_type(spec.kind);
+                Family { spec, family }
+            })
+            .collect();
+        (self.read)(&mut families);
+        families.into_iter().map(|f| f.family).collect()
+    }
+}
+
+fn collect_tree(runtime: &Runtime, out: &mut [Family<'static>]) {
+    let tree = runtime.supervision_tree();
+    tree.for_each_child(&mut |sup, child| {
+        if let (Some(depth), Some(capacity)) = (child.mailbox_depth, child.mailbox_capacity) {
+            out[0].sample(&[&child.name, &capacity.to_string()], depth as f64);
+        }
+        out[1].sample(&[sup, &child.name], child.restarts as f64);
+        let up = u8::from(child.state == ChildState::Running);
+        out[2].sample(&[sup, &child.name], f64::from(up));
+    });
+    tree.for_each_supervisor(&mut |s| {
+        let up = u8::from(s.state == SupervisorState::Running);
+        out[3].sample(&[&s.name], f64::from(up));
+    });
+}
+
+fn collect_sellers(runtime: &Runtime, out: &mut [Family<'static>]) {
+    let r = Ordering::Relaxed;
+    for (seller, stats) in runtime.seller_stats() {
+        let counters = [
+            &stats.calls,
+            &stats.failures,
+            &stats.timeouts,
+            &stats.short_circuited,
+            &stats.bulkhead_rejected,
+            &stats.throttled,
+            &stats.searches,
+            &stats.bookings,
+        ];
+        for (family, counter) in out.iter_mut().zip(counters) {
+            family.sample(&[seller], counter.load(r) as f64);
+        }
+        let breaker = match stats.breaker_state() {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        };
+        out[8].sample(&[seller], breaker);
+        let mut cumulative = 0;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+            .iter()
+            .enumerate()
+            .map(|(i, bound_ms)| {
+                cumulative += stats.latency_buckets[i].load(r);
+                (*bound_ms as f64 / 1000.0, cumulative)
+            })
+            .collect();
+        cumulative += stats.latency_buckets[LATENCY_BUCKETS_MS.len()].load(r);
+        let sum = stats.latency_us_sum.load(r) as f64 / 1e6;
+        out[9].histogram(&[seller], &buckets, cumulative, sum);
+    }
+}
+
+fn collect_search_and_email(runtime: &Runtime, out: &mut [Family<'static>]) {
+    let r = Ordering::Relaxed;
+    let search = runtime.search_stats();
+    let mail = runtime.mailer_stats();
+    let values = [
+        search.cache_hits.load(r),
+        search.cache_misses.load(r),
+        search.coalesced.load(r),
+        search.fan_outs.load(r),
+        mail.sent.load(r),
+        mail.failed.load(r),
+    ];
+    for (family, value) in out.iter_mut().zip(values) {
+        family.sample(&[], value as f64);
+    }
+}
+
+/// Every state is listed, zeros included, so a dashboard's series never vanish.
+fn collect_sagas(sagas: &SagaCounts, out: &mut [Family<'static>]) {
     for state in [
         "pending",
         "payment_authorized",
@@ -280,20 +504,55 @@ fn render_sagas(out: &mut String, sagas: &SagaCounts) {
         "needs_attention",
     ] {
         let n = sagas.by_state.get(state).copied().unwrap_or(0);
-        let _ = writeln!(out, "wayfare_sagas{{state=\"{state}\"}} {n}");
+        out[0].sample(&[state], n as f64);
     }
-    let _ = write!(
-        out,
-        "# HELP wayfare_sagas_running Saga actors running.\n# TYPE wayfare_sagas_running gauge\nwayfare_sagas_running {}\n\
-         # HELP wayfare_saga_crashes_total Saga actor crashes (each restarted from its record).\n# TYPE wayfare_saga_crashes_total counter\nwayfare_saga_crashes_total {}\n",
-        sagas.running, sagas.crashes
-    );
+    out[1].sample(&[], sagas.running as f64);
+    out[2].sample(&[], sagas.crashes as f64);
 }
 
-/// Faults fired on purpose (`[faults]`), so a drill can be read off the same dashboards.
-fn render_faults(out: &mut String, faults: &FaultCounts) {
-    let _ = writeln!(out, "# HELP wayfare_faults_injected_total Faults fired on purpose by [faults], by kind.\n# TYPE wayfare_faults_injected_total counter");
-    for (kind, n) in faults.rows() {
-        let _ = writeln!(out, "wayfare_faults_injected_total{{kind=\"{kind}\"}} {n}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEST: &[Spec] = &[
+        spec("t_calls_total", "Calls.", COUNTER, &["seller"]),
+        spec("t_latency_seconds", "Latency.", HISTOGRAM, &["seller"]),
+        spec("t_empty", "Never sampled.", GAUGE, &[]),
+    ];
+
+    #[test]
+    fn scrape_collectors_render_through_the_encoder_with_escaped_labels() {
+        let registry = Registry::new();
+        let collector = Scrape::new(TEST, |out| {
+            out[0].sample(&["a\"b\\c\nd"], 3.0);
+            out[1].histogram(&["s"], &[(0.005, 1), (0.01, 4)], 5, 0.25);
+        });
+        registry.register(Box::new(collector)).unwrap();
+        let text = TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains("t_calls_total{seller=\"a\\\"b\\\\c\\nd\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE t_calls_total counter\n"), "{text}");
+        assert!(text.contains("t_latency_seconds_bucket{seller=\"s\",le=\"0.01\"} 4\n"));
+        assert!(text.contains("t_latency_seconds_bucket{seller=\"s\",le=\"+Inf\"} 5\n"));
+        assert!(text.contains("t_latency_seconds_sum{seller=\"s\"} 0.25\n"));
+        assert!(text.contains("t_latency_seconds_count{seller=\"s\"} 5\n"));
+        assert!(
+            !text.contains("t_empty"),
+            "a family without samples is left out"
+        );
+    }
+
+    #[test]
+    fn specs_are_unique_and_registered_once() {
+        let registry = Registry::new();
+        for specs in [TREE, SELLERS, SEARCH_AND_EMAIL, SAGAS, FAULTS] {
+            registry
+                .register(Box::new(Scrape::new(specs, |_| {})))
+                .expect("no name is declared twice");
+        }
     }
 }

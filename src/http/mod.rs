@@ -1,8 +1,11 @@
 //! The thin HTTP layer (actix-web 4): parse and validate, call [`Runtime`], map the reply
 //! or error. It owns no state and no business rule, and never touches the store.
 //!
-//! One `routes(&mut ServiceConfig)` per area (`accounts.rs`, `system.rs`); errors become
-//! problems in `problem.rs`; the middleware here gives every request an id (the
+//! One `routes(&mut Router)` per area (`accounts.rs`, `search.rs`, `bookings.rs`,
+//! `system.rs`) adds each handler by its `#[utoipa::path]`, which also feeds the OpenAPI
+//! document (`openapi.rs`); input is parsed by the extractors in `extract.rs` and
+//! `auth.rs`; errors become problems in `problem.rs`, JSON replies are written by
+//! `reply.rs`; the middleware here gives every request an id (the
 //! `X-Request-Id` header in and out), a tracing span that follows its messages into the
 //! actors, and metrics.
 
@@ -14,6 +17,8 @@ mod extract;
 mod metrics;
 mod openapi;
 mod problem;
+mod reply;
+mod router;
 mod search;
 mod system;
 
@@ -46,18 +51,36 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Registers every route and the extractor error handlers.
+/// Every area's routes.
+fn router() -> router::Router {
+    let mut r = router::Router::default();
+    accounts::routes(&mut r);
+    search::routes(&mut r);
+    bookings::routes(&mut r);
+    system::routes(&mut r);
+    console::routes(&mut r);
+    openapi::routes(&mut r);
+    r
+}
+
+/// `(METHOD, path pattern)` of every route [`configure`] registers, from the same table.
+pub fn route_table() -> Vec<(String, String)> {
+    router()
+        .table()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path))
+        .collect()
+}
+
+/// Registers every route and the extractor error handlers. A known path asked with a
+/// method it does not take is a 405 problem with `Allow`; an unknown path a 404 problem.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(extract::path_error))
-        .configure(accounts::routes)
-        .configure(search::routes)
-        .configure(bookings::routes)
-        .configure(system::routes)
-        .configure(console::routes)
-        .configure(openapi::routes)
-        .default_service(web::to(|| async {
-            Err::<actix_web::HttpResponse, _>(Problem::no_route())
-        }));
+    cfg.app_data(web::PathConfig::default().error_handler(extract::path_error));
+    console::app_data(cfg);
+    router().register(cfg);
+    cfg.default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(Problem::no_route())
+    }));
 }
 
 /// A client-supplied request id is kept when it is short and plain; otherwise a new one
@@ -115,8 +138,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = runtime.config().clone();
     let state = web::Data::new(AppState {
+        metrics: HttpMetrics::new(runtime.clone()),
         runtime,
-        metrics: HttpMetrics::new(),
         max_body: config.server.max_body_bytes,
     });
     let server = HttpServer::new(move || {

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::store::StoreError;
 
 /// A problem response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier of the kind of problem (`/problems/not-found`).
     #[serde(rename = "type")]
@@ -30,6 +30,9 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (also sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// The methods a known path takes (sent as `Allow` with a 405).
+    #[serde(skip)]
+    pub allow: Option<Box<str>>,
 }
 
 impl Problem {
@@ -47,6 +50,7 @@ impl Problem {
             detail: echo_safe(&detail.into(), MAX_DETAIL_CHARS),
             field: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -72,6 +76,34 @@ impl Problem {
             invalid.message,
         )
         .field(invalid.field)
+    }
+
+    /// 500 whose cause was logged where it happened; nothing of it is told the client.
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred",
+        )
+    }
+
+    /// 405 for a known path asked with a method it does not take; `allowed` become the
+    /// `Allow` header.
+    pub fn method_not_allowed(allowed: &[actix_web::http::Method]) -> Self {
+        let allow = allowed
+            .iter()
+            .map(actix_web::http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut problem = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("this path takes {allow}"),
+        );
+        problem.allow = Some(allow.into());
+        problem
     }
 
     /// 404 for a path that names no route.
@@ -124,10 +156,15 @@ impl ResponseError for Problem {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if let Some(allow) = &self.allow {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                res.insert_header((header::ALLOW, value));
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED.as_u16() {
             res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        res.body(serde_json::to_string(self).unwrap_or_default())
+        res.body(super::reply::json_line(self).unwrap_or_default())
     }
 }
 

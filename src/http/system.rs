@@ -4,41 +4,67 @@
 //! token).
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::auth::{caller, require_operator};
+use super::auth::Operator;
 use super::problem::Problem;
+use super::reply::JsonReply;
+use super::router::Router;
 use super::AppState;
 use crate::domain::access::Caller;
 
 /// Registers the routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/system/supervisors", web::get().to(supervisors));
+pub(crate) fn routes(r: &mut Router) {
+    r.add::<__path_health>(web::to(health))
+        .add::<__path_metrics>(web::to(metrics))
+        .add::<__path_supervisors>(web::to(supervisors));
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
-async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "system",
+    operation_id = "health",
+    security((), ("operatorToken" = [])),
+    responses(
+        (status = 200, description = "Healthy; failure details only for the operator", body = Object),
+        (status = 503, description = "Unhealthy, with the failing checks", body = Object),
+    ),
+)]
+async fn health(state: web::Data<AppState>, caller: Option<Caller>) -> HttpResponse {
     let mut health = state.runtime.health().await;
-    if !matches!(caller(&req, &state), Ok(Caller::Operator)) {
+    // A bad credential is not an error here: load balancers probe without one.
+    if caller != Some(Caller::Operator) {
         health = health.redacted();
     }
     if health.is_ok() {
-        HttpResponse::Ok().json(health)
+        HttpResponse::Ok().json_line(health)
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "5"))
-            .json(health)
+            .json_line(health)
     }
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+/// Prometheus metrics (operator token unless `admin.protect_metrics = false`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    operation_id = "metrics",
+    security(("operatorToken" = [])),
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")),
+)]
+async fn metrics(
+    state: web::Data<AppState>,
+    operator: Result<Operator, Problem>,
+) -> Result<HttpResponse, Problem> {
     if state.runtime.config().admin.protect_metrics {
-        require_operator(&req, &state, "reading metrics")?;
+        operator?;
     }
     let sagas = state.runtime.saga_counts().await.ok();
-    let body = state.metrics.render(&state.runtime, sagas.as_ref());
+    let body = state.metrics.render(sagas);
     Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
@@ -47,10 +73,15 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .body(body))
 }
 
-async fn supervisors(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    require_operator(&req, &state, "reading the supervision tree")?;
-    Ok(HttpResponse::Ok().json(state.runtime.supervision_tree()))
+/// The supervision tree (operator only).
+#[utoipa::path(
+    get,
+    path = "/v1/system/supervisors",
+    tag = "operator",
+    operation_id = "supervisors",
+    security(("operatorToken" = [])),
+    responses((status = 200, description = "Supervisors, children, states and mailboxes", body = Object)),
+)]
+async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))
 }

@@ -367,7 +367,7 @@ impl Feed {
         let now = Instant::now();
         let sample = Sample {
             at: now,
-            http: HttpFigures::parse(&self.metrics.render(&self.runtime, None)),
+            http: HttpFigures::parse(&self.metrics.render(None)),
             sellers: stats.iter().map(|(_, s)| s.latency.counts()).collect(),
         };
         while self
