@@ -450,7 +450,12 @@ async fn the_feed_shows_breaker_transitions_latency_and_parked_sagas() {
     assert!(steady_view["calls"].as_u64() >= Some(2), "{steady_view}");
     assert_eq!(snap["sagas"]["needs_attention"], 1);
     assert_eq!(snap["sagas"]["parked"][0]["id"], parked.as_str());
-    assert!(snap["partners"].as_array().unwrap().is_empty());
+    // The payment gateway's adapter is the one partner; the parked saga paid through it.
+    let partners = snap["partners"].as_array().unwrap();
+    assert_eq!(partners.len(), 1, "{snap}");
+    assert_eq!(partners[0]["name"], "payment-gateway");
+    assert_eq!(partners[0]["breaker"]["state"], "closed");
+    assert!(partners[0]["calls"].as_u64() >= Some(1), "{}", partners[0]);
 
     // Over a stream, the window fills: p50 and p99 of the flaky seller's calls.
     let mut res = s

@@ -16,7 +16,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::actors::coordinator::SagaCounts;
-use crate::actors::guard::LATENCY_BUCKETS_MS;
+use crate::actors::guard::{PartnerStats, LATENCY_BUCKETS_MS};
 use crate::domain::breaker::BreakerState;
 use crate::supervisor::{ChildState, SupervisorState};
 use crate::Runtime;
@@ -74,6 +74,10 @@ impl HttpMetrics {
             Box::new(Scrape::new(SELLERS, {
                 let runtime = runtime.clone();
                 move |out| collect_sellers(&runtime, out)
+            })),
+            Box::new(Scrape::new(GATEWAY, {
+                let runtime = runtime.clone();
+                move |out| collect_gateway(&runtime, out)
             })),
             Box::new(Scrape::new(SEARCH_AND_EMAIL, {
                 let runtime = runtime.clone();
@@ -248,6 +252,51 @@ const SELLERS: &[Spec] = &[
         "Seller call latency.",
         HISTOGRAM,
         &["seller"],
+    ),
+];
+
+const GATEWAY: &[Spec] = &[
+    spec(
+        "wayfare_payment_gateway_calls_total",
+        "Calls made to the payment gateway.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_failures_total",
+        "Gateway calls that got no answer (timeout, unavailable).",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_timeouts_total",
+        "Gateway calls that timed out (unknown outcome, reconciled by key).",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_short_circuited_total",
+        "Gateway calls refused because the breaker was open.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_bulkhead_rejected_total",
+        "Gateway calls refused because the bulkhead was full.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_breaker_state",
+        "0 closed, 1 half-open, 2 open.",
+        GAUGE,
+        &[],
+    ),
+    spec(
+        "wayfare_payment_gateway_call_duration_seconds",
+        "Payment gateway call latency.",
+        HISTOGRAM,
+        &[],
     ),
 ];
 
@@ -453,25 +502,57 @@ fn collect_sellers(runtime: &Runtime, out: &mut [Family<'static>]) {
         for (family, counter) in out.iter_mut().zip(counters) {
             family.sample(&[seller], counter.load(r) as f64);
         }
-        let breaker = match stats.breaker_state() {
-            BreakerState::Closed => 0.0,
-            BreakerState::HalfOpen => 1.0,
-            BreakerState::Open => 2.0,
-        };
-        out[8].sample(&[seller], breaker);
-        let mut cumulative = 0;
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
-            .iter()
-            .enumerate()
-            .map(|(i, bound_ms)| {
-                cumulative += stats.latency_buckets[i].load(r);
-                (*bound_ms as f64 / 1000.0, cumulative)
-            })
-            .collect();
-        cumulative += stats.latency_buckets[LATENCY_BUCKETS_MS.len()].load(r);
-        let sum = stats.latency_us_sum.load(r) as f64 / 1e6;
-        out[9].histogram(&[seller], &buckets, cumulative, sum);
+        out[8].sample(&[seller], breaker_value(stats));
+        let (buckets, count, sum) = latency_histogram(stats);
+        out[9].histogram(&[seller], &buckets, count, sum);
     }
+}
+
+/// The payment gateway's adapter: the same figures as a seller's, without look-to-book.
+fn collect_gateway(runtime: &Runtime, out: &mut [Family<'static>]) {
+    let stats = runtime.gateway_stats();
+    let counters = [
+        &stats.calls,
+        &stats.failures,
+        &stats.timeouts,
+        &stats.short_circuited,
+        &stats.bulkhead_rejected,
+    ];
+    for (family, counter) in out.iter_mut().zip(counters) {
+        family.sample(&[], counter.load(Ordering::Relaxed) as f64);
+    }
+    out[5].sample(&[], breaker_value(stats));
+    let (buckets, count, sum) = latency_histogram(stats);
+    out[6].histogram(&[], &buckets, count, sum);
+}
+
+/// 0 closed, 1 half-open, 2 open.
+fn breaker_value(stats: &PartnerStats) -> f64 {
+    match stats.breaker_state() {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    }
+}
+
+/// Cumulative buckets (upper bound in seconds, count), count and sum of call latencies.
+fn latency_histogram(stats: &PartnerStats) -> (Vec<(f64, u64)>, u64, f64) {
+    let r = Ordering::Relaxed;
+    let mut cumulative = 0;
+    let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+        .iter()
+        .enumerate()
+        .map(|(i, bound_ms)| {
+            cumulative += stats.latency_buckets[i].load(r);
+            (*bound_ms as f64 / 1000.0, cumulative)
+        })
+        .collect();
+    cumulative += stats.latency_buckets[LATENCY_BUCKETS_MS.len()].load(r);
+    (
+        buckets,
+        cumulative,
+        stats.latency_us_sum.load(r) as f64 / 1e6,
+    )
 }
 
 fn collect_search_and_email(runtime: &Runtime, out: &mut [Family<'static>]) {
@@ -549,7 +630,7 @@ mod tests {
     #[test]
     fn specs_are_unique_and_registered_once() {
         let registry = Registry::new();
-        for specs in [TREE, SELLERS, SEARCH_AND_EMAIL, SAGAS, FAULTS] {
+        for specs in [TREE, SELLERS, GATEWAY, SEARCH_AND_EMAIL, SAGAS, FAULTS] {
             registry
                 .register(Box::new(Scrape::new(specs, |_| {})))
                 .expect("no name is declared twice");

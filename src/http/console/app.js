@@ -119,7 +119,7 @@
     rateBase = null;
     restarts = new Map();
     series.clear();
-    for (const id of ['tree', 'sellers', 'saga-counts', 'parked']) $(id).replaceChildren();
+    for (const id of ['tree', 'sellers', 'partners', 'saga-counts', 'parked']) $(id).replaceChildren();
     showSignIn(message);
   }
   function start() {
@@ -219,7 +219,8 @@
     serverSkew = t - Date.now();
     sampleRates(s, t);
     renderTree(s.tree);
-    renderSellers(s.sellers, t);
+    renderCards('sellers', s.sellers, t, 'No sellers configured.');
+    renderCards('partners', s.partners, t, 'No other partners.');
     renderSagas(s.sagas);
     renderHttp(s.http);
     badge($('pill-feed'), 'live · ' + clock(s.at), 'ok');
@@ -239,7 +240,8 @@
   // Rates are counter deltas over at least ~1 s (snapshots sent early on a change would
   // make noisy rates).
   function sampleRates(s, t) {
-    const calls = Object.fromEntries(s.sellers.map((x) => [x.name, x.calls]));
+    const adapters = s.sellers.concat(s.partners);
+    const calls = Object.fromEntries(adapters.map((x) => [x.name, x.calls]));
     const cur = { t, requests: s.http.requests, sagas: sagaTotal(s), calls };
     if (!rateBase || t < rateBase.t) {
       rateBase = cur;
@@ -250,7 +252,7 @@
     push('http-rps', t, Math.max(0, (cur.requests - rateBase.requests) / dt));
     push('http-p99', t, s.http.latency.p99_ms || 0);
     if (cur.sagas !== null && rateBase.sagas !== null) push('saga-rate', t, Math.max(0, (cur.sagas - rateBase.sagas) / dt));
-    for (const x of s.sellers) {
+    for (const x of adapters) {
       const before = rateBase.calls[x.name];
       if (before !== undefined) push('calls:' + x.name, t, Math.max(0, (x.calls - before) / dt));
       push('p99:' + x.name, t, x.latency.p99_ms || 0);
@@ -355,17 +357,18 @@
     ['refused', 'Refused open/full/l2b'],
     ['timeouts', 'Failed / timed out'],
   ];
-  function renderSellers(sellers, t) {
-    const box = $('sellers');
+  // One card per adapter (sellers, and partners such as the payment gateway).
+  function renderCards(boxId, adapters, t, emptyText) {
+    const box = $(boxId);
     const seen = new Set();
-    for (const s of sellers) {
+    for (const s of adapters) {
       seen.add(s.name);
       let card = box.querySelector(':scope > [data-seller="' + CSS.escape(s.name) + '"]');
       if (!card) box.append((card = sellerCard(s.name)));
       fillSeller(card, s, t);
     }
     for (const card of [...box.children]) if (!seen.has(card.dataset.seller)) card.remove();
-    if (!sellers.length && !box.firstChild) box.append(el('p', 'hint', 'No sellers configured.'));
+    if (!adapters.length && !box.firstChild) box.append(el('p', 'hint', emptyText));
   }
   function sellerCard(name) {
     const card = el('div', 'card');

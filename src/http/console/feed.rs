@@ -50,8 +50,7 @@ pub(crate) struct ConsoleSnapshot {
     pub tree: SupervisorSnapshot,
     /// Seller adapters.
     pub sellers: Vec<SellerView>,
-    /// Other partners behind an adapter (the payment gateway has none yet): empty for now,
-    /// so the page has a place for them.
+    /// Other partners behind an adapter: the payment gateway (`payment-gateway`).
     pub partners: Vec<SellerView>,
     /// Saga figures; `None` when the coordinator did not answer.
     pub sagas: Option<SagaCounts>,
@@ -171,6 +170,8 @@ pub(crate) struct HttpFigures {
     buckets: Vec<(f64, u64)>,
 }
 
+/// The payment gateway's card name.
+const GATEWAY_NAME: &str = "payment-gateway";
 const REQUESTS: &str = "wayfare_http_requests_total";
 const BUCKET: &str = "wayfare_http_request_duration_seconds_bucket";
 
@@ -364,11 +365,17 @@ impl Feed {
         self.seq += 1;
         let tree = self.runtime.supervision_tree();
         let stats = self.runtime.seller_stats();
+        let gateway = self.runtime.gateway_stats();
         let now = Instant::now();
         let sample = Sample {
             at: now,
             http: HttpFigures::parse(&self.metrics.render(None)),
-            sellers: stats.iter().map(|(_, s)| s.latency.counts()).collect(),
+            sellers: stats
+                .iter()
+                .map(|(_, s)| s)
+                .chain([gateway])
+                .map(|s| s.latency.counts())
+                .collect(),
         };
         while self
             .samples
@@ -380,8 +387,10 @@ impl Feed {
         let oldest = self.samples.front();
         let window_secs = oldest.map_or(0.0, |o| now.duration_since(o.at).as_secs_f64());
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let sellers = stats
+        let mut sellers: Vec<SellerView> = stats
             .iter()
+            .map(|(name, s)| (name.as_str(), s))
+            .chain([(GATEWAY_NAME, gateway)])
             .enumerate()
             .map(|(i, (name, s))| {
                 let earlier = oldest
@@ -400,6 +409,8 @@ impl Feed {
                 )
             })
             .collect();
+        // The gateway's card is the last one: it goes under partners.
+        let partners = sellers.split_off(stats.len());
         let empty = HttpFigures::default();
         let earlier = oldest.map_or(&empty, |o| &o.http);
         let http = HttpView {
@@ -431,7 +442,7 @@ impl Feed {
             reasons,
             tree,
             sellers,
-            partners: Vec::new(),
+            partners,
             sagas,
             http,
             faults: self
