@@ -76,6 +76,7 @@ impl From<AccessError> for Error {
         match e {
             AccessError::Unauthenticated(why) => Error::Unauthenticated(why),
             AccessError::Forbidden(why) => Error::Forbidden(why),
+            AccessError::NotYours { what, id } => Error::NotFound { what, id },
         }
     }
 }

@@ -71,17 +71,30 @@ async fn a_customer_key_acts_on_its_own_account_only() {
         body["detail"].as_str().unwrap().contains("Bearer"),
         "{body}"
     );
-    // Bob's key on Ann's account: 403, both ways round.
+    // Bob's key on Ann's account: 404, as if it did not exist (ids cannot be probed),
+    // both ways round.
     let res = bob_http.get(&account).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    let theirs = assert_problem(res, 404, "not-found", None).await;
+    // Exactly what an id that does not exist gets, id aside.
+    let nobody = "00000000-0000-4000-8000-00000000beef";
+    let res = bob_http
+        .get(s.url(&format!("/v1/accounts/{nobody}")))
+        .send()
+        .await
+        .unwrap();
+    let missing = assert_problem(res, 404, "not-found", None).await;
+    assert_eq!(
+        theirs["detail"].as_str().unwrap().replace(&ann, "ID"),
+        missing["detail"].as_str().unwrap().replace(nobody, "ID"),
+    );
     let res = bob_http.get(&ledger).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     let res = ann_http
         .get(s.url(&format!("/v1/accounts/{bob}")))
         .send()
         .await
         .unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     // A made-up key is no credential we know: 401 with a challenge, not 403 (issue 11),
     // whether it is not even shaped like a key or a well-formed key that no account has.
     let unknown = wayfare::domain::access::ApiKey::generate();
@@ -141,7 +154,7 @@ async fn keys_can_be_replaced_and_the_old_one_stops_working() {
     let rotate = s.url(&format!("/v1/accounts/{ann}/api-key"));
     let (_, bob_http) = s.create_customer("Bob").await;
     let res = bob_http.post(&rotate).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     let res = s.anonymous.post(&rotate).send().await.unwrap();
     assert_problem(res, 401, "unauthorized", None).await;
 
@@ -154,9 +167,9 @@ async fn keys_can_be_replaced_and_the_old_one_stops_working() {
     let res = ann_http.get(&account).send().await.unwrap();
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     assert_problem(res, 401, "unauthorized", None).await;
-    // Bob's key is still a key, just not Ann's: 403.
+    // Bob's key is still a key, just not Ann's: 404, as if the account did not exist.
     let res = bob_http.get(&account).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
 
     // An account opened by an embedding program has no key until the operator issues one.
     let new = wayfare::domain::account::NewAccount::new("Kim", "kim@example.com").unwrap();
@@ -164,7 +177,7 @@ async fn keys_can_be_replaced_and_the_old_one_stops_working() {
     let kim_account = s.url(&format!("/v1/accounts/{kim}"));
     assert_eq!(status(s.http.get(&kim_account)).await, 200);
     let res = new_http.get(&kim_account).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     let res = s
         .http
         .post(s.url(&format!("/v1/accounts/{kim}/api-key")))
@@ -207,7 +220,7 @@ async fn bookings_and_personal_searches_belong_to_their_account() {
     let res = s.anonymous.get(search(Some(&ann))).send().await.unwrap();
     assert_problem(res, 401, "unauthorized", None).await;
     let res = bob_http.get(search(Some(&ann))).send().await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     let res = ann_http.get(search(Some(&ann))).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let found: Value = res.json().await.unwrap();
@@ -232,7 +245,7 @@ async fn bookings_and_personal_searches_belong_to_their_account() {
     };
     // Bob cannot book on Ann's account; nobody can book anonymously.
     let res = post(&bob_http, "bob-on-ann", order(&ann)).await.unwrap();
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 404, "not-found", None).await;
     let res = post(&s.anonymous, "nobody", order(&ann)).await.unwrap();
     assert_problem(res, 401, "unauthorized", None).await;
     let stranger = client_with(wayfare::domain::access::ApiKey::generate().reveal());
@@ -252,7 +265,7 @@ async fn bookings_and_personal_searches_belong_to_their_account() {
         bob_http.post(&cancel).send().await.unwrap(),
         bob_http.get(&list).send().await.unwrap(),
     ] {
-        assert_problem(res, 403, "forbidden", None).await;
+        assert_problem(res, 404, "not-found", None).await;
     }
     for res in [
         s.anonymous.get(&one).send().await.unwrap(),

@@ -126,9 +126,18 @@ pub enum AccessError {
     /// No credential was presented, or it was malformed.
     #[error("{0}")]
     Unauthenticated(String),
-    /// The credential is well-formed but not allowed here.
+    /// The credential is well-formed but not allowed here (operator routes).
     #[error("{0}")]
     Forbidden(String),
+    /// A customer's key on another customer's resource: answered exactly like a resource
+    /// that does not exist, so ids cannot be probed with a key of one's own.
+    #[error("{what} {id} not found")]
+    NotYours {
+        /// Kind of resource (`account`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
 }
 
 impl Caller {
@@ -168,7 +177,8 @@ impl Caller {
     /// May this caller act on an account whose key digest is `owner` (`None`: the account
     /// has no API key, so only the operator may act on it)? `key_known` answers whether
     /// some account has a given digest; it is asked only when the customer's key is not
-    /// this account's, to tell an unknown key (401) from another account's key (403).
+    /// this account's, to tell an unknown key (401) from another account's key, which is
+    /// answered as if the account did not exist (404, [`AccessError::NotYours`]).
     pub fn may_act_on<E: From<AccessError>>(
         &self,
         account: impl fmt::Display,
@@ -179,7 +189,10 @@ impl Caller {
             Caller::Operator => Ok(()),
             Caller::Customer(digest) if owner.is_some_and(|o| o.matches(digest)) => Ok(()),
             Caller::Customer(digest) => Err(if key_known(digest)? {
-                AccessError::Forbidden(format!("this API key may not act on account {account}"))
+                AccessError::NotYours {
+                    what: "account",
+                    id: account.to_string(),
+                }
             } else {
                 unknown_credential()
             }
@@ -333,13 +346,17 @@ mod tests {
         assert!(Caller::Customer(owner.digest())
             .may_act_on(id, Some(&owner.digest()), known)
             .is_ok());
+        // Another account's key: answered as if the account did not exist.
         assert!(matches!(
             Caller::Customer(other.digest()).may_act_on(id, Some(&owner.digest()), known),
-            Err(AccessError::Forbidden(_))
+            Err(AccessError::NotYours {
+                what: "account",
+                ..
+            })
         ));
         assert!(matches!(
             Caller::Customer(owner.digest()).may_act_on(id, None, known),
-            Err(AccessError::Forbidden(_))
+            Err(AccessError::NotYours { .. })
         ));
         // A well-formed key that no account has: unknown, so 401.
         assert!(matches!(

@@ -62,16 +62,21 @@ impl Runtime {
     }
 
     /// A booking belongs to its account: the caller must be allowed to act on that.
+    /// Another customer's booking is answered like one that does not exist, so booking ids
+    /// cannot be probed.
     async fn authorize_booking(&self, caller: Caller, record: &SagaRecord) -> Result<(), Error> {
         if caller == Caller::Operator {
             return Ok(());
         }
-        let account: AccountId = record
-            .request
-            .account_id
-            .parse()
-            .map_err(|_| Error::Forbidden("booking has no valid account".into()))?;
-        self.authorize(caller, account).await
+        let not_found = || Error::NotFound {
+            what: "booking",
+            id: record.saga_id.clone(),
+        };
+        let account: AccountId = record.request.account_id.parse().map_err(|_| not_found())?;
+        match self.authorize(caller, account).await {
+            Err(Error::NotFound { .. }) => Err(not_found()),
+            other => other,
+        }
     }
 
     async fn saga(&self, id: SagaId) -> Result<SagaRecord, Error> {
