@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use chrono::{Days, Utc};
-use wayfare::actors::seller::AdapterConfig;
 use wayfare::config::{SellerEntry, SellerKind};
-use wayfare::domain::account::NewAccount;
-use wayfare::domain::money::Money;
-use wayfare::domain::saga::SagaState;
 use wayfare::sellers::simulated::SimulatedSellerConfig;
-use wayfare::sellers::{HotelQuery, Vertical};
-use wayfare::{Booking, BookingOrder, Config, Runtime};
+use wayfare::{
+    AdapterConfig, Booking, BookingOrder, Config, HotelQuery, Money, NewAccount, Runtime,
+    SagaState, Vertical,
+};
 
 /// How long the example waits for a saga before giving up (the simulated parts answer in
 /// milliseconds, so this only trips when something is wrong).

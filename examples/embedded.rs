@@ -3,9 +3,7 @@
 //!
 //! Run with: cargo run --example embedded
 
-use wayfare::domain::account::NewAccount;
-use wayfare::domain::money::Money;
-use wayfare::{Config, Runtime};
+use wayfare::{Config, Money, NewAccount, Runtime};
 
 #[actix_rt::main]
 async fn main() -> anyhow::Result<()> {

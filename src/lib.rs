@@ -22,7 +22,7 @@
 //! | `examples/` | drivers that use only the public API |
 //! | `tests/` | behaviour against real actors, a real server and real sled |
 
-#![warn(missing_docs, missing_debug_implementations)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod actors;
 pub mod config;
@@ -37,12 +37,28 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 
+// What an embedding program needs, flat: the runtime and its builder, what it takes and
+// returns, errors, and the contracts of the outside world (sellers, the card gateway,
+// email, the store). The modules stay public for their remaining types (configuration
+// sections, simulated partners, the supervision library).
+pub use actors::account::{LedgerPage, WalletReceipt};
+pub use actors::coordinator::SagaCounts;
+pub use actors::notify::MailTransport;
+pub use actors::seller::AdapterConfig;
 pub use config::Config;
+pub use domain::access::{ApiKey, Caller};
+pub use domain::account::{Account, AccountId, NewAccount};
+pub use domain::money::{Currency, Money};
+pub use domain::saga::{BookingId, SagaId, SagaState};
 pub use error::Error;
+pub use payments::{PaymentError, PaymentGateway};
 pub use runtime::{
-    Booking, BookingOrder, CancellationView, Check, CustomSeller, Health, OfferView, Runtime,
-    RuntimeBuilder, SearchResponse,
+    Booking, BookingOrder, BookingPage, CancellationView, Check, CustomSeller, Health, OfferView,
+    Runtime, RuntimeBuilder, SearchResponse,
 };
+pub use sellers::{FlightQuery, HotelQuery, SellerApi, Vertical};
+pub use store::Store;
+pub use supervisor::SupervisorSnapshot;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: the trigger `wayfare serve` passes to
 /// [`http::serve`]. Tests and embedders pass their own.

@@ -76,18 +76,18 @@ struct Snapshot {
 
 /// Deliberate failures (see `[faults]` in the config); default: none.
 #[derive(Debug, Clone, Default)]
-pub struct AccountFaults {
+pub(crate) struct AccountFaults {
     /// Added to every reply.
-    pub reply_delay: Duration,
+    pub(crate) reply_delay: Duration,
     /// Panics in handlers (`faults.account_panic_rate`, or `faults.panic_rate` when
     /// `faults.panic_actors` lists `account`).
-    pub panics: PanicFaults,
+    pub(crate) panics: PanicFaults,
 }
 
 impl AccountFaults {
     /// Do these faults change how replies come? Then reads must reach the actor, so the
     /// drills see them (the read model is bypassed).
-    pub fn armed(&self) -> bool {
+    pub(crate) fn armed(&self) -> bool {
         !self.reply_delay.is_zero() || self.panics.is_armed()
     }
 }

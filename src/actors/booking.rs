@@ -39,7 +39,7 @@ use crate::store::{get_record, Op, Store, StoreError, Tree};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
 
 /// Everything a saga talks to. Shared by every saga actor.
-pub struct SagaDeps {
+pub(crate) struct SagaDeps {
     /// The store (saga records, outbox).
     pub store: Arc<dyn Store>,
     /// Account shards, indexed by `AccountId::shard`.
@@ -77,13 +77,13 @@ impl SagaDeps {
     }
 
     /// A saga's stored record.
-    pub fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
+    pub(crate) fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
         get_record(&*self.store, Tree::Sagas, saga_id.as_bytes())
     }
 }
 
 /// The saga actor.
-pub struct BookingSaga {
+pub(crate) struct BookingSaga {
     saga_id: String,
     record: Option<SagaRecord>,
     deps: Arc<SagaDeps>,
@@ -100,7 +100,7 @@ impl std::fmt::Debug for BookingSaga {
 impl BookingSaga {
     /// An actor for `saga_id`; its record is loaded from the store when it starts, so a
     /// restart always resumes from the last persisted transition.
-    pub fn new(saga_id: String, deps: Arc<SagaDeps>) -> Self {
+    pub(crate) fn new(saga_id: String, deps: Arc<SagaDeps>) -> Self {
         BookingSaga {
             saga_id,
             record: None,
@@ -548,7 +548,7 @@ async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> St
 /// be made durable and was not taken: nothing changed, the customer must retry.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<CancelDecision, StoreError>")]
-pub struct RequestCancel;
+pub(crate) struct RequestCancel;
 
 /// Records the request in the saga and tells the coordinator what follows. The new record
 /// is persisted under `ctx.wait`, so no step (and no stop) can overtake the durable write,

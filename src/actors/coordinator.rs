@@ -59,7 +59,7 @@ struct SeenBooking {
 }
 
 /// The coordinator actor.
-pub struct SagaCoordinator {
+pub(crate) struct SagaCoordinator {
     deps: Arc<SagaDeps>,
 }
 
@@ -71,7 +71,7 @@ impl std::fmt::Debug for SagaCoordinator {
 
 impl SagaCoordinator {
     /// A coordinator over `deps`.
-    pub fn new(deps: Arc<SagaDeps>) -> Self {
+    pub(crate) fn new(deps: Arc<SagaDeps>) -> Self {
         SagaCoordinator { deps }
     }
 
@@ -93,7 +93,7 @@ impl SagaCoordinator {
 /// Starts (or finds running) the actor of saga `id` under the dynamic saga supervisor.
 /// Admission is decided before a saga is created (`StartBooking`); a saga that exists is
 /// always run, so resumed and follow-up sagas are never refused.
-pub fn launch(deps: &Arc<SagaDeps>, id: &str) {
+pub(crate) fn launch(deps: &Arc<SagaDeps>, id: &str) {
     launch_within(deps, id, None);
 }
 
@@ -110,7 +110,7 @@ fn launch_within(deps: &Arc<SagaDeps>, id: &str, permit: Option<ChildPermit>) {
 
 /// What follows when a saga actor leaves its supervisor: a finished booking may have a
 /// cancellation to start; a saga whose actor kept crashing is parked for an operator.
-pub fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
+pub(crate) fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
     let result = match end {
         ChildEnd::Finished => follow_up(deps, id),
         ChildEnd::GaveUp(reason) => park_crashed_saga(deps, id, &reason),
@@ -221,7 +221,7 @@ impl Actor for SagaCoordinator {
 /// Starts a booking saga, or returns the one started before with the same client key.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(SagaRecord, bool), BookingError>")]
-pub struct StartBooking {
+pub(crate) struct StartBooking {
     /// The validated request (its `idempotency_key` is the client's).
     pub request: BookingRequest,
 }
@@ -229,7 +229,7 @@ pub struct StartBooking {
 /// Reads a saga record.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaRecord, BookingError>")]
-pub struct GetSaga {
+pub(crate) struct GetSaga {
     /// Saga id.
     pub id: SagaId,
 }
@@ -237,7 +237,7 @@ pub struct GetSaga {
 /// A customer cancels a booking.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaRecord, BookingError>")]
-pub struct CancelBooking {
+pub(crate) struct CancelBooking {
     /// Booking id.
     pub id: BookingId,
 }
@@ -245,7 +245,7 @@ pub struct CancelBooking {
 /// An operator resumes a saga parked as `needs_attention`.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaRecord, BookingError>")]
-pub struct RetrySaga {
+pub(crate) struct RetrySaga {
     /// Saga id.
     pub id: SagaId,
 }
@@ -253,7 +253,7 @@ pub struct RetrySaga {
 /// One page of an account's bookings, in booking-id order, each with its cancellation.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<BookingRecords, BookingError>")]
-pub struct ListBookings {
+pub(crate) struct ListBookings {
     /// Account.
     pub account: AccountId,
     /// Only bookings whose id sorts after this one (the previous page's `next_after`).
@@ -264,7 +264,7 @@ pub struct ListBookings {
 
 /// A page of [`ListBookings`].
 #[derive(Debug, Clone)]
-pub struct BookingRecords {
+pub(crate) struct BookingRecords {
     /// Each booking's record with its cancellation saga's, when one was started.
     pub bookings: Vec<(SagaRecord, Option<SagaRecord>)>,
     /// Pass as `after` to get the next page; absent on the last page.
@@ -274,7 +274,7 @@ pub struct BookingRecords {
 /// Counts of sagas by state, and the parked ones with their reasons.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SagaCounts, BookingError>")]
-pub struct CountSagas;
+pub(crate) struct CountSagas;
 
 /// A saga parked as `needs_attention`.
 #[derive(Debug, Clone, Serialize)]

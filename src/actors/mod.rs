@@ -1,8 +1,8 @@
 //! The actors, one per file: each file holds the actor, its messages and its handlers.
 
 pub mod account;
-pub mod booking;
-pub mod coordinator;
+pub(crate) mod booking;
+pub(crate) mod coordinator;
 pub mod guard;
 pub mod notify;
 pub mod payment;
@@ -22,7 +22,7 @@ pub(crate) fn bucket(key: &str, n: usize) -> usize {
 /// default never fires. Every actor that can be made to panic calls `maybe_panic` at the
 /// top of its handlers, so the supervisor's restart path runs for real.
 #[derive(Debug, Clone, Default)]
-pub struct PanicFaults {
+pub(crate) struct PanicFaults {
     rate: f64,
     kind: Option<crate::faults::ActorKind>,
     counters: Option<std::sync::Arc<crate::faults::FaultCounters>>,
@@ -30,7 +30,7 @@ pub struct PanicFaults {
 
 impl PanicFaults {
     /// Panics in handlers of `kind` with probability `rate`, counted in `counters`.
-    pub fn new(
+    pub(crate) fn new(
         kind: crate::faults::ActorKind,
         rate: f64,
         counters: std::sync::Arc<crate::faults::FaultCounters>,
@@ -43,7 +43,7 @@ impl PanicFaults {
     }
 
     /// Whether this can ever fire.
-    pub fn is_armed(&self) -> bool {
+    pub(crate) fn is_armed(&self) -> bool {
         self.rate > 0.0
     }
 

@@ -20,7 +20,6 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::guard::{CallGuard, PartnerStats, Refused};
-use super::PanicFaults;
 use crate::domain::breaker::{BreakerConfig, InvalidSetting};
 use crate::domain::money::Money;
 use crate::payments::{
@@ -85,7 +84,6 @@ pub struct PaymentAdapter {
     guard: CallGuard,
     call_timeout: Duration,
     stats: Arc<PartnerStats>,
-    panics: PanicFaults,
 }
 
 impl std::fmt::Debug for PaymentAdapter {
@@ -112,14 +110,7 @@ impl PaymentAdapter {
             gateway,
             call_timeout: Duration::from_millis(config.call_timeout_ms),
             stats,
-            panics: PanicFaults::default(),
         }
-    }
-
-    /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
-    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
-        self.panics = panics;
-        self
     }
 
     /// Runs one gateway call behind the guard and the timeout.
@@ -127,7 +118,6 @@ impl PaymentAdapter {
         &mut self,
         call: impl FnOnce(&dyn PaymentGateway) -> PaymentFuture<T>,
     ) -> ResponseActFuture<Self, Result<T, PaymentError>> {
-        self.panics.maybe_panic(&"payment adapter");
         let started = Instant::now();
         let permit = match self.guard.admit(started) {
             Ok(permit) => permit,

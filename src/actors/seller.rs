@@ -154,7 +154,7 @@ impl SellerAdapter {
     }
 
     /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
-    pub fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
+    pub(crate) fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
         self.panics = panics;
         self
     }

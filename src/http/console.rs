@@ -41,17 +41,17 @@ const APP_CSS: &str = include_str!("console/app.css");
 
 /// The console's Content-Security-Policy: nothing inline, nothing from elsewhere, no
 /// framing, no form posts (the sign-in form is handled by the script).
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// Live feeds open at once per HTTP worker; one more is refused with 503. Each feed reads
 /// the tree, the sellers and the saga counts once a second.
-pub const MAX_FEEDS_PER_WORKER: usize = 8;
+pub(super) const MAX_FEEDS_PER_WORKER: usize = 8;
 
 /// A feed ends after this long (the page reconnects at once), so no response lives for
 /// ever however the client behaves.
-pub const MAX_FEED_LIFETIME: Duration = Duration::from_secs(30 * 60);
+pub(super) const MAX_FEED_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// The media type of the live feed.
 const NDJSON: &str = "application/x-ndjson";

@@ -109,7 +109,7 @@ async fn json_body<T: DeserializeOwned>(
 
 /// Parses exactly one JSON document (trailing whitespace allowed, nothing else), naming
 /// the path of the field at fault.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| located(e, "invalid-json", "Invalid JSON body"))?;
@@ -154,7 +154,7 @@ fn backticked(msg: &str) -> Option<String> {
 }
 
 /// Parses an account id (from a path segment or a body field).
-pub fn account_id(raw: &str) -> Result<AccountId, Problem> {
+pub(super) fn account_id(raw: &str) -> Result<AccountId, Problem> {
     raw.parse::<AccountId>().map_err(Problem::invalid)
 }
 
@@ -220,7 +220,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
 }
 
 /// Problem for a path that does not parse (installed as the `PathConfig` error handler).
-pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+pub(super) fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "invalid-path",
