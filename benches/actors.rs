@@ -12,7 +12,7 @@
 //!   model's path (no message: a shared lock, a clone), as the operator and as the
 //!   account's own customer (key digest checked on the published entry).
 //!
-//! DESIGN.md section 7 target: an actor ask costs at most 2x the mpsc + oneshot round trip.
+//! docs/architecture.md target: an actor ask costs at most 2x the mpsc + oneshot round trip.
 //! The final lines print those ratios from the mean time per round trip this run saw
 //! (criterion's own estimates are in its report above them).
 //!

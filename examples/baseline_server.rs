@@ -1,4 +1,4 @@
-//! The baseline for DESIGN.md section 7's account-read target: a bare actix-web server whose
+//! The baseline for the account-read target (docs/architecture.md): a bare actix-web server whose
 //! `GET /v1/accounts/{id}` reads the same sled tree wayfare writes (`accounts`, keyed by
 //! the 16 id bytes), decodes the record with wayfare's codec and answers the same JSON
 //! (`AccountRecord::view()`). Like wayfare it first checks the caller: the bearer key's

@@ -7,7 +7,7 @@
 //!
 //! Operations (`--mix name=weight,...`): `account_read` (`GET /v1/accounts/{id}`),
 //! `wallet_credit` (`POST /v1/accounts/{id}/wallet/credits`, a fresh `Idempotency-Key`
-//! each), `hotel_search`, `flight_search` and `booking` (the DESIGN.md section 5 routes; a
+//! each), `hotel_search`, `flight_search` and `booking` (the HTTP API routes; a
 //! server without them answers 404, reported by status). Account ids are the demo ids
 //! `AccountId::demo(0..accounts)`.
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Search and booking figures of DESIGN.md section 7, on loopback only:
+# Search and booking figures of the targets in docs/architecture.md, on loopback only:
 #  1. hotel search over 3 sellers of 50 ms: cold (cache off, one connection) p50/p99;
 #  2. the same with one seller hanging: every answer within deadline + margin?
 #  3. cached searches: p99 with one connection, req/s with 64;

@@ -12,7 +12,7 @@
 //!    if `transition.retry_attempt` is set, wait [`backoff_delay`] first; if
 //!    `transition.start_cancellation` is set, start a cancellation saga.
 //!
-//! Steps (see DESIGN.md §3): 1 hold wallet points / release; 2 authorize / void;
+//! Steps (see docs/architecture.md): 1 hold wallet points / release; 2 authorize / void;
 //! 3 reserve with the seller, the pivot / cancel reservation; 4 capture card and wallet /
 //! refund; 5 the confirmation email, written in the same store write as the `confirmed`
 //! transition (so it needs no action of its own and cannot fail separately).
