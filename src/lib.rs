@@ -30,6 +30,7 @@ pub mod domain;
 mod error;
 pub mod faults;
 pub mod http;
+pub(crate) mod outbound;
 pub mod payments;
 mod runtime;
 pub mod sellers;

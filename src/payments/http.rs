@@ -16,7 +16,6 @@
 //!   which the saga reconciles with [`PaymentGateway::status`] under the same key. A 5xx is
 //!   never read as a decline.
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use super::{
 use crate::config::Secret;
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::{Currency, Money};
+use crate::outbound::{self, BodyError};
 
 /// Configuration of the HTTP gateway (`[payments.http]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,25 +92,7 @@ impl HttpGatewayConfig {
 
     /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
     fn base_url(&self) -> Result<Url, InvalidSetting> {
-        let mut url = Url::parse(&self.base_url)
-            .map_err(|e| InvalidSetting::new("base_url", e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(InvalidSetting::new(
-                "base_url",
-                "only http:// is supported (no TLS backend is built in)",
-            ));
-        }
-        if url.cannot_be_a_base() || url.query().is_some() {
-            return Err(InvalidSetting::new(
-                "base_url",
-                "must be a plain http://host[:port][/path] URL",
-            ));
-        }
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
-        Ok(url)
+        outbound::base_url(&self.base_url)
     }
 }
 
@@ -174,12 +156,8 @@ impl Inner {
     /// `base` + the given path segments, each percent-encoded (keys and references are
     /// text chosen by others).
     fn url(&self, segments: &[&str]) -> Result<Url, PaymentError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| PaymentError::Permanent("base URL cannot take a path".into()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+        outbound::join(&self.base, segments)
+            .ok_or_else(|| PaymentError::Permanent("base URL cannot take a path".into()))
     }
 
     /// Sends one request; reads a 2xx body up to the size limit; sorts every other answer
@@ -254,21 +232,13 @@ impl Inner {
 
 /// Reads a body up to [`wire::MAX_REPLY_BYTES`]. A reply cut off or too big leaves the
 /// outcome unknown.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, PaymentError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > wire::MAX_REPLY_BYTES as u64)
-    {
-        return Err(unknown(InvalidReply("body too large".into())));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > wire::MAX_REPLY_BYTES {
-            return Err(unknown(InvalidReply("body too large".into())));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, PaymentError> {
+    outbound::read_capped(response, wire::MAX_REPLY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => unknown(InvalidReply("body too large".into())),
+            BodyError::Transport(e) => transport_error(e),
+        })
 }
 
 /// A reply that breaks the format: the request reached the gateway, so whatever it did
@@ -282,14 +252,7 @@ fn unknown(e: InvalidReply) -> PaymentError {
 /// anything later may have reached the gateway (`Timeout`, unknown outcome).
 fn transport_error(e: reqwest::Error) -> PaymentError {
     if e.is_connect() {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        return PaymentError::Unavailable(text);
+        return PaymentError::Unavailable(outbound::describe(&e));
     }
     PaymentError::Timeout
 }

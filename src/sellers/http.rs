@@ -7,7 +7,6 @@
 //! circuit breaker belong to the `SellerAdapter`; the client's own timeout here is only a
 //! backstop so an abandoned connection cannot linger forever.
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use super::{
 use crate::config::Secret;
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::Currency;
+use crate::outbound::{self, BodyError};
 
 /// Configuration of one HTTP seller.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -83,25 +83,7 @@ impl HttpSellerConfig {
 
     /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
     fn base_url(&self) -> Result<Url, InvalidSetting> {
-        let mut url = Url::parse(&self.base_url)
-            .map_err(|e| InvalidSetting::new("base_url", e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(InvalidSetting::new(
-                "base_url",
-                "only http:// is supported (no TLS backend is built in)",
-            ));
-        }
-        if url.cannot_be_a_base() || url.query().is_some() {
-            return Err(InvalidSetting::new(
-                "base_url",
-                "must be a plain http://host[:port][/path] URL",
-            ));
-        }
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
-        Ok(url)
+        outbound::base_url(&self.base_url)
     }
 }
 
@@ -147,12 +129,8 @@ impl Inner {
     /// `base` + the given path segments, each percent-encoded (idempotency keys are
     /// caller-chosen text).
     fn url(&self, segments: &[&str]) -> Result<Url, SellerError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| SellerError::Transport("base URL cannot take a path".into()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+        outbound::join(&self.base, segments)
+            .ok_or_else(|| SellerError::Transport("base URL cannot take a path".into()))
     }
 
     /// Sends one request and returns the body of a 2xx reply, read up to the size limit.
@@ -174,7 +152,7 @@ impl Inner {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let mut response = request.send().await.map_err(transport_error)?;
+        let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(match status {
@@ -185,22 +163,14 @@ impl Inner {
                 s => SellerError::InvalidReply(format!("unexpected HTTP status {s}")),
             });
         }
-        if let Some(len) = response.content_length() {
-            if len > MAX_REPLY_BYTES as u64 {
-                return Err(SellerError::InvalidReply(format!(
-                    "reply body of {len} bytes exceeds {MAX_REPLY_BYTES}"
-                )));
-            }
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(SellerError::InvalidReply(format!(
-                    "reply body exceeds {MAX_REPLY_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = outbound::read_capped(response, MAX_REPLY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    SellerError::InvalidReply(format!("reply body exceeds {MAX_REPLY_BYTES} bytes"))
+                }
+                BodyError::Transport(e) => transport_error(e),
+            })?;
         Ok(body)
     }
 
@@ -222,14 +192,7 @@ fn transport_error(e: reqwest::Error) -> SellerError {
     if e.is_timeout() {
         return SellerError::Timeout;
     }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    SellerError::Transport(text)
+    SellerError::Transport(outbound::describe(&e))
 }
 
 impl SellerApi for HttpSeller {
