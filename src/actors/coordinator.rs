@@ -111,12 +111,20 @@ fn launch_within(deps: &Arc<SagaDeps>, id: &str, permit: Option<ChildPermit>) {
 /// What follows when a saga actor leaves its supervisor: a finished booking may have a
 /// cancellation to start; a saga whose actor kept crashing is parked for an operator.
 pub(crate) fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
-    let result = match end {
-        ChildEnd::Finished => follow_up(deps, id),
-        ChildEnd::GaveUp(reason) => park_crashed_saga(deps, id, &reason),
-    };
-    if let Err(e) = result {
-        tracing::error!(saga = %id, error = %e, "Cannot settle a saga whose actor ended.");
+    match end {
+        ChildEnd::Finished => {
+            let (deps, id) = (deps.clone(), id.to_owned());
+            actix_rt::spawn(async move {
+                if let Err(e) = follow_up(&deps, &id).await {
+                    tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
+                }
+            });
+        }
+        ChildEnd::GaveUp(reason) => {
+            if let Err(e) = park_crashed_saga(deps, id, &reason) {
+                tracing::error!(saga = %id, error = %e, "Cannot park a saga whose actor kept crashing.");
+            }
+        }
     }
 }
 
@@ -145,7 +153,7 @@ fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(),
 
 /// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
 /// once the booking is confirmed.
-fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
+async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     let Some(record) = deps.load(id)? else {
         return Ok(());
     };
@@ -153,7 +161,7 @@ fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
         && record.cancel_requested
         && record.state == SagaState::Confirmed
     {
-        start_cancellation(deps, &record)?;
+        start_cancellation(deps, &record).await?;
     }
     Ok(())
 }
@@ -167,7 +175,15 @@ fn cancellation_id(booking: &str) -> Result<String, BookingError> {
 }
 
 /// Creates (once) and launches the cancellation saga of a confirmed booking.
-fn start_cancellation(deps: &Arc<SagaDeps>, booking: &SagaRecord) -> Result<(), BookingError> {
+///
+/// The record is durable before the saga acts and before the customer hears 202: a
+/// cancellation that reached the seller must never be forgotten by a crash (found by the
+/// crash test with partners in their own processes: a kill -9 between the unflushed write
+/// and the next flush lost a cancellation the seller had already made).
+async fn start_cancellation(
+    deps: &Arc<SagaDeps>,
+    booking: &SagaRecord,
+) -> Result<(), BookingError> {
     let id = cancellation_id(&booking.saga_id)?;
     if deps.load(&id)?.is_none() {
         let record = new_cancellation(&id, booking, Utc::now())
@@ -175,6 +191,8 @@ fn start_cancellation(deps: &Arc<SagaDeps>, booking: &SagaRecord) -> Result<(), 
         deps.store
             .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
     }
+    // Also when the record was there: it may be this process's own unflushed write.
+    deps.store.flush().await?;
     launch(deps, &id);
     Ok(())
 }
@@ -204,9 +222,12 @@ impl Actor for SagaCoordinator {
                         && r.cancel_requested
                         && r.state == SagaState::Confirmed =>
                 {
-                    if let Err(e) = start_cancellation(&self.deps, &r) {
-                        tracing::error!(saga = %r.saga_id, error = %e, "Cannot start a requested cancellation.");
-                    }
+                    let deps = self.deps.clone();
+                    actix::spawn(async move {
+                        if let Err(e) = start_cancellation(&deps, &r).await {
+                            tracing::error!(saga = %r.saga_id, error = %e, "Cannot start a requested cancellation.");
+                        }
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "Unreadable saga record left as is."),
@@ -399,7 +420,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                             .into(),
                     ))
                 }
-                (None, SagaState::Confirmed) => start_cancellation(&deps, &record)?,
+                (None, SagaState::Confirmed) => start_cancellation(&deps, &record).await?,
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
                         tracing::warn!(booking = %id, error = %e, "Cancel request did not reach the saga.");
@@ -407,7 +428,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     })??;
                     if decision == CancelDecision::StartCancellationSaga {
                         let record = deps.load(&id)?.ok_or(BookingError::NotFound(id.clone()))?;
-                        start_cancellation(&deps, &record)?;
+                        start_cancellation(&deps, &record).await?;
                     }
                 }
                 (None, _) => {
