@@ -195,3 +195,90 @@ async fn wait_for_state(http: &reqwest::Client, base: &str, id: &str, state: &st
 fn log(dir: &std::path::Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
+
+/// The fake seller on its own: `--api-key` refuses callers without it, and a reservation
+/// and its cancellation survive the fake's own kill -9 and restart on its data dir (same
+/// answer for the same key, nothing reserved twice).
+#[tokio::test]
+async fn the_fake_seller_checks_its_key_and_keeps_its_book_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let flags = ["--api-key", "seller-key-0123", "--coverage", "1.0"];
+    let fake = fakes::fake_seller(&d.join("s"), &d.join("s.log"), &flags);
+    let http = reqwest::Client::new();
+    let day = |n| {
+        Utc::now()
+            .date_naive()
+            .checked_add_days(Days::new(n))
+            .unwrap()
+    };
+    let query = json!({"city_or_hotel": "Lisbon", "check_in": day(30), "check_out": day(32)});
+    let refused = http
+        .post(format!("{}search/hotels", fake.url()))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let keyed = fakes::operator_client("seller-key-0123", Duration::from_secs(10));
+    let search: Value = keyed
+        .post(format!("{}search/hotels", fake.url()))
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offer = &search["offers"][0];
+    let mut request = json!({
+        "idempotency_key": "restart-1",
+        "sku": offer["sku"],
+        "query": query,
+        "expected_price": offer["price"],
+    });
+    request["query"]["vertical"] = json!("hotel");
+    let book = async |url: String| -> Value {
+        keyed
+            .post(format!("{url}bookings"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let first = book(fake.url()).await;
+    assert_eq!(first["status"], "confirmed", "{first}");
+    let cancelled: Value = keyed
+        .post(format!("{}bookings/restart-1/cancel", fake.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    fake.kill();
+    let fake = fakes::fake_seller(&d.join("s"), &d.join("s2.log"), &flags);
+    assert_eq!(
+        book(fake.url()).await,
+        first,
+        "the same key, the first answer"
+    );
+    let status: Value = keyed
+        .get(format!("{}bookings/restart-1", fake.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "cancelled", "{status}");
+    let ledger = ledgers::fetch_seller(&http, &fake.url()).await.unwrap();
+    assert_eq!(ledger.reservations.len(), 1, "{ledger:?}");
+    assert_eq!(ledger.cancellations.len(), 1, "{ledger:?}");
+    assert_eq!(ledger.reservations[0].key, "restart-1");
+}

@@ -38,8 +38,8 @@ struct Backend {
 }
 
 impl Backend {
-    /// `Err(401)` when a key is required and the request does not carry it.
-    fn admit(&self, req: &HttpRequest) -> Result<&dyn SellerApi, HttpResponse> {
+    /// The seller, or `None` when a key is required and the request does not carry it.
+    fn admit(&self, req: &HttpRequest) -> Option<&dyn SellerApi> {
         if let Some(expected) = &self.api_key {
             let given = req
                 .headers()
@@ -47,14 +47,19 @@ impl Backend {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if given != Some(expected.as_str()) {
-                return Err(HttpResponse::Unauthorized().json(WireError {
-                    error: "bad or missing API key".into(),
-                    field: None,
-                }));
+                return None;
             }
         }
-        Ok(self.seller.as_ref())
+        Some(self.seller.as_ref())
     }
+}
+
+/// The 401 of a caller without the key.
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().json(WireError {
+        error: "bad or missing API key".into(),
+        field: None,
+    })
 }
 
 /// Registers the wire-format routes. Expects the backend in app data (see [`build`]).
@@ -186,8 +191,8 @@ async fn ledger(seller: web::Data<JournaledSeller>) -> HttpResponse {
 macro_rules! admitted {
     ($backend:expr, $req:expr) => {
         match $backend.admit(&$req) {
-            Ok(seller) => seller,
-            Err(refused) => return refused,
+            Some(seller) => seller,
+            None => return unauthorized(),
         }
     };
 }
