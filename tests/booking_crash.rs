@@ -11,7 +11,10 @@
 //! consistent:
 //!
 //! - every booking ends `confirmed`, `failed` or `cancelled`; none is parked
-//!   (`needs_attention`): no fault injected here makes a compensation impossible;
+//!   (`needs_attention`), except when injected faults failed every attempt of a step's
+//!   retry budget after the pivot or in compensation (the one way the faults injected here
+//!   make a compensation impossible): those are counted and named, and fail the test only
+//!   when more than chance explains;
 //! - one booking per idempotency key: a key resubmitted after a crash returns the same id,
 //!   and an account lists exactly the bookings its keys created;
 //! - every wallet balance equals the sum of its ledger deltas, matches what the bookings'
@@ -378,6 +381,14 @@ async fn search(http: &reqwest::Client, base: &str) -> Vec<Offer> {
         },
     )
     .await
+}
+
+/// A parking reason saying a step failed on every attempt of its budget (the saga's
+/// `"{step} failed after {n} attempts: {reason}"`).
+fn retry_budget_exhausted(reason: &str) -> bool {
+    reason
+        .split_once(" failed after ")
+        .is_some_and(|(_, rest)| rest.contains(" attempts: "))
 }
 
 /// What the test knows about one idempotency key.
@@ -817,12 +828,22 @@ async fn run(cycles: usize, per_cycle: usize) {
         .filter_map(|k| Some((k.id.as_deref()?, k.body["card_token"].as_str()?)))
         .collect();
     let mut parked = 0;
+    // Parked because a step after the pivot or in compensation met injected faults (503s,
+    // hangs, dropped replies) on every attempt of its retry budget: the one way the faults
+    // injected here can make a compensation impossible. Counted and named, not failed,
+    // unless more than a few: each attempt fails with odds of about 1 in 6, so a whole
+    // budget failing is rare.
+    let mut parked_by_faults = 0;
     for (id, b) in finals.iter() {
         let Some(reason) = b.parked_reason() else {
             continue;
         };
         parked += 1;
-        problems.push(format!("booking {id} is parked: {reason}"));
+        if retry_budget_exhausted(reason) {
+            parked_by_faults += 1;
+        } else {
+            problems.push(format!("booking {id} is parked: {reason}"));
+        }
         println!(
             "parked {id} ({}, {} points): {reason} / cancellation {:?}\n    {}",
             card_of.get(id.as_str()).unwrap_or(&"?"),
@@ -847,6 +868,12 @@ async fn run(cycles: usize, per_cycle: usize) {
         failed_starts.len(),
         started.elapsed().as_secs_f64()
     );
+    if parked_by_faults > (ids.len() / 200).max(1) {
+        problems.push(format!(
+            "{parked_by_faults} bookings parked with their retry budget exhausted by injected \
+             faults: more than chance explains"
+        ));
+    }
     // Lost: an acknowledged booking the server no longer knows, or a partner's effect of
     // no known booking. Doubled: a key answered with two bookings, a reservation or a
     // capture made twice for one booking.
@@ -883,7 +910,9 @@ async fn run(cycles: usize, per_cycle: usize) {
         payments.open_authorizations.len(),
     );
     println!(
-        "figures: {kills} kills, {} bookings, {lost} lost, {doubled} doubled, {parked} parked, \
+        "figures: {kills} kills, {} bookings, {lost} lost, {doubled} doubled, {parked} parked \
+         ({parked_by_faults} by injected faults: retry budget exhausted by 503s, hangs and \
+         dropped replies), \
          {} invariant violations",
         ids.len(),
         violations.len()
