@@ -25,7 +25,31 @@ pub fn example_binary(name: &str) -> PathBuf {
         "{} is missing: run `cargo build --examples` (plain `cargo test` builds it)",
         bin.display()
     );
+    // `cargo test --test NAME` does not rebuild examples: refuse to test an old fake.
+    let built = modified(&bin);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fakes_dir = root.join("wayfare-drill/src/fakes");
+    let sources = std::iter::once(root.join("examples").join(format!("{name}.rs"))).chain(
+        std::fs::read_dir(&fakes_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    for source in sources {
+        assert!(
+            modified(&source) <= built,
+            "{} is older than {}: run `cargo build --examples` (plain `cargo test` does)",
+            bin.display(),
+            source.display()
+        );
+    }
     bin
+}
+
+/// When `path` was last modified (the epoch when unreadable).
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// A child process listening on `addr`; killed and reaped when dropped, so a failing test
