@@ -1,102 +1,129 @@
-//! A fake hotel and flight seller speaking wayfare's seller wire format
-//! (`docs/seller-wire-format.md`), backed by the simulated seller, with its latency and fault
-//! knobs on the command line. Point an `http` seller of wayfare's config at it to exercise
-//! the HTTP adapter, its timeouts and its circuit breaker.
+//! A durable fake hotel and flight seller speaking wayfare's seller wire format
+//! (`docs/seller-wire-format.md`), for demos, drills and crash tests: it runs as its own
+//! process, serves the simulated catalog, keeps its reservations and cancellations in
+//! `--data-dir` (so they survive its own restart and wayfare's crashes), and shows
+//! everything it did at `GET /_fake/ledger`.
 //!
-//! Run with: cargo run --example fake_seller -- --bind 127.0.0.1:9001
+//! Run with: `cargo run --example fake_seller -- --bind 127.0.0.1:9001 --data-dir /tmp/s1`
+//!
+//! Name and catalog seed, when not given: on ports 9001 to 9026 the seller is the demo
+//! seller of that rank, `alpha` (seed 1), `bravo` (seed 2), `charlie` (seed 3) and so on
+//! through the NATO alphabet, so it prices like the built-in demo seller of that name; on
+//! any other port it is `seller-PORT` with seed PORT. `examples/partners.toml` relies on
+//! this for its sellers on 9001 and 9002.
 //!
 //! Then, for example:
 //! `curl -s -XPOST localhost:9001/search/hotels -H 'content-type: application/json'
 //!  -d '{"city_or_hotel":"Lisbon","check_in":"2026-05-01","check_out":"2026-05-03"}'`
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
-use wayfare_drill::fakes;
+use wayfare_drill::fakes::journaled::{identity_of_port, JournalFaults, JournaledSeller};
+use wayfare_drill::fakes::seller;
 
 /// Command line of the fake seller.
 #[derive(Debug, Parser)]
-#[command(about = "A fake seller serving wayfare's seller wire format")]
+#[command(about = "A durable fake seller serving wayfare's seller wire format")]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: String,
-    /// Seller name.
-    #[arg(long, default_value = "fake")]
-    name: String,
-    /// Catalog seed: sellers with different seeds price the same SKUs differently.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Latency range in milliseconds, `MIN,MAX` (or one number for a fixed latency).
-    #[arg(long, default_value = "20,80")]
-    latency_ms: String,
-    /// Share of the base catalog this seller carries, 0..=1.
+    /// Directory of the journal (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Seller name; default from the port (see the file's docs).
+    #[arg(long)]
+    name: Option<String>,
+    /// Catalog seed: sellers with different seeds price the same SKUs differently;
+    /// default from the port (see the file's docs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Latency added to every call, in ms.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of the base catalog this seller carries, 0..=1 (0.8, as the demo sellers).
     #[arg(long, default_value_t = 0.8)]
     coverage: f64,
-    /// Probability a request fails with 503.
+    /// Required `Authorization: Bearer` key; none means any caller is accepted.
+    #[arg(long, env = "FAKE_SELLER_API_KEY")]
+    api_key: Option<String>,
+    /// Probability of a 503 before acting (nothing happens).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
-    /// Probability a request never gets a reply.
+    /// Probability of hanging before acting (the caller times out; nothing happens).
     #[arg(long, default_value_t = 0.0)]
     hang_rate: f64,
-    /// Probability a booking is declined.
+    /// Probability of acting, then never answering (the caller times out although the
+    /// booking or cancellation landed: an unknown outcome it must reconcile by key).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Probability that a booking is declined (`sold out`).
     #[arg(long, default_value_t = 0.0)]
     reject_rate: f64,
-    /// Probability a booking or cancellation lands but its reply is never sent.
-    #[arg(long, default_value_t = 0.0)]
-    lost_reply_rate: f64,
     /// Cancellation fee, percent of the booked price.
     #[arg(long, default_value_t = 10)]
     cancel_fee_percent: u32,
-}
-
-fn parse_latency(text: &str) -> anyhow::Result<(u64, u64)> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let number = |s: &str| {
-        s.parse::<u64>()
-            .with_context(|| format!("--latency-ms: {s:?} is not a number of milliseconds"))
-    };
-    match parts.as_slice() {
-        [fixed] => Ok((number(fixed)?, number(fixed)?)),
-        [min, max] => Ok((number(min)?, number(max)?)),
-        _ => bail!("--latency-ms: expected MIN,MAX, got {text:?}"),
-    }
+    /// Seed of the fault dice.
+    #[arg(long, default_value_t = 11)]
+    fault_seed: u64,
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    // Info by default so the start and stop lines show; RUST_LOG overrides.
+    // Warnings by default: the first stdout line is the listening line; RUST_LOG overrides.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    let config = SimulatedSellerConfig {
-        name: args.name,
-        seed: args.seed,
-        latency_ms: parse_latency(&args.latency_ms)?,
-        coverage: args.coverage,
-        error_rate: args.error_rate,
-        hang_rate: args.hang_rate,
-        reject_rate: args.reject_rate,
-        lost_reply_rate: args.lost_reply_rate,
-        cancel_fee_percent: args.cancel_fee_percent,
-        ..SimulatedSellerConfig::default()
-    };
-    let seller = SimulatedSeller::new(config.clone()).context("invalid fake seller settings")?;
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, name = %config.name, seed = config.seed, "Fake seller listening.");
-    println!("fake seller {} listening on http://{addr}/", config.name);
+    let (port_name, port_seed) = identity_of_port(addr.port());
+    let name = args.name.unwrap_or(port_name);
+    let seed = args.seed.unwrap_or(port_seed);
+    let catalog = SimulatedSeller::new(SimulatedSellerConfig {
+        name: name.clone(),
+        seed,
+        latency_ms: (0, 0),
+        coverage: args.coverage,
+        cancel_fee_percent: args.cancel_fee_percent,
+        ..SimulatedSellerConfig::default()
+    })
+    .context("invalid fake seller settings")?;
+    let faults = JournalFaults {
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        hang_rate: args.hang_rate,
+        drop_rate: args.drop_rate,
+        reject_rate: args.reject_rate,
+        seed: args.fault_seed,
+    };
+    faults.validate().map_err(anyhow::Error::msg)?;
+    let journaled = JournaledSeller::open(
+        &name,
+        catalog,
+        args.cancel_fee_percent,
+        faults,
+        &args.data_dir,
+    )
+    .with_context(|| format!("cannot open the journal in {}", args.data_dir.display()))?;
+    // Scripts and tests wait for this line to know the port is open.
+    println!("fake_seller listening on {addr}");
+    tracing::info!(%addr, %name, seed, "Fake seller listening.");
     let shutdown = async {
         // If the signal handler cannot be installed, stop rather than run unstoppable.
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "Cannot listen for Ctrl-C; stopping.");
         }
     };
-    fakes::seller::serve(listener, seller, shutdown).await?;
+    seller::serve_journaled(listener, journaled, args.api_key, shutdown).await?;
     tracing::info!("Fake seller stopped.");
     Ok(())
 }

@@ -1,33 +1,44 @@
-//! Booking sagas survive `kill -9`. The real `wayfare` binary is started on an ephemeral
-//! port with slow, lossy simulated sellers; each cycle fires a burst of concurrent bookings
-//! over HTTP (approving, declining and failing-capture cards, with and without wallet
-//! points, some cancelled right away, some earlier ones cancelled or resubmitted), then
-//! SIGKILLs the server after a short random delay and starts it again on the same data
-//! directory. After the last restart every booking must settle, and what is observable from
-//! outside must be consistent:
+//! Booking sagas survive `kill -9`, with their partners outside the killed process. The
+//! fake gateway and three fake sellers (`examples/fake_gateway.rs`, `examples/fake_seller.rs`)
+//! run as their own processes with their books journaled in the test's temp dir; the real
+//! `wayfare` binary is started on an ephemeral port, configured with them as HTTP partners.
+//! Each cycle fires a burst of concurrent bookings over HTTP (approving, declining and
+//! failing-capture cards, with and without wallet points, some cancelled right away, some
+//! earlier ones cancelled or resubmitted), then SIGKILLs wayfare after a short random delay
+//! and starts it again on the same data directory; the partners keep running, as real ones
+//! would, with slow replies, declines and replies dropped after acting. After the last
+//! restart every booking must settle, and what is observable from outside must be
+//! consistent:
 //!
-//! - every booking reaches a terminal state (`needs_attention` only with a reason);
+//! - every booking ends `confirmed`, `failed` or `cancelled`; none is parked
+//!   (`needs_attention`), except when injected faults failed every attempt of a step's
+//!   retry budget after the pivot or in compensation (the one way the faults injected here
+//!   make a compensation impossible): those are counted and named, and fail the test only
+//!   when more than chance explains;
 //! - one booking per idempotency key: a key resubmitted after a crash returns the same id,
 //!   and an account lists exactly the bookings its keys created;
 //! - every wallet balance equals the sum of its ledger deltas, matches what the bookings'
 //!   final states imply (points spent by confirmed bookings, given back by cancellations),
 //!   and holds nothing once no booking of the account is in flight or parked;
+//! - from the gateway's own ledger: no capture without a confirmed booking (or its
+//!   refund), a confirmed booking captured exactly once, every other authorization voided,
+//!   none captured twice;
+//! - from each seller's own ledger: every reservation belongs to one known booking of that
+//!   seller, is live for a confirmed booking and cancelled otherwise; one per booking.
 //!
-//! The first three are the invariants of the chaos drill, checked by the same checker
-//! (`wayfare_drill::check`) over what `wayfare_drill::HttpObserver` reads from the API.
+//! Those are the invariants of the chaos drill, checked by the same checker
+//! (`wayfare_drill::check`) over what `wayfare_drill::HttpObserver` reads from the API and
+//! what the fakes list at `GET /_fake/ledger`.
 //!
 //! - every confirmed booking has at least one `confirmed` email in `outbox.log` and no
 //!   failed booking has one; duplicates (the mailer is at-least-once) are counted and
 //!   reported, not failed.
 //!
-//! What it cannot check: the simulated sellers and payment gateway live inside the server
-//! process and start empty after every kill, so "the seller holds exactly one reservation"
-//! or "the card was captured once" are not observable across crashes from outside. The
-//! in-process tests in `tests/booking.rs` check those against fakes the test holds.
-//!
 //! The run is seeded (`BOOKING_CRASH_SEED`, default below) so a failure can be replayed,
-//! although thread scheduling still varies between runs. `BOOKING_CRASH_CYCLES` (default 4)
-//! sets the number of kill -9 cycles: `scripts/reliability.sh --long` runs 20.
+//! although thread scheduling still varies between runs. `BOOKING_CRASH_CYCLES`
+//! sets the number of kill -9 cycles (default 8) and `BOOKING_CRASH_BOOKINGS` (default 40) the new
+//! bookings per cycle; the `#[ignore]`d long variant runs 25 cycles of 50
+//! (`scripts/reliability.sh`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -44,9 +55,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use wayfare::domain::account::AccountId;
 use wayfare::domain::saga::SagaState;
+use wayfare_drill::fakes::ledgers;
 use wayfare_drill::{check, BookingSeen, HttpObserver, KeySeen, Observations};
 
 mod common;
+mod fakes;
 use common::{poll_until, wait_until};
 
 /// Demo accounts the bookings are spread over.
@@ -54,18 +67,26 @@ const ACCOUNTS: u64 = 20;
 /// Wallet credit of each demo account, in minor units.
 const CREDIT: i64 = 100_000;
 /// Kill-and-restart cycles.
-const CYCLES: usize = 4;
+const CYCLES: usize = 8;
 
-/// Kill -9 cycles of this run: `BOOKING_CRASH_CYCLES`, else [`CYCLES`].
-fn cycles() -> usize {
-    std::env::var("BOOKING_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| (1..=1000).contains(&n))
-        .unwrap_or(CYCLES)
-}
 /// New bookings fired per cycle.
 const BOOKINGS_PER_CYCLE: usize = 40;
+/// Cycles and bookings per cycle of the long variant.
+const LONG_CYCLES: usize = 25;
+const LONG_BOOKINGS_PER_CYCLE: usize = 50;
+
+/// A positive number from the environment variable `name`, else `default`; a value that is
+/// set but not a number in 1..=1000 stops the test naming it.
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .unwrap_or_else(|| panic!("{name}={v:?}: expected a number in 1..=1000")),
+    }
+}
 /// Earlier keys resubmitted, and earlier bookings cancelled, at the start of a cycle.
 const RESUBMITS_PER_CYCLE: usize = 8;
 const LATE_CANCELS_PER_CYCLE: usize = 6;
@@ -86,8 +107,10 @@ const CHECKS_WITHIN: Duration = Duration::from_secs(75);
 /// Default seed of the plan (card tokens, points, accounts, kill delays).
 const DEFAULT_SEED: u64 = 0x5EED_2026;
 
-/// Slow, lossy sellers and quick saga retries: a 1 s step timeout against seller calls of
-/// up to 300 ms plus lost replies means reconciliation happens, and kills land mid-step.
+/// Quick saga retries against slow, lossy partners: a 1 s step timeout against seller
+/// calls of 150 ms and gateway calls of 5 ms, plus replies dropped after acting, means
+/// reconciliation by key happens, and kills land mid-step. `{alpha}`, `{bravo}`,
+/// `{charlie}` and `{gateway}` are the fakes' URLs.
 const CONFIG: &str = r#"
 [server]
 workers = 2
@@ -116,42 +139,109 @@ step_timeout_ms = 1000
 backoff_base_ms = 10
 backoff_max_ms = 100
 
-[payments.simulated]
-latency_min_ms = 1
-latency_max_ms = 20
+[payments]
+kind = "http"
+[payments.http]
+base_url = "{gateway}"
+request_timeout_ms = 1000
 
 [[sellers]]
 name = "alpha"
-kind = "simulated"
+kind = "http"
 verticals = ["hotel"]
-[sellers.simulated]
-seed = 1
-coverage = 1.0
-latency_ms = [50, 300]
-reject_rate = 0.1
-lost_reply_rate = 0.05
+[sellers.http]
+base_url = "{alpha}"
 
 [[sellers]]
 name = "bravo"
-kind = "simulated"
+kind = "http"
 verticals = ["hotel"]
-[sellers.simulated]
-seed = 2
-coverage = 1.0
-latency_ms = [50, 300]
-reject_rate = 0.05
-lost_reply_rate = 0.1
+[sellers.http]
+base_url = "{bravo}"
 
 [[sellers]]
 name = "charlie"
-kind = "simulated"
+kind = "http"
 verticals = ["hotel"]
-[sellers.simulated]
-seed = 3
-coverage = 1.0
-latency_ms = [80, 300]
-lost_reply_rate = 0.05
+[sellers.http]
+base_url = "{charlie}"
 "#;
+
+/// The fake sellers: name, catalog seed, reject rate, drop rate (act, never answer).
+/// Every seller also fails [`ERROR_RATE`] of calls with a 503 and hangs [`HANG_RATE`] of
+/// them, both before acting.
+const SELLERS: [(&str, &str, &str, &str); 3] = [
+    ("alpha", "1", "0.1", "0.05"),
+    ("bravo", "2", "0.05", "0.1"),
+    ("charlie", "3", "0", "0.05"),
+];
+/// Share of gateway calls that act and never answer.
+const GATEWAY_DROP_RATE: &str = "0.03";
+/// Share of every partner's calls answered 503, and hung, before acting.
+const ERROR_RATE: &str = "0.05";
+const HANG_RATE: &str = "0.02";
+
+/// The partners, running as their own processes for the whole test.
+struct Partners {
+    sellers: Vec<(String, fakes::Process)>,
+    gateway: fakes::Process,
+}
+
+/// Starts the fakes with their journals and logs in `dir`, and writes `dir/config.toml`
+/// pointing wayfare at them.
+fn start_partners(dir: &Path, seed: u64) -> Partners {
+    let mut config = CONFIG.to_owned();
+    let mut sellers = Vec::new();
+    for (i, (name, catalog_seed, reject, drop)) in SELLERS.into_iter().enumerate() {
+        let fault_seed = (seed + i as u64).to_string();
+        let fake = fakes::fake_seller(
+            &dir.join(format!("seller-{name}")),
+            &dir.join(format!("seller-{name}.log")),
+            &[
+                "--name",
+                name,
+                "--seed",
+                catalog_seed,
+                "--coverage",
+                "1.0",
+                "--latency-ms",
+                "150",
+                "--reject-rate",
+                reject,
+                "--drop-rate",
+                drop,
+                "--error-rate",
+                ERROR_RATE,
+                "--hang-rate",
+                HANG_RATE,
+                "--fault-seed",
+                &fault_seed,
+            ],
+        );
+        config = config.replace(&format!("{{{name}}}"), &fake.url());
+        sellers.push((name.to_owned(), fake));
+    }
+    let fault_seed = seed.to_string();
+    let gateway = fakes::fake_gateway(
+        &dir.join("gateway"),
+        &dir.join("gateway.log"),
+        &[
+            "--latency-ms",
+            "5",
+            "--drop-rate",
+            GATEWAY_DROP_RATE,
+            "--error-rate",
+            ERROR_RATE,
+            "--hang-rate",
+            HANG_RATE,
+            "--seed",
+            &fault_seed,
+        ],
+    );
+    config = config.replace("{gateway}", &gateway.url());
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    Partners { sellers, gateway }
+}
 
 /// The server process; killed and reaped when dropped, so a failing test leaves nothing
 /// running.
@@ -293,6 +383,14 @@ async fn search(http: &reqwest::Client, base: &str) -> Vec<Offer> {
     .await
 }
 
+/// A parking reason saying a step failed on every attempt of its budget (the saga's
+/// `"{step} failed after {n} attempts: {reason}"`).
+fn retry_budget_exhausted(reason: &str) -> bool {
+    reason
+        .split_once(" failed after ")
+        .is_some_and(|(_, rest)| rest.contains(" attempts: "))
+}
+
 /// What the test knows about one idempotency key.
 #[derive(Debug, Clone)]
 struct KeyState {
@@ -383,6 +481,19 @@ fn read_outbox(path: &Path) -> (Emails, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_survive_repeated_kill_9() {
+    let cycles = env_count("BOOKING_CRASH_CYCLES", CYCLES);
+    let per_cycle = env_count("BOOKING_CRASH_BOOKINGS", BOOKINGS_PER_CYCLE);
+    run(cycles, per_cycle).await;
+}
+
+/// The long version: at least 20 kills over at least 1,000 bookings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long (minutes): run by scripts/reliability.sh"]
+async fn bookings_survive_repeated_kill_9_long() {
+    run(LONG_CYCLES, LONG_BOOKINGS_PER_CYCLE).await;
+}
+
+async fn run(cycles: usize, per_cycle: usize) {
     let started = Instant::now();
     let seed = std::env::var("BOOKING_CRASH_SEED")
         .ok()
@@ -392,7 +503,7 @@ async fn bookings_survive_repeated_kill_9() {
     let mut dir = tempfile::tempdir().unwrap();
     // Kept unless the test passes, with every server's log, for a post-mortem.
     dir.disable_cleanup(true);
-    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let partners = start_partners(dir.path(), seed);
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!("Bearer {OPERATOR_TOKEN}").parse().unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -411,7 +522,7 @@ async fn bookings_survive_repeated_kill_9() {
     let mut starts = 0;
     let mut failed_starts: Vec<String> = Vec::new();
 
-    for cycle in 0..cycles() {
+    for cycle in 0..cycles {
         let server = start(dir.path(), starts, &mut failed_starts);
         starts += 1;
         let offers = search(&http, &server.base).await;
@@ -437,7 +548,7 @@ async fn bookings_survive_repeated_kill_9() {
         let mut ids: Vec<String> = keys.values().filter_map(|k| k.id.clone()).collect();
         ids.shuffle(&mut rng);
         let mut to_cancel = Vec::new();
-        for id in ids.iter().take(BOOKINGS_PER_CYCLE) {
+        for id in ids.iter().take(per_cycle) {
             if to_cancel.len() == LATE_CANCELS_PER_CYCLE {
                 break;
             }
@@ -453,7 +564,7 @@ async fn bookings_survive_repeated_kill_9() {
             ));
         }
         // The new bookings of this cycle, planned up front so the seed decides them.
-        for i in 0..BOOKINGS_PER_CYCLE {
+        for i in 0..per_cycle {
             let key = format!("crash-{seed:x}-{cycle}-{i}");
             let account = accounts.choose(&mut rng).unwrap().clone();
             let offer = offers.choose(&mut rng).unwrap();
@@ -557,7 +668,7 @@ async fn bookings_survive_repeated_kill_9() {
         .iter()
         .map(|(k, s)| (k.clone(), s.body.clone(), s.id.is_some()))
         .collect();
-    for chunk in all.chunks(BOOKINGS_PER_CYCLE) {
+    for chunk in all.chunks(per_cycle) {
         let replies = join_all(chunk.iter().map(|(key, body, known)| {
             let (http, base) = (&http, &base);
             async move {
@@ -628,8 +739,19 @@ async fn bookings_survive_repeated_kill_9() {
     );
 
     // The drill's invariants: sagas settle, one booking per key (also as each account
-    // lists them), balances are ledgers and match the bookings' final states. The
-    // sellers' and gateway's books died with the killed processes: not observed.
+    // lists them), balances are ledgers and match the bookings' final states, and the
+    // partners' own books agree with the bookings.
+    let payments = match ledgers::fetch_gateway(&http, &partners.gateway.url()).await {
+        Ok(ledger) => ledger.seen().unwrap_or_else(|e| panic!("{e}")),
+        Err(e) => panic!("the gateway's ledger: {e}"),
+    };
+    let mut sellers_seen = Vec::new();
+    for (name, fake) in &partners.sellers {
+        match ledgers::fetch_seller(&http, &fake.url()).await {
+            Ok(ledger) => sellers_seen.push(ledger.seen(name)),
+            Err(e) => panic!("seller {name}'s ledger: {e}"),
+        }
+    }
     let mut accounts_seen = Vec::new();
     for account in &accounts {
         accounts_seen.push(observer.account(account, Some(CREDIT)).await);
@@ -645,10 +767,11 @@ async fn bookings_survive_repeated_kill_9() {
                 ids: k.ids.clone(),
             })
             .collect(),
-        payments: None,
-        sellers: None,
+        payments: Some(payments.clone()),
+        sellers: Some(sellers_seen.clone()),
     };
-    problems.extend(check(&observations).iter().map(ToString::to_string));
+    let violations = check(&observations);
+    problems.extend(violations.iter().map(ToString::to_string));
     problems.extend(observer.take_problems());
 
     // Emails: wait (bounded) until every confirmed booking has its confirmed email.
@@ -697,15 +820,30 @@ async fn bookings_survive_repeated_kill_9() {
             *cancellations.entry(c.state.as_str()).or_default() += 1;
         }
     }
-    // Parked sagas are a legitimate outcome; their reasons and histories say why.
+    // No fault injected here makes a compensation impossible (the partners keep their
+    // books, and every injected fault is transient or a clean decline), so a parked booking
+    // or cancellation is a problem; its reason and history say why.
     let card_of: HashMap<&str, &str> = keys
         .values()
         .filter_map(|k| Some((k.id.as_deref()?, k.body["card_token"].as_str()?)))
         .collect();
+    let mut parked = 0;
+    // Parked because a step after the pivot or in compensation met injected faults (503s,
+    // hangs, dropped replies) on every attempt of its retry budget: the one way the faults
+    // injected here can make a compensation impossible. Counted and named, not failed,
+    // unless more than a few: each attempt fails with odds of about 1 in 6, so a whole
+    // budget failing is rare.
+    let mut parked_by_faults = 0;
     for (id, b) in finals.iter() {
         let Some(reason) = b.parked_reason() else {
             continue;
         };
+        parked += 1;
+        if retry_budget_exhausted(reason) {
+            parked_by_faults += 1;
+        } else {
+            problems.push(format!("booking {id} is parked: {reason}"));
+        }
         println!(
             "parked {id} ({}, {} points): {reason} / cancellation {:?}\n    {}",
             card_of.get(id.as_str()).unwrap_or(&"?"),
@@ -729,6 +867,55 @@ async fn bookings_survive_repeated_kill_9() {
         by_state.get("needs_attention").unwrap_or(&0),
         failed_starts.len(),
         started.elapsed().as_secs_f64()
+    );
+    if parked_by_faults > (ids.len() / 200).max(1) {
+        problems.push(format!(
+            "{parked_by_faults} bookings parked with their retry budget exhausted by injected \
+             faults: more than chance explains"
+        ));
+    }
+    // Lost: an acknowledged booking the server no longer knows, or a partner's effect of
+    // no known booking. Doubled: a key answered with two bookings, a reservation or a
+    // capture made twice for one booking.
+    let lost = keys
+        .values()
+        .filter_map(|k| k.id.as_ref())
+        .filter(|id| !last.contains_key(*id))
+        .count()
+        + violations
+            .iter()
+            .filter(|v| v.detail.contains("of no known booking"))
+            .count();
+    let doubled = keys.values().filter(|k| k.ids.len() > 1).count()
+        + violations
+            .iter()
+            .filter(|v| {
+                v.detail.contains("captured") && v.detail.contains("times")
+                    || v.detail.contains("reservations for")
+            })
+            .count();
+    let reservations: u64 = sellers_seen.iter().map(|s| s.reservations_made).sum();
+    let live = sellers_seen
+        .iter()
+        .flat_map(|s| &s.reservations)
+        .filter(|(_, r)| matches!(r, wayfare::sellers::ReservationStatus::Booked { .. }))
+        .count();
+    println!(
+        "partners: gateway {} authorizations, {} captures, {} voids, {} refunds, \
+         {} open; sellers {reservations} reservations ({live} live)",
+        payments.ledger.authorizations.len(),
+        payments.ledger.captures.len(),
+        payments.ledger.voids.len(),
+        payments.ledger.refunds.len(),
+        payments.open_authorizations.len(),
+    );
+    println!(
+        "figures: {kills} kills, {} bookings, {lost} lost, {doubled} doubled, {parked} parked \
+         ({parked_by_faults} by injected faults: retry budget exhausted by 503s, hangs and \
+         dropped replies), \
+         {} invariant violations",
+        ids.len(),
+        violations.len()
     );
     if observer.out_of_time() || Instant::now() > checks_end {
         problems.push(format!(

@@ -113,8 +113,11 @@ fn launch_within(deps: &Arc<SagaDeps>, id: &str, permit: Option<ChildPermit>) {
 pub(crate) fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
     match end {
         ChildEnd::Finished => {
+            // Called from wherever the child ended, not necessarily inside an actix
+            // runtime: the follow-up (which waits for a flush) runs on a saga arbiter.
+            let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
             let (deps, id) = (deps.clone(), id.to_owned());
-            actix_rt::spawn(async move {
+            arbiter.spawn(async move {
                 if let Err(e) = follow_up(&deps, &id).await {
                     tracing::error!(saga = %id, error = %e, "Cannot start the follow-up of a finished saga.");
                 }
@@ -141,8 +144,9 @@ fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(),
     deps.store
         .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
     let flush = deps.store.flush();
+    let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
     let id = id.to_owned();
-    actix_rt::spawn(async move {
+    arbiter.spawn(async move {
         if let Err(e) = flush.await {
             tracing::error!(saga = %id, error = %e, "Cannot flush a parked saga.");
         }

@@ -280,6 +280,19 @@ impl<'a> Checker<'a> {
             .collect();
         for auth in &payments.open_authorizations {
             let id = auth_keys.get(auth.as_str()).map(|k| booking_of_key(k));
+            let known = id
+                .as_deref()
+                .is_some_and(|id| self.booking(id).is_some() || self.known_ids.contains(id));
+            if !known {
+                self.violation(
+                    "capture_only_when_confirmed",
+                    format!(
+                        "authorization {auth} of no known booking ({}) is still open",
+                        id.unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
             let settled = id
                 .as_deref()
                 .and_then(|id| self.booking(id))
@@ -509,6 +522,23 @@ mod tests {
         let mut seen = clean();
         gateway(&mut seen).captures.clear();
         assert!(found(&seen).contains(&"capture_only_when_confirmed"));
+    }
+
+    #[test]
+    fn an_open_authorization_of_no_booking_is_found() {
+        let mut seen = clean();
+        gateway(&mut seen).authorizations.push(LedgerAuthorization {
+            key: "ghost:authorize".into(),
+            authorization_id: "auth-9".into(),
+            card_token: "tok_approve".into(),
+            amount: Money::new(700, EUR),
+        });
+        seen.payments
+            .as_mut()
+            .unwrap()
+            .open_authorizations
+            .push("auth-9".into());
+        assert_eq!(found(&seen), vec!["capture_only_when_confirmed"]);
     }
 
     #[test]

@@ -35,8 +35,9 @@
 //!
 //! [`check`] is a plain function of what was observed ([`Observations`]), so tests can
 //! plant violations in it, and so observers other than the drill can feed it: a test that
-//! kills a real server reads the same facts over HTTP with [`HttpObserver`] and leaves out
-//! what it cannot see (the books of sellers and a gateway that died with the process).
+//! kills a real server reads the same facts over HTTP with [`HttpObserver`], and the
+//! partners' books from the fakes running as their own processes
+//! ([`fakes::ledgers`]).
 //!
 //! # Layout
 //!
@@ -48,10 +49,10 @@
 //! | `observations.rs` | [`Observations`] and its parts: the checker's input |
 //! | `check.rs` | [`check`]: one method per invariant |
 //! | `http_observer.rs` | [`HttpObserver`]: observations read from a server's HTTP API |
-//! | `fakes/` | [`fakes::seller`]: the seller wire format served from a simulated seller |
+//! | `fakes/` | [`fakes::seller`]: the seller wire format served from a simulated seller or a durable [`fakes::journaled`] one; [`fakes::ledgers`]: the fakes' ledgers as checker input |
 //!
 //! Used by `examples/chaos.rs`, `examples/fake_seller.rs`, `tests/chaos.rs`,
-//! `tests/booking_crash.rs`, `tests/http_seller.rs` and `tests/search.rs`.
+//! `tests/booking_crash.rs`, `tests/partners.rs`, `tests/http_seller.rs` and `tests/search.rs`.
 
 #![warn(missing_docs, missing_debug_implementations)]
 

@@ -1,3 +1,5 @@
 //! Fakes of the outside world that speak a real protocol, for tests and demos.
 
+pub mod journaled;
+pub mod ledgers;
 pub mod seller;

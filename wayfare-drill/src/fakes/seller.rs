@@ -1,9 +1,11 @@
 //! A fake seller server: the wire format of [`wayfare::sellers::wire`] served by actix-web
-//! from a [`SimulatedSeller`], so [`wayfare::sellers::http::HttpSeller`] can be run end to
-//! end in tests, demos and chaos drills. `examples/fake_seller.rs` is a thin command line around
-//! [`serve`]; tests call [`build`] on a `127.0.0.1:0` listener.
+//! from any [`SellerApi`], so [`wayfare::sellers::http::HttpSeller`] can be run end to end
+//! in tests, demos and chaos drills. In-process tests call [`build`] with a
+//! [`SimulatedSeller`] on a `127.0.0.1:0` listener; `examples/fake_seller.rs` serves a
+//! durable [`JournaledSeller`] with [`serve_journaled`], which adds an optional
+//! `Authorization: Bearer` check and `GET /_fake/ledger` (the seller's whole book).
 //!
-//! Latency and faults come from the simulated seller, so a hang there is a request that
+//! Latency and faults come from the seller behind, so a hang there is a request that
 //! never gets a reply here, exactly what a stuck real seller looks like to wayfare.
 
 use std::future::Future;
@@ -12,8 +14,11 @@ use std::net::TcpListener;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use std::sync::Arc;
 
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+use super::journaled::JournaledSeller;
 use wayfare::sellers::simulated::SimulatedSeller;
 use wayfare::sellers::wire::{
     SearchReply, WireBookReply, WireCancelReply, WireError, WireOffer, WireStatusReply,
@@ -25,8 +30,40 @@ use wayfare::sellers::{
 /// Largest request body the fake seller accepts (requests are small queries).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Registers the wire-format routes. Expects `web::Data<SimulatedSeller>` in app data.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The seller behind the routes, and the key callers must present (none: anyone).
+#[derive(Clone)]
+struct Backend {
+    seller: Arc<dyn SellerApi>,
+    api_key: Option<String>,
+}
+
+impl Backend {
+    /// The seller, or `None` when a key is required and the request does not carry it.
+    fn admit(&self, req: &HttpRequest) -> Option<&dyn SellerApi> {
+        if let Some(expected) = &self.api_key {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(expected.as_str()) {
+                return None;
+            }
+        }
+        Some(self.seller.as_ref())
+    }
+}
+
+/// The 401 of a caller without the key.
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().json(WireError {
+        error: "bad or missing API key".into(),
+        field: None,
+    })
+}
+
+/// Registers the wire-format routes. Expects the backend in app data (see [`build`]).
+fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_REQUEST_BYTES)
@@ -52,24 +89,66 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Builds the server on `listener` (one worker, no signal handling: the caller decides when
 /// to stop, through the returned server's handle). The server must be awaited or spawned.
 pub fn build(listener: TcpListener, seller: SimulatedSeller) -> io::Result<Server> {
-    let data = web::Data::new(seller);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
-        .workers(1)
-        .disable_signals()
-        // Hung requests are the point of a fake seller; do not wait for them on stop.
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run();
+    build_backend(
+        listener,
+        Backend {
+            seller: Arc::new(seller),
+            api_key: None,
+        },
+        None,
+    )
+}
+
+/// Builds the server of a durable seller: the wire format, `GET /_fake/ledger`, and, when
+/// `api_key` is set, a 401 for every wire-format call without `Authorization: Bearer` it.
+pub fn build_journaled(
+    listener: TcpListener,
+    seller: JournaledSeller,
+    api_key: Option<String>,
+) -> io::Result<Server> {
+    build_backend(
+        listener,
+        Backend {
+            seller: Arc::new(seller.clone()),
+            api_key,
+        },
+        Some(seller),
+    )
+}
+
+fn build_backend(
+    listener: TcpListener,
+    backend: Backend,
+    ledger_of: Option<JournaledSeller>,
+) -> io::Result<Server> {
+    let data = web::Data::new(backend);
+    let server = HttpServer::new(move || {
+        let app = App::new().app_data(data.clone());
+        let app = match &ledger_of {
+            Some(seller) => app
+                .app_data(web::Data::new(seller.clone()))
+                .route("/_fake/ledger", web::get().to(ledger)),
+            None => app,
+        };
+        app.configure(routes)
+    })
+    .workers(1)
+    .disable_signals()
+    // Hung requests are the point of a fake seller; do not wait for them on stop.
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
     Ok(server)
 }
 
-/// Serves until `shutdown` completes, then stops the server.
-pub async fn serve(
+/// Serves a durable seller until `shutdown` completes, then stops the server.
+pub async fn serve_journaled(
     listener: TcpListener,
-    seller: SimulatedSeller,
+    seller: JournaledSeller,
+    api_key: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let server = build(listener, seller)?;
+    let server = build_journaled(listener, seller, api_key)?;
     let handle = server.handle();
     let stop = async move {
         shutdown.await;
@@ -103,10 +182,27 @@ fn offers_reply(offers: &[Offer]) -> HttpResponse {
     })
 }
 
+/// `GET /_fake/ledger`: every reservation, cancellation and decline, each with its key.
+async fn ledger(seller: web::Data<JournaledSeller>) -> HttpResponse {
+    HttpResponse::Ok().json(seller.ledger())
+}
+
+/// The seller, or the 401 that refuses the caller.
+macro_rules! admitted {
+    ($backend:expr, $req:expr) => {
+        match $backend.admit(&$req) {
+            Some(seller) => seller,
+            None => return unauthorized(),
+        }
+    };
+}
+
 async fn search_hotels(
-    seller: web::Data<SimulatedSeller>,
+    backend: web::Data<Backend>,
+    req: HttpRequest,
     query: web::Json<HotelQuery>,
 ) -> HttpResponse {
+    let seller = admitted!(backend, req);
     let query = query.into_inner();
     if let Err(e) = query.validate() {
         return bad_request(e);
@@ -118,9 +214,11 @@ async fn search_hotels(
 }
 
 async fn search_flights(
-    seller: web::Data<SimulatedSeller>,
+    backend: web::Data<Backend>,
+    req: HttpRequest,
     query: web::Json<FlightQuery>,
 ) -> HttpResponse {
+    let seller = admitted!(backend, req);
     let query = query.into_inner();
     if let Err(e) = query.validate() {
         return bad_request(e);
@@ -131,7 +229,12 @@ async fn search_flights(
     }
 }
 
-async fn book(seller: web::Data<SimulatedSeller>, req: web::Json<BookRequest>) -> HttpResponse {
+async fn book(
+    backend: web::Data<Backend>,
+    http: HttpRequest,
+    req: web::Json<BookRequest>,
+) -> HttpResponse {
+    let seller = admitted!(backend, http);
     let req = req.into_inner();
     if req.idempotency_key.trim().is_empty() {
         return bad_request(QueryError {
@@ -145,14 +248,24 @@ async fn book(seller: web::Data<SimulatedSeller>, req: web::Json<BookRequest>) -
     }
 }
 
-async fn cancel(seller: web::Data<SimulatedSeller>, key: web::Path<String>) -> HttpResponse {
+async fn cancel(
+    backend: web::Data<Backend>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
+    let seller = admitted!(backend, req);
     match seller.cancel(key.into_inner()).await {
         Ok(outcome) => HttpResponse::Ok().json(WireCancelReply::from(&outcome)),
         Err(e) => seller_failure(e),
     }
 }
 
-async fn status(seller: web::Data<SimulatedSeller>, key: web::Path<String>) -> HttpResponse {
+async fn status(
+    backend: web::Data<Backend>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
+    let seller = admitted!(backend, req);
     match seller.booking_status(key.into_inner()).await {
         Ok(status) => HttpResponse::Ok().json(WireStatusReply::from(status.as_ref())),
         Err(e) => seller_failure(e),
