@@ -491,7 +491,7 @@ fn wallet_key_key(id: AccountId, key: &str) -> Vec<u8> {
 }
 
 /// The result of a wallet change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WalletReceipt {
     /// The ledger entry recorded (or recorded before, for a replay).
     pub entry: LedgerEntry,
@@ -502,7 +502,7 @@ pub struct WalletReceipt {
 }
 
 /// A page of ledger entries, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerPage {
     /// Entries after the requested sequence number.
     pub entries: Vec<LedgerEntry>,

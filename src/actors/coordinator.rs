@@ -277,7 +277,7 @@ pub struct BookingRecords {
 pub struct CountSagas;
 
 /// A saga parked as `needs_attention`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParkedSaga {
     /// Saga id.
     pub id: String,
@@ -286,7 +286,7 @@ pub struct ParkedSaga {
 }
 
 /// Saga figures for health and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SagaCounts {
     /// Sagas per customer-visible state.
     pub by_state: std::collections::BTreeMap<String, u64>,

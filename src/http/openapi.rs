@@ -106,6 +106,9 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.paths = router.paths();
     let components = doc.components.get_or_insert_with(Default::default);
+    for (name, schema) in router.schemas() {
+        components.schemas.entry(name).or_insert(schema);
+    }
     components.add_security_scheme(
         "apiKey",
         SecurityScheme::Http(

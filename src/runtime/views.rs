@@ -11,9 +11,10 @@ use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
 
 /// Health as `/health` reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` or `unhealthy`.
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
     /// Store check: a probe record written and flushed at the last probe, and no I/O
     /// failure since.
@@ -30,7 +31,7 @@ pub struct Health {
 }
 
 /// One health check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
@@ -60,7 +61,7 @@ impl Health {
 }
 
 /// One offer as a caller sees it: the merged offer with the caller's wallet applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OfferView {
     /// Cheapest seller of this SKU.
     pub seller: String,
@@ -79,7 +80,7 @@ pub struct OfferView {
 }
 
 /// A search reply.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// Merged offers, cheapest first, personalized.
     pub offers: Vec<OfferView>,
@@ -109,13 +110,15 @@ pub(crate) fn personalize(offer: &Offer, wallet: Money) -> OfferView {
 }
 
 /// A booking as customers see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Booking {
     /// Booking id.
+    #[schema(format = Uuid)]
     pub id: String,
     /// Current state.
     pub state: SagaState,
     /// Booking account.
+    #[schema(format = Uuid)]
     pub account_id: String,
     /// Seller.
     pub seller: String,
@@ -140,16 +143,17 @@ pub struct Booking {
 }
 
 /// A page of an account's bookings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BookingPage {
     /// Bookings in booking-id order.
     pub bookings: Vec<Booking>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub next_after: Option<BookingId>,
 }
 
 /// The cancellation of a booking.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CancellationView {
     /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
     pub state: SagaState,

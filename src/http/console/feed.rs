@@ -38,7 +38,7 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 pub(crate) const MAX_PARKED_LISTED: usize = 50;
 
 /// One line of the feed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ConsoleSnapshot {
     /// Sequence number within this feed, from 1.
     pub seq: u64,
@@ -62,7 +62,7 @@ pub(crate) struct ConsoleSnapshot {
 }
 
 /// One seller adapter as the console shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SellerView {
     /// Seller name.
     pub name: String,
@@ -97,7 +97,7 @@ pub(crate) struct SellerView {
 }
 
 /// Percentiles over a recent window.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct LatencyView {
     /// Seconds covered.
     pub window_secs: f64,
@@ -110,7 +110,7 @@ pub(crate) struct LatencyView {
 }
 
 /// HTTP figures, as `/metrics` counts them.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct HttpView {
     /// Requests answered since start.
     pub requests: u64,
