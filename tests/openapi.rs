@@ -2,7 +2,8 @@
 //! it parses, it is OpenAPI 3.x, every documented operation is routed, and every route
 //! in the server's route table is documented (the document is derived from the handlers'
 //! `#[utoipa::path]` attributes through the same router, so this holds by construction;
-//! the test keeps it so).
+//! the test keeps it so); it is OpenAPI 3.1 as far as its structure shows; and every
+//! success reply of the real server fits the schema the document declares for it.
 
 mod common;
 
@@ -178,7 +179,7 @@ async fn every_route_is_documented() {
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
-        "routes missing from src/http/openapi.json: {undocumented:?}"
+        "routes missing from /v1/openapi.json: {undocumented:?}"
     );
     let unrouted: Vec<_> = documented.difference(&routed).collect();
     assert!(
@@ -486,9 +487,7 @@ mod schema {
             ("uuid", Value::String(s)) => uuid::Uuid::try_parse(s).is_ok(),
             ("date", Value::String(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
             ("date-time", Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
-            ("int32", Value::Number(_)) => value
-                .as_i64()
-                .is_some_and(|n| i32::try_from(n).is_ok()),
+            ("int32", Value::Number(_)) => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
             ("int64", Value::Number(_)) => value.is_i64() || value.is_u64(),
             // Other formats annotate; a format on a value of another type does not apply.
             _ => true,
@@ -544,14 +543,26 @@ fn schemas_in(doc: &Value) -> Vec<(String, Value)> {
             }
         }
     }
-    for (name, response) in doc["components"]["responses"].as_object().into_iter().flatten() {
-        content(&format!("#/components/responses/{name}"), response, &mut out);
+    for (name, response) in doc["components"]["responses"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        content(
+            &format!("#/components/responses/{name}"),
+            response,
+            &mut out,
+        );
     }
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let at = format!("{method} {path}");
             for p in op["parameters"].as_array().into_iter().flatten() {
-                walk(format!("{at} parameter {}", p["name"]), &p["schema"], &mut out);
+                walk(
+                    format!("{at} parameter {}", p["name"]),
+                    &p["schema"],
+                    &mut out,
+                );
             }
             content(&format!("{at} request"), &op["requestBody"], &mut out);
             for (status, r) in op["responses"].as_object().into_iter().flatten() {
@@ -617,10 +628,16 @@ async fn document_is_structurally_openapi_3_1() {
             .map(|s| s.split('}').next().unwrap())
             .collect();
         for (method, op) in item.as_object().unwrap() {
-            assert!(METHODS.contains(&method.as_str()), "{path}: member {method}");
+            assert!(
+                METHODS.contains(&method.as_str()),
+                "{path}: member {method}"
+            );
             let at = format!("{method} {path}");
             let id = op["operationId"].as_str().unwrap();
-            assert!(operation_ids.insert(id.to_owned()), "{at}: operationId {id} twice");
+            assert!(
+                operation_ids.insert(id.to_owned()),
+                "{at}: operationId {id} twice"
+            );
             for tag in op["tags"].as_array().into_iter().flatten() {
                 assert!(tags.contains(tag.as_str().unwrap()), "{at}: tag {tag}");
             }
@@ -664,7 +681,9 @@ async fn document_is_structurally_openapi_3_1() {
         }
     }
     for (at, schema) in schemas_in(&doc) {
-        let obj = schema.as_object().unwrap_or_else(|| panic!("{at}: {schema}"));
+        let obj = schema
+            .as_object()
+            .unwrap_or_else(|| panic!("{at}: {schema}"));
         for keyword in obj.keys() {
             assert!(
                 schema::in_dialect(keyword) && keyword != "nullable",
@@ -713,12 +732,7 @@ struct Conformance<'a> {
 impl Conformance<'_> {
     /// Sends `req` (for the operation `METHOD path-template`), expects `status`, validates
     /// the reply against the document and returns it.
-    async fn call(
-        &mut self,
-        operation: &str,
-        req: reqwest::RequestBuilder,
-        status: u16,
-    ) -> Value {
+    async fn call(&mut self, operation: &str, req: reqwest::RequestBuilder, status: u16) -> Value {
         let (method, path) = operation.split_once(' ').unwrap();
         let res = req.send().await.unwrap();
         let got = res.status().as_u16();
@@ -770,7 +784,9 @@ impl Conformance<'_> {
         let url = self.server.url(&format!("/v1/bookings/{id}"));
         let mut last = Value::Null;
         let found = common::poll_until(std::time::Duration::from_secs(20), async || {
-            last = self.call("GET /v1/bookings/{id}", http.get(&url), 200).await;
+            last = self
+                .call("GET /v1/bookings/{id}", http.get(&url), 200)
+                .await;
             done(&last).then(|| last.clone())
         })
         .await;
@@ -845,8 +861,12 @@ async fn every_success_reply_fits_its_documented_schema() {
     let s = &server;
     let op = s.http.clone();
 
-    c.call("GET /v1/openapi.json", s.anonymous.get(s.url("/v1/openapi.json")), 200)
-        .await;
+    c.call(
+        "GET /v1/openapi.json",
+        s.anonymous.get(s.url("/v1/openapi.json")),
+        200,
+    )
+    .await;
 
     // Accounts and wallets.
     let created = c
@@ -862,7 +882,8 @@ async fn every_success_reply_fits_its_documented_schema() {
     let id = created["id"].as_str().unwrap().to_owned();
     let ann = common::client_with(created["api_key"].as_str().unwrap());
     let account = s.url(&format!("/v1/accounts/{id}"));
-    c.call("GET /v1/accounts/{id}", ann.get(&account), 200).await;
+    c.call("GET /v1/accounts/{id}", ann.get(&account), 200)
+        .await;
     let rekeyed = c
         .call(
             "POST /v1/accounts/{id}/api-key",
@@ -886,7 +907,12 @@ async fn every_success_reply_fits_its_documented_schema() {
         .await;
 
     // Searches, personalized by the wallet.
-    let day = |n| Utc::now().date_naive().checked_add_days(Days::new(n)).unwrap();
+    let day = |n| {
+        Utc::now()
+            .date_naive()
+            .checked_add_days(Days::new(n))
+            .unwrap()
+    };
     let (start, end) = (day(30), day(32));
     let hotels = c
         .call(
@@ -897,7 +923,10 @@ async fn every_success_reply_fits_its_documented_schema() {
             200,
         )
         .await;
-    assert!(!hotels["offers"].as_array().unwrap().is_empty(), "{hotels:#}");
+    assert!(
+        !hotels["offers"].as_array().unwrap().is_empty(),
+        "{hotels:#}"
+    );
     let flights = c
         .call(
             "GET /v1/search/flights",
@@ -907,7 +936,10 @@ async fn every_success_reply_fits_its_documented_schema() {
             200,
         )
         .await;
-    assert!(!flights["offers"].as_array().unwrap().is_empty(), "{flights:#}");
+    assert!(
+        !flights["offers"].as_array().unwrap().is_empty(),
+        "{flights:#}"
+    );
 
     // A booking, partly paid with points: made, replayed, read, listed, cancelled.
     let order = |key: &str, card: &str| {
@@ -952,13 +984,20 @@ async fn every_success_reply_fits_its_documented_schema() {
     let entries = c
         .call("GET /v1/accounts/{id}/wallet/ledger", ann.get(&ledger), 200)
         .await;
-    assert!(entries["entries"].as_array().unwrap().len() >= 3, "{entries:#}");
+    assert!(
+        entries["entries"].as_array().unwrap().len() >= 3,
+        "{entries:#}"
+    );
 
     // A parked saga (capture fails for good, and so does undoing the reservation), for
     // the operator's views and the retry route.
     knobs.cancel_failing.store(true, Ordering::SeqCst);
     let parked = c
-        .call("POST /v1/bookings", order("book-2", "tok_fail_capture"), 202)
+        .call(
+            "POST /v1/bookings",
+            order("book-2", "tok_fail_capture"),
+            202,
+        )
         .await;
     let parked = parked["id"].as_str().unwrap().to_owned();
     c.booking_until(&ann, &parked, "needs_attention", |b| {
@@ -1029,19 +1068,47 @@ async fn the_reply_validator_catches_mismatches() {
         value
     };
     let cases: Vec<(&str, &Value, Value)> = vec![
-        ("missing api_key", &with_key, broken(&|v| {
-            v.as_object_mut().unwrap().remove("api_key");
-        })),
-        ("missing wallet", &with_key, broken(&|v| {
-            v.as_object_mut().unwrap().remove("wallet");
-        })),
+        (
+            "missing api_key",
+            &with_key,
+            broken(&|v| {
+                v.as_object_mut().unwrap().remove("api_key");
+            }),
+        ),
+        (
+            "missing wallet",
+            &with_key,
+            broken(&|v| {
+                v.as_object_mut().unwrap().remove("wallet");
+            }),
+        ),
         ("id a number", &with_key, broken(&|v| v["id"] = 7.into())),
-        ("id not a uuid", &with_key, broken(&|v| v["id"] = "seven".into())),
-        ("created_at not a date-time", &with_key, broken(&|v| v["created_at"] = "yesterday".into())),
-        ("minor a string", &with_key, broken(&|v| v["wallet"]["balance"]["minor"] = "0".into())),
+        (
+            "id not a uuid",
+            &with_key,
+            broken(&|v| v["id"] = "seven".into()),
+        ),
+        (
+            "created_at not a date-time",
+            &with_key,
+            broken(&|v| v["created_at"] = "yesterday".into()),
+        ),
+        (
+            "minor a string",
+            &with_key,
+            broken(&|v| v["wallet"]["balance"]["minor"] = "0".into()),
+        ),
         ("name null", &with_key, broken(&|v| v["name"] = Value::Null)),
-        ("undeclared member", &with_key, broken(&|v| v["extra"] = true.into())),
-        ("undeclared nested member", &with_key, broken(&|v| v["wallet"]["extra"] = 1.into())),
+        (
+            "undeclared member",
+            &with_key,
+            broken(&|v| v["extra"] = true.into()),
+        ),
+        (
+            "undeclared nested member",
+            &with_key,
+            broken(&|v| v["wallet"]["extra"] = 1.into()),
+        ),
         // The plain account does not declare the key.
         ("api_key on Account", &account, created.clone()),
     ];

@@ -1,8 +1,10 @@
 //! `GET /v1/openapi.json`: the OpenAPI description of this API, derived from the code. Each
 //! handler carries its `#[utoipa::path]`; the [`Router`] routes a handler by that
 //! description and collects its operation, so every route is documented by construction.
-//! This file adds what is common: info, tags, the two bearer schemes, the shared problem
-//! responses, and the schemas the operations name.
+//! The router also gathers the schemas those operations name (reply bodies and all they
+//! refer to, from `#[derive(ToSchema)]` on the reply types). This file adds what is
+//! common: info, tags, the two bearer schemes, the shared problem responses, and the
+//! request and problem schemas.
 
 use std::sync::OnceLock;
 
