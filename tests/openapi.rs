@@ -1127,4 +1127,8 @@ async fn the_reply_validator_catches_mismatches() {
     let mut bad = line.clone();
     bad["step"] = "teleport".into();
     assert!(!v.errors(&entry, &bad).is_empty(), "unknown step accepted");
+    // A member serialized as null when empty is always there: leaving it out is a mismatch.
+    let mut bad = line.clone();
+    bad.as_object_mut().unwrap().remove("step");
+    assert!(!v.errors(&entry, &bad).is_empty(), "missing step accepted");
 }

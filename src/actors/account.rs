@@ -507,6 +507,7 @@ pub struct LedgerPage {
     /// Entries after the requested sequence number.
     pub entries: Vec<LedgerEntry>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[schema(required = true)]
     pub next_after: Option<u64>,
 }
 

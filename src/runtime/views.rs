@@ -25,6 +25,7 @@ pub struct Health {
     pub supervisors: Check,
     /// Saga figures; parked sagas are listed for operators (they do not make the service
     /// unhealthy: it keeps serving, but someone must look at them).
+    #[schema(required = true)]
     pub sagas: Option<SagaCounts>,
     /// Seconds since start.
     pub uptime_secs: u64,
@@ -36,6 +37,7 @@ pub struct Check {
     /// Whether it passed.
     pub ok: bool,
     /// Why not, when it failed.
+    #[schema(required = true)]
     pub detail: Option<String>,
 }
 
@@ -89,6 +91,7 @@ pub struct SearchResponse {
     /// True when the merged result came from the cache (the markdown never does).
     pub cached: bool,
     /// Wallet points usable by the caller (zero without an account).
+    #[schema(required = true)]
     pub wallet_available: Option<Money>,
 }
 
@@ -133,10 +136,13 @@ pub struct Booking {
     /// Wallet points used.
     pub wallet_points: Money,
     /// Why it failed, in customer terms.
+    #[schema(required = true)]
     pub failure: Option<String>,
     /// Why an operator must look at it.
+    #[schema(required = true)]
     pub needs_attention: Option<String>,
     /// The cancellation, once asked for a confirmed booking.
+    #[schema(required = true)]
     pub cancellation: Option<CancellationView>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
@@ -148,7 +154,7 @@ pub struct BookingPage {
     /// Bookings in booking-id order.
     pub bookings: Vec<Booking>,
     /// Pass as `after` to get the next page; absent on the last page.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[schema(required = true, value_type = Option<String>, format = Uuid)]
     pub next_after: Option<BookingId>,
 }
 
@@ -158,10 +164,13 @@ pub struct CancellationView {
     /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
     pub state: SagaState,
     /// Fee kept by the seller.
+    #[schema(required = true)]
     pub seller_fee: Option<Money>,
     /// Refunded to the card.
+    #[schema(required = true)]
     pub refund: Option<Money>,
     /// Points credited back to the wallet.
+    #[schema(required = true)]
     pub points_restored: Option<Money>,
     /// Timed history.
     pub history: Vec<HistoryEntry>,

@@ -70,14 +70,17 @@ pub struct ChildSnapshot {
     /// Restarts since the runtime started.
     pub restarts: u64,
     /// The latest abnormal exit.
+    #[schema(required = true)]
     pub last_failure: Option<Failure>,
     /// Requests queued or in flight (actors only).
+    #[schema(required = true)]
     pub mailbox_depth: Option<usize>,
     /// Admission bound (actors only).
+    #[schema(required = true)]
     pub mailbox_capacity: Option<usize>,
     /// The nested tree (supervisors only).
     // The nesting is recursive: name it by reference only, or schema collection loops.
-    #[schema(no_recursion)]
+    #[schema(required = true, no_recursion)]
     pub supervisor: Option<SupervisorSnapshot>,
     /// Actor-specific figures (e.g. a seller's breaker), when the actor publishes any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +104,7 @@ pub struct SupervisorSnapshot {
     /// Restarts inside the current window.
     pub restarts_in_window: usize,
     /// Why it gave up, when it did.
+    #[schema(required = true)]
     pub failure: Option<Failure>,
     /// Children in start order.
     pub children: Vec<ChildSnapshot>,

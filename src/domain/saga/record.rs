@@ -347,6 +347,7 @@ pub struct HistoryEntry {
     /// State after the event.
     pub state: SagaState,
     /// The step concerned, if any.
+    #[schema(required = true)]
     pub step: Option<Step>,
     /// What happened, in a short sentence.
     pub note: String,

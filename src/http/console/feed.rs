@@ -54,10 +54,12 @@ pub(crate) struct ConsoleSnapshot {
     /// so the page has a place for them.
     pub partners: Vec<SellerView>,
     /// Saga figures; `None` when the coordinator did not answer.
+    #[schema(required = true)]
     pub sagas: Option<SagaCounts>,
     /// HTTP figures.
     pub http: HttpView,
     /// Faults fired on purpose, when `[faults]` is on.
+    #[schema(required = true)]
     pub faults: Option<FaultCounts>,
 }
 
@@ -67,6 +69,7 @@ pub(crate) struct SellerView {
     /// Seller name.
     pub name: String,
     /// Last published breaker snapshot (state, window rates).
+    #[schema(required = true)]
     pub breaker: Option<BreakerSnapshot>,
     /// The breaker's last transitions, oldest first.
     pub transitions: Vec<BreakerTransition>,
@@ -104,8 +107,10 @@ pub(crate) struct LatencyView {
     /// Calls (or requests) in the window.
     pub count: u64,
     /// Median, ms; `None` without calls.
+    #[schema(required = true)]
     pub p50_ms: Option<f64>,
     /// 99th percentile, ms; `None` without calls.
+    #[schema(required = true)]
     pub p99_ms: Option<f64>,
 }
 
