@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Schema-driven fuzzing of the real server from its OpenAPI description
-# (src/http/openapi.json, served at /v1/openapi.json) with schemathesis.
+# Schema-driven fuzzing of the real server from its OpenAPI description with schemathesis.
+# The description is generated from the code (utoipa: each handler's #[utoipa::path] in
+# src/http/*.rs, assembled in src/http/openapi.rs) and served at /v1/openapi.json.
 #
 #   scripts/schemathesis.sh [MAX_EXAMPLES]      # default 25 per operation and phase
 #

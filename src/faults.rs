@@ -134,7 +134,7 @@ impl FaultCounters {
 }
 
 /// A snapshot of [`FaultCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FaultCounts {
     /// Injected panics in account shards.
     pub account_panics: u64,

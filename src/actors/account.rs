@@ -491,7 +491,7 @@ fn wallet_key_key(id: AccountId, key: &str) -> Vec<u8> {
 }
 
 /// The result of a wallet change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WalletReceipt {
     /// The ledger entry recorded (or recorded before, for a replay).
     pub entry: LedgerEntry,
@@ -502,11 +502,12 @@ pub struct WalletReceipt {
 }
 
 /// A page of ledger entries, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerPage {
     /// Entries after the requested sequence number.
     pub entries: Vec<LedgerEntry>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[schema(required = true)]
     pub next_after: Option<u64>,
 }
 

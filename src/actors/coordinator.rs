@@ -302,7 +302,7 @@ pub(crate) struct BookingRecords {
 pub(crate) struct CountSagas;
 
 /// A saga parked as `needs_attention`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParkedSaga {
     /// Saga id.
     pub id: String,
@@ -311,7 +311,7 @@ pub struct ParkedSaga {
 }
 
 /// Saga figures for health and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SagaCounts {
     /// Sagas per customer-visible state.
     pub by_state: std::collections::BTreeMap<String, u64>,

@@ -37,6 +37,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// What became of one seller's part of a search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum SellerStatus {
     /// Answered in time.
     Ok,
@@ -53,7 +54,7 @@ pub enum SellerStatus {
 }
 
 /// One seller's line in a search reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SellerOutcome {
     /// Seller name.
     pub seller: String,

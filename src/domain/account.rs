@@ -146,9 +146,10 @@ pub struct AccountRecord {
 }
 
 /// An account as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Account {
     /// Id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: AccountId,
     /// Display name.
     pub name: String,
@@ -161,7 +162,7 @@ pub struct Account {
 }
 
 /// Wallet figures as callers see them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WalletView {
     /// Points owned (credits minus captures).
     pub balance: Money,

@@ -152,6 +152,7 @@ impl BreakerConfig {
 /// The breaker's state as reported to health and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum BreakerState {
     /// Calls flow.
     Closed,
@@ -187,7 +188,7 @@ pub struct BreakerOpen {
 }
 
 /// Numbers for health and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
     /// Current state.
     pub state: BreakerState,
@@ -443,7 +444,7 @@ impl Drop for PermitGuard {
 pub const TIMELINE_LEN: usize = 32;
 
 /// One change of a breaker's state, stamped with the wall clock for operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BreakerTransition {
     /// When the change was seen.
     pub at: DateTime<Utc>,

@@ -31,6 +31,7 @@ pub struct Wallet {
 /// A change to a wallet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum WalletOp {
     /// Adds points (loyalty credit, refund of points).
     Credit {
@@ -79,7 +80,7 @@ pub enum WalletError {
 }
 
 /// One ledger line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// Position in the account's ledger, from 1.
     pub seq: u64,

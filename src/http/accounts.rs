@@ -20,8 +20,9 @@ use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
+use crate::actors::account::{LedgerPage, WalletReceipt};
 use crate::domain::access::ApiKey;
-use crate::domain::account::{Account, NewAccount};
+use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
 
 /// Registers the routes.
@@ -65,7 +66,7 @@ pub(crate) struct CreateAccount {
     responses((
         status = 201,
         description = "The account, with its empty wallet and its API key (`api_key`)",
-        body = Object,
+        body = WithKey,
         headers(("Location" = String, description = "URL of the account")),
     )),
 )]
@@ -82,10 +83,23 @@ async fn create(
 }
 
 /// An account with its API key in clear: the one response that shows a key.
-#[derive(Serialize)]
-struct WithKey {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct WithKey {
     #[serde(flatten)]
     account: Account,
+    /// The API key (`wf_...`), shown this once.
+    #[schema(value_type = String, example = "wf_0123...")]
+    api_key: ApiKey,
+}
+
+/// Reply of `POST /v1/accounts/{id}/api-key`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NewApiKey {
+    /// The account.
+    #[schema(value_type = String, format = Uuid)]
+    account_id: AccountId,
+    /// The new API key (`wf_...`), shown this once.
+    #[schema(value_type = String, example = "wf_0123...")]
     api_key: ApiKey,
 }
 
@@ -97,7 +111,7 @@ struct WithKey {
     operation_id = "getAccount",
     params(("id" = String, Path, description = "Account id")),
     security(("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 200, description = "The account and its wallet", body = Object)),
+    responses((status = 200, description = "The account and its wallet", body = Account)),
 )]
 async fn get(
     state: web::Data<AppState>,
@@ -115,7 +129,7 @@ async fn get(
     operation_id = "newApiKey",
     params(("id" = String, Path, description = "Account id")),
     security(("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 201, description = "`account_id` and the new `api_key`", body = Object)),
+    responses((status = 201, description = "`account_id` and the new `api_key`", body = NewApiKey)),
 )]
 async fn new_api_key(
     state: web::Data<AppState>,
@@ -126,7 +140,10 @@ async fn new_api_key(
     let api_key = state.runtime.issue_api_key(id).await?;
     Ok(HttpResponse::Created()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json_line(serde_json::json!({ "account_id": id, "api_key": api_key })))
+        .json_line(NewApiKey {
+            account_id: id,
+            api_key,
+        }))
 }
 
 /// Body of `POST /v1/accounts/{id}/wallet/credits`.
@@ -151,8 +168,8 @@ pub(crate) struct Credit {
     security(("operatorToken" = [])),
     request_body = Credit,
     responses(
-        (status = 201, description = "The credit receipt", body = Object),
-        (status = 200, description = "The receipt of the earlier credit with this key", body = Object),
+        (status = 201, description = "The credit receipt", body = WalletReceipt),
+        (status = 200, description = "The receipt of the earlier credit with this key", body = WalletReceipt),
     ),
 )]
 async fn credit(
@@ -196,7 +213,7 @@ fn default_page() -> usize {
     operation_id = "walletLedger",
     params(("id" = String, Path, description = "Account id"), LedgerQuery),
     security(("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 200, description = "`entries` and `next_after`", body = Object)),
+    responses((status = 200, description = "`entries` and `next_after`", body = LedgerPage)),
 )]
 async fn ledger(
     state: web::Data<AppState>,

@@ -15,7 +15,7 @@
 use actix_web::http::header::LOCATION;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::{Authenticated, Operator};
 use super::extract::{account_id, path_id, AccountPath, IdempotencyKey, Json, Query};
@@ -24,8 +24,9 @@ use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
 use crate::domain::money::Money;
-use crate::domain::saga::{BookingId, SagaId};
+use crate::domain::saga::{BookingId, SagaId, SagaState};
 use crate::domain::Invalid;
+use crate::runtime::{Booking, BookingPage};
 use crate::BookingOrder;
 
 /// Registers the routes.
@@ -97,10 +98,10 @@ fn default_page() -> usize {
         (
             status = 202,
             description = "The booking, as its saga starts",
-            body = Object,
+            body = Booking,
             headers(("Location" = String, description = "URL of the booking")),
         ),
-        (status = 200, description = "The booking made earlier with this key", body = Object),
+        (status = 200, description = "The booking made earlier with this key", body = Booking),
     ),
 )]
 async fn create(
@@ -144,7 +145,7 @@ async fn create(
     operation_id = "getBooking",
     params(("id" = String, Path, description = "Booking id (a UUID)")),
     security(("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 200, description = "The booking", body = Object)),
+    responses((status = 200, description = "The booking", body = Booking)),
 )]
 async fn get(
     req: HttpRequest,
@@ -163,7 +164,7 @@ async fn get(
     operation_id = "cancelBooking",
     params(("id" = String, Path, description = "Booking id (a UUID)")),
     security(("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 202, description = "The booking as it now stands", body = Object)),
+    responses((status = 202, description = "The booking as it now stands", body = Booking)),
 )]
 async fn cancel(
     req: HttpRequest,
@@ -186,7 +187,7 @@ async fn cancel(
     responses((
         status = 200,
         description = "One page: `bookings` (oldest first) and `next_after` (null on the last page)",
-        body = Object,
+        body = BookingPage,
     )),
 )]
 async fn of_account(
@@ -209,6 +210,15 @@ async fn of_account(
     Ok(HttpResponse::Ok().json_line(page))
 }
 
+/// Reply of the saga retry route.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RetriedSaga {
+    /// The saga: a booking id, or `{uuid}:cancel`.
+    id: String,
+    /// Its state after the retry.
+    state: SagaState,
+}
+
 /// Retry a parked saga (operator only).
 #[utoipa::path(
     post,
@@ -217,7 +227,7 @@ async fn of_account(
     operation_id = "retrySaga",
     params(("id" = String, Path, description = "Booking id, or `{uuid}:cancel` for a cancellation")),
     security(("operatorToken" = [])),
-    responses((status = 202, description = "`id` and the saga's new `state`", body = Object)),
+    responses((status = 202, description = "`id` and the saga's new `state`", body = RetriedSaga)),
 )]
 async fn retry(
     req: HttpRequest,
@@ -226,8 +236,8 @@ async fn retry(
 ) -> Result<HttpResponse, Problem> {
     let id = saga_id(&path_id(&req))?;
     let record = state.runtime.retry_saga(id).await?;
-    Ok(HttpResponse::Accepted().json_line(serde_json::json!({
-        "id": record.saga_id,
-        "state": record.state,
-    })))
+    Ok(HttpResponse::Accepted().json_line(RetriedSaga {
+        id: record.saga_id,
+        state: record.state,
+    }))
 }

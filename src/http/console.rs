@@ -30,7 +30,7 @@ use super::auth::Operator;
 use super::problem::Problem;
 use super::router::Router;
 use super::AppState;
-use feed::Feed;
+use feed::{ConsoleSnapshot, Feed};
 
 /// The page: a static shell with the sign-in form; everything else is drawn by the script.
 const INDEX_HTML: &str = include_str!("console/index.html");
@@ -233,7 +233,7 @@ fn wants_stream(req: &HttpRequest) -> bool {
         (
             status = 200,
             description = "With `Accept: application/x-ndjson`: a stream of snapshots, one JSON object a line (one a second, and at once on a restart, a breaker transition or a parked saga): `seq`, `at`, `reasons`, `tree`, `sellers`, `partners`, `sagas`, `http`, `faults`. Otherwise one snapshot as JSON.",
-            body = Object,
+            body = ConsoleSnapshot,
         ),
     ),
 )]

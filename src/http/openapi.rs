@@ -1,8 +1,10 @@
 //! `GET /v1/openapi.json`: the OpenAPI description of this API, derived from the code. Each
 //! handler carries its `#[utoipa::path]`; the [`Router`] routes a handler by that
 //! description and collects its operation, so every route is documented by construction.
-//! This file adds what is common: info, tags, the two bearer schemes, the shared problem
-//! responses, and the schemas the operations name.
+//! The router also gathers the schemas those operations name (reply bodies and all they
+//! refer to, from `#[derive(ToSchema)]` on the reply types). This file adds what is
+//! common: info, tags, the two bearer schemes, the shared problem responses, and the
+//! request and problem schemas.
 
 use std::sync::OnceLock;
 
@@ -77,7 +79,8 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     (
         "409",
         "Conflict",
-        "conflict, insufficient-points or wallet-conflict",
+        "conflict (an Idempotency-Key again with another body, or an email in use), \
+         insufficient-points or wallet-conflict",
     ),
     (
         "413",
@@ -106,6 +109,9 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.paths = router.paths();
     let components = doc.components.get_or_insert_with(Default::default);
+    for (name, schema) in router.schemas() {
+        components.schemas.entry(name).or_insert(schema);
+    }
     components.add_security_scheme(
         "apiKey",
         SecurityScheme::Http(
@@ -182,11 +188,13 @@ fn add_problems(operation: &mut Operation) {
     // meet a replay with another body.
     let names_something = param("path") || operation.request_body.is_some();
     let idempotent = param("Idempotency-Key");
+    // Opening an account refuses an email that another account has (one email per account).
+    let unique = operation.operation_id.as_deref() == Some("createAccount");
     for (status, name, _) in PROBLEMS {
         let wanted = match *status {
             "400" => has_input,
             "404" => names_something,
-            "409" => idempotent,
+            "409" => idempotent || unique,
             "401" | "403" => secured,
             "413" | "415" => has_body,
             "405" | "503" | "504" => true,
@@ -243,6 +251,8 @@ mod tests {
             assert!(op.is_object(), "{method} {path} is not documented");
             assert!(op["responses"]["503"].is_object(), "{method} {path}");
         }
+        let open = &doc["paths"]["/v1/accounts"]["post"]["responses"];
+        assert!(open["409"].is_object(), "an email in use is a 409");
         let credit = &doc["paths"]["/v1/accounts/{id}/wallet/credits"]["post"]["responses"];
         for status in ["400", "403", "404", "409", "413", "415"] {
             assert!(credit[status].is_object(), "credits lacks {status}");

@@ -9,7 +9,10 @@
 
 use actix_web::http::Method;
 use actix_web::{web, Route};
+use utoipa::__dev::SchemaReferences;
 use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 
 use super::problem::Problem;
 
@@ -23,6 +26,8 @@ struct Endpoint {
 #[derive(Default)]
 pub(crate) struct Router {
     endpoints: Vec<Endpoint>,
+    /// The schemas the operations name (bodies, and what those refer to), by name.
+    schemas: Vec<(String, RefOr<Schema>)>,
 }
 
 impl std::fmt::Debug for Router {
@@ -33,8 +38,12 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// Routes the operation `P` (a handler's `#[utoipa::path]`) to `route` (a
-    /// `web::to(handler)`); the method guard and the path come from `P`.
-    pub(crate) fn add<P: utoipa::Path>(&mut self, route: Route) -> &mut Self {
+    /// `web::to(handler)`); the method guard and the path come from `P`, and the schemas
+    /// its bodies name join the document's components.
+    pub(crate) fn add<P: utoipa::Path + SchemaReferences>(&mut self, route: Route) -> &mut Self {
+        // `SchemaReferences` is how utoipa's own routers (utoipa-axum, utoipa-actix-web)
+        // collect what an operation refers to; without it a `$ref` would dangle.
+        P::schemas(&mut self.schemas);
         let path = P::path();
         let methods = P::methods();
         // One handler serves one method here; a second would need a second `Route`.
@@ -78,6 +87,16 @@ impl Router {
             }
         }
         paths
+    }
+
+    /// The schemas every added operation refers to, each name once.
+    pub(crate) fn schemas(&self) -> Vec<(String, RefOr<Schema>)> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.schemas
+            .iter()
+            .filter(|(name, _)| seen.insert(name.clone()))
+            .cloned()
+            .collect()
     }
 
     /// Registers one resource per path, whose default service is the 405 problem.

@@ -19,6 +19,7 @@ use super::router::Router;
 use super::AppState;
 use crate::domain::account::AccountId;
 use crate::domain::Invalid;
+use crate::runtime::SearchResponse;
 use crate::sellers::{FlightQuery, HotelQuery};
 
 /// Registers the routes.
@@ -90,7 +91,7 @@ fn invalid(e: crate::sellers::QueryError) -> Problem {
     operation_id = "searchHotels",
     params(HotelParams),
     security((), ("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 200, description = "Offers and per-seller outcomes", body = Object)),
+    responses((status = 200, description = "Offers and per-seller outcomes", body = SearchResponse)),
 )]
 async fn hotels(
     state: web::Data<AppState>,
@@ -115,7 +116,7 @@ async fn hotels(
     operation_id = "searchFlights",
     params(FlightParams),
     security((), ("apiKey" = []), ("operatorToken" = [])),
-    responses((status = 200, description = "Offers and per-seller outcomes", body = Object)),
+    responses((status = 200, description = "Offers and per-seller outcomes", body = SearchResponse)),
 )]
 async fn flights(
     state: web::Data<AppState>,

@@ -12,6 +12,8 @@ use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
 use crate::domain::access::Caller;
+use crate::runtime::Health;
+use crate::supervisor::SupervisorSnapshot;
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
@@ -28,8 +30,8 @@ pub(crate) fn routes(r: &mut Router) {
     operation_id = "health",
     security((), ("operatorToken" = [])),
     responses(
-        (status = 200, description = "Healthy; failure details only for the operator", body = Object),
-        (status = 503, description = "Unhealthy, with the failing checks", body = Object),
+        (status = 200, description = "Healthy; failure details only for the operator", body = Health),
+        (status = 503, description = "Unhealthy, with the failing checks", body = Health),
     ),
 )]
 async fn health(state: web::Data<AppState>, caller: Option<Caller>) -> HttpResponse {
@@ -80,7 +82,7 @@ async fn metrics(
     tag = "operator",
     operation_id = "supervisors",
     security(("operatorToken" = [])),
-    responses((status = 200, description = "Supervisors, children, states and mailboxes", body = Object)),
+    responses((status = 200, description = "Supervisors, children, states and mailboxes", body = SupervisorSnapshot)),
 )]
 async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))

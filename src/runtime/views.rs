@@ -11,9 +11,10 @@ use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
 
 /// Health as `/health` reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` or `unhealthy`.
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
     /// Store check: a probe record written and flushed at the last probe, and no I/O
     /// failure since.
@@ -24,17 +25,19 @@ pub struct Health {
     pub supervisors: Check,
     /// Saga figures; parked sagas are listed for operators (they do not make the service
     /// unhealthy: it keeps serving, but someone must look at them).
+    #[schema(required = true)]
     pub sagas: Option<SagaCounts>,
     /// Seconds since start.
     pub uptime_secs: u64,
 }
 
 /// One health check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
     /// Why not, when it failed.
+    #[schema(required = true)]
     pub detail: Option<String>,
 }
 
@@ -60,7 +63,7 @@ impl Health {
 }
 
 /// One offer as a caller sees it: the merged offer with the caller's wallet applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OfferView {
     /// Cheapest seller of this SKU.
     pub seller: String,
@@ -79,7 +82,7 @@ pub struct OfferView {
 }
 
 /// A search reply.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// Merged offers, cheapest first, personalized.
     pub offers: Vec<OfferView>,
@@ -88,6 +91,7 @@ pub struct SearchResponse {
     /// True when the merged result came from the cache (the markdown never does).
     pub cached: bool,
     /// Wallet points usable by the caller (zero without an account).
+    #[schema(required = true)]
     pub wallet_available: Option<Money>,
 }
 
@@ -109,13 +113,15 @@ pub(crate) fn personalize(offer: &Offer, wallet: Money) -> OfferView {
 }
 
 /// A booking as customers see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Booking {
     /// Booking id.
+    #[schema(format = Uuid)]
     pub id: String,
     /// Current state.
     pub state: SagaState,
     /// Booking account.
+    #[schema(format = Uuid)]
     pub account_id: String,
     /// Seller.
     pub seller: String,
@@ -130,34 +136,41 @@ pub struct Booking {
     /// Wallet points used.
     pub wallet_points: Money,
     /// Why it failed, in customer terms.
+    #[schema(required = true)]
     pub failure: Option<String>,
     /// Why an operator must look at it.
+    #[schema(required = true)]
     pub needs_attention: Option<String>,
     /// The cancellation, once asked for a confirmed booking.
+    #[schema(required = true)]
     pub cancellation: Option<CancellationView>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
 }
 
 /// A page of an account's bookings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BookingPage {
     /// Bookings in booking-id order.
     pub bookings: Vec<Booking>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[schema(required = true, value_type = Option<String>, format = Uuid)]
     pub next_after: Option<BookingId>,
 }
 
 /// The cancellation of a booking.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CancellationView {
     /// Cancellation state (`pending`, ..., `cancelled`, `failed`, `needs_attention`).
     pub state: SagaState,
     /// Fee kept by the seller.
+    #[schema(required = true)]
     pub seller_fee: Option<Money>,
     /// Refunded to the card.
+    #[schema(required = true)]
     pub refund: Option<Money>,
     /// Points credited back to the wallet.
+    #[schema(required = true)]
     pub points_restored: Option<Money>,
     /// Timed history.
     pub history: Vec<HistoryEntry>,

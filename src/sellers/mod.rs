@@ -308,6 +308,7 @@ impl Offer {
 /// Vertical-specific part of an offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "vertical", rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum OfferDetails {
     /// A room for a stay.
     Hotel(HotelDetails),
@@ -316,7 +317,7 @@ pub enum OfferDetails {
 }
 
 /// A hotel room for a stay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HotelDetails {
     /// City the hotel is in.
     pub city: String,
@@ -333,14 +334,14 @@ pub struct HotelDetails {
 }
 
 /// A one-way or round-trip flight offer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlightDetails {
     /// Outbound leg first, then the return leg of a round trip.
     pub legs: Vec<FlightLeg>,
 }
 
 /// One flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlightLeg {
     /// Flight number (`WF101`).
     pub flight: String,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// When a child that exited is restarted (Erlang/OTP's restart types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum Restart {
     /// Always restarted, whether it crashed or stopped on its own.
     Permanent,
@@ -35,6 +36,7 @@ impl Restart {
 /// Which siblings are restarted together with a failed child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum Strategy {
     /// Only the failed child.
     OneForOne,

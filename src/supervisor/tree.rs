@@ -24,6 +24,7 @@ use super::policy::{backoff_delay, Exit, IntensityWindow, Restart, RestartPolicy
 /// State of a child as reported in snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum ChildState {
     /// Not started yet.
     Starting,
@@ -38,6 +39,7 @@ pub enum ChildState {
 /// State of a supervisor as reported in snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum SupervisorState {
     /// Within its restart intensity, children running or restarting.
     Running,
@@ -48,7 +50,7 @@ pub enum SupervisorState {
 }
 
 /// A failure remembered for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Failure {
     /// What happened (`panicked: ...`).
     pub reason: String,
@@ -57,7 +59,7 @@ pub struct Failure {
 }
 
 /// One child in a snapshot.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChildSnapshot {
     /// Child name.
     pub name: String,
@@ -68,20 +70,26 @@ pub struct ChildSnapshot {
     /// Restarts since the runtime started.
     pub restarts: u64,
     /// The latest abnormal exit.
+    #[schema(required = true)]
     pub last_failure: Option<Failure>,
     /// Requests queued or in flight (actors only).
+    #[schema(required = true)]
     pub mailbox_depth: Option<usize>,
     /// Admission bound (actors only).
+    #[schema(required = true)]
     pub mailbox_capacity: Option<usize>,
     /// The nested tree (supervisors only).
+    // The nesting is recursive: name it by reference only, or schema collection loops.
+    #[schema(required = true, no_recursion)]
     pub supervisor: Option<SupervisorSnapshot>,
     /// Actor-specific figures (e.g. a seller's breaker), when the actor publishes any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
     pub status: Option<serde_json::Value>,
 }
 
 /// A supervisor and its subtree at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SupervisorSnapshot {
     /// Supervisor name.
     pub name: String,
@@ -96,6 +104,7 @@ pub struct SupervisorSnapshot {
     /// Restarts inside the current window.
     pub restarts_in_window: usize,
     /// Why it gave up, when it did.
+    #[schema(required = true)]
     pub failure: Option<Failure>,
     /// Children in start order.
     pub children: Vec<ChildSnapshot>,

@@ -108,6 +108,7 @@ impl BookingRequest {
 /// Customer-visible state, as shown in the booking's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum SagaState {
     /// Accepted; wallet hold or payment authorization under way.
     Pending,
@@ -181,6 +182,7 @@ pub enum Phase {
 /// One external operation. Its name is part of the step's idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum Step {
     /// Hold wallet points.
     Hold,
@@ -338,13 +340,14 @@ pub struct SagaData {
 }
 
 /// One line of the customer-visible timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// When it happened.
     pub at: DateTime<Utc>,
     /// State after the event.
     pub state: SagaState,
     /// The step concerned, if any.
+    #[schema(required = true)]
     pub step: Option<Step>,
     /// What happened, in a short sentence.
     pub note: String,

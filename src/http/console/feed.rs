@@ -38,7 +38,7 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 pub(crate) const MAX_PARKED_LISTED: usize = 50;
 
 /// One line of the feed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ConsoleSnapshot {
     /// Sequence number within this feed, from 1.
     pub seq: u64,
@@ -53,19 +53,22 @@ pub(crate) struct ConsoleSnapshot {
     /// Other partners behind an adapter: the payment gateway (`payment-gateway`).
     pub partners: Vec<SellerView>,
     /// Saga figures; `None` when the coordinator did not answer.
+    #[schema(required = true)]
     pub sagas: Option<SagaCounts>,
     /// HTTP figures.
     pub http: HttpView,
     /// Faults fired on purpose, when `[faults]` is on.
+    #[schema(required = true)]
     pub faults: Option<FaultCounts>,
 }
 
 /// One seller adapter as the console shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SellerView {
     /// Seller name.
     pub name: String,
     /// Last published breaker snapshot (state, window rates).
+    #[schema(required = true)]
     pub breaker: Option<BreakerSnapshot>,
     /// The breaker's last transitions, oldest first.
     pub transitions: Vec<BreakerTransition>,
@@ -96,20 +99,22 @@ pub(crate) struct SellerView {
 }
 
 /// Percentiles over a recent window.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct LatencyView {
     /// Seconds covered.
     pub window_secs: f64,
     /// Calls (or requests) in the window.
     pub count: u64,
     /// Median, ms; `None` without calls.
+    #[schema(required = true)]
     pub p50_ms: Option<f64>,
     /// 99th percentile, ms; `None` without calls.
+    #[schema(required = true)]
     pub p99_ms: Option<f64>,
 }
 
 /// HTTP figures, as `/metrics` counts them.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct HttpView {
     /// Requests answered since start.
     pub requests: u64,
