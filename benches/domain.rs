@@ -48,7 +48,7 @@ fn account_record() -> AccountRecord {
 
 fn saga_record() -> SagaRecord {
     let request = BookingRequest {
-        account_id: AccountId::demo(1).0.to_string(),
+        account_id: AccountId::demo(1),
         seller: "alpha".into(),
         sku: "hotel:lisbon:h3:double".into(),
         start: NaiveDate::from_ymd_opt(2027, 5, 1).expect("date"),
@@ -58,7 +58,12 @@ fn saga_record() -> SagaRecord {
         offer_price: eur(30_000),
         idempotency_key: "idem-bench-1".into(),
     };
-    saga::new_booking("booking-bench-1", request, Utc::now()).expect("valid booking")
+    saga::new_booking(
+        saga::BookingId(uuid::Uuid::from_u128(1)),
+        request,
+        Utc::now(),
+    )
+    .expect("valid booking")
 }
 
 /// `n` hotel offers: every SKU quoted by three sellers at different prices.

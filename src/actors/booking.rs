@@ -29,7 +29,8 @@ use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
-    Action, CancelDecision, SagaConfig, SagaKind, SagaRecord, SagaState, StepOutcome, Transition,
+    Action, CancelDecision, SagaConfig, SagaId, SagaKind, SagaRecord, SagaState, StepOutcome,
+    Transition,
 };
 use crate::domain::search::booking_query;
 use crate::domain::wallet::{WalletError, WalletOp};
@@ -233,19 +234,20 @@ impl Handler<Advance> for BookingSaga {
 async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Result<(), StoreError> {
     let mut ops = vec![Op::put(
         Tree::Sagas,
-        record.saga_id.as_bytes().to_vec(),
+        record.saga_id.to_string().into_bytes(),
         record,
     )];
     if let Some(kind) = tr.email {
-        let to = account_email(deps, &record.request.account_id).await;
+        let to = account_email(deps, record.request.account_id).await;
         let email = email_for(record, kind, &to, Utc::now());
         ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), &email));
     }
     if let (SagaKind::Cancellation { of }, SagaState::Cancelled) = (&record.kind, tr.to) {
         if tr.state_changed() {
-            if let Some(mut booking) = deps.load(of)? {
+            let of = SagaId::Booking(*of).to_string();
+            if let Some(mut booking) = deps.load(&of)? {
                 match mark_booking_cancelled(&mut booking, record, Utc::now()) {
-                    Ok(()) => ops.push(Op::put(Tree::Sagas, of.as_bytes().to_vec(), &booking)),
+                    Ok(()) => ops.push(Op::put(Tree::Sagas, of.into_bytes(), &booking)),
                     Err(e) => {
                         tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled.")
                     }
@@ -274,10 +276,7 @@ async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
     }
 }
 
-async fn account_email(deps: &SagaDeps, account: &str) -> String {
-    let Ok(id) = account.parse::<AccountId>() else {
-        return String::new();
-    };
+async fn account_email(deps: &SagaDeps, id: AccountId) -> String {
     let msg = GetAccount {
         id,
         caller: Caller::Operator,
@@ -303,7 +302,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 hold_id: key.clone(),
                 amount,
             };
-            wallet(deps, &account_id, key, op).await
+            wallet(deps, account_id, key, op).await
         }
         Action::CaptureWallet {
             key,
@@ -313,7 +312,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         } => {
             wallet(
                 deps,
-                &account_id,
+                account_id,
                 key,
                 WalletOp::Capture { hold_id: hold_key },
             )
@@ -326,7 +325,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         } => {
             wallet(
                 deps,
-                &account_id,
+                account_id,
                 key,
                 WalletOp::Release { hold_id: hold_key },
             )
@@ -336,7 +335,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             key,
             account_id,
             amount,
-        } => wallet(deps, &account_id, key, WalletOp::Credit { amount }).await,
+        } => wallet(deps, account_id, key, WalletOp::Credit { amount }).await,
         Action::AuthorizePayment {
             key,
             card_token,
@@ -499,12 +498,7 @@ where
     }
 }
 
-async fn wallet(deps: &SagaDeps, account: &str, key: String, op: WalletOp) -> StepOutcome {
-    let Ok(id) = account.parse::<AccountId>() else {
-        return StepOutcome::Permanent {
-            reason: format!("account id {account:?} is not an account id"),
-        };
-    };
+async fn wallet(deps: &SagaDeps, id: AccountId, key: String, op: WalletOp) -> StepOutcome {
     let is_release = matches!(op, WalletOp::Release { .. });
     let msg = ChangeWallet {
         id,

@@ -21,7 +21,7 @@ use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId,
-    BookingRequest, CancelDecision, IdError, SagaId, SagaKind, SagaRecord, SagaState,
+    BookingRequest, CancelDecision, SagaId, SagaKind, SagaRecord, SagaState,
 };
 use crate::store::{decode_record, get_record, Op, StoreError, Tree};
 use crate::supervisor::{ChildEnd, ChildPermit};
@@ -170,14 +170,6 @@ async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     Ok(())
 }
 
-/// The textual id of the saga cancelling booking `booking` (a stored booking saga id).
-fn cancellation_id(booking: &str) -> Result<String, BookingError> {
-    let id: SagaId = booking
-        .parse()
-        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?;
-    Ok(id.cancellation().to_string())
-}
-
 /// Creates (once) and launches the cancellation saga of a confirmed booking.
 ///
 /// The record is durable before the saga acts and before the customer hears 202: a
@@ -188,9 +180,9 @@ async fn start_cancellation(
     deps: &Arc<SagaDeps>,
     booking: &SagaRecord,
 ) -> Result<(), BookingError> {
-    let id = cancellation_id(&booking.saga_id)?;
+    let id = booking.saga_id.cancellation().to_string();
     if deps.load(&id)?.is_none() {
-        let record = new_cancellation(&id, booking, Utc::now())
+        let record = new_cancellation(booking, Utc::now())
             .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
         deps.store
             .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
@@ -218,7 +210,7 @@ impl Actor for SagaCoordinator {
             match decode_record::<SagaRecord>(Tree::Sagas, &key, &value) {
                 Ok(r) if !is_terminal(r.state) && r.state != SagaState::NeedsAttention => {
                     // Resuming is not admission: every unfinished saga must finish.
-                    launch(&self.deps, &r.saga_id);
+                    launch(&self.deps, &r.saga_id.to_string());
                     resumed += 1;
                 }
                 Ok(r)
@@ -351,8 +343,9 @@ impl Handler<StartBooking> for SagaCoordinator {
                 .sagas
                 .reserve()
                 .map_err(|_| BookingError::Overloaded)?;
-            let id = BookingId::new().to_string();
-            let record = new_booking(&id, request.clone(), Utc::now()).map_err(|e| {
+            let booking = BookingId::new();
+            let id = booking.to_string();
+            let record = new_booking(booking, request.clone(), Utc::now()).map_err(|e| {
                 let text = e.to_string();
                 let detail = text.trim_start_matches("invalid booking request: ");
                 let (field, message) = detail.split_once(": ").unwrap_or(("booking", detail));
@@ -361,7 +354,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                     message: message.to_owned(),
                 }
             })?;
-            let mut index = request.account_id.clone().into_bytes();
+            let mut index = request.account_id.to_string().into_bytes();
             index.push(b'/');
             index.extend_from_slice(id.as_bytes());
             let flush = self.persist(vec![
@@ -385,7 +378,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                 (Some((flush, permit)), record) => {
                     flush.await?;
                     // Durable first, then started: a crash in between resumes it at start-up.
-                    launch_within(&deps, &record.saga_id, Some(permit));
+                    launch_within(&deps, &record.saga_id.to_string(), Some(permit));
                     Ok((record, false))
                 }
             }
@@ -456,7 +449,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
             let flush = self.persist(vec![Op::put(
                 Tree::Sagas,
-                record.saga_id.as_bytes().to_vec(),
+                record.saga_id.to_string().into_bytes(),
                 &record,
             )])?;
             Ok((flush, record))
@@ -465,7 +458,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
         Box::pin(async move {
             let (flush, record) = result?;
             flush.await?;
-            launch(&deps, &record.saga_id);
+            launch(&deps, &record.saga_id.to_string());
             Ok(record)
         })
     }
@@ -495,18 +488,11 @@ impl Handler<ListBookings> for SagaCoordinator {
         for (key, _) in entries {
             let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let record = self.load(&id)?;
-            let cancellation = self.deps.load(&cancellation_id(&id)?)?;
+            let cancellation = self.deps.load(&record.saga_id.cancellation().to_string())?;
             bookings.push((record, cancellation));
         }
         let next_after = if more {
-            match bookings.last() {
-                Some((r, _)) => Some(
-                    r.saga_id
-                        .parse()
-                        .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?,
-                ),
-                None => None,
-            }
+            bookings.last().map(|(r, _)| r.saga_id.booking())
         } else {
             None
         };
@@ -535,7 +521,7 @@ impl Handler<CountSagas> for SagaCoordinator {
             if let Some(reason) = r.needs_attention {
                 counts.needs_attention += 1;
                 counts.parked.push(ParkedSaga {
-                    id: r.saga_id,
+                    id: r.saga_id.to_string(),
                     reason,
                 });
             }

@@ -73,7 +73,7 @@ impl BookingOrder {
     /// The saga's request for this order.
     pub fn into_request(self) -> BookingRequest {
         BookingRequest {
-            account_id: self.account_id.to_string(),
+            account_id: self.account_id,
             seller: self.seller,
             sku: self.sku,
             start: self.start,
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn the_request_carries_the_order() {
         let request = order().into_request();
-        assert_eq!(request.account_id, AccountId::demo(1).to_string());
+        assert_eq!(request.account_id, AccountId::demo(1));
         assert_eq!(request.idempotency_key, "k-1");
         assert!(request.validate().is_ok());
     }

@@ -237,7 +237,7 @@ async fn retry(
     let id = saga_id(&path_id(&req))?;
     let record = state.runtime.retry_saga(id).await?;
     Ok(HttpResponse::Accepted().json_line(RetriedSaga {
-        id: record.saga_id,
+        id: record.saga_id.to_string(),
         state: record.state,
     }))
 }

@@ -251,9 +251,11 @@ mod tests {
     //! will drive it (seller and wallet answered by a script).
 
     use super::*;
+    use crate::domain::account::AccountId;
     use crate::domain::money::Currency;
     use crate::domain::saga::{
-        apply, new_booking, next_action, Action, BookingRequest, SagaConfig, SagaRecord, SagaState,
+        apply, new_booking, next_action, Action, BookingId, BookingRequest, SagaConfig, SagaRecord,
+        SagaState,
     };
     use chrono::{DateTime, NaiveDate, Utc};
 
@@ -273,9 +275,14 @@ mod tests {
         })
     }
 
-    async fn run(gw: &SimulatedGateway, id: &str, token: &str) -> SagaRecord {
+    /// Booking `n`'s id.
+    fn booking(n: u128) -> BookingId {
+        BookingId(uuid::Uuid::from_u128(n))
+    }
+
+    async fn run(gw: &SimulatedGateway, id: BookingId, token: &str) -> SagaRecord {
         let request = BookingRequest {
-            account_id: "acc-1".into(),
+            account_id: AccountId::demo(1),
             seller: "alpha".into(),
             sku: "hotel-1".into(),
             start: NaiveDate::from_ymd_opt(2027, 1, 10).unwrap(),
@@ -325,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn approve_confirms_and_charges_once() {
         let gw = instant();
-        let r = run(&gw, "s1", "tok_approve").await;
+        let r = run(&gw, booking(1), "tok_approve").await;
         assert_eq!(r.state, SagaState::Confirmed);
         assert_eq!(gw.captured_total(Currency::EUR), Some(eur(19_000)));
         assert!(gw.open_authorizations().is_empty());
@@ -334,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn decline_fails_without_charging() {
         let gw = instant();
-        let r = run(&gw, "s1", "tok_decline").await;
+        let r = run(&gw, booking(1), "tok_decline").await;
         assert_eq!(r.state, SagaState::Failed);
         assert_eq!(gw.ledger(), GatewayLedger::default());
     }
@@ -342,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn failed_capture_voids_the_authorization() {
         let gw = instant();
-        let r = run(&gw, "s1", "tok_fail_capture").await;
+        let r = run(&gw, booking(1), "tok_fail_capture").await;
         assert_eq!(r.state, SagaState::Failed);
         assert_eq!(gw.captured_total(Currency::EUR), Some(eur(0)));
         assert_eq!(gw.ledger().voids.len(), 1);
@@ -354,9 +361,9 @@ mod tests {
         let gw = instant();
         gw.inject(PaymentOp::Capture, PaymentFault::TimeoutAfterEffect);
         gw.inject(PaymentOp::Authorize, PaymentFault::TimeoutAfterEffect);
-        let r = run(&gw, "s1", "tok_approve").await;
+        let r = run(&gw, booking(1), "tok_approve").await;
         assert_eq!(r.state, SagaState::Confirmed);
-        assert_eq!(gw.capture_count("s1:capture"), 1);
+        assert_eq!(gw.capture_count(&format!("{}:capture", booking(1))), 1);
         assert_eq!(gw.ledger().authorizations.len(), 1);
         assert_eq!(gw.captured_total(Currency::EUR), Some(eur(19_000)));
     }
@@ -367,8 +374,8 @@ mod tests {
         let mut parked = Vec::new();
         let mut finals = std::collections::BTreeSet::new();
         for i in 0..30 {
-            let id = format!("f{i}");
-            let r = run(&gw, &id, "tok_flaky").await;
+            let id = booking(100 + i);
+            let r = run(&gw, id, "tok_flaky").await;
             let captures = gw.capture_count(&format!("{id}:capture"));
             finals.insert(r.state.as_str());
             match r.state {

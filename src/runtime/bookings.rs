@@ -9,7 +9,7 @@ use crate::actors::coordinator::{
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
-use crate::domain::saga::{BookingId, IdError, SagaId, SagaKind, SagaRecord};
+use crate::domain::saga::{BookingId, SagaId, SagaKind, SagaRecord};
 use crate::domain::Invalid;
 use crate::error::Error;
 
@@ -38,11 +38,7 @@ impl Runtime {
             .coordinator
             .ask(StartBooking { request })
             .await??;
-        let id: BookingId = record
-            .saga_id
-            .parse()
-            .map_err(|e: IdError| BookingError::Conflict(e.to_string()))?;
-        Ok((self.view(id, record).await?, replayed))
+        Ok((self.view(record.saga_id.booking(), record).await?, replayed))
     }
 
     /// A booking with its state and timed history.
@@ -68,13 +64,11 @@ impl Runtime {
         if caller == Caller::Operator {
             return Ok(());
         }
-        let not_found = || Error::NotFound {
-            what: "booking",
-            id: record.saga_id.clone(),
-        };
-        let account: AccountId = record.request.account_id.parse().map_err(|_| not_found())?;
-        match self.authorize(caller, account).await {
-            Err(Error::NotFound { .. }) => Err(not_found()),
+        match self.authorize(caller, record.request.account_id).await {
+            Err(Error::NotFound { .. }) => Err(Error::NotFound {
+                what: "booking",
+                id: record.booking_id().to_string(),
+            }),
             other => other,
         }
     }

@@ -179,9 +179,9 @@ pub struct CancellationView {
 impl Booking {
     pub(crate) fn from_records(r: SagaRecord, cancellation: Option<SagaRecord>) -> Self {
         Booking {
-            id: r.saga_id,
+            id: r.saga_id.to_string(),
             state: r.state,
-            account_id: r.request.account_id,
+            account_id: r.request.account_id.to_string(),
             seller: r.request.seller,
             sku: r.request.sku,
             start: r.request.start,

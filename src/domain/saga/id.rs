@@ -126,6 +126,29 @@ impl<'de> Deserialize<'de> for SagaId {
     }
 }
 
+/// Serde of an id as its text (`Display` / `FromStr`), whatever the format: saga records
+/// keep every id as text, so a binary format stores the same bytes as for a `String`.
+pub(crate) mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<T: Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +178,33 @@ mod tests {
         assert_eq!(typed, text);
         let (back, _): (SagaId, usize) = bincode::serde::decode_from_slice(&text, cfg).unwrap();
         assert_eq!(back, id);
+    }
+
+    /// Saga records written before ids were typed held the account id as a `String`: the
+    /// typed field must read them and write the same bytes.
+    #[test]
+    fn account_ids_in_records_keep_their_text_layout() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Typed {
+            #[serde(with = "as_text")]
+            account_id: crate::domain::account::AccountId,
+        }
+        #[derive(serde::Serialize)]
+        struct Before {
+            account_id: String,
+        }
+        let id = crate::domain::account::AccountId::demo(7);
+        let cfg = bincode::config::standard();
+        let typed = bincode::serde::encode_to_vec(Typed { account_id: id }, cfg).unwrap();
+        let before = bincode::serde::encode_to_vec(
+            Before {
+                account_id: id.to_string(),
+            },
+            cfg,
+        )
+        .unwrap();
+        assert_eq!(typed, before);
+        let (back, _): (Typed, usize) = bincode::serde::decode_from_slice(&before, cfg).unwrap();
+        assert_eq!(back.account_id, id);
     }
 }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::id::{BookingId, SagaId};
 use super::SagaError;
+use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 
 /// Version of the saga definition (steps, their order, keys). Bump it when the steps change
@@ -27,16 +29,17 @@ pub enum SagaKind {
     Booking,
     /// Cancellation of a confirmed booking.
     Cancellation {
-        /// Saga id of the booking being cancelled (also its reservation key at the seller).
-        of: String,
+        /// The booking being cancelled (its id is also its reservation key at the seller).
+        of: BookingId,
     },
 }
 
 /// What the customer asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookingRequest {
-    /// The booking account.
-    pub account_id: String,
+    /// The booking account (stored as its text, like every id in a saga record).
+    #[serde(with = "super::id::as_text")]
+    pub account_id: AccountId,
     /// Seller that offered the SKU.
     pub seller: String,
     /// Hotel room or flight SKU.
@@ -61,7 +64,6 @@ impl BookingRequest {
         let bad =
             |field: &str, why: &str| Err(SagaError::InvalidRequest(format!("{field}: {why}")));
         for (field, value) in [
-            ("account_id", &self.account_id),
             ("seller", &self.seller),
             ("sku", &self.sku),
             ("idempotency_key", &self.idempotency_key),
@@ -240,14 +242,14 @@ impl Step {
 }
 
 /// The deterministic idempotency key of `step` in saga `saga_id`: `"{saga_id}:{step}"`.
-/// (The seller reservation uses the bare saga id; see [`reservation_key`].)
-pub fn step_key(saga_id: &str, step: Step) -> String {
+/// (The seller reservation uses the bare booking id; see [`reservation_key`].)
+pub fn step_key(saga_id: SagaId, step: Step) -> String {
     format!("{saga_id}:{}", step.as_str())
 }
 
-/// The key a booking's reservation is made (and looked up) with at the seller: its saga id.
-pub fn reservation_key(booking_saga_id: &str) -> String {
-    booking_saga_id.to_owned()
+/// The key a booking's reservation is made (and looked up) with at the seller: its id.
+pub fn reservation_key(booking: BookingId) -> String {
+    booking.to_string()
 }
 
 /// What we know about one external effect of a forward step.
@@ -359,7 +361,7 @@ pub struct SagaRecord {
     /// [`DEFINITION_VERSION`] at creation.
     pub definition_version: u16,
     /// Saga id; for a booking also the booking id and the seller reservation key.
-    pub saga_id: String,
+    pub saga_id: SagaId,
     /// Booking or cancellation.
     pub kind: SagaKind,
     /// What the customer asked for (copied from the booking for a cancellation).
@@ -394,12 +396,9 @@ impl SagaRecord {
         self.attempts.get(&step).copied().unwrap_or(0)
     }
 
-    /// The booking id this saga is about (its own id, or the booking it cancels).
-    pub fn booking_id(&self) -> &str {
-        match &self.kind {
-            SagaKind::Booking => &self.saga_id,
-            SagaKind::Cancellation { of } => of,
-        }
+    /// The booking this saga is about (its own id, or the booking it cancels).
+    pub fn booking_id(&self) -> BookingId {
+        self.saga_id.booking()
     }
 
     /// Appends a history line.

@@ -5,19 +5,14 @@ use super::*;
 
 /// A new booking saga for `request`, validated. The caller persists it before acting.
 pub fn new_booking(
-    saga_id: &str,
+    id: BookingId,
     request: BookingRequest,
     now: DateTime<Utc>,
 ) -> Result<SagaRecord, SagaError> {
     request.validate()?;
-    if saga_id.is_empty() || saga_id.len() > super::super::MAX_FIELD_LEN {
-        return Err(SagaError::InvalidRequest(
-            "saga_id: must be 1 to 128 characters".into(),
-        ));
-    }
     let mut r = SagaRecord {
         definition_version: DEFINITION_VERSION,
-        saga_id: saga_id.to_owned(),
+        saga_id: SagaId::Booking(id),
         kind: SagaKind::Booking,
         request,
         state: SagaState::Pending,

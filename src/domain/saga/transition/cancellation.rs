@@ -10,24 +10,12 @@ use super::*;
 /// `cancelled` email. Seller cancellation is its pivot: a refusal there ends the
 /// cancellation `failed` and the booking stays confirmed; after it, the saga only goes
 /// forward (parking as `needs_attention` if a refund or credit cannot be done).
-pub fn new_cancellation(
-    cancel_id: &str,
-    booking: &SagaRecord,
-    now: DateTime<Utc>,
-) -> Result<SagaRecord, SagaError> {
+pub fn new_cancellation(booking: &SagaRecord, now: DateTime<Utc>) -> Result<SagaRecord, SagaError> {
     if booking.kind != SagaKind::Booking || booking.state != SagaState::Confirmed {
         return Err(SagaError::WrongState {
             expected: "a confirmed booking",
             actual: booking.state,
         });
-    }
-    if cancel_id.is_empty()
-        || cancel_id.len() > super::super::MAX_FIELD_LEN
-        || cancel_id == booking.saga_id
-    {
-        return Err(SagaError::InvalidRequest(
-            "cancel_id: must be a new id of 1 to 128 characters".into(),
-        ));
     }
     let data = SagaData {
         authorization_id: booking.data.authorization_id.clone(),
@@ -39,9 +27,9 @@ pub fn new_cancellation(
     };
     let mut r = SagaRecord {
         definition_version: DEFINITION_VERSION,
-        saga_id: cancel_id.to_owned(),
+        saga_id: booking.saga_id.cancellation(),
         kind: SagaKind::Cancellation {
-            of: booking.saga_id.clone(),
+            of: booking.booking_id(),
         },
         request: booking.request.clone(),
         state: SagaState::Pending,
@@ -73,7 +61,7 @@ pub fn mark_booking_cancelled(
     now: DateTime<Utc>,
 ) -> Result<(), SagaError> {
     let of_this =
-        matches!(&cancellation.kind, SagaKind::Cancellation { of } if *of == booking.saga_id);
+        matches!(&cancellation.kind, SagaKind::Cancellation { of } if *of == booking.booking_id());
     if !of_this {
         return Err(SagaError::InvalidRequest(
             "cancellation is not of this booking".into(),

@@ -10,11 +10,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use super::id::{BookingId, SagaId};
 use super::record::{
     is_terminal, reservation_key, step_key, BookingRequest, Effect, FailureCause, Phase, SagaData,
     SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
 };
 use super::{cancellation_split, SagaConfig, SagaError};
+use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 use crate::domain::outbox::{EmailFacts, EmailKind, OutboxEmail};
 
@@ -40,7 +42,7 @@ pub enum Action {
         /// Ledger idempotency key (`"{saga}:hold"`), also the hold's reference.
         key: String,
         /// Account whose wallet is held.
-        account_id: String,
+        account_id: AccountId,
         /// Points to hold.
         amount: Money,
     },
@@ -93,7 +95,7 @@ pub enum Action {
         /// The hold to capture (its key).
         hold_key: String,
         /// Account holding it.
-        account_id: String,
+        account_id: AccountId,
         /// Points to debit.
         amount: Money,
     },
@@ -113,7 +115,7 @@ pub enum Action {
         /// The hold to release (its key).
         hold_key: String,
         /// Account holding it.
-        account_id: String,
+        account_id: AccountId,
     },
     /// Compensation of step 2: void the authorization. Answer `Completed`.
     VoidPayment {
@@ -161,7 +163,7 @@ pub enum Action {
         /// Ledger idempotency key (`"{cancel_saga}:credit-points"`).
         key: String,
         /// Account to credit.
-        account_id: String,
+        account_id: AccountId,
         /// Points to credit.
         amount: Money,
     },
@@ -369,7 +371,7 @@ pub fn apply(
 /// [`Transition`] carries `email: Some(kind)` and write it with the record.
 pub fn email_for(r: &SagaRecord, kind: EmailKind, to: &str, now: DateTime<Utc>) -> OutboxEmail {
     let facts = EmailFacts {
-        booking_id: r.booking_id().to_owned(),
+        booking_id: r.booking_id().to_string(),
         seller: r.request.seller.clone(),
         sku: r.request.sku.clone(),
         start: r.request.start,
@@ -390,7 +392,14 @@ pub fn email_for(r: &SagaRecord, kind: EmailKind, to: &str, now: DateTime<Utc>) 
         points_restored: r.data.points_restored,
         fee: r.data.seller_fee,
     };
-    OutboxEmail::new(&r.saga_id, kind, &facts, &r.request.account_id, to, now)
+    OutboxEmail::new(
+        &r.saga_id.to_string(),
+        kind,
+        &facts,
+        &r.request.account_id.to_string(),
+        to,
+        now,
+    )
 }
 
 /// Zero in the request's currency.

@@ -57,13 +57,13 @@ pub(super) fn next_compensation(r: &SagaRecord) -> Option<Step> {
 }
 
 pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
-    let id = r.saga_id.as_str();
+    let id = r.saga_id;
     let key = step_key(id, step);
     let req = &r.request;
     match step {
         Step::Hold => Action::HoldWallet {
             key,
-            account_id: req.account_id.clone(),
+            account_id: req.account_id,
             amount: req.wallet_points,
         },
         Step::Authorize => Action::AuthorizePayment {
@@ -72,7 +72,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
             amount: card_amount(r),
         },
         Step::Reserve => Action::Reserve {
-            key: reservation_key(id),
+            key: reservation_key(r.booking_id()),
             seller: req.seller.clone(),
             sku: req.sku.clone(),
             start: req.start,
@@ -80,7 +80,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
             price: req.offer_price,
         },
         Step::ReconcileReservation => Action::ReconcileReservation {
-            key: reservation_key(id),
+            key: reservation_key(r.booking_id()),
             seller: req.seller.clone(),
         },
         Step::CapturePayment => Action::CapturePayment {
@@ -93,7 +93,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         Step::CaptureWallet => Action::CaptureWallet {
             key,
             hold_key: step_key(id, Step::Hold),
-            account_id: req.account_id.clone(),
+            account_id: req.account_id,
             amount: req.wallet_points,
         },
         Step::ReconcileAuthorization => Action::ReconcilePayment {
@@ -105,7 +105,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         Step::ReleaseHold => Action::ReleaseHold {
             key,
             hold_key: step_key(id, Step::Hold),
-            account_id: req.account_id.clone(),
+            account_id: req.account_id,
         },
         Step::VoidPayment => Action::VoidPayment {
             key,
@@ -114,7 +114,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         Step::CancelReservation => Action::CancelReservation {
             key,
             seller: req.seller.clone(),
-            reservation_key: reservation_key(id),
+            reservation_key: reservation_key(r.booking_id()),
             reservation_id: r.data.reservation_id.clone(),
         },
         Step::RefundPayment => Action::Refund {
@@ -135,7 +135,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         },
         Step::CreditPoints => Action::CreditPoints {
             key,
-            account_id: req.account_id.clone(),
+            account_id: req.account_id,
             amount: r.data.points_restored.unwrap_or_else(|| zero(r)),
         },
     }

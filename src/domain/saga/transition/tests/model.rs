@@ -228,7 +228,12 @@ fn run_booking_model(
     cancel_at: Option<usize>,
 ) -> Result<SagaState, TestCaseError> {
     let cfg = cfg();
-    let mut r = new_booking("p1", request(points, 30_000), now()).unwrap();
+    let mut r = new_booking(
+        BookingId(uuid::Uuid::from_u128(0x91)),
+        request(points, 30_000),
+        now(),
+    )
+    .unwrap();
     let mut w = World::default();
     let mut operator_retries = 0;
     let mut steps = 0;
@@ -311,7 +316,7 @@ fn run_booking_model(
 fn run_cancellation_model(rolls: &[u8], points: i64, fee: i64) -> Result<SagaState, TestCaseError> {
     let cfg = cfg();
     let booking = confirmed(points, 30_000);
-    let mut c = new_cancellation("c1", &booking, now()).unwrap();
+    let mut c = new_cancellation(&booking, now()).unwrap();
     let (mut seller_cancelled, mut refunded, mut credited) = (false, None, None);
     let (mut refund_calls_landed, mut credit_calls_landed) = (0, 0);
     let mut emails = 0;
