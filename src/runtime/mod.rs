@@ -16,6 +16,7 @@ use actix_rt::Arbiter;
 
 mod accounts;
 mod bookings;
+mod partners;
 mod search;
 mod start;
 mod system;

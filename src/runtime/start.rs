@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
 
+use super::partners::{configured_gateway, seller_apis, with_payment_faults, with_store_faults};
 use super::system::StoreProbe;
 use super::AccountReads;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
@@ -33,18 +34,11 @@ use crate::actors::payment::{PaymentAdapter, SupervisedGateway};
 use crate::actors::search::{AggregatorSettings, SearchAggregator, SearchStats, SellerRoute};
 use crate::actors::seller::SellerAdapter;
 use crate::actors::PanicFaults;
-use crate::config::{Config, FaultsConfig, PaymentsKind, SellerKind};
+use crate::config::Config;
 use crate::error::Error;
 use crate::faults::{ActorKind, FaultCounters};
-use crate::payments::faulty::FaultyGateway;
-use crate::payments::http::HttpGateway;
-use crate::payments::simulated::SimulatedGateway;
 use crate::payments::PaymentGateway;
-use crate::sellers::faulty::{FaultySeller, SellerFaultRates};
-use crate::sellers::http::HttpSeller;
-use crate::sellers::simulated::SimulatedSeller;
-use crate::sellers::SellerApi;
-use crate::store::{FaultyStore, SledStore, Store};
+use crate::store::{SledStore, Store};
 use crate::supervisor::{
     ActorHandle, ChildSpec, DynamicSpec, DynamicSupervisor, Restart, Strategy, SupervisorBuilder,
 };
@@ -274,49 +268,6 @@ fn accounts_subtree(
     (sup, shards, reads)
 }
 
-/// Every seller as code: config entries first, then the embedder's own.
-fn seller_apis(w: &Wiring<'_>, custom: Vec<CustomSeller>) -> Result<Vec<CustomSeller>, Error> {
-    let config = w.config;
-    let mut parts = Vec::new();
-    for entry in &config.sellers {
-        let api: Arc<dyn SellerApi> = match entry.kind {
-            SellerKind::Simulated => {
-                let mut c = entry.simulated.clone();
-                c.name = entry.name.clone();
-                let seller = SimulatedSeller::new(c).map_err(|e| {
-                    Error::Config(format!(
-                        "sellers.{}.simulated.{}: {}",
-                        entry.name, e.key, e.problem
-                    ))
-                })?;
-                with_seller_faults(Arc::new(seller), config, &w.faults)
-            }
-            SellerKind::Http => {
-                let mut c = entry.http.clone();
-                c.name = entry.name.clone();
-                Arc::new(HttpSeller::new(c).map_err(|e| {
-                    Error::Config(format!(
-                        "sellers.{}.http.{}: {}",
-                        entry.name, e.key, e.problem
-                    ))
-                })?)
-            }
-        };
-        parts.push(CustomSeller {
-            api,
-            verticals: entry.verticals.clone(),
-            adapter: entry.adapter.clone(),
-        });
-    }
-    // Sellers given in code are the test doubles of embedders and drills: they get the
-    // seller faults too (HTTP sellers do not; their fake server has its own knobs).
-    parts.extend(custom.into_iter().map(|mut part| {
-        part.api = with_seller_faults(part.api, config, &w.faults);
-        part
-    }));
-    Ok(parts)
-}
-
 type SellerSubtree = (
     SupervisorBuilder,
     Arc<Vec<SellerRoute>>,
@@ -328,7 +279,10 @@ fn sellers_subtree(w: &Wiring<'_>, custom: Vec<CustomSeller>) -> Result<SellerSu
     let mut sup = SupervisorBuilder::new("sellers", Strategy::OneForOne, w.policy());
     let mut routes = Vec::new();
     let mut seller_stats = Vec::new();
-    for (i, part) in seller_apis(w, custom)?.into_iter().enumerate() {
+    for (i, part) in seller_apis(w.config, &w.faults, custom)?
+        .into_iter()
+        .enumerate()
+    {
         let name = part.api.name().to_owned();
         let stats = Arc::new(PartnerStats::default());
         // The caller's own deadline (search deadline, saga step) is what binds.
@@ -480,75 +434,4 @@ fn payments_subtree(
         move || for_snapshot.to_json(),
     );
     (sup, Arc::new(SupervisedGateway::new(handle)), stats)
-}
-
-/// The gateway `[payments]` names.
-fn configured_gateway(config: &Config) -> Result<Arc<dyn PaymentGateway>, Error> {
-    Ok(match config.payments.kind {
-        PaymentsKind::Simulated => {
-            Arc::new(SimulatedGateway::new(config.payments.simulated.clone()))
-        }
-        PaymentsKind::Http => Arc::new(
-            HttpGateway::new(config.payments.http.clone())
-                .map_err(|e| Error::Config(format!("payments.http.{}: {}", e.key, e.problem)))?,
-        ),
-    })
-}
-
-/// The store, wrapped in a [`FaultyStore`] when `[faults]` asks for store faults.
-fn with_store_faults(
-    store: Arc<dyn Store>,
-    faults: &FaultsConfig,
-    counters: &Arc<FaultCounters>,
-) -> Arc<dyn Store> {
-    if !faults.enabled
-        || (faults.store_write_failure_rate == 0.0 && faults.store_write_delay_ms == 0)
-    {
-        return store;
-    }
-    Arc::new(FaultyStore::new(
-        store,
-        faults.store_write_failure_rate,
-        Duration::from_millis(faults.store_write_delay_ms),
-        counters.clone(),
-    ))
-}
-
-/// A seller, wrapped in a [`FaultySeller`] when `[faults]` asks for seller faults.
-fn with_seller_faults(
-    seller: Arc<dyn SellerApi>,
-    config: &Config,
-    counters: &Arc<FaultCounters>,
-) -> Arc<dyn SellerApi> {
-    let rates = SellerFaultRates {
-        failure_rate: config.faults.seller_failure_rate,
-        hang_rate: config.faults.seller_hang_rate,
-        garbage_rate: config.faults.seller_garbage_rate,
-    };
-    if !config.faults.enabled || !rates.any() {
-        return seller;
-    }
-    Arc::new(FaultySeller::new(
-        seller,
-        rates,
-        config.accounts.currency,
-        counters.clone(),
-    ))
-}
-
-/// The gateway, wrapped in a [`FaultyGateway`] when `[faults]` asks for payment faults.
-fn with_payment_faults(
-    gateway: Arc<dyn PaymentGateway>,
-    faults: &FaultsConfig,
-    counters: &Arc<FaultCounters>,
-) -> Arc<dyn PaymentGateway> {
-    if !faults.enabled || (faults.payment_failure_rate == 0.0 && faults.payment_hang_rate == 0.0) {
-        return gateway;
-    }
-    Arc::new(FaultyGateway::new(
-        gateway,
-        faults.payment_failure_rate,
-        faults.payment_hang_rate,
-        counters.clone(),
-    ))
 }
