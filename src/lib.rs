@@ -8,19 +8,19 @@
 //!
 //! | folder | what lives there |
 //! |---|---|
-//! | `src/runtime/` | [`Runtime`]: the one public doorway (typed async methods); `views.rs`: what it returns |
-//! | `src/supervisor/` | supervisors, stable actor handles, restart policy, snapshots |
-//! | `src/actors/` | one actor per file with its messages and handlers: `AccountShard`, `SellerAdapter`, `SearchAggregator`, `BookingSaga`, `SagaCoordinator`, `Mailer` |
-//! | `src/domain/` | plain rules tested without actors: money, accounts, wallet, search, cache, breaker, look-to-book, saga, outbox |
-//! | `src/sellers/`, `src/payments/` | the outside world's contracts and their simulated (and HTTP) implementations |
+//! | `src/runtime/` | [`Runtime`]: the one public doorway, methods by area (`accounts.rs`, `search.rs`, `bookings.rs`, `system.rs`); `start.rs` wires the supervision tree, `partners.rs` the sellers and gateway; `views.rs`: what it returns |
+//! | `src/supervisor/` | supervisors (static and dynamic), stable actor handles, restart policy, snapshots |
+//! | `src/actors/` | one actor per file with its messages and handlers: `AccountShard` (+ its read model), `SellerAdapter`, `PaymentAdapter`, `SearchAggregator`, `BookingSaga`, `SagaCoordinator`, `Mailer`; `guard.rs`: breaker and bulkhead of partner adapters |
+//! | `src/domain/` | plain rules tested without actors: money, accounts, access, order checks, wallet, search, cache, breaker, latency, look-to-book, saga ids and state machine, outbox |
+//! | `src/sellers/`, `src/payments/` | the outside world's contracts and their simulated and HTTP implementations; `src/outbound.rs`: what the HTTP clients share |
 //! | `src/store/` | the `Store` trait, its sled implementation and the one codec |
-//! | `src/http/` | actix-web routes per area, request parsing, problem responses, metrics |
-//! | `src/config.rs` | [`Config`]: `config.toml` + `WAYFARE__*` overrides, validated |
-//! | `src/faults.rs` | `[faults]`: what can be broken on purpose and counters of what fired; the injectors sit next to what they break (`store/faulty.rs`, `sellers/faulty.rs`, `payments/faulty.rs`, `actors::PanicFaults`) |
-//! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` (`--production` refuses `[faults]`) |
-//! | `wayfare-drill/` | a separate crate, never linked into the server: the chaos drill, its invariant checker and the fake seller server (used by `examples/` and `tests/`) |
-//! | `examples/` | drivers that use only the public API |
-//! | `tests/` | behaviour against real actors, a real server and real sled |
+//! | `src/http/` | actix-web routes per area, extractors, the router behind the generated OpenAPI description, problem responses, metrics, the operator console |
+//! | `src/config/` | [`Config`]: built-in defaults (the shipped `config.toml`), a file, `WAYFARE__*` overrides and flags, each error naming its source |
+//! | `src/faults.rs` | `[faults]`: what can be broken on purpose and counters of what fired; the injectors sit next to what they break |
+//! | `src/main.rs` | the `wayfare` CLI: `serve`, `seed`, `check-config` (`--production` refuses faults, demo accounts and simulated partners) |
+//! | `wayfare-drill/` | a separate crate, never linked into the server: the chaos drill, its invariant checker, the durable fake seller |
+//! | `examples/` | drivers that use only the public API, and the fake card gateway |
+//! | `tests/` | behaviour against real actors, a real server, real sled and partner fakes in their own processes |
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
