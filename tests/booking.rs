@@ -434,12 +434,12 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
             .payment_gateway(Arc::new(g))
     })
     .await;
-    let account = s
+    let (account, key) = s
         .runtime
-        .create_account(NewAccount::new("P", "p@example.com").unwrap())
+        .create_customer(NewAccount::new("P", "p@example.com").unwrap())
         .await
-        .unwrap()
-        .id;
+        .unwrap();
+    let account = account.id;
     let order = BookingOrder {
         account_id: account,
         seller: "fixed".into(),
@@ -457,6 +457,43 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
     let b = settled(&s.runtime, &b.id).await;
     assert_eq!(b.state, SagaState::NeedsAttention, "{:#?}", b.history);
     assert!(b.needs_attention.as_deref().is_some_and(|r| !r.is_empty()));
+    assert!(
+        b.history.iter().any(|e| e.note.contains("attempt")),
+        "the operator's view keeps every attempt: {:#?}",
+        b.history
+    );
+    // The customer sees a stable code and fixed sentences: no partner error text, no
+    // internal reason, no attempt-by-attempt detail.
+    let mine: Value = s
+        .anonymous
+        .get(s.url(&format!("/v1/bookings/{}", b.id)))
+        .bearer_auth(key.reveal())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["state"], "needs_attention", "{mine}");
+    assert_eq!(
+        mine["needs_attention"],
+        "held for review by our staff; we will contact you about it"
+    );
+    assert_eq!(mine["failure_code"], b.failure_code.unwrap(), "{mine}");
+    let notes: Vec<&str> = mine["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["note"].as_str().unwrap())
+        .collect();
+    let operator_reason = b.needs_attention.as_deref().unwrap();
+    for note in &notes {
+        assert!(
+            !note.contains("attempt") && *note != operator_reason,
+            "{notes:?}"
+        );
+    }
+    assert_eq!(notes.first(), Some(&"booking requested"), "{notes:?}");
     // Visible to operators.
     let health: Value = s.http.get(s.url("/health")).fetch_json().await;
     assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
@@ -497,6 +534,13 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
         gateway.open_authorizations().is_empty(),
         "authorization voided"
     );
+    // The counts kept by the writers followed the park and the retry.
+    let counts = s.runtime.saga_counts(10);
+    assert_eq!(counts.needs_attention, 0, "{counts:?}");
+    assert!(counts.parked.is_empty(), "{counts:?}");
+    assert_eq!(counts.by_state.get("failed"), Some(&1), "{counts:?}");
+    assert_eq!(counts.by_state.get("needs_attention"), None, "{counts:?}");
+    assert_eq!(counts.parks, 1, "{counts:?}");
     s.stop().await;
 }
 
@@ -783,7 +827,7 @@ async fn a_saga_whose_actor_panics_on_every_run_is_parked_with_the_panic_as_reas
     );
     // Nothing was charged: the actor died before its first step each time.
     assert!(w.gateway.ledger().captures.is_empty());
-    let counts = rt.saga_counts().await.unwrap();
+    let counts = rt.saga_counts(10);
     assert_eq!(counts.needs_attention, 1);
     assert_eq!(counts.parked[0].reason, reason);
     assert_eq!(counts.crashes, 3);

@@ -335,6 +335,82 @@ async fn look_to_book_throttles_searches_past_the_ratio() {
     s.stop().await;
 }
 
+/// A throttled seller is served from its last answer to the same query, marked stale with
+/// its age, instead of being left out; a booking of a SKU drops that answer too.
+#[actix_rt::test]
+async fn a_throttled_seller_is_served_from_its_last_answer_marked_stale() {
+    let (seller, knobs) = FixedSeller::new("metered", 10_000);
+    let mut adapter = AdapterConfig::default();
+    adapter.look_to_book.min_searches = 3;
+    adapter.look_to_book.max_searches_per_booking = 3;
+    // A second seller that always fails keeps every result incomplete, so no merged result
+    // is cached and each search reaches the metered seller's adapter.
+    let (broken, broken_knobs) = FixedSeller::new("broken", 10_000);
+    broken_knobs.failing.store(true, Ordering::SeqCst);
+    let s = TestServer::start_custom(
+        |_| {},
+        vec![
+            seller.into_custom(adapter),
+            broken.into_custom(AdapterConfig::default()),
+        ],
+    )
+    .await;
+    let first = s.runtime.search_hotels(stay("x", 10), None).await.unwrap();
+    let line = |r: &wayfare::SearchResponse| {
+        r.sellers
+            .iter()
+            .find(|s| s.seller == "metered")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(line(&first).status, SellerStatus::Ok);
+    assert_eq!(line(&first).stale_age_ms, None);
+    let fresh_offers = line(&first).offers;
+    assert!(fresh_offers > 0);
+    for _ in 0..2 {
+        let r = s.runtime.search_hotels(stay("x", 10), None).await.unwrap();
+        assert_eq!(line(&r).status, SellerStatus::Ok);
+    }
+
+    let throttled = s.runtime.search_hotels(stay("x", 10), None).await.unwrap();
+    let metered = line(&throttled);
+    assert_eq!(metered.status, SellerStatus::Throttled);
+    assert_eq!(metered.offers, fresh_offers, "{metered:?}");
+    assert!(metered.stale_age_ms.is_some(), "{metered:?}");
+    assert_eq!(throttled.offers.len(), fresh_offers);
+    assert_eq!(
+        knobs.searches.load(Ordering::SeqCst),
+        3,
+        "not called when throttled"
+    );
+
+    // Another query has no last answer: the seller is skipped, as before.
+    let other = s.runtime.search_hotels(stay("x", 40), None).await.unwrap();
+    assert_eq!(line(&other).status, SellerStatus::Throttled);
+    assert_eq!(line(&other).offers, 0);
+    assert_eq!(line(&other).stale_age_ms, None);
+
+    // Over HTTP the line says so too.
+    let body: Value = s
+        .http
+        .get(s.url(&format!(
+            "/v1/search/hotels?city=x&check_in={}&check_out={}",
+            in_days(10),
+            in_days(12)
+        )))
+        .fetch_json()
+        .await;
+    let line = body["sellers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["seller"] == "metered")
+        .unwrap();
+    assert_eq!(line["status"], "throttled", "{body}");
+    assert!(line["stale_age_ms"].as_u64().is_some(), "{body}");
+    s.stop().await;
+}
+
 #[actix_rt::test]
 async fn cache_hits_misses_invalidation_and_the_never_cached_markdown() {
     let (seller, knobs) = FixedSeller::new("fixed", 50_000);

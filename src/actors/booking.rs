@@ -64,6 +64,9 @@ pub(crate) struct SagaDeps {
     pub arbiters: Vec<actix_rt::ArbiterHandle>,
     /// Injected panics of saga steps (`[faults]`); default: none.
     pub panics: super::PanicFaults,
+    /// Counts by state, kept by every writer of saga records (read by health, metrics and
+    /// the console without a scan).
+    pub tally: super::coordinator::SharedTally,
 }
 
 impl std::fmt::Debug for SagaDeps {
@@ -242,12 +245,17 @@ async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Resul
         let email = email_for(record, kind, &to, Utc::now());
         ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), &email));
     }
+    let mut cancelled = None;
     if let (SagaKind::Cancellation { of }, SagaState::Cancelled) = (&record.kind, tr.to) {
         if tr.state_changed() {
             let of = SagaId::Booking(*of).to_string();
             if let Some(mut booking) = deps.load(&of)? {
+                let before = booking.state;
                 match mark_booking_cancelled(&mut booking, record, Utc::now()) {
-                    Ok(()) => ops.push(Op::put(Tree::Sagas, of.into_bytes(), &booking)),
+                    Ok(()) => {
+                        ops.push(Op::put(Tree::Sagas, of.into_bytes(), &booking));
+                        cancelled = Some((before, booking));
+                    }
                     Err(e) => {
                         tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled.")
                     }
@@ -256,6 +264,10 @@ async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Resul
         }
     }
     deps.store.write(ops)?;
+    deps.tally.replace(Some(tr.from), record);
+    if let Some((before, booking)) = &cancelled {
+        deps.tally.replace(Some(*before), booking);
+    }
     deps.store.flush().await
 }
 

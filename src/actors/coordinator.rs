@@ -21,7 +21,7 @@ use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId,
-    BookingRequest, CancelDecision, SagaId, SagaKind, SagaRecord, SagaState,
+    BookingRequest, CancelDecision, SagaId, SagaKind, SagaRecord, SagaState, SagaTally,
 };
 use crate::store::{decode_record, get_record, Op, StoreError, Tree};
 use crate::supervisor::{ChildEnd, ChildPermit};
@@ -138,11 +138,13 @@ fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(),
     let Some(mut record) = deps.load(id)? else {
         return Ok(());
     };
+    let before = record.state;
     if park_crashed(&mut record, reason, Utc::now()).is_err() {
         return Ok(()); // Finished or already parked: nothing to record.
     }
     deps.store
         .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+    deps.tally.replace(Some(before), &record);
     let flush = deps.store.flush();
     let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
     let id = id.to_owned();
@@ -186,6 +188,7 @@ async fn start_cancellation(
             .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
         deps.store
             .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+        deps.tally.replace(None, &record);
     }
     // Also when the record was there: it may be this process's own unflushed write.
     deps.store.flush().await?;
@@ -205,9 +208,18 @@ impl Actor for SagaCoordinator {
                 return;
             }
         };
+        let records: Vec<Result<SagaRecord, StoreError>> = entries
+            .iter()
+            .map(|(key, value)| decode_record::<SagaRecord>(Tree::Sagas, key, value))
+            .collect();
+        // Before any saga runs (the first start; a restarted coordinator keeps the tally
+        // its sagas have been updating all along).
+        self.deps
+            .tally
+            .init_once(|| SagaTally::from_records(records.iter().flatten()));
         let mut resumed = 0;
-        for (key, value) in entries {
-            match decode_record::<SagaRecord>(Tree::Sagas, &key, &value) {
+        for record in records {
+            match record {
                 Ok(r) if !is_terminal(r.state) && r.state != SagaState::NeedsAttention => {
                     // Resuming is not admission: every unfinished saga must finish.
                     launch(&self.deps, &r.saga_id.to_string());
@@ -288,11 +300,6 @@ pub(crate) struct BookingRecords {
     pub next_after: Option<BookingId>,
 }
 
-/// Counts of sagas by state, and the parked ones with their reasons.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<SagaCounts, BookingError>")]
-pub(crate) struct CountSagas;
-
 /// A saga parked as `needs_attention`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParkedSaga {
@@ -307,10 +314,12 @@ pub struct ParkedSaga {
 pub struct SagaCounts {
     /// Sagas per customer-visible state.
     pub by_state: std::collections::BTreeMap<String, u64>,
-    /// Parked sagas: id and reason (health shows the first 20).
+    /// Parked sagas: id and reason (health lists the first 20).
     pub parked: Vec<ParkedSaga>,
     /// How many sagas are parked.
     pub needs_attention: usize,
+    /// Times a saga became parked since start (parked at start-up included).
+    pub parks: u64,
     /// Saga actors running now.
     pub running: usize,
     /// Saga actor crashes since start.
@@ -369,6 +378,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                 ),
                 Op::put(Tree::AccountBookings, index, &()),
             ])?;
+            self.deps.tally.replace(None, &record);
             Ok((Some((flush, permit)), record))
         })();
         let deps = self.deps.clone();
@@ -445,6 +455,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
 
     fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
         let result = self.load(&msg.id.to_string()).and_then(|mut record| {
+            let before = record.state;
             retry_needs_attention(&mut record, Utc::now())
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
             let flush = self.persist(vec![Op::put(
@@ -452,6 +463,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
                 record.saga_id.to_string().into_bytes(),
                 &record,
             )])?;
+            self.deps.tally.replace(Some(before), &record);
             Ok((flush, record))
         });
         let deps = self.deps.clone();
@@ -503,29 +515,58 @@ impl Handler<ListBookings> for SagaCoordinator {
     }
 }
 
-/// Scans every saga record (cost grows with the number of sagas kept).
-impl Handler<CountSagas> for SagaCoordinator {
-    type Result = Result<SagaCounts, BookingError>;
-    fn handle(&mut self, _: CountSagas, _: &mut Context<Self>) -> Self::Result {
-        let mut counts = SagaCounts {
-            running: self.deps.sagas.len(),
-            crashes: self.deps.sagas.crashes(),
-            ..SagaCounts::default()
-        };
-        for (key, value) in self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX)? {
-            let r: SagaRecord = decode_record(Tree::Sagas, &key, &value)?;
-            *counts
-                .by_state
-                .entry(r.state.as_str().to_owned())
-                .or_default() += 1;
-            if let Some(reason) = r.needs_attention {
-                counts.needs_attention += 1;
-                counts.parked.push(ParkedSaga {
-                    id: r.saga_id.to_string(),
-                    reason,
-                });
-            }
+/// The [`SagaTally`] shared by every writer of saga records: the coordinator (new sagas,
+/// cancellations, retries, parked crashes) and the saga actors (each persisted step).
+/// Readers take a [`SagaCounts`] in O(parked listed), without a scan or an ask.
+#[derive(Debug, Default)]
+pub(crate) struct SharedTally {
+    tally: std::sync::Mutex<Option<SagaTally>>,
+}
+
+impl SharedTally {
+    /// Installs the tally built by `build` unless one is installed.
+    fn init_once(&self, build: impl FnOnce() -> SagaTally) {
+        let mut tally = self.lock();
+        if tally.is_none() {
+            *tally = Some(build());
         }
-        Ok(counts)
+    }
+
+    /// A saga record was written over one in state `before` (`None`: a new record).
+    pub(crate) fn replace(&self, before: Option<SagaState>, after: &SagaRecord) {
+        if let Some(tally) = self.lock().as_mut() {
+            tally.replace(before, after);
+        }
+    }
+
+    /// Counts by state, with the first `parked_listed` parked sagas; `running` and
+    /// `crashes` come from the saga supervisor.
+    pub(crate) fn counts(&self, parked_listed: usize) -> SagaCounts {
+        let tally = self.lock();
+        let Some(tally) = tally.as_ref() else {
+            return SagaCounts::default();
+        };
+        SagaCounts {
+            by_state: tally
+                .by_state()
+                .iter()
+                .map(|(state, n)| ((*state).to_owned(), *n))
+                .collect(),
+            parked: tally
+                .parked(parked_listed)
+                .map(|(id, reason)| ParkedSaga {
+                    id: id.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .collect(),
+            needs_attention: tally.parked_count(),
+            parks: tally.parks(),
+            running: 0,
+            crashes: 0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SagaTally>> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

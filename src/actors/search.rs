@@ -12,6 +12,11 @@
 //!
 //! Only complete results (every seller answered `ok`) are cached: a result missing a seller
 //! that timed out or failed would hide that seller's prices for the whole TTL.
+//!
+//! Each seller's last good answer to a query is also kept (up to `stale_for`): when the
+//! look-to-book meter throttles that seller, its part of the result is that answer,
+//! marked stale with its age (`stale_age_ms`), rather than nothing. Such a result is not
+//! complete, so it is never cached as fresh.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -64,6 +69,10 @@ pub struct SellerOutcome {
     pub offers: usize,
     /// Time until its answer (or until the deadline).
     pub elapsed_ms: u64,
+    /// Set when the offers are the seller's last answer to this query, served because the
+    /// seller is throttled (look-to-book): how old that answer is.
+    #[schema(required = true)]
+    pub stale_age_ms: Option<u64>,
 }
 
 /// A merged, unpersonalized search result.
@@ -110,6 +119,9 @@ pub struct AggregatorSettings {
     pub cache_capacity: usize,
     /// TTL by days until travel.
     pub ttl_table: Vec<TtlRule>,
+    /// How long a seller's last answer is kept for serving stale while it is throttled
+    /// (zero: never).
+    pub stale_for: Duration,
     /// Marketplace currency; offers in others are dropped by the merge.
     pub currency: Currency,
 }
@@ -119,6 +131,9 @@ pub struct SearchAggregator {
     sellers: Arc<Vec<SellerRoute>>,
     settings: AggregatorSettings,
     cache: SearchCache<SearchResult>,
+    /// Each seller's last good answer per query (`seller`, newline, cache key), with when
+    /// it came: served, marked stale, while that seller is throttled.
+    last_answers: SearchCache<(Instant, Vec<Offer>)>,
     in_flight: HashMap<String, Vec<oneshot::Sender<SearchResult>>>,
     stats: Arc<SearchStats>,
     panics: PanicFaults,
@@ -142,6 +157,7 @@ impl SearchAggregator {
     ) -> Self {
         SearchAggregator {
             cache: SearchCache::new(settings.cache_capacity.max(1)),
+            last_answers: SearchCache::new(settings.cache_capacity),
             sellers,
             settings,
             in_flight: HashMap::new(),
@@ -189,6 +205,7 @@ impl SearchAggregator {
     fn finish(&mut self, key: String, query: &SearchQuery, results: Vec<SellerReply>) {
         let mut all = Vec::new();
         let mut sellers = Vec::with_capacity(results.len());
+        let now = Instant::now();
         for (seller, result, elapsed) in results {
             let (status, offers) = match result {
                 Ok(Ok(offers)) => (SellerStatus::Ok, offers),
@@ -197,11 +214,31 @@ impl SearchAggregator {
                 Err(AskError::Overloaded { .. }) => (SellerStatus::Rejected, Vec::new()),
                 Err(_) => (SellerStatus::Error, Vec::new()),
             };
+            let answer_key = format!("{seller}\n{key}");
+            let (offers, stale_age_ms) = match status {
+                SellerStatus::Ok => {
+                    let skus: Vec<String> = offers.iter().map(|o| o.sku.clone()).collect();
+                    let stale_for = self.settings.stale_for;
+                    let answer = (now, offers.clone());
+                    self.last_answers
+                        .insert(answer_key, answer, skus, stale_for, now);
+                    (offers, None)
+                }
+                SellerStatus::Throttled => match self.last_answers.get(&answer_key, now) {
+                    Some(last) => {
+                        let age = now.saturating_duration_since(last.0).as_millis() as u64;
+                        (last.1.clone(), Some(age))
+                    }
+                    None => (offers, None),
+                },
+                _ => (offers, None),
+            };
             sellers.push(SellerOutcome {
                 seller,
                 status,
                 offers: offers.len(),
                 elapsed_ms: elapsed.as_millis() as u64,
+                stale_age_ms,
             });
             all.extend(offers);
         }
@@ -241,6 +278,7 @@ impl Actor for SearchAggregator {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(PURGE_EVERY, |act, _| {
             act.cache.purge_expired(Instant::now());
+            act.last_answers.purge_expired(Instant::now());
         });
     }
 }
@@ -310,6 +348,7 @@ impl Handler<InvalidateSku> for SearchAggregator {
     type Result = usize;
 
     fn handle(&mut self, msg: InvalidateSku, _: &mut Context<Self>) -> usize {
+        self.last_answers.invalidate_sku(&msg.sku);
         self.cache.invalidate_sku(&msg.sku)
     }
 }

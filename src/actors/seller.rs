@@ -11,7 +11,7 @@
 //! writes.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -121,7 +121,11 @@ pub struct SellerAdapter {
     api: Arc<dyn SellerApi>,
     config: AdapterConfig,
     guard: CallGuard,
-    meter: LookToBookMeter,
+    /// The seller's look-to-book history. It outlives a crash of this actor: the
+    /// supervisor's factory hands every incarnation the same meter ([`Self::with_meter`]),
+    /// so a restart cannot reset what the seller bills for. Only the running incarnation
+    /// touches it, so the lock is never contended.
+    meter: Arc<Mutex<LookToBookMeter>>,
     stats: Arc<PartnerStats>,
     panics: PanicFaults,
 }
@@ -138,14 +142,13 @@ impl std::fmt::Debug for SellerAdapter {
 impl SellerAdapter {
     /// A fresh adapter: breaker closed, meter empty.
     pub fn new(api: Arc<dyn SellerApi>, config: AdapterConfig, stats: Arc<PartnerStats>) -> Self {
-        let now = Instant::now();
         SellerAdapter {
             guard: CallGuard::new(
                 config.breaker.clone(),
                 config.max_concurrent_calls,
                 stats.clone(),
             ),
-            meter: LookToBookMeter::new(config.look_to_book.clone(), now),
+            meter: Self::new_meter(&config),
             api,
             config,
             stats,
@@ -157,6 +160,24 @@ impl SellerAdapter {
     pub(crate) fn with_panic_faults(mut self, panics: PanicFaults) -> Self {
         self.panics = panics;
         self
+    }
+
+    /// Uses `meter` (kept by the supervisor across restarts) instead of a fresh one.
+    pub(crate) fn with_meter(mut self, meter: Arc<Mutex<LookToBookMeter>>) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// A meter for [`Self::with_meter`].
+    pub(crate) fn new_meter(config: &AdapterConfig) -> Arc<Mutex<LookToBookMeter>> {
+        Arc::new(Mutex::new(LookToBookMeter::new(
+            config.look_to_book.clone(),
+            Instant::now(),
+        )))
+    }
+
+    fn meter(&self) -> std::sync::MutexGuard<'_, LookToBookMeter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn maybe_panic(&self) {
@@ -284,11 +305,14 @@ impl Handler<SearchSeller> for SellerAdapter {
     fn handle(&mut self, msg: SearchSeller, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
         let now = Instant::now();
-        if !self.meter.allow_search(now) {
-            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-            return Box::pin(actix::fut::ready(Err(SellerCallError::Throttled)));
+        {
+            let mut meter = self.meter();
+            if !meter.allow_search(now) {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                return Box::pin(actix::fut::ready(Err(SellerCallError::Throttled)));
+            }
+            meter.record_search(now);
         }
-        self.meter.record_search(now);
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         let query = msg.query;
         self.protected(
@@ -314,7 +338,7 @@ impl Handler<BookWithSeller> for SellerAdapter {
             self.protected(0, budget, move |api| api.book(request.clone()))
                 .map(|result, act, _| {
                     if let Ok(BookOutcome::Confirmed { .. }) = &result {
-                        act.meter.record_booking(Instant::now());
+                        act.meter().record_booking(Instant::now());
                         act.stats.bookings.fetch_add(1, Ordering::Relaxed);
                     }
                     result
@@ -347,5 +371,66 @@ impl Handler<BookingStatusAtSeller> for SellerAdapter {
         self.protected(self.config.search_retries, budget, move |api| {
             api.booking_status(key.clone())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
+    use crate::sellers::HotelQuery;
+
+    fn search() -> SearchSeller {
+        let day = chrono::Utc::now().date_naive() + chrono::Days::new(30);
+        SearchSeller {
+            query: SearchQuery::Hotel(HotelQuery {
+                city_or_hotel: "Lisbon".into(),
+                check_in: day,
+                check_out: day + chrono::Days::new(2),
+            }),
+            budget: Duration::from_secs(5),
+        }
+    }
+
+    /// The supervisor's factory hands each incarnation the same meter: a crash followed by
+    /// a restart does not give the seller a fresh look-to-book allowance.
+    #[actix_rt::test]
+    async fn the_look_to_book_meter_outlives_an_incarnation_of_the_adapter() {
+        let api: Arc<dyn SellerApi> = Arc::new(
+            SimulatedSeller::new(SimulatedSellerConfig {
+                latency_ms: (0, 0),
+                ..SimulatedSellerConfig::default()
+            })
+            .unwrap(),
+        );
+        let mut config = AdapterConfig::default();
+        config.look_to_book.min_searches = 3;
+        config.look_to_book.max_searches_per_booking = 3;
+        let meter = SellerAdapter::new_meter(&config);
+        let incarnation = || {
+            SellerAdapter::new(api.clone(), config.clone(), Arc::default())
+                .with_meter(meter.clone())
+                .start()
+        };
+
+        let first = incarnation();
+        for _ in 0..3 {
+            assert!(first.send(search()).await.unwrap().is_ok());
+        }
+        assert_eq!(
+            first.send(search()).await.unwrap(),
+            Err(SellerCallError::Throttled)
+        );
+        drop(first);
+
+        let second = incarnation();
+        assert_eq!(
+            second.send(search()).await.unwrap(),
+            Err(SellerCallError::Throttled),
+            "a restarted adapter keeps the seller's look-to-book history"
+        );
+        // Without the hand-over, a fresh adapter starts with an empty meter.
+        let fresh = SellerAdapter::new(api.clone(), config.clone(), Arc::default()).start();
+        assert!(fresh.send(search()).await.unwrap().is_ok());
     }
 }

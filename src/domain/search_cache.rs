@@ -28,13 +28,20 @@ pub struct SearchCacheConfig {
     /// TTL by days until travel; see [`super::search::ttl_for`]. Default
     /// [`default_ttl_table`].
     pub ttl_table: Vec<TtlRule>,
+    /// How long a seller's last answer to a query is kept to serve, marked stale with its
+    /// age, while the look-to-book meter throttles that seller; 0 disables. Default 3600.
+    pub stale_for_secs: u64,
 }
+
+/// Longest `stale_for_secs` accepted: a week.
+pub const MAX_STALE_FOR_SECS: u64 = 7 * 24 * 3_600;
 
 impl Default for SearchCacheConfig {
     fn default() -> Self {
         SearchCacheConfig {
             capacity: DEFAULT_CACHE_CAPACITY,
             ttl_table: default_ttl_table(),
+            stale_for_secs: 3_600,
         }
     }
 }
@@ -46,6 +53,12 @@ impl SearchCacheConfig {
             return Err(InvalidSetting::new(
                 "capacity",
                 format!("must be at most {MAX_CACHE_CAPACITY}"),
+            ));
+        }
+        if self.stale_for_secs > MAX_STALE_FOR_SECS {
+            return Err(InvalidSetting::new(
+                "stale_for_secs",
+                format!("must be at most {MAX_STALE_FOR_SECS}"),
             ));
         }
         validate_ttl_table(&self.ttl_table)

@@ -4,8 +4,7 @@
 
 use super::{Booking, BookingOrder, BookingPage, Runtime};
 use crate::actors::coordinator::{
-    BookingError, CancelBooking, CountSagas, GetSaga, ListBookings, RetrySaga, SagaCounts,
-    StartBooking,
+    BookingError, CancelBooking, GetSaga, ListBookings, RetrySaga, SagaCounts, StartBooking,
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
@@ -38,7 +37,8 @@ impl Runtime {
             .coordinator
             .ask(StartBooking { request })
             .await??;
-        Ok((self.view(record.saga_id.booking(), record).await?, replayed))
+        let booking = self.view(record.saga_id.booking(), record).await?;
+        Ok((booking.seen_by(caller), replayed))
     }
 
     /// A booking with its state and timed history.
@@ -54,7 +54,7 @@ impl Runtime {
             return Err(BookingError::NotFound(id.to_string()).into());
         }
         self.authorize_booking(caller, &record).await?;
-        self.view(id, record).await
+        Ok(self.view(id, record).await?.seen_by(caller))
     }
 
     /// A booking belongs to its account: the caller must be allowed to act on that.
@@ -98,7 +98,7 @@ impl Runtime {
     pub async fn cancel_booking_as(&self, caller: Caller, id: BookingId) -> Result<Booking, Error> {
         self.booking_as(caller, id).await?;
         let record = self.inner.coordinator.ask(CancelBooking { id }).await??;
-        self.view(id, record).await
+        Ok(self.view(id, record).await?.seen_by(caller))
     }
 
     /// One page of an account's bookings, in booking-id order: those after booking `after`
@@ -110,7 +110,8 @@ impl Runtime {
         limit: usize,
     ) -> Result<BookingPage, Error> {
         self.account(account).await?;
-        self.bookings_page(account, after, limit).await
+        self.bookings_page(Caller::Operator, account, after, limit)
+            .await
     }
 
     /// [`account_bookings`](Self::account_bookings), if `caller` may act on the account.
@@ -123,11 +124,12 @@ impl Runtime {
     ) -> Result<BookingPage, Error> {
         // One message checks both the caller's right and that the account exists.
         self.account_as(caller, account).await?;
-        self.bookings_page(account, after, limit).await
+        self.bookings_page(caller, account, after, limit).await
     }
 
     async fn bookings_page(
         &self,
+        caller: Caller,
         account: AccountId,
         after: Option<BookingId>,
         limit: usize,
@@ -149,7 +151,7 @@ impl Runtime {
             bookings: page
                 .bookings
                 .into_iter()
-                .map(|(r, c)| Booking::from_records(r, c))
+                .map(|(r, c)| Booking::from_records(r, c).seen_by(caller))
                 .collect(),
             next_after: page.next_after,
         })
@@ -160,8 +162,14 @@ impl Runtime {
         Ok(self.inner.coordinator.ask(RetrySaga { id }).await??)
     }
 
-    /// Saga figures: counts by state, parked sagas, running actors, crashes.
-    pub async fn saga_counts(&self) -> Result<SagaCounts, Error> {
-        Ok(self.inner.coordinator.ask(CountSagas).await??)
+    /// Saga figures: counts by state, the first `parked_listed` parked sagas, running
+    /// actors, crashes. Kept by the writers of saga records: no scan, no ask.
+    pub fn saga_counts(&self, parked_listed: usize) -> SagaCounts {
+        let deps = &self.inner.saga_deps;
+        SagaCounts {
+            running: deps.sagas.len(),
+            crashes: deps.sagas.crashes(),
+            ..deps.tally.counts(parked_listed)
+        }
     }
 }

@@ -66,6 +66,8 @@ struct Inner {
     gateway_stats: Arc<PartnerStats>,
     search_stats: Arc<SearchStats>,
     coordinator: ActorHandle<SagaCoordinator>,
+    /// What the sagas share; the runtime reads their tally and supervisor from it.
+    saga_deps: Arc<crate::actors::booking::SagaDeps>,
     mailer_stats: Arc<MailerStats>,
     seller_names: Vec<String>,
     root: SupervisorRef,

@@ -150,8 +150,9 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         ),
         arbiters: arbiters.iter().map(|a| a.handle()).collect(),
         panics: wiring.panics(ActorKind::Saga),
+        tally: Default::default(),
     };
-    let (bookings, coordinator) = bookings_subtree(&wiring, deps);
+    let (bookings, coordinator, saga_deps) = bookings_subtree(&wiring, deps);
 
     let probe = Arc::new(StoreProbe::first(&*store).await);
     let probe_task = actix_rt::spawn(probe.clone().run(store.clone()));
@@ -181,6 +182,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             gateway_stats,
             search_stats,
             coordinator,
+            saga_deps,
             mailer_stats,
             root,
             arbiters: Mutex::new(arbiters),
@@ -296,12 +298,14 @@ fn sellers_subtree(w: &Wiring<'_>, custom: Vec<CustomSeller>) -> Result<SellerSu
         let (api, adapter, published) = (part.api.clone(), part.adapter.clone(), stats.clone());
         let for_snapshot = stats.clone();
         let panics = w.panics(ActorKind::Seller);
+        let meter = SellerAdapter::new_meter(&part.adapter);
         let handle = sup.actor_with_status(
             spec,
             w.arbiter(i),
             move || {
                 SellerAdapter::new(api.clone(), adapter.clone(), published.clone())
                     .with_panic_faults(panics.clone())
+                    .with_meter(meter.clone())
             },
             move || for_snapshot.to_json(),
         );
@@ -331,6 +335,7 @@ fn search_subtree(
         deadline: Duration::from_millis(config.search.deadline_ms),
         cache_capacity: config.search.cache.capacity,
         ttl_table: config.search.cache.ttl_table.clone(),
+        stale_for: Duration::from_secs(config.search.cache.stale_for_secs),
         currency: config.accounts.currency,
     };
     let aggregators = (0..config.search_aggregators())
@@ -386,7 +391,11 @@ const SAGA_MAILBOX: usize = 16;
 fn bookings_subtree(
     w: &Wiring<'_>,
     deps: SagaDeps,
-) -> (SupervisorBuilder, ActorHandle<SagaCoordinator>) {
+) -> (
+    SupervisorBuilder,
+    ActorHandle<SagaCoordinator>,
+    Arc<SagaDeps>,
+) {
     let config = w.config;
     let mut sup = SupervisorBuilder::new("bookings", Strategy::OneForOne, w.policy());
     let deps = Arc::new(deps);
@@ -404,10 +413,11 @@ fn bookings_subtree(
         config.bookings.mailbox_capacity,
         Duration::from_millis(config.bookings.step_timeout_ms) + Duration::from_secs(5),
     );
+    let for_coordinator = deps.clone();
     let coordinator = sup.actor(spec, w.arbiter(0), move || {
-        SagaCoordinator::new(deps.clone())
+        SagaCoordinator::new(for_coordinator.clone())
     });
-    (sup, coordinator)
+    (sup, coordinator, deps)
 }
 
 /// `payments`: the adapter every gateway call goes through. Sagas get a

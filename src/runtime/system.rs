@@ -17,6 +17,8 @@ use crate::supervisor::{SupervisorSnapshot, SupervisorState};
 
 /// Longest a health probe of the store may take before the store counts as failing.
 const STORE_PROBE_DEADLINE: Duration = Duration::from_secs(2);
+/// Parked sagas `/health` lists (the count is always whole).
+const HEALTH_PARKED_LISTED: usize = 20;
 /// How often the store is probed (a record written and flushed). `/health` reports the
 /// last result with its age instead of writing on every call, so a flood of anonymous
 /// health checks costs no disk I/O.
@@ -124,13 +126,7 @@ impl Runtime {
             ok: tree.is_healthy(),
             detail: (!failed.is_empty()).then(|| failed.join("; ")),
         };
-        let sagas = match self.saga_counts().await {
-            Ok(mut counts) => {
-                counts.parked.truncate(20);
-                Some(counts)
-            }
-            Err(_) => None,
-        };
+        let sagas = Some(self.saga_counts(HEALTH_PARKED_LISTED));
         let mut health = Health {
             status: "ok",
             store,

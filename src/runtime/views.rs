@@ -5,8 +5,9 @@ use serde::Serialize;
 
 use crate::actors::coordinator::SagaCounts;
 use crate::actors::search::SellerOutcome;
+use crate::domain::access::Caller;
 use crate::domain::money::Money;
-use crate::domain::saga::{BookingId, HistoryEntry, SagaRecord, SagaState};
+use crate::domain::saga::{BookingId, FailureCause, HistoryEntry, SagaRecord, SagaState};
 use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
 
@@ -138,7 +139,12 @@ pub struct Booking {
     /// Why it failed, in customer terms.
     #[schema(required = true)]
     pub failure: Option<String>,
-    /// Why an operator must look at it.
+    /// Why it failed, as a stable code to match on: `insufficient_points`,
+    /// `payment_declined`, `seller_refused`, `technical` or `customer_cancelled`.
+    #[schema(required = true)]
+    pub failure_code: Option<&'static str>,
+    /// Why an operator must look at it: the internal reason for the operator, a fixed
+    /// sentence for the customer.
     #[schema(required = true)]
     pub needs_attention: Option<String>,
     /// The cancellation, once asked for a confirmed booking.
@@ -189,6 +195,7 @@ impl Booking {
             offer_price: r.request.offer_price,
             wallet_points: r.request.wallet_points,
             failure: r.data.failure_cause.map(|c| c.customer_text().to_owned()),
+            failure_code: r.data.failure_cause.map(|c| c.code()),
             needs_attention: r.needs_attention,
             cancellation: cancellation.map(|c| CancellationView {
                 state: c.state,
@@ -199,5 +206,131 @@ impl Booking {
             }),
             history: r.history,
         }
+    }
+
+    /// The booking as `caller` may see it. The operator sees everything; a customer sees
+    /// no internal text (error messages of partners and stores, panic messages): their
+    /// timeline keeps each change of state with a fixed sentence, and a parked booking
+    /// says only that staff are on it.
+    pub(crate) fn seen_by(mut self, caller: Caller) -> Self {
+        if caller == Caller::Operator {
+            return self;
+        }
+        let cause = self
+            .failure_code
+            .and_then(|code| ALL_CAUSES.iter().find(|c| c.code() == code).copied());
+        if self.needs_attention.is_some() {
+            self.needs_attention = Some(PARKED_FOR_CUSTOMER.to_owned());
+        }
+        self.history = customer_timeline(&self.history, cause, false);
+        if let Some(c) = &mut self.cancellation {
+            c.history = customer_timeline(&c.history, None, true);
+        }
+        self
+    }
+}
+
+/// What a customer reads about a parked booking.
+pub(crate) const PARKED_FOR_CUSTOMER: &str =
+    "held for review by our staff; we will contact you about it";
+
+const ALL_CAUSES: [FailureCause; 5] = [
+    FailureCause::InsufficientPoints,
+    FailureCause::PaymentDeclined,
+    FailureCause::SellerRefused,
+    FailureCause::Technical,
+    FailureCause::CustomerCancelled,
+];
+
+/// A customer's timeline: the entries that changed the state, each with a fixed sentence
+/// (retries, partner replies and internal reasons stay in the operator's view).
+fn customer_timeline(
+    history: &[HistoryEntry],
+    cause: Option<FailureCause>,
+    cancellation: bool,
+) -> Vec<HistoryEntry> {
+    let mut out: Vec<HistoryEntry> = Vec::new();
+    for entry in history {
+        if out.last().is_some_and(|last| last.state == entry.state) {
+            continue;
+        }
+        out.push(HistoryEntry {
+            at: entry.at,
+            state: entry.state,
+            step: None,
+            note: customer_sentence(entry.state, cause, cancellation),
+        });
+    }
+    out
+}
+
+fn customer_sentence(state: SagaState, cause: Option<FailureCause>, cancellation: bool) -> String {
+    let because = |what: &str| match cause {
+        Some(c) => format!("{what}: {}", c.customer_text()),
+        None => what.to_owned(),
+    };
+    match (state, cancellation) {
+        (SagaState::Pending, false) => "booking requested".into(),
+        (SagaState::Pending, true) => "cancellation requested".into(),
+        (SagaState::PaymentAuthorized, _) => "payment arranged; reserving with the seller".into(),
+        (SagaState::SellerConfirmed, _) => "reservation held; capturing payment".into(),
+        (SagaState::Confirmed, _) => "booked and paid".into(),
+        (SagaState::Compensating, false) => because("undoing the booking"),
+        (SagaState::Compensating, true) => "undoing the cancellation".into(),
+        (SagaState::Failed, false) => because("not booked"),
+        (SagaState::Failed, true) => "could not be cancelled; the booking stands".into(),
+        (SagaState::Cancelled, _) => "cancelled".into(),
+        (SagaState::NeedsAttention, _) => PARKED_FOR_CUSTOMER.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn entry(state: SagaState, note: &str) -> HistoryEntry {
+        HistoryEntry {
+            at: Utc::now(),
+            state,
+            step: None,
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn a_customer_timeline_keeps_state_changes_and_drops_internal_text() {
+        let history = [
+            entry(SagaState::Pending, "booking requested"),
+            entry(
+                SagaState::Pending,
+                "authorize attempt 1 failed (gateway 10.0.0.7: connection reset); will retry",
+            ),
+            entry(
+                SagaState::Compensating,
+                "compensating: reserve refused: HTTP 409 from https://seller/internal",
+            ),
+            entry(SagaState::Failed, "failed: seller refused"),
+        ];
+        let seen = customer_timeline(&history, Some(FailureCause::SellerRefused), false);
+        let notes: Vec<&str> = seen.iter().map(|e| e.note.as_str()).collect();
+        assert_eq!(
+            notes,
+            [
+                "booking requested",
+                "undoing the booking: the seller could not confirm it at the offered price",
+                "not booked: the seller could not confirm it at the offered price",
+            ]
+        );
+        assert!(seen
+            .iter()
+            .all(|e| !e.note.contains("HTTP") && !e.note.contains("10.0.0.7")));
+    }
+
+    #[test]
+    fn every_cause_has_a_distinct_stable_code() {
+        let codes: std::collections::BTreeSet<_> = ALL_CAUSES.iter().map(|c| c.code()).collect();
+        assert_eq!(codes.len(), ALL_CAUSES.len());
     }
 }

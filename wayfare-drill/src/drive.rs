@@ -88,7 +88,7 @@ pub async fn run(plan: &ChaosPlan, world: &ChaosWorld) -> Result<ChaosReport, Er
 
     let observations = observe(&runtime, world, &shared, &finals).await;
     let violations = check(&observations);
-    let saga_crashes_after_restart = runtime.saga_counts().await.map_or(0, |c| c.crashes);
+    let saga_crashes_after_restart = runtime.saga_counts(0).crashes;
     let faults = faults_before.plus(&runtime.fault_counts());
     runtime.shutdown().await?;
 
@@ -452,10 +452,7 @@ async fn settle(runtime: &Runtime, ids: &BTreeSet<String>, within: Duration) -> 
             break;
         }
         // Once everything looks settled and nothing runs, read everything once more.
-        reread_all = all_settled
-            && bounded(runtime.saga_counts())
-                .await
-                .is_ok_and(|c| c.running == 0);
+        reread_all = all_settled && runtime.saga_counts(0).running == 0;
         if !reread_all {
             tokio::time::sleep(RETRY_PAUSE * 2).await;
         }

@@ -25,6 +25,7 @@
 
 mod id;
 mod record;
+mod tally;
 mod transition;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use record::{
     HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
     MAX_FIELD_LEN,
 };
+pub use tally::SagaTally;
 pub use transition::{
     apply, email_for, mark_booking_cancelled, new_booking, new_cancellation, next_action,
     park_crashed, request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome,

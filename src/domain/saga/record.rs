@@ -304,6 +304,18 @@ pub enum FailureCause {
 }
 
 impl FailureCause {
+    /// Stable code for clients (`insufficient_points`, `payment_declined`,
+    /// `seller_refused`, `technical`, `customer_cancelled`): what a program may match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FailureCause::InsufficientPoints => "insufficient_points",
+            FailureCause::PaymentDeclined => "payment_declined",
+            FailureCause::SellerRefused => "seller_refused",
+            FailureCause::Technical => "technical",
+            FailureCause::CustomerCancelled => "customer_cancelled",
+        }
+    }
+
     /// Customer-facing wording.
     pub fn customer_text(&self) -> &'static str {
         match self {

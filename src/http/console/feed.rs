@@ -2,17 +2,15 @@
 //! one a second and at once when something an operator must see changes.
 //!
 //! Change detection compares a cheap [`Signature`] (restart counts, child and supervisor
-//! states, breaker states: all in memory) on a short tick, so a restart or a breaker
-//! transition reaches the page within [`CHANGE_TICK`]. Saga figures need a scan of the
-//! saga records, so they are read with each full snapshot (once a second), not on the
-//! tick: a newly parked saga shows up with the next snapshot, and that snapshot says so
-//! (`reasons` holds `parked`).
+//! states, breaker states, how many sagas were ever parked: all in memory) on a short
+//! tick, so a restart, a breaker transition or a newly parked saga reaches the page within
+//! [`CHANGE_TICK`], and the snapshot says why (`reasons`: `restart`, `breaker`, `parked`).
 //!
 //! Rates (calls/s, requests/s, bookings/s) are left to the page, which divides counter
 //! deltas by time; percentiles are computed here, over the last [`WINDOW`], from
 //! cumulative histograms kept per feed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -134,6 +132,8 @@ pub(crate) struct Signature {
     supervisors: Vec<(String, SupervisorState)>,
     /// Every seller's breaker state.
     breakers: Vec<BreakerState>,
+    /// Times a saga became parked.
+    parks: u64,
 }
 
 impl Signature {
@@ -141,6 +141,7 @@ impl Signature {
     pub(crate) fn of(
         tree: &SupervisorSnapshot,
         sellers: &[(String, std::sync::Arc<PartnerStats>)],
+        parks: u64,
     ) -> Self {
         let mut sig = Signature::default();
         tree.for_each_child(&mut |sup, child| {
@@ -149,6 +150,7 @@ impl Signature {
         });
         tree.for_each_supervisor(&mut |s| sig.supervisors.push((s.name.clone(), s.state)));
         sig.breakers = sellers.iter().map(|(_, s)| s.breaker_state()).collect();
+        sig.parks = parks;
         sig
     }
 
@@ -160,6 +162,9 @@ impl Signature {
         }
         if self.breakers != before.breakers {
             reasons.push("breaker");
+        }
+        if self.parks != before.parks {
+            reasons.push("parked");
         }
         reasons
     }
@@ -326,7 +331,6 @@ pub(crate) struct Feed {
     metrics: HttpMetrics,
     seq: u64,
     last: Option<(Instant, Signature)>,
-    parked: BTreeSet<String>,
     samples: VecDeque<Sample>,
 }
 
@@ -338,7 +342,6 @@ impl Feed {
             metrics,
             seq: 0,
             last: None,
-            parked: BTreeSet::new(),
             samples: VecDeque::new(),
         }
     }
@@ -350,6 +353,7 @@ impl Feed {
             let signature = Signature::of(
                 &self.runtime.supervision_tree(),
                 self.runtime.seller_stats(),
+                self.runtime.saga_counts(0).parks,
             );
             let reasons = match &self.last {
                 None => vec!["hello"],
@@ -366,7 +370,7 @@ impl Feed {
     }
 
     /// Builds a full snapshot now.
-    pub(crate) async fn snapshot(&mut self, mut reasons: Vec<&'static str>) -> ConsoleSnapshot {
+    pub(crate) async fn snapshot(&mut self, reasons: Vec<&'static str>) -> ConsoleSnapshot {
         self.seq += 1;
         let tree = self.runtime.supervision_tree();
         let stats = self.runtime.seller_stats();
@@ -432,15 +436,7 @@ impl Feed {
             },
         };
         self.samples.push_back(sample);
-        let sagas = self.runtime.saga_counts().await.ok().map(|mut counts| {
-            let parked: BTreeSet<String> = counts.parked.iter().map(|p| p.id.clone()).collect();
-            if self.seq > 1 && !parked.is_subset(&self.parked) {
-                reasons.push("parked");
-            }
-            self.parked = parked;
-            counts.parked.truncate(MAX_PARKED_LISTED);
-            counts
-        });
+        let sagas = Some(self.runtime.saga_counts(MAX_PARKED_LISTED));
         ConsoleSnapshot {
             seq: self.seq,
             at: Utc::now(),
@@ -569,6 +565,7 @@ wayfare_actor_restarts_total{supervisor="accounts",child="account-shard-0"} 4
             children: vec![("accounts/account-shard-0".into(), 0, ChildState::Running)],
             supervisors: vec![("accounts".into(), SupervisorState::Running)],
             breakers: vec![BreakerState::Closed],
+            parks: 0,
         };
         assert!(base.changes_since(&base).is_empty());
         let mut restarted = base.clone();
@@ -577,5 +574,8 @@ wayfare_actor_restarts_total{supervisor="accounts",child="account-shard-0"} 4
         let mut opened = base.clone();
         opened.breakers[0] = BreakerState::Open;
         assert_eq!(opened.changes_since(&base), vec!["breaker"]);
+        let mut parked = base.clone();
+        parked.parks = 1;
+        assert_eq!(parked.changes_since(&base), vec!["parked"]);
     }
 }
