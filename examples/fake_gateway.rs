@@ -5,6 +5,10 @@
 //!
 //! Run with: `cargo run --release --example fake_gateway -- --bind 127.0.0.1:9100 --data-dir /tmp/gw`
 //!
+//! With `--tls-cert cert.pem --tls-key key.pem` it serves `https://` (wayfare trusts a
+//! self-signed certificate through `[payments.http] ca_cert`); the listening line is the
+//! same.
+//!
 //! Cards: `tok_decline` (card_declined), `tok_insufficient` (insufficient_funds),
 //! `tok_expired` (expired_card), `tok_fail_capture` (its capture is rejected), `tok_slow`
 //! (one extra second), any other `tok_*` approves.
@@ -63,6 +67,12 @@ struct Args {
     /// Seed of the fault dice.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// PEM certificate chain (leaf first): serve https:// with it (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// How long a hang lasts: longer than any sane client timeout.
@@ -567,6 +577,10 @@ fn main() -> anyhow::Result<()> {
     ] {
         anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} must be within [0, 1]");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(wayfare_drill::fakes::tls::server_config(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data_dir)?;
     let path = args.data_dir.join("journal.jsonl");
     let book = load(&path)?;
@@ -588,8 +602,11 @@ fn main() -> anyhow::Result<()> {
                 .route("/v1/operations/{key}", web::get().to(status))
                 .route("/_fake/ledger", web::get().to(ledger))
         })
-        .workers(2)
-        .bind(bind)?;
+        .workers(2);
+        let server = match tls {
+            Some(config) => server.bind_rustls_0_23(bind, config)?,
+            None => server.bind(bind)?,
+        };
         // Scripts wait for this line to know the port is open.
         println!("fake_gateway listening on {}", server.addrs()[0]);
         server.run().await

@@ -12,6 +12,10 @@
 //! any other port it is `seller-PORT` with seed PORT. `examples/partners.toml` relies on
 //! this for its sellers on 9001 and 9002.
 //!
+//! With `--tls-cert cert.pem --tls-key key.pem` it serves `https://` (wayfare trusts a
+//! self-signed certificate through the seller's `ca_cert` key); the listening line is the
+//! same.
+//!
 //! Then, for example:
 //! `curl -s -XPOST localhost:9001/search/hotels -H 'content-type: application/json'
 //!  -d '{"city_or_hotel":"Lisbon","check_in":"2026-05-01","check_out":"2026-05-03"}'`
@@ -23,7 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 use wayfare::sellers::simulated::{SimulatedSeller, SimulatedSellerConfig};
 use wayfare_drill::fakes::journaled::{identity_of_port, JournalFaults, JournaledSeller};
-use wayfare_drill::fakes::seller;
+use wayfare_drill::fakes::{seller, tls};
 
 /// Command line of the fake seller.
 #[derive(Debug, Parser)]
@@ -70,6 +74,12 @@ struct Args {
     /// Seed of the fault dice.
     #[arg(long, default_value_t = 11)]
     fault_seed: u64,
+    /// PEM certificate chain (leaf first): serve https:// with it (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[actix_web::main]
@@ -82,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -123,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(%error, "Cannot listen for Ctrl-C; stopping.");
         }
     };
-    seller::serve_journaled(listener, journaled, args.api_key, shutdown).await?;
+    seller::serve_journaled(listener, journaled, args.api_key, tls, shutdown).await?;
     tracing::info!("Fake seller stopped.");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The HTTP payment gateway client against `examples/fake_gateway.rs` running as its own
 //! process on an ephemeral port: approvals, typed declines, and every kind of unknown
 //! outcome (5xx, hang, act-then-drop) reconciled by idempotency key, also across a restart
-//! of the fake on its data dir; then a booking saga paying through it.
+//! of the fake on its data dir; then a booking saga paying through it; and `https://` with
+//! a self-signed certificate made by the test, trusted through `ca_cert` or refused.
 //!
 //! `cargo test` builds the examples before it runs tests; run alone, this file needs
 //! `cargo build --example fake_gateway` first (the test says so if the binary is missing).
@@ -51,14 +52,34 @@ fn fake_binary() -> PathBuf {
 struct Fake {
     child: Child,
     url: String,
+    /// The test's own client, for `/_fake/ledger`.
+    http: reqwest::Client,
 }
 
 impl Fake {
     fn start(data: &Path, extra: &[&str]) -> Fake {
-        let mut child = Command::new(fake_binary())
+        Self::spawn(data, extra, None)
+    }
+
+    /// The fake serving `https://` with `tls`'s certificate.
+    fn start_tls(data: &Path, tls: &common::SelfSigned, extra: &[&str]) -> Fake {
+        Self::spawn(data, extra, Some(tls))
+    }
+
+    fn spawn(data: &Path, extra: &[&str], tls: Option<&common::SelfSigned>) -> Fake {
+        let mut command = Command::new(fake_binary());
+        command
             .args(["--bind", "127.0.0.1:0", "--api-key", API_KEY, "--data-dir"])
             .arg(data)
-            .args(extra)
+            .args(extra);
+        if let Some(tls) = tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -71,9 +92,14 @@ impl Fake {
             .trim()
             .strip_prefix("fake_gateway listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (scheme, http) = match tls {
+            Some(tls) => ("https", tls.trusting_client()),
+            None => ("http", reqwest::Client::new()),
+        };
         Fake {
             child,
-            url: format!("http://{addr}/"),
+            url: format!("{scheme}://{addr}/"),
+            http,
         }
     }
 
@@ -88,7 +114,9 @@ impl Fake {
     }
 
     async fn ledger(&self) -> Value {
-        reqwest::get(format!("{}_fake/ledger", self.url))
+        self.http
+            .get(format!("{}_fake/ledger", self.url))
+            .send()
             .await
             .unwrap()
             .json()
@@ -412,4 +440,175 @@ async fn a_failing_gateway_opens_the_adapter_breaker() {
         "{snapshot}"
     );
     tree.shutdown().await;
+}
+
+/// Replies are untrusted: a 2xx body over the size cap (declared or not), garbage, or a
+/// well-formed reply for another amount leave the outcome unknown (`Timeout`, reconciled by
+/// key), never an authorization; a look-up answered so is no answer (`Unavailable`), never
+/// "never received".
+#[tokio::test]
+async fn oversized_and_malformed_replies_are_unknown_outcomes() {
+    use common::raw::{bad_server, reply};
+    let against = |response: Vec<u8>| {
+        HttpGateway::new(HttpGatewayConfig {
+            base_url: format!("http://{}/", bad_server(response)),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let huge = vec![b' '; wayfare::payments::wire::MAX_REPLY_BYTES + 1];
+    let wrong_amount =
+        br#"{"authorization_id": "auth_1", "amount": {"minor": 1, "currency": "EUR"}}"#;
+    for (what, response) in [
+        ("oversized", reply("201 Created", &huge, true)),
+        ("oversized, no length", reply("201 Created", &huge, false)),
+        (
+            "garbage",
+            reply("201 Created", b"<html>surprise</html>", true),
+        ),
+        ("another amount", reply("201 Created", wrong_amount, true)),
+    ] {
+        let gw = against(response);
+        let outcome = gw.authorize("k:authorize", "tok_approve", eur(500)).await;
+        assert_eq!(outcome, Err(PaymentError::Timeout), "{what}");
+        let status = gw.status("k:authorize").await;
+        assert!(
+            matches!(status, Err(PaymentError::Unavailable(_))),
+            "{what}: {status:?}"
+        );
+    }
+}
+
+/// `https://` with a self-signed certificate the test made: trusted through `ca_cert`,
+/// approvals, declines, captures and look-ups go through TLS; without `ca_cert` the
+/// handshake fails before anything is sent (`Unavailable`, naming the certificate), never
+/// a success, and the fake's ledger shows that nothing from that client arrived.
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate_trusted_through_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::SelfSigned::new(dir.path());
+    let fake = Fake::start_tls(&dir.path().join("data"), &tls, &[]);
+    assert!(fake.url.starts_with("https://127.0.0.1:"), "{}", fake.url);
+    let trusting = HttpGateway::new(HttpGatewayConfig {
+        base_url: fake.url.clone(),
+        api_key: Some(Secret::new(API_KEY)),
+        ca_cert: Some(tls.cert.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let auth = authorization_id(
+        trusting
+            .authorize("t1:authorize", "tok_approve", eur(4_200))
+            .await
+            .unwrap(),
+    );
+    let capture = trusting
+        .capture("t1:capture", &auth, eur(4_200))
+        .await
+        .unwrap();
+    assert!(
+        matches!(capture, CaptureOutcome::Captured { .. }),
+        "{capture:?}"
+    );
+    let declined = trusting
+        .authorize("t2:authorize", "tok_decline", eur(100))
+        .await
+        .unwrap();
+    assert!(
+        matches!(declined, AuthOutcome::Declined { .. }),
+        "{declined:?}"
+    );
+    let status = trusting.status("t1:authorize").await.unwrap();
+    assert!(
+        matches!(status, Some(PaymentOpStatus::Authorized { .. })),
+        "{status:?}"
+    );
+
+    // The public roots do not vouch for the certificate: a transport failure before the
+    // request left, for every call.
+    let untrusting = fake.client(2_000);
+    let refused = untrusting
+        .authorize("t3:authorize", "tok_approve", eur(100))
+        .await;
+    match &refused {
+        Err(PaymentError::Unavailable(why)) => {
+            assert!(why.contains("certificate"), "{why}")
+        }
+        other => panic!("an untrusted certificate must fail the call: {other:?}"),
+    }
+    let looked_up = untrusting.status("t1:authorize").await;
+    assert!(
+        matches!(looked_up, Err(PaymentError::Unavailable(_))),
+        "{looked_up:?}"
+    );
+
+    let ledger = fake.ledger().await;
+    let keys = |list: &str| -> Vec<String> {
+        ledger[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys("authorizations"), ["t1:authorize"], "{ledger}");
+    assert_eq!(keys("captures"), ["t1:capture"], "{ledger}");
+    assert_eq!(keys("declines"), ["t2:authorize"], "{ledger}");
+}
+
+/// `[payments.http] ca_cert` is read when the configuration loads: a missing file, a file
+/// without a PEM certificate and a certificate for a plain `http://` URL are refused, the
+/// key and the path named; a good one is accepted, from the file or the environment.
+#[test]
+fn a_gateway_ca_cert_is_checked_when_the_config_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::SelfSigned::new(dir.path());
+    let file = |base_url: &str, ca_cert: &Path| {
+        format!(
+            "[payments]\nkind = \"http\"\n[payments.http]\nbase_url = \"{base_url}\"\n\
+             ca_cert = {:?}\n",
+            ca_cert.display().to_string()
+        )
+    };
+    let https = "https://gateway.example:8443/";
+    let config = wayfare::Config::parse(&file(https, &tls.cert), Vec::new()).unwrap();
+    assert_eq!(
+        config.payments.http.ca_cert.as_deref(),
+        Some(tls.cert.as_path())
+    );
+
+    let missing = dir.path().join("missing.pem");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (base_url, path, why) in [
+        (https, &missing, "cannot read"),
+        (https, &tls.key, "no PEM certificate"),
+        (https, &not_pem, "no PEM certificate"),
+        ("http://127.0.0.1:9100/", &tls.cert, "https://"),
+    ] {
+        let e = wayfare::Config::parse(&file(base_url, path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payments.http.ca_cert"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains(why), "{e}");
+    }
+
+    let env = |path: &Path| {
+        vec![(
+            "WAYFARE__PAYMENTS__HTTP__CA_CERT".to_string(),
+            path.display().to_string(),
+        )]
+    };
+    let base = format!("[payments.http]\nbase_url = \"{https}\"\n");
+    let config = wayfare::Config::parse(&base, env(&tls.cert)).unwrap();
+    assert_eq!(
+        config.payments.http.ca_cert.as_deref(),
+        Some(tls.cert.as_path())
+    );
+    let e = wayfare::Config::parse(&base, env(&missing))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("payments.http.ca_cert"), "{e}");
+    assert!(e.contains("WAYFARE__PAYMENTS__HTTP__CA_CERT"), "{e}");
 }

@@ -1,10 +1,11 @@
 //! `HttpSeller` end to end: against the fake seller server on `127.0.0.1:0` (search, book,
 //! idempotency, cancel, status, faults), and against tiny hand-rolled servers that reply
-//! with garbage, so every untrusted-reply check is exercised over a real socket.
+//! with garbage, so every untrusted-reply check is exercised over a real socket; and over
+//! `https://` with a self-signed certificate the test makes, trusted through `ca_cert`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 
 use chrono::NaiveDate;
 use wayfare::sellers::http::{HttpSeller, HttpSellerConfig};
@@ -14,6 +15,8 @@ use wayfare::sellers::{
     ReservationStatus, SearchQuery, SellerApi, SellerError,
 };
 use wayfare_drill::fakes;
+
+use common::raw::{bad_server, reply};
 
 fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -241,62 +244,7 @@ async fn invalid_requests_are_refused_by_the_fake_seller() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hand-rolled bad servers.
-
-/// Serves `response` verbatim to every connection, after reading the whole request.
-fn bad_server(response: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let response = response.clone();
-            std::thread::spawn(move || {
-                if read_request(&mut stream).is_ok() {
-                    // The client may hang up early on oversized bodies; that is the point.
-                    let _ = stream.write_all(&response);
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn read_request(stream: &mut TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        data.extend_from_slice(&buf[..n]);
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if data.len() >= end + 4 + length {
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn reply(status: &str, body: &[u8], with_length: bool) -> Vec<u8> {
-    let mut out =
-        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n")
-            .into_bytes();
-    if with_length {
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
-}
+// Hand-rolled bad servers (`common::raw`).
 
 fn offer_json(minor: i64) -> String {
     format!(
@@ -388,4 +336,92 @@ async fn connection_refused_is_a_transport_error() {
         http.search_hotels(lisbon()).await,
         Err(SellerError::Transport(_))
     ));
+}
+
+/// `https://` with a self-signed certificate made here: trusted through `ca_cert`, search,
+/// book and status go through TLS; without `ca_cert` every call fails as a transport error
+/// naming the certificate, and nothing was booked.
+#[actix_web::test]
+async fn tls_with_a_self_signed_certificate_trusted_through_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::SelfSigned::new(dir.path());
+    let sim = simulated();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = fakes::tls::server_config(&tls.cert, &tls.key).unwrap();
+    actix_rt::spawn(fakes::seller::build_tls(listener, sim.clone(), config).unwrap());
+    let over_tls = |ca_cert: Option<&std::path::Path>| {
+        HttpSeller::new(HttpSellerConfig {
+            name: "remote".into(),
+            base_url: format!("https://{addr}/"),
+            ca_cert: ca_cert.map(ToOwned::to_owned),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+
+    let trusting = over_tls(Some(&tls.cert));
+    let offers = trusting.search_hotels(lisbon()).await.unwrap();
+    assert_eq!(offers.len(), sim.hotel_offers(&lisbon()).len());
+    let req = BookRequest {
+        idempotency_key: "tls-1".into(),
+        sku: offers[0].sku.clone(),
+        query: SearchQuery::Hotel(lisbon()),
+        expected_price: offers[0].price,
+    };
+    let booked = trusting.book(req).await.unwrap();
+    assert!(
+        matches!(booked, BookOutcome::Confirmed { .. }),
+        "{booked:?}"
+    );
+    assert!(matches!(
+        trusting.booking_status("tls-1".into()).await.unwrap(),
+        Some(ReservationStatus::Booked { .. })
+    ));
+
+    let untrusting = over_tls(None);
+    let untrusted = |result: Result<(), SellerError>| match result {
+        Err(SellerError::Transport(why)) => assert!(why.contains("certificate"), "{why}"),
+        other => panic!("an untrusted certificate must fail the call: {other:?}"),
+    };
+    untrusted(untrusting.search_hotels(lisbon()).await.map(drop));
+    let req = BookRequest {
+        idempotency_key: "tls-2".into(),
+        sku: offers[0].sku.clone(),
+        query: SearchQuery::Hotel(lisbon()),
+        expected_price: offers[0].price,
+    };
+    untrusted(untrusting.book(req).await.map(drop));
+    assert_eq!(sim.reservations_made(), 1, "only the trusted client booked");
+}
+
+/// A seller's `ca_cert` is read when the configuration loads: missing or not a PEM
+/// certificate is refused naming the seller's key and the path.
+#[test]
+fn a_seller_ca_cert_is_checked_when_the_config_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = common::SelfSigned::new(dir.path());
+    let file = |ca_cert: &std::path::Path| {
+        format!(
+            "[[sellers]]\nname = \"s\"\nkind = \"http\"\n[sellers.http]\n\
+             base_url = \"https://seller.example/\"\nca_cert = {:?}\n",
+            ca_cert.display().to_string()
+        )
+    };
+    let config = wayfare::Config::parse(&file(&tls.cert), Vec::new()).unwrap();
+    assert_eq!(
+        config.sellers[0].http.ca_cert.as_deref(),
+        Some(tls.cert.as_path())
+    );
+    for (path, why) in [
+        (dir.path().join("missing.pem"), "cannot read"),
+        (tls.key.clone(), "no PEM certificate"),
+    ] {
+        let e = wayfare::Config::parse(&file(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sellers[0].http.ca_cert"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains(why), "{e}");
+    }
 }

@@ -88,6 +88,11 @@ fn production_refuses_simulated_partners_and_plain_remote_urls() {
     let fine = check_config_with(Some(PRODUCTION), &["--production"], &[]);
     let stderr = String::from_utf8_lossy(&fine.stderr);
     assert!(fine.status.success(), "{stderr}");
+    // Over TLS, a partner off the loopback interface is fine.
+    let remote_tls = PRODUCTION.replace("http://127.0.0.1:9100/", "https://gateway.example/");
+    let fine = check_config_with(Some(&remote_tls), &["--production"], &[]);
+    let stderr = String::from_utf8_lossy(&fine.stderr);
+    assert!(fine.status.success(), "{stderr}");
 
     let cases = [
         (

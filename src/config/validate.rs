@@ -207,9 +207,9 @@ impl Config {
     }
 }
 
-/// In production, partners (card data, bookings) are reached over plain `http://` only on
-/// the loopback interface (a local TLS sidecar); anything else would cross a network in
-/// clear.
+/// In production, partners (card data, bookings) are reached over `https://`, or over plain
+/// `http://` only on the loopback interface (a local TLS sidecar); anything else would cross
+/// a network in clear.
 fn refuse_plain_remote_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Ok(()); // `validate` names a URL that does not parse.
@@ -224,8 +224,8 @@ fn refuse_plain_remote_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if parsed.scheme() == "http" && !loopback {
         return Err(ConfigError::Nested(format!(
             "{key}: plain http:// to {} is refused in production mode: partner traffic would \
-             cross the network in clear; reach it through a TLS proxy on the loopback \
-             interface",
+             cross the network in clear; use https:// (ca_cert trusts a private CA) or a \
+             TLS proxy on the loopback interface",
             parsed.host_str().unwrap_or("?")
         )));
     }

@@ -16,8 +16,8 @@
 //!   which the saga reconciles with [`PaymentGateway::status`] under the same key. A 5xx is
 //!   never read as a decline.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,8 @@ use crate::outbound::{self, BodyError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpGatewayConfig {
-    /// Base URL; the wire format's paths are appended. Default `http://127.0.0.1:9100/`.
+    /// Base URL, `http://` or `https://`; the wire format's paths are appended. Default
+    /// `http://127.0.0.1:9100/`.
     pub base_url: String,
     /// The merchant's API key, sent as `Authorization: Bearer`. A secret: set it as
     /// `WAYFARE__PAYMENTS__HTTP__API_KEY`; it is redacted wherever config is printed.
@@ -48,6 +49,10 @@ pub struct HttpGatewayConfig {
     pub request_timeout_ms: u64,
     /// Timeout for establishing a connection, in ms. Default 2000.
     pub connect_timeout_ms: u64,
+    /// PEM file of the certificate(s) to trust for this gateway besides the public roots:
+    /// its private CA, or its own self-signed certificate. Only with an `https://`
+    /// base_url; read and checked when the configuration is loaded. Default none.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for HttpGatewayConfig {
@@ -58,6 +63,7 @@ impl Default for HttpGatewayConfig {
             currency: Currency::EUR,
             request_timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
+            ca_cert: None,
         }
     }
 }
@@ -65,19 +71,12 @@ impl Default for HttpGatewayConfig {
 impl HttpGatewayConfig {
     /// Checks every key, naming the first bad one.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        self.base_url()?;
-        if self.request_timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                "request_timeout_ms",
-                "must be positive",
-            ));
-        }
-        if self.connect_timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                "connect_timeout_ms",
-                "must be positive",
-            ));
-        }
+        self.checked().map(drop)
+    }
+
+    /// Checks every key and builds the client they describe, with the parsed base URL
+    /// (a trailing slash added so joined paths stay beneath it).
+    fn checked(&self) -> Result<(Url, Client), InvalidSetting> {
         if let Some(key) = &self.api_key {
             let k = key.expose();
             if k.is_empty() || k.len() > 256 || !k.bytes().all(|b| b.is_ascii_graphic()) {
@@ -87,12 +86,12 @@ impl HttpGatewayConfig {
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
-    fn base_url(&self) -> Result<Url, InvalidSetting> {
-        outbound::base_url(&self.base_url)
+        outbound::client(&outbound::ClientSettings {
+            base_url: &self.base_url,
+            request_timeout_ms: self.request_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ca_cert: self.ca_cert.as_deref(),
+        })
     }
 }
 
@@ -133,17 +132,10 @@ enum Reply {
 impl HttpGateway {
     /// Builds a client after validating `config`.
     pub fn new(config: HttpGatewayConfig) -> Result<Self, InvalidSetting> {
-        config.validate()?;
-        let client = Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|e| {
-                InvalidSetting::new("base_url", format!("cannot build HTTP client: {e}"))
-            })?;
+        let (base, client) = config.checked()?;
         Ok(HttpGateway {
             inner: Arc::new(Inner {
-                base: config.base_url()?,
+                base,
                 api_key: config.api_key,
                 currency: config.currency,
                 client,

@@ -7,8 +7,8 @@
 //! circuit breaker belong to the `SellerAdapter`; the client's own timeout here is only a
 //! backstop so an abandoned connection cannot linger forever.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
@@ -31,8 +31,8 @@ use crate::outbound::{self, BodyError};
 pub struct HttpSellerConfig {
     /// Seller name used in offers and logs. Default `"http"`.
     pub name: String,
-    /// Base URL; paths of the wire format are appended to it. Only `http://` is supported:
-    /// the crate builds reqwest without a TLS backend. Default `http://127.0.0.1:9001/`.
+    /// Base URL, `http://` or `https://`; paths of the wire format are appended to it.
+    /// Default `http://127.0.0.1:9001/`.
     pub base_url: String,
     /// Currency the seller must price in; replies in another are refused. Default EUR.
     pub currency: Currency,
@@ -44,6 +44,10 @@ pub struct HttpSellerConfig {
     /// The seller's credential, sent as `Authorization: Bearer`. A secret: redacted
     /// wherever config is printed.
     pub api_key: Option<Secret>,
+    /// PEM file of the certificate(s) to trust for this seller besides the public roots:
+    /// its private CA, or its own self-signed certificate. Only with an `https://`
+    /// base_url; read and checked when the configuration is loaded. Default none.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for HttpSellerConfig {
@@ -55,6 +59,7 @@ impl Default for HttpSellerConfig {
             request_timeout_ms: 10_000,
             connect_timeout_ms: 2_000,
             api_key: None,
+            ca_cert: None,
         }
     }
 }
@@ -62,28 +67,21 @@ impl Default for HttpSellerConfig {
 impl HttpSellerConfig {
     /// Checks every key, naming the first bad one.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        self.base_url()?;
+        self.checked().map(drop)
+    }
+
+    /// Checks every key and builds the client they describe, with the parsed base URL
+    /// (a trailing slash added so joined paths stay beneath it).
+    fn checked(&self) -> Result<(Url, Client), InvalidSetting> {
         if self.name.trim().is_empty() {
             return Err(InvalidSetting::new("name", "must not be empty"));
         }
-        if self.request_timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                "request_timeout_ms",
-                "must be positive",
-            ));
-        }
-        if self.connect_timeout_ms == 0 {
-            return Err(InvalidSetting::new(
-                "connect_timeout_ms",
-                "must be positive",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The base URL, parsed, with a trailing slash so joined paths stay beneath it.
-    fn base_url(&self) -> Result<Url, InvalidSetting> {
-        outbound::base_url(&self.base_url)
+        outbound::client(&outbound::ClientSettings {
+            base_url: &self.base_url,
+            request_timeout_ms: self.request_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ca_cert: self.ca_cert.as_deref(),
+        })
     }
 }
 
@@ -105,17 +103,10 @@ struct Inner {
 impl HttpSeller {
     /// Builds a client after validating `config`.
     pub fn new(config: HttpSellerConfig) -> Result<Self, InvalidSetting> {
-        config.validate()?;
-        let client = Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|e| {
-                InvalidSetting::new("base_url", format!("cannot build HTTP client: {e}"))
-            })?;
+        let (base, client) = config.checked()?;
         Ok(HttpSeller {
             inner: Arc::new(Inner {
-                base: config.base_url()?,
+                base,
                 name: config.name,
                 currency: config.currency,
                 api_key: config.api_key,
@@ -265,10 +256,18 @@ mod tests {
         );
         assert_eq!(
             bad(HttpSellerConfig {
-                base_url: "https://seller.example/".into(),
+                base_url: "ftp://seller.example/".into(),
                 ..Default::default()
             }),
             "base_url"
+        );
+        assert_eq!(
+            bad(HttpSellerConfig {
+                base_url: "https://seller.example/".into(),
+                ca_cert: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            }),
+            "ca_cert"
         );
         assert_eq!(
             bad(HttpSellerConfig {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::fmt::Display;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -368,5 +370,36 @@ impl FetchJson for reqwest::RequestBuilder {
             .json()
             .await
             .expect("a JSON body")
+    }
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, made for one test with
+/// `rcgen` and written as PEM files into a directory: `cert` is what a fake partner serves
+/// and what a client trusts as its `ca_cert`; `key` is the fake's private key.
+pub struct SelfSigned {
+    /// The certificate, PEM.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM.
+    pub key: std::path::PathBuf,
+}
+
+impl SelfSigned {
+    /// Makes a fresh certificate and writes `partner-cert.pem`, `partner-key.pem` in `dir`.
+    pub fn new(dir: &std::path::Path) -> SelfSigned {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("a self-signed certificate");
+        let (cert, key) = (dir.join("partner-cert.pem"), dir.join("partner-key.pem"));
+        std::fs::write(&cert, made.cert.pem()).expect("write the certificate");
+        std::fs::write(&key, made.key_pair.serialize_pem()).expect("write the key");
+        SelfSigned { cert, key }
+    }
+
+    /// A plain reqwest client (the tests' own, e.g. for `/_fake/ledger`) that trusts it.
+    pub fn trusting_client(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.cert).expect("read the certificate");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap()
     }
 }

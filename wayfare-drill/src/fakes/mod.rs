@@ -3,3 +3,4 @@
 pub mod journaled;
 pub mod ledgers;
 pub mod seller;
+pub mod tls;

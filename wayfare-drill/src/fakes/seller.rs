@@ -3,7 +3,8 @@
 //! in tests, demos and chaos drills. In-process tests call [`build`] with a
 //! [`SimulatedSeller`] on a `127.0.0.1:0` listener; `examples/fake_seller.rs` serves a
 //! durable [`JournaledSeller`] with [`serve_journaled`], which adds an optional
-//! `Authorization: Bearer` check and `GET /_fake/ledger` (the seller's whole book).
+//! `Authorization: Bearer` check and `GET /_fake/ledger` (the seller's whole book). Either
+//! serves `https://` when given a TLS configuration ([`build_tls`], [`super::tls`]).
 //!
 //! Latency and faults come from the seller behind, so a hang there is a request that
 //! never gets a reply here, exactly what a stuck real seller looks like to wayfare.
@@ -17,6 +18,7 @@ use actix_web::http::StatusCode;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use rustls::ServerConfig;
 
 use super::journaled::JournaledSeller;
 use wayfare::sellers::simulated::SimulatedSeller;
@@ -96,15 +98,35 @@ pub fn build(listener: TcpListener, seller: SimulatedSeller) -> io::Result<Serve
             api_key: None,
         },
         None,
+        None,
+    )
+}
+
+/// [`build`] serving `https://` with `tls` (see [`super::tls::server_config`]).
+pub fn build_tls(
+    listener: TcpListener,
+    seller: SimulatedSeller,
+    tls: ServerConfig,
+) -> io::Result<Server> {
+    build_backend(
+        listener,
+        Backend {
+            seller: Arc::new(seller),
+            api_key: None,
+        },
+        None,
+        Some(tls),
     )
 }
 
 /// Builds the server of a durable seller: the wire format, `GET /_fake/ledger`, and, when
-/// `api_key` is set, a 401 for every wire-format call without `Authorization: Bearer` it.
+/// `api_key` is set, a 401 for every wire-format call without `Authorization: Bearer` it;
+/// over `https://` when `tls` is given.
 pub fn build_journaled(
     listener: TcpListener,
     seller: JournaledSeller,
     api_key: Option<String>,
+    tls: Option<ServerConfig>,
 ) -> io::Result<Server> {
     build_backend(
         listener,
@@ -113,6 +135,7 @@ pub fn build_journaled(
             api_key,
         },
         Some(seller),
+        tls,
     )
 }
 
@@ -120,6 +143,7 @@ fn build_backend(
     listener: TcpListener,
     backend: Backend,
     ledger_of: Option<JournaledSeller>,
+    tls: Option<ServerConfig>,
 ) -> io::Result<Server> {
     let data = web::Data::new(backend);
     let server = HttpServer::new(move || {
@@ -135,10 +159,12 @@ fn build_backend(
     .workers(1)
     .disable_signals()
     // Hung requests are the point of a fake seller; do not wait for them on stop.
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(1);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// Serves a durable seller until `shutdown` completes, then stops the server.
@@ -146,9 +172,10 @@ pub async fn serve_journaled(
     listener: TcpListener,
     seller: JournaledSeller,
     api_key: Option<String>,
+    tls: Option<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let server = build_journaled(listener, seller, api_key)?;
+    let server = build_journaled(listener, seller, api_key, tls)?;
     let handle = server.handle();
     let stop = async move {
         shutdown.await;
