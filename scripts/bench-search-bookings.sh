@@ -4,7 +4,9 @@
 #  2. the same with one seller hanging: every answer within deadline + margin?
 #  3. cached searches: p99 with one connection, req/s with 64;
 #  4. bookings with instant sellers and gateway: bookings/s accepted, and POST -> confirmed
-#     latency from each saga's own history.
+#     latency from each saga's own history;
+#  5. bookings at a fixed 100/s with and without a flood of anonymous GET /health (wrk, 64
+#     connections): POST p99 and POST -> confirmed p99 of both runs (RELIABILITY.md).
 # Run from the repository root: scripts/bench-search-bookings.sh   (about 2 minutes)
 # Smoke run of the script itself (figures meaningless): PROFILE=debug scripts/bench-search-bookings.sh
 set -euo pipefail
@@ -98,23 +100,26 @@ while True:
 done = sum(n.values()); secs = time.time() - t0
 print(f"sagas {n}; {done} terminal in {secs:.1f} s = {done / secs:.0f} bookings/s end to end")
 PY
-echo "-- POST -> confirmed, from each saga's history (first 100 bookings of each demo account)"
-python3 - "$URL" <<'PY'
-import json, os, sys, urllib.request
-from datetime import datetime
-url = sys.argv[1]
-AUTH = {"Authorization": "Bearer " + os.environ["WAYFARE__ADMIN__TOKEN"]}
-lat, states = [], {}
-for n in range(10):
-    acct = "00000000-0000-4000-8000-%012x" % n
-    for b in json.load(urllib.request.urlopen(urllib.request.Request(f"{url}/v1/accounts/{acct}/bookings", headers=AUTH))):
-        states[b["state"]] = states.get(b["state"], 0) + 1
-        h = {e["state"]: e["at"] for e in b["history"]}
-        if "confirmed" in h:
-            t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")[:26] + "+00:00")
-            lat.append((t(h["confirmed"]) - t(b["history"][0]["at"])).total_seconds() * 1000)
-lat.sort()
-q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
-print(f"states {states}; POST->confirmed ms over {len(lat)}: p50 {q(0.5):.1f} p90 {q(0.9):.1f} p99 {q(0.99):.1f} max {lat[-1] if lat else 0:.1f}")
-PY
+echo "-- POST -> confirmed, from each saga's history (every booking of the demo accounts)"
+python3 scripts/booking_latency.py "$URL"
 stop
+
+echo "== 5. bookings at 100/s for 10 s, without and with a /health flood (wrk -t1 -c64)"
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+for flood in no yes; do
+  start "flood-$flood" "$BASE$(sellers 0 0.0)"$'\n[payments]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+  WRK_PID=""
+  if [ "$flood" = yes ]; then
+    wrk -t1 -c64 -d13s "$URL/health" > "$WORK/wrk-health.txt" 2>&1 &
+    WRK_PID=$!
+    sleep 1
+  fi
+  echo "-- health flood: $flood"
+  $LOAD --target "$URL" --mix booking=100 --rate 100 --connections 64 --duration 10s --quiet
+  if [ -n "$WRK_PID" ]; then
+    wait "$WRK_PID"
+    echo "   /health under the flood: $(grep -E 'Requests/sec' "$WORK/wrk-health.txt")"
+  fi
+  python3 scripts/booking_latency.py "$URL"
+  stop
+done

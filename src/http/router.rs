@@ -6,6 +6,10 @@
 //! method and path are read from it, and its operation goes into the OpenAPI document, so
 //! a route cannot be served undocumented or documented at another path. [`Router::table`]
 //! lists what was added, for tests.
+//!
+//! The OpenAPI parts are kept as the functions that build them, not built: every HTTP
+//! worker builds its own route table at start, and only a request for the document needs
+//! them (building them per worker cost memory at idle).
 
 use actix_web::http::Method;
 use actix_web::{web, Route};
@@ -19,15 +23,18 @@ use super::problem::Problem;
 /// One path and the routes of its methods.
 struct Endpoint {
     path: String,
-    routes: Vec<(Method, Route, Operation)>,
+    routes: Vec<(Method, Route, fn() -> Operation)>,
 }
+
+/// Adds an operation's schemas (bodies, and what those refer to) by name.
+type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>);
 
 /// Routes gathered by path, in the order first added.
 #[derive(Default)]
 pub(crate) struct Router {
     endpoints: Vec<Endpoint>,
-    /// The schemas the operations name (bodies, and what those refer to), by name.
-    schemas: Vec<(String, RefOr<Schema>)>,
+    /// What collects the schemas each operation names.
+    schemas: Vec<SchemaFn>,
 }
 
 impl std::fmt::Debug for Router {
@@ -43,7 +50,7 @@ impl Router {
     pub(crate) fn add<P: utoipa::Path + SchemaReferences>(&mut self, route: Route) -> &mut Self {
         // `SchemaReferences` is how utoipa's own routers (utoipa-axum, utoipa-actix-web)
         // collect what an operation refers to; without it a `$ref` would dangle.
-        P::schemas(&mut self.schemas);
+        self.schemas.push(P::schemas);
         let path = P::path();
         let methods = P::methods();
         // One handler serves one method here; a second would need a second `Route`.
@@ -55,7 +62,7 @@ impl Router {
         };
         let method = actix_method(method);
         let route = route.method(method.clone());
-        let entry = (method, route, P::operation());
+        let entry = (method, route, P::operation as fn() -> Operation);
         match self.endpoints.iter_mut().find(|e| e.path == path) {
             Some(endpoint) => endpoint.routes.push(entry),
             None => self.endpoints.push(Endpoint {
@@ -82,7 +89,7 @@ impl Router {
                 paths.add_path_operation(
                     &endpoint.path,
                     vec![openapi_method(method)],
-                    operation.clone(),
+                    operation(),
                 );
             }
         }
@@ -91,12 +98,13 @@ impl Router {
 
     /// The schemas every added operation refers to, each name once.
     pub(crate) fn schemas(&self) -> Vec<(String, RefOr<Schema>)> {
+        let mut all = Vec::new();
+        for collect in &self.schemas {
+            collect(&mut all);
+        }
         let mut seen = std::collections::BTreeSet::new();
-        self.schemas
-            .iter()
-            .filter(|(name, _)| seen.insert(name.clone()))
-            .cloned()
-            .collect()
+        all.retain(|(name, _)| seen.insert(name.clone()));
+        all
     }
 
     /// Registers one resource per path, whose default service is the 405 problem.
