@@ -14,6 +14,9 @@
 //! Ends with a table per operation: count, errors by status, req/s, p50/p90/p99/max; and
 //! writes the same as JSON with `--json PATH`.
 //!
+//! Each demo key is sent far past its rate limit (`[limits]`), so load a wayfare started
+//! with `WAYFARE__LIMITS__ENABLED=false` (the benchmark scripts do), or the table shows 429s.
+//!
 //! Run with: cargo run --release --example load -- --target http://127.0.0.1:8080 --duration 10s --connections 64
 
 use std::collections::BTreeMap;

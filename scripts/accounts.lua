@@ -10,6 +10,8 @@
 --   WRK_RESULT requests=N secs=S req_per_s=R p50_us=A p99_us=B errors=E non_2xx=X
 --
 -- Run with: ACCOUNTS=1000 wrk -t1 -c32 -d5s -s scripts/accounts.lua http://127.0.0.1:8080
+-- against a server started with WAYFARE__LIMITS__ENABLED=false (scripts/bench.sh does):
+-- otherwise each key's rate limit ([limits]) answers most requests 429 (non_2xx).
 
 local accounts = tonumber(os.getenv("ACCOUNTS") or "1000")
 local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")

@@ -89,6 +89,9 @@ cargo build $PROFILE_FLAG --bin wayfare --example load --example baseline_server
 
 export WAYFARE__LOG__LEVEL=warn
 export WAYFARE__DEMO__ACCOUNTS=$ACCOUNTS
+# The drivers send each demo key thousands of times a second, far past the per-key rate
+# limit ([limits]): this measures the server, not the limiter.
+export WAYFARE__LIMITS__ENABLED=false
 # The drivers send each demo account's own API key, as customers would; the operator token
 # serves the curl below (and wallet credits, if a mix asks for them).
 export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789

@@ -24,12 +24,14 @@
 //! | `[accounts]`, `[supervisor]`, `[demo]` | `accounts.rs` |
 //! | `[search]`, `[[sellers]]`, `[bookings]` | `market.rs` |
 //! | `[faults]` | `faults.rs` |
+//! | `[limits]` | `limits.rs` |
 //! | `[payments]` | `market.rs` (`PaymentsConfig`; `[payments.simulated]`, `[payments.http]`) |
 //! | layering, sources, error locations | `load.rs` |
 //! | range checks, production rules | `validate.rs` |
 
 mod accounts;
 mod faults;
+mod limits;
 mod load;
 mod market;
 mod service;
@@ -41,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountsConfig, DemoConfig, SupervisorConfig};
 pub use faults::FaultsConfig;
+pub use limits::LimitsConfig;
 pub use load::{env_overrides, ConfigSource, LoadedConfig, Location, SHIPPED_CONFIG};
 pub use market::{
     BookingsConfig, PaymentsConfig, PaymentsKind, SearchConfig, SellerEntry, SellerKind,
@@ -117,6 +120,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Operator access.
     pub admin: AdminConfig,
+    /// Rate limits per API key and per client address.
+    pub limits: LimitsConfig,
 }
 
 impl Config {

@@ -103,6 +103,7 @@ impl Config {
             return bad("demo.credit_minor", "must be between 0 and 1000000000000");
         }
         self.faults.validate()?;
+        self.limits.validate()?;
         if self.search.aggregators > 256 {
             return bad("search.aggregators", "must be at most 256");
         }

@@ -16,8 +16,8 @@ use crate::domain::access::Caller;
 use crate::error::Error;
 
 /// The caller named by the request's credential (none: [`Caller::Anonymous`]). A clear key
-/// goes no further than this function: actors see only its digest.
-fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
+/// goes no further than this function: actors (and the rate limits) see only its digest.
+pub(super) fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
     let header = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {

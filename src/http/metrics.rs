@@ -1,7 +1,8 @@
 //! Prometheus metrics on one registry: HTTP request counts and latencies recorded by the
-//! middleware, and collectors that read the runtime's snapshots at scrape time (actor
-//! mailboxes and restarts, supervisors, sellers and their breakers, search, sagas, email,
-//! injected faults), so those figures are never stale and cost nothing per request.
+//! middleware, rate-limit refusals, and collectors that read the runtime's snapshots at
+//! scrape time (actor mailboxes and restarts, supervisors, sellers and their breakers,
+//! search, sagas, email, injected faults), so those figures are never stale and cost
+//! nothing per request.
 //!
 //! The exposition text is the `prometheus` crate's `TextEncoder`, which escapes label
 //! values: seller names come from config and must not be able to break a scrape.
@@ -27,6 +28,7 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    rate_limited: IntCounterVec,
     /// The saga figures of the scrape in progress: asking the coordinator is async, and a
     /// collector is not, so the `/metrics` handler fetches them and hands them over here.
     sagas: Arc<Mutex<Option<SagaCounts>>>,
@@ -62,11 +64,23 @@ impl HttpMetrics {
             &["route"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "wayfare_http_rate_limited_total",
+                "Requests refused with 429 by the rate limits, by bucket (key or address).",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        for scope in ["key", "address"] {
+            rate_limited.with_label_values(&[scope]);
+        }
         let sagas = Arc::new(Mutex::new(None));
         let faults_enabled = runtime.config().faults.enabled;
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(requests.clone()),
             Box::new(latency.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(Scrape::new(TREE, {
                 let runtime = runtime.clone();
                 move |out| collect_tree(&runtime, out)
@@ -112,6 +126,7 @@ impl HttpMetrics {
             registry,
             requests,
             latency,
+            rate_limited,
             sagas,
         }
     }
@@ -126,6 +141,11 @@ impl HttpMetrics {
         self.latency
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one request refused by the rate limits; `scope` is `key` or `address`.
+    pub fn rate_limited(&self, scope: &str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
     }
 
     /// The text exposition of every metric; `sagas` are this scrape's saga figures (left

@@ -7,13 +7,14 @@
 //! `auth.rs`; errors become problems in `problem.rs`, JSON replies are written by
 //! `reply.rs`; the middleware here gives every request an id (the
 //! `X-Request-Id` header in and out), a tracing span that follows its messages into the
-//! actors, and metrics.
+//! actors, and metrics; inside it, `limits.rs` applies the rate limits of `[limits]`.
 
 mod accounts;
 mod auth;
 mod bookings;
 mod console;
 mod extract;
+mod limits;
 mod metrics;
 mod openapi;
 mod problem;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::{from_fn, Condition, Next};
 use actix_web::{web, App, HttpServer};
 use tracing::Instrument;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// Request body bound.
     pub max_body: usize,
+    /// Rate-limit buckets, shared by every worker.
+    pub(crate) limits: limits::Limits,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -141,10 +144,17 @@ pub async fn serve(
         metrics: HttpMetrics::new(runtime.clone()),
         runtime,
         max_body: config.server.max_body_bytes,
+        limits: limits::Limits::new(&config.limits),
     });
+    let limited = config.limits.enabled;
+    if !limited {
+        tracing::warn!("Rate limits are off (limits.enabled = false): for benchmarks only.");
+    }
     let server = HttpServer::new(move || {
+        // The last `wrap` runs first: ids and metrics see the rate limits' refusals too.
         App::new()
             .app_data(state.clone())
+            .wrap(Condition::new(limited, from_fn(limits::limit)))
             .wrap(from_fn(observe))
             .configure(configure)
     })

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::OpenApi;
@@ -93,6 +95,12 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
         "unsupported-media-type: body not application/json",
     ),
     (
+        "429",
+        "TooManyRequests",
+        "rate-limited: over the rate limit of the API key's account, or of the client address \
+         for a request without an API key ([limits]); retry after Retry-After seconds",
+    ),
+    (
         "503",
         "Unavailable",
         "overloaded, actor-crashed, unavailable or store-unavailable (with Retry-After)",
@@ -136,21 +144,29 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
                 .build(),
         ),
     );
-    for (_, name, description) in PROBLEMS {
-        let response: Response = ResponseBuilder::new()
-            .description(*description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
+    for (status, name, description) in PROBLEMS {
+        let mut response = ResponseBuilder::new().description(*description).content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        if *status == "429" {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Object::with_type(Type::Integer))
+                    .description(Some("Whole seconds until the bucket holds a token again"))
                     .build(),
-            )
-            .build();
+            );
+        }
+        let response: Response = response.build();
         components
             .responses
             .insert((*name).to_owned(), response.into());
     }
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let limited = !super::limits::is_exempt(path);
         for operation in [
             &mut item.get,
             &mut item.post,
@@ -161,16 +177,17 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
         .into_iter()
         .flatten()
         {
-            add_problems(operation);
+            add_problems(operation, limited);
         }
     }
     doc
 }
 
 /// Every operation may answer 405 (another method), 503 and 504; one with parameters or
-/// a body 400; one with a body 413 and 415; one that takes a credential 401 and 403.
+/// a body 400; one with a body 413 and 415; one that takes a credential 401 and 403; one
+/// on a `limited` path (all but the probes and static documents) 429.
 /// Responses an operation lists itself (a 404, a 409) are kept as written.
-fn add_problems(operation: &mut Operation) {
+fn add_problems(operation: &mut Operation, limited: bool) {
     let has_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
         || operation.request_body.is_some();
     let has_body = operation.request_body.is_some();
@@ -197,6 +214,7 @@ fn add_problems(operation: &mut Operation) {
             "409" => idempotent || unique,
             "401" | "403" => secured,
             "413" | "415" => has_body,
+            "429" => limited,
             "405" | "503" | "504" => true,
             _ => false,
         };
@@ -254,8 +272,19 @@ mod tests {
         let open = &doc["paths"]["/v1/accounts"]["post"]["responses"];
         assert!(open["409"].is_object(), "an email in use is a 409");
         let credit = &doc["paths"]["/v1/accounts/{id}/wallet/credits"]["post"]["responses"];
-        for status in ["400", "403", "404", "409", "413", "415"] {
+        for status in ["400", "403", "404", "409", "413", "415", "429"] {
             assert!(credit[status].is_object(), "credits lacks {status}");
         }
+        let search = &doc["paths"]["/v1/search/hotels"]["get"]["responses"];
+        assert!(search["429"].is_object(), "search is rate limited");
+        for path in super::super::limits::EXEMPT {
+            let op = &doc["paths"][path]["get"]["responses"];
+            assert!(
+                op.is_object() && op["429"].is_null(),
+                "{path} is never limited"
+            );
+        }
+        let limited = &doc["components"]["responses"]["TooManyRequests"];
+        assert!(limited["headers"]["Retry-After"].is_object(), "{limited}");
     }
 }

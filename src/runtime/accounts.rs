@@ -20,7 +20,7 @@ use crate::domain::money::Money;
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
-use crate::store::{codec, Tree};
+use crate::store::{codec, get_record, Tree};
 
 impl Runtime {
     /// Opens an account with a fresh id and no API key: only the operator (or this
@@ -126,6 +126,14 @@ impl Runtime {
             .get(Tree::KeyOwners, &codec::encode(digest))
             .map_err(Error::Store)?;
         Ok(owner.is_some())
+    }
+
+    /// The account whose current API key has this digest, if any (one store read, on the
+    /// calling thread). The HTTP rate limits key their buckets by it, so replacing a key
+    /// does not give an account a fresh bucket.
+    pub fn key_owner(&self, digest: &KeyDigest) -> Result<Option<AccountId>, Error> {
+        get_record(&*self.inner.store, Tree::KeyOwners, &codec::encode(digest))
+            .map_err(Error::Store)
     }
 
     /// An account with its wallet figures.

@@ -1,0 +1,154 @@
+//! `[limits]`: token-bucket rate limits at the HTTP edge (see `http::limits`).
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `[limits]`: how fast one client may call. Each request takes a token from its bucket;
+/// a bucket refills at `*_per_second` up to `*_burst` tokens, and a request that finds it
+/// empty is refused with 429 and `Retry-After`. Requests with a customer's API key draw on
+/// their account's bucket; requests without a valid API key (opening an account,
+/// anonymous search, refused credentials) draw on their client address's bucket. The
+/// operator token and the cheap probes (`/health`, `/metrics`, `/v1/openapi.json`, the
+/// console's static files) are never limited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Master switch. On by default; `WAYFARE__LIMITS__ENABLED=false` turns every limit
+    /// off, for benchmarks that drive one key or one address far past a customer's rate.
+    pub enabled: bool,
+    /// Sustained requests a second per account (whichever of its keys is used).
+    pub per_key_per_second: f64,
+    /// Requests one account may send at once, before the sustained rate applies.
+    pub per_key_burst: u32,
+    /// Sustained requests a second per client address, for requests without a valid API
+    /// key. The address is the TCP peer's (IPv6 by /64 network): behind a reverse proxy
+    /// every client shares the proxy's address, as no forwarding header is trusted.
+    pub per_address_per_second: f64,
+    /// Requests one address may send at once, before the sustained rate applies.
+    pub per_address_burst: u32,
+    /// Most accounts and most addresses tracked at once (each table apart). Idle buckets
+    /// are forgotten as they refill; if more than this many are still busy (an attacker
+    /// spraying addresses), the table starts afresh, so memory stays bounded.
+    pub max_tracked: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            enabled: true,
+            per_key_per_second: 20.0,
+            per_key_burst: 100,
+            per_address_per_second: 10.0,
+            per_address_burst: 50,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// Slowest refill accepted: one token every 1,000 seconds.
+const MIN_PER_SECOND: f64 = 0.001;
+/// Fastest refill accepted.
+const MAX_PER_SECOND: f64 = 1_000_000.0;
+/// Largest burst accepted.
+const MAX_BURST: u32 = 1_000_000;
+/// Largest table accepted.
+const MAX_TRACKED: usize = 10_000_000;
+
+impl LimitsConfig {
+    /// Range checks, naming the key. Checked whether or not `enabled` is set, so turning
+    /// the limits back on cannot meet a bad value left behind.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        for (key, rate) in [
+            ("limits.per_key_per_second", self.per_key_per_second),
+            ("limits.per_address_per_second", self.per_address_per_second),
+        ] {
+            // `contains` is false for NaN too.
+            if !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&rate) {
+                return bad(
+                    key,
+                    format!("must be between {MIN_PER_SECOND} and {MAX_PER_SECOND}"),
+                );
+            }
+        }
+        for (key, burst) in [
+            ("limits.per_key_burst", self.per_key_burst),
+            ("limits.per_address_burst", self.per_address_burst),
+        ] {
+            if !(1..=MAX_BURST).contains(&burst) {
+                return bad(key, format!("must be between 1 and {MAX_BURST}"));
+            }
+        }
+        if !(1..=MAX_TRACKED).contains(&self.max_tracked) {
+            return bad(
+                "limits.max_tracked",
+                format!("must be between 1 and {MAX_TRACKED}"),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_are_on_by_default_and_the_environment_turns_them_off() {
+        let c = Config::parse("", env(&[])).unwrap();
+        assert!(c.limits.enabled);
+        assert!(c.limits.per_key_burst >= 1 && c.limits.per_address_burst >= 1);
+        let c = Config::parse("", env(&[("WAYFARE__LIMITS__ENABLED", "false")])).unwrap();
+        assert!(!c.limits.enabled);
+        let c = Config::parse(
+            "[limits]\nper_address_per_second = 0.5\nper_address_burst = 3\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.per_address_per_second, 0.5);
+        assert_eq!(c.limits.per_address_burst, 3);
+    }
+
+    #[test]
+    fn bad_limits_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("per_key_per_second = 0", "limits.per_key_per_second"),
+            ("per_key_per_second = -1.0", "limits.per_key_per_second"),
+            ("per_key_per_second = nan", "limits.per_key_per_second"),
+            ("per_key_per_second = inf", "limits.per_key_per_second"),
+            (
+                "per_address_per_second = 0.0",
+                "limits.per_address_per_second",
+            ),
+            (
+                "per_address_per_second = 2000000",
+                "limits.per_address_per_second",
+            ),
+            ("per_key_burst = 0", "limits.per_key_burst"),
+            ("per_address_burst = 0", "limits.per_address_burst"),
+            ("per_address_burst = 1000001", "limits.per_address_burst"),
+            ("per_key_burst = -1", "per_key_burst"),
+            ("max_tracked = 0", "limits.max_tracked"),
+            ("per_second = 5", "per_second"),
+        ] {
+            // Refused even while the limits are off, so turning them on cannot fail later.
+            let e = Config::parse(&format!("[limits]\nenabled = false\n{text}\n"), env(&[]))
+                .unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let e = Config::parse("", env(&[("WAYFARE__LIMITS__PER_KEY_BURST", "0")])).unwrap_err();
+        assert!(e.to_string().contains("limits.per_key_burst"), "{e}");
+        assert!(
+            e.to_string().contains("WAYFARE__LIMITS__PER_KEY_BURST"),
+            "{e}"
+        );
+    }
+}
