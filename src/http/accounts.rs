@@ -109,7 +109,7 @@ pub(crate) struct NewApiKey {
     path = "/v1/accounts/{id}",
     tag = "accounts",
     operation_id = "getAccount",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((status = 200, description = "The account and its wallet", body = Account)),
 )]
@@ -127,7 +127,7 @@ async fn get(
     path = "/v1/accounts/{id}/api-key",
     tag = "accounts",
     operation_id = "newApiKey",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((status = 201, description = "`account_id` and the new `api_key`", body = NewApiKey)),
 )]
@@ -162,7 +162,7 @@ pub(crate) struct Credit {
     tag = "accounts",
     operation_id = "creditWallet",
     params(
-        ("id" = String, Path, description = "Account id"),
+        ("id" = uuid::Uuid, Path, description = "Account id"),
         ("Idempotency-Key" = String, Header, description = "Names this credit for replays"),
     ),
     security(("operatorToken" = [])),
@@ -211,7 +211,7 @@ fn default_page() -> usize {
     path = "/v1/accounts/{id}/wallet/ledger",
     tag = "accounts",
     operation_id = "walletLedger",
-    params(("id" = String, Path, description = "Account id"), LedgerQuery),
+    params(("id" = uuid::Uuid, Path, description = "Account id"), LedgerQuery),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((status = 200, description = "`entries` and `next_after`", body = LedgerPage)),
 )]

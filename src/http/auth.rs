@@ -7,7 +7,7 @@ use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
 use super::extract::state;
 use super::problem::Problem;
@@ -17,7 +17,18 @@ use crate::error::Error;
 
 /// The caller named by the request's credential (none: [`Caller::Anonymous`]). A clear key
 /// goes no further than this function: actors (and the rate limits) see only its digest.
+/// Worked out once per request (the rate limits ask before the handler's extractor does):
+/// the answer is kept in the request's extensions.
 pub(super) fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
+    if let Some(known) = req.extensions().get::<Caller>() {
+        return Ok(*known);
+    }
+    let caller = identify(req, state)?;
+    req.extensions_mut().insert(caller);
+    Ok(caller)
+}
+
+fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
     let header = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {

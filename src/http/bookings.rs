@@ -143,7 +143,7 @@ async fn create(
     path = "/v1/bookings/{id}",
     tag = "bookings",
     operation_id = "getBooking",
-    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Booking id")),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((status = 200, description = "The booking", body = Booking)),
 )]
@@ -162,7 +162,7 @@ async fn get(
     path = "/v1/bookings/{id}/cancel",
     tag = "bookings",
     operation_id = "cancelBooking",
-    params(("id" = String, Path, description = "Booking id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Booking id")),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((status = 202, description = "The booking as it now stands", body = Booking)),
 )]
@@ -182,7 +182,7 @@ async fn cancel(
     path = "/v1/accounts/{id}/bookings",
     tag = "bookings",
     operation_id = "accountBookings",
-    params(("id" = String, Path, description = "Account id"), BookingsQuery),
+    params(("id" = uuid::Uuid, Path, description = "Account id"), BookingsQuery),
     security(("apiKey" = []), ("operatorToken" = [])),
     responses((
         status = 200,

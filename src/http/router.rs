@@ -86,11 +86,7 @@ impl Router {
         let mut paths = utoipa::openapi::Paths::new();
         for endpoint in &self.endpoints {
             for (method, _, operation) in &endpoint.routes {
-                paths.add_path_operation(
-                    &endpoint.path,
-                    vec![openapi_method(method)],
-                    operation(),
-                );
+                paths.add_path_operation(&endpoint.path, vec![openapi_method(method)], operation());
             }
         }
         paths
