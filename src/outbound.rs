@@ -33,39 +33,15 @@ pub(crate) struct ClientSettings<'a> {
 /// Errors name the key; a `ca_cert` is read and parsed here, so a missing or malformed
 /// file is refused when the configuration is loaded, not at the first call.
 pub(crate) fn client(settings: &ClientSettings<'_>) -> Result<(Url, Client), InvalidSetting> {
-    let base = base_url(settings.base_url)?;
-    if settings.request_timeout_ms == 0 {
-        return Err(InvalidSetting::new(
-            "request_timeout_ms",
-            "must be positive",
-        ));
-    }
-    if settings.connect_timeout_ms == 0 {
-        return Err(InvalidSetting::new(
-            "connect_timeout_ms",
-            "must be positive",
-        ));
-    }
+    let (base, roots) = check(settings)?;
     let tls = base.scheme() == "https";
     let mut builder = Client::builder()
         .timeout(Duration::from_millis(settings.request_timeout_ms))
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
         // A partner reached over TLS is never left for clear text, not even by a redirect.
         .https_only(tls);
-    if let Some(path) = settings.ca_cert {
-        if !tls {
-            return Err(InvalidSetting::new(
-                "ca_cert",
-                format!(
-                    "{} is set for a plain http:// base_url, where no certificate is checked; \
-                     use an https:// base_url",
-                    path.display()
-                ),
-            ));
-        }
-        for cert in ca_certs(path)? {
-            builder = builder.add_root_certificate(cert);
-        }
+    for cert in roots {
+        builder = builder.add_root_certificate(cert);
     }
     let client = builder.build().map_err(|e| match settings.ca_cert {
         // With the settings above, only the added roots can make building fail.
@@ -83,6 +59,44 @@ pub(crate) fn client(settings: &ClientSettings<'_>) -> Result<(Url, Client), Inv
         ),
     })?;
     Ok((base, client))
+}
+
+/// The checks of [`client`] that need no client: the base URL, the timeouts and the
+/// `ca_cert` file (read and parsed as PEM), with the parsed URL and the extra roots. For
+/// a partner that is configured but not in use, where building a TLS client (its root
+/// store and all) would cost memory for nothing.
+pub(crate) fn check(
+    settings: &ClientSettings<'_>,
+) -> Result<(Url, Vec<Certificate>), InvalidSetting> {
+    let base = base_url(settings.base_url)?;
+    if settings.request_timeout_ms == 0 {
+        return Err(InvalidSetting::new(
+            "request_timeout_ms",
+            "must be positive",
+        ));
+    }
+    if settings.connect_timeout_ms == 0 {
+        return Err(InvalidSetting::new(
+            "connect_timeout_ms",
+            "must be positive",
+        ));
+    }
+    let tls = base.scheme() == "https";
+    let mut roots = Vec::new();
+    if let Some(path) = settings.ca_cert {
+        if !tls {
+            return Err(InvalidSetting::new(
+                "ca_cert",
+                format!(
+                    "{} is set for a plain http:// base_url, where no certificate is checked; \
+                     use an https:// base_url",
+                    path.display()
+                ),
+            ));
+        }
+        roots = ca_certs(path)?;
+    }
+    Ok((base, roots))
 }
 
 /// The certificates of a `ca_cert` PEM file: one or more `BEGIN CERTIFICATE` blocks

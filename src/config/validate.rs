@@ -150,7 +150,12 @@ impl Config {
                 e.key, e.problem
             )));
         }
-        if let Err(e) = self.payments.http.validate() {
+        let http = &self.payments.http;
+        let checked = match self.payments.kind {
+            super::PaymentsKind::Http => http.validate(),
+            super::PaymentsKind::Simulated => http.validate_unused(),
+        };
+        if let Err(e) = checked {
             return Err(ConfigError::Nested(format!(
                 "payments.http.{}: {}",
                 e.key, e.problem

@@ -69,14 +69,36 @@ impl Default for HttpGatewayConfig {
 }
 
 impl HttpGatewayConfig {
-    /// Checks every key, naming the first bad one.
+    /// Checks every key, naming the first bad one, and that the client they describe can
+    /// be built (a `ca_cert` with a malformed certificate inside its PEM fails only there).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.checked().map(drop)
+    }
+
+    /// [`validate`](Self::validate) without building the client: for a gateway that is
+    /// configured but not in use (`payments.kind` is not `http`).
+    pub fn validate_unused(&self) -> Result<(), InvalidSetting> {
+        self.check_api_key()?;
+        outbound::check(&self.client_settings()).map(drop)
+    }
+
+    fn client_settings(&self) -> outbound::ClientSettings<'_> {
+        outbound::ClientSettings {
+            base_url: &self.base_url,
+            request_timeout_ms: self.request_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ca_cert: self.ca_cert.as_deref(),
+        }
     }
 
     /// Checks every key and builds the client they describe, with the parsed base URL
     /// (a trailing slash added so joined paths stay beneath it).
     fn checked(&self) -> Result<(Url, Client), InvalidSetting> {
+        self.check_api_key()?;
+        outbound::client(&self.client_settings())
+    }
+
+    fn check_api_key(&self) -> Result<(), InvalidSetting> {
         if let Some(key) = &self.api_key {
             let k = key.expose();
             if k.is_empty() || k.len() > 256 || !k.bytes().all(|b| b.is_ascii_graphic()) {
@@ -86,12 +108,7 @@ impl HttpGatewayConfig {
                 ));
             }
         }
-        outbound::client(&outbound::ClientSettings {
-            base_url: &self.base_url,
-            request_timeout_ms: self.request_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            ca_cert: self.ca_cert.as_deref(),
-        })
+        Ok(())
     }
 }
 

@@ -20,7 +20,10 @@ use crate::domain::money::Money;
 use crate::domain::wallet::WalletOp;
 use crate::domain::Invalid;
 use crate::error::Error;
-use crate::store::{codec, get_record, Tree};
+use crate::store::{codec, get_record, Op, Tree};
+
+/// `meta` key of how many demo accounts are known to be seeded.
+const DEMO_SEEDED: &[u8] = b"demo_seeded";
 
 impl Runtime {
     /// Opens an account with a fresh id and no API key: only the operator (or this
@@ -219,8 +222,16 @@ impl Runtime {
     /// Creates demo accounts `Person_0..Person_{n-1}` (emails `person{i}@example.com`) with
     /// stable ids, the well-known demo API keys ([`ApiKey::demo`]) and a wallet credit;
     /// accounts that exist are left as they are, so seeding twice changes nothing (an
-    /// existing id is a conflict before its email is looked at).
+    /// existing id is a conflict before its email is looked at). Once all `n` are in
+    /// place a marker says so, and later starts skip the pass (it would read every demo
+    /// account at every start).
     pub async fn seed_demo(&self, n: u64, credit_minor: i64) -> Result<u64, Error> {
+        let store = &*self.inner.store;
+        let seeded: Option<u64> =
+            get_record(store, Tree::Meta, DEMO_SEEDED).map_err(Error::Store)?;
+        if seeded.is_some_and(|seeded| seeded >= n) {
+            return Ok(0);
+        }
         let mut created = 0;
         for i in 0..n {
             let id = AccountId::demo(i);
@@ -245,6 +256,10 @@ impl Runtime {
         if created > 0 {
             tracing::info!(created, "Demo accounts seeded.");
         }
+        store
+            .write(vec![Op::put(Tree::Meta, DEMO_SEEDED.to_vec(), &n)])
+            .map_err(Error::Store)?;
+        store.flush().await.map_err(Error::Store)?;
         Ok(created)
     }
 }
