@@ -86,7 +86,7 @@ $LOAD --target "$URL" --mix hotel_search=100 --connections 64 --threads 2 --dura
 stop
 
 echo "== 4. bookings, instant sellers and gateway, 64 connections, 10 s"
-start book "$BASE$(sellers 0 0.0)"$'\n[payments]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+start book "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
 T0=$(date +%s.%N)
 $LOAD --target "$URL" --mix booking=100 --connections 64 --threads 2 --duration 10s --quiet
 echo "-- waiting until no saga is in flight (end to end = terminal sagas / time from first POST)"
@@ -110,7 +110,7 @@ stop
 echo "== 5. bookings at 100/s for 10 s, without and with a /health flood (wrk -t1 -c64)"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 for flood in no yes; do
-  start "flood-$flood" "$BASE$(sellers 0 0.0)"$'\n[payments]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+  start "flood-$flood" "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
   WRK_PID=""
   if [ "$flood" = yes ]; then
     wrk -t1 -c64 -d13s "$URL/health" > "$WORK/wrk-health.txt" 2>&1 &
