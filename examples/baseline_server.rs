@@ -1,35 +1,66 @@
-//! The baseline for the account-read target (docs/architecture.md): a bare actix-web server whose
-//! `GET /v1/accounts/{id}` reads the same sled tree wayfare writes (`accounts`, keyed by
-//! the 16 id bytes), decodes the record with wayfare's codec and answers the same JSON
-//! (`AccountRecord::view()`). Like wayfare it first checks the caller: the bearer key's
-//! SHA-256 digest must equal the account's (`api_keys` tree), else 401 (no or malformed
-//! credential) or 403. No actors, no supervision, no metrics, no request ids, no operator.
+//! The bare twins wayfare's hot paths are measured against (issue 15), in one actix-web
+//! server with no actors, no supervision, no metrics, no request ids, no operator:
 //!
-//! Point it at a copy of a wayfare data dir: sled allows one process per directory.
+//! - `GET /v1/accounts/{id}`, the baseline for the account-read target (docs/architecture.md):
+//!   reads the same sled tree wayfare writes (`accounts`, keyed by the 16 id bytes), decodes
+//!   the record with wayfare's codec and answers the same JSON (`AccountRecord::view()`).
+//!   Like wayfare it first checks the caller: the bearer key's SHA-256 digest must equal the
+//!   account's (`api_keys` tree), else 401 (no or malformed credential) or 403. Needs
+//!   `--data-dir`: a copy of a wayfare data dir (sled allows one process per directory).
+//! - `GET /v1/search/hotels`, the twin of a cached hotel search: same query parameters
+//!   (`city` or `hotel`, `check_in`, `check_out`; `account_id` is refused with 400, since
+//!   the twin is anonymous like the searches it is compared with), parsed and normalized
+//!   with wayfare's own `HotelQuery::parse` and `cache_key`, then answered from an in-memory
+//!   map filled at start-up. Each request serializes the typed answer, as wayfare does.
+//!   `GET /v1/search/hotels/prebuilt` answers the stored bytes instead (no serialization:
+//!   the floor of "JSON from a map").
+//!
+//! How the search bodies stay byte-comparable: with `--search-from URL --search-queries FILE`
+//! the twin asks the running wayfare at URL each query of FILE (one query string a line,
+//! e.g. `city=Lisbon&check_in=2027-03-10&check_out=2027-03-12`) until wayfare answers it
+//! from its cache (`"cached":true`), keeps those exact bytes, decodes them into local types
+//! that mirror wayfare's `SearchResponse`, and refuses to start unless re-serializing them
+//! gives the same bytes. Both routes therefore send exactly what wayfare sends for that
+//! cached search (the `elapsed_ms` of each seller is the fan-out's, frozen in the cache).
 //!
 //! Run with: cargo run --release --example baseline_server -- --bind 127.0.0.1:8081 --data-dir ./data-copy
+//!      or: cargo run --release --example baseline_server -- --search-from http://127.0.0.1:8080 --search-queries queries.txt
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::Parser;
+use serde::{Deserialize, Serialize};
 use wayfare::domain::access::KeyDigest;
 use wayfare::domain::account::AccountRecord;
+use wayfare::domain::search::cache_key;
+use wayfare::sellers::{HotelQuery, OfferDetails, SearchQuery};
 use wayfare::store::{decode_record, SledStore, Store, Tree};
+use wayfare::Money;
 
 #[derive(Parser, Debug)]
-#[command(about = "Bare actix-web + sled account reader, the baseline wayfare is measured against")]
+#[command(about = "Bare actix-web twins of wayfare's account read and cached hotel search")]
 struct Args {
     /// Listen address; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8081")]
     bind: String,
-    /// A sled data dir written by wayfare (a copy, while wayfare runs on the original).
+    /// A sled data dir written by wayfare (a copy, while wayfare runs on the original);
+    /// without it `GET /v1/accounts/{id}` is not served.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// A running wayfare to take the cached hotel search answers from (with --search-queries).
+    #[arg(long, requires = "search_queries")]
+    search_from: Option<String>,
+    /// File of hotel search query strings, one a line, to fetch from --search-from.
+    #[arg(long, requires = "search_from")]
+    search_queries: Option<PathBuf>,
     /// HTTP worker threads; 0 = one per core (wayfare's default too).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -74,30 +105,230 @@ async fn get_account(
     }
 }
 
+/// Query parameters of wayfare's hotel search route (`src/http/search.rs`), without
+/// `account_id`: the twin answers anonymous searches only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HotelParams {
+    city: Option<String>,
+    hotel: Option<String>,
+    check_in: String,
+    check_out: String,
+}
+
+/// Wayfare's normalized key of a hotel search (`domain::search::cache_key`), or why the
+/// query is refused.
+fn hotel_key(p: &HotelParams) -> Result<String, String> {
+    let place = match (&p.city, &p.hotel) {
+        (Some(city), None) => city,
+        (None, Some(hotel)) => hotel,
+        _ => return Err("city: give exactly one of city or hotel".into()),
+    };
+    let q = HotelQuery::parse(place, &p.check_in, &p.check_out)
+        .map_err(|e| format!("{}: {}", e.field, e.problem))?;
+    Ok(cache_key(&SearchQuery::Hotel(q)))
+}
+
+/// Mirrors wayfare's `SearchResponse` field for field (same order, same serde shapes), so
+/// a body decoded into it serializes back to the same bytes (checked at start-up).
+#[derive(Debug, Serialize, Deserialize)]
+struct TwinSearchResponse {
+    offers: Vec<TwinOffer>,
+    sellers: Vec<TwinSeller>,
+    cached: bool,
+    wallet_available: Option<Money>,
+}
+
+/// Wayfare's `OfferView`.
+#[derive(Debug, Serialize, Deserialize)]
+struct TwinOffer {
+    seller: String,
+    sku: String,
+    title: String,
+    price: Money,
+    markdown: Money,
+    price_to_pay: Money,
+    details: OfferDetails,
+}
+
+/// Wayfare's `SellerOutcome` (the status enum kept as its snake_case text).
+#[derive(Debug, Serialize, Deserialize)]
+struct TwinSeller {
+    seller: String,
+    status: String,
+    offers: usize,
+    elapsed_ms: u64,
+    stale_age_ms: Option<u64>,
+}
+
+/// One cached search: the typed answer (serialized per request) and wayfare's exact bytes.
+#[derive(Debug)]
+struct CachedSearch {
+    typed: TwinSearchResponse,
+    bytes: Bytes,
+}
+
+type SearchMap = HashMap<String, CachedSearch>;
+
+/// Looks the query up; `Err` is the response to send instead.
+fn lookup<'a>(
+    map: &'a SearchMap,
+    params: Result<web::Query<HotelParams>, actix_web::Error>,
+) -> Result<&'a CachedSearch, HttpResponse> {
+    let params = params.map_err(|e| HttpResponse::BadRequest().body(e.to_string()))?;
+    let key = hotel_key(&params).map_err(|e| HttpResponse::BadRequest().body(e))?;
+    map.get(&key).ok_or_else(|| {
+        HttpResponse::NotFound().body(format!("{key} is not among the searches loaded at start"))
+    })
+}
+
+/// Serializes the stored answer, as wayfare serializes each reply (`json_line`: the JSON
+/// and a newline).
+async fn search_hotels(
+    map: web::Data<SearchMap>,
+    params: Result<web::Query<HotelParams>, actix_web::Error>,
+) -> HttpResponse {
+    match lookup(&map, params) {
+        Ok(hit) => match serde_json::to_vec(&hit.typed) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                HttpResponse::Ok()
+                    .insert_header((header::CONTENT_TYPE, "application/json"))
+                    .body(body)
+            }
+            Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        },
+        Err(refusal) => refusal,
+    }
+}
+
+/// Answers wayfare's stored bytes as they are.
+async fn search_hotels_prebuilt(
+    map: web::Data<SearchMap>,
+    params: Result<web::Query<HotelParams>, actix_web::Error>,
+) -> HttpResponse {
+    match lookup(&map, params) {
+        Ok(hit) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(hit.bytes.clone()),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Fetches each query from wayfare until it answers from its cache, and keeps the bytes.
+async fn load_searches(base: &str, queries: &[String]) -> anyhow::Result<SearchMap> {
+    let client = reqwest::Client::new();
+    let base = base.trim_end_matches('/');
+    let mut map = SearchMap::new();
+    for query in queries {
+        let params: HotelParams = serde_urlencoded::from_str(query)
+            .with_context(|| format!("query {query:?} is not a hotel search"))?;
+        let key = hotel_key(&params).map_err(|e| anyhow::anyhow!("query {query:?}: {e}"))?;
+        let url = format!("{base}/v1/search/hotels?{query}");
+        let mut tries = 0;
+        let (bytes, typed) = loop {
+            tries += 1;
+            let res = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            if !res.status().is_success() {
+                bail!("GET {url} answered {}", res.status());
+            }
+            let bytes = res.bytes().await?;
+            let typed: TwinSearchResponse = serde_json::from_slice(&bytes)
+                .with_context(|| format!("GET {url}: not a search response"))?;
+            if typed.cached {
+                break (bytes, typed);
+            }
+            if tries >= 50 {
+                bail!("GET {url}: still not answered from wayfare's cache after {tries} tries");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut again = serde_json::to_vec(&typed)?;
+        again.push(b'\n');
+        if again != bytes {
+            bail!(
+                "GET {url}: the twin's types do not reproduce wayfare's body byte for byte \
+                 ({} bytes from wayfare, {} re-serialized); update TwinSearchResponse",
+                bytes.len(),
+                again.len()
+            );
+        }
+        map.insert(key, CachedSearch { typed, bytes });
+    }
+    Ok(map)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = Arc::new(
-        SledStore::open(&args.data_dir)
-            .with_context(|| format!("cannot open store in {}", args.data_dir.display()))?,
-    );
+    let store = match &args.data_dir {
+        Some(dir) => {
+            Some(Arc::new(SledStore::open(dir).with_context(|| {
+                format!("cannot open store in {}", dir.display())
+            })?))
+        }
+        None => None,
+    };
+    let queries: Vec<String> = match &args.search_queries {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    if store.is_none() && queries.is_empty() {
+        bail!("nothing to serve: give --data-dir, or --search-from with --search-queries");
+    }
     let workers = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
-    println!("baseline listening on http://{}", listener.local_addr()?);
     actix_rt::System::new().block_on(async move {
-        let data = web::Data::new(store);
+        let searches = match &args.search_from {
+            Some(base) => load_searches(base, &queries).await?,
+            None => SearchMap::new(),
+        };
+        if !searches.is_empty() {
+            let sizes: Vec<usize> = searches.values().map(|c| c.bytes.len()).collect();
+            println!(
+                "baseline loaded {} hotel searches from {} ({}..{} bytes each)",
+                sizes.len(),
+                args.search_from.as_deref().unwrap_or_default(),
+                sizes.iter().min().unwrap_or(&0),
+                sizes.iter().max().unwrap_or(&0)
+            );
+        }
+        println!("baseline listening on http://{}", listener.local_addr()?);
+        let store = store.map(web::Data::new);
+        let searches = web::Data::new(searches);
         HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/v1/accounts/{id}", web::get().to(get_account))
+            let app = App::new()
+                .app_data(searches.clone())
+                .route("/v1/search/hotels", web::get().to(search_hotels))
+                .route(
+                    "/v1/search/hotels/prebuilt",
+                    web::get().to(search_hotels_prebuilt),
+                );
+            match &store {
+                Some(store) => app
+                    .app_data(store.clone())
+                    .route("/v1/accounts/{id}", web::get().to(get_account)),
+                None => app,
+            }
         })
         .workers(workers)
         .listen(listener)?
         .run()
-        .await
+        .await?;
+        Ok::<(), anyhow::Error>(())
     })?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 #     latency from each saga's own history;
 #  5. bookings at a fixed 100/s with and without a flood of anonymous GET /health (wrk, 64
 #     connections): POST p99 and POST -> confirmed p99 of both runs (RELIABILITY.md).
+# The same paths against their bare twins, ratios and CPU split: scripts/bench-twins.sh.
 # Run from the repository root: scripts/bench-search-bookings.sh   (about 2 minutes)
 # Smoke run of the script itself (figures meaningless): PROFILE=debug scripts/bench-search-bookings.sh
 set -euo pipefail
@@ -19,19 +20,15 @@ case "$PROFILE" in
 esac
 # Absolute: servers start in their own directories.
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
-BIN=$TARGET_DIR/$PROFILE/wayfare
-LOAD=$TARGET_DIR/$PROFILE/examples/load
+BIN=$TARGET_DIR/$PROFILE
+LOAD=$BIN/examples/load
 WORK=$(mktemp -d)
+OUT=$WORK
 # Every server started here, stopped on exit whatever happens (not only the last one).
 PIDS=()
 PID=""
-# stop_pid PID: SIGTERM, then SIGKILL if it has not exited within 20 s.
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || return 0
-  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+# stop_pid, start_configured (sets PID and URL), sellers, until_no_saga_in_flight.
+source scripts/lib.sh
 cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -42,67 +39,31 @@ export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
 # figures are the server's, not the limiter's.
 export WAYFARE__LIMITS__ENABLED=false
 
-# start NAME CONFIG_TEXT -> sets PID and URL. `exec` makes the recorded PID the server's
-# own, not a subshell's whose death would leave the server running.
-start() {
-  local dir="$WORK/$1"; mkdir -p "$dir"; printf '%s\n' "$2" > "$dir/config.toml"
-  (cd "$dir" && WAYFARE__LOG__LEVEL=warn exec "$BIN" serve --config config.toml \
-      --bind 127.0.0.1:0 --data-dir data > out.log 2> err.log) &
-  PID=$!
-  PIDS+=("$PID")
-  for _ in $(seq 300); do
-    grep -q "listening" "$dir/out.log" 2>/dev/null && break
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  URL=$(sed -n 's/^wayfare listening on //p' "$dir/out.log")
-  if [ -z "$URL" ]; then echo "server $1 did not start; its log:" >&2; cat "$dir/err.log" >&2; exit 1; fi
-}
 stop() { stop_pid "$PID"; PID=""; }
-
-sellers() { # latency of each of three sellers, hang rate of the third
-  for s in alpha:1 bravo:2 charlie:3; do
-    printf '[[sellers]]\nname = "%s"\nkind = "simulated"\n[sellers.simulated]\nseed = %s\nlatency_ms = [%s, %s]\ncoverage = 1.0\n' \
-      "${s%%:*}" "${s##*:}" "$1" "$1"
-    [ "${s%%:*}" = charlie ] && printf 'hang_rate = %s\n' "$2"
-  done
-}
 BASE=$'[demo]\naccounts = 10\n[accounts]\nshards = 4\n'
 
 echo "== 1. cold hotel search, 3 sellers x 50 ms, cache off, 1 connection, 10 s"
-start cold "$BASE"$'[search.cache]\ncapacity = 0\n'"$(sellers 50 0.0)"
+start_configured cold "$BASE"$'[search.cache]\ncapacity = 0\n'"$(sellers 50 0.0)"
 $LOAD --target "$URL" --mix hotel_search=100 --connections 1 --duration 10s --quiet
 stop
 
 echo "== 2. cold hotel search with charlie hanging (deadline 1000 ms), 4 connections, 10 s"
-start hang "$BASE"$'[search]\ndeadline_ms = 1000\n[search.cache]\ncapacity = 0\n'"$(sellers 50 1.0)"
+start_configured hang "$BASE"$'[search]\ndeadline_ms = 1000\n[search.cache]\ncapacity = 0\n'"$(sellers 50 1.0)"
 $LOAD --target "$URL" --mix hotel_search=100 --connections 4 --duration 10s --quiet
 stop
 
 echo "== 3. cached hotel search: 1 connection (latency), then 64 connections (throughput)"
-start cached "$BASE$(sellers 50 0.0)"
+start_configured cached "$BASE$(sellers 50 0.0)"
 $LOAD --target "$URL" --mix hotel_search=100 --connections 1 --duration 5s --quiet
 $LOAD --target "$URL" --mix hotel_search=100 --connections 64 --threads 2 --duration 10s --quiet
 stop
 
 echo "== 4. bookings, instant sellers and gateway, 64 connections, 10 s"
-start book "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+start_configured book "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
 T0=$(date +%s.%N)
 $LOAD --target "$URL" --mix booking=100 --connections 64 --threads 2 --duration 10s --quiet
 echo "-- waiting until no saga is in flight (end to end = terminal sagas / time from first POST)"
-python3 - "$URL" "$T0" <<'PY'
-import os, re, sys, time, urllib.request
-url, t0 = sys.argv[1], float(sys.argv[2])
-AUTH = {"Authorization": "Bearer " + os.environ["WAYFARE__ADMIN__TOKEN"]}
-while True:
-    m = urllib.request.urlopen(urllib.request.Request(f"{url}/metrics", headers=AUTH)).read().decode()
-    n = {k: int(v) for k, v in re.findall(r'wayfare_sagas\{state="(\w+)"\} (\d+)', m)}
-    if n and n.get("pending", 0) + n.get("payment_authorized", 0) + n.get("seller_confirmed", 0) + n.get("compensating", 0) == 0:
-        break
-    time.sleep(0.2)
-done = sum(n.values()); secs = time.time() - t0
-print(f"sagas {n}; {done} terminal in {secs:.1f} s = {done / secs:.0f} bookings/s end to end")
-PY
+until_no_saga_in_flight "$URL" "$T0"
 echo "-- POST -> confirmed, from each saga's history (every booking of the demo accounts)"
 python3 scripts/booking_latency.py "$URL"
 stop
@@ -110,7 +71,7 @@ stop
 echo "== 5. bookings at 100/s for 10 s, without and with a /health flood (wrk -t1 -c64)"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 for flood in no yes; do
-  start "flood-$flood" "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
+  start_configured "flood-$flood" "$BASE$(sellers 0 0.0)"$'\n[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n'
   WRK_PID=""
   if [ "$flood" = yes ]; then
     wrk -t1 -c64 -d13s "$URL/health" > "$WORK/wrk-health.txt" 2>&1 &

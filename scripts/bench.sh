@@ -40,7 +40,8 @@ WRK_THREADS=${WRK_THREADS:-1}
 # Driver threads: on 2 cores, 1 thread caps the baseline's req/s well below what it serves.
 LOAD_THREADS=${LOAD_THREADS:-2}
 PROFILE=${PROFILE:-release}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 case "$PROFILE" in
     release) BIN="$TARGET_DIR/release"; PROFILE_FLAG=--release ;;
     debug) BIN="$TARGET_DIR/debug"; PROFILE_FLAG= ;;
@@ -49,31 +50,17 @@ esac
 WORK=$(mktemp -d /tmp/wayfare-bench.XXXXXX)
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
-CORES=$(nproc)
-TICKS=$(getconf CLK_TCK)
-
 PIDS=()
+# stop_pid, wait_listening, measured, cpu_split, wrk_run, wrk_field.
+source scripts/lib.sh
 cleanup() {
     for pid in "${PIDS[@]}"; do
-        stop "$pid"
+        stop_pid "$pid"
     done
     rm -rf "$WORK/wayfare-data" "$WORK/baseline-data"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-stop() { # PID: SIGTERM, then SIGKILL if it has not exited within 20 s
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 200); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$1" 2>/dev/null; then
-        echo "process $1 did not stop within 20 s of SIGTERM; sending SIGKILL" >&2
-        kill -KILL "$1" 2>/dev/null || true
-    fi
-    wait "$1" 2>/dev/null || true
-}
 
 if ! command -v wrk >/dev/null; then
     echo "== install wrk"
@@ -97,22 +84,6 @@ export WAYFARE__LIMITS__ENABLED=false
 export WAYFARE__ADMIN__TOKEN=bench-operator-token-0123456789
 export WAYFARE_OPERATOR_TOKEN=$WAYFARE__ADMIN__TOKEN
 
-# wait_listening LOG WORD PID: prints the http://ADDR the server announced in LOG.
-wait_listening() {
-    local log=$1 word=$2 pid=$3
-    for _ in $(seq 1 600); do
-        if grep -q "$word listening on http://" "$log" 2>/dev/null; then
-            grep -o "$word listening on http://[0-9.:]*" "$log" | head -1 | sed 's/.* on //'
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$word did not start; its log:" >&2
-    cat "$log" >&2
-    return 1
-}
-
 start_wayfare() { # LOG -> sets WF_PID, WF_URL
     "$BIN/wayfare" serve --bind 127.0.0.1:0 --data-dir "$WORK/wayfare-data" >"$1" 2>&1 &
     WF_PID=$!
@@ -122,74 +93,6 @@ start_wayfare() { # LOG -> sets WF_PID, WF_URL
 
 rss_kb() { # PID -> VmRSS in kB
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
-}
-
-cpu_ticks() { # PID -> user + system CPU so far, in clock ticks
-    # Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
-
-# measured NAME SERVER_PID DRIVER_THREADS -- command...: runs the driver, records its CPU
-# seconds (getrusage of the child), the server's CPU seconds and the wall time in
-# $OUT/NAME.cpu as "driver_s server_s wall_s driver_threads".
-measured() {
-    local name=$1 server=$2 threads=$3
-    shift 4
-    local before after
-    before=$(cpu_ticks "$server")
-    python3 - "$OUT/$name.cpu.driver" "$@" <<'PY'
-import resource, subprocess, sys, time
-out, cmd = sys.argv[1], sys.argv[2:]
-t0 = time.monotonic()
-rc = subprocess.run(cmd).returncode
-wall = time.monotonic() - t0
-r = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(out, "w").write(f"{r.ru_utime + r.ru_stime:.3f} {wall:.3f}\n")
-sys.exit(rc)
-PY
-    after=$(cpu_ticks "$server")
-    read -r driver_s wall_s <"$OUT/$name.cpu.driver"
-    python3 -c "print($driver_s, ($after - $before) / $TICKS, $wall_s, $threads)" >"$OUT/$name.cpu"
-}
-
-# cpu_split NAME: "driver X cores, server Y cores: <which saturated>"
-cpu_split() {
-    python3 - "$OUT/$1.cpu" "$CORES" <<'PY'
-import sys
-d, s, wall, threads = map(float, open(sys.argv[1]).read().split())
-cores = float(sys.argv[2])
-dc, sc = d / wall, s / wall
-if dc >= 0.9 * min(threads, cores):
-    verdict = f"driver saturated (its {threads:.0f} thread(s) busy)"
-elif dc + sc >= 0.9 * cores:
-    verdict = f"machine saturated ({cores:.0f} cores shared; server took {sc / (dc + sc):.0%})"
-else:
-    verdict = "neither saturated (latency-bound, or other processes took the CPU)"
-print(f"driver {dc:.2f} cores, server {sc:.2f} cores: {verdict}")
-PY
-}
-
-wrk_run() { # URL NAME SERVER_PID extra-wrk-args...: closed loop unless DELAY_MS is set
-    local url=$1 name=$2 server=$3
-    shift 3
-    measured "$name" "$server" "$WRK_THREADS" -- wrk "$@" -s scripts/accounts.lua "$url" \
-        >"$OUT/$name.txt"
-    local result
-    result=$(grep '^WRK_RESULT' "$OUT/$name.txt") || {
-        echo "wrk printed no result; its output:" >&2
-        cat "$OUT/$name.txt" >&2
-        return 1
-    }
-    echo "$name: ${result#WRK_RESULT }"
-    # A benchmark of refusals would be fast and meaningless: every answer must be a 200.
-    if ! grep -q ' non_2xx=0$' <<<"$result" || ! grep -q ' errors=0 ' <<<"$result"; then
-        echo "$name: some requests failed (see $OUT/$name.txt)" >&2
-        return 1
-    fi
-}
-
-wrk_field() { # NAME KEY -> value from the WRK_RESULT line
-    grep '^WRK_RESULT' "$OUT/$1.txt" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
 load() { # URL NAME SERVER_PID extra-args...
@@ -215,7 +118,7 @@ echo "== seed $ACCOUNTS demo accounts"
 start_wayfare "$WORK/seed.log"
 last=$(printf '00000000-0000-4000-8000-%012x' $((ACCOUNTS - 1)))
 curl -fsS -H "Authorization: Bearer $WAYFARE__ADMIN__TOKEN" "$WF_URL/v1/accounts/$last" >/dev/null
-stop "$WF_PID"
+stop_pid "$WF_PID"
 cp -r "$WORK/wayfare-data" "$WORK/baseline-data"
 
 echo "== start both servers"
@@ -233,9 +136,9 @@ echo "idle VmRSS ($ACCOUNTS demo accounts): wayfare ${WF_IDLE_KB} kB, baseline $
 export ACCOUNTS
 echo "== wrk closed loop, -t$WRK_THREADS -c$WRK_CONNECTIONS, ${RUN_SECS}s each, A B A B"
 for round in 1 2; do
-    wrk_run "$WF_URL" "wrk-wayfare-$round" "$WF_PID" \
+    wrk_run "$WF_URL" "wrk-wayfare-$round" "$WF_PID" scripts/accounts.lua \
         -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
-    wrk_run "$BASE_URL" "wrk-baseline-$round" "$BASE_PID" \
+    wrk_run "$BASE_URL" "wrk-baseline-$round" "$BASE_PID" scripts/accounts.lua \
         -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
 done
 
@@ -248,13 +151,13 @@ WF_PEAK_CLOSED_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$WF_PID/status")
 BASE_PEAK_CLOSED_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$BASE_PID/status")
 
 echo "== wrk at ~$RATE req/s (10 connections, a 10 ms pause before each request), ${RUN_SECS}s"
-DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$WF_URL" "wrk-rate-wayfare" "$WF_PID" \
+DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$WF_URL" "wrk-rate-wayfare" "$WF_PID" scripts/accounts.lua \
     -t1 -c10 -d"${RUN_SECS}s" --latency
-DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$BASE_URL" "wrk-rate-baseline" "$BASE_PID" \
+DELAY_MS=$((10 * 1000 / RATE)) wrk_run "$BASE_URL" "wrk-rate-baseline" "$BASE_PID" scripts/accounts.lua \
     -t1 -c10 -d"${RUN_SECS}s" --latency
 
 echo "== load.rs fixed rate, $RATE req/s, ${RUN_SECS}s, fresh wayfare"
-stop "$WF_PID"
+stop_pid "$WF_PID"
 start_wayfare "$WORK/wayfare-rate.log"
 sleep 2
 WF_FRESH_IDLE_KB=$(rss_kb "$WF_PID")

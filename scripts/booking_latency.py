@@ -16,7 +16,9 @@ AUTH = {"Authorization": "Bearer " + os.environ["WAYFARE__ADMIN__TOKEN"]}
 
 
 def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00")[:26] + "+00:00")
+    # RFC 3339 in UTC with 0 to 9 fractional digits (chrono prints none, 3, 6 or 9): to µs.
+    whole, _, frac = text.rstrip("Z").split("+")[0].partition(".")
+    return datetime.fromisoformat(f"{whole}.{(frac + '000000')[:6]}+00:00")
 
 
 lat, states = [], {}
