@@ -170,15 +170,19 @@ struct CachedSearch {
 
 type SearchMap = HashMap<String, CachedSearch>;
 
-/// Looks the query up; `Err` is the response to send instead.
-fn lookup<'a>(
-    map: &'a SearchMap,
+/// Looks the query up; `Err` is the response to send instead (boxed: a refusal is the
+/// rare path).
+fn lookup(
+    map: &SearchMap,
     params: Result<web::Query<HotelParams>, actix_web::Error>,
-) -> Result<&'a CachedSearch, HttpResponse> {
-    let params = params.map_err(|e| HttpResponse::BadRequest().body(e.to_string()))?;
-    let key = hotel_key(&params).map_err(|e| HttpResponse::BadRequest().body(e))?;
+) -> Result<&CachedSearch, Box<HttpResponse>> {
+    let params = params.map_err(|e| Box::new(HttpResponse::BadRequest().body(e.to_string())))?;
+    let key = hotel_key(&params).map_err(|e| Box::new(HttpResponse::BadRequest().body(e)))?;
     map.get(&key).ok_or_else(|| {
-        HttpResponse::NotFound().body(format!("{key} is not among the searches loaded at start"))
+        Box::new(
+            HttpResponse::NotFound()
+                .body(format!("{key} is not among the searches loaded at start")),
+        )
     })
 }
 
@@ -198,7 +202,7 @@ async fn search_hotels(
             }
             Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
         },
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
@@ -211,7 +215,7 @@ async fn search_hotels_prebuilt(
         Ok(hit) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .body(hit.bytes.clone()),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 

@@ -23,8 +23,11 @@ use super::problem::Problem;
 /// One path and the routes of its methods.
 struct Endpoint {
     path: String,
-    routes: Vec<(Method, Route, fn() -> Operation)>,
+    routes: Vec<(Method, Route, OperationFn)>,
 }
+
+/// Builds an operation's OpenAPI description (its `#[utoipa::path]`).
+type OperationFn = fn() -> Operation;
 
 /// Adds an operation's schemas (bodies, and what those refer to) by name.
 type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>);
@@ -62,7 +65,7 @@ impl Router {
         };
         let method = actix_method(method);
         let route = route.method(method.clone());
-        let entry = (method, route, P::operation as fn() -> Operation);
+        let entry = (method, route, P::operation as OperationFn);
         match self.endpoints.iter_mut().find(|e| e.path == path) {
             Some(endpoint) => endpoint.routes.push(entry),
             None => self.endpoints.push(Endpoint {
