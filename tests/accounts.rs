@@ -222,3 +222,90 @@ async fn a_credit_in_flight_is_invisible_until_acknowledged() {
     assert_eq!(after["wallet"]["balance"]["minor"], 700, "{after}");
     s.stop().await;
 }
+
+/// Counts scans of one account's ledger: each is a cold load folding it.
+struct LedgerScans {
+    inner: Arc<dyn Store>,
+    of: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    scans: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for LedgerScans {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(tree, key)
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if tree == Tree::Ledger && self.of.lock().unwrap().as_deref() == Some(prefix) {
+            self.scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.scan(tree, prefix, after, limit)
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.inner.write(ops)
+    }
+
+    fn flush(&self) -> StoreFuture<()> {
+        self.inner.flush()
+    }
+}
+
+/// Loading an account that is not in memory folds its whole ledger on its shard's thread:
+/// only its owner (or the operator) can make the shard do that. Anyone else is answered
+/// from the stored key digest, with the answer the loaded account would give.
+#[actix_rt::test]
+async fn only_the_owner_can_make_a_shard_load_a_cold_account() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let of = Arc::new(std::sync::Mutex::new(None));
+    let scans = Arc::new(AtomicUsize::new(0));
+    let (of_layer, scans_layer) = (of.clone(), scans.clone());
+    // One cached account per shard, one shard: opening another account evicts the first.
+    let s = TestServer::start_built(
+        |c| {
+            c.accounts.shards = 1;
+            c.accounts.cache_capacity = 1;
+        },
+        move |builder| {
+            builder.store_layer(move |inner| {
+                Arc::new(LedgerScans {
+                    inner,
+                    of: of_layer,
+                    scans: scans_layer,
+                })
+            })
+        },
+    )
+    .await;
+    let (victim, owner) = s.create_customer("Victim").await;
+    let victim_id: AccountId = victim.parse().unwrap();
+    *of.lock().unwrap() = Some(victim_id.as_bytes().to_vec());
+    let (_, stranger) = s.create_customer("Stranger").await;
+    let account = s.url(&format!("/v1/accounts/{victim}"));
+
+    // Another customer's key, an unknown key, no key: refused without a load.
+    let res = stranger.get(&account).send().await.unwrap();
+    assert_problem(res, 404, "not-found", None).await;
+    let unknown = client_with(&format!("wf_{}", "ab".repeat(32)));
+    let res = unknown.get(&account).send().await.unwrap();
+    assert_problem(res, 401, "unauthorized", None).await;
+    let res = s.anonymous.get(&account).send().await.unwrap();
+    assert_problem(res, 401, "unauthorized", None).await;
+    assert_eq!(
+        scans.load(Ordering::SeqCst),
+        0,
+        "nobody but the owner loads it"
+    );
+
+    // The owner does load it, once.
+    let mine: Value = owner.get(&account).fetch_json().await;
+    assert_eq!(mine["id"], victim);
+    assert_eq!(scans.load(Ordering::SeqCst), 1);
+    s.stop().await;
+}

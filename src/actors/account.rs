@@ -201,8 +201,21 @@ impl AccountShard {
     /// Loads the account, then checks that `caller` may act on it, against the latest
     /// cached key (for requests answered from this actor's own state, such as the ledger).
     fn authorize(&mut self, id: AccountId, caller: &Caller) -> Result<(), AccountError> {
+        self.check_before_load(id, caller)?;
         let key = self.load(id)?.key;
         caller.may_act_on(id, key.as_ref(), |d| self.key_known(d))
+    }
+
+    /// A caller other than the operator is checked against the stored key digest (one
+    /// point read) before an account that is not in memory is loaded: a load folds the
+    /// account's whole ledger on this shard's thread, which only the account's owner may
+    /// make it do. The answer is the one the loaded account would give.
+    fn check_before_load(&self, id: AccountId, caller: &Caller) -> Result<(), AccountError> {
+        if *caller == Caller::Operator || self.cache.contains_key(&id) {
+            return Ok(());
+        }
+        let stored: Option<KeyDigest> = get_record(&*self.store, Tree::ApiKeys, id.as_bytes())?;
+        caller.may_act_on(id, stored.as_ref(), |d| self.key_known(d))
     }
 
     /// The account's durable state for `caller` (a read-model miss): published and
@@ -213,6 +226,9 @@ impl AccountShard {
         caller: Caller,
         answer: fn(Account) -> R,
     ) -> Reply<R> {
+        if let Err(e) = self.check_before_load(id, &caller) {
+            return self.reply(Err(e));
+        }
         let (account, key) = match self.load(id) {
             Ok(cached) => (cached.record.view(), cached.key),
             Err(e) => return self.reply(Err(e)),
