@@ -8,7 +8,7 @@
 //!
 //! | folder | what lives there |
 //! |---|---|
-//! | `src/runtime/` | [`Runtime`]: the one public doorway, methods by area (`accounts.rs`, `search.rs`, `bookings.rs`, `system.rs`); `start.rs` wires the supervision tree, `partners.rs` the sellers and gateway; `views.rs`: what it returns |
+//! | `src/runtime/` | [`Runtime`]: the one public doorway, methods by area (`accounts.rs`, `search.rs`, `bookings.rs`, `system.rs`); `start/` wires the supervision tree, `partners.rs` the sellers and gateway; `views.rs`: what it returns |
 //! | `src/supervisor/` | supervisors (static and dynamic), stable actor handles, restart policy, snapshots |
 //! | `src/actors/` | one actor per file with its messages and handlers: `AccountShard` (+ its read model), `SellerAdapter`, `PaymentAdapter`, `SearchAggregator`, `BookingSaga`, `SagaCoordinator`, `Mailer`; `guard.rs`: breaker and bulkhead of partner adapters |
 //! | `src/domain/` | plain rules tested without actors: money, accounts, access, order checks, wallet, search, cache, breaker, latency, look-to-book, saga ids and state machine, outbox |

@@ -3,7 +3,7 @@
 //! that actor kind's deadline.
 //!
 //! The methods are split by area: `accounts.rs`, `search.rs`, `bookings.rs`, `system.rs`
-//! (health, figures, shutdown); `start.rs` wires the supervision tree; `views.rs` holds
+//! (health, figures, shutdown); `start/` wires the supervision tree (one function per subtree in `start/subtrees.rs`); `views.rs` holds
 //! what the methods return.
 //!
 //! `Runtime::start` must run inside an actix system (`#[actix_web::main]`,
