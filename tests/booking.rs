@@ -497,15 +497,7 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_until_an_operator_retr
     // Visible to operators.
     let health: Value = s.http.get(s.url("/health")).fetch_json().await;
     assert_eq!(health["sagas"]["needs_attention"], 1, "{health}");
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.http.get(s.url("/metrics")).fetch_text().await;
     assert!(
         metrics.contains("wayfare_sagas{state=\"needs_attention\"} 1"),
         "{metrics}"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
 use common::fake::{FixedSeller, Knobs};
-use common::{client_with, TestServer, OPERATOR_TOKEN};
+use common::{client_with, FetchJson, TestServer, OPERATOR_TOKEN};
 use serde_json::{json, Value};
 use wayfare::actors::seller::AdapterConfig;
 use wayfare::domain::account::{AccountId, NewAccount};
@@ -224,15 +224,7 @@ async fn page_and_assets_are_static_with_strict_headers() {
         assert_eq!(again.text().await.unwrap(), "");
     }
     // The shell: script and style from files (the CSP allows nothing inline), no data.
-    let html = s
-        .anonymous
-        .get(s.url("/console"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = s.anonymous.get(s.url("/console")).fetch_text().await;
     assert!(html.contains(r#"<script src="/console/app.js" defer></script>"#));
     assert!(html.contains(r#"<link rel="stylesheet" href="/console/app.css">"#));
     assert!(!html.contains("<style") && !html.contains(" style="));

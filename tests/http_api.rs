@@ -312,15 +312,7 @@ async fn request_ids_go_in_and_out_and_system_routes_report_real_state() {
     assert_eq!(accounts["children"][0]["state"], "running");
     assert_eq!(accounts["children"][0]["mailbox_capacity"], 1024);
 
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.http.get(s.url("/metrics")).fetch_text().await;
     for needle in [
         "wayfare_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2",
         "wayfare_http_request_duration_seconds_bucket",

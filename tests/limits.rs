@@ -91,15 +91,7 @@ async fn assert_limited(res: reqwest::Response, limit: &str) {
 
 /// `wayfare_http_rate_limited_total{scope}` as the operator reads it.
 async fn refused(s: &TestServer, scope: &str) -> u64 {
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.http.get(s.url("/metrics")).fetch_text().await;
     let line = format!("wayfare_http_rate_limited_total{{scope=\"{scope}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(line.as_str()))

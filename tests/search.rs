@@ -167,15 +167,7 @@ async fn breaker_opens_skips_the_seller_probes_half_open_and_closes_on_success()
         4,
         "not called while open"
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.http.get(s.url("/metrics")).fetch_text().await;
     assert!(metrics.contains("wayfare_seller_breaker_state{seller=\"flaky\"} 2"));
     // After the open window one probe goes through; it succeeds and closes the breaker.
     // Until then every search is still skipped without a call, and counted as skipped.

@@ -360,6 +360,9 @@ pub mod fake {
 pub trait FetchJson {
     /// The body of the answer, decoded.
     fn fetch_json<T: serde::de::DeserializeOwned>(self) -> impl std::future::Future<Output = T>;
+
+    /// The body of the answer as text (a page, the Prometheus exposition).
+    fn fetch_text(self) -> impl std::future::Future<Output = String>;
 }
 
 impl FetchJson for reqwest::RequestBuilder {
@@ -370,6 +373,15 @@ impl FetchJson for reqwest::RequestBuilder {
             .json()
             .await
             .expect("a JSON body")
+    }
+
+    async fn fetch_text(self) -> String {
+        self.send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("a text body")
     }
 }
 
