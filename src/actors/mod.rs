@@ -57,9 +57,17 @@ impl PanicFaults {
         if let Some(counters) = &self.counters {
             counters.count(crate::faults::Fault::Panic(kind));
         }
-        panic!(
+        let message = format!(
             "injected fault: {who} panicked (faults.panic_rate for {})",
             kind.as_str()
         );
+        tracing::warn!(fault = %message, "Injected panic; the supervisor restarts the actor.");
+        // Unwinds like `panic!` (the supervisor catches the same payload and message), but
+        // without the panic hook, so an expected fault does not print and symbolize a
+        // backtrace (with RUST_BACKTRACE=1 in a debug build that can outlast the caller's
+        // deadline, turning the crash the caller should see into a timeout). The hook's
+        // one duty that matters here is done first: mark this actor down before unwinding.
+        crate::supervisor::mark_polling_actor_down();
+        std::panic::resume_unwind(Box::new(message));
     }
 }
