@@ -51,14 +51,21 @@ impl FailureLatch {
 
     /// The error every write and flush gets once the latch is tripped.
     fn check(&self) -> Result<(), StoreError> {
-        match self.first.get() {
+        match self.described() {
             None => Ok(()),
-            Some(cause) => Err(StoreError::Io(format!(
+            Some(text) => Err(StoreError::Io(text)),
+        }
+    }
+
+    /// The latched failure with the data dir named (what `/health` shows the operator).
+    fn described(&self) -> Option<String> {
+        self.first.get().map(|cause| {
+            format!(
                 "sled store in data dir {} failed: {cause}; writes are refused until wayfare is \
                  restarted once the fault is fixed",
                 self.dir.display()
-            ))),
-        }
+            )
+        })
     }
 }
 
@@ -261,7 +268,7 @@ impl SledStore {
 
 impl Store for SledStore {
     fn failure_cause(&self) -> Option<String> {
-        self.failure().map(str::to_owned)
+        self.failure.described()
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
