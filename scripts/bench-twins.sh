@@ -26,7 +26,7 @@
 #    CPU: wayfare's server and load.rs (driver) over the load and over the drain after it,
 #    wayfare's busiest threads, the twin's own CPU; each with the I/O stall (PSI) and what
 #    other processes took.
-# c. Wayfare offered a fixed $BOOK_RATE bookings/s (load.rs --rate, open loop) for
+# c. Wayfare offered each fixed rate in $BOOK_RATES bookings/s (load.rs --rate, open loop) for
 #    ${BOOK_SECS}s: the target asked directly. The closed loop of b keeps every connection
 #    busy, so once bookings.max_in_flight (10,000) sagas are in flight it turns into a flood
 #    of refused POSTs (503); at a fixed rate the offered load stays what it says.
@@ -36,7 +36,7 @@
 #
 # Run with: scripts/bench-twins.sh
 # Env: SEARCH_SECS=5 SEARCH_ROUNDS=3 WRK_CONNECTIONS=32 BOOK_SECS=10 BOOK_ROUNDS=2
-#      CONNECTIONS=64 BOOK_RATE=1000 PROFILE=release OUT=dir
+#      CONNECTIONS=64 BOOK_RATES="1000 1250" PROFILE=release OUT=dir
 # Smoke run of the script (figures meaningless): PROFILE=debug SEARCH_SECS=1 BOOK_SECS=1 scripts/bench-twins.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ WRK_THREADS=1
 BOOK_SECS=${BOOK_SECS:-10}
 BOOK_ROUNDS=${BOOK_ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
-BOOK_RATE=${BOOK_RATE:-1000}
+BOOK_RATES=${BOOK_RATES:-1000 1250}
 PROFILE=${PROFILE:-release}
 case "$PROFILE" in
     release) PROFILE_FLAG=--release ;;
@@ -245,17 +245,21 @@ for round in $(seq 1 "$BOOK_ROUNDS"); do
     rm -rf "$WORK/book-$round/data"
 done
 
-echo "== c. wayfare offered a fixed $BOOK_RATE bookings/s for ${BOOK_SECS}s (open loop)"
-start_configured book-rate "$BASE$(sellers 0 0.0)$INSTANT"
-T0=$(date +%s.%N)
-measured book-rate "$PID" 2 -- "$BIN/examples/load" --target "$URL" --mix booking=100 \
-    --rate "$BOOK_RATE" --connections 256 --threads 2 --duration "${BOOK_SECS}s" --quiet \
-    --json "$OUT/book-rate.json" >"$OUT/book-rate.txt"
-measured book-rate-drain "$PID" 1 -- bash -c \
-    'source scripts/lib.sh && until_no_saga_in_flight "$@"' _ "$URL" "$T0" "$OUT/book-rate.e2e"
-python3 scripts/booking_latency.py "$URL" | tee "$OUT/book-rate.latency"
-stop_pid "$PID"
-rm -rf "$WORK/book-rate/data"
+for rate in $BOOK_RATES; do
+    echo "== c. wayfare offered a fixed $rate bookings/s for ${BOOK_SECS}s (open loop)"
+    start_configured "book-rate-$rate" "$BASE$(sellers 0 0.0)$INSTANT"
+    T0=$(date +%s.%N)
+    measured "book-rate-$rate" "$PID" 2 -- "$BIN/examples/load" --target "$URL" \
+        --mix booking=100 --rate "$rate" --connections 256 --threads 2 \
+        --duration "${BOOK_SECS}s" --quiet --json "$OUT/book-rate-$rate.json" \
+        >"$OUT/book-rate-$rate.txt"
+    measured "book-rate-$rate-drain" "$PID" 1 -- bash -c \
+        'source scripts/lib.sh && until_no_saga_in_flight "$@"' _ "$URL" "$T0" \
+        "$OUT/book-rate-$rate.e2e"
+    python3 scripts/booking_latency.py "$URL" | tee "$OUT/book-rate-$rate.latency"
+    stop_pid "$PID"
+    rm -rf "$WORK/book-rate-$rate/data"
+done
 
 twin_field() { # ROUND KEY [twin|nomail]
     grep '^TWIN_RESULT' "$OUT/book-${3:-twin}-$1.txt" | tr ' ' '\n' | sed -n "s/^$2=//p"
@@ -329,10 +333,13 @@ printf 'bookings/s     wayfare %.0f / twin %.0f = %s (target: wayfare >= 1,000);
     "$BW_MEAN" "$BT_MEAN" "$(ratio "$BW_MEAN" "$BT_MEAN")" "$BN_MEAN"
 printf 'p99 confirmed  wayfare %.1f ms / twin %.1f ms = %s (lower is better)\n' \
     "$LW_MEAN" "$LT_MEAN" "$(ratio "$LW_MEAN" "$LT_MEAN")"
-read -r n_done secs per_s <"$OUT/book-rate.e2e"
-echo "-- c. wayfare offered $BOOK_RATE bookings/s for ${BOOK_SECS}s"
-printf 'sent %s POSTs (%.0f/s), accepted %s, refused: %s; %s confirmed in %s s = %.0f bookings/s end to end; %s\n' \
-    "$(booking_field "$OUT/book-rate.json" count)" "$(booking_field "$OUT/book-rate.json" req_per_s)" \
-    "$(booking_field "$OUT/book-rate.json" ok)" "$(booking_field "$OUT/book-rate.json" errors)" \
-    "$n_done" "$secs" "$per_s" "$(sed 's/^states [^;]*; //' "$OUT/book-rate.latency")"
-echo "   load $(fmt_load book-rate); during the load: $(cpu_split book-rate); after it: $(drain_split book-rate-drain)"
+for rate in $BOOK_RATES; do
+    r=book-rate-$rate
+    read -r n_done secs per_s <"$OUT/$r.e2e"
+    echo "-- c. wayfare offered $rate bookings/s for ${BOOK_SECS}s"
+    printf 'sent %s POSTs (%.0f/s), accepted %s, refused: %s; %s confirmed in %s s = %.0f bookings/s end to end; %s\n' \
+        "$(booking_field "$OUT/$r.json" count)" "$(booking_field "$OUT/$r.json" req_per_s)" \
+        "$(booking_field "$OUT/$r.json" ok)" "$(booking_field "$OUT/$r.json" errors)" \
+        "$n_done" "$secs" "$per_s" "$(sed 's/^states [^;]*; //' "$OUT/$r.latency")"
+    echo "   load $(fmt_load "$r"); during the load: $(cpu_split "$r"); after it: $(drain_split "$r-drain")"
+done
