@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         credit_minor: Option<i64>,
     },
+    /// Apply the PostgreSQL schema migrations this binary carries (store.backend =
+    /// "postgres"); safe to run from several nodes at once: one applies, the others wait.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Validate the configuration (file + environment) and print it resolved.
     CheckConfig {
         #[command(flatten)]
@@ -186,6 +192,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let created = runtime.seed_demo(accounts, credit).await;
             runtime.shutdown().await?;
             println!("created {} demo accounts", created?);
+        }
+        Command::Migrate { common } => {
+            let loaded = common.load()?;
+            init_tracing(&loaded);
+            let store = &loaded.config.store;
+            if store.backend != wayfare::config::StoreBackend::Postgres {
+                anyhow::bail!(
+                    "store.backend is \"sled\", which needs no migrations; migrate applies the \
+                     PostgreSQL schema (set store.backend = \"postgres\" and store.url)"
+                );
+            }
+            let pg = wayfare::store::postgres::PgStore::connect(store)?;
+            let migrated = pg.migrate().await?;
+            match migrated.applied.as_slice() {
+                [] => println!("schema at version {} (already current)", migrated.version),
+                applied => println!(
+                    "schema at version {} (applied {})",
+                    migrated.version,
+                    applied
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
         }
         Command::CheckConfig { common } => {
             let loaded = common.load()?;

@@ -49,7 +49,8 @@ pub use market::{
     BookingsConfig, PaymentsConfig, PaymentsKind, SearchConfig, SellerEntry, SellerKind,
 };
 pub use service::{
-    AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreConfig,
+    AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreBackend,
+    StoreConfig,
 };
 
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.

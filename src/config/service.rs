@@ -37,16 +37,39 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Which store: the embedded sled database (one node) or a PostgreSQL server.
+    pub backend: StoreBackend,
     /// Directory of the sled database.
     pub data_dir: PathBuf,
+    /// PostgreSQL connection URL (`postgres://user:password@host:port/db`), required when
+    /// `backend = "postgres"`. A secret: it may hold a password.
+    pub url: Option<Secret>,
+    /// PostgreSQL connections kept open by this node.
+    pub pool_size: usize,
+    /// PostgreSQL `statement_timeout` of every connection, in milliseconds.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sled,
             data_dir: PathBuf::from("./data"),
+            url: None,
+            pool_size: 16,
+            statement_timeout_ms: 5_000,
         }
     }
+}
+
+/// `store.backend`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// The embedded sled database in `store.data_dir`: one node.
+    Sled,
+    /// A PostgreSQL server at `store.url`, shared by every node of a cluster.
+    Postgres,
 }
 
 /// `[runtime]`

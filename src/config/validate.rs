@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Config, ConfigError, PaymentsKind, SellerKind};
+use super::{Config, ConfigError, PaymentsKind, SellerKind, StoreBackend, StoreConfig};
 use crate::domain::search::validate_ttl_table;
 
 impl Config {
@@ -60,6 +60,7 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return bad("server.max_body_bytes", "must be between 1024 and 16777216");
         }
+        self.store.validate()?;
         if self.server.workers > 256 {
             return bad("server.workers", "must be at most 256");
         }
@@ -236,4 +237,40 @@ fn refuse_plain_remote_url(key: &str, url: &str) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
+}
+
+impl StoreConfig {
+    /// `[store]`: a PostgreSQL backend needs a URL that parses, and a URL is only accepted
+    /// where it is used (so a typo in `backend` cannot leave a node on sled unnoticed).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if !(1..=1024).contains(&self.pool_size) {
+            return bad("store.pool_size", "must be between 1 and 1024".into());
+        }
+        if !(1..=600_000).contains(&self.statement_timeout_ms) {
+            return bad(
+                "store.statement_timeout_ms",
+                "must be between 1 and 600000 (10 minutes)".into(),
+            );
+        }
+        match (self.backend, &self.url) {
+            (StoreBackend::Postgres, None) => bad(
+                "store.url",
+                "is required when store.backend = \"postgres\" (e.g. \
+                 WAYFARE__STORE__URL=postgres://wayfare@127.0.0.1:5432/wayfare)"
+                    .into(),
+            ),
+            (StoreBackend::Postgres, Some(url)) => crate::store::postgres::parse_url(url.expose())
+                .map(|_| ())
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "store.url",
+                    reason,
+                }),
+            (StoreBackend::Sled, Some(_)) => bad(
+                "store.url",
+                "is only used with store.backend = \"postgres\" (the backend is \"sled\")".into(),
+            ),
+            (StoreBackend::Sled, None) => Ok(()),
+        }
+    }
 }

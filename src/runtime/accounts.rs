@@ -160,7 +160,10 @@ impl Runtime {
         Ok(self.shard(id).ask(msg).await??)
     }
 
-    async fn change_wallet(
+    /// Applies any wallet operation (a credit, or the hold, capture and release a booking
+    /// saga makes), once per idempotency key, with no caller check: for embedders and
+    /// tests acting as the operator.
+    pub async fn change_wallet(
         &self,
         id: AccountId,
         key: &str,

@@ -6,6 +6,7 @@
 
 pub mod codec;
 mod faulty;
+pub mod postgres;
 mod sled_store;
 
 use std::future::Future;

@@ -1,0 +1,175 @@
+//! The PostgreSQL store: what several wayfare nodes share when one machine is not enough
+//! (`[store] backend = "postgres"`). The database decides everything that must hold across
+//! nodes, so no node's memory is trusted for it:
+//!
+//! - [`wallet`]: each wallet change is one transaction that locks the account row, refuses
+//!   an overdraw (and the table's `CHECK`s refuse one whatever the code does), appends the
+//!   ledger row and records the idempotency key; a replay returns the stored receipt.
+//! - [`sagas`]: each saga row carries its owner node, a lease expiry and an epoch. A node
+//!   writes a saga only while it holds the lease, every write is fenced by the epoch, and
+//!   expired leases are claimed with `FOR UPDATE SKIP LOCKED` (the outbox too).
+//!   Booking idempotency keys are a unique column: the same key sent to two nodes finds
+//!   one saga.
+//! - [`nodes`]: membership by heartbeat rows.
+//! - [`invalidate`]: a booked SKU is announced with `NOTIFY`, so every node's search cache
+//!   drops it.
+//!
+//! Schema: versioned SQL files in `migrations/`, compiled in and applied by [`migrate`]
+//! under an advisory lock. Every call is async on a pooled connection (deadpool): no actor
+//! thread ever blocks on the network.
+//!
+//! Status: the schema, migrations and these cluster primitives are built and tested
+//! against a real PostgreSQL (`tests/postgres.rs`); the actors do not run on them yet,
+//! so `serve` refuses `backend = "postgres"` (docs/cluster.md).
+
+pub mod invalidate;
+mod migrate;
+pub mod nodes;
+pub mod sagas;
+pub mod wallet;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+pub use migrate::{migrate, Migrated, MIGRATIONS};
+
+use crate::config::StoreConfig;
+
+/// Why a PostgreSQL call failed, for a node's logs and `/health`. Never holds the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgError {
+    /// No connection could be had (server down, refused, pool exhausted past the wait).
+    #[error("PostgreSQL is unreachable: {0}")]
+    Unreachable(String),
+    /// The server answered with an error.
+    #[error("PostgreSQL refused a statement: {0}")]
+    Statement(String),
+    /// The database holds something this node cannot read.
+    #[error("PostgreSQL holds an unreadable {what}: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The schema is newer than this binary (a newer node migrated it).
+    #[error(
+        "the database schema is at version {found}, newer than this wayfare knows ({known}); \
+         run the newer wayfare"
+    )]
+    SchemaTooNew {
+        /// Highest version applied in the database.
+        found: i32,
+        /// Highest version compiled into this binary.
+        known: i32,
+    },
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => PgError::Statement(format!("{} ({})", db.message(), db.code().code())),
+            None if e.is_closed() => PgError::Unreachable(e.to_string()),
+            None => PgError::Unreachable(
+                std::error::Error::source(&e)
+                    .map(|s| format!("{e}: {s}"))
+                    .unwrap_or_else(|| e.to_string()),
+            ),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => PgError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+/// Parses a `store.url`, naming what is wrong without echoing the URL (it may hold a
+/// password). Only `postgres://` and `postgresql://` URLs are accepted.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must be a postgres:// or postgresql:// URL".into());
+    }
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("is not a valid PostgreSQL URL: {e}"))?;
+    if config.get_hosts().is_empty() {
+        return Err("names no host (postgres://user@host:port/database)".into());
+    }
+    if config.get_dbname().is_none() {
+        return Err("names no database (postgres://user@host:port/database)".into());
+    }
+    Ok(config)
+}
+
+/// A node's connection pool to the shared database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// A pool for `[store]`: `url`, `pool_size` connections, each with the configured
+    /// `statement_timeout`. Connects lazily; [`PgStore::ping`] proves the server answers.
+    pub fn connect(config: &StoreConfig) -> Result<Self, PgError> {
+        let url = config
+            .url
+            .as_ref()
+            .ok_or_else(|| PgError::Unreachable("store.url is not set".into()))?;
+        let mut pg =
+            parse_url(url.expose()).map_err(|e| PgError::Unreachable(format!("store.url {e}")))?;
+        pg.options(format!(
+            "-c statement_timeout={}",
+            config.statement_timeout_ms
+        ));
+        pg.connect_timeout(Duration::from_secs(5));
+        pg.application_name("wayfare");
+        let manager = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Unreachable(e.to_string()))?;
+        Ok(PgStore { pool })
+    }
+
+    /// A pooled connection.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Whether the database answers now (what `/health` reports for this backend).
+    pub async fn ping(&self) -> Result<(), PgError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Applies the migrations this binary carries that the database lacks (see [`migrate`]).
+    pub async fn migrate(&self) -> Result<Migrated, PgError> {
+        let mut client = self.client().await?;
+        migrate(&mut client).await
+    }
+}

@@ -1,0 +1,425 @@
+//! Sagas owned by exactly one node at a time: leases with epoch fencing.
+//!
+//! The rules:
+//! 1. A saga row names its owner node, a lease expiry and an epoch; only the owner drives
+//!    the saga, and only while the lease (judged by the database's clock) has not expired.
+//! 2. Every saga write names the owner and epoch it was made under and changes nothing
+//!    unless both still match and the lease is live ([`SagaWriteError::Fenced`]): a node
+//!    that lost its lease (a pause, a partition) cannot write late.
+//! 3. The owner renews its leases while it works on them ([`PgStore::renew_leases`]).
+//! 4. Any node claims sagas whose lease expired with `FOR UPDATE SKIP LOCKED`, raising the
+//!    epoch ([`PgStore::claim_expired_sagas`]); two nodes never claim the same saga.
+//! 5. The outbox's emails follow the same discipline ([`PgStore::claim_emails`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{PgError, PgStore};
+
+/// The right to drive one saga: held by `node` under `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The saga.
+    pub saga_id: String,
+    /// The node holding it.
+    pub node: String,
+    /// Raised by every claim; writes under an older epoch are refused.
+    pub epoch: i64,
+}
+
+/// A saga as stored: the columns queries need, and the whole record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaRow {
+    /// Saga id (as wayfare prints it).
+    pub id: String,
+    /// The booking's account, if any (for the account's bookings).
+    pub account_id: Option<Uuid>,
+    /// State name (`pending`, `confirmed`, ...).
+    pub state: String,
+    /// Whether the saga is over (terminal sagas are never claimed).
+    pub terminal: bool,
+    /// The full record, codec-encoded.
+    pub record: Vec<u8>,
+}
+
+/// A saga row with its lease columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSaga {
+    /// The row.
+    pub row: SagaRow,
+    /// Owner node, if ever claimed.
+    pub owner_node: Option<String>,
+    /// Lease expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Epoch.
+    pub epoch: i64,
+}
+
+/// What creating a saga under a booking idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The saga is new and this node holds its lease.
+    New(Lease),
+    /// The key was used before (through any node) for the same request: that saga.
+    Existing {
+        /// Its id.
+        saga_id: String,
+    },
+}
+
+/// An email to send, written with the saga change that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEmail {
+    /// Email id.
+    pub id: Uuid,
+    /// Encoded email.
+    pub email: Vec<u8>,
+}
+
+/// The right to send one email: held by `node` under `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailLease {
+    /// Email id.
+    pub id: Uuid,
+    /// The node holding it.
+    pub node: String,
+    /// Raised by every claim.
+    pub epoch: i64,
+}
+
+/// Why a saga write changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SagaWriteError {
+    /// The writer no longer holds the lease under its epoch (or it expired).
+    #[error("saga {saga_id}: the lease of node {node} at epoch {epoch} is no longer held")]
+    Fenced {
+        /// Saga (or email) id.
+        saga_id: String,
+        /// The writer.
+        node: String,
+        /// The writer's epoch.
+        epoch: i64,
+    },
+    /// The booking idempotency key was used before for a different request.
+    #[error("idempotency key {0:?} was used for another request")]
+    KeyReused(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] PgError),
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Stores a new saga leased to `node` for `lease_for`, with its booking idempotency key
+    /// (`key`, and a digest of the request) in the same transaction. A key already used
+    /// for the same request returns that saga ([`Created::Existing`]); for another request,
+    /// [`SagaWriteError::KeyReused`]. The key's uniqueness is the database's, so this holds
+    /// across nodes.
+    pub async fn create_saga(
+        &self,
+        node: &str,
+        lease_for: Duration,
+        row: &SagaRow,
+        key: Option<(&str, &[u8])>,
+    ) -> Result<Created, SagaWriteError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        if let Some((key, digest)) = key {
+            if let Some(existing) = tx
+                .query_opt(
+                    "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .map_err(PgError::from)?
+            {
+                return existing_saga(key, digest, &existing);
+            }
+        }
+        tx.execute(
+            "INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+                                lease_expires_at, epoch, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())",
+            &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
+        )
+        .await
+        .map_err(PgError::from)?;
+        if let Some((key, digest)) = key {
+            // Two nodes may pass the lookup above at once: the primary key settles it, and
+            // the loser rolls back its saga and reports the winner's.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&key, &digest, &row.id],
+                )
+                .await
+                .map_err(PgError::from)?;
+            if inserted == 0 {
+                tx.rollback().await.map_err(PgError::from)?;
+                let client = self.client().await?;
+                let existing = client
+                    .query_one(
+                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(PgError::from)?;
+                return existing_saga(key, digest, &existing);
+            }
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Created::New(Lease {
+            saga_id: row.id.clone(),
+            node: node.to_owned(),
+            epoch: 1,
+        }))
+    }
+
+    /// Writes the saga's new state under `lease`, renewing it for `lease_for`, with the
+    /// email it causes (if any) in the same transaction. Refused, changing nothing, unless
+    /// the lease is still held under its epoch ([`SagaWriteError::Fenced`]).
+    pub async fn save_saga(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        row: &SagaRow,
+        email: Option<&OutboxEmail>,
+    ) -> Result<(), SagaWriteError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let changed = tx
+            .execute(
+                "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
+                        lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+                 WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()",
+                &[
+                    &lease.saga_id,
+                    &lease.node,
+                    &lease.epoch,
+                    &row.state,
+                    &row.terminal,
+                    &row.record,
+                    &millis(lease_for),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if changed == 0 {
+            return Err(SagaWriteError::Fenced {
+                saga_id: lease.saga_id.clone(),
+                node: lease.node.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        if let Some(email) = email {
+            tx.execute(
+                "INSERT INTO outbox (id, saga_id, status, email, created_at)
+                 VALUES ($1, $2, 'pending', $3, now()) ON CONFLICT (id) DO NOTHING",
+                &[&email.id, &lease.saga_id, &email.email],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
+    }
+
+    /// Extends every lease in `leases` still held under its epoch by `lease_for`; returns
+    /// those renewed (a lease missing from the answer was lost: stop driving that saga).
+    pub async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        lease_for: Duration,
+    ) -> Result<Vec<Lease>, PgError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = leases.iter().map(|l| l.saga_id.as_str()).collect();
+        let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE sagas s SET lease_expires_at = now() + $4::bigint * interval '1 millisecond'
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS l(id, node, epoch)
+                 WHERE s.id = l.id AND s.owner_node = l.node AND s.epoch = l.epoch
+                   AND s.lease_expires_at > now() AND NOT s.terminal
+                 RETURNING s.id, s.owner_node, s.epoch",
+                &[&ids, &nodes, &epochs, &millis(lease_for)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Lease {
+                saga_id: r.get(0),
+                node: r.get(1),
+                epoch: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Claims up to `limit` unfinished sagas whose lease expired (their node died, paused
+    /// or let go), for `node`, raising each epoch: the old owner's writes are fenced from
+    /// here on. Rows another node is claiming at the same moment are skipped, not waited for.
+    pub async fn claim_expired_sagas(
+        &self,
+        node: &str,
+        limit: i64,
+        lease_for: Duration,
+    ) -> Result<Vec<(Lease, SagaRow)>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH expired AS (
+                     SELECT id FROM sagas
+                     WHERE NOT terminal AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                     ORDER BY lease_expires_at NULLS FIRST
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE sagas s SET owner_node = $1, epoch = s.epoch + 1,
+                        lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+                 FROM expired WHERE s.id = expired.id
+                 RETURNING s.id, s.epoch, s.account_id, s.state, s.terminal, s.record",
+                &[&node, &limit, &millis(lease_for)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                (
+                    Lease {
+                        saga_id: id.clone(),
+                        node: node.to_owned(),
+                        epoch: r.get(1),
+                    },
+                    SagaRow {
+                        id,
+                        account_id: r.get(2),
+                        state: r.get(3),
+                        terminal: r.get(4),
+                        record: r.get(5),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Gives a lease up now (a node shutting down cleanly), so another node claims the saga
+    /// at once instead of after the lease runs out.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sagas SET lease_expires_at = now()
+                 WHERE id = $1 AND owner_node = $2 AND epoch = $3",
+                &[&lease.saga_id, &lease.node, &lease.epoch],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// One saga with its lease columns.
+    pub async fn saga(&self, id: &str) -> Result<Option<StoredSaga>, PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch
+                 FROM sagas WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| StoredSaga {
+            row: SagaRow {
+                id: r.get(0),
+                account_id: r.get(1),
+                state: r.get(2),
+                terminal: r.get(3),
+                record: r.get(4),
+            },
+            owner_node: r.get(5),
+            lease_expires_at: r.get(6),
+            epoch: r.get(7),
+        }))
+    }
+
+    /// Claims up to `limit` pending emails nobody holds a live lease on, for `node`.
+    pub async fn claim_emails(
+        &self,
+        node: &str,
+        limit: i64,
+        lease_for: Duration,
+    ) -> Result<Vec<(EmailLease, Vec<u8>)>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH free AS (
+                     SELECT id FROM outbox
+                     WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                     ORDER BY created_at
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET owner_node = $1, epoch = o.epoch + 1, attempts = o.attempts + 1,
+                        lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+                 FROM free WHERE o.id = free.id
+                 RETURNING o.id, o.epoch, o.email",
+                &[&node, &limit, &millis(lease_for)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    EmailLease {
+                        id: r.get(0),
+                        node: node.to_owned(),
+                        epoch: r.get(1),
+                    },
+                    r.get(2),
+                )
+            })
+            .collect())
+    }
+
+    /// Marks a claimed email sent; fenced like saga writes.
+    pub async fn mark_email_sent(&self, lease: &EmailLease) -> Result<(), SagaWriteError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE outbox SET status = 'sent', sent_at = now()
+                 WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND status = 'pending'
+                   AND lease_expires_at > now()",
+                &[&lease.id, &lease.node, &lease.epoch],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if n == 0 {
+            return Err(SagaWriteError::Fenced {
+                saga_id: lease.id.to_string(),
+                node: lease.node.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn existing_saga(
+    key: &str,
+    digest: &[u8],
+    row: &tokio_postgres::Row,
+) -> Result<Created, SagaWriteError> {
+    let stored: Vec<u8> = row.get(0);
+    if stored != digest {
+        return Err(SagaWriteError::KeyReused(key.to_owned()));
+    }
+    Ok(Created::Existing {
+        saga_id: row.get(1),
+    })
+}

@@ -1,0 +1,323 @@
+//! Wallets in the shared database: the database, not a node's cache, decides every change.
+//!
+//! One transaction per change: lock the account row (`FOR UPDATE`, so changes to one
+//! account through any node queue there), look up the idempotency key (a replay returns
+//! the stored receipt), apply the domain rule ([`Wallet::apply`], the same one the sled
+//! actors use) to the wallet read under the lock, then write the account row, the hold,
+//! the ledger row and the key. The table's `CHECK (held <= balance)` refuses an overdraw
+//! even if the rule were wrong.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::{PgError, PgStore};
+use crate::actors::account::WalletReceipt;
+use crate::domain::account::AccountId;
+use crate::domain::money::Currency;
+use crate::domain::wallet::{validate_key, LedgerEntry, Wallet, WalletError, WalletOp};
+
+/// Why a wallet change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletFailure {
+    /// The domain rule refused it (insufficient points, unknown hold, bad input).
+    #[error(transparent)]
+    Refused(#[from] WalletError),
+    /// The idempotency key was used before for another operation.
+    #[error("idempotency key {0:?} was used for another operation")]
+    KeyConflict(String),
+    /// No such account.
+    #[error("no account {0}")]
+    NoAccount(AccountId),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] PgError),
+}
+
+/// An account row to create (the wallet starts empty).
+#[derive(Debug, Clone)]
+pub struct NewAccountRow {
+    /// Id.
+    pub id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Normalized email (unique).
+    pub email: String,
+    /// Wallet currency.
+    pub currency: Currency,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Balance, holds and next ledger sequence of an account, as the database has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletRow {
+    /// The wallet.
+    pub wallet: Wallet,
+    /// Sequence number the next ledger entry takes.
+    pub next_seq: u64,
+}
+
+impl PgStore {
+    /// Opens an account with an empty wallet. `Ok(false)` when its email is taken.
+    pub async fn open_account(&self, new: &NewAccountRow) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
+                 VALUES ($1, $2, $3, $4, 0, 0, 1, $5)
+                 ON CONFLICT (email) DO NOTHING",
+                &[&new.id.0, &new.name, &new.email, &new.currency.to_string(), &new.created_at],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    /// The wallet of `id` as the database has it now.
+    pub async fn wallet(&self, id: AccountId) -> Result<Option<WalletRow>, PgError> {
+        let client = self.client().await?;
+        read_wallet(&**client, id.0, false).await
+    }
+
+    /// Applies `op` under idempotency key `key` (see the module doc).
+    pub async fn change_wallet(
+        &self,
+        id: AccountId,
+        key: &str,
+        op: &WalletOp,
+    ) -> Result<WalletReceipt, WalletFailure> {
+        validate_key("idempotency_key", key).map_err(WalletError::from)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let Some(row) = read_wallet(&*tx, id.0, true).await? else {
+            return Err(WalletFailure::NoAccount(id));
+        };
+        let op_json = serde_json::to_value(op).map_err(|e| PgError::Corrupt {
+            what: "wallet operation".into(),
+            reason: e.to_string(),
+        })?;
+        if let Some(seen) = tx
+            .query_opt(
+                "SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2",
+                &[&id.0, &key],
+            )
+            .await
+            .map_err(PgError::from)?
+        {
+            let (seen_op, seq): (serde_json::Value, i64) = (seen.get(0), seen.get(1));
+            if seen_op != op_json {
+                return Err(WalletFailure::KeyConflict(key.to_owned()));
+            }
+            let entry = ledger_entry(&*tx, id.0, seq).await?;
+            return Ok(WalletReceipt {
+                entry,
+                wallet: row.wallet.view(),
+                replayed: true,
+            });
+        }
+        let (wallet, delta) = match row.wallet.apply(op) {
+            Ok(applied) => applied,
+            Err(WalletError::UnknownHold(hold_id)) => {
+                if let WalletOp::Release { .. } = op {
+                    // As the sled actors do: a release of a hold that never landed leaves a
+                    // tombstone under the hold's own key, so the late hold is refused.
+                    tx.execute(
+                        "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, 0)
+                         ON CONFLICT DO NOTHING",
+                        &[&id.0, &hold_id, &op_json],
+                    )
+                    .await
+                    .map_err(PgError::from)?;
+                    tx.commit().await.map_err(PgError::from)?;
+                }
+                return Err(WalletError::UnknownHold(hold_id).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let entry = LedgerEntry {
+            seq: row.next_seq,
+            key: key.to_owned(),
+            op: op.clone(),
+            delta,
+            balance_after: wallet.balance,
+            held_after: wallet.held(),
+            // PostgreSQL keeps microseconds: the receipt says what a replay will read.
+            at: now_micros(),
+        };
+        write_change(&tx, id.0, op, &op_json, &entry).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(WalletReceipt {
+            entry,
+            wallet: wallet.view(),
+            replayed: false,
+        })
+    }
+
+    /// The ledger of `id`, oldest first.
+    pub async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+                 WHERE account_id = $1 ORDER BY seq",
+                &[&id.0],
+            )
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Accounts whose balance or held differs from their ledger's last row, or whose holds
+    /// do not sum to held: the wallet invariant, checked by the database for every account.
+    pub async fn wallet_violations(&self) -> Result<Vec<AccountId>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT a.id FROM accounts a
+                 LEFT JOIN LATERAL (SELECT balance_after, held_after FROM ledger l
+                                    WHERE l.account_id = a.id ORDER BY seq DESC LIMIT 1) last ON true
+                 LEFT JOIN LATERAL (SELECT coalesce(sum(amount), 0)::bigint AS held FROM wallet_holds h
+                                    WHERE h.account_id = a.id) holds ON true
+                 WHERE a.balance <> coalesce(last.balance_after, 0)
+                    OR a.held <> coalesce(last.held_after, 0)
+                    OR a.held <> holds.held
+                    OR a.next_seq <> 1 + (SELECT count(*) FROM ledger l WHERE l.account_id = a.id)",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| AccountId(r.get(0))).collect())
+    }
+}
+
+async fn read_wallet(
+    client: &impl GenericClient,
+    id: Uuid,
+    for_update: bool,
+) -> Result<Option<WalletRow>, PgError> {
+    let sql = if for_update {
+        "SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT currency, balance, next_seq FROM accounts WHERE id = $1"
+    };
+    let Some(account) = client.query_opt(sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    let currency: String = account.get(0);
+    let currency: Currency = currency.parse().map_err(|_| PgError::Corrupt {
+        what: format!("account {id}"),
+        reason: format!("unknown currency {currency:?}"),
+    })?;
+    let holds: BTreeMap<String, i64> = client
+        .query(
+            "SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let next_seq: i64 = account.get(2);
+    Ok(Some(WalletRow {
+        wallet: Wallet {
+            currency,
+            balance: account.get(1),
+            holds,
+        },
+        next_seq: next_seq as u64,
+    }))
+}
+
+async fn write_change(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: Uuid,
+    op: &WalletOp,
+    op_json: &serde_json::Value,
+    entry: &LedgerEntry,
+) -> Result<(), PgError> {
+    let seq = entry.seq as i64;
+    tx.execute(
+        "UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1",
+        &[&id, &entry.balance_after, &entry.held_after, &(seq + 1)],
+    )
+    .await?;
+    match op {
+        WalletOp::Hold { hold_id, amount } => {
+            tx.execute(
+                "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
+                &[&id, hold_id, &amount.minor],
+            )
+            .await?;
+        }
+        WalletOp::Capture { hold_id } | WalletOp::Release { hold_id } => {
+            tx.execute(
+                "DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2",
+                &[&id, hold_id],
+            )
+            .await?;
+        }
+        WalletOp::Credit { .. } => {}
+    }
+    tx.execute(
+        "INSERT INTO ledger (account_id, seq, key, op, delta, balance_after, held_after, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &id,
+            &seq,
+            &entry.key,
+            op_json,
+            &entry.delta,
+            &entry.balance_after,
+            &entry.held_after,
+            &entry.at,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, $4)",
+        &[&id, &entry.key, op_json, &seq],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn ledger_entry(
+    client: &impl GenericClient,
+    id: Uuid,
+    seq: i64,
+) -> Result<LedgerEntry, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+             WHERE account_id = $1 AND seq = $2",
+            &[&id, &seq],
+        )
+        .await?
+        .ok_or_else(|| PgError::Corrupt {
+            what: format!("wallet key of account {id}"),
+            reason: format!("it points at ledger entry {seq}, which is missing"),
+        })?;
+    entry_from_row(&row)
+}
+
+fn entry_from_row(row: &tokio_postgres::Row) -> Result<LedgerEntry, PgError> {
+    let seq: i64 = row.get(0);
+    let op: serde_json::Value = row.get(2);
+    Ok(LedgerEntry {
+        seq: seq as u64,
+        key: row.get(1),
+        op: serde_json::from_value(op).map_err(|e| PgError::Corrupt {
+            what: format!("ledger entry {seq}"),
+            reason: e.to_string(),
+        })?,
+        delta: row.get(3),
+        balance_after: row.get(4),
+        held_after: row.get(5),
+        at: row.get(6),
+    })
+}
+
+fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}

@@ -1,0 +1,741 @@
+//! The PostgreSQL store against a real PostgreSQL (tests/pg: a throwaway server per test,
+//! from Debian's `postgresql` package; a test fails naming the package when it is missing).
+//!
+//! Nodes are simulated the way they meet in a cluster: separate connection pools (or
+//! separate `wayfare` processes for migrations) on one database.
+
+mod common;
+mod pg;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use pg::TempPostgres;
+use uuid::Uuid;
+use wayfare::config::{Secret, StoreBackend, StoreConfig};
+use wayfare::domain::account::{AccountId, NewAccount};
+use wayfare::domain::money::{Currency, Money};
+use wayfare::domain::wallet::{WalletError, WalletOp};
+use wayfare::store::postgres::sagas::{Created, Lease, OutboxEmail, SagaRow, SagaWriteError};
+use wayfare::store::postgres::wallet::{NewAccountRow, WalletFailure};
+use wayfare::store::postgres::{PgStore, MIGRATIONS};
+
+fn store_config(url: &str) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Postgres,
+        url: Some(Secret::new(url)),
+        pool_size: 8,
+        ..StoreConfig::default()
+    }
+}
+
+/// A node's view of the database: its own pool, schema applied.
+async fn node(url: &str) -> PgStore {
+    let store = PgStore::connect(&store_config(url)).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn account_with(store: &PgStore, credit: i64) -> AccountId {
+    let id = AccountId(Uuid::new_v4());
+    let opened = store
+        .open_account(&NewAccountRow {
+            id,
+            name: "Ada".into(),
+            email: format!("{}@example.com", id.0),
+            currency: Currency::EUR,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert!(opened);
+    if credit > 0 {
+        let op = WalletOp::Credit {
+            amount: Money::new(credit, Currency::EUR),
+        };
+        store.change_wallet(id, "credit-1", &op).await.unwrap();
+    }
+    id
+}
+
+fn saga_row(id: &str, state: &str) -> SagaRow {
+    SagaRow {
+        id: id.into(),
+        account_id: None,
+        state: state.into(),
+        terminal: false,
+        record: state.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn three_nodes_starting_together_apply_the_migrations_once() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("cluster");
+    let migrators: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_wayfare"))
+                .arg("migrate")
+                .env("WAYFARE__STORE__BACKEND", "postgres")
+                .env("WAYFARE__STORE__URL", &url)
+                .env("WAYFARE__DEMO__ACCOUNTS", "0")
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap()
+        })
+        .collect();
+    // `output()` above runs them one after another; run three at once as well.
+    let url2 = pg.create_db("cluster_parallel");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_wayfare"))
+                .arg("migrate")
+                .env("WAYFARE__STORE__BACKEND", "postgres")
+                .env("WAYFARE__STORE__URL", &url2)
+                .current_dir(std::env::temp_dir())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let parallel: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let latest = MIGRATIONS.last().unwrap().0;
+    for outputs in [&migrators, &parallel] {
+        let stdout: Vec<String> = outputs
+            .iter()
+            .map(|o| {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8_lossy(&o.stdout).trim().to_owned()
+            })
+            .collect();
+        let applied = stdout.iter().filter(|s| s.contains("(applied 1")).count();
+        let current = stdout
+            .iter()
+            .filter(|s| *s == &format!("schema at version {latest} (already current)"))
+            .count();
+        assert_eq!((applied, current), (1, 2), "{stdout:?}");
+    }
+    // And the database agrees: one row per migration.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = PgStore::connect(&store_config(&url2)).unwrap();
+        let client = store.client().await.unwrap();
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    });
+}
+
+#[test]
+fn migrate_refuses_a_sled_store_and_serve_refuses_postgres_naming_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wayfare"))
+        .arg("migrate")
+        .env("WAYFARE__DEMO__ACCOUNTS", "0")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.backend is \"sled\""), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wayfare"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("WAYFARE__STORE__BACKEND", "postgres")
+        .env(
+            "WAYFARE__STORE__URL",
+            "postgres://wayfare:s3cret-pw@127.0.0.1:1/wayfare",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("serving from PostgreSQL is not built yet"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret-pw"),
+        "the URL's password leaked: {err}"
+    );
+}
+
+#[test]
+fn store_config_is_checked_and_its_url_redacted() {
+    let check = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wayfare"));
+        cmd.arg("check-config").current_dir(std::env::temp_dir());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(&[("WAYFARE__STORE__BACKEND", "postgres")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.url"));
+    let out = check(&[
+        ("WAYFARE__STORE__BACKEND", "postgres"),
+        ("WAYFARE__STORE__URL", "mysql://root:pw@db/x"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("store.url") && err.contains("postgres://"),
+        "{err}"
+    );
+    assert!(!err.contains("root:pw"), "{err}");
+    let out = check(&[("WAYFARE__STORE__URL", "postgres://u@h/db")]);
+    assert!(
+        !out.status.success(),
+        "a URL with the sled backend is refused"
+    );
+    let out = check(&[
+        ("WAYFARE__STORE__BACKEND", "postgres"),
+        (
+            "WAYFARE__STORE__URL",
+            "postgres://wayfare:s3cret-pw@db.internal:5432/wayfare",
+        ),
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("backend = \"postgres\""), "{printed}");
+    assert!(printed.contains("url = \"<redacted>\""), "{printed}");
+    assert!(!printed.contains("s3cret-pw"));
+}
+
+#[actix_rt::test]
+async fn concurrent_holds_through_two_nodes_never_overdraw() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("wallets");
+    let (a, b) = (node(&url).await, node(&url).await);
+    let id = account_with(&a, 1_000).await;
+    // 40 holds of 100 against 1,000 points, half through each node, all at once.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let op = WalletOp::Hold {
+                    hold_id: format!("h{i}"),
+                    amount: Money::new(100, Currency::EUR),
+                };
+                store.change_wallet(id, &format!("hold-{i}"), &op).await
+            })
+        })
+        .collect();
+    let mut held = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(receipt) => {
+                assert!(!receipt.replayed);
+                held += 1;
+            }
+            Err(WalletFailure::Refused(WalletError::InsufficientFunds { .. })) => {}
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(held, 10, "exactly the points there were");
+    let wallet = b.wallet(id).await.unwrap().unwrap().wallet;
+    assert_eq!((wallet.balance, wallet.held()), (1_000, 1_000));
+    assert!(a.wallet_violations().await.unwrap().is_empty());
+    // The database refuses an overdraw even when asked directly.
+    let client = a.client().await.unwrap();
+    let refused = client
+        .execute(
+            "UPDATE accounts SET held = balance + 1 WHERE id = $1",
+            &[&id.0],
+        )
+        .await;
+    assert!(refused.is_err(), "CHECK (held <= balance) must refuse");
+}
+
+#[actix_rt::test]
+async fn a_replay_through_another_node_returns_the_stored_receipt() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("replays");
+    let (a, b) = (node(&url).await, node(&url).await);
+    let id = account_with(&a, 500).await;
+    let hold = WalletOp::Hold {
+        hold_id: "booking-1".into(),
+        amount: Money::new(200, Currency::EUR),
+    };
+    let first = a.change_wallet(id, "hold-booking-1", &hold).await.unwrap();
+    let again = b.change_wallet(id, "hold-booking-1", &hold).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.entry, first.entry);
+    assert_eq!(b.wallet(id).await.unwrap().unwrap().wallet.held(), 200);
+    // The same key for another operation is a conflict, not a second change.
+    let other = WalletOp::Hold {
+        hold_id: "booking-2".into(),
+        amount: Money::new(10, Currency::EUR),
+    };
+    assert!(matches!(
+        b.change_wallet(id, "hold-booking-1", &other).await,
+        Err(WalletFailure::KeyConflict(_))
+    ));
+    // A release of a hold that never landed leaves a tombstone: the late hold is refused.
+    let release = WalletOp::Release {
+        hold_id: "booking-3".into(),
+    };
+    assert!(matches!(
+        a.change_wallet(id, "release-booking-3", &release).await,
+        Err(WalletFailure::Refused(WalletError::UnknownHold(_)))
+    ));
+    let late = WalletOp::Hold {
+        hold_id: "booking-3".into(),
+        amount: Money::new(10, Currency::EUR),
+    };
+    assert!(b.change_wallet(id, "booking-3", &late).await.is_err());
+    let capture = WalletOp::Capture {
+        hold_id: "booking-1".into(),
+    };
+    let captured = b
+        .change_wallet(id, "capture-booking-1", &capture)
+        .await
+        .unwrap();
+    assert_eq!(
+        (captured.entry.delta, captured.entry.balance_after),
+        (-200, 300)
+    );
+    let ledger = a.ledger(id).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(a.wallet_violations().await.unwrap().is_empty());
+}
+
+/// One wallet contract, two instantiations: the same operations on the sled runtime (its
+/// account actors) and on PostgreSQL give the same ledger, field by field.
+#[actix_rt::test]
+async fn the_wallet_rules_are_the_same_on_sled_and_postgres() {
+    let ops: Vec<(&str, WalletOp)> = vec![
+        (
+            "c1",
+            WalletOp::Credit {
+                amount: Money::new(700, Currency::EUR),
+            },
+        ),
+        (
+            "h1",
+            WalletOp::Hold {
+                hold_id: "b1".into(),
+                amount: Money::new(300, Currency::EUR),
+            },
+        ),
+        (
+            "h2",
+            WalletOp::Hold {
+                hold_id: "b2".into(),
+                amount: Money::new(500, Currency::EUR),
+            },
+        ),
+        (
+            "h1",
+            WalletOp::Hold {
+                hold_id: "b1".into(),
+                amount: Money::new(300, Currency::EUR),
+            },
+        ),
+        (
+            "h3",
+            WalletOp::Hold {
+                hold_id: "b1".into(),
+                amount: Money::new(1, Currency::EUR),
+            },
+        ),
+        (
+            "x1",
+            WalletOp::Capture {
+                hold_id: "b1".into(),
+            },
+        ),
+        (
+            "x2",
+            WalletOp::Capture {
+                hold_id: "nope".into(),
+            },
+        ),
+        (
+            "r1",
+            WalletOp::Release {
+                hold_id: "b9".into(),
+            },
+        ),
+        (
+            "h9",
+            WalletOp::Hold {
+                hold_id: "b9".into(),
+                amount: Money::new(5, Currency::EUR),
+            },
+        ),
+        (
+            "c2",
+            WalletOp::Credit {
+                amount: Money::new(0, Currency::EUR),
+            },
+        ),
+        (
+            "c3",
+            WalletOp::Credit {
+                amount: Money::new(5, Currency::USD),
+            },
+        ),
+        (
+            "h4",
+            WalletOp::Hold {
+                hold_id: "b4".into(),
+                amount: Money::new(400, Currency::EUR),
+            },
+        ),
+        (
+            "l4",
+            WalletOp::Release {
+                hold_id: "b4".into(),
+            },
+        ),
+    ];
+    // What each side answered: Ok(seq, delta, balance, held, replayed) or the error text.
+    type Outcome = Result<(u64, i64, i64, i64, bool), String>;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = wayfare::Runtime::start(common::test_config(dir.path()))
+        .await
+        .unwrap();
+    let account = runtime
+        .create_account(NewAccount {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        })
+        .await
+        .unwrap();
+    let mut on_sled: Vec<Outcome> = Vec::new();
+    for (key, op) in &ops {
+        on_sled.push(
+            match runtime.change_wallet(account.id, key, op.clone()).await {
+                Ok(r) => Ok((
+                    r.entry.seq,
+                    r.entry.delta,
+                    r.wallet.balance.minor,
+                    r.wallet.held.minor,
+                    r.replayed,
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+    let sled_ledger = runtime.ledger(account.id, 0, 100).await.unwrap().entries;
+    runtime.shutdown().await.unwrap();
+
+    let pg = TempPostgres::start();
+    let store = node(&pg.create_db("contract")).await;
+    let id = account_with(&store, 0).await;
+    let mut on_pg: Vec<Outcome> = Vec::new();
+    for (key, op) in &ops {
+        on_pg.push(match store.change_wallet(id, key, op).await {
+            Ok(r) => Ok((
+                r.entry.seq,
+                r.entry.delta,
+                r.wallet.balance.minor,
+                r.wallet.held.minor,
+                r.replayed,
+            )),
+            Err(WalletFailure::Refused(e)) => Err(wayfare::Error::Wallet(e).to_string()),
+            Err(WalletFailure::KeyConflict(k)) => Err(format!("conflict {k}")),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    let pg_ledger = store.ledger(id).await.unwrap();
+    // Successes must match exactly; refusals must be refusals on both sides.
+    for (i, (s, p)) in on_sled.iter().zip(&on_pg).enumerate() {
+        match (s, p) {
+            (Ok(s), Ok(p)) => assert_eq!(s, p, "op {i} ({:?})", ops[i]),
+            (Err(_), Err(_)) => {}
+            _ => panic!("op {i} ({:?}): sled {s:?}, postgres {p:?}", ops[i]),
+        }
+    }
+    let strip = |l: &[wayfare::domain::wallet::LedgerEntry]| {
+        l.iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.key.clone(),
+                    e.op.clone(),
+                    e.delta,
+                    e.balance_after,
+                    e.held_after,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&sled_ledger), strip(&pg_ledger));
+    assert!(store.wallet_violations().await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn the_same_booking_key_sent_to_two_nodes_makes_one_saga() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("keys");
+    let (a, b) = (node(&url).await, node(&url).await);
+    let lease = Duration::from_secs(10);
+    for round in 0..20 {
+        let key = format!("idem-{round}");
+        let (ra, rb) = (
+            saga_row(&format!("s{round}a"), "pending"),
+            saga_row(&format!("s{round}b"), "pending"),
+        );
+        let (ka, kb) = (key.clone(), key.clone());
+        let (na, nb) = (a.clone(), b.clone());
+        let ta = tokio::spawn(async move {
+            na.create_saga("node-a", lease, &ra, Some((&ka, b"request-1")))
+                .await
+        });
+        let tb = tokio::spawn(async move {
+            nb.create_saga("node-b", lease, &rb, Some((&kb, b"request-1")))
+                .await
+        });
+        let (x, y) = (ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap());
+        let ids: Vec<String> = [&x, &y]
+            .iter()
+            .map(|c| match c {
+                Created::New(l) => l.saga_id.clone(),
+                Created::Existing { saga_id } => saga_id.clone(),
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "round {round}: {x:?} / {y:?}");
+        let new = [&x, &y]
+            .iter()
+            .filter(|c| matches!(c, Created::New(_)))
+            .count();
+        assert_eq!(new, 1, "round {round}");
+    }
+    let client = a.client().await.unwrap();
+    let sagas: i64 = client
+        .query_one("SELECT count(*) FROM sagas", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sagas, 20, "the loser's saga row was rolled back");
+    // The key with another request is refused.
+    let reused = b
+        .create_saga(
+            "node-b",
+            lease,
+            &saga_row("other", "pending"),
+            Some(("idem-0", b"request-2")),
+        )
+        .await;
+    assert!(
+        matches!(reused, Err(SagaWriteError::KeyReused(_))),
+        "{reused:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("leases");
+    let (a, b) = (node(&url).await, node(&url).await);
+    let short = Duration::from_millis(300);
+    let Created::New(lease_a) = a
+        .create_saga("node-a", short, &saga_row("saga-1", "pending"), None)
+        .await
+        .unwrap()
+    else {
+        panic!("new saga expected")
+    };
+    // While A holds the lease, B claims nothing.
+    assert!(b
+        .claim_expired_sagas("node-b", 10, short)
+        .await
+        .unwrap()
+        .is_empty());
+    a.save_saga(
+        &lease_a,
+        short,
+        &saga_row("saga-1", "payment_authorized"),
+        None,
+    )
+    .await
+    .unwrap();
+    // A pauses past its lease; B claims the saga under a higher epoch.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let claimed = b
+        .claim_expired_sagas("node-b", 10, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (lease_b, row) = &claimed[0];
+    assert_eq!(
+        row.state, "payment_authorized",
+        "B resumes from A's last write"
+    );
+    assert_eq!(lease_b.epoch, lease_a.epoch + 1);
+    // A wakes up and writes late: fenced, nothing changes; renewing finds nothing held.
+    let late = a
+        .save_saga(
+            &lease_a,
+            short,
+            &saga_row("saga-1", "seller_confirmed"),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(late, Err(SagaWriteError::Fenced { .. })),
+        "{late:?}"
+    );
+    assert!(a
+        .renew_leases(std::slice::from_ref(&lease_a), short)
+        .await
+        .unwrap()
+        .is_empty());
+    let stored = b.saga("saga-1").await.unwrap().unwrap();
+    assert_eq!(stored.row.state, "payment_authorized");
+    assert_eq!(stored.owner_node.as_deref(), Some("node-b"));
+    // B carries on, renews, and ends the saga with its email in the same transaction.
+    assert_eq!(
+        b.renew_leases(std::slice::from_ref(lease_b), short)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut done = saga_row("saga-1", "confirmed");
+    done.terminal = true;
+    let email = OutboxEmail {
+        id: Uuid::new_v4(),
+        email: b"confirmation".to_vec(),
+    };
+    b.save_saga(lease_b, short, &done, Some(&email))
+        .await
+        .unwrap();
+    // A terminal saga is never claimed again, even after its lease runs out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(a
+        .claim_expired_sagas("node-a", 10, short)
+        .await
+        .unwrap()
+        .is_empty());
+    // The email is claimed by one node; a stale claim cannot mark it sent.
+    let mine = a.claim_emails("node-a", 10, short).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert!(b
+        .claim_emails("node-b", 10, short)
+        .await
+        .unwrap()
+        .is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let theirs = b
+        .claim_emails("node-b", 10, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert!(
+        a.mark_email_sent(&mine[0].0).await.is_err(),
+        "A's email lease was taken over"
+    );
+    b.mark_email_sent(&theirs[0].0).await.unwrap();
+    assert!(a
+        .claim_emails("node-a", 10, short)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn expired_sagas_are_claimed_by_exactly_one_node() {
+    let pg = TempPostgres::start();
+    let url = pg.create_db("claims");
+    let (a, b) = (node(&url).await, node(&url).await);
+    let gone = Duration::from_millis(1);
+    for i in 0..200 {
+        a.create_saga(
+            "node-dead",
+            gone,
+            &saga_row(&format!("saga-{i:03}"), "pending"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let long = Duration::from_secs(30);
+    let mut mine: Vec<Lease> = Vec::new();
+    let mut theirs: Vec<Lease> = Vec::new();
+    // Both claim in batches of 25 at the same time until nothing is left.
+    loop {
+        let (x, y) = tokio::join!(
+            a.claim_expired_sagas("node-a", 25, long),
+            b.claim_expired_sagas("node-b", 25, long)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        mine.extend(x.into_iter().map(|c| c.0));
+        theirs.extend(y.into_iter().map(|c| c.0));
+    }
+    let a_ids: HashSet<_> = mine.iter().map(|l| l.saga_id.clone()).collect();
+    let b_ids: HashSet<_> = theirs.iter().map(|l| l.saga_id.clone()).collect();
+    assert!(a_ids.is_disjoint(&b_ids));
+    assert_eq!(a_ids.len() + b_ids.len(), 200);
+    assert!(mine.iter().chain(&theirs).all(|l| l.epoch == 2));
+    // Membership: both heartbeat; each is listed with the sagas it holds.
+    a.heartbeat("node-a", "127.0.0.1:8081", "0.1.0")
+        .await
+        .unwrap();
+    b.heartbeat("node-b", "127.0.0.1:8082", "0.1.0")
+        .await
+        .unwrap();
+    let members = a.members().await.unwrap();
+    let held: Vec<(String, i64)> = members
+        .iter()
+        .map(|m| (m.id.clone(), m.sagas_held))
+        .collect();
+    assert!(
+        held.contains(&("node-a".into(), mine.len() as i64)),
+        "{held:?}"
+    );
+    assert!(
+        held.contains(&("node-b".into(), theirs.len() as i64)),
+        "{held:?}"
+    );
+    assert!(members
+        .iter()
+        .all(|m| (0..5_000).contains(&m.heartbeat_age_ms)));
+}
+
+#[actix_rt::test]
+async fn a_booked_sku_reaches_every_listening_node() {
+    use wayfare::store::postgres::invalidate::Invalidations;
+    let pg = TempPostgres::start();
+    let url = pg.create_db("notify");
+    let announcer = node(&url).await;
+    let mut one = Invalidations::listen(&url).await.unwrap();
+    let mut two = Invalidations::listen(&url).await.unwrap();
+    announcer
+        .announce_booked("hotel:lisbon-1:2027-03-01")
+        .await
+        .unwrap();
+    for listener in [&mut one, &mut two] {
+        let sku = tokio::time::timeout(Duration::from_secs(10), listener.next())
+            .await
+            .expect("notification within 10 s");
+        assert_eq!(sku.as_deref(), Some("hotel:lisbon-1:2027-03-01"));
+    }
+}
