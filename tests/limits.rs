@@ -301,3 +301,59 @@ fn bad_limits_are_refused_at_start_up_naming_the_key() {
         "{err}"
     );
 }
+
+#[actix_rt::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    let (seller, _) = FixedSeller::new("test", 20_000);
+    let s = TestServer::start_custom(
+        |c| {
+            c.limits.per_address_burst = 2;
+            c.limits.per_address_per_second = NO_REFILL;
+            c.limits.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+        },
+        vec![seller.into_custom(AdapterConfig::default())],
+    )
+    .await;
+    let via = |forwarded: &str| {
+        s.anonymous
+            .get(search_url(&s))
+            .header("X-Forwarded-For", forwarded)
+    };
+    for _ in 0..2 {
+        assert_eq!(via("203.0.113.1").send().await.unwrap().status(), 200);
+    }
+    assert_limited(
+        via("203.0.113.1").send().await.unwrap(),
+        "per client address",
+    )
+    .await;
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(via("203.0.113.2").send().await.unwrap().status(), 200);
+    // Through a second trusted proxy, the client is still the nearest untrusted address;
+    // what the client itself wrote further left does not count.
+    let chained = via("198.51.100.7, 203.0.113.1, 10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chained.status(), 429);
+    // A header that does not parse is not believed: the proxy's own bucket.
+    for _ in 0..2 {
+        assert_eq!(via("not-an-address").send().await.unwrap().status(), 200);
+    }
+    assert_eq!(via("garbage, 1.2.3.4").send().await.unwrap().status(), 429);
+    s.stop().await;
+
+    // Without trusted proxies the header is ignored: every request is the peer's.
+    let s = server(100, 2).await;
+    for (i, expected) in [200, 200, 429].into_iter().enumerate() {
+        let res = s
+            .anonymous
+            .get(search_url(&s))
+            .header("X-Forwarded-For", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), expected, "request {i}");
+    }
+    s.stop().await;
+}

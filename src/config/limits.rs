@@ -1,5 +1,7 @@
 //! `[limits]`: token-bucket rate limits at the HTTP edge (see `http::limits`).
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -22,8 +24,8 @@ pub struct LimitsConfig {
     /// Requests one account may send at once, before the sustained rate applies.
     pub per_key_burst: u32,
     /// Sustained requests a second per client address, for requests without a valid API
-    /// key. The address is the TCP peer's (IPv6 by /64 network): behind a reverse proxy
-    /// every client shares the proxy's address, as no forwarding header is trusted.
+    /// key. The address is the TCP peer's (IPv6 by /64 network), or, when the peer is one
+    /// of `trusted_proxies`, the address that proxy forwarded for.
     pub per_address_per_second: f64,
     /// Requests one address may send at once, before the sustained rate applies.
     pub per_address_burst: u32,
@@ -31,6 +33,13 @@ pub struct LimitsConfig {
     /// are forgotten as they refill; if more than this many are still busy (an attacker
     /// spraying addresses), the table starts afresh, so memory stays bounded.
     pub max_tracked: usize,
+    /// Reverse proxies (load balancers) whose `X-Forwarded-For` is believed: addresses or
+    /// networks (`"127.0.0.1"`, `"10.0.0.0/8"`, `"::1"`). A request from one of them draws
+    /// on the bucket of the nearest address in its `X-Forwarded-For` that is not itself a
+    /// trusted proxy; from anyone else the header is ignored (a client could write any
+    /// address there). Empty by default: behind a proxy, every client then shares its
+    /// bucket.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -42,6 +51,7 @@ impl Default for LimitsConfig {
             per_address_per_second: 10.0,
             per_address_burst: 50,
             max_tracked: 100_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -86,13 +96,135 @@ impl LimitsConfig {
                 format!("must be between 1 and {MAX_TRACKED}"),
             );
         }
+        self.trusted_networks()?;
         Ok(())
+    }
+
+    /// `trusted_proxies`, parsed; an entry that is not an address or network is refused,
+    /// naming it.
+    pub fn trusted_networks(&self) -> Result<Vec<Network>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<Network>()
+                    .map_err(|reason| ConfigError::Invalid {
+                        key: "limits.trusted_proxies",
+                        reason: format!("{entry:?} {reason}"),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// An IP network: an address and how many leading bits of it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |n: u8, width: u8| -> u128 {
+            if n == 0 {
+                0
+            } else {
+                (!0u128 << (width - n)) & (!0u128 >> (128 - width))
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = bits(self.prefix, 32);
+                u128::from(u32::from(net)) & mask == u128::from(u32::from(ip)) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = bits(self.prefix, 128);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    /// `"10.0.0.1"` (one address) or `"10.0.0.0/8"`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| "is not an IP address or network (e.g. \"10.0.0.0/8\")".to_owned())?
+            .to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p <= width => p,
+                _ => {
+                    return Err(format!(
+                        "has a prefix length that is not between 0 and {width}"
+                    ))
+                }
+            },
+        };
+        Ok(Network { addr, prefix })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::Config;
+    use super::Network;
+
+    #[test]
+    fn networks_hold_their_addresses_and_no_others() {
+        let n = |s: &str| s.parse::<Network>().unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(n("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!n("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(n("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!n("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(
+            n("127.0.0.1").contains(ip("::ffff:127.0.0.1")),
+            "IPv4-mapped"
+        );
+        assert!(n("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!n("0.0.0.0/0").contains(ip("2001:db8::1")));
+        assert!(n("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+        assert!(!n("2001:db8::/32").contains(ip("2001:db9::1")));
+        assert!(n("::1").contains(ip("::1")));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "localhost",
+            "10.0.0.0/x",
+            "10.0.0/8",
+        ] {
+            assert!(bad.parse::<Network>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_is_refused_naming_it() {
+        let e = Config::parse(
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]\n",
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("limits.trusted_proxies") && e.contains("proxy.local"),
+            "{e}"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

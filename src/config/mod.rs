@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountsConfig, DemoConfig, SupervisorConfig};
 pub use faults::FaultsConfig;
-pub use limits::LimitsConfig;
+pub use limits::{LimitsConfig, Network};
 pub use load::{env_overrides, ConfigSource, LoadedConfig, Location, SHIPPED_CONFIG};
 pub use market::{
     BookingsConfig, PaymentsConfig, PaymentsKind, SearchConfig, SellerEntry, SellerKind,

@@ -13,9 +13,11 @@
 //!   key's digest in the store: one read; the key itself is neither kept nor logged), so a
 //!   new key does not bring a fresh bucket;
 //! - anything else (no credential, a malformed one, a key no account holds): the bucket of
-//!   the TCP peer's address, IPv6 by its /64 network (one host's usual share). No
-//!   forwarding header is trusted (there is no trusted-proxy setting), so behind a reverse
-//!   proxy every client shares the proxy's bucket.
+//!   client's address, IPv6 by its /64 network (one host's usual share). The client's
+//!   address is the TCP peer's, unless the peer is one of `limits.trusted_proxies`: then
+//!   it is the nearest address in `X-Forwarded-For` that is not a trusted proxy
+//!   ([`client_ip`]). Without trusted proxies, behind a reverse proxy every client shares
+//!   the proxy's bucket.
 //!
 //! [`EXEMPT`] paths are never limited: `/health` (load balancers probe it, and a refused
 //! probe would take the instance out of service), `/metrics` (the scraper), the OpenAPI
@@ -38,6 +40,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+
+use crate::config::Network;
 use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
@@ -99,6 +103,7 @@ pub(crate) struct Refusal {
 /// Both tables of buckets, shared by every HTTP worker.
 pub(crate) struct Limits {
     config: LimitsConfig,
+    trusted: Vec<Network>,
     per_key: Buckets<AccountId>,
     per_address: Buckets<IpAddr>,
 }
@@ -118,6 +123,8 @@ impl Limits {
     pub(crate) fn new(config: &LimitsConfig) -> Self {
         Limits {
             config: config.clone(),
+            // Validated with the config; an entry that does not parse trusts no one.
+            trusted: config.trusted_networks().unwrap_or_default(),
             per_key: Buckets::new(
                 quota(config.per_key_per_second, config.per_key_burst),
                 config.max_tracked,
@@ -153,8 +160,9 @@ impl Limits {
         let Some(peer) = req.peer_addr() else {
             return Ok(());
         };
+        let client = client_ip(peer.ip(), req.headers(), &self.trusted);
         self.per_address
-            .check(&address_key(peer.ip()))
+            .check(&address_key(client))
             .map_err(|wait| Refusal {
                 scope: Scope::Address,
                 wait,
@@ -220,6 +228,40 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u32 {
         .as_secs()
         .saturating_add(u64::from(wait.subsec_nanos() > 0));
     u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+/// The client's address: the TCP `peer`'s, unless the peer is a trusted proxy; then the
+/// nearest address in `X-Forwarded-For` (read right to left: each proxy appends the
+/// address it received from) that is not itself a trusted proxy. A header that does not
+/// parse is not believed (the peer's address counts), and a chain of trusted proxies only
+/// ends at its leftmost address.
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    headers: &actix_web::http::header::HeaderMap,
+    trusted: &[Network],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        for hop in value.split(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// The bucket key of a client address: IPv4 as it is (an IPv4-mapped IPv6 address too),
