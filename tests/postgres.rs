@@ -70,31 +70,26 @@ fn saga_row(id: &str, state: &str) -> SagaRow {
     }
 }
 
+/// `wayfare migrate` against `url`, as a node would run it.
+fn migrate(url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wayfare"));
+    cmd.arg("migrate")
+        .env("WAYFARE__STORE__BACKEND", "postgres")
+        .env("WAYFARE__STORE__URL", url)
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
 #[test]
 fn three_nodes_starting_together_apply_the_migrations_once() {
     let pg = TempPostgres::start();
     let url = pg.create_db("cluster");
-    let migrators: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_wayfare"))
-                .arg("migrate")
-                .env("WAYFARE__STORE__BACKEND", "postgres")
-                .env("WAYFARE__STORE__URL", &url)
-                .env("WAYFARE__DEMO__ACCOUNTS", "0")
-                .current_dir(std::env::temp_dir())
-                .output()
-                .unwrap()
-        })
-        .collect();
-    // `output()` above runs them one after another; run three at once as well.
+    // One after another, then three at once.
+    let migrators: Vec<_> = (0..3).map(|_| migrate(&url).output().unwrap()).collect();
     let url2 = pg.create_db("cluster_parallel");
     let children: Vec<_> = (0..3)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_wayfare"))
-                .arg("migrate")
-                .env("WAYFARE__STORE__BACKEND", "postgres")
-                .env("WAYFARE__STORE__URL", &url2)
-                .current_dir(std::env::temp_dir())
+            migrate(&url2)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -413,6 +408,16 @@ async fn the_wallet_rules_are_the_same_on_sled_and_postgres() {
     ];
     // What each side answered: Ok(seq, delta, balance, held, replayed) or the error text.
     type Outcome = Result<(u64, i64, i64, i64, bool), String>;
+    let outcome = |r: &wayfare::WalletReceipt| {
+        let w = &r.wallet;
+        (
+            r.entry.seq,
+            r.entry.delta,
+            w.balance.minor,
+            w.held.minor,
+            r.replayed,
+        )
+    };
     let dir = tempfile::tempdir().unwrap();
     let runtime = wayfare::Runtime::start(common::test_config(dir.path()))
         .await
@@ -427,16 +432,11 @@ async fn the_wallet_rules_are_the_same_on_sled_and_postgres() {
     let mut on_sled: Vec<Outcome> = Vec::new();
     for (key, op) in &ops {
         on_sled.push(
-            match runtime.change_wallet(account.id, key, op.clone()).await {
-                Ok(r) => Ok((
-                    r.entry.seq,
-                    r.entry.delta,
-                    r.wallet.balance.minor,
-                    r.wallet.held.minor,
-                    r.replayed,
-                )),
-                Err(e) => Err(e.to_string()),
-            },
+            runtime
+                .change_wallet(account.id, key, op.clone())
+                .await
+                .map(|r| outcome(&r))
+                .map_err(|e| e.to_string()),
         );
     }
     let sled_ledger = runtime.ledger(account.id, 0, 100).await.unwrap().entries;
@@ -447,18 +447,13 @@ async fn the_wallet_rules_are_the_same_on_sled_and_postgres() {
     let id = account_with(&store, 0).await;
     let mut on_pg: Vec<Outcome> = Vec::new();
     for (key, op) in &ops {
-        on_pg.push(match store.change_wallet(id, key, op).await {
-            Ok(r) => Ok((
-                r.entry.seq,
-                r.entry.delta,
-                r.wallet.balance.minor,
-                r.wallet.held.minor,
-                r.replayed,
-            )),
-            Err(WalletFailure::Refused(e)) => Err(wayfare::Error::Wallet(e).to_string()),
-            Err(WalletFailure::KeyConflict(k)) => Err(format!("conflict {k}")),
-            Err(e) => Err(e.to_string()),
-        });
+        on_pg.push(
+            store
+                .change_wallet(id, key, op)
+                .await
+                .map(|r| outcome(&r))
+                .map_err(|e| e.to_string()),
+        );
     }
     let pg_ledger = store.ledger(id).await.unwrap();
     // Successes must match exactly; refusals must be refusals on both sides.
