@@ -106,6 +106,8 @@ pub struct Mailer {
     transport: Arc<dyn MailTransport>,
     stats: Arc<MailerStats>,
     draining: bool,
+    /// A wake-up came during a pass: run another when it ends.
+    again: bool,
     panics: PanicFaults,
 }
 
@@ -127,6 +129,7 @@ impl Mailer {
             transport,
             stats,
             draining: false,
+            again: false,
             panics: PanicFaults::default(),
         }
     }
@@ -137,12 +140,19 @@ impl Mailer {
         self
     }
 
-    /// One pass on a blocking thread (file and disk I/O never run on the arbiter).
+    /// One pass on a blocking thread (file and disk I/O never run on the arbiter). The
+    /// mailbox stays open meanwhile (the pass is spawned, not awaited under `ctx.wait`):
+    /// a saga's `OutboxChanged` is answered at once, and all the wake-ups that arrive
+    /// during a pass make one more pass. Before, each wake-up waited out a whole pass
+    /// (with its disk sync) behind the others, and confirmed sagas held their
+    /// `bookings.max_in_flight` slots in that queue.
     fn drain(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
+            self.again = true;
             return;
         }
         self.draining = true;
+        self.again = false;
         let (store, transport, stats) = (
             self.store.clone(),
             self.transport.clone(),
@@ -196,7 +206,12 @@ impl Mailer {
                 tracing::error!(error = %e, emails = sent, "Sent emails stay in the outbox; they will be sent again.");
             }
         });
-        ctx.wait(pass.into_actor(self).map(|_, act, _| act.draining = false));
+        ctx.spawn(pass.into_actor(self).map(|_, act, ctx| {
+            act.draining = false;
+            if act.again {
+                act.drain(ctx);
+            }
+        }));
     }
 }
 
