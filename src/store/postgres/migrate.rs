@@ -29,14 +29,22 @@ pub async fn migrate(client: &mut Client) -> Result<Migrated, PgError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version     integer PRIMARY KEY,
-             name        text NOT NULL,
-             applied_at  timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
+    // Looked up rather than `CREATE TABLE IF NOT EXISTS`, whose notice every later start
+    // would log; the lock makes the look and the create one step.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE schema_migrations (
+                 version     integer PRIMARY KEY,
+                 name        text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    }
     let found: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",
