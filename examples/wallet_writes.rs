@@ -6,8 +6,9 @@
 //! Prints changes/s, p50/p99 latency and that every balance still equals its ledger.
 //!
 //! Run with:
-//!   cargo run --release --example wallet_writes -- --backend sled
-//!   scripts/pg.sh -- cargo run --release --example wallet_writes -- --backend postgres --nodes 2
+//!   cargo run --release --features postgres --example wallet_writes -- --backend sled
+//!   scripts/pg.sh -- cargo run --release --features postgres --example wallet_writes -- \
+//!       --backend postgres --nodes 2
 //! (scripts/pg.sh sets WAYFARE__STORE__URL; this applies the schema itself.)
 
 use std::sync::Arc;

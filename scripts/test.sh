@@ -3,9 +3,9 @@
 # the browser test of the operator console (tests/console.rs) drives headless Chromium
 # through chromedriver, and the PostgreSQL store's tests (tests/postgres.rs) start
 # throwaway servers from /usr/lib/postgresql/*/bin. This installs what is missing from
-# Debian (as root, or through sudo), then runs `cargo test` (the workspace's default
-# members: wayfare and wayfare-drill). Arguments go to cargo test (e.g.
-# `scripts/test.sh --test booking`).
+# Debian (as root, or through sudo), then runs `cargo test` with the `postgres` feature
+# (the workspace's default members: wayfare and wayfare-drill). Arguments go to cargo test
+# (e.g. `scripts/test.sh --test booking`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +28,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-cargo test "$@"
+cargo test --features wayfare/postgres "$@"

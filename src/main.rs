@@ -108,6 +108,34 @@ impl Common {
     }
 }
 
+/// `wayfare migrate`: applies the PostgreSQL schema (see `Command::Migrate`).
+#[cfg(feature = "postgres")]
+async fn migrate(store: &wayfare::config::StoreConfig) -> anyhow::Result<()> {
+    let pg = wayfare::store::postgres::PgStore::connect(store)?;
+    let migrated = pg.migrate().await?;
+    match migrated.applied.as_slice() {
+        [] => println!("schema at version {} (already current)", migrated.version),
+        applied => println!(
+            "schema at version {} (applied {})",
+            migrated.version,
+            applied
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    Ok(())
+}
+
+/// `wayfare migrate` in a build without the PostgreSQL store.
+#[cfg(not(feature = "postgres"))]
+async fn migrate(_: &wayfare::config::StoreConfig) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this wayfare was built without the PostgreSQL store: build it with `--features postgres`"
+    )
+}
+
 /// Starts tracing with the config's settings and logs where the config came from (names
 /// only: a variable's value may be a secret).
 fn init_tracing(loaded: &LoadedConfig) {
@@ -203,20 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                      PostgreSQL schema (set store.backend = \"postgres\" and store.url)"
                 );
             }
-            let pg = wayfare::store::postgres::PgStore::connect(store)?;
-            let migrated = pg.migrate().await?;
-            match migrated.applied.as_slice() {
-                [] => println!("schema at version {} (already current)", migrated.version),
-                applied => println!(
-                    "schema at version {} (applied {})",
-                    migrated.version,
-                    applied
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
+            migrate(store).await?;
         }
         Command::CheckConfig { common } => {
             let loaded = common.load()?;

@@ -3,6 +3,11 @@
 //!
 //! Nodes are simulated the way they meet in a cluster: separate connection pools (or
 //! separate `wayfare` processes for migrations) on one database.
+//!
+//! Needs the `postgres` feature (scripts/test.sh turns it on); without it this suite is
+//! empty, never passed.
+
+#![cfg(feature = "postgres")]
 
 mod common;
 mod pg;

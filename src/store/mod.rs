@@ -6,6 +6,7 @@
 
 pub mod codec;
 mod faulty;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod sled_store;
 
