@@ -54,8 +54,8 @@ pub use domain::saga::{BookingId, SagaId, SagaState};
 pub use error::Error;
 pub use payments::{PaymentError, PaymentGateway};
 pub use runtime::{
-    Booking, BookingOrder, BookingPage, CancellationView, Check, CustomSeller, Health, OfferView,
-    Runtime, RuntimeBuilder, SearchResponse,
+    Booking, BookingOrder, BookingPage, CancellationView, Check, ClusterMember, ClusterView,
+    CustomSeller, Health, OfferView, Runtime, RuntimeBuilder, SearchResponse,
 };
 pub use sellers::{FlightQuery, HotelQuery, SellerApi, Vertical};
 pub use store::Store;

@@ -23,6 +23,8 @@
 //! writes (which wait for their flush) and delayed replies box a future.
 
 mod backfill;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod read_model;
 
 pub(crate) use backfill::{backfill_emails, backfill_key_owners};
@@ -62,6 +64,10 @@ pub struct AccountShard {
     cache_capacity: usize,
     currency: Currency,
     faults: AccountFaults,
+    /// In a cluster: the shared database, which answers every request (see [`pg`]), and
+    /// the directory of key owners this node has seen.
+    #[cfg(feature = "postgres")]
+    db: Option<(crate::store::postgres::PgStore, Arc<pg::KnownKeys>)>,
 }
 
 /// An account as cached by its shard: the latest state, durable or not yet.
@@ -119,7 +125,38 @@ impl AccountShard {
             cache_capacity,
             currency,
             faults,
+            #[cfg(feature = "postgres")]
+            db: None,
         }
+    }
+
+    /// Serves every request from the shared database instead of `store` (a cluster).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_database(
+        mut self,
+        db: Option<(crate::store::postgres::PgStore, Arc<pg::KnownKeys>)>,
+    ) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// Replies with what `fut` (a database call) answers, after the injected delay if any.
+    #[cfg(feature = "postgres")]
+    fn reply_later<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, AccountError>> + 'static,
+    ) -> Reply<T> {
+        let delay = self.faults.reply_delay;
+        ActorResponse::r#async(
+            async move {
+                let result = fut.await;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                result
+            }
+            .into_actor(self),
+        )
     }
 
     /// Panics when the injected panic rate says so.
@@ -626,6 +663,10 @@ impl Handler<OpenAccount> for AccountShard {
         let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id);
         let _enter = span.enter();
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, keys)) = self.db.clone() {
+            return self.reply_later(pg::open(db, keys, msg, self.currency));
+        }
         let id = msg.id;
         let result = self.open_account(msg);
         self.after_flush(id, result, |_, account| Ok(account))
@@ -637,6 +678,10 @@ impl Handler<GetAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, keys)) = self.db.clone() {
+            return self.reply_later(pg::get(db, keys, msg.id, msg.caller));
+        }
         self.read_durable(msg.id, msg.caller, |account| account)
     }
 }
@@ -648,6 +693,10 @@ impl Handler<ChangeWallet> for AccountShard {
         let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key);
         let _enter = span.enter();
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, _)) = self.db.clone() {
+            return self.reply_later(pg::change_wallet(db, msg));
+        }
         let result = self.change_wallet(&msg);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "Wallet change refused.");
@@ -661,6 +710,10 @@ impl Handler<ReadLedger> for AccountShard {
     type Result = Reply<LedgerPage>;
     fn handle(&mut self, msg: ReadLedger, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, keys)) = self.db.clone() {
+            return self.reply_later(pg::read_ledger(db, keys, msg));
+        }
         let result = self.read_ledger(&msg);
         self.reply(result)
     }
@@ -671,6 +724,10 @@ impl Handler<Authorize> for AccountShard {
     type Result = Reply<()>;
     fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, keys)) = self.db.clone() {
+            return self.reply_later(pg::authorize(db, keys, msg.id, msg.caller));
+        }
         self.read_durable(msg.id, msg.caller, |_| ())
     }
 }
@@ -680,6 +737,10 @@ impl Handler<SetApiKey> for AccountShard {
     type Result = Reply<bool>;
     fn handle(&mut self, msg: SetApiKey, _: &mut Context<Self>) -> Self::Result {
         self.maybe_panic();
+        #[cfg(feature = "postgres")]
+        if let Some((db, keys)) = self.db.clone() {
+            return self.reply_later(pg::set_api_key(db, keys, msg));
+        }
         let result = self.set_api_key(&msg);
         self.after_flush(msg.id, result, |_, set| Ok(set))
     }

@@ -67,6 +67,10 @@ pub(crate) struct SagaDeps {
     /// Counts by state, kept by every writer of saga records (read by health, metrics and
     /// the console without a scan).
     pub tally: super::coordinator::SharedTally,
+    /// The cluster this node is part of, when nodes share PostgreSQL: saga records live
+    /// there under leases (see `actors::cluster`), not in `store`.
+    #[cfg(feature = "postgres")]
+    pub cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for SagaDeps {
@@ -81,8 +85,23 @@ impl SagaDeps {
     }
 
     /// A saga's stored record.
-    pub(crate) fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
+    pub(crate) async fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.cluster {
+            return cluster.load(saga_id).await;
+        }
         get_record(&*self.store, Tree::Sagas, saga_id.as_bytes())
+    }
+
+    /// Whether this node may drive saga `saga_id` now: always on one node; in a cluster,
+    /// while it holds the saga's lease.
+    fn may_drive(&self, saga_id: &str) -> bool {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.cluster {
+            return cluster.lease_of(saga_id).is_some();
+        }
+        let _ = saga_id;
+        true
     }
 }
 
@@ -130,21 +149,32 @@ impl BookingSaga {
 impl Actor for BookingSaga {
     type Context = Context<Self>;
 
+    /// Loads the record (before any message is handled), then runs the first step.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.deps.load(&self.saga_id) {
-            Ok(Some(record)) => {
-                self.record = Some(record);
-                ctx.notify(Advance);
-            }
-            Ok(None) => {
-                tracing::error!(saga = %self.saga_id, "Saga record missing; nothing to run.");
-                ctx.stop();
-            }
-            Err(e) => {
-                tracing::error!(saga = %self.saga_id, error = %e, "Saga record unreadable.");
-                ctx.stop();
-            }
+        if !self.deps.may_drive(&self.saga_id) {
+            tracing::info!(saga = %self.saga_id, "Saga not leased to this node; not run here.");
+            ctx.stop();
+            return;
         }
+        let (deps, id) = (self.deps.clone(), self.saga_id.clone());
+        ctx.wait(
+            async move { deps.load(&id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(Some(record)) => {
+                        act.record = Some(record);
+                        ctx.notify(Advance);
+                    }
+                    Ok(None) => {
+                        tracing::error!(saga = %act.saga_id, "Saga record missing; nothing to run.");
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        tracing::error!(saga = %act.saga_id, error = %e, "Saga record unreadable.");
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }
 
@@ -206,6 +236,12 @@ impl Handler<Advance> for BookingSaga {
                             };
                             (next, None)
                         }
+                        Err(StoreError::Fenced(what)) => {
+                            // Another node took the saga over (this node paused past its
+                            // lease): it resumes from the last record; stop here.
+                            tracing::warn!(saga = %record.saga_id, %what, "Saga taken over by another node; stopping here.");
+                            (Next::Stop, None)
+                        }
                         Err(e) => {
                             // The step's effect may have happened; its key makes redoing it
                             // safe. Roll back in memory and redo the step later.
@@ -235,33 +271,52 @@ impl Handler<Advance> for BookingSaga {
 /// Writes the record, the email the transition causes and (for a finished cancellation)
 /// the cancelled booking, in one atomic write, then flushes.
 async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Result<(), StoreError> {
-    let mut ops = vec![Op::put(
-        Tree::Sagas,
-        record.saga_id.to_string().into_bytes(),
-        record,
-    )];
-    if let Some(kind) = tr.email {
-        let to = account_email(deps, record.request.account_id).await;
-        let email = email_for(record, kind, &to, Utc::now());
-        ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), &email));
-    }
+    let email = match tr.email {
+        Some(kind) => {
+            let to = account_email(deps, record.request.account_id).await;
+            Some(email_for(record, kind, &to, Utc::now()))
+        }
+        None => None,
+    };
     let mut cancelled = None;
     if let (SagaKind::Cancellation { of }, SagaState::Cancelled) = (&record.kind, tr.to) {
         if tr.state_changed() {
             let of = SagaId::Booking(*of).to_string();
-            if let Some(mut booking) = deps.load(&of)? {
+            if let Some(mut booking) = deps.load(&of).await? {
                 let before = booking.state;
                 match mark_booking_cancelled(&mut booking, record, Utc::now()) {
-                    Ok(()) => {
-                        ops.push(Op::put(Tree::Sagas, of.into_bytes(), &booking));
-                        cancelled = Some((before, booking));
-                    }
+                    Ok(()) => cancelled = Some((before, booking)),
                     Err(e) => {
                         tracing::error!(booking = %of, error = %e, "Cannot mark booking cancelled.")
                     }
                 }
             }
         }
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = &deps.cluster {
+        let finished = cancelled.as_ref().map(|(_, booking)| booking);
+        cluster.save(record, email.as_ref(), finished).await?;
+        deps.tally.replace(Some(tr.from), record);
+        if let Some((before, booking)) = &cancelled {
+            deps.tally.replace(Some(*before), booking);
+        }
+        return Ok(());
+    }
+    let mut ops = vec![Op::put(
+        Tree::Sagas,
+        record.saga_id.to_string().into_bytes(),
+        record,
+    )];
+    if let Some(email) = &email {
+        ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), email));
+    }
+    if let Some((_, booking)) = &cancelled {
+        ops.push(Op::put(
+            Tree::Sagas,
+            booking.saga_id.to_string().into_bytes(),
+            booking,
+        ));
     }
     deps.store.write(ops)?;
     deps.tally.replace(Some(tr.from), record);
@@ -278,6 +333,13 @@ async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
         let _ = deps.mailer.ask(OutboxChanged).await;
     }
     if tr.state_changed() && tr.to == SagaState::Confirmed && record.kind == SagaKind::Booking {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &deps.cluster {
+            // Every node's caches (this one's too, through its own LISTEN).
+            if let Err(e) = cluster.db.announce_booked(&record.request.sku).await {
+                tracing::warn!(sku = %record.request.sku, error = %e, "Cannot announce a booked SKU to the other nodes.");
+            }
+        }
         for aggregator in &deps.aggregators {
             let _ = aggregator
                 .ask(InvalidateSku {

@@ -75,12 +75,6 @@ impl SagaCoordinator {
         SagaCoordinator { deps }
     }
 
-    fn load(&self, id: &str) -> Result<SagaRecord, BookingError> {
-        self.deps
-            .load(id)?
-            .ok_or_else(|| BookingError::NotFound(id.to_owned()))
-    }
-
     fn persist(
         &self,
         ops: Vec<Op>,
@@ -88,6 +82,13 @@ impl SagaCoordinator {
         self.deps.store.write(ops)?;
         Ok(self.deps.store.flush())
     }
+}
+
+/// The stored record of saga `id`, or `NotFound`.
+async fn load(deps: &SagaDeps, id: &str) -> Result<SagaRecord, BookingError> {
+    deps.load(id)
+        .await?
+        .ok_or_else(|| BookingError::NotFound(id.to_owned()))
 }
 
 /// Starts (or finds running) the actor of saga `id` under the dynamic saga supervisor.
@@ -124,9 +125,13 @@ pub(crate) fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
             });
         }
         ChildEnd::GaveUp(reason) => {
-            if let Err(e) = park_crashed_saga(deps, id, &reason) {
-                tracing::error!(saga = %id, error = %e, "Cannot park a saga whose actor kept crashing.");
-            }
+            let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
+            let (deps, id) = (deps.clone(), id.to_owned());
+            arbiter.spawn(async move {
+                if let Err(e) = park_crashed_saga(&deps, &id, &reason).await {
+                    tracing::error!(saga = %id, error = %e, "Cannot park a saga whose actor kept crashing.");
+                }
+            });
         }
     }
 }
@@ -134,25 +139,31 @@ pub(crate) fn on_saga_end(deps: &Arc<SagaDeps>, id: &str, end: ChildEnd) {
 /// Parks a saga whose actor exhausted its restart budget as `needs_attention`, with the
 /// last failure as the reason, so it shows in the booking, `/health` and metrics and an
 /// operator's `RetrySaga` resumes it.
-fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(), BookingError> {
-    let Some(mut record) = deps.load(id)? else {
+async fn park_crashed_saga(
+    deps: &Arc<SagaDeps>,
+    id: &str,
+    reason: &str,
+) -> Result<(), BookingError> {
+    let Some(mut record) = deps.load(id).await? else {
         return Ok(());
     };
     let before = record.state;
     if park_crashed(&mut record, reason, Utc::now()).is_err() {
         return Ok(()); // Finished or already parked: nothing to record.
     }
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = &deps.cluster {
+        // Under this node's lease (parked rows are never claimed; a retry takes them).
+        cluster.save(&record, None, None).await?;
+        cluster.forget(id);
+        deps.tally.replace(Some(before), &record);
+        tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
+        return Ok(());
+    }
     deps.store
         .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
     deps.tally.replace(Some(before), &record);
-    let flush = deps.store.flush();
-    let arbiter = deps.arbiters[super::bucket(id, deps.arbiters.len())].clone();
-    let id = id.to_owned();
-    arbiter.spawn(async move {
-        if let Err(e) = flush.await {
-            tracing::error!(saga = %id, error = %e, "Cannot flush a parked saga.");
-        }
-    });
+    deps.store.flush().await?;
     tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
     Ok(())
 }
@@ -160,7 +171,7 @@ fn park_crashed_saga(deps: &Arc<SagaDeps>, id: &str, reason: &str) -> Result<(),
 /// After a booking saga stops: a cancel requested in flight becomes a cancellation saga
 /// once the booking is confirmed.
 async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
-    let Some(record) = deps.load(id)? else {
+    let Some(record) = deps.load(id).await? else {
         return Ok(());
     };
     if record.kind == SagaKind::Booking
@@ -183,7 +194,25 @@ async fn start_cancellation(
     booking: &SagaRecord,
 ) -> Result<(), BookingError> {
     let id = booking.saga_id.cancellation().to_string();
-    if deps.load(&id)?.is_none() {
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = &deps.cluster {
+        // Created once cluster-wide; launched by whichever node created it (or, if that
+        // node died, by the node that claims it).
+        let record = match deps.load(&id).await? {
+            Some(existing) => existing,
+            None => new_cancellation(booking, Utc::now())
+                .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?,
+        };
+        if cluster
+            .start_follow_up(&record, &booking.saga_id.to_string())
+            .await?
+        {
+            deps.tally.replace(None, &record);
+            launch(deps, &id);
+        }
+        return Ok(());
+    }
+    if deps.load(&id).await?.is_none() {
         let record = new_cancellation(booking, Utc::now())
             .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
         deps.store
@@ -199,8 +228,35 @@ async fn start_cancellation(
 impl Actor for SagaCoordinator {
     type Context = Context<Self>;
 
-    /// Resumes every unfinished saga (forward or compensating) from its last record.
-    fn started(&mut self, _: &mut Context<Self>) {
+    /// Resumes every unfinished saga (forward or compensating) from its last record. In a
+    /// cluster, only counts them: sagas are resumed by whichever node claims their
+    /// expired lease (`actors::cluster`).
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = self.deps.cluster.clone() {
+            let deps = self.deps.clone();
+            ctx.spawn(
+                async move {
+                    match cluster.db.saga_records().await {
+                        Ok(rows) => {
+                            let records: Vec<SagaRecord> = rows
+                                .iter()
+                                .filter_map(|(id, bytes)| {
+                                    decode_record(Tree::Sagas, id.as_bytes(), bytes).ok()
+                                })
+                                .collect();
+                            deps.tally.init_once(|| SagaTally::from_records(&records));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "Cannot count sagas in the database.")
+                        }
+                    }
+                }
+                .into_actor(self),
+            );
+            return;
+        }
+        let _ = ctx;
         let entries = match self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX) {
             Ok(entries) => entries,
             Err(e) => {
@@ -331,6 +387,11 @@ impl Handler<StartBooking> for SagaCoordinator {
     type Result = ResponseFuture<Result<(SagaRecord, bool), BookingError>>;
 
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
+        #[cfg(feature = "postgres")]
+        if self.deps.cluster.is_some() {
+            return Box::pin(start_in_cluster(self.deps.clone(), msg.request));
+        }
+        let deps = self.deps.clone();
         let result = (|| {
             let request = msg.request;
             let key = format!("{}/{}", request.account_id, request.idempotency_key);
@@ -338,12 +399,9 @@ impl Handler<StartBooking> for SagaCoordinator {
                 get_record::<SeenBooking>(&*self.deps.store, Tree::BookingKeys, key.as_bytes())?
             {
                 if seen.request != request {
-                    return Err(BookingError::Conflict(format!(
-                        "Idempotency-Key {:?} was already used for a different booking",
-                        request.idempotency_key
-                    )));
+                    return Err(key_reused(&request));
                 }
-                return Ok((None, self.load(&seen.saga_id)?));
+                return Ok(Err(seen.saga_id));
             }
             // A slot is taken before the saga exists, so concurrent bookings cannot all
             // pass the limit while their records are flushed.
@@ -354,15 +412,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                 .map_err(|_| BookingError::Overloaded)?;
             let booking = BookingId::new();
             let id = booking.to_string();
-            let record = new_booking(booking, request.clone(), Utc::now()).map_err(|e| {
-                let text = e.to_string();
-                let detail = text.trim_start_matches("invalid booking request: ");
-                let (field, message) = detail.split_once(": ").unwrap_or(("booking", detail));
-                BookingError::Invalid {
-                    field: field.to_owned(),
-                    message: message.to_owned(),
-                }
-            })?;
+            let record = new_record(booking, &request)?;
             let mut index = request.account_id.to_string().into_bytes();
             index.push(b'/');
             index.extend_from_slice(id.as_bytes());
@@ -379,13 +429,12 @@ impl Handler<StartBooking> for SagaCoordinator {
                 Op::put(Tree::AccountBookings, index, &()),
             ])?;
             self.deps.tally.replace(None, &record);
-            Ok((Some((flush, permit)), record))
+            Ok(Ok((flush, permit, record)))
         })();
-        let deps = self.deps.clone();
         Box::pin(async move {
             match result? {
-                (None, existing) => Ok((existing, true)),
-                (Some((flush, permit)), record) => {
+                Err(existing) => Ok((load(&deps, &existing).await?, true)),
+                Ok((flush, permit, record)) => {
                     flush.await?;
                     // Durable first, then started: a crash in between resumes it at start-up.
                     launch_within(&deps, &record.saga_id.to_string(), Some(permit));
@@ -396,11 +445,62 @@ impl Handler<StartBooking> for SagaCoordinator {
     }
 }
 
+/// A new booking's record, or which field of the request is wrong.
+fn new_record(booking: BookingId, request: &BookingRequest) -> Result<SagaRecord, BookingError> {
+    new_booking(booking, request.clone(), Utc::now()).map_err(|e| {
+        let text = e.to_string();
+        let detail = text.trim_start_matches("invalid booking request: ");
+        let (field, message) = detail.split_once(": ").unwrap_or(("booking", detail));
+        BookingError::Invalid {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        }
+    })
+}
+
+fn key_reused(request: &BookingRequest) -> BookingError {
+    BookingError::Conflict(format!(
+        "Idempotency-Key {:?} was already used for a different booking",
+        request.idempotency_key
+    ))
+}
+
+/// [`StartBooking`] in a cluster: the saga and its idempotency key are created in one
+/// database transaction, leased to this node; the key is global, so the same key sent to
+/// two nodes makes one booking.
+#[cfg(feature = "postgres")]
+async fn start_in_cluster(
+    deps: Arc<SagaDeps>,
+    request: BookingRequest,
+) -> Result<(SagaRecord, bool), BookingError> {
+    use super::cluster::NewSaga;
+    let Some(cluster) = deps.cluster.clone() else {
+        return Err(BookingError::Conflict("not in a cluster".into()));
+    };
+    let permit = deps.sagas.reserve().map_err(|_| BookingError::Overloaded)?;
+    let booking = BookingId::new();
+    let record = new_record(booking, &request)?;
+    let key = format!("{}/{}", request.account_id, request.idempotency_key);
+    match cluster.create_booking(&record, &key).await? {
+        NewSaga::Created => {
+            deps.tally.replace(None, &record);
+            launch_within(&deps, &record.saga_id.to_string(), Some(permit));
+            Ok((record, false))
+        }
+        NewSaga::Existing(saga_id) => {
+            drop(permit);
+            Ok((load(&deps, &saga_id).await?, true))
+        }
+        NewSaga::KeyReused => Err(key_reused(&request)),
+    }
+}
+
 /// Reads the last persisted record.
 impl Handler<GetSaga> for SagaCoordinator {
-    type Result = Result<SagaRecord, BookingError>;
+    type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
     fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
-        self.load(&msg.id.to_string())
+        let deps = self.deps.clone();
+        Box::pin(async move { load(&deps, &msg.id.to_string()).await })
     }
 }
 
@@ -412,9 +512,8 @@ impl Handler<CancelBooking> for SagaCoordinator {
     fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let id = SagaId::Booking(msg.id).to_string();
-        let record = self.load(&id);
         Box::pin(async move {
-            let record = record?;
+            let record = load(&deps, &id).await?;
             if record.kind != SagaKind::Booking {
                 return Err(BookingError::NotFound(id));
             }
@@ -434,17 +533,21 @@ impl Handler<CancelBooking> for SagaCoordinator {
                         BookingError::Conflict(format!("the booking is changing state ({e}); retry"))
                     })??;
                     if decision == CancelDecision::StartCancellationSaga {
-                        let record = deps.load(&id)?.ok_or(BookingError::NotFound(id.clone()))?;
+                        let record = load(&deps, &id).await?;
                         start_cancellation(&deps, &record).await?;
                     }
                 }
                 (None, _) => {
+                    // One node: resumed at start-up. In a cluster: driven by another node
+                    // (or about to be claimed); it decides between steps, so ask again
+                    // once it has moved on.
                     return Err(BookingError::Conflict(
-                        "the booking is being recovered; retry shortly".into(),
-                    ))
+                        "the booking is in progress elsewhere or being recovered; retry shortly"
+                            .into(),
+                    ));
                 }
             }
-            deps.load(&id)?.ok_or(BookingError::NotFound(id))
+            load(&deps, &id).await
         })
     }
 }
@@ -454,23 +557,29 @@ impl Handler<RetrySaga> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
 
     fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
-        let result = self.load(&msg.id.to_string()).and_then(|mut record| {
+        let deps = self.deps.clone();
+        Box::pin(async move {
+            let id = msg.id.to_string();
+            let mut record = load(&deps, &id).await?;
             let before = record.state;
             retry_needs_attention(&mut record, Utc::now())
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
-            let flush = self.persist(vec![Op::put(
-                Tree::Sagas,
-                record.saga_id.to_string().into_bytes(),
-                &record,
-            )])?;
-            self.deps.tally.replace(Some(before), &record);
-            Ok((flush, record))
-        });
-        let deps = self.deps.clone();
-        Box::pin(async move {
-            let (flush, record) = result?;
-            flush.await?;
-            launch(&deps, &record.saga_id.to_string());
+            #[cfg(feature = "postgres")]
+            if let Some(cluster) = &deps.cluster {
+                if !cluster.take_parked(&record).await? {
+                    return Err(BookingError::Conflict(
+                        "the saga is no longer parked (another operator retried it)".into(),
+                    ));
+                }
+                deps.tally.replace(Some(before), &record);
+                launch(&deps, &id);
+                return Ok(record);
+            }
+            deps.store
+                .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
+            deps.tally.replace(Some(before), &record);
+            deps.store.flush().await?;
+            launch(&deps, &id);
             Ok(record)
         })
     }
@@ -479,39 +588,67 @@ impl Handler<RetrySaga> for SagaCoordinator {
 /// Scans one page of the account's booking index (one entry more, to tell whether another
 /// page follows) and reads each booking with its cancellation.
 impl Handler<ListBookings> for SagaCoordinator {
-    type Result = Result<BookingRecords, BookingError>;
+    type Result = ResponseFuture<Result<BookingRecords, BookingError>>;
     fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        Box::pin(async move { list_bookings(&deps, msg).await })
+    }
+}
+
+/// One page of an account's bookings, each with its cancellation.
+async fn list_bookings(deps: &SagaDeps, msg: ListBookings) -> Result<BookingRecords, BookingError> {
+    let ids = booking_ids(deps, &msg).await?;
+    let more = ids.len() > msg.limit;
+    let mut bookings = Vec::with_capacity(ids.len().min(msg.limit));
+    for id in ids.into_iter().take(msg.limit) {
+        let record = load(deps, &id).await?;
+        let cancellation = deps
+            .load(&record.saga_id.cancellation().to_string())
+            .await?;
+        bookings.push((record, cancellation));
+    }
+    let next_after = if more {
+        bookings.last().map(|(r, _)| r.saga_id.booking())
+    } else {
+        None
+    };
+    Ok(BookingRecords {
+        bookings,
+        next_after,
+    })
+}
+
+/// Ids of up to `limit + 1` of the account's bookings after `after`, in id order (the
+/// extra one tells whether another page follows).
+async fn booking_ids(deps: &SagaDeps, msg: &ListBookings) -> Result<Vec<String>, BookingError> {
+    let after = msg.after.map(|id| id.to_string());
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = &deps.cluster {
+        let rows = cluster
+            .db
+            .account_sagas(msg.account.0, after.as_deref(), msg.limit.saturating_add(1))
+            .await
+            .map_err(StoreError::from)?;
+        return Ok(rows.into_iter().map(|r| r.id).collect());
+    }
+    {
         let mut prefix = msg.account.to_string().into_bytes();
         prefix.push(b'/');
-        let after = msg.after.map(|id| {
+        let after = after.map(|id| {
             let mut key = prefix.clone();
-            key.extend_from_slice(id.to_string().as_bytes());
+            key.extend_from_slice(id.as_bytes());
             key
         });
-        let mut entries = self.deps.store.scan(
+        let entries = deps.store.scan(
             Tree::AccountBookings,
             &prefix,
             after.as_deref(),
             msg.limit.saturating_add(1),
         )?;
-        let more = entries.len() > msg.limit;
-        entries.truncate(msg.limit);
-        let mut bookings = Vec::with_capacity(entries.len());
-        for (key, _) in entries {
-            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let record = self.load(&id)?;
-            let cancellation = self.deps.load(&record.saga_id.cancellation().to_string())?;
-            bookings.push((record, cancellation));
-        }
-        let next_after = if more {
-            bookings.last().map(|(r, _)| r.saga_id.booking())
-        } else {
-            None
-        };
-        Ok(BookingRecords {
-            bookings,
-            next_after,
-        })
+        Ok(entries
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+            .collect())
     }
 }
 
@@ -525,7 +662,7 @@ pub(crate) struct SharedTally {
 
 impl SharedTally {
     /// Installs the tally built by `build` unless one is installed.
-    fn init_once(&self, build: impl FnOnce() -> SagaTally) {
+    pub(crate) fn init_once(&self, build: impl FnOnce() -> SagaTally) {
         let mut tally = self.lock();
         if tally.is_none() {
             *tally = Some(build());

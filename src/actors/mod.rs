@@ -2,6 +2,8 @@
 
 pub mod account;
 pub(crate) mod booking;
+#[cfg(feature = "postgres")]
+pub(crate) mod cluster;
 pub(crate) mod coordinator;
 pub mod guard;
 pub mod notify;

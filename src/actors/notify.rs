@@ -109,6 +109,10 @@ pub struct Mailer {
     /// A wake-up came during a pass: run another when it ends.
     again: bool,
     panics: PanicFaults,
+    /// In a cluster the outbox is the database's: emails are claimed under a lease, so
+    /// one node sends each (see [`Mailer::with_cluster`]).
+    #[cfg(feature = "postgres")]
+    cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -131,7 +135,16 @@ impl Mailer {
             draining: false,
             again: false,
             panics: PanicFaults::default(),
+            #[cfg(feature = "postgres")]
+            cluster: None,
         }
+    }
+
+    /// Drains the shared outbox of a cluster instead of `store`'s.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_cluster(mut self, cluster: Option<Arc<super::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
@@ -153,6 +166,17 @@ impl Mailer {
         }
         self.draining = true;
         self.again = false;
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = self.cluster.clone() {
+            let pass = claimed_pass(cluster, self.transport.clone(), self.stats.clone());
+            ctx.spawn(pass.into_actor(self).map(|full, act, ctx| {
+                act.draining = false;
+                if act.again || full {
+                    act.drain(ctx);
+                }
+            }));
+            return;
+        }
         let (store, transport, stats) = (
             self.store.clone(),
             self.transport.clone(),
@@ -213,6 +237,72 @@ impl Mailer {
             }
         }));
     }
+}
+
+/// How long a node may take to send the emails it claimed before another node may.
+#[cfg(feature = "postgres")]
+const EMAIL_LEASE: Duration = Duration::from_secs(30);
+
+/// One pass over a cluster's outbox: claims up to a batch of pending emails nobody holds
+/// (`FOR UPDATE SKIP LOCKED`), sends them, and marks those sent under their lease. An email
+/// whose lease ran out meanwhile may be sent again by another node (at least once, as on
+/// one node). True when the batch was full (another pass follows at once).
+#[cfg(feature = "postgres")]
+async fn claimed_pass(
+    cluster: Arc<super::cluster::Cluster>,
+    transport: Arc<dyn MailTransport>,
+    stats: Arc<MailerStats>,
+) -> bool {
+    let claimed = match cluster
+        .db
+        .claim_emails(&cluster.node, BATCH as i64, EMAIL_LEASE)
+        .await
+    {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot claim emails from the outbox.");
+            return false;
+        }
+    };
+    let full = claimed.len() == BATCH;
+    let mut leases = Vec::new();
+    let mut emails = Vec::new();
+    for (lease, bytes) in claimed {
+        match crate::store::codec::decode::<OutboxEmail>(&bytes) {
+            Ok(email) => {
+                leases.push(lease);
+                emails.push(email);
+            }
+            // Left pending for an operator; never silently dropped.
+            Err(e) => tracing::error!(email = %lease.id, error = %e, "Unreadable outbox entry."),
+        }
+    }
+    if emails.is_empty() {
+        return full;
+    }
+    let send = tokio::task::spawn_blocking(move || {
+        let result = transport.send_all(&emails);
+        (result, emails)
+    });
+    let ((sent, failure), emails) = match send.await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, "Email transport panicked.");
+            return false;
+        }
+    };
+    if let Some(e) = failure {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        let id = emails.get(sent).map(|m| m.id.as_str()).unwrap_or_default();
+        tracing::warn!(error = %e, email = %id, "Email transport failed; will retry.");
+    }
+    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
+    for lease in leases.iter().take(sent) {
+        if let Err(e) = cluster.db.mark_email_sent(lease).await {
+            tracing::warn!(email = %lease.id, error = %e, "Sent email not marked sent; it may be sent again.");
+        }
+    }
+    full && sent == leases.len()
 }
 
 impl Actor for Mailer {

@@ -49,8 +49,8 @@ pub use market::{
     BookingsConfig, PaymentsConfig, PaymentsKind, SearchConfig, SellerEntry, SellerKind,
 };
 pub use service::{
-    AdminConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig, StoreBackend,
-    StoreConfig,
+    AdminConfig, ClusterConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig,
+    StoreBackend, StoreConfig,
 };
 
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
@@ -123,6 +123,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Rate limits per API key and per client address.
     pub limits: LimitsConfig,
+    /// This node among others sharing one PostgreSQL database.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {

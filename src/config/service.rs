@@ -72,6 +72,51 @@ pub enum StoreBackend {
     Postgres,
 }
 
+/// `[cluster]`: how this node shows itself to the others when several share one
+/// PostgreSQL database (`store.backend = "postgres"`); unused on sled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in the cluster, unique among the nodes: it owns sagas by it. Empty:
+    /// `node-` and the address (`cluster.address`, else `server.bind`).
+    pub node_id: String,
+    /// The address other nodes and operators reach this node at. Empty: `server.bind`.
+    pub address: String,
+    /// How long a node's claim on a saga (its lease) lasts without renewal. A node that
+    /// dies has its unfinished sagas taken over by another node after about this long.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            address: String::new(),
+            lease_ms: 5_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The address this node advertises.
+    pub fn address_or(&self, bind: &str) -> String {
+        if self.address.is_empty() {
+            bind.to_owned()
+        } else {
+            self.address.clone()
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id_or(&self, bind: &str) -> String {
+        if self.node_id.is_empty() {
+            format!("node-{}", self.address_or(bind))
+        } else {
+            self.node_id.clone()
+        }
+    }
+}
+
 /// `[runtime]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

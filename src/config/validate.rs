@@ -61,6 +61,37 @@ impl Config {
             return bad("server.max_body_bytes", "must be between 1024 and 16777216");
         }
         self.store.validate()?;
+        if !(500..=600_000).contains(&self.cluster.lease_ms) {
+            return bad(
+                "cluster.lease_ms",
+                "must be between 500 and 600000 (10 minutes)",
+            );
+        }
+        if self.cluster.node_id.len() > 128
+            || self
+                .cluster
+                .node_id
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return bad(
+                "cluster.node_id",
+                "must be at most 128 characters, without spaces or control characters",
+            );
+        }
+        if !self.cluster.address.is_empty()
+            && (self.cluster.address.len() > 256
+                || self
+                    .cluster
+                    .address
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return bad(
+                "cluster.address",
+                "must be at most 256 characters, without spaces or control characters",
+            );
+        }
         if self.server.workers > 256 {
             return bad("server.workers", "must be at most 256");
         }

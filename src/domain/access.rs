@@ -96,6 +96,16 @@ impl KeyDigest {
         KeyDigest(Sha256::digest(credential.as_bytes()).into())
     }
 
+    /// A digest as stored (the 32 bytes of SHA-256).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyDigest(bytes)
+    }
+
+    /// The 32 bytes, to store.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Equality in constant time.
     pub fn matches(&self, other: &KeyDigest) -> bool {
         self.0.ct_eq(&other.0).into()

@@ -82,7 +82,7 @@ pub(crate) struct Operator;
 
 impl FromRequest for Operator {
     type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Problem>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let what = format!(
@@ -90,13 +90,15 @@ impl FromRequest for Operator {
             req.method(),
             req.match_pattern().unwrap_or_else(|| req.path().to_owned())
         );
-        ready(state(req).and_then(|state| operator(req, state, &what)))
+        let req = req.clone();
+        Box::pin(async move { operator(&req, &what).await })
     }
 }
 
 /// Refuses unless the request is the operator's. With no token configured, operator
 /// routes are closed, not open.
-fn operator(req: &HttpRequest, state: &AppState, what: &str) -> Result<Operator, Problem> {
+async fn operator(req: &HttpRequest, what: &str) -> Result<Operator, Problem> {
+    let state = state(req)?;
     if state.runtime.config().admin.token.is_none() {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -109,6 +111,7 @@ fn operator(req: &HttpRequest, state: &AppState, what: &str) -> Result<Operator,
     state
         .runtime
         .require_operator(caller, what)
+        .await
         .map(|()| Operator)
         .map_err(Problem::from)
 }

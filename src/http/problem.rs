@@ -228,6 +228,9 @@ impl From<Error> for Problem {
                 e.to_string(),
             )
             .retry_after(5),
+            Error::Store(ref e @ StoreError::Fenced(_)) => {
+                Problem::new(S::CONFLICT, "conflict", "Conflict", format!("{e}; retry"))
+            }
             Error::Store(StoreError::Io(ref reason)) => {
                 tracing::error!(error = %reason, "Store failed while serving a request.");
                 Problem::new(

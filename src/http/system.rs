@@ -1,7 +1,7 @@
 //! Operator routes: `GET /health` (open, for load balancers; failure details and parked
 //! bookings only with the operator token), `GET /metrics` (operator
-//! token unless `admin.protect_metrics = false`), `GET /v1/system/supervisors` (operator
-//! token).
+//! token unless `admin.protect_metrics = false`), `GET /v1/system/supervisors` and
+//! `GET /v1/system/cluster` (operator token).
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
@@ -12,14 +12,15 @@ use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
 use crate::domain::access::Caller;
-use crate::runtime::Health;
+use crate::runtime::{ClusterView, Health};
 use crate::supervisor::SupervisorSnapshot;
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {
     r.add::<__path_health>(web::to(health))
         .add::<__path_metrics>(web::to(metrics))
-        .add::<__path_supervisors>(web::to(supervisors));
+        .add::<__path_supervisors>(web::to(supervisors))
+        .add::<__path_cluster>(web::to(cluster));
 }
 
 /// 200 with the checks when healthy; 503 with `Retry-After` and the failing checks when not.
@@ -86,4 +87,19 @@ async fn metrics(
 )]
 async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json_line(state.runtime.supervision_tree()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/system/cluster",
+    tag = "operator",
+    operation_id = "cluster",
+    security(("operatorToken" = [])),
+    responses(
+        (status = 200, description = "The nodes sharing this node's database, with heartbeat ages and the sagas each holds", body = ClusterView),
+        (status = 503, description = "The database did not answer", body = Problem),
+    ),
+)]
+async fn cluster(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json_line(state.runtime.cluster().await?))
 }

@@ -24,6 +24,9 @@ use crate::store::{codec, get_record, Op, Tree};
 
 /// `meta` key of how many demo accounts are known to be seeded.
 const DEMO_SEEDED: &[u8] = b"demo_seeded";
+/// The same marker in a cluster's `meta` table.
+#[cfg(feature = "postgres")]
+const DEMO_META: &str = "demo_seeded";
 
 impl Runtime {
     /// Opens an account with a fresh id and no API key: only the operator (or this
@@ -102,7 +105,17 @@ impl Runtime {
 
     /// Refuses unless `caller` is the operator: 401 for no or an unknown credential, 403
     /// for a customer's key (the rule is `Caller::must_be_operator`).
-    pub fn require_operator(&self, caller: Caller, what: &str) -> Result<(), Error> {
+    pub async fn require_operator(&self, caller: Caller, what: &str) -> Result<(), Error> {
+        #[cfg(feature = "postgres")]
+        if let (Caller::Customer(digest), Some(cluster)) = (&caller, &self.inner.saga_deps.cluster)
+        {
+            let known = cluster
+                .db
+                .key_known(digest)
+                .await
+                .map_err(|e| Error::Store(e.into()))?;
+            return caller.must_be_operator(what, |_| Ok::<_, Error>(known));
+        }
         caller.must_be_operator(what, |d| self.key_known(d))
     }
 
@@ -135,6 +148,11 @@ impl Runtime {
     /// calling thread). The HTTP rate limits key their buckets by it, so replacing a key
     /// does not give an account a fresh bucket.
     pub fn key_owner(&self, digest: &KeyDigest) -> Result<Option<AccountId>, Error> {
+        #[cfg(feature = "postgres")]
+        if let Some(keys) = &self.inner.account_reads.known_keys {
+            // No database call on the request's thread: the keys this node has seen.
+            return Ok(keys.owner(digest));
+        }
         get_record(&*self.inner.store, Tree::KeyOwners, &codec::encode(digest))
             .map_err(Error::Store)
     }
@@ -229,10 +247,7 @@ impl Runtime {
     /// place a marker says so, and later starts skip the pass (it would read every demo
     /// account at every start).
     pub async fn seed_demo(&self, n: u64, credit_minor: i64) -> Result<u64, Error> {
-        let store = &*self.inner.store;
-        let seeded: Option<u64> =
-            get_record(store, Tree::Meta, DEMO_SEEDED).map_err(Error::Store)?;
-        if seeded.is_some_and(|seeded| seeded >= n) {
+        if self.demo_seeded().await?.is_some_and(|seeded| seeded >= n) {
             return Ok(0);
         }
         let mut created = 0;
@@ -259,10 +274,40 @@ impl Runtime {
         if created > 0 {
             tracing::info!(created, "Demo accounts seeded.");
         }
+        self.set_demo_seeded(n).await?;
+        Ok(created)
+    }
+
+    /// How many demo accounts are known to be seeded (in a cluster, by any node).
+    async fn demo_seeded(&self) -> Result<Option<u64>, Error> {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.inner.saga_deps.cluster {
+            let bytes = cluster
+                .db
+                .meta(DEMO_META)
+                .await
+                .map_err(|e| Error::Store(e.into()))?;
+            return bytes
+                .map(|b| crate::store::decode_record(Tree::Meta, DEMO_SEEDED, &b))
+                .transpose()
+                .map_err(Error::Store);
+        }
+        get_record(&*self.inner.store, Tree::Meta, DEMO_SEEDED).map_err(Error::Store)
+    }
+
+    async fn set_demo_seeded(&self, n: u64) -> Result<(), Error> {
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.inner.saga_deps.cluster {
+            return cluster
+                .db
+                .set_meta(DEMO_META, &codec::encode(&n))
+                .await
+                .map_err(|e| Error::Store(e.into()));
+        }
+        let store = &*self.inner.store;
         store
             .write(vec![Op::put(Tree::Meta, DEMO_SEEDED.to_vec(), &n)])
             .map_err(Error::Store)?;
-        store.flush().await.map_err(Error::Store)?;
-        Ok(created)
+        store.flush().await.map_err(Error::Store)
     }
 }

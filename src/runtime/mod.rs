@@ -23,7 +23,10 @@ mod system;
 mod views;
 
 pub use crate::domain::booking::BookingOrder;
-pub use views::{Booking, BookingPage, CancellationView, Check, Health, OfferView, SearchResponse};
+pub use views::{
+    Booking, BookingPage, CancellationView, Check, ClusterMember, ClusterView, Health, OfferView,
+    SearchResponse,
+};
 
 use crate::actors::account::AccountShard;
 use crate::actors::coordinator::SagaCoordinator;
@@ -73,9 +76,11 @@ struct Inner {
     root: SupervisorRef,
     arbiters: Mutex<Vec<Arbiter>>,
     started: Instant,
-    /// The store's health as last probed, and the task that probes it.
+    /// The store's health as last probed.
     probe: Arc<system::StoreProbe>,
-    probe_task: Mutex<Option<actix_rt::task::JoinHandle<()>>>,
+    /// Tasks stopped at shutdown: the store probe; in a cluster, the node's duties and its
+    /// `LISTEN` for booked SKUs.
+    background: Mutex<Vec<actix_rt::task::JoinHandle<()>>>,
     /// Faults fired on purpose (`[faults]`).
     faults: Arc<FaultCounters>,
 }
@@ -84,6 +89,9 @@ struct Inner {
 struct AccountReads {
     model: crate::actors::account::AccountReadModel,
     bypass: bool,
+    /// In a cluster: which account each API key seen by this node belongs to.
+    #[cfg(feature = "postgres")]
+    known_keys: Option<Arc<crate::actors::account::pg::KnownKeys>>,
 }
 
 /// A seller plugged in by code rather than config (an embedder's own `SellerApi`, or a

@@ -28,13 +28,22 @@ pub(super) const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct StoreProbe {
     last: ArcSwap<(Check, Instant)>,
+    database: Database,
 }
+
+/// The shared database a probe also asks, in a cluster.
+#[cfg(feature = "postgres")]
+pub(super) type Database = Option<crate::store::postgres::PgStore>;
+/// No shared database in a build without PostgreSQL.
+#[cfg(not(feature = "postgres"))]
+pub(super) type Database = ();
 
 impl StoreProbe {
     /// Probes once now, so health is known before the first request.
-    pub(super) async fn first(store: &dyn Store) -> StoreProbe {
+    pub(super) async fn first(store: &dyn Store, database: Database) -> StoreProbe {
         StoreProbe {
-            last: ArcSwap::from_pointee((probe(store).await, Instant::now())),
+            last: ArcSwap::from_pointee((probe(store, &database).await, Instant::now())),
+            database,
         }
     }
 
@@ -42,7 +51,7 @@ impl StoreProbe {
     pub(super) async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
         loop {
             tokio::time::sleep(STORE_PROBE_INTERVAL).await;
-            let check = probe(&*store).await;
+            let check = probe(&*store, &self.database).await;
             if !check.ok {
                 tracing::warn!(detail = ?check.detail, "Store probe failed.");
             }
@@ -51,8 +60,31 @@ impl StoreProbe {
     }
 }
 
-/// Writes and flushes a probe record within [`STORE_PROBE_DEADLINE`].
-async fn probe(store: &dyn Store) -> Check {
+/// Writes and flushes a probe record within [`STORE_PROBE_DEADLINE`]; in a cluster, then
+/// asks the shared database to answer within the same deadline.
+async fn probe(store: &dyn Store, database: &Database) -> Check {
+    let local = probe_local(store).await;
+    #[cfg(feature = "postgres")]
+    if let (true, Some(db)) = (local.ok, database) {
+        return match tokio::time::timeout(STORE_PROBE_DEADLINE, db.ping()).await {
+            Ok(Ok(())) => local,
+            Ok(Err(e)) => Check {
+                ok: false,
+                detail: Some(e.to_string()),
+            },
+            Err(_) => Check {
+                ok: false,
+                detail: Some(format!(
+                    "PostgreSQL did not answer within {STORE_PROBE_DEADLINE:?}"
+                )),
+            },
+        };
+    }
+    let _ = database;
+    local
+}
+
+async fn probe_local(store: &dyn Store) -> Check {
     match tokio::time::timeout(STORE_PROBE_DEADLINE, store::probe(store)).await {
         Ok(Ok(())) => Check {
             ok: true,
@@ -129,6 +161,10 @@ impl Runtime {
         let sagas = Some(self.saga_counts(HEALTH_PARKED_LISTED));
         let mut health = Health {
             status: "ok",
+            backend: match self.inner.config.store.backend {
+                crate::config::StoreBackend::Sled => "sled",
+                crate::config::StoreBackend::Postgres => "postgres",
+            },
             store,
             supervisors,
             sagas,
@@ -141,6 +177,40 @@ impl Runtime {
         health
     }
 
+    /// The nodes sharing this node's database, with their heartbeats and the sagas each
+    /// holds; on sled, this node alone.
+    pub async fn cluster(&self) -> Result<super::ClusterView, Error> {
+        let config = &self.inner.config;
+        let node = config.cluster.node_id_or(&config.server.bind);
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.inner.saga_deps.cluster {
+            let members = cluster.members().await.map_err(Error::Store)?;
+            return Ok(super::ClusterView {
+                backend: "postgres",
+                node: cluster.node.clone(),
+                lease_ms: config.cluster.lease_ms,
+                sagas_held_here: cluster.held_count(),
+                members: members
+                    .into_iter()
+                    .map(|m| super::ClusterMember {
+                        id: m.id,
+                        address: m.address,
+                        version: m.version,
+                        heartbeat_age_ms: m.heartbeat_age_ms,
+                        sagas_held: m.sagas_held,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(super::ClusterView {
+            backend: "sled",
+            node,
+            lease_ms: config.cluster.lease_ms,
+            sagas_held_here: self.inner.saga_deps.sagas.len(),
+            members: Vec::new(),
+        })
+    }
+
     /// Stops every actor (in reverse start order, each within its shutdown timeout),
     /// flushes the store and stops the actor threads. Idempotent.
     ///
@@ -148,16 +218,21 @@ impl Runtime {
     /// write was flushed when it was acknowledged, so nothing acknowledged is lost), and a
     /// process should exit non-zero so whatever runs it notices.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        if let Some(task) = self
-            .inner
-            .probe_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for task in tasks {
             task.abort();
         }
         self.inner.root.shutdown().await;
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.inner.saga_deps.cluster {
+            cluster.release_all().await;
+        }
         let flushed = self.inner.store.flush().await;
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "Final store flush failed.");

@@ -17,8 +17,11 @@ pub struct Health {
     /// `ok` or `unhealthy`.
     #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
+    /// Which store `store` checks: `sled` (embedded) or `postgres` (shared by a cluster).
+    #[schema(value_type = String, example = "sled")]
+    pub backend: &'static str,
     /// Store check: a probe record written and flushed at the last probe, and no I/O
-    /// failure since.
+    /// failure since; with `postgres`, also that the shared database answered then.
     pub store: Check,
     /// Milliseconds since the last store probe (probes run every few seconds).
     pub store_probe_age_ms: u64,
@@ -30,6 +33,38 @@ pub struct Health {
     pub sagas: Option<SagaCounts>,
     /// Seconds since start.
     pub uptime_secs: u64,
+}
+
+/// The cluster as this node sees it (`GET /v1/system/cluster`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// `sled` (one node, no cluster) or `postgres` (nodes sharing the database).
+    #[schema(value_type = String, example = "postgres")]
+    pub backend: &'static str,
+    /// This node's id (`cluster.node_id`).
+    pub node: String,
+    /// How long a saga lease lasts without renewal, in milliseconds.
+    pub lease_ms: u64,
+    /// Sagas whose lease this node holds now.
+    pub sagas_held_here: usize,
+    /// Every node that ever heartbeated, most recent first: a node whose heartbeat is
+    /// older than a few leases is gone (its sagas are taken over).
+    pub members: Vec<ClusterMember>,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClusterMember {
+    /// Node id.
+    pub id: String,
+    /// Where it is reached.
+    pub address: String,
+    /// Its wayfare version.
+    pub version: String,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// Unfinished sagas it holds a live lease on.
+    pub sagas_held: i64,
 }
 
 /// One health check.

@@ -156,6 +156,11 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// This node no longer holds the lease of a shared record (a saga or an email another
+    /// node has taken over, see `store::postgres::sagas`): nothing was written, and this
+    /// node must stop working on it.
+    #[error("{0}: another node has taken it over")]
+    Fenced(String),
     /// An [`Op::Insert`] met a key that exists; nothing was written. An expected outcome
     /// for unique indexes, which their writer turns into its own conflict.
     #[error("{tree}/{key} exists already")]

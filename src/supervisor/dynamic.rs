@@ -296,6 +296,11 @@ impl<A: Actor<Context = Context<A>>> DynamicSupervisor<A> {
             .and_then(typed::<A>)
     }
 
+    /// The most children held at once (`DynamicSpec::max_children`).
+    pub fn max_children(&self) -> usize {
+        self.shared.spec.max_children
+    }
+
     /// Children held now (running or restarting).
     pub fn len(&self) -> usize {
         lock(&self.shared.table).children.len()

@@ -54,6 +54,9 @@ use crate::supervisor::{
 struct Wiring<'a> {
     config: &'a Config,
     store: Arc<dyn Store>,
+    /// This node in a cluster (`store.backend = "postgres"`).
+    #[cfg(feature = "postgres")]
+    cluster: Option<Arc<crate::actors::cluster::Cluster>>,
     arbiters: &'a [Arbiter],
     faults: Arc<FaultCounters>,
     shutdown_timeout: Duration,
@@ -100,6 +103,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         store_layer,
     } = parts;
     config.validate()?;
+    #[cfg(feature = "postgres")]
+    let cluster = join_cluster(&config).await?;
     let store = open_store(&config).await?;
     let store = match store_layer {
         Some(layer) => layer(store),
@@ -114,6 +119,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     let wiring = Wiring {
         config: &config,
         store: store.clone(),
+        #[cfg(feature = "postgres")]
+        cluster: cluster.clone(),
         arbiters: &arbiters,
         faults: fault_counters.clone(),
         shutdown_timeout: Duration::from_millis(config.supervisor.shutdown_timeout_ms),
@@ -158,11 +165,28 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         arbiters: arbiters.iter().map(|a| a.handle()).collect(),
         panics: wiring.panics(ActorKind::Saga),
         tally: Default::default(),
+        #[cfg(feature = "postgres")]
+        cluster: cluster.clone(),
     };
     let (bookings, coordinator, saga_deps) = bookings_subtree(&wiring, deps);
 
-    let probe = Arc::new(StoreProbe::first(&*store).await);
-    let probe_task = actix_rt::spawn(probe.clone().run(store.clone()));
+    #[cfg(feature = "postgres")]
+    let database = cluster.as_ref().map(|c| c.db.clone());
+    #[cfg(not(feature = "postgres"))]
+    let database = ();
+    let probe = Arc::new(StoreProbe::first(&*store, database).await);
+    #[allow(unused_mut)]
+    let mut background = vec![actix_rt::spawn(probe.clone().run(store.clone()))];
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = &cluster {
+        background.push(actix_rt::spawn(crate::actors::cluster::run_duties(
+            saga_deps.clone(),
+            env!("CARGO_PKG_VERSION"),
+        )));
+        background.push(actix_rt::spawn(
+            crate::actors::cluster::listen_for_bookings(cluster.clone(), aggregators.clone()),
+        ));
+    }
 
     let shutdown_timeout = wiring.shutdown_timeout;
     let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, wiring.policy());
@@ -196,7 +220,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             started: Instant::now(),
             faults: fault_counters,
             probe,
-            probe_task: Mutex::new(Some(probe_task)),
+            background: Mutex::new(background),
             config,
         }),
     };
@@ -212,17 +236,47 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     Ok(runtime)
 }
 
-/// Opens sled in `store.data_dir` off the async threads (it reads and may recover its log).
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
-    if config.store.backend == crate::config::StoreBackend::Postgres {
-        // The schema, migrations and cluster primitives exist (src/store/postgres/); the
-        // actors do not run on them yet. Refused rather than half-served.
-        return Err(Error::Config(
-            "store.backend = \"postgres\": serving from PostgreSQL is not built yet (only its \
-             schema and `wayfare migrate` are; see docs/cluster.md); use backend = \"sled\""
-                .into(),
-        ));
+/// With `store.backend = "postgres"`: connects to the shared database, applies the
+/// migrations this binary carries (under an advisory lock, so nodes starting together
+/// apply them once) and joins the cluster as `cluster.node_id`.
+#[cfg(feature = "postgres")]
+async fn join_cluster(
+    config: &Config,
+) -> Result<Option<Arc<crate::actors::cluster::Cluster>>, Error> {
+    use crate::store::postgres::PgStore;
+    if config.store.backend != crate::config::StoreBackend::Postgres {
+        return Ok(None);
     }
+    let unavailable = |e: crate::store::postgres::PgError| Error::Unavailable {
+        what: format!("the PostgreSQL database ({e})"),
+    };
+    let db = PgStore::connect(&config.store).map_err(unavailable)?;
+    let migrated = db.migrate().await.map_err(unavailable)?;
+    if !migrated.applied.is_empty() {
+        tracing::info!(applied = ?migrated.applied, version = migrated.version, "Database schema migrated.");
+    }
+    let url = config
+        .store
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_owned())
+        .unwrap_or_default();
+    let bind = &config.server.bind;
+    let cluster = crate::actors::cluster::Cluster::new(
+        db,
+        url,
+        config.cluster.node_id_or(bind),
+        config.cluster.address_or(bind),
+        Duration::from_millis(config.cluster.lease_ms),
+    );
+    tracing::info!(node = %cluster.node, "Joined the cluster on PostgreSQL.");
+    Ok(Some(Arc::new(cluster)))
+}
+
+/// Opens sled in `store.data_dir` off the async threads (it reads and may recover its log).
+/// In a cluster it holds only this node's own files (health probes); everything shared is
+/// in PostgreSQL.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
     let dir = config.store.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
         .await

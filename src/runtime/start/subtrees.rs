@@ -12,6 +12,15 @@ pub(super) fn accounts_subtree(
     AccountReads,
 ) {
     let config = w.config;
+    #[cfg(feature = "postgres")]
+    let database = w.cluster.as_ref().map(|c| {
+        (
+            c.db.clone(),
+            Arc::new(crate::actors::account::pg::KnownKeys::new(
+                config.accounts.cache_capacity,
+            )),
+        )
+    });
     if let Err(error) = backfill_key_owners(&*w.store) {
         // The index only tells an unknown key (401) from another account's (403).
         tracing::warn!(%error, "API key owner index not rebuilt; unknown keys may get 403.");
@@ -43,16 +52,31 @@ pub(super) fn accounts_subtree(
                 faults.clone(),
             );
             let segment = model.segment(index);
+            #[cfg(feature = "postgres")]
+            let database = database.clone();
             sup.actor(spec, w.arbiter(index), move || {
                 let (store, faults) = (store.clone(), faults.clone());
-                AccountShard::new(index, store, capacity, currency, faults, segment.clone())
+                let shard =
+                    AccountShard::new(index, store, capacity, currency, faults, segment.clone());
+                #[cfg(feature = "postgres")]
+                let shard = shard.with_database(database.clone());
+                shard
             })
         })
         .collect();
-    // Under injected account faults every read goes to the actors, so drills see them.
+    // Under injected account faults every read goes to the actors, so drills see them; in
+    // a cluster every read asks the database through them (no node caches an account).
+    #[allow(unused_mut)]
+    let mut bypass = faults.armed();
+    #[cfg(feature = "postgres")]
+    {
+        bypass |= database.is_some();
+    }
     let reads = AccountReads {
         model,
-        bypass: faults.armed(),
+        bypass,
+        #[cfg(feature = "postgres")]
+        known_keys: database.map(|(_, keys)| keys),
     };
     (sup, shards, reads)
 }
@@ -160,9 +184,14 @@ pub(super) fn notifier_subtree(
     let stats = Arc::new(MailerStats::default());
     let (store, published, panics) = (w.store.clone(), stats.clone(), w.panics(ActorKind::Mailer));
     let spec = w.spec("mailer".into(), MAILER_MAILBOX, MAILER_DEADLINE);
+    #[cfg(feature = "postgres")]
+    let cluster = w.cluster.clone();
     let mailer = sup.actor(spec, w.arbiter(0), move || {
-        Mailer::new(store.clone(), transport.clone(), published.clone())
-            .with_panic_faults(panics.clone())
+        let mailer = Mailer::new(store.clone(), transport.clone(), published.clone())
+            .with_panic_faults(panics.clone());
+        #[cfg(feature = "postgres")]
+        let mailer = mailer.with_cluster(cluster.clone());
+        mailer
     });
     (sup, mailer, stats)
 }

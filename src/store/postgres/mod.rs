@@ -18,10 +18,13 @@
 //! under an advisory lock. Every call is async on a pooled connection (deadpool): no actor
 //! thread ever blocks on the network.
 //!
-//! Status: the schema, migrations and these cluster primitives are built and tested
-//! against a real PostgreSQL (`tests/postgres.rs`); the actors do not run on them yet,
-//! so `serve` refuses `backend = "postgres"` (docs/cluster.md).
+//! - [`accounts`]: accounts, API key digests and ledger pages, read by the account shards
+//!   on every request (no node caches an account).
+//!
+//! The actors reach these through `actors::cluster` (sagas, leases, the mailer, cache
+//! invalidation) and the account shards' PostgreSQL path (`actors::account::pg`).
 
+pub mod accounts;
 pub mod invalidate;
 mod migrate;
 pub mod nodes;
@@ -65,6 +68,13 @@ pub enum PgError {
         /// Highest version compiled into this binary.
         known: i32,
     },
+}
+
+/// What the actors see of a database failure: the store failed (a retryable I/O error).
+impl From<PgError> for crate::store::StoreError {
+    fn from(e: PgError) -> Self {
+        crate::store::StoreError::Io(e.to_string())
+    }
 }
 
 impl From<tokio_postgres::Error> for PgError {

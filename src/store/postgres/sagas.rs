@@ -191,6 +191,21 @@ impl PgStore {
         row: &SagaRow,
         email: Option<&OutboxEmail>,
     ) -> Result<(), SagaWriteError> {
+        self.save_saga_with(lease, lease_for, row, email, None)
+            .await
+    }
+
+    /// [`save_saga`](Self::save_saga), also writing `finished` (a finished booking whose
+    /// cancellation saga, holding `lease`, just cancelled it) in the same transaction.
+    /// A finished booking is never leased: its cancellation saga is the only writer.
+    pub async fn save_saga_with(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        row: &SagaRow,
+        email: Option<&OutboxEmail>,
+        finished: Option<&SagaRow>,
+    ) -> Result<(), SagaWriteError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
         let changed = tx
@@ -216,6 +231,15 @@ impl PgStore {
                 node: lease.node.clone(),
                 epoch: lease.epoch,
             });
+        }
+        if let Some(other) = finished {
+            tx.execute(
+                "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
+                 WHERE id = $1",
+                &[&other.id, &other.state, &other.terminal, &other.record],
+            )
+            .await
+            .map_err(PgError::from)?;
         }
         if let Some(email) = email {
             tx.execute(
@@ -309,6 +333,109 @@ impl PgStore {
                 )
             })
             .collect())
+    }
+
+    /// Creates the follow-up saga `row` of the finished saga `of` (a cancellation of a
+    /// confirmed booking) leased to `node`, unless it exists, and marks `of` terminal in the
+    /// same transaction (it stays claimable until its follow-up exists, so a node dying in
+    /// between loses nothing). The lease when this call created it; `None` when it existed.
+    pub async fn start_follow_up(
+        &self,
+        node: &str,
+        lease_for: Duration,
+        row: &SagaRow,
+        of: &str,
+    ) -> Result<Option<Lease>, PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+                                    lease_expires_at, epoch, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())
+                 ON CONFLICT (id) DO NOTHING",
+                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
+            )
+            .await?;
+        tx.execute(
+            "UPDATE sagas SET terminal = true, lease_expires_at = NULL WHERE id = $1",
+            &[&of],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((inserted == 1).then(|| Lease {
+            saga_id: row.id.clone(),
+            node: node.to_owned(),
+            epoch: 1,
+        }))
+    }
+
+    /// An operator's retry of a parked saga: writes `row` (its state back in flight) and
+    /// leases it to `node` under a new epoch, only if the stored saga is still parked.
+    pub async fn take_parked(
+        &self,
+        node: &str,
+        lease_for: Duration,
+        row: &SagaRow,
+    ) -> Result<Option<Lease>, PgError> {
+        let client = self.client().await?;
+        let taken = client
+            .query_opt(
+                "UPDATE sagas SET state = $2, terminal = $3, record = $4, owner_node = $5,
+                        epoch = epoch + 1, updated_at = now(),
+                        lease_expires_at = now() + $6::bigint * interval '1 millisecond'
+                 WHERE id = $1 AND state = 'needs_attention'
+                 RETURNING epoch",
+                &[
+                    &row.id,
+                    &row.state,
+                    &row.terminal,
+                    &row.record,
+                    &node,
+                    &millis(lease_for),
+                ],
+            )
+            .await?;
+        Ok(taken.map(|r| Lease {
+            saga_id: row.id.clone(),
+            node: node.to_owned(),
+            epoch: r.get(0),
+        }))
+    }
+
+    /// Up to `limit` sagas of `account` (bookings: rows with the account set), in id order,
+    /// strictly after `after`.
+    pub async fn account_sagas(
+        &self,
+        account: Uuid,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SagaRow>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, account_id, state, terminal, record FROM sagas
+                 WHERE account_id = $1 AND id > coalesce($2, '') ORDER BY id LIMIT $3",
+                &[&account, &after, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SagaRow {
+                id: r.get(0),
+                account_id: r.get(1),
+                state: r.get(2),
+                terminal: r.get(3),
+                record: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Every saga record (to count sagas by state when a node starts).
+    pub async fn saga_records(&self) -> Result<Vec<(String, Vec<u8>)>, PgError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT id, record FROM sagas", &[]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Gives a lease up now (a node shutting down cleanly), so another node claims the saga

@@ -190,7 +190,7 @@ impl PgStore {
     }
 }
 
-async fn read_wallet(
+pub(super) async fn read_wallet(
     client: &impl GenericClient,
     id: Uuid,
     for_update: bool,
@@ -300,7 +300,7 @@ async fn ledger_entry(
     entry_from_row(&row)
 }
 
-fn entry_from_row(row: &tokio_postgres::Row) -> Result<LedgerEntry, PgError> {
+pub(super) fn entry_from_row(row: &tokio_postgres::Row) -> Result<LedgerEntry, PgError> {
     let seq: i64 = row.get(0);
     let op: serde_json::Value = row.get(2);
     Ok(LedgerEntry {

@@ -1,0 +1,231 @@
+//! Accounts and API keys in the shared database: what the account shards ask on every
+//! request when nodes share PostgreSQL (no node caches an account, so a read after a write
+//! acknowledged by any node sees it on every node).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::wallet::{entry_from_row, read_wallet};
+use super::{PgError, PgStore};
+use crate::domain::access::KeyDigest;
+use crate::domain::account::{Account, AccountId, AccountRecord};
+use crate::domain::wallet::LedgerEntry;
+
+/// What opening an account found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Opened.
+    Yes,
+    /// An account has this id.
+    IdTaken,
+    /// An account has this email address.
+    EmailTaken,
+}
+
+/// An account as a request needs it: its view, its key's digest, and whether the digest
+/// the caller presented belongs to some account (to tell 401 from 403).
+#[derive(Debug, Clone)]
+pub struct AccountLookup {
+    /// The account with its wallet figures.
+    pub account: Account,
+    /// Digest of its API key, if it has one.
+    pub key: Option<KeyDigest>,
+    /// Whether the caller's digest (if one was given) is some account's key.
+    pub caller_known: bool,
+}
+
+impl PgStore {
+    /// Opens `record`'s account (empty wallet) with its key digest, in one transaction.
+    pub async fn open_account_with_key(
+        &self,
+        record: &AccountRecord,
+        key: Option<&KeyDigest>,
+    ) -> Result<Opened, PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = record.id.0;
+        if tx
+            .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id])
+            .await?
+            .is_some()
+        {
+            return Ok(Opened::IdTaken);
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
+                 VALUES ($1, $2, $3, $4, 0, 0, 1, $5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &id,
+                    &record.name,
+                    &record.email,
+                    &record.wallet.currency.to_string(),
+                    &record.created_at,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // Another node opened the id a moment ago, or the email is taken.
+            let id_taken = tx
+                .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id])
+                .await?
+                .is_some();
+            return Ok(if id_taken {
+                Opened::IdTaken
+            } else {
+                Opened::EmailTaken
+            });
+        }
+        if let Some(key) = key {
+            tx.execute(
+                "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2)",
+                &[&id, &key.bytes().as_slice()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Opened::Yes)
+    }
+
+    /// The account `id` with its key, and whether `caller`'s digest is a known key; one
+    /// round trip for the account row, one for its holds.
+    pub async fn account_lookup(
+        &self,
+        id: AccountId,
+        caller: Option<&KeyDigest>,
+    ) -> Result<Option<AccountLookup>, PgError> {
+        let client = self.client().await?;
+        let caller_bytes: Option<&[u8]> = caller.map(|d| d.bytes().as_slice());
+        let Some(row) = client
+            .query_opt(
+                "SELECT a.name, a.email, a.created_at, k.digest,
+                        ($2::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM api_keys c WHERE c.digest = $2))
+                 FROM accounts a LEFT JOIN api_keys k ON k.account_id = a.id
+                 WHERE a.id = $1",
+                &[&id.0, &caller_bytes],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let wallet =
+            read_wallet(&**client, id.0, false)
+                .await?
+                .ok_or_else(|| PgError::Corrupt {
+                    what: format!("account {id}"),
+                    reason: "its row vanished between two reads".into(),
+                })?;
+        let created_at: DateTime<Utc> = row.get(2);
+        let digest: Option<Vec<u8>> = row.get(3);
+        Ok(Some(AccountLookup {
+            account: Account {
+                id,
+                name: row.get(0),
+                email: row.get(1),
+                created_at,
+                wallet: wallet.wallet.view(),
+            },
+            key: digest.map(|d| digest_of(id.0, &d)).transpose()?,
+            caller_known: row.get(4),
+        }))
+    }
+
+    /// Whether some account's API key has this digest.
+    pub async fn key_known(&self, digest: &KeyDigest) -> Result<bool, PgError> {
+        Ok(self.key_owner(digest).await?.is_some())
+    }
+
+    /// The account whose API key has this digest.
+    pub async fn key_owner(&self, digest: &KeyDigest) -> Result<Option<AccountId>, PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT account_id FROM api_keys WHERE digest = $1",
+                &[&digest.bytes().as_slice()],
+            )
+            .await?;
+        Ok(row.map(|r| AccountId(r.get(0))))
+    }
+
+    /// Sets the account's key digest (`only_if_missing`: unless it has one). `None` when
+    /// there is no such account, else whether it was set.
+    pub async fn set_api_key(
+        &self,
+        id: AccountId,
+        key: &KeyDigest,
+        only_if_missing: bool,
+    ) -> Result<Option<bool>, PgError> {
+        let client = self.client().await?;
+        if client
+            .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id.0])
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let sql = if only_if_missing {
+            "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2) ON CONFLICT (account_id) DO NOTHING"
+        } else {
+            "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2)
+             ON CONFLICT (account_id) DO UPDATE SET digest = excluded.digest"
+        };
+        let n = client
+            .execute(sql, &[&id.0, &key.bytes().as_slice()])
+            .await?;
+        Ok(Some(n == 1))
+    }
+
+    /// Up to `limit` ledger entries of `id` after sequence number `after`, oldest first.
+    pub async fn ledger_page(
+        &self,
+        id: AccountId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, PgError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+                 WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[
+                    &id.0,
+                    &i64::try_from(after).unwrap_or(i64::MAX),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// A small fact from `meta`.
+    pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Sets a small fact in `meta`.
+    pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), PgError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn digest_of(id: Uuid, bytes: &[u8]) -> Result<KeyDigest, PgError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(KeyDigest::from_bytes)
+        .map_err(|_| PgError::Corrupt {
+            what: format!("API key of account {id}"),
+            reason: format!("a digest of {} bytes, not 32", bytes.len()),
+        })
+}
