@@ -1,0 +1,368 @@
+//! Several `wayfare serve` processes on one real PostgreSQL (tests/pg), with the partner
+//! fakes as shared services outside them, as in a cluster: the nodes start together and
+//! migrate once, agree on idempotency keys and wallet reads, and a node SIGKILLed with
+//! sagas in flight has them finished by another node once their leases run out.
+//!
+//! Needs the `postgres` feature (scripts/test.sh turns it on); without it this suite is
+//! empty, never passed.
+
+#![cfg(feature = "postgres")]
+
+mod common;
+mod fakes;
+mod pg;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, Utc};
+use serde_json::{json, Value};
+use wayfare::config::{Secret, StoreBackend, StoreConfig};
+use wayfare::domain::account::AccountId;
+use wayfare::store::postgres::{PgStore, MIGRATIONS};
+use wayfare_drill::fakes::ledgers;
+
+use common::wait_until;
+use fakes::Process;
+use pg::TempPostgres;
+
+const OPERATOR_TOKEN: &str = "cluster-test-operator-token-0123456789";
+/// A saga's lease in these tests: short, so a takeover is quick.
+const LEASE_MS: u64 = 1_000;
+
+/// One node: `wayfare serve` on the shared database, in its own directory.
+fn start_node(root: &Path, name: &str, db_url: &str, config: &Path) -> Process {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = fakes::wayfare_command(
+        &dir,
+        config,
+        &root.join(format!("{name}.log")),
+        OPERATOR_TOKEN,
+    );
+    command
+        .env("WAYFARE__STORE__BACKEND", "postgres")
+        .env("WAYFARE__STORE__URL", db_url)
+        .env("WAYFARE__CLUSTER__NODE_ID", name)
+        .env("WAYFARE__CLUSTER__LEASE_MS", LEASE_MS.to_string())
+        .env("WAYFARE__LIMITS__ENABLED", "false");
+    fakes::spawn_listening(command, "wayfare listening on ").unwrap_or_else(|| {
+        panic!(
+            "node {name} exited at start: {}",
+            std::fs::read_to_string(root.join(format!("{name}.log"))).unwrap_or_default()
+        )
+    })
+}
+
+/// examples/partners.toml pointed at these fakes.
+fn partners_config(
+    root: &Path,
+    alpha: &Process,
+    bravo: &Process,
+    gateway: &Process,
+) -> std::path::PathBuf {
+    let mut config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/partners.toml"
+    ))
+    .unwrap();
+    for (port, fake) in [("9001", alpha), ("9002", bravo), ("9100", gateway)] {
+        config = config.replace(&format!("http://127.0.0.1:{port}/"), &fake.url());
+    }
+    let path = root.join("partners.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn day(n: u64) -> chrono::NaiveDate {
+    Utc::now()
+        .date_naive()
+        .checked_add_days(Days::new(n))
+        .unwrap()
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    let reply = http.get(&url).send().await.unwrap();
+    let status = reply.status();
+    let body = reply.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
+    let pg = TempPostgres::start();
+    let db_url = pg.create_db("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alpha = fakes::fake_seller(&d.join("alpha"), &d.join("alpha.log"), &[]);
+    let bravo = fakes::fake_seller(&d.join("bravo"), &d.join("bravo.log"), &[]);
+    // Every card call takes 700 ms: sagas are mid-flight when their node is killed.
+    let gateway = fakes::fake_gateway(
+        &d.join("gateway"),
+        &d.join("gateway.log"),
+        &["--latency-ms", "700"],
+    );
+    let config = partners_config(d, &alpha, &bravo, &gateway);
+
+    // Two nodes starting together on an empty database migrate it once.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start_node(d, "node-a", &db_url, &config));
+        let b = s.spawn(|| start_node(d, "node-b", &db_url, &config));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let db = PgStore::connect(&StoreConfig {
+        backend: StoreBackend::Postgres,
+        url: Some(Secret::new(&db_url)),
+        pool_size: 2,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    let applied: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        applied as usize,
+        MIGRATIONS.len(),
+        "each migration applied once"
+    );
+    let (base_a, base_b) = (a.addr.clone(), b.addr.clone());
+    let http = fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10));
+
+    // Both nodes see each other; /health says the database answers.
+    let cluster: Value = wait_until(
+        Duration::from_secs(10),
+        "both nodes heartbeat",
+        async || {
+            let view: Value = http
+                .get(format!("{base_b}/v1/system/cluster"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (view["members"].as_array()?.len() == 2).then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(cluster["backend"], "postgres");
+    assert_eq!(cluster["node"], "node-b");
+    let health = get(&http, format!("{base_a}/health")).await;
+    assert_eq!(health["backend"], "postgres");
+    assert_eq!(health["store"]["ok"], true, "{health}");
+
+    // A wallet credit acknowledged by one node is read by the other at once.
+    let account = AccountId::demo(3).to_string();
+    let before = get(&http, format!("{base_b}/v1/accounts/{account}")).await;
+    let credited = http
+        .post(format!("{base_a}/v1/accounts/{account}/wallet/credits"))
+        .header("Idempotency-Key", "cluster-credit-1")
+        .json(&json!({"amount": {"minor": 100_000, "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        credited.status().is_success(),
+        "{}",
+        credited.text().await.unwrap()
+    );
+    let after = get(&http, format!("{base_b}/v1/accounts/{account}")).await;
+    assert_eq!(
+        after["wallet"]["balance"]["minor"].as_i64().unwrap(),
+        before["wallet"]["balance"]["minor"].as_i64().unwrap() + 100_000,
+        "node b reads node a's acknowledged credit"
+    );
+
+    // An offer to book.
+    let search = format!(
+        "{base_a}/v1/search/hotels?city=Lisbon&check_in={}&check_out={}",
+        day(40),
+        day(42)
+    );
+    let offer: Value = wait_until(Duration::from_secs(20), "a bravo offer", async || {
+        let body: Value = http.get(&search).send().await.ok()?.json().await.ok()?;
+        body["offers"]
+            .as_array()?
+            .iter()
+            .find(|o| o["seller"] == "bravo")
+            .cloned()
+    })
+    .await;
+    let price = offer["price"]["minor"].as_i64().unwrap();
+    let booking = |points: i64| {
+        json!({
+            "account_id": account,
+            "seller": "bravo",
+            "sku": offer["sku"],
+            "start": day(40),
+            "end": day(42),
+            "offer_price": {"minor": price, "currency": "EUR"},
+            "wallet_points": {"minor": points, "currency": "EUR"},
+            "card_token": "tok_approve",
+        })
+    };
+
+    // The same Idempotency-Key sent to both nodes at once makes one booking.
+    let (r1, r2) = tokio::join!(
+        http.post(format!("{base_a}/v1/bookings"))
+            .header("Idempotency-Key", "cluster-same-key")
+            .json(&booking(100))
+            .send(),
+        http.post(format!("{base_b}/v1/bookings"))
+            .header("Idempotency-Key", "cluster-same-key")
+            .json(&booking(100))
+            .send(),
+    );
+    let (r1, r2): (Value, Value) = (
+        r1.unwrap().json().await.unwrap(),
+        r2.unwrap().json().await.unwrap(),
+    );
+    assert_eq!(r1["id"], r2["id"], "one booking for one key: {r1} {r2}");
+    let mut ids = vec![r1["id"].as_str().unwrap().to_owned()];
+
+    // Bookings through node a, then node a is killed while they wait on the card.
+    for i in 0..6 {
+        let reply = http
+            .post(format!("{base_a}/v1/bookings"))
+            .header("Idempotency-Key", format!("cluster-kill-{i}"))
+            .json(&booking(200 + i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status().as_u16(),
+            202,
+            "{}",
+            reply.text().await.unwrap()
+        );
+        let body: Value = reply.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let held: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM sagas WHERE owner_node = 'node-a' AND NOT terminal",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held > 0, "node a holds unfinished sagas when it is killed");
+    a.kill();
+    let killed = Instant::now();
+
+    // Node b takes them over once their leases run out, and finishes every one.
+    for id in &ids {
+        let state: String = wait_until(
+            Duration::from_millis(LEASE_MS) + Duration::from_secs(20),
+            format_args!("booking {id} finishes on node b"),
+            async || {
+                let body: Value = http
+                    .get(format!("{base_b}/v1/bookings/{id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let state = body["state"].as_str()?.to_owned();
+                ["confirmed", "failed", "cancelled", "needs_attention"]
+                    .contains(&state.as_str())
+                    .then_some(format!("{state} {body}"))
+            },
+        )
+        .await;
+        assert!(state.starts_with("confirmed "), "booking {id}: {state}");
+    }
+    let took = killed.elapsed();
+    eprintln!(
+        "{} sagas of the killed node finished by node b {:.1} s after the kill (lease {} ms)",
+        held,
+        took.as_secs_f64(),
+        LEASE_MS
+    );
+    let owners: Vec<(String, Option<String>)> = db
+        .client()
+        .await
+        .unwrap()
+        .query("SELECT id, owner_node FROM sagas", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        owners.iter().any(|(_, o)| o.as_deref() == Some("node-b")),
+        "node b took sagas over: {owners:?}"
+    );
+
+    // Nothing lost or doubled at the partners; wallets equal their ledgers.
+    let seller = ledgers::fetch_seller(&http, &bravo.url()).await.unwrap();
+    let gw = ledgers::fetch_gateway(&http, &gateway.url()).await.unwrap();
+    let paid = gw.seen().unwrap();
+    for id in &ids {
+        let reservations = seller.reservations.iter().filter(|r| &r.key == id).count();
+        assert_eq!(reservations, 1, "booking {id} reserved once: {seller:?}");
+        let auths: Vec<_> = paid
+            .ledger
+            .authorizations
+            .iter()
+            .filter(|a| a.key == format!("{id}:authorize"))
+            .collect();
+        assert_eq!(auths.len(), 1, "booking {id} authorized once");
+        let captures = paid
+            .ledger
+            .captures
+            .iter()
+            .filter(|c| c.authorization_id == auths[0].authorization_id)
+            .count();
+        assert_eq!(captures, 1, "booking {id} captured once");
+    }
+    assert_eq!(
+        seller.reservations.len(),
+        ids.len(),
+        "no reservation without a booking"
+    );
+    assert!(db.wallet_violations().await.unwrap().is_empty());
+    let ledger = get(
+        &http,
+        format!("{base_b}/v1/accounts/{account}/wallet/ledger?limit=100"),
+    )
+    .await;
+    let captures = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key"].as_str().unwrap_or("").ends_with(":capture-wallet"))
+        .count();
+    assert_eq!(
+        captures,
+        ids.len(),
+        "each booking's points captured once: {ledger}"
+    );
+
+    // The cluster view lists the dead node with an old heartbeat and no live leases.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let view = get(&http, format!("{base_b}/v1/system/cluster")).await;
+    let dead = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "node-a")
+        .cloned()
+        .unwrap_or_else(|| panic!("node-a listed: {view}"));
+    assert!(
+        dead["heartbeat_age_ms"].as_i64().unwrap() >= 1_000,
+        "{view}"
+    );
+    assert_eq!(dead["sagas_held"], 0, "{view}");
+    drop(b);
+}
