@@ -349,6 +349,33 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         "each booking's points captured once: {ledger}"
     );
 
+    // Every customer email leaves the shared outbox once (claimed by one node's mailer).
+    wait_until(Duration::from_secs(10), "the outbox drains", async || {
+        let pending: i64 = db
+            .client()
+            .await
+            .ok()?
+            .query_one("SELECT count(*) FROM outbox WHERE status = 'pending'", &[])
+            .await
+            .ok()?
+            .get(0);
+        (pending == 0).then_some(())
+    })
+    .await;
+    let sent: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM outbox WHERE status = 'sent'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sent as usize,
+        ids.len(),
+        "one confirmation email per booking"
+    );
+
     // The cluster view lists the dead node with an old heartbeat and no live leases.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let view = get(&http, format!("{base_b}/v1/system/cluster")).await;

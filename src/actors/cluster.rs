@@ -196,11 +196,13 @@ impl Cluster {
         record: &SagaRecord,
         of: &str,
     ) -> Result<bool, StoreError> {
-        match self
+        let created = self
             .db
             .start_follow_up(&self.node, self.lease, &row_of(record), of)
-            .await?
-        {
+            .await?;
+        // The finished saga is terminal now: nothing of it to renew.
+        self.forget(of);
+        match created {
             Some(lease) => {
                 self.hold(lease);
                 Ok(true)

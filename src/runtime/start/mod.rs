@@ -270,6 +270,23 @@ async fn join_cluster(
         Duration::from_millis(config.cluster.lease_ms),
     );
     tracing::info!(node = %cluster.node, "Joined the cluster on PostgreSQL.");
+    // Simulated partners live inside each node: a reservation or payment made by one node
+    // is unknown to the node that takes its saga over. Fine for a demo, wrong for a cluster.
+    let simulated: Vec<&str> = config
+        .sellers
+        .iter()
+        .filter(|s| s.kind == crate::config::SellerKind::Simulated)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !simulated.is_empty() || config.payments.kind == crate::config::PaymentsKind::Simulated {
+        tracing::warn!(
+            sellers = ?simulated,
+            simulated_payments = config.payments.kind == crate::config::PaymentsKind::Simulated,
+            "Simulated partners in a cluster: each node has its own, so a saga taken over by \
+             another node cannot find what the first node's partner did. Use kind = \"http\" \
+             partners shared by every node (examples/partners.toml)."
+        );
+    }
     Ok(Some(Arc::new(cluster)))
 }
 
