@@ -393,3 +393,152 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
     assert_eq!(dead["sagas_held"], 0, "{view}");
     drop(b);
 }
+
+/// Sends `signal` to a node's process.
+fn signal(node: &Process, signal: libc::c_int) {
+    let pid = node.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_loses_its_sagas_and_its_late_writes_are_refused() {
+    let pg = TempPostgres::start();
+    let db_url = pg.create_db("paused");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alpha = fakes::fake_seller(&d.join("alpha"), &d.join("alpha.log"), &[]);
+    let bravo = fakes::fake_seller(&d.join("bravo"), &d.join("bravo.log"), &[]);
+    let gateway = fakes::fake_gateway(
+        &d.join("gateway"),
+        &d.join("gateway.log"),
+        &["--latency-ms", "700"],
+    );
+    let config = partners_config(d, &alpha, &bravo, &gateway);
+    let a = start_node(d, "node-a", &db_url, &config);
+    let b = start_node(d, "node-b", &db_url, &config);
+    let (base_a, base_b) = (a.addr.clone(), b.addr.clone());
+    let http = fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10));
+    let account = AccountId::demo(4).to_string();
+    let search = format!(
+        "{base_b}/v1/search/hotels?city=Lisbon&check_in={}&check_out={}",
+        day(50),
+        day(52)
+    );
+    let offer: Value = wait_until(Duration::from_secs(20), "a bravo offer", async || {
+        let body: Value = http.get(&search).send().await.ok()?.json().await.ok()?;
+        body["offers"]
+            .as_array()?
+            .iter()
+            .find(|o| o["seller"] == "bravo")
+            .cloned()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let reply = http
+            .post(format!("{base_a}/v1/bookings"))
+            .header("Idempotency-Key", format!("paused-{i}"))
+            .json(&json!({
+                "account_id": account,
+                "seller": "bravo",
+                "sku": offer["sku"],
+                "start": day(50),
+                "end": day(52),
+                "offer_price": offer["price"],
+                "wallet_points": {"minor": 100 + i, "currency": "EUR"},
+                "card_token": "tok_approve",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status().as_u16(),
+            202,
+            "{}",
+            reply.text().await.unwrap()
+        );
+        let body: Value = reply.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+
+    // Node a freezes (as a VM pause would) while its sagas wait on the card gateway.
+    signal(&a, libc::SIGSTOP);
+    for id in &ids {
+        let state: String = wait_until(
+            Duration::from_millis(LEASE_MS) + Duration::from_secs(20),
+            format_args!("booking {id} finishes on node b while node a is frozen"),
+            async || {
+                let body: Value = http
+                    .get(format!("{base_b}/v1/bookings/{id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let state = body["state"].as_str()?.to_owned();
+                ["confirmed", "failed", "cancelled", "needs_attention"]
+                    .contains(&state.as_str())
+                    .then_some(state)
+            },
+        )
+        .await;
+        assert_eq!(state, "confirmed", "booking {id}");
+    }
+    let confirmed: Vec<Value> = futures_util::future::join_all(
+        ids.iter()
+            .map(|id| get(&http, format!("{base_b}/v1/bookings/{id}"))),
+    )
+    .await;
+
+    // Node a wakes with its steps answered and its leases gone: its writes are fenced.
+    signal(&a, libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(20),
+        "node a notices it was taken over",
+        async || {
+            let log = std::fs::read_to_string(d.join("node-a.log")).ok()?;
+            (log.contains("Saga taken over") || log.contains("lease lost")).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    for (id, before) in ids.iter().zip(&confirmed) {
+        let now = get(&http, format!("{base_a}/v1/bookings/{id}")).await;
+        assert_eq!(&now, before, "node a's late write changed nothing of {id}");
+    }
+    let seller = ledgers::fetch_seller(&http, &bravo.url()).await.unwrap();
+    let paid = ledgers::fetch_gateway(&http, &gateway.url())
+        .await
+        .unwrap()
+        .seen()
+        .unwrap();
+    for id in &ids {
+        assert_eq!(
+            seller.reservations.iter().filter(|r| &r.key == id).count(),
+            1,
+            "{id} reserved once: {seller:?}"
+        );
+        let auth = paid
+            .ledger
+            .authorizations
+            .iter()
+            .find(|a| a.key == format!("{id}:authorize"))
+            .unwrap_or_else(|| panic!("{id} authorized"));
+        let captures = paid
+            .ledger
+            .captures
+            .iter()
+            .filter(|c| c.authorization_id == auth.authorization_id)
+            .count();
+        assert_eq!(captures, 1, "{id} captured once");
+    }
+    // And node a serves on, as a member again.
+    let health = get(&http, format!("{base_a}/health")).await;
+    assert_eq!(health["status"], "ok", "{health}");
+}

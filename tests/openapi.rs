@@ -1015,6 +1015,12 @@ async fn every_success_reply_fits_its_documented_schema() {
     )
     .await;
     c.call(
+        "GET /v1/system/cluster",
+        op.get(s.url("/v1/system/cluster")),
+        200,
+    )
+    .await;
+    c.call(
         "GET /v1/system/events",
         op.get(s.url("/v1/system/events")),
         200,

@@ -96,8 +96,7 @@ async fn supervisors(state: web::Data<AppState>, _: Operator) -> Result<HttpResp
     operation_id = "cluster",
     security(("operatorToken" = [])),
     responses(
-        (status = 200, description = "The nodes sharing this node's database, with heartbeat ages and the sagas each holds", body = ClusterView),
-        (status = 503, description = "The database did not answer", body = Problem),
+        (status = 200, description = "The nodes sharing this node's database, with heartbeat ages and the sagas each holds (on sled: this node alone)", body = ClusterView),
     ),
 )]
 async fn cluster(state: web::Data<AppState>, _: Operator) -> Result<HttpResponse, Problem> {

@@ -135,7 +135,7 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// A pool for `[store]`: `url`, `pool_size` connections, each with the configured
-    /// `statement_timeout`. Connects lazily; [`PgStore::ping`] proves the server answers.
+    /// `statement_timeout` (and `idle_in_transaction_session_timeout`). Connects lazily; [`PgStore::ping`] proves the server answers.
     pub fn connect(config: &StoreConfig) -> Result<Self, PgError> {
         let url = config
             .url
@@ -143,8 +143,11 @@ impl PgStore {
             .ok_or_else(|| PgError::Unreachable("store.url is not set".into()))?;
         let mut pg =
             parse_url(url.expose()).map_err(|e| PgError::Unreachable(format!("store.url {e}")))?;
+        // A node paused inside a transaction (a stop signal, a VM freeze) would hold its
+        // row locks, and every other node's change to those accounts would wait on it: the
+        // server ends such a transaction after the same bound as a statement.
         pg.options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0}",
             config.statement_timeout_ms
         ));
         pg.connect_timeout(Duration::from_secs(5));
