@@ -115,6 +115,9 @@ struct Args {
     /// Requests in flight at most; past it a request waits and is counted late.
     #[arg(long, default_value_t = 256)]
     max_in_flight: usize,
+    /// HAProxy's stats page (its CSV gives retries and redispatches per node).
+    #[arg(long, env = "HAPROXY_STATS_URL")]
+    haproxy_stats: Option<String>,
     /// Seed of the plan (kinds, accounts, offers, cards, points).
     #[arg(long, default_value_t = 0x5EED_C1)]
     seed: u64,
@@ -686,6 +689,48 @@ fn seen_from(body: &Value) -> Result<Seen, String> {
     })
 }
 
+/// Per backend server, from HAProxy's stats CSV: sessions, connection and response
+/// errors, retries and redispatches (what HAProxy hid from the clients).
+async fn haproxy_counters(http: &reqwest::Client, url: &str) -> Vec<String> {
+    let csv = match http.get(format!("{url};csv")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => return vec![format!("stats unreadable: {}", error_kind(&e))],
+    };
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    let (Some(px), Some(sv), Some(stot), Some(econ), Some(eresp), Some(wretr), Some(wredis)) = (
+        col("pxname"),
+        col("svname"),
+        col("stot"),
+        col("econ"),
+        col("eresp"),
+        col("wretr"),
+        col("wredis"),
+    ) else {
+        return vec![format!("stats CSV without the expected columns: {header}")];
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<&str>>())
+        .filter(|f| f.get(px) == Some(&"nodes"))
+        .map(|f| {
+            let v = |i: usize| f.get(i).copied().unwrap_or("?");
+            format!(
+                "{}: {} sessions, {} connection errors, {} response errors, {} retries, {} redispatches",
+                v(sv),
+                v(stot),
+                v(econ),
+                v(eresp),
+                v(wretr),
+                v(wredis)
+            )
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -914,6 +959,10 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     let checked = check(&observations);
     problems.extend(observer.take_problems());
     let end_snapshot = membership(&drill).await;
+    let haproxy = match &drill.args.haproxy_stats {
+        Some(url) => haproxy_counters(&drill.http, url).await,
+        None => Vec::new(),
+    };
 
     // ---- report
     let records = drill.records.lock().unwrap().clone();
@@ -950,6 +999,9 @@ async fn run(args: Args) -> anyhow::Result<usize> {
             .or_default() += 1;
     }
     println!("answered by: {by_node:?}");
+    for line in &haproxy {
+        println!("haproxy {line}");
+    }
 
     // Failures: in the outage window (allowed with --allow-outage) or not.
     let kill_s = chaos.killed_at.map(|(s, _)| s);
@@ -969,11 +1021,15 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     for r in &failures {
         *by_label.entry((r.kind, r.label())).or_default() += 1;
     }
-    println!(
-        "client-visible failures: {} ({} in the outage window, allowed in this mode)",
-        failures.len(),
-        allowed.len()
-    );
+    if drill.args.allow_outage {
+        println!(
+            "client-visible failures: {} ({} in the outage window, allowed in this mode)",
+            failures.len(),
+            allowed.len()
+        );
+    } else {
+        println!("client-visible failures: {}", failures.len());
+    }
     for ((kind, label), n) in &by_label {
         println!("  {:<14} {label}: {n}", kind.name());
     }
@@ -1051,6 +1107,25 @@ async fn run(args: Args) -> anyhow::Result<usize> {
             .filter(|s| !s.booking.is_settled() || s.last_at.is_some_and(|t| t > kill_wall))
             .collect();
         let unfinished = in_flight.iter().filter(|s| !s.booking.is_settled()).count();
+        // Those finished within a second of the kill were driven by live nodes; the later
+        // ones waited for the dead node's lease to run out and were taken over.
+        let after_kill = |s: &&Seen| {
+            s.last_at
+                .map(|t| (t - kill_wall).num_milliseconds() as f64 / 1000.0)
+        };
+        let mut late: Vec<f64> = in_flight
+            .iter()
+            .filter(|s| s.booking.is_settled())
+            .filter_map(after_kill)
+            .filter(|secs| *secs > 1.0)
+            .collect();
+        late.sort_by(f64::total_cmp);
+        let lease = chaos
+            .before_kill
+            .as_ref()
+            .and_then(|b| b["lease_ms"].as_u64())
+            .map(|ms| format!(" (lease_ms {ms})"))
+            .unwrap_or_default();
         let latest = in_flight
             .iter()
             .filter_map(|s| s.last_at)
@@ -1067,6 +1142,26 @@ async fn run(args: Args) -> anyhow::Result<usize> {
             } else {
                 String::new()
             }
+        );
+        // Finished before the killed node was back: another node took them over. After
+        // it: taken over late, or resumed by the restarted node itself (one node, sled).
+        let back = chaos
+            .restarted_at
+            .map(|(_, wall)| (wall - kill_wall).num_milliseconds() as f64 / 1000.0);
+        let (taken, after_restart): (Vec<f64>, Vec<f64>) =
+            late.iter().partition(|secs| back.is_none_or(|b| **secs < b));
+        let span = |v: &[f64]| match (v.first(), v.last()) {
+            (Some(a), Some(b)) => format!(" ({a:.2}-{b:.2} s after the kill)"),
+            _ => String::new(),
+        };
+        println!(
+            "of those, {} finished within 1 s of the kill (live nodes); {} taken over by \
+             another node{lease}{}; {} finished only after the killed node was back{}",
+            in_flight.len() - unfinished - late.len(),
+            taken.len(),
+            span(&taken),
+            after_restart.len(),
+            span(&after_restart),
         );
         if let (Some(max), Some(latest)) = (drill.args.max_takeover_secs, latest) {
             if latest > max || unfinished > 0 {
@@ -1090,7 +1185,7 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         });
         if let Some((s, _)) = gone {
             println!(
-                "membership showed {victim_id} stale or gone {:.1} s after the kill",
+                "membership showed {victim_id} gone or its heartbeat older than 2 s {:.1} s after the kill",
                 s - kill_s
             );
         }

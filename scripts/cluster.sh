@@ -44,6 +44,18 @@
 #                            some are in flight when a node is killed)
 #   CLUSTER_KEEP_DIR=1       keep the temp dir (logs) instead of deleting it
 #
+# What each node gets (CLUSTER_DIR/node-N/config.toml; the contract with `wayfare serve`):
+#   [server] bind = "127.0.0.1:PORT" (fixed per node, kept across restarts)
+#   [store] backend = "postgres", url = DATABASE_URL (trust auth, no password), data_dir =
+#           node-N/data (node-local files); the schema is applied first by `wayfare migrate`
+#           with a [store]-only file, and serve applies it again under its advisory lock
+#   [cluster] node_id = "node-N", lease_ms = LEASE_MS
+#   [limits] enabled = false, trusted_proxies = ["127.0.0.1"]; [demo] accounts and credit
+#           (seeded once cluster-wide); sellers alpha and bravo and the gateway as `kind =
+#           "http"` partners; env WAYFARE__ADMIN__TOKEN = ADMIN_TOKEN
+#   and must answer GET /health 200 when healthy (HAProxy's check and the start-up wait)
+#   and GET /v1/system/cluster to the operator (the drill's membership snapshots).
+#
 # Needs: apt-get install postgresql haproxy (Debian packages; nothing is installed here),
 # python3 (free ports) and curl.
 #
@@ -147,7 +159,8 @@ cleanup() {
         ours "$postmaster" "$pgbin/postgres" && kill -KILL "$postmaster" 2>/dev/null
     fi
     wait 2>/dev/null || true
-    if [ "$status" != 0 ] && [ "${CLUSTER_QUIET_LOGS:-0}" != 1 ]; then
+    if [ "$status" != 0 ] && [ "$status" != 130 ] && [ "$status" != 143 ] &&
+        [ "${CLUSTER_QUIET_LOGS:-0}" != 1 ]; then
         for n in $(seq 1 "$NODES"); do
             [ -s "$dir/node-$n/err.log" ] || continue
             echo "--- last lines of node-$n/err.log" >&2
@@ -280,7 +293,8 @@ accounts = $DEMO_ACCOUNTS
 credit_minor = $DEMO_CREDIT
 
 [log]
-level = "warn"
+# Warnings, and the take-overs of sagas whose lease ran out.
+level = "warn,wayfare::actors::cluster=info"
 
 [bookings]
 step_timeout_ms = 2000
@@ -325,7 +339,7 @@ n=$1
 cd "$DIR/node-$n"
 echo "=== start $(date -u +%FT%T.%3NZ)" >>out.log
 echo "=== start $(date -u +%FT%T.%3NZ)" >>err.log
-WAYFARE__ADMIN__TOKEN=$WAYFARE__ADMIN__TOKEN setsid "$BIN/wayfare" serve \
+NO_COLOR=1 WAYFARE__ADMIN__TOKEN=$WAYFARE__ADMIN__TOKEN setsid "$BIN/wayfare" serve \
     --config "$DIR/node-$n/config.toml" >>out.log 2>>err.log </dev/null &
 echo $! >"$DIR/pids/node-$n.pid"
 EOF
