@@ -162,9 +162,10 @@ impl Record {
     /// A business refusal the drill expects now and then (not a failure).
     fn refusal(&self) -> bool {
         matches!(self.outcome, Ok(409))
-            && self.problem.as_deref().is_some_and(|p| {
-                p.contains("insufficient-points") || p.contains("wallet-conflict")
-            })
+            && self
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("insufficient-points") || p.contains("wallet-conflict"))
     }
 
     fn label(&self) -> String {
@@ -543,12 +544,8 @@ async fn chaos(drill: Arc<Drill>, snapshots: Arc<Mutex<Snapshots>>) -> Chaos {
     }
     out.pid = Some(pid);
     out.killed_at = Some((drill.secs(), Utc::now()));
-    println!(
-        "{:6.2} s  SIGKILL node-{victim} (pid {pid})",
-        drill.secs()
-    );
-    tokio::time::sleep_until((drill.start + Duration::from_secs_f64(args.restart_at)).into())
-        .await;
+    println!("{:6.2} s  SIGKILL node-{victim} (pid {pid})", drill.secs());
+    tokio::time::sleep_until((drill.start + Duration::from_secs_f64(args.restart_at)).into()).await;
     let Some(cmd) = args.restart_cmd.clone() else {
         out.restart_problem = Some("no --restart-cmd (RESTART_NODE): not restarted".into());
         return out;
@@ -774,7 +771,9 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", args.token).parse().context("bad token")?,
+        format!("Bearer {}", args.token)
+            .parse()
+            .context("bad token")?,
     );
     let operator = reqwest::Client::builder()
         .timeout(timeout)
@@ -835,12 +834,11 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     let snapshots: Arc<Mutex<Snapshots>> = Arc::new(Mutex::new(Vec::new()));
     let late = Arc::new(Mutex::new(0u64));
     let end = drill.start
-        + Duration::from_secs_f64(
-            drill
-                .args
-                .duration_secs
-                .max(if drill.args.no_kill { 0.0 } else { drill.args.restart_at }),
-        );
+        + Duration::from_secs_f64(drill.args.duration_secs.max(if drill.args.no_kill {
+            0.0
+        } else {
+            drill.args.restart_at
+        }));
     let watcher = tokio::spawn(watch(drill.clone(), snapshots.clone(), end));
     let chaos_task = tokio::spawn(chaos(drill.clone(), snapshots.clone()));
     load(drill.clone(), offers, late.clone()).await;
@@ -968,7 +966,11 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     let records = drill.records.lock().unwrap().clone();
     let mut violations: Vec<String> = Vec::new();
     println!();
-    println!("== requests ({:.1} s of load, {} sent late for want of a slot)", load_secs, late.lock().unwrap());
+    println!(
+        "== requests ({:.1} s of load, {} sent late for want of a slot)",
+        load_secs,
+        late.lock().unwrap()
+    );
     println!(
         "{:<14} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
         "kind", "sent", "ok", "refused", "failed", "p50 ms", "p99 ms", "max ms"
@@ -1070,7 +1072,10 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         .filter(|(s, (_, f))| *f > 0 || near(**s))
         .map(|(s, (n, f))| format!("{s}s {n}/{f}"))
         .collect();
-    println!("per second around the kill and restart (sent/failed): {}", timeline.join("  "));
+    println!(
+        "per second around the kill and restart (sent/failed): {}",
+        timeline.join("  ")
+    );
 
     // Kill, take-over.
     println!();
@@ -1148,8 +1153,9 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         let back = chaos
             .restarted_at
             .map(|(_, wall)| (wall - kill_wall).num_milliseconds() as f64 / 1000.0);
-        let (taken, after_restart): (Vec<f64>, Vec<f64>) =
-            late.iter().partition(|secs| back.is_none_or(|b| **secs < b));
+        let (taken, after_restart): (Vec<f64>, Vec<f64>) = late
+            .iter()
+            .partition(|secs| back.is_none_or(|b| **secs < b));
         let span = |v: &[f64]| match (v.first(), v.last()) {
             (Some(a), Some(b)) => format!(" ({a:.2}-{b:.2} s after the kill)"),
             _ => String::new(),
@@ -1256,7 +1262,10 @@ async fn run(args: Args) -> anyhow::Result<usize> {
             s.name, s.reservations_made
         );
     }
-    let confirmed = by_state.get(SagaState::Confirmed.as_str()).copied().unwrap_or(0);
+    let confirmed = by_state
+        .get(SagaState::Confirmed.as_str())
+        .copied()
+        .unwrap_or(0);
     println!(
         "{acked} keys acknowledged during the load; {confirmed} confirmed; lost {lost}, doubled {doubled}, parked {}",
         parked.len()
@@ -1279,7 +1288,10 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     }
     let mut by_invariant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for v in &checked {
-        by_invariant.entry(v.invariant).or_default().push(v.detail.clone());
+        by_invariant
+            .entry(v.invariant)
+            .or_default()
+            .push(v.detail.clone());
     }
     for (invariant, details) in &by_invariant {
         println!("VIOLATED {invariant}: {} cases", details.len());
@@ -1299,10 +1311,16 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         println!("problem: {p}");
     }
     if !problems.is_empty() {
-        violations.push(format!("{} reads or resubmits failed for good", problems.len()));
+        violations.push(format!(
+            "{} reads or resubmits failed for good",
+            problems.len()
+        ));
     }
     println!();
-    println!("load started {load_start_wall}; seed {:#x}", drill.args.seed);
+    println!(
+        "load started {load_start_wall}; seed {:#x}",
+        drill.args.seed
+    );
     if violations.is_empty() {
         println!("RESULT: no violations");
     } else {

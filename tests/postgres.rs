@@ -139,7 +139,7 @@ fn three_nodes_starting_together_apply_the_migrations_once() {
 }
 
 #[test]
-fn migrate_refuses_a_sled_store_and_serve_refuses_postgres_naming_why() {
+fn migrate_refuses_a_sled_store_and_serve_names_an_unreachable_database() {
     let out = Command::new(env!("CARGO_BIN_EXE_wayfare"))
         .arg("migrate")
         .env("WAYFARE__DEMO__ACCOUNTS", "0")
@@ -164,7 +164,7 @@ fn migrate_refuses_a_sled_store_and_serve_refuses_postgres_naming_why() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("serving from PostgreSQL is not built yet"),
+        err.contains("the PostgreSQL database") && err.contains("unreachable"),
         "{err}"
     );
     assert!(
