@@ -29,8 +29,8 @@
 # Environment read:
 #   NODES=3                  wayfare nodes
 #   CLUSTER_BACKEND=postgres postgres: the real cluster. sled: a PLUMBING CHECK ONLY of
-#                            this script, HAProxy, the fakes and the drill while `serve`
-#                            cannot run on PostgreSQL: NODES must be 1 (sled is one
+#                            this script, HAProxy, the fakes and the drill without
+#                            PostgreSQL: NODES must be 1 (sled is one
 #                            node's embedded store), no PostgreSQL is started, and killing
 #                            the node makes requests fail until it is back (expected there)
 #   WAYFARE_BIN_DIR          prebuilt artifacts: $WAYFARE_BIN_DIR/wayfare and
