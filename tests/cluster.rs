@@ -331,7 +331,26 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         ids.len(),
         "no reservation without a booking"
     );
-    assert!(db.wallet_violations().await.unwrap().is_empty());
+    let violations = db.wallet_violations().await.unwrap();
+    if !violations.is_empty() {
+        let rows: Vec<String> = db
+            .client()
+            .await
+            .unwrap()
+            .query(
+                "SELECT a.id::text || ' balance ' || a.balance || ' held ' || a.held || ' next ' || a.next_seq
+                        || ' holds ' || coalesce((SELECT sum(amount) FROM wallet_holds h WHERE h.account_id = a.id), 0)
+                        || ' ledger ' || (SELECT count(*) FROM ledger l WHERE l.account_id = a.id)
+                 FROM accounts a",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        panic!("balances differ from ledgers: {violations:?}: {rows:#?}");
+    }
     let ledger = get(
         &http,
         format!("{base_b}/v1/accounts/{account}/wallet/ledger?limit=100"),

@@ -5,11 +5,12 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::wallet::{entry_from_row, read_wallet};
+use super::wallet::entry_from_row;
 use super::{PgError, PgStore};
 use crate::domain::access::KeyDigest;
 use crate::domain::account::{Account, AccountId, AccountRecord};
-use crate::domain::wallet::LedgerEntry;
+use crate::domain::money::Currency;
+use crate::domain::wallet::{LedgerEntry, Wallet};
 
 /// What opening an account found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,12 @@ impl PgStore {
         let tx = client.transaction().await?;
         let id = record.id.0;
         if tx
-            .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id])
+            .query_opt(
+                &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
+                    .await
+                    .map_err(PgError::from)?,
+                &[&id],
+            )
             .await?
             .is_some()
         {
@@ -53,9 +59,9 @@ impl PgStore {
         }
         let inserted = tx
             .execute(
-                "INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
+                &tx.prepare_cached("INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
                  VALUES ($1, $2, $3, $4, 0, 0, 1, $5)
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT DO NOTHING").await.map_err(PgError::from)?,
                 &[
                     &id,
                     &record.name,
@@ -68,7 +74,12 @@ impl PgStore {
         if inserted == 0 {
             // Another node opened the id a moment ago, or the email is taken.
             let id_taken = tx
-                .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id])
+                .query_opt(
+                    &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&id],
+                )
                 .await?
                 .is_some();
             return Ok(if id_taken {
@@ -79,7 +90,9 @@ impl PgStore {
         }
         if let Some(key) = key {
             tx.execute(
-                "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2)",
+                &tx.prepare_cached("INSERT INTO api_keys (account_id, digest) VALUES ($1, $2)")
+                    .await
+                    .map_err(PgError::from)?,
                 &[&id, &key.bytes().as_slice()],
             )
             .await?;
@@ -97,25 +110,39 @@ impl PgStore {
     ) -> Result<Option<AccountLookup>, PgError> {
         let client = self.client().await?;
         let caller_bytes: Option<&[u8]> = caller.map(|d| d.bytes().as_slice());
-        let Some(row) = client
-            .query_opt(
+        // One statement, one round trip: the account, its key, whether the caller's key
+        // is anyone's, and its holds (their sum is `held`).
+        let statement = client
+            .prepare_cached(
                 "SELECT a.name, a.email, a.created_at, k.digest,
-                        ($2::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM api_keys c WHERE c.digest = $2))
+                        ($2::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM api_keys c WHERE c.digest = $2)),
+                        a.currency, a.balance,
+                        coalesce((SELECT array_agg(h.hold_id ORDER BY h.hold_id) FROM wallet_holds h
+                                  WHERE h.account_id = a.id), '{}'::text[]),
+                        coalesce((SELECT array_agg(h.amount ORDER BY h.hold_id) FROM wallet_holds h
+                                  WHERE h.account_id = a.id), '{}'::bigint[])
                  FROM accounts a LEFT JOIN api_keys k ON k.account_id = a.id
                  WHERE a.id = $1",
-                &[&id.0, &caller_bytes],
             )
+            .await?;
+        let Some(row) = client
+            .query_opt(&statement, &[&id.0, &caller_bytes])
             .await?
         else {
             return Ok(None);
         };
-        let wallet =
-            read_wallet(&**client, id.0, false)
-                .await?
-                .ok_or_else(|| PgError::Corrupt {
-                    what: format!("account {id}"),
-                    reason: "its row vanished between two reads".into(),
-                })?;
+        let currency: String = row.get(5);
+        let currency: Currency = currency.parse().map_err(|_| PgError::Corrupt {
+            what: format!("account {id}"),
+            reason: format!("unknown currency {currency:?}"),
+        })?;
+        let hold_ids: Vec<String> = row.get(7);
+        let amounts: Vec<i64> = row.get(8);
+        let wallet = Wallet {
+            currency,
+            balance: row.get(6),
+            holds: hold_ids.into_iter().zip(amounts).collect(),
+        };
         let created_at: DateTime<Utc> = row.get(2);
         let digest: Option<Vec<u8>> = row.get(3);
         Ok(Some(AccountLookup {
@@ -124,7 +151,7 @@ impl PgStore {
                 name: row.get(0),
                 email: row.get(1),
                 created_at,
-                wallet: wallet.wallet.view(),
+                wallet: wallet.view(),
             },
             key: digest.map(|d| digest_of(id.0, &d)).transpose()?,
             caller_known: row.get(4),
@@ -141,7 +168,10 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT account_id FROM api_keys WHERE digest = $1",
+                &client
+                    .prepare_cached("SELECT account_id FROM api_keys WHERE digest = $1")
+                    .await
+                    .map_err(PgError::from)?,
                 &[&digest.bytes().as_slice()],
             )
             .await?;
@@ -158,7 +188,13 @@ impl PgStore {
     ) -> Result<Option<bool>, PgError> {
         let client = self.client().await?;
         if client
-            .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&id.0])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
+                    .await
+                    .map_err(PgError::from)?,
+                &[&id.0],
+            )
             .await?
             .is_none()
         {
@@ -186,8 +222,13 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+                &client
+                    .prepare_cached(
+                        "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
                  WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[
                     &id.0,
                     &i64::try_from(after).unwrap_or(i64::MAX),
@@ -202,7 +243,13 @@ impl PgStore {
     pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, PgError> {
         let client = self.client().await?;
         let row = client
-            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT value FROM meta WHERE key = $1")
+                    .await
+                    .map_err(PgError::from)?,
+                &[&key],
+            )
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -212,8 +259,13 @@ impl PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&key, &value],
             )
             .await?;

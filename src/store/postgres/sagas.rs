@@ -132,7 +132,11 @@ impl PgStore {
         if let Some((key, digest)) = key {
             if let Some(existing) = tx
                 .query_opt(
-                    "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                    &tx.prepare_cached(
+                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                     &[&key],
                 )
                 .await
@@ -142,9 +146,9 @@ impl PgStore {
             }
         }
         tx.execute(
-            "INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+            &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
                                 lease_expires_at, epoch, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())",
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())").await.map_err(PgError::from)?,
             &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
         )
         .await
@@ -154,8 +158,8 @@ impl PgStore {
             // the loser rolls back its saga and reports the winner's.
             let inserted = tx
                 .execute(
-                    "INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO NOTHING",
+                    &tx.prepare_cached("INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO NOTHING").await.map_err(PgError::from)?,
                     &[&key, &digest, &row.id],
                 )
                 .await
@@ -165,7 +169,12 @@ impl PgStore {
                 let client = self.client().await?;
                 let existing = client
                     .query_one(
-                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                        &client
+                            .prepare_cached(
+                                "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                            )
+                            .await
+                            .map_err(PgError::from)?,
                         &[&key],
                     )
                     .await
@@ -210,9 +219,13 @@ impl PgStore {
         let tx = client.transaction().await.map_err(PgError::from)?;
         let changed = tx
             .execute(
-                "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
+                &tx.prepare_cached(
+                    "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
                         lease_expires_at = now() + $7::bigint * interval '1 millisecond'
                  WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[
                     &lease.saga_id,
                     &lease.node,
@@ -234,8 +247,12 @@ impl PgStore {
         }
         if let Some(other) = finished {
             tx.execute(
-                "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
+                &tx.prepare_cached(
+                    "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
                  WHERE id = $1",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[&other.id, &other.state, &other.terminal, &other.record],
             )
             .await
@@ -243,8 +260,12 @@ impl PgStore {
         }
         if let Some(email) = email {
             tx.execute(
-                "INSERT INTO outbox (id, saga_id, status, email, created_at)
+                &tx.prepare_cached(
+                    "INSERT INTO outbox (id, saga_id, status, email, created_at)
                  VALUES ($1, $2, 'pending', $3, now()) ON CONFLICT (id) DO NOTHING",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[&email.id, &lease.saga_id, &email.email],
             )
             .await
@@ -270,11 +291,11 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "UPDATE sagas s SET lease_expires_at = now() + $4::bigint * interval '1 millisecond'
+                &client.prepare_cached("UPDATE sagas s SET lease_expires_at = now() + $4::bigint * interval '1 millisecond'
                  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS l(id, node, epoch)
                  WHERE s.id = l.id AND s.owner_node = l.node AND s.epoch = l.epoch
                    AND s.lease_expires_at > now() AND NOT s.terminal
-                 RETURNING s.id, s.owner_node, s.epoch",
+                 RETURNING s.id, s.owner_node, s.epoch").await.map_err(PgError::from)?,
                 &[&ids, &nodes, &epochs, &millis(lease_for)],
             )
             .await?;
@@ -300,7 +321,9 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "WITH expired AS (
+                &client
+                    .prepare_cached(
+                        "WITH expired AS (
                      SELECT id FROM sagas
                      WHERE NOT terminal AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                      ORDER BY lease_expires_at NULLS FIRST
@@ -310,6 +333,9 @@ impl PgStore {
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM expired WHERE s.id = expired.id
                  RETURNING s.id, s.epoch, s.account_id, s.state, s.terminal, s.record",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&node, &limit, &millis(lease_for)],
             )
             .await?;
@@ -350,15 +376,19 @@ impl PgStore {
         let tx = client.transaction().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+                &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
                                     lease_expires_at, epoch, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO NOTHING").await.map_err(PgError::from)?,
                 &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
             )
             .await?;
         tx.execute(
-            "UPDATE sagas SET terminal = true, lease_expires_at = NULL WHERE id = $1",
+            &tx.prepare_cached(
+                "UPDATE sagas SET terminal = true, lease_expires_at = NULL WHERE id = $1",
+            )
+            .await
+            .map_err(PgError::from)?,
             &[&of],
         )
         .await?;
@@ -381,11 +411,16 @@ impl PgStore {
         let client = self.client().await?;
         let taken = client
             .query_opt(
-                "UPDATE sagas SET state = $2, terminal = $3, record = $4, owner_node = $5,
+                &client
+                    .prepare_cached(
+                        "UPDATE sagas SET state = $2, terminal = $3, record = $4, owner_node = $5,
                         epoch = epoch + 1, updated_at = now(),
                         lease_expires_at = now() + $6::bigint * interval '1 millisecond'
                  WHERE id = $1 AND state = 'needs_attention'
                  RETURNING epoch",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[
                     &row.id,
                     &row.state,
@@ -414,8 +449,13 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, account_id, state, terminal, record FROM sagas
+                &client
+                    .prepare_cached(
+                        "SELECT id, account_id, state, terminal, record FROM sagas
                  WHERE account_id = $1 AND id > coalesce($2, '') ORDER BY id LIMIT $3",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&account, &after, &i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .await?;
@@ -434,7 +474,15 @@ impl PgStore {
     /// Every saga record (to count sagas by state when a node starts).
     pub async fn saga_records(&self) -> Result<Vec<(String, Vec<u8>)>, PgError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT id, record FROM sagas", &[]).await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached("SELECT id, record FROM sagas")
+                    .await
+                    .map_err(PgError::from)?,
+                &[],
+            )
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -444,8 +492,13 @@ impl PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE sagas SET lease_expires_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE sagas SET lease_expires_at = now()
                  WHERE id = $1 AND owner_node = $2 AND epoch = $3",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&lease.saga_id, &lease.node, &lease.epoch],
             )
             .await?;
@@ -457,8 +510,8 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch
-                 FROM sagas WHERE id = $1",
+                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch
+                 FROM sagas WHERE id = $1").await.map_err(PgError::from)?,
                 &[&id],
             )
             .await?;
@@ -486,7 +539,7 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "WITH free AS (
+                &client.prepare_cached("WITH free AS (
                      SELECT id FROM outbox
                      WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                      ORDER BY created_at
@@ -495,7 +548,7 @@ impl PgStore {
                  UPDATE outbox o SET owner_node = $1, epoch = o.epoch + 1, attempts = o.attempts + 1,
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM free WHERE o.id = free.id
-                 RETURNING o.id, o.epoch, o.email",
+                 RETURNING o.id, o.epoch, o.email").await.map_err(PgError::from)?,
                 &[&node, &limit, &millis(lease_for)],
             )
             .await?;
@@ -519,9 +572,14 @@ impl PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE outbox SET status = 'sent', sent_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE outbox SET status = 'sent', sent_at = now()
                  WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND status = 'pending'
                    AND lease_expires_at > now()",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&lease.id, &lease.node, &lease.epoch],
             )
             .await

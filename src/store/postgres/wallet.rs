@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{PgError, PgStore};
@@ -66,9 +66,9 @@ impl PgStore {
         let client = self.client().await?;
         let inserted = client
             .execute(
-                "INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
+                &client.prepare_cached("INSERT INTO accounts (id, name, email, currency, balance, held, next_seq, created_at)
                  VALUES ($1, $2, $3, $4, 0, 0, 1, $5)
-                 ON CONFLICT (email) DO NOTHING",
+                 ON CONFLICT (email) DO NOTHING").await.map_err(PgError::from)?,
                 &[&new.id.0, &new.name, &new.email, &new.currency.to_string(), &new.created_at],
             )
             .await?;
@@ -78,7 +78,7 @@ impl PgStore {
     /// The wallet of `id` as the database has it now.
     pub async fn wallet(&self, id: AccountId) -> Result<Option<WalletRow>, PgError> {
         let client = self.client().await?;
-        read_wallet(&**client, id.0, false).await
+        read_wallet(&client, id.0, false).await
     }
 
     /// Applies `op` under idempotency key `key` (see the module doc).
@@ -91,7 +91,7 @@ impl PgStore {
         validate_key("idempotency_key", key).map_err(WalletError::from)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
-        let Some(row) = read_wallet(&*tx, id.0, true).await? else {
+        let Some(row) = read_wallet(&tx, id.0, true).await? else {
             return Err(WalletFailure::NoAccount(id));
         };
         let op_json = serde_json::to_value(op).map_err(|e| PgError::Corrupt {
@@ -100,7 +100,11 @@ impl PgStore {
         })?;
         if let Some(seen) = tx
             .query_opt(
-                "SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2",
+                &tx.prepare_cached(
+                    "SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[&id.0, &key],
             )
             .await
@@ -110,7 +114,7 @@ impl PgStore {
             if seen_op != op_json {
                 return Err(WalletFailure::KeyConflict(key.to_owned()));
             }
-            let entry = ledger_entry(&*tx, id.0, seq).await?;
+            let entry = ledger_entry(&tx, id.0, seq).await?;
             return Ok(WalletReceipt {
                 entry,
                 wallet: row.wallet.view(),
@@ -124,8 +128,8 @@ impl PgStore {
                     // As the sled actors do: a release of a hold that never landed leaves a
                     // tombstone under the hold's own key, so the late hold is refused.
                     tx.execute(
-                        "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, 0)
-                         ON CONFLICT DO NOTHING",
+                        &tx.prepare_cached("INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, 0)
+                         ON CONFLICT DO NOTHING").await.map_err(PgError::from)?,
                         &[&id.0, &hold_id, &op_json],
                     )
                     .await
@@ -160,8 +164,13 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+                &client
+                    .prepare_cached(
+                        "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
                  WHERE account_id = $1 ORDER BY seq",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
                 &[&id.0],
             )
             .await?;
@@ -174,7 +183,7 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT a.id FROM accounts a
+                &client.prepare_cached("SELECT a.id FROM accounts a
                  LEFT JOIN LATERAL (SELECT balance_after, held_after FROM ledger l
                                     WHERE l.account_id = a.id ORDER BY seq DESC LIMIT 1) last ON true
                  LEFT JOIN LATERAL (SELECT coalesce(sum(amount), 0)::bigint AS held FROM wallet_holds h
@@ -182,7 +191,7 @@ impl PgStore {
                  WHERE a.balance <> coalesce(last.balance_after, 0)
                     OR a.held <> coalesce(last.held_after, 0)
                     OR a.held <> holds.held
-                    OR a.next_seq <> 1 + (SELECT count(*) FROM ledger l WHERE l.account_id = a.id)",
+                    OR a.next_seq <> 1 + (SELECT count(*) FROM ledger l WHERE l.account_id = a.id)").await.map_err(PgError::from)?,
                 &[],
             )
             .await?;
@@ -195,28 +204,55 @@ pub(super) async fn read_wallet(
     id: Uuid,
     for_update: bool,
 ) -> Result<Option<WalletRow>, PgError> {
-    let sql = if for_update {
-        "SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE"
+    // Locking, the holds are read by a second statement: a statement that waited for the
+    // row lock still sees other tables as of its start, so holds read in the same statement
+    // could miss a change committed by the lock's previous holder. Not locking, one round
+    // trip (array_agg, ordered alike) reads the row and its holds.
+    let (account, hold_ids, amounts): (_, Vec<String>, Vec<i64>) = if for_update {
+        let statement = client
+            .prepare_cached(
+                "SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE",
+            )
+            .await?;
+        let Some(account) = client.query_opt(&statement, &[&id]).await? else {
+            return Ok(None);
+        };
+        let statement = client
+            .prepare_cached("SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1")
+            .await?;
+        let rows = client.query(&statement, &[&id]).await?;
+        let ids = rows.iter().map(|r| r.get(0)).collect();
+        let amounts = rows.iter().map(|r| r.get(1)).collect();
+        (account, ids, amounts)
     } else {
-        "SELECT currency, balance, next_seq FROM accounts WHERE id = $1"
-    };
-    let Some(account) = client.query_opt(sql, &[&id]).await? else {
-        return Ok(None);
+        let statement = client
+            .prepare_cached(
+                "SELECT currency, balance, next_seq,
+                        coalesce((SELECT array_agg(h.hold_id ORDER BY h.hold_id) FROM wallet_holds h
+                                  WHERE h.account_id = a.id), '{}'::text[]),
+                        coalesce((SELECT array_agg(h.amount ORDER BY h.hold_id) FROM wallet_holds h
+                                  WHERE h.account_id = a.id), '{}'::bigint[])
+                 FROM accounts a WHERE id = $1",
+            )
+            .await?;
+        let Some(account) = client.query_opt(&statement, &[&id]).await? else {
+            return Ok(None);
+        };
+        let (ids, amounts) = (account.get(3), account.get(4));
+        (account, ids, amounts)
     };
     let currency: String = account.get(0);
     let currency: Currency = currency.parse().map_err(|_| PgError::Corrupt {
         what: format!("account {id}"),
         reason: format!("unknown currency {currency:?}"),
     })?;
-    let holds: BTreeMap<String, i64> = client
-        .query(
-            "SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    if hold_ids.len() != amounts.len() {
+        return Err(PgError::Corrupt {
+            what: format!("holds of account {id}"),
+            reason: "hold ids and amounts differ in number".into(),
+        });
+    }
+    let holds: BTreeMap<String, i64> = hold_ids.into_iter().zip(amounts).collect();
     let next_seq: i64 = account.get(2);
     Ok(Some(WalletRow {
         wallet: Wallet {
@@ -229,7 +265,7 @@ pub(super) async fn read_wallet(
 }
 
 async fn write_change(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
     op: &WalletOp,
     op_json: &serde_json::Value,
@@ -237,21 +273,33 @@ async fn write_change(
 ) -> Result<(), PgError> {
     let seq = entry.seq as i64;
     tx.execute(
-        "UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1",
+        &tx.prepare_cached(
+            "UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1",
+        )
+        .await
+        .map_err(PgError::from)?,
         &[&id, &entry.balance_after, &entry.held_after, &(seq + 1)],
     )
     .await?;
     match op {
         WalletOp::Hold { hold_id, amount } => {
             tx.execute(
-                "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
+                &tx.prepare_cached(
+                    "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[&id, hold_id, &amount.minor],
             )
             .await?;
         }
         WalletOp::Capture { hold_id } | WalletOp::Release { hold_id } => {
             tx.execute(
-                "DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2",
+                &tx.prepare_cached(
+                    "DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2",
+                )
+                .await
+                .map_err(PgError::from)?,
                 &[&id, hold_id],
             )
             .await?;
@@ -259,8 +307,12 @@ async fn write_change(
         WalletOp::Credit { .. } => {}
     }
     tx.execute(
-        "INSERT INTO ledger (account_id, seq, key, op, delta, balance_after, held_after, at)
+        &tx.prepare_cached(
+            "INSERT INTO ledger (account_id, seq, key, op, delta, balance_after, held_after, at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await
+        .map_err(PgError::from)?,
         &[
             &id,
             &seq,
@@ -274,7 +326,11 @@ async fn write_change(
     )
     .await?;
     tx.execute(
-        "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, $4)",
+        &tx.prepare_cached(
+            "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, $4)",
+        )
+        .await
+        .map_err(PgError::from)?,
         &[&id, &entry.key, op_json, &seq],
     )
     .await?;
@@ -288,8 +344,13 @@ async fn ledger_entry(
 ) -> Result<LedgerEntry, PgError> {
     let row = client
         .query_opt(
-            "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
+            &client
+                .prepare_cached(
+                    "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
              WHERE account_id = $1 AND seq = $2",
+                )
+                .await
+                .map_err(PgError::from)?,
             &[&id, &seq],
         )
         .await?
