@@ -226,6 +226,63 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
     assert_eq!(r1["id"], r2["id"], "one booking for one key: {r1} {r2}");
     let mut ids = vec![r1["id"].as_str().unwrap().to_owned()];
 
+    // Node b's search cache holds the offer; a booking of it confirmed by node a drops it
+    // there too (NOTIFY from a, LISTEN on b).
+    let search_b = search.replace(&base_a, &base_b);
+    wait_until(
+        Duration::from_secs(10),
+        "node b answers the search from its cache",
+        async || {
+            let body: Value = http.get(&search_b).send().await.ok()?.json().await.ok()?;
+            (body["cached"] == true).then_some(())
+        },
+    )
+    .await;
+    let reply = http
+        .post(format!("{base_a}/v1/bookings"))
+        .header("Idempotency-Key", "cluster-invalidate")
+        .json(&booking(150))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status().as_u16(),
+        202,
+        "{}",
+        reply.text().await.unwrap()
+    );
+    let invalidating: Value = reply.json().await.unwrap();
+    let invalidating = invalidating["id"].as_str().unwrap().to_owned();
+    wait_until(
+        Duration::from_secs(20),
+        "the booking through node a is confirmed",
+        async || {
+            let body: Value = http
+                .get(format!("{base_a}/v1/bookings/{invalidating}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (body["state"] == "confirmed").then_some(())
+        },
+    )
+    .await;
+    let body: Value = http
+        .get(&search_b)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["cached"], false,
+        "node b dropped the booked SKU's cached search: {body}"
+    );
+    ids.push(invalidating);
+
     // Bookings through node a, then node a is killed while they wait on the card.
     for i in 0..6 {
         let reply = http
