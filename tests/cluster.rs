@@ -1,7 +1,8 @@
 //! Several `wayfare serve` processes on one real PostgreSQL (tests/pg), with the partner
 //! fakes as shared services outside them, as in a cluster: the nodes start together and
-//! migrate once, agree on idempotency keys and wallet reads, and a node SIGKILLed with
-//! sagas in flight has them finished by another node once their leases run out.
+//! migrate once, agree on idempotency keys, wallet reads and search caches, a node SIGKILLed
+//! with sagas in flight has them finished by another node once their leases run out, and a
+//! node frozen with SIGSTOP cannot write once woken.
 //!
 //! Needs the `postgres` feature (scripts/test.sh turns it on); without it this suite is
 //! empty, never passed.
@@ -89,50 +90,210 @@ async fn get(http: &reqwest::Client, url: String) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Two nodes on a fresh database with the partner fakes; every card call takes 700 ms, so
+/// sagas are mid-flight when a node is killed or frozen.
+struct TwoNodes {
+    a: Process,
+    b: Process,
+    bravo: Process,
+    gateway: Process,
+    db: PgStore,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    _alpha: Process,
+    _pg: TempPostgres,
+}
+
+impl TwoNodes {
+    /// Starts both nodes at once on an empty database.
+    fn start(db_name: &str) -> TwoNodes {
+        let pg = TempPostgres::start();
+        let db_url = pg.create_db(db_name);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let alpha = fakes::fake_seller(&d.join("alpha"), &d.join("alpha.log"), &[]);
+        let bravo = fakes::fake_seller(&d.join("bravo"), &d.join("bravo.log"), &[]);
+        let gateway = fakes::fake_gateway(
+            &d.join("gateway"),
+            &d.join("gateway.log"),
+            &["--latency-ms", "700"],
+        );
+        let config = partners_config(d, &alpha, &bravo, &gateway);
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| start_node(d, "node-a", &db_url, &config));
+            let b = s.spawn(|| start_node(d, "node-b", &db_url, &config));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let db = PgStore::connect(&StoreConfig {
+            backend: StoreBackend::Postgres,
+            url: Some(Secret::new(&db_url)),
+            pool_size: 2,
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        TwoNodes {
+            a,
+            b,
+            bravo,
+            gateway,
+            db,
+            http: fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10)),
+            dir,
+            _alpha: alpha,
+            _pg: pg,
+        }
+    }
+
+    /// The search URL of Lisbon hotels `from` days ahead, two nights, at node `base`.
+    fn search(base: &str, from: u64) -> String {
+        format!(
+            "{base}/v1/search/hotels?city=Lisbon&check_in={}&check_out={}",
+            day(from),
+            day(from + 2)
+        )
+    }
+
+    /// A bravo offer `from` days ahead, asked of node `base`.
+    async fn bravo_offer(&self, base: &str, from: u64) -> Value {
+        let search = Self::search(base, from);
+        wait_until(Duration::from_secs(20), "a bravo offer", async || {
+            let body: Value = self
+                .http
+                .get(&search)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["offers"]
+                .as_array()?
+                .iter()
+                .find(|o| o["seller"] == "bravo")
+                .cloned()
+        })
+        .await
+    }
+
+    /// Books through node `base` under `key`; the booking's id.
+    async fn book(&self, base: &str, key: &str, body: &Value) -> String {
+        let reply = self
+            .http
+            .post(format!("{base}/v1/bookings"))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        // 202 for a new booking, 200 for the same key's booking again.
+        assert!(
+            [200, 202].contains(&reply.status().as_u16()),
+            "{}",
+            reply.text().await.unwrap()
+        );
+        let body: Value = reply.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until booking `id`, read through node `base`, is no longer in flight; its state.
+    async fn settled(&self, base: &str, id: &str) -> String {
+        wait_until(
+            Duration::from_millis(LEASE_MS) + Duration::from_secs(20),
+            format_args!("booking {id} settles (read through {base})"),
+            async || {
+                let body: Value = self
+                    .http
+                    .get(format!("{base}/v1/bookings/{id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let state = body["state"].as_str()?.to_owned();
+                ["confirmed", "failed", "cancelled", "needs_attention"]
+                    .contains(&state.as_str())
+                    .then_some(state)
+            },
+        )
+        .await
+    }
+
+    /// Each booking reserved once at bravo, authorized once and captured once at the
+    /// gateway, and bravo holds no other reservation.
+    async fn assert_once_at_partners(&self, ids: &[String]) {
+        let seller = ledgers::fetch_seller(&self.http, &self.bravo.url())
+            .await
+            .unwrap();
+        let paid = ledgers::fetch_gateway(&self.http, &self.gateway.url())
+            .await
+            .unwrap()
+            .seen()
+            .unwrap();
+        for id in ids {
+            let reservations = seller.reservations.iter().filter(|r| &r.key == id).count();
+            assert_eq!(reservations, 1, "booking {id} reserved once: {seller:?}");
+            let auths: Vec<_> = paid
+                .ledger
+                .authorizations
+                .iter()
+                .filter(|a| a.key == format!("{id}:authorize"))
+                .collect();
+            assert_eq!(auths.len(), 1, "booking {id} authorized once");
+            let captures = paid
+                .ledger
+                .captures
+                .iter()
+                .filter(|c| c.authorization_id == auths[0].authorization_id)
+                .count();
+            assert_eq!(captures, 1, "booking {id} captured once");
+        }
+        assert_eq!(
+            seller.reservations.len(),
+            ids.len(),
+            "no reservation without a booking"
+        );
+    }
+
+    /// One figure from the database.
+    async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .unwrap()
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// A booking of `offer` (`from` days ahead) for `account` with `points` of its wallet.
+fn booking_of(offer: &Value, account: &str, from: u64, points: i64) -> Value {
+    json!({
+        "account_id": account,
+        "seller": "bravo",
+        "sku": offer["sku"],
+        "start": day(from),
+        "end": day(from + 2),
+        "offer_price": offer["price"],
+        "wallet_points": {"minor": points, "currency": "EUR"},
+        "card_token": "tok_approve",
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
-    let pg = TempPostgres::start();
-    let db_url = pg.create_db("cluster");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let alpha = fakes::fake_seller(&d.join("alpha"), &d.join("alpha.log"), &[]);
-    let bravo = fakes::fake_seller(&d.join("bravo"), &d.join("bravo.log"), &[]);
-    // Every card call takes 700 ms: sagas are mid-flight when their node is killed.
-    let gateway = fakes::fake_gateway(
-        &d.join("gateway"),
-        &d.join("gateway.log"),
-        &["--latency-ms", "700"],
-    );
-    let config = partners_config(d, &alpha, &bravo, &gateway);
-
     // Two nodes starting together on an empty database migrate it once.
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| start_node(d, "node-a", &db_url, &config));
-        let b = s.spawn(|| start_node(d, "node-b", &db_url, &config));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    let db = PgStore::connect(&StoreConfig {
-        backend: StoreBackend::Postgres,
-        url: Some(Secret::new(&db_url)),
-        pool_size: 2,
-        ..StoreConfig::default()
-    })
-    .unwrap();
-    let applied: i64 = db
-        .client()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM schema_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let c = TwoNodes::start("cluster");
+    let applied = c.count("SELECT count(*) FROM schema_migrations").await;
     assert_eq!(
         applied as usize,
         MIGRATIONS.len(),
         "each migration applied once"
     );
-    let (base_a, base_b) = (a.addr.clone(), b.addr.clone());
-    let http = fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10));
+    let (base_a, base_b) = (c.a.addr.clone(), c.b.addr.clone());
+    let http = &c.http;
 
     // Both nodes see each other; /health says the database answers.
     let cluster: Value = wait_until(
@@ -153,13 +314,13 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
     .await;
     assert_eq!(cluster["backend"], "postgres");
     assert_eq!(cluster["node"], "node-b");
-    let health = get(&http, format!("{base_a}/health")).await;
+    let health = get(http, format!("{base_a}/health")).await;
     assert_eq!(health["backend"], "postgres");
     assert_eq!(health["store"]["ok"], true, "{health}");
 
     // A wallet credit acknowledged by one node is read by the other at once.
     let account = AccountId::demo(3).to_string();
-    let before = get(&http, format!("{base_b}/v1/accounts/{account}")).await;
+    let before = get(http, format!("{base_b}/v1/accounts/{account}")).await;
     let credited = http
         .post(format!("{base_a}/v1/accounts/{account}/wallet/credits"))
         .header("Idempotency-Key", "cluster-credit-1")
@@ -172,63 +333,27 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         "{}",
         credited.text().await.unwrap()
     );
-    let after = get(&http, format!("{base_b}/v1/accounts/{account}")).await;
+    let after = get(http, format!("{base_b}/v1/accounts/{account}")).await;
     assert_eq!(
         after["wallet"]["balance"]["minor"].as_i64().unwrap(),
         before["wallet"]["balance"]["minor"].as_i64().unwrap() + 100_000,
         "node b reads node a's acknowledged credit"
     );
 
-    // An offer to book.
-    let search = format!(
-        "{base_a}/v1/search/hotels?city=Lisbon&check_in={}&check_out={}",
-        day(40),
-        day(42)
-    );
-    let offer: Value = wait_until(Duration::from_secs(20), "a bravo offer", async || {
-        let body: Value = http.get(&search).send().await.ok()?.json().await.ok()?;
-        body["offers"]
-            .as_array()?
-            .iter()
-            .find(|o| o["seller"] == "bravo")
-            .cloned()
-    })
-    .await;
-    let price = offer["price"]["minor"].as_i64().unwrap();
-    let booking = |points: i64| {
-        json!({
-            "account_id": account,
-            "seller": "bravo",
-            "sku": offer["sku"],
-            "start": day(40),
-            "end": day(42),
-            "offer_price": {"minor": price, "currency": "EUR"},
-            "wallet_points": {"minor": points, "currency": "EUR"},
-            "card_token": "tok_approve",
-        })
-    };
-
     // The same Idempotency-Key sent to both nodes at once makes one booking.
+    let offer = c.bravo_offer(&base_a, 40).await;
+    let booking = |points: i64| booking_of(&offer, &account, 40, points);
+    let same = booking(100);
     let (r1, r2) = tokio::join!(
-        http.post(format!("{base_a}/v1/bookings"))
-            .header("Idempotency-Key", "cluster-same-key")
-            .json(&booking(100))
-            .send(),
-        http.post(format!("{base_b}/v1/bookings"))
-            .header("Idempotency-Key", "cluster-same-key")
-            .json(&booking(100))
-            .send(),
+        c.book(&base_a, "cluster-same-key", &same),
+        c.book(&base_b, "cluster-same-key", &same),
     );
-    let (r1, r2): (Value, Value) = (
-        r1.unwrap().json().await.unwrap(),
-        r2.unwrap().json().await.unwrap(),
-    );
-    assert_eq!(r1["id"], r2["id"], "one booking for one key: {r1} {r2}");
-    let mut ids = vec![r1["id"].as_str().unwrap().to_owned()];
+    assert_eq!(r1, r2, "one booking for one key");
+    let mut ids = vec![r1];
 
     // Node b's search cache holds the offer; a booking of it confirmed by node a drops it
     // there too (NOTIFY from a, LISTEN on b).
-    let search_b = search.replace(&base_a, &base_b);
+    let search_b = TwoNodes::search(&base_b, 40);
     wait_until(
         Duration::from_secs(10),
         "node b answers the search from its cache",
@@ -238,45 +363,9 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         },
     )
     .await;
-    let reply = http
-        .post(format!("{base_a}/v1/bookings"))
-        .header("Idempotency-Key", "cluster-invalidate")
-        .json(&booking(150))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.status().as_u16(),
-        202,
-        "{}",
-        reply.text().await.unwrap()
-    );
-    let invalidating: Value = reply.json().await.unwrap();
-    let invalidating = invalidating["id"].as_str().unwrap().to_owned();
-    wait_until(
-        Duration::from_secs(20),
-        "the booking through node a is confirmed",
-        async || {
-            let body: Value = http
-                .get(format!("{base_a}/v1/bookings/{invalidating}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (body["state"] == "confirmed").then_some(())
-        },
-    )
-    .await;
-    let body: Value = http
-        .get(&search_b)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let invalidating = c.book(&base_a, "cluster-invalidate", &booking(150)).await;
+    assert_eq!(c.settled(&base_a, &invalidating).await, "confirmed");
+    let body = get(http, search_b.clone()).await;
     assert_eq!(
         body["cached"], false,
         "node b dropped the booked SKU's cached search: {body}"
@@ -285,131 +374,36 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
 
     // Bookings through node a, then node a is killed while they wait on the card.
     for i in 0..6 {
-        let reply = http
-            .post(format!("{base_a}/v1/bookings"))
-            .header("Idempotency-Key", format!("cluster-kill-{i}"))
-            .json(&booking(200 + i))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.status().as_u16(),
-            202,
-            "{}",
-            reply.text().await.unwrap()
+        ids.push(
+            c.book(&base_a, &format!("cluster-kill-{i}"), &booking(200 + i))
+                .await,
         );
-        let body: Value = reply.json().await.unwrap();
-        ids.push(body["id"].as_str().unwrap().to_owned());
     }
-    let held: i64 = db
-        .client()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM sagas WHERE owner_node = 'node-a' AND NOT terminal",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held = c
+        .count("SELECT count(*) FROM sagas WHERE owner_node = 'node-a' AND NOT terminal")
+        .await;
     assert!(held > 0, "node a holds unfinished sagas when it is killed");
-    a.kill();
+    signal(&c.a, libc::SIGKILL);
     let killed = Instant::now();
 
     // Node b takes them over once their leases run out, and finishes every one.
     for id in &ids {
-        let state: String = wait_until(
-            Duration::from_millis(LEASE_MS) + Duration::from_secs(20),
-            format_args!("booking {id} finishes on node b"),
-            async || {
-                let body: Value = http
-                    .get(format!("{base_b}/v1/bookings/{id}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let state = body["state"].as_str()?.to_owned();
-                ["confirmed", "failed", "cancelled", "needs_attention"]
-                    .contains(&state.as_str())
-                    .then_some(format!("{state} {body}"))
-            },
-        )
-        .await;
-        assert!(state.starts_with("confirmed "), "booking {id}: {state}");
+        assert_eq!(c.settled(&base_b, id).await, "confirmed", "booking {id}");
     }
-    let took = killed.elapsed();
     eprintln!(
-        "{} sagas of the killed node finished by node b {:.1} s after the kill (lease {} ms)",
-        held,
-        took.as_secs_f64(),
-        LEASE_MS
+        "{held} sagas of the killed node finished by node b {:.1} s after the kill (lease {LEASE_MS} ms)",
+        killed.elapsed().as_secs_f64(),
     );
-    let owners: Vec<(String, Option<String>)> = db
-        .client()
-        .await
-        .unwrap()
-        .query("SELECT id, owner_node FROM sagas", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert!(
-        owners.iter().any(|(_, o)| o.as_deref() == Some("node-b")),
-        "node b took sagas over: {owners:?}"
-    );
+    let taken = c
+        .count("SELECT count(*) FROM sagas WHERE owner_node = 'node-b'")
+        .await;
+    assert!(taken > 0, "node b took sagas over");
 
     // Nothing lost or doubled at the partners; wallets equal their ledgers.
-    let seller = ledgers::fetch_seller(&http, &bravo.url()).await.unwrap();
-    let gw = ledgers::fetch_gateway(&http, &gateway.url()).await.unwrap();
-    let paid = gw.seen().unwrap();
-    for id in &ids {
-        let reservations = seller.reservations.iter().filter(|r| &r.key == id).count();
-        assert_eq!(reservations, 1, "booking {id} reserved once: {seller:?}");
-        let auths: Vec<_> = paid
-            .ledger
-            .authorizations
-            .iter()
-            .filter(|a| a.key == format!("{id}:authorize"))
-            .collect();
-        assert_eq!(auths.len(), 1, "booking {id} authorized once");
-        let captures = paid
-            .ledger
-            .captures
-            .iter()
-            .filter(|c| c.authorization_id == auths[0].authorization_id)
-            .count();
-        assert_eq!(captures, 1, "booking {id} captured once");
-    }
-    assert_eq!(
-        seller.reservations.len(),
-        ids.len(),
-        "no reservation without a booking"
-    );
-    let violations = db.wallet_violations().await.unwrap();
-    if !violations.is_empty() {
-        let rows: Vec<String> = db
-            .client()
-            .await
-            .unwrap()
-            .query(
-                "SELECT a.id::text || ' balance ' || a.balance || ' held ' || a.held || ' next ' || a.next_seq
-                        || ' holds ' || coalesce((SELECT sum(amount) FROM wallet_holds h WHERE h.account_id = a.id), 0)
-                        || ' ledger ' || (SELECT count(*) FROM ledger l WHERE l.account_id = a.id)
-                 FROM accounts a",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        panic!("balances differ from ledgers: {violations:?}: {rows:#?}");
-    }
+    c.assert_once_at_partners(&ids).await;
+    assert_eq!(c.db.wallet_violations().await.unwrap(), vec![]);
     let ledger = get(
-        &http,
+        http,
         format!("{base_b}/v1/accounts/{account}/wallet/ledger?limit=100"),
     )
     .await;
@@ -427,25 +421,15 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
 
     // Every customer email leaves the shared outbox once (claimed by one node's mailer).
     wait_until(Duration::from_secs(10), "the outbox drains", async || {
-        let pending: i64 = db
-            .client()
-            .await
-            .ok()?
-            .query_one("SELECT count(*) FROM outbox WHERE status = 'pending'", &[])
-            .await
-            .ok()?
-            .get(0);
+        let pending = c
+            .count("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            .await;
         (pending == 0).then_some(())
     })
     .await;
-    let sent: i64 = db
-        .client()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM outbox WHERE status = 'sent'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let sent = c
+        .count("SELECT count(*) FROM outbox WHERE status = 'sent'")
+        .await;
     assert_eq!(
         sent as usize,
         ids.len(),
@@ -454,7 +438,7 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
 
     // The cluster view lists the dead node with an old heartbeat and no live leases.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let view = get(&http, format!("{base_b}/v1/system/cluster")).await;
+    let view = get(http, format!("{base_b}/v1/system/cluster")).await;
     let dead = view["members"]
         .as_array()
         .unwrap()
@@ -467,7 +451,6 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         "{view}"
     );
     assert_eq!(dead["sagas_held"], 0, "{view}");
-    drop(b);
 }
 
 /// Sends `signal` to a node's process.
@@ -483,138 +466,46 @@ fn signal(node: &Process, signal: libc::c_int) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_loses_its_sagas_and_its_late_writes_are_refused() {
-    let pg = TempPostgres::start();
-    let db_url = pg.create_db("paused");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let alpha = fakes::fake_seller(&d.join("alpha"), &d.join("alpha.log"), &[]);
-    let bravo = fakes::fake_seller(&d.join("bravo"), &d.join("bravo.log"), &[]);
-    let gateway = fakes::fake_gateway(
-        &d.join("gateway"),
-        &d.join("gateway.log"),
-        &["--latency-ms", "700"],
-    );
-    let config = partners_config(d, &alpha, &bravo, &gateway);
-    let a = start_node(d, "node-a", &db_url, &config);
-    let b = start_node(d, "node-b", &db_url, &config);
-    let (base_a, base_b) = (a.addr.clone(), b.addr.clone());
-    let http = fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10));
+    let c = TwoNodes::start("paused");
+    let (base_a, base_b) = (c.a.addr.clone(), c.b.addr.clone());
     let account = AccountId::demo(4).to_string();
-    let search = format!(
-        "{base_b}/v1/search/hotels?city=Lisbon&check_in={}&check_out={}",
-        day(50),
-        day(52)
-    );
-    let offer: Value = wait_until(Duration::from_secs(20), "a bravo offer", async || {
-        let body: Value = http.get(&search).send().await.ok()?.json().await.ok()?;
-        body["offers"]
-            .as_array()?
-            .iter()
-            .find(|o| o["seller"] == "bravo")
-            .cloned()
-    })
-    .await;
+    let offer = c.bravo_offer(&base_b, 50).await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        let reply = http
-            .post(format!("{base_a}/v1/bookings"))
-            .header("Idempotency-Key", format!("paused-{i}"))
-            .json(&json!({
-                "account_id": account,
-                "seller": "bravo",
-                "sku": offer["sku"],
-                "start": day(50),
-                "end": day(52),
-                "offer_price": offer["price"],
-                "wallet_points": {"minor": 100 + i, "currency": "EUR"},
-                "card_token": "tok_approve",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.status().as_u16(),
-            202,
-            "{}",
-            reply.text().await.unwrap()
-        );
-        let body: Value = reply.json().await.unwrap();
-        ids.push(body["id"].as_str().unwrap().to_owned());
+        let body = booking_of(&offer, &account, 50, 100 + i);
+        ids.push(c.book(&base_a, &format!("paused-{i}"), &body).await);
     }
 
     // Node a freezes (as a VM pause would) while its sagas wait on the card gateway.
-    signal(&a, libc::SIGSTOP);
+    signal(&c.a, libc::SIGSTOP);
     for id in &ids {
-        let state: String = wait_until(
-            Duration::from_millis(LEASE_MS) + Duration::from_secs(20),
-            format_args!("booking {id} finishes on node b while node a is frozen"),
-            async || {
-                let body: Value = http
-                    .get(format!("{base_b}/v1/bookings/{id}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let state = body["state"].as_str()?.to_owned();
-                ["confirmed", "failed", "cancelled", "needs_attention"]
-                    .contains(&state.as_str())
-                    .then_some(state)
-            },
-        )
-        .await;
-        assert_eq!(state, "confirmed", "booking {id}");
+        assert_eq!(c.settled(&base_b, id).await, "confirmed", "booking {id}");
     }
     let confirmed: Vec<Value> = futures_util::future::join_all(
         ids.iter()
-            .map(|id| get(&http, format!("{base_b}/v1/bookings/{id}"))),
+            .map(|id| get(&c.http, format!("{base_b}/v1/bookings/{id}"))),
     )
     .await;
 
     // Node a wakes with its steps answered and its leases gone: its writes are fenced.
-    signal(&a, libc::SIGCONT);
+    signal(&c.a, libc::SIGCONT);
     wait_until(
         Duration::from_secs(20),
         "node a notices it was taken over",
         async || {
-            let log = std::fs::read_to_string(d.join("node-a.log")).ok()?;
+            let log = std::fs::read_to_string(c.dir.path().join("node-a.log")).ok()?;
             (log.contains("Saga taken over") || log.contains("lease lost")).then_some(())
         },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
     for (id, before) in ids.iter().zip(&confirmed) {
-        let now = get(&http, format!("{base_a}/v1/bookings/{id}")).await;
+        let now = get(&c.http, format!("{base_a}/v1/bookings/{id}")).await;
         assert_eq!(&now, before, "node a's late write changed nothing of {id}");
     }
-    let seller = ledgers::fetch_seller(&http, &bravo.url()).await.unwrap();
-    let paid = ledgers::fetch_gateway(&http, &gateway.url())
-        .await
-        .unwrap()
-        .seen()
-        .unwrap();
-    for id in &ids {
-        assert_eq!(
-            seller.reservations.iter().filter(|r| &r.key == id).count(),
-            1,
-            "{id} reserved once: {seller:?}"
-        );
-        let auth = paid
-            .ledger
-            .authorizations
-            .iter()
-            .find(|a| a.key == format!("{id}:authorize"))
-            .unwrap_or_else(|| panic!("{id} authorized"));
-        let captures = paid
-            .ledger
-            .captures
-            .iter()
-            .filter(|c| c.authorization_id == auth.authorization_id)
-            .count();
-        assert_eq!(captures, 1, "{id} captured once");
-    }
+    c.assert_once_at_partners(&ids).await;
+    assert_eq!(c.db.wallet_violations().await.unwrap(), vec![]);
     // And node a serves on, as a member again.
-    let health = get(&http, format!("{base_a}/health")).await;
+    let health = get(&c.http, format!("{base_a}/health")).await;
     assert_eq!(health["status"], "ok", "{health}");
 }
