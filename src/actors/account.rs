@@ -750,16 +750,24 @@ impl AccountShard {
     fn read_ledger(&mut self, msg: &ReadLedger) -> Result<LedgerPage, AccountError> {
         self.authorize(msg.id, &msg.caller)?;
         // One extra entry tells whether another page follows.
-        let mut entries = self.ledger_entries(msg.id, msg.after, msg.limit + 1)?;
-        let next_after = if entries.len() > msg.limit {
-            entries.truncate(msg.limit);
+        let entries = self.ledger_entries(msg.id, msg.after, msg.limit + 1)?;
+        Ok(LedgerPage::of(entries, msg.limit))
+    }
+}
+
+impl LedgerPage {
+    /// The page of up to `limit` entries, from `limit + 1` read (the extra one says that
+    /// another page follows).
+    pub(crate) fn of(mut entries: Vec<LedgerEntry>, limit: usize) -> LedgerPage {
+        let next_after = if entries.len() > limit {
+            entries.truncate(limit);
             entries.last().map(|e| e.seq)
         } else {
             None
         };
-        Ok(LedgerPage {
+        LedgerPage {
             entries,
             next_after,
-        })
+        }
     }
 }

@@ -153,20 +153,11 @@ pub(super) async fn read_ledger(
     msg: ReadLedger,
 ) -> Result<LedgerPage, AccountError> {
     authorize(db.clone(), keys, msg.id, msg.caller).await?;
-    let mut entries = db
+    let entries = db
         .ledger_page(msg.id, msg.after, msg.limit + 1)
         .await
         .map_err(store_error)?;
-    let next_after = if entries.len() > msg.limit {
-        entries.truncate(msg.limit);
-        entries.last().map(|e| e.seq)
-    } else {
-        None
-    };
-    Ok(LedgerPage {
-        entries,
-        next_after,
-    })
+    Ok(LedgerPage::of(entries, msg.limit))
 }
 
 /// Sets (or, with `only_if_missing`, adds) the account's key digest.

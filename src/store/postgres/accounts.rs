@@ -45,16 +45,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = record.id.0;
-        if tx
-            .query_opt(
-                &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
-                    .await
-                    .map_err(PgError::from)?,
-                &[&id],
-            )
-            .await?
-            .is_some()
-        {
+        if id_taken(&tx, id).await? {
             return Ok(Opened::IdTaken);
         }
         let inserted = tx
@@ -73,16 +64,7 @@ impl PgStore {
             .await?;
         if inserted == 0 {
             // Another node opened the id a moment ago, or the email is taken.
-            let id_taken = tx
-                .query_opt(
-                    &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
-                        .await
-                        .map_err(PgError::from)?,
-                    &[&id],
-                )
-                .await?
-                .is_some();
-            return Ok(if id_taken {
+            return Ok(if id_taken(&tx, id).await? {
                 Opened::IdTaken
             } else {
                 Opened::EmailTaken
@@ -271,6 +253,13 @@ impl PgStore {
             .await?;
         Ok(())
     }
+}
+
+async fn id_taken(tx: &deadpool_postgres::Transaction<'_>, id: Uuid) -> Result<bool, PgError> {
+    let statement = tx
+        .prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
+        .await?;
+    Ok(tx.query_opt(&statement, &[&id]).await?.is_some())
 }
 
 fn digest_of(id: Uuid, bytes: &[u8]) -> Result<KeyDigest, PgError> {

@@ -161,20 +161,7 @@ impl PgStore {
 
     /// The ledger of `id`, oldest first.
     pub async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
-                 WHERE account_id = $1 ORDER BY seq",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&id.0],
-            )
-            .await?;
-        rows.iter().map(entry_from_row).collect()
+        self.ledger_page(id, 0, usize::MAX).await
     }
 
     /// Accounts whose balance or held differs from their ledger's last row, or whose holds
