@@ -32,7 +32,7 @@ const OPERATOR_TOKEN: &str = "cluster-test-operator-token-0123456789";
 const LEASE_MS: u64 = 1_000;
 
 /// One node: `wayfare serve` on the shared database, in its own directory.
-fn start_node(root: &Path, name: &str, db_url: &str, config: &Path) -> Process {
+fn start_node(root: &Path, name: &str, db_url: &str, config: &Path, lease_ms: u64) -> Process {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let mut command = fakes::wayfare_command(
@@ -45,7 +45,7 @@ fn start_node(root: &Path, name: &str, db_url: &str, config: &Path) -> Process {
         .env("WAYFARE__STORE__BACKEND", "postgres")
         .env("WAYFARE__STORE__URL", db_url)
         .env("WAYFARE__CLUSTER__NODE_ID", name)
-        .env("WAYFARE__CLUSTER__LEASE_MS", LEASE_MS.to_string())
+        .env("WAYFARE__CLUSTER__LEASE_MS", lease_ms.to_string())
         .env("WAYFARE__LIMITS__ENABLED", "false");
     fakes::spawn_listening(command, "wayfare listening on ").unwrap_or_else(|| {
         panic!(
@@ -107,6 +107,11 @@ struct TwoNodes {
 impl TwoNodes {
     /// Starts both nodes at once on an empty database.
     fn start(db_name: &str) -> TwoNodes {
+        Self::start_with_lease(db_name, LEASE_MS)
+    }
+
+    /// [`TwoNodes::start`] with leases of `lease_ms`.
+    fn start_with_lease(db_name: &str, lease_ms: u64) -> TwoNodes {
         let pg = TempPostgres::start();
         let db_url = pg.create_db(db_name);
         let dir = tempfile::tempdir().unwrap();
@@ -120,8 +125,8 @@ impl TwoNodes {
         );
         let config = partners_config(d, &alpha, &bravo, &gateway);
         let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| start_node(d, "node-a", &db_url, &config));
-            let b = s.spawn(|| start_node(d, "node-b", &db_url, &config));
+            let a = s.spawn(|| start_node(d, "node-a", &db_url, &config, lease_ms));
+            let b = s.spawn(|| start_node(d, "node-b", &db_url, &config, lease_ms));
             (a.join().unwrap(), b.join().unwrap())
         });
         let db = PgStore::connect(&StoreConfig {
@@ -508,4 +513,56 @@ async fn a_paused_node_loses_its_sagas_and_its_late_writes_are_refused() {
     // And node a serves on, as a member again.
     let health = get(&c.http, format!("{base_a}/health")).await;
     assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_cleanly_gives_its_sagas_up_at_once() {
+    // Leases far longer than the test waits: only a release lets node b take over.
+    const LONG_LEASE_MS: u64 = 30_000;
+    let c = TwoNodes::start_with_lease("stopped", LONG_LEASE_MS);
+    let (base_a, base_b) = (c.a.addr.clone(), c.b.addr.clone());
+    let account = AccountId::demo(5).to_string();
+    let offer = c.bravo_offer(&base_b, 60).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let body = booking_of(&offer, &account, 60, 100 + i);
+        ids.push(c.book(&base_a, &format!("stopped-{i}"), &body).await);
+    }
+    let held = c
+        .count("SELECT count(*) FROM sagas WHERE owner_node = 'node-a' AND NOT terminal")
+        .await;
+    assert!(held > 0, "node a holds unfinished sagas when it is stopped");
+    let stopped = Instant::now();
+    signal(&c.a, libc::SIGTERM);
+    for id in &ids {
+        let state = wait_until(
+            Duration::from_millis(LONG_LEASE_MS / 2),
+            format_args!("booking {id} finishes on node b well before the lease runs out"),
+            async || {
+                let body: Value = c
+                    .http
+                    .get(format!("{base_b}/v1/bookings/{id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let state = body["state"].as_str()?.to_owned();
+                ["confirmed", "failed", "cancelled", "needs_attention"]
+                    .contains(&state.as_str())
+                    .then_some(state)
+            },
+        )
+        .await;
+        assert_eq!(state, "confirmed", "booking {id}");
+    }
+    eprintln!(
+        "{held} sagas of the stopped node finished by node b {:.1} s after SIGTERM (lease {LONG_LEASE_MS} ms)",
+        stopped.elapsed().as_secs_f64()
+    );
+    let log = std::fs::read_to_string(c.dir.path().join("node-a.log")).unwrap();
+    assert!(log.contains("Saga leases released"), "{log}");
+    c.assert_once_at_partners(&ids).await;
+    assert_eq!(c.db.wallet_violations().await.unwrap(), vec![]);
 }

@@ -281,13 +281,14 @@ fn write_error(e: SagaWriteError) -> StoreError {
 }
 
 /// The node's timer: heartbeat, renew held leases, claim expired ones and run them.
-/// Runs until the task is aborted (at shutdown). Every `lease / 3`, so a live node renews
-/// each lease twice before it could run out.
+/// Runs until the task is aborted (at shutdown). Every `lease / 3` (so a live node renews
+/// each lease twice before it could run out), and at least every second (so leases given
+/// up by a node stopping cleanly are claimed within about a second).
 pub(crate) async fn run_duties(deps: Arc<SagaDeps>, version: &'static str) {
     let Some(cluster) = deps.cluster.clone() else {
         return;
     };
-    let every = (cluster.lease / 3).max(Duration::from_millis(100));
+    let every = (cluster.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         if let Err(e) = cluster
             .db
