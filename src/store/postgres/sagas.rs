@@ -215,35 +215,50 @@ impl PgStore {
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
     ) -> Result<(), SagaWriteError> {
+        const FENCED_UPDATE: &str =
+            "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
+                    lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()";
+        let lease_ms = millis(lease_for);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &lease.saga_id,
+            &lease.node,
+            &lease.epoch,
+            &row.state,
+            &row.terminal,
+            &row.record,
+            &lease_ms,
+        ];
+        let fenced = || SagaWriteError::Fenced {
+            saga_id: lease.saga_id.clone(),
+            node: lease.node.clone(),
+            epoch: lease.epoch,
+        };
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(PgError::from)?;
-        let changed = tx
-            .execute(
-                &tx.prepare_cached(
-                    "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
-                        lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-                 WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()",
-                )
+        if email.is_none() && finished.is_none() {
+            // Most steps write the saga row alone: one statement is atomic by itself, so
+            // no transaction (and its two extra round trips) is needed.
+            let statement = client
+                .prepare_cached(FENCED_UPDATE)
                 .await
-                .map_err(PgError::from)?,
-                &[
-                    &lease.saga_id,
-                    &lease.node,
-                    &lease.epoch,
-                    &row.state,
-                    &row.terminal,
-                    &row.record,
-                    &millis(lease_for),
-                ],
-            )
+                .map_err(PgError::from)?;
+            let changed = client
+                .execute(&statement, &params)
+                .await
+                .map_err(PgError::from)?;
+            return if changed == 0 { Err(fenced()) } else { Ok(()) };
+        }
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let statement = tx
+            .prepare_cached(FENCED_UPDATE)
+            .await
+            .map_err(PgError::from)?;
+        let changed = tx
+            .execute(&statement, &params)
             .await
             .map_err(PgError::from)?;
         if changed == 0 {
-            return Err(SagaWriteError::Fenced {
-                saga_id: lease.saga_id.clone(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
-            });
+            return Err(fenced());
         }
         if let Some(other) = finished {
             tx.execute(

@@ -78,7 +78,7 @@ impl PgStore {
     /// The wallet of `id` as the database has it now.
     pub async fn wallet(&self, id: AccountId) -> Result<Option<WalletRow>, PgError> {
         let client = self.client().await?;
-        read_wallet(&client, id.0, false).await
+        read_wallet(&client, id.0).await
     }
 
     /// Applies `op` under idempotency key `key` (see the module doc).
@@ -89,27 +89,17 @@ impl PgStore {
         op: &WalletOp,
     ) -> Result<WalletReceipt, WalletFailure> {
         validate_key("idempotency_key", key).map_err(WalletError::from)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(PgError::from)?;
-        let Some(row) = read_wallet(&tx, id.0, true).await? else {
-            return Err(WalletFailure::NoAccount(id));
-        };
         let op_json = serde_json::to_value(op).map_err(|e| PgError::Corrupt {
             what: "wallet operation".into(),
             reason: e.to_string(),
         })?;
-        if let Some(seen) = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2",
-                )
-                .await
-                .map_err(PgError::from)?,
-                &[&id.0, &key],
-            )
-            .await
-            .map_err(PgError::from)?
-        {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let (row, seen) = locked_wallet(&tx, id.0, key).await?;
+        let Some(row) = row else {
+            return Err(WalletFailure::NoAccount(id));
+        };
+        if let Some(seen) = seen {
             let (seen_op, seq): (serde_json::Value, i64) = (seen.get(0), seen.get(1));
             if seen_op != op_json {
                 return Err(WalletFailure::KeyConflict(key.to_owned()));
@@ -186,48 +176,32 @@ impl PgStore {
     }
 }
 
-pub(super) async fn read_wallet(
-    client: &impl GenericClient,
-    id: Uuid,
-    for_update: bool,
-) -> Result<Option<WalletRow>, PgError> {
-    // Locking, the holds are read by a second statement: a statement that waited for the
-    // row lock still sees other tables as of its start, so holds read in the same statement
-    // could miss a change committed by the lock's previous holder. Not locking, one round
-    // trip (array_agg, ordered alike) reads the row and its holds.
-    let (account, hold_ids, amounts): (_, Vec<String>, Vec<i64>) = if for_update {
-        let statement = client
-            .prepare_cached(
-                "SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE",
-            )
-            .await?;
-        let Some(account) = client.query_opt(&statement, &[&id]).await? else {
-            return Ok(None);
-        };
-        let statement = client
-            .prepare_cached("SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1")
-            .await?;
-        let rows = client.query(&statement, &[&id]).await?;
-        let ids = rows.iter().map(|r| r.get(0)).collect();
-        let amounts = rows.iter().map(|r| r.get(1)).collect();
-        (account, ids, amounts)
-    } else {
-        let statement = client
-            .prepare_cached(
-                "SELECT currency, balance, next_seq,
-                        coalesce((SELECT array_agg(h.hold_id ORDER BY h.hold_id) FROM wallet_holds h
-                                  WHERE h.account_id = a.id), '{}'::text[]),
-                        coalesce((SELECT array_agg(h.amount ORDER BY h.hold_id) FROM wallet_holds h
-                                  WHERE h.account_id = a.id), '{}'::bigint[])
-                 FROM accounts a WHERE id = $1",
-            )
-            .await?;
-        let Some(account) = client.query_opt(&statement, &[&id]).await? else {
-            return Ok(None);
-        };
-        let (ids, amounts) = (account.get(3), account.get(4));
-        (account, ids, amounts)
+/// The wallet of `id` in one statement (one consistent snapshot of the row and its holds).
+async fn read_wallet(client: &impl GenericClient, id: Uuid) -> Result<Option<WalletRow>, PgError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT currency, balance, next_seq,
+                    coalesce((SELECT array_agg(h.hold_id ORDER BY h.hold_id) FROM wallet_holds h
+                              WHERE h.account_id = a.id), '{}'::text[]),
+                    coalesce((SELECT array_agg(h.amount ORDER BY h.hold_id) FROM wallet_holds h
+                              WHERE h.account_id = a.id), '{}'::bigint[])
+             FROM accounts a WHERE id = $1",
+        )
+        .await?;
+    let Some(account) = client.query_opt(&statement, &[&id]).await? else {
+        return Ok(None);
     };
+    let (ids, amounts) = (account.get(3), account.get(4));
+    wallet_row(id, &account, ids, amounts).map(Some)
+}
+
+/// A wallet from its account row (currency, balance, next_seq first) and its holds.
+fn wallet_row(
+    id: Uuid,
+    account: &tokio_postgres::Row,
+    hold_ids: Vec<String>,
+    amounts: Vec<i64>,
+) -> Result<WalletRow, PgError> {
     let currency: String = account.get(0);
     let currency: Currency = currency.parse().map_err(|_| PgError::Corrupt {
         what: format!("account {id}"),
@@ -241,16 +215,18 @@ pub(super) async fn read_wallet(
     }
     let holds: BTreeMap<String, i64> = hold_ids.into_iter().zip(amounts).collect();
     let next_seq: i64 = account.get(2);
-    Ok(Some(WalletRow {
+    Ok(WalletRow {
         wallet: Wallet {
             currency,
             balance: account.get(1),
             holds,
         },
         next_seq: next_seq as u64,
-    }))
+    })
 }
 
+/// Writes a change with its four statements pipelined (sent at once, run in order): one
+/// round trip instead of four.
 async fn write_change(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
@@ -259,69 +235,98 @@ async fn write_change(
     entry: &LedgerEntry,
 ) -> Result<(), PgError> {
     let seq = entry.seq as i64;
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1",
-        )
-        .await
-        .map_err(PgError::from)?,
-        &[&id, &entry.balance_after, &entry.held_after, &(seq + 1)],
-    )
-    .await?;
-    match op {
-        WalletOp::Hold { hold_id, amount } => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
-                )
-                .await
-                .map_err(PgError::from)?,
-                &[&id, hold_id, &amount.minor],
-            )
-            .await?;
-        }
-        WalletOp::Capture { hold_id } | WalletOp::Release { hold_id } => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2",
-                )
-                .await
-                .map_err(PgError::from)?,
-                &[&id, hold_id],
-            )
-            .await?;
-        }
-        WalletOp::Credit { .. } => {}
-    }
-    tx.execute(
-        &tx.prepare_cached(
+    let next = seq + 1;
+    let totals = tx
+        .prepare_cached("UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1")
+        .await?;
+    let ledger = tx
+        .prepare_cached(
             "INSERT INTO ledger (account_id, seq, key, op, delta, balance_after, held_after, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .await
-        .map_err(PgError::from)?,
-        &[
-            &id,
-            &seq,
-            &entry.key,
-            op_json,
-            &entry.delta,
-            &entry.balance_after,
-            &entry.held_after,
-            &entry.at,
-        ],
-    )
-    .await?;
-    tx.execute(
-        &tx.prepare_cached(
+        .await?;
+    let seen = tx
+        .prepare_cached(
             "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, $4)",
         )
-        .await
-        .map_err(PgError::from)?,
-        &[&id, &entry.key, op_json, &seq],
-    )
-    .await?;
+        .await?;
+    let hold = match op {
+        WalletOp::Hold { .. } => Some(
+            tx.prepare_cached(
+                "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
+            )
+            .await?,
+        ),
+        WalletOp::Capture { .. } | WalletOp::Release { .. } => Some(
+            tx.prepare_cached("DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2")
+                .await?,
+        ),
+        WalletOp::Credit { .. } => None,
+    };
+    let hold_change = async {
+        match (op, &hold) {
+            (WalletOp::Hold { hold_id, amount }, Some(s)) => {
+                tx.execute(s, &[&id, hold_id, &amount.minor]).await
+            }
+            (WalletOp::Capture { hold_id } | WalletOp::Release { hold_id }, Some(s)) => {
+                tx.execute(s, &[&id, hold_id]).await
+            }
+            _ => Ok(0),
+        }
+    };
+    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+    let totals_params: [Param; 4] = [&id, &entry.balance_after, &entry.held_after, &next];
+    let ledger_params: [Param; 8] = [
+        &id,
+        &seq,
+        &entry.key,
+        op_json,
+        &entry.delta,
+        &entry.balance_after,
+        &entry.held_after,
+        &entry.at,
+    ];
+    let seen_params: [Param; 4] = [&id, &entry.key, op_json, &seq];
+    tokio::try_join!(
+        tx.execute(&totals, &totals_params),
+        hold_change,
+        tx.execute(&ledger, &ledger_params),
+        tx.execute(&seen, &seen_params),
+    )?;
     Ok(())
+}
+
+/// The account row locked for a change, its holds and what idempotency key `key` was used
+/// for, pipelined: the three statements are sent at once and run in order, so the holds and
+/// the key are read by statements that start once the row lock is held (a statement that
+/// waited for the lock would still see other tables as of its own start).
+async fn locked_wallet(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    key: &str,
+) -> Result<(Option<WalletRow>, Option<tokio_postgres::Row>), PgError> {
+    let lock = tx
+        .prepare_cached("SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE")
+        .await?;
+    let holds = tx
+        .prepare_cached("SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1")
+        .await?;
+    let seen = tx
+        .prepare_cached("SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2")
+        .await?;
+    let by_id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+    let by_key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &key];
+    let (account, holds, seen) = tokio::try_join!(
+        tx.query_opt(&lock, &by_id),
+        tx.query(&holds, &by_id),
+        tx.query_opt(&seen, &by_key),
+    )?;
+    let Some(account) = account else {
+        return Ok((None, None));
+    };
+    let ids = holds.iter().map(|r| r.get(0)).collect();
+    let amounts = holds.iter().map(|r| r.get(1)).collect();
+    Ok((Some(wallet_row(id, &account, ids, amounts)?), seen))
 }
 
 async fn ledger_entry(
