@@ -23,7 +23,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!(
         "credited {} (ledger entry #{})",
-        receipt.entry.delta, receipt.entry.seq
+        Money::new(receipt.entry.delta, currency),
+        receipt.entry.seq
     );
 
     // The same idempotency key again: the first result, not a second credit.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cluster figures for BENCHMARKS.md, each measured by this script on this machine:
 #
-# a. One node, sled vs PostgreSQL (the same release binary, built with --features
-#    postgres; PostgreSQL from scripts/pg.sh with fsync on, as sled syncs too; simulated
+# a. One node, sled vs PostgreSQL (the same release binary, with its default
+#    PostgreSQL store; PostgreSQL from scripts/pg.sh with fsync on, as sled syncs too; simulated
 #    sellers and gateway answering at once):
 #    - account reads: wrk -t1 -c$WRK_CONNECTIONS, scripts/accounts.lua over 1,000 demo accounts
 #    - bookings: examples/load.rs booking=100, $CONNECTIONS connections for ${BOOK_SECS}s,
@@ -53,8 +53,8 @@ PY
 fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-echo "== build (release, --features postgres)"
-cargo build --release --features postgres --bin wayfare --example load --example fake_seller \
+echo "== build (release)"
+cargo build --release --bin wayfare --example load --example fake_seller \
     --example fake_gateway
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 export BIN=$TARGET_DIR/release

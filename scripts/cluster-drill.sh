@@ -39,7 +39,7 @@ export LEASE_MS=${LEASE_MS:-5000}
 
 if [ -z "${WAYFARE_BIN_DIR:-}" ]; then
     echo "building wayfare, the partner fakes and the drill (debug)..." >&2
-    cargo build -q --features postgres --bin wayfare --example fake_seller \
+    cargo build -q --bin wayfare --example fake_seller \
         --example fake_gateway --example cluster_drill
     WAYFARE_BIN_DIR=${CARGO_TARGET_DIR:-$root/target}/debug
 fi

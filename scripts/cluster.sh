@@ -35,9 +35,13 @@
 #                            the node makes requests fail until it is back (expected there)
 #   WAYFARE_BIN_DIR          prebuilt artifacts: $WAYFARE_BIN_DIR/wayfare and
 #                            $WAYFARE_BIN_DIR/examples/{fake_seller,fake_gateway}; unset:
-#                            built here (debug) with `cargo build --features postgres`
+#                            built here (debug) with `cargo build`
 #   ADMIN_TOKEN              operator token (default: random)
 #   LEASE_MS=5000            [cluster] lease_ms of every node
+#   PG_FSYNC=on              PostgreSQL's fsync and synchronous_commit. On by default, as
+#                            in production: a crash drill with them off can lose a
+#                            committed transaction and blame wayfare for it. PG_FSYNC=off
+#                            is a faster mode for demos, never for drills.
 #   DEMO_ACCOUNTS=20, DEMO_CREDIT=100000   [demo] accounts and credit_minor
 #   SELLER_LATENCY_MS=150, GATEWAY_LATENCY_MS=30   latency the fakes add to every call
 #                            (a booking's saga then lasts about half a second, so
@@ -103,7 +107,7 @@ if [ -n "${WAYFARE_BIN_DIR:-}" ]; then
     BIN=$(cd "$WAYFARE_BIN_DIR" && pwd)
 else
     echo "building wayfare and the partner fakes (debug)..." >&2
-    (cd "$root" && cargo build -q --features postgres --bin wayfare \
+    (cd "$root" && cargo build -q --bin wayfare \
         --example fake_seller --example fake_gateway)
     BIN=${CARGO_TARGET_DIR:-$root/target}/debug
 fi
@@ -222,7 +226,7 @@ if [ "$CLUSTER_BACKEND" = postgres ]; then
     fi
     "${as[@]}" "$pgbin/initdb" -U postgres -A trust -E UTF8 --no-sync -D "$dir/pg/data" \
         >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-    fsync=${PG_FSYNC:-off}
+    fsync=${PG_FSYNC:-on}
     setsid "${as[@]}" "$pgbin/postgres" -D "$dir/pg/data" -p "$pg_port" -h 127.0.0.1 \
         -k "$dir/pg" -c fsync="$fsync" -c synchronous_commit="$fsync" -c max_connections=300 \
         >"$dir/postgres.log" 2>&1 </dev/null &
@@ -409,7 +413,7 @@ if [ "$CLUSTER_BACKEND" = postgres ]; then
     printf '[store]\nbackend = "postgres"\nurl = "%s"\ndata_dir = "%s/migrate"\n' \
         "$DATABASE_URL" "$dir" >"$dir/migrate.toml"
     "$BIN/wayfare" migrate --config "$dir/migrate.toml" >"$dir/migrate.log" 2>&1 ||
-        { cat "$dir/migrate.log" >&2; die "wayfare migrate failed (is it built with --features postgres?)"; }
+        { cat "$dir/migrate.log" >&2; die "wayfare migrate failed (was it built with --no-default-features, without the PostgreSQL store?)"; }
 fi
 
 # --- nodes: all started, then each waited for

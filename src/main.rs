@@ -2,8 +2,10 @@
 //!
 //! `--production` (or `WAYFARE_PRODUCTION=1`; one underscore, since `WAYFARE__*` variables
 //! are config keys) marks a production process: it refuses to start with fault injection
-//! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers, or with
-//! demo accounts (`demo.accounts > 0`), whose API keys are public.
+//! enabled (`faults.enabled = true`), so a chaos config cannot reach real customers, with
+//! demo accounts (`demo.accounts > 0`), whose API keys are public, with simulated sellers or
+//! a simulated payment gateway, which book and charge no one, or with a partner reached over
+//! plain http on a non-loopback address.
 //!
 //! Any failure prints `error: <message>` (and its causes, one per line) on stderr and
 //! exits with status 1; never a backtrace.
@@ -73,8 +75,9 @@ struct Common {
     /// Log format (overrides log.format).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
-    /// Production mode: refuse to start when fault injection is enabled (faults.enabled).
-    /// Also WAYFARE_PRODUCTION=1 (or true, yes, on).
+    /// Production mode: refuse to start with fault injection (faults.enabled), demo
+    /// accounts (demo.accounts > 0), simulated sellers or payment gateway, or a partner
+    /// URL in plain http to a non-loopback host. Also WAYFARE_PRODUCTION=1 (or true, yes, on).
     #[arg(long, env = "WAYFARE_PRODUCTION", value_parser = clap::builder::BoolishValueParser::new())]
     production: bool,
 }
@@ -132,7 +135,7 @@ async fn migrate(store: &wayfare::config::StoreConfig) -> anyhow::Result<()> {
 #[cfg(not(feature = "postgres"))]
 async fn migrate(_: &wayfare::config::StoreConfig) -> anyhow::Result<()> {
     anyhow::bail!(
-        "this wayfare was built without the PostgreSQL store: build it with `--features postgres`"
+        "this wayfare was built without the PostgreSQL store (--no-default-features): build it with its default features"
     )
 }
 

@@ -1,5 +1,7 @@
-//! Logging: tracing to stdout, human or JSON, and panics reported through tracing (with
+//! Logging: tracing to stderr, human or JSON, and panics reported through tracing (with
 //! the thread, which names the arbiter) instead of raw stderr text.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +15,7 @@ pub fn init(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -34,4 +37,10 @@ pub fn init(format: LogFormat, level: &str) {
             .unwrap_or_else(|| "non-string panic payload".into());
         tracing::error!(thread = thread.name().unwrap_or("unnamed"), %location, panic = %message, "Panic caught; the supervisor restarts the actor.");
     }));
+}
+
+/// Colour only for a person at a terminal: a log file or a pipe to a collector would keep
+/// the escape codes as text. `NO_COLOR` (no-color.org) turns it off at a terminal too.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -261,7 +261,7 @@ fn fill(path: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 fn read_only_data_dir_fails_start_up() {
     let dir = scratch();
     let data = dir.path().join("data");
@@ -278,7 +278,7 @@ fn read_only_data_dir_fails_start_up() {
 }
 
 #[test]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 fn read_only_mount_fails_start_up() {
     let dir = scratch();
     let data = dir.path().join("data");
@@ -294,7 +294,7 @@ fn read_only_mount_fails_start_up() {
 }
 
 #[test]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 fn full_disk_fails_start_up() {
     let dir = scratch();
     let disk = dir.path().join("disk");
@@ -314,7 +314,7 @@ fn full_disk_fails_start_up() {
 /// A data dir that already holds a database opens without writing anything, so only a
 /// write probe at start-up notices the disk is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 async fn full_disk_under_existing_data_fails_start_up() {
     let dir = scratch();
     let disk = dir.path().join("disk");
@@ -639,7 +639,7 @@ async fn mid_run(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 async fn disk_fills_mid_run_then_recovers_on_restart() {
     let dir = scratch();
     let disk = dir.path().join("disk");
@@ -671,7 +671,7 @@ async fn disk_fills_mid_run_then_recovers_on_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (chattr +i, mount -t tmpfs); run as root by .ci/run"]
+#[ignore = "mounts a tmpfs and sets chattr +i on the machine (so root only, never by default); .ci/run runs it with --ignored"]
 async fn data_dir_turns_read_only_mid_run_then_recovers_on_restart() {
     let dir = scratch();
     let data = dir.path().join("data");

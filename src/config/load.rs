@@ -204,9 +204,11 @@ fn layer(
     text: String,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let in_file = |e: toml::de::Error| ConfigError::Parse(describe(&source, &text, &e));
-    let mut table: toml::Table = text.parse().map_err(in_file)?;
-    let mut config: Config = toml::from_str(&text).map_err(in_file)?;
+    let in_file = |e: toml::de::Error, table: Option<&toml::Table>| {
+        ConfigError::Parse(describe(&source, &text, &e, table))
+    };
+    let mut table: toml::Table = text.parse().map_err(|e| in_file(e, None))?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| in_file(e, Some(&table)))?;
     let mut env: Vec<(String, String)> = env
         .into_iter()
         .filter(|(name, _)| name.starts_with(ENV_PREFIX))
@@ -230,7 +232,7 @@ fn layer(
         set_path(&mut table, &path, env_value(&raw)).map_err(|e| refused(&e))?;
         // Re-rendering lets toml's deserializer check the merged tree with keys named.
         let merged = toml::to_string(&table).map_err(|e| refused(&e.to_string()))?;
-        config = toml::from_str(&merged).map_err(|e| refused(e.message()))?;
+        config = toml::from_str(&merged).map_err(|e| refused(&plain_message(&e, Some(&table))))?;
         overrides.push((ConfigSource::Env(name), path));
     }
     let mut sources = vec![source];
@@ -247,8 +249,13 @@ fn layer(
 
 /// A TOML error in the file layer as one line: source, line, column, message, and the
 /// offending line (which shows the key).
-fn describe(source: &ConfigSource, text: &str, e: &toml::de::Error) -> String {
-    let message = one_line(e.message());
+fn describe(
+    source: &ConfigSource,
+    text: &str,
+    e: &toml::de::Error,
+    table: Option<&toml::Table>,
+) -> String {
+    let message = plain_message(e, table);
     let Some(span) = e.span() else {
         return format!("{source}: {message}");
     };
@@ -262,6 +269,77 @@ fn describe(source: &ConfigSource, text: &str, e: &toml::de::Error) -> String {
         .take(80)
         .collect();
     format!("{source}, line {line}, column {column}: {message} (at `{shown}`)")
+}
+
+/// serde's message, or for a negative number given to a key that cannot be negative, what
+/// the key allows in plain words (serde's "expected u64" names a Rust type, not a range).
+fn plain_message(e: &toml::de::Error, table: Option<&toml::Table>) -> String {
+    table
+        .and_then(|t| explain_negative(t, e.message()))
+        .unwrap_or_else(|| one_line(e.message()))
+}
+
+/// For serde's "invalid value: integer `-5`, expected u64": puts 0 where the -5 was and
+/// asks [`Config::validate`] about it, so the refusal states the key's own range in the
+/// same words as for an in-range number that is too small, whichever layer set the value.
+fn explain_negative(table: &toml::Table, message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (number, expected) = rest.split_once("`, expected ")?;
+    let value: i64 = number.parse().ok()?;
+    if value >= 0 || !expected.trim().starts_with('u') {
+        return None;
+    }
+    let mut probe = table.clone();
+    let mut paths = Vec::new();
+    zero_negatives(&mut probe, value, &mut Vec::new(), &mut paths);
+    let key = paths.first()?.clone();
+    let reason = toml::to_string(&probe)
+        .ok()
+        .and_then(|text| toml::from_str::<Config>(&text).ok())
+        .and_then(|config| match config.validate() {
+            Err(ConfigError::Invalid {
+                key: refused,
+                reason,
+            }) if paths.iter().any(|p| p == refused) => Some(reason),
+            Err(ConfigError::Nested(text)) => paths.iter().find_map(|p| {
+                text.strip_prefix(p.as_str())
+                    .and_then(|r| r.strip_prefix(": "))
+                    .map(str::to_owned)
+            }),
+            _ => None,
+        })
+        .unwrap_or_else(|| "must be 0 or more".into());
+    Some(format!("{key} {reason}, got {value}"))
+}
+
+/// Replaces every integer equal to `value` with 0, collecting the dotted keys it was at.
+fn zero_negatives(
+    table: &mut toml::Table,
+    value: i64,
+    at: &mut Vec<String>,
+    found: &mut Vec<String>,
+) {
+    for (name, item) in table.iter_mut() {
+        at.push(name.clone());
+        match item {
+            toml::Value::Integer(n) if *n == value => {
+                *n = 0;
+                found.push(at.join("."));
+            }
+            toml::Value::Table(t) => zero_negatives(t, value, at, found),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        at.push(i.to_string());
+                        zero_negatives(t, value, at, found);
+                        at.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+        at.pop();
+    }
 }
 
 fn one_line(message: &str) -> String {
@@ -383,6 +461,38 @@ mod tests {
         let missing = path.with_file_name("nope.toml");
         let e = Config::load_layered(Some(&missing), env(&[])).unwrap_err();
         assert!(e.to_string().contains("nope.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_negative_number_gets_the_keys_range_in_the_same_words_from_file_and_env() {
+        let (_dir, path) = file_with("[accounts]\ndeadline_ms = -5\n");
+        let from_file = Config::load_layered(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        let from_env = Config::parse("", env(&[("WAYFARE__ACCOUNTS__DEADLINE_MS", "-5")]))
+            .unwrap_err()
+            .to_string();
+        let in_range = Config::parse("", env(&[("WAYFARE__ACCOUNTS__DEADLINE_MS", "0")]))
+            .unwrap_err()
+            .to_string();
+        let sentence = "must be between 1 and 600000";
+        for text in [&from_file, &from_env, &in_range] {
+            assert!(text.contains(sentence), "{text}");
+            assert!(!text.contains("u64"), "{text}");
+        }
+        assert!(
+            from_file.contains("accounts.deadline_ms must be between 1 and 600000, got -5"),
+            "{from_file}"
+        );
+        assert!(from_file.contains("line 2"), "{from_file}");
+        // A key that allows 0 says so.
+        let e = Config::parse("[search.cache]\nstale_for_secs = -1\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("search.cache.stale_for_secs must be 0 or more, got -1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod check;
+pub mod cluster;
 mod drive;
 pub mod fakes;
 mod http_observer;
