@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cluster figures for BENCHMARKS.md, each measured by this script on this machine:
 #
-# a. One node, sled vs PostgreSQL (the same release binary, with its default
+# a. One node, sled vs PostgreSQL (the same dist-profile binary, with its default
 #    PostgreSQL store; PostgreSQL from scripts/pg.sh with fsync on, as sled syncs too; simulated
 #    sellers and gateway answering at once):
 #    - account reads: wrk -t1 -c$WRK_CONNECTIONS, scripts/accounts.lua over 1,000 demo accounts
@@ -53,11 +53,11 @@ PY
 fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-echo "== build (release)"
-cargo build --release --bin wayfare --example load --example fake_seller \
+echo "== build (dist profile, as shipped)"
+cargo build --profile dist --bin wayfare --example load --example fake_seller \
     --example fake_gateway
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
-export BIN=$TARGET_DIR/release
+export BIN=$TARGET_DIR/dist
 export WORK=$(mktemp -d /tmp/wayfare-bench-cluster.XXXXXX)
 export OUT=$WORK/results
 mkdir -p "$OUT"

@@ -12,11 +12,11 @@
 # Smoke run of the script itself (figures meaningless): PROFILE=debug scripts/bench-search-bookings.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 case "$PROFILE" in
-  release) cargo build --release --bin wayfare --example load >/dev/null ;;
+  dist | release) cargo build --profile "$PROFILE" --bin wayfare --example load >/dev/null ;;
   debug) cargo build --bin wayfare --example load >/dev/null ;;
-  *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+  *) echo "PROFILE must be dist, release or debug, got '$PROFILE'" >&2; exit 2 ;;
 esac
 # Absolute: servers start in their own directories.
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)

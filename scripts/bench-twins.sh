@@ -36,7 +36,7 @@
 #
 # Run with: scripts/bench-twins.sh
 # Env: SEARCH_SECS=5 SEARCH_ROUNDS=3 WRK_CONNECTIONS=32 BOOK_SECS=10 BOOK_ROUNDS=2
-#      CONNECTIONS=64 BOOK_RATES="1000 1250" PROFILE=release OUT=dir
+#      CONNECTIONS=64 BOOK_RATES="1000 1250" PROFILE=dist OUT=dir
 # Smoke run of the script (figures meaningless): PROFILE=debug SEARCH_SECS=1 BOOK_SECS=1 scripts/bench-twins.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,11 +48,11 @@ BOOK_SECS=${BOOK_SECS:-10}
 BOOK_ROUNDS=${BOOK_ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 BOOK_RATES=${BOOK_RATES:-1000 1250}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 case "$PROFILE" in
-    release) PROFILE_FLAG=--release ;;
+    dist | release) PROFILE_FLAG="--profile $PROFILE" ;;
     debug) PROFILE_FLAG= ;;
-    *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+    *) echo "PROFILE must be dist, release or debug, got '$PROFILE'" >&2; exit 2 ;;
 esac
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 echo "== build ($PROFILE)"

@@ -3,7 +3,8 @@
 # bare actix-web + sled handler of examples/baseline_server.rs, which does equivalent work
 # (checks the bearer key's digest against the account's, then reads the record).
 #
-# 1. Builds the server, the load driver and the baseline (release; PROFILE=debug for a
+# 1. Builds the server, the load driver and the baseline (the dist profile: fat LTO, one
+#    codegen unit, as shipped; PROFILE=release for a quicker build, PROFILE=debug for a
 #    quick smoke run of the script itself). Installs wrk with apt-get when missing.
 # 2. Seeds $ACCOUNTS demo accounts with wayfare on a fresh data dir, stops it (SIGTERM),
 #    and copies the dir for the baseline (sled allows one process per directory).
@@ -25,7 +26,7 @@
 #
 # Run with: scripts/bench.sh
 # Env: RUN_SECS=10 CONNECTIONS=64 LOAD_THREADS=2 WRK_CONNECTIONS=32 WRK_THREADS=1 RATE=1000
-#      ACCOUNTS=1000 PROFILE=release OUT=dir
+#      ACCOUNTS=1000 PROFILE=dist OUT=dir
 # Smoke run of the script (figures meaningless): PROFILE=debug RUN_SECS=1 scripts/bench.sh
 set -euo pipefail
 
@@ -39,13 +40,13 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-32}
 WRK_THREADS=${WRK_THREADS:-1}
 # Driver threads: on 2 cores, 1 thread caps the baseline's req/s well below what it serves.
 LOAD_THREADS=${LOAD_THREADS:-2}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 mkdir -p "${CARGO_TARGET_DIR:-target}"
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 case "$PROFILE" in
-    release) BIN="$TARGET_DIR/release"; PROFILE_FLAG=--release ;;
+    dist | release) BIN="$TARGET_DIR/$PROFILE"; PROFILE_FLAG="--profile $PROFILE" ;;
     debug) BIN="$TARGET_DIR/debug"; PROFILE_FLAG= ;;
-    *) echo "PROFILE must be release or debug, got '$PROFILE'" >&2; exit 2 ;;
+    *) echo "PROFILE must be dist, release or debug, got '$PROFILE'" >&2; exit 2 ;;
 esac
 WORK=$(mktemp -d /tmp/wayfare-bench.XXXXXX)
 OUT=${OUT:-$WORK/results}

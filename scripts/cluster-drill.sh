@@ -16,6 +16,15 @@
 #   TAKEOVER_SECS             sagas in flight at the kill must all finish within this after
 #                             it (postgres; default lease + 3 s); 0 = report only
 #   NO_KILL=1                 a baseline run without the kill
+#   KILL=db                   kill the database primary instead of a node: PostgreSQL runs
+#                             under pg_auto_failover (CLUSTER_DB=ha: a primary and a
+#                             synchronous standby); writes may fail for MAX_WRITE_OUTAGE
+#                             seconds (10) while the standby is promoted, nothing else may
+#   KILL=db-standby           kill the standby instead: commits wait for it until the
+#                             monitor lets the primary go on alone (MAX_WRITE_OUTAGE, 10)
+#   KILL=db-outage            every database server stopped at KILL_AT for OUTAGE_SECS (30),
+#                             then started again; writes may fail until MAX_WRITE_OUTAGE
+#                             (OUTAGE_SECS + 15) after the stop, and no node is restarted
 #   DRILL_ARGS                more cluster_drill flags (see its --help)
 #   WAYFARE_BIN_DIR           prebuilt artifacts (wayfare, examples/{fake_seller,
 #                             fake_gateway,cluster_drill}); unset: built here, debug
@@ -54,6 +63,29 @@ else
     args+=(--kill-at "$KILL_AT" --restart-at "$RESTART_AT")
 fi
 if [ -n "${KILL_NODE:-}" ]; then args+=(--kill-node "$KILL_NODE"); fi
+case "${KILL:-node}" in
+    node) ;;
+    db)
+        export CLUSTER_DB=ha
+        args+=(--kill-target db --max-write-outage-secs "${MAX_WRITE_OUTAGE:-10}")
+        ;;
+    db-standby)
+        export CLUSTER_DB=ha
+        args+=(--kill-target db --db-kill-cmd '$DB_KILL_STANDBY'
+            --max-write-outage-secs "${MAX_WRITE_OUTAGE:-10}")
+        ;;
+    db-outage)
+        export CLUSTER_DB=ha
+        outage=${OUTAGE_SECS:-30}
+        back=$((KILL_AT + outage))
+        # The commands are expanded by the drill's shell, where cluster.sh has exported
+        # them; the load runs on 10 s past the servers' return. Later flags win.
+        args+=(--kill-target db --db-kill-cmd '$DB_STOP_ALL' --db-restore-cmd '$DB_START_ALL'
+            --restart-at "$back" --duration-secs "$((back + 10))"
+            --max-write-outage-secs "${MAX_WRITE_OUTAGE:-$((outage + 15))}")
+        ;;
+    *) echo "KILL must be node, db, db-standby or db-outage" >&2; exit 2 ;;
+esac
 if [ "$CLUSTER_BACKEND" = sled ]; then
     export NODES=1
     echo "CLUSTER_BACKEND=sled: plumbing check only (one sled node; the kill is an outage)" >&2

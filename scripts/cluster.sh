@@ -38,6 +38,11 @@
 #                            built here (debug) with `cargo build`
 #   ADMIN_TOKEN              operator token (default: random)
 #   LEASE_MS=5000            [cluster] lease_ms of every node
+#   CLUSTER_DB=single        single: one PostgreSQL server. ha: a primary and a synchronous
+#                            standby under pg_auto_failover (scripts/pg-ha.sh: a monitor and
+#                            two data nodes), the nodes given the multi-host URL that
+#                            follows the primary; exports DB_STATE, DB_KILL_PRIMARY,
+#                            DB_KILL_STANDBY, DB_STOP_ALL and DB_START_ALL (commands)
 #   PG_FSYNC=on              PostgreSQL's fsync and synchronous_commit. On by default, as
 #                            in production: a crash drill with them off can lose a
 #                            committed transaction and blame wayfare for it. PG_FSYNC=off
@@ -75,6 +80,8 @@ DEMO_CREDIT=${DEMO_CREDIT:-100000}
 SELLER_LATENCY_MS=${SELLER_LATENCY_MS:-150}
 GATEWAY_LATENCY_MS=${GATEWAY_LATENCY_MS:-30}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+CLUSTER_DB=${CLUSTER_DB:-single}
+case "$CLUSTER_DB" in single | ha) ;; *) echo "CLUSTER_DB must be single or ha, not $CLUSTER_DB" >&2; exit 1 ;; esac
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
@@ -97,8 +104,11 @@ if [ "$CLUSTER_BACKEND" = postgres ] && { [ -z "$pgbin" ] || [ ! -x "$pgbin/post
     missing+=(postgresql)
 fi
 [ -x "$HAPROXY" ] || missing+=(haproxy)
+if [ "$CLUSTER_DB" = ha ] && ! command -v pg_autoctl >/dev/null; then
+    missing+=(postgresql-15-auto-failover pg-auto-failover-cli)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
-    die "missing ${missing[*]}: apt-get install postgresql haproxy (Debian packages)"
+    die "missing ${missing[*]}: apt-get install --no-upgrade ${missing[*]} (Debian packages)"
 fi
 command -v python3 >/dev/null || die "python3 is missing (free ports)"
 command -v curl >/dev/null || die "curl is missing (health checks)"
@@ -153,6 +163,7 @@ cleanup() {
         [ "$f" = gateway ] && prog=$BIN/examples/fake_gateway
         stop_pidfile "$dir/pids/$f.pid" "$prog" TERM
     done
+    [ "$CLUSTER_DB" = ha ] && ha_stop "$dir"
     if [ -e "$dir/pids/postgres.pid" ]; then
         # The postmaster's own pid (under root the recorded one is runuser's): an
         # immediate shutdown, the data is deleted next.
@@ -190,12 +201,14 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
-# Ports: HAProxy front, HAProxy stats, PostgreSQL, then one per node.
-read -r -a ports <<<"$(free_ports $((NODES + 3)))"
+# Ports: HAProxy front, HAProxy stats, PostgreSQL (the monitor with CLUSTER_DB=ha), its
+# two data nodes (used with CLUSTER_DB=ha only), then one per node.
+read -r -a ports <<<"$(free_ports $((NODES + 5)))"
 front_port=${ports[0]}
 stats_port=${ports[1]}
 pg_port=${ports[2]}
-node_ports=("${ports[@]:3}")
+ha_ports=("${ports[3]}" "${ports[4]}")
+node_ports=("${ports[@]:5}")
 
 # wait_line LOG WORD PID: prints ADDR from the "WORD listening on ADDR" line of LOG.
 wait_line() {
@@ -214,7 +227,14 @@ wait_line() {
 
 # --- PostgreSQL
 DATABASE_URL=""
-if [ "$CLUSTER_BACKEND" = postgres ]; then
+if [ "$CLUSTER_BACKEND" = postgres ] && [ "$CLUSTER_DB" = ha ]; then
+    source "$root/scripts/pg-ha.sh"
+    echo "starting PostgreSQL under pg_auto_failover (a monitor, a primary, a synchronous standby)..." >&2
+    ha_start "$dir" "$pg_port" "${ha_ports[@]}" || exit 1
+    export DB_STATE=$dir/bin/db-state DB_KILL_PRIMARY=$dir/bin/db-kill-primary
+    export DB_KILL_STANDBY=$dir/bin/db-kill-standby
+    export DB_STOP_ALL=$dir/bin/db-stop-all DB_START_ALL=$dir/bin/db-start-all
+elif [ "$CLUSTER_BACKEND" = postgres ]; then
     as=()
     mkdir -p "$dir/pg"
     if [ "$(id -u)" = 0 ]; then

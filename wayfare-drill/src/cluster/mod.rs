@@ -59,7 +59,7 @@ use wayfare::domain::saga::SagaState;
 
 /// Node-kill drill through a load balancer: load, SIGKILL, restart, settle, check.
 #[derive(Debug, Parser)]
-#[command(name = "cluster_drill")]
+#[command(name = "cluster_drill", args_override_self = true)]
 pub struct Args {
     /// The load balancer's URL (http://127.0.0.1:PORT).
     #[arg(long, env = "FRONT_URL")]
@@ -104,6 +104,23 @@ pub struct Args {
     /// No kill, no restart: a baseline run.
     #[arg(long)]
     no_kill: bool,
+    /// What is killed at --kill-at: a wayfare node (restarted at --restart-at), or the
+    /// database's primary (`db`: --db-kill-cmd; pg_auto_failover promotes the standby and
+    /// rejoins the old primary as the new standby by itself).
+    #[arg(long, value_enum, default_value_t = KillTarget::Node)]
+    kill_target: KillTarget,
+    /// Shell command that SIGKILLs the database primary (scripts/cluster.sh with
+    /// CLUSTER_DB=ha exports it), or makes an outage (`$DB_STOP_ALL`).
+    #[arg(long, env = "DB_KILL_PRIMARY")]
+    db_kill_cmd: Option<String>,
+    /// With --kill-target db: a command run at --restart-at (e.g. one starting every
+    /// database server again after an outage made by --db-kill-cmd).
+    #[arg(long)]
+    db_restore_cmd: Option<String>,
+    /// With --kill-target db: writes may fail for this long after the kill (the failover
+    /// window); a failure later, or writes still failing then, is a violation.
+    #[arg(long, default_value_t = 10.0)]
+    max_write_outage_secs: f64,
     /// Longest wait for every booking to be terminal after the load, in seconds.
     #[arg(long, default_value_t = 90)]
     settle_secs: u64,
@@ -152,6 +169,12 @@ impl Args {
         if !(0.0..=0.5).contains(&self.booking_share) {
             bail!("--booking-share must be in 0..=0.5");
         }
+        if self.kill_target == KillTarget::Db && !self.no_kill && self.db_kill_cmd.is_none() {
+            bail!("--kill-target db needs --db-kill-cmd (or DB_KILL_PRIMARY from scripts/cluster.sh with CLUSTER_DB=ha)");
+        }
+        if !(self.max_write_outage_secs > 0.0 && self.max_write_outage_secs <= 600.0) {
+            bail!("--max-write-outage-secs must be in (0, 600]");
+        }
         Ok(())
     }
 }
@@ -164,6 +187,15 @@ pub fn run_blocking(args: Args) -> anyhow::Result<usize> {
         .enable_all()
         .build()?;
     rt.block_on(run(args))
+}
+
+/// What the drill kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KillTarget {
+    /// A wayfare node (SIGKILL, then restarted).
+    Node,
+    /// The database's primary (SIGKILL of its postmaster).
+    Db,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -243,6 +275,10 @@ struct Chaos {
     killed_at: Option<(f64, DateTime<Utc>)>,
     restarted_at: Option<(f64, DateTime<Utc>)>,
     restart_problem: Option<String>,
+    /// When the database primary was killed (--kill-target db), and what the command said.
+    db_killed_at: Option<(f64, String)>,
+    /// When --db-restore-cmd ran, and what it said.
+    db_restored_at: Option<(f64, String)>,
     /// The last membership snapshot taken before the kill.
     before_kill: Option<Value>,
 }

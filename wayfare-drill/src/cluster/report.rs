@@ -71,9 +71,15 @@ pub(super) fn report(g: Gathered) -> usize {
         println!("haproxy {line}");
     }
 
-    // Failures: in the outage window (allowed with --allow-outage) or not.
+    // Failures: in the outage window (allowed with --allow-outage, and for the failover
+    // window after a database kill) or not.
     let kill_s = chaos.killed_at.map(|(s, _)| s);
-    let back_s = chaos.restarted_at.map(|(s, _)| s + 1.0);
+    let db_kill = chaos.db_killed_at.as_ref().map(|(s, _)| *s);
+    let back_s = match db_kill {
+        Some(k) => Some(k + drill.args.max_write_outage_secs),
+        None => chaos.restarted_at.map(|(s, _)| s + 1.0),
+    };
+    let outage_allowed = drill.args.allow_outage || db_kill.is_some();
     let in_outage = |r: &Record| {
         kill_s.is_some_and(|k| {
             // A request sent up to its timeout before the kill can fail with it.
@@ -84,12 +90,12 @@ pub(super) fn report(g: Gathered) -> usize {
     let (allowed, counted): (Vec<&Record>, Vec<&Record>) = failures
         .iter()
         .copied()
-        .partition(|r| drill.args.allow_outage && in_outage(r));
+        .partition(|r| outage_allowed && in_outage(r));
     let mut by_label: BTreeMap<(Kind, String), usize> = BTreeMap::new();
     for r in &failures {
         *by_label.entry((r.kind, r.label())).or_default() += 1;
     }
-    if drill.args.allow_outage {
+    if outage_allowed {
         println!(
             "client-visible failures: {} ({} in the outage window, allowed in this mode)",
             failures.len(),
@@ -116,6 +122,14 @@ pub(super) fn report(g: Gathered) -> usize {
         violations.push(format!(
             "{} client-visible failures (transport errors or non-2xx other than business refusals)",
             counted.len()
+        ));
+    }
+    if let Some((k, said)) = &chaos.db_killed_at {
+        violations.extend(failover_window(
+            &records,
+            *k,
+            said,
+            drill.args.max_write_outage_secs,
         ));
     }
     // Failures per second around the events.
@@ -404,4 +418,66 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The database failover as the clients saw it: bookings (the writes) that failed after the
+/// kill, from the first failure to the first success after the last one, and the p99 of
+/// every request outside that window. Writes failing past `max_secs` are a violation.
+fn failover_window(records: &[Record], kill_s: f64, said: &str, max_secs: f64) -> Vec<String> {
+    let writes: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Booking && r.at >= kill_s)
+        .collect();
+    let failures: Vec<&Record> = writes
+        .iter()
+        .copied()
+        .filter(|r| !r.ok() && !r.refusal())
+        .collect();
+    // Records are in completion order: the times come from `at`, when each was sent.
+    let first_failure = failures.iter().map(|r| r.at).reduce(f64::min);
+    let last_failure = failures.iter().map(|r| r.at).reduce(f64::max);
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &failures {
+        *by_status.entry(r.label()).or_default() += 1;
+    }
+    let mut violations = Vec::new();
+    println!("== database failover ({said}, at {kill_s:.2} s)");
+    match (first_failure, last_failure) {
+        (Some(first), Some(last)) => {
+            let back = writes
+                .iter()
+                .filter(|r| r.at > last && r.ok())
+                .map(|r| r.at)
+                .reduce(f64::min);
+            let end = back.unwrap_or(last);
+            println!(
+                "write unavailability: first failed booking {:.2} s after the kill, first success after the last failure {}; window {:.2} s; failures by status {by_status:?}",
+                first - kill_s,
+                back.map_or("never".into(), |b| format!("{:.2} s after it", b - kill_s)),
+                end - first
+            );
+            if back.is_none() {
+                violations.push("bookings never succeeded again after the database kill".into());
+            } else if end - kill_s > max_secs {
+                violations.push(format!(
+                    "bookings failed until {:.2} s after the database kill (allowed: {max_secs} s)",
+                    end - kill_s
+                ));
+            }
+            let mut outside: Vec<Duration> = records
+                .iter()
+                .filter(|r| r.at < first || r.at > end)
+                .map(|r| r.latency)
+                .collect();
+            outside.sort();
+            println!(
+                "latency outside the window: p50 {:.1} ms, p99 {:.1} ms over {} requests",
+                percentile(&outside, 0.5),
+                percentile(&outside, 0.99),
+                outside.len()
+            );
+        }
+        _ => println!("write unavailability: none seen (no booking failed after the kill)"),
+    }
+    violations
 }

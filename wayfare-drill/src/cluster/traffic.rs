@@ -97,6 +97,27 @@ pub(super) async fn chaos(drill: Arc<Drill>, snapshots: Arc<Mutex<Snapshots>>) -
         return out;
     }
     tokio::time::sleep_until((drill.start + Duration::from_secs_f64(args.kill_at)).into()).await;
+    if args.kill_target == KillTarget::Db {
+        if let Err(e) = run_db_command(&drill, args.db_kill_cmd.as_deref())
+            .await
+            .map(|said| {
+                out.killed_at = Some((drill.secs(), Utc::now()));
+                out.db_killed_at = Some((drill.secs(), said));
+            })
+        {
+            out.restart_problem = Some(e);
+            return out;
+        }
+        if args.db_restore_cmd.is_some() {
+            let restart = drill.start + Duration::from_secs_f64(args.restart_at);
+            tokio::time::sleep_until(restart.into()).await;
+            match run_db_command(&drill, args.db_restore_cmd.as_deref()).await {
+                Ok(said) => out.db_restored_at = Some((drill.secs(), said)),
+                Err(e) => out.restart_problem = Some(e),
+            }
+        }
+        return out;
+    }
     // The membership just before the kill.
     let snapshot = membership(&drill).await;
     snapshots
@@ -257,4 +278,33 @@ pub(super) async fn resubmit(drill: &Drill) -> (Vec<String>, usize, usize) {
         }
     }
     (problems, found_unacknowledged, created_now)
+}
+
+/// Runs a database command (a kill, an outage, a restore) and returns what it printed.
+async fn run_db_command(drill: &Drill, cmd: Option<&str>) -> Result<String, String> {
+    let cmd = cmd.ok_or("no database command given")?.to_owned();
+    let shown = cmd.clone();
+    // Through a shell: a command may name a variable scripts/cluster.sh exported.
+    let result = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+    })
+    .await
+    .expect("database command task");
+    match result {
+        Ok(o) if o.status.success() => {
+            let said = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            let said = if said.is_empty() { shown } else { said };
+            println!("{:6.2} s  {said}", drill.secs());
+            Ok(said)
+        }
+        Ok(o) => Err(format!(
+            "{shown} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run {shown}: {e}")),
+    }
 }
