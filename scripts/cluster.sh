@@ -466,6 +466,10 @@ defaults
 frontend front
     bind 127.0.0.1:$front_port
     option forwardfor
+    # When the request arrived, so that a node reading it late (it was frozen) refuses it
+    # unprocessed instead of running what its client was told had failed
+    # (server.max_request_age_ms, 5 s, below "timeout server").
+    http-request set-header X-Request-Start t=%[date(0,us)]
     default_backend nodes
 
 backend nodes

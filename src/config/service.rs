@@ -19,6 +19,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds to finish in-flight requests on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// A request that a trusted load balancer stamped (`X-Request-Start`) longer ago than
+    /// this is refused unprocessed (503): its client has been told it failed. Keep it
+    /// below the balancer's own server timeout. Only with `limits.trusted_proxies`.
+    pub max_request_age_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +33,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_connections: 25_000,
             shutdown_timeout_secs: 10,
+            max_request_age_ms: 5_000,
         }
     }
 }

@@ -95,6 +95,12 @@ impl Config {
         if self.server.workers > 256 {
             return bad("server.workers", "must be at most 256");
         }
+        if !(100..=600_000).contains(&self.server.max_request_age_ms) {
+            return bad(
+                "server.max_request_age_ms",
+                "must be between 100 and 600000",
+            );
+        }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
         }

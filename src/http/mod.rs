@@ -13,6 +13,7 @@ mod accounts;
 mod auth;
 mod bookings;
 mod console;
+mod deadline;
 mod extract;
 mod limits;
 mod metrics;
@@ -146,15 +147,22 @@ pub async fn serve(
         max_body: config.server.max_body_bytes,
         limits: limits::Limits::new(&config.limits),
     });
+    let expiry = deadline::RequestExpiry::new(&config);
     let limited = config.limits.enabled;
     if !limited {
         tracing::warn!("Rate limits are off (limits.enabled = false): for benchmarks only.");
     }
     let server = HttpServer::new(move || {
-        // The last `wrap` runs first: ids and metrics see the rate limits' refusals too.
+        // The last `wrap` runs first: ids and metrics see the refusals of the rate limits
+        // and of expired requests too; an expired request costs no rate-limit token.
+        let expiry = expiry.clone();
         App::new()
             .app_data(state.clone())
             .wrap(Condition::new(limited, from_fn(limits::limit)))
+            .wrap(Condition::new(
+                expiry.enabled(),
+                from_fn(move |req, next| expiry.clone().check(req, next)),
+            ))
             .wrap(from_fn(observe))
             .configure(configure)
     })
