@@ -134,7 +134,9 @@ impl Drop for Fake {
 
 fn authorization_id(outcome: AuthOutcome) -> String {
     match outcome {
-        AuthOutcome::Authorized { authorization_id } => authorization_id,
+        AuthOutcome::Authorized {
+            authorization_id, ..
+        } => authorization_id,
         other => panic!("expected an authorization, got {other:?}"),
     }
 }

@@ -19,6 +19,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds to finish in-flight requests on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Milliseconds a request body may take to arrive, plus the time its bytes earn at
+    /// `min_body_bytes_per_sec`; past that the request gets 408 and its connection is
+    /// closed. (Headers have their own, fixed, deadline in the HTTP server.)
+    pub body_timeout_ms: u64,
+    /// Slowest body accepted, in bytes a second: each byte received extends the body's
+    /// deadline by `1 / min_body_bytes_per_sec` s, so a large body sent at a fair pace
+    /// finishes and a body trickled in at a byte a second does not hold its connection.
+    pub min_body_bytes_per_sec: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +37,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_connections: 25_000,
             shutdown_timeout_secs: 10,
+            body_timeout_ms: 10_000,
+            min_body_bytes_per_sec: 1_024,
         }
     }
 }

@@ -60,6 +60,15 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return bad("server.max_body_bytes", "must be between 1024 and 16777216");
         }
+        if !(100..=600_000).contains(&self.server.body_timeout_ms) {
+            return bad("server.body_timeout_ms", "must be between 100 and 600000");
+        }
+        if !(1..=1_000_000_000).contains(&self.server.min_body_bytes_per_sec) {
+            return bad(
+                "server.min_body_bytes_per_sec",
+                "must be between 1 and 1000000000",
+            );
+        }
         self.store.validate()?;
         if !(500..=600_000).contains(&self.cluster.lease_ms) {
             return bad(
@@ -166,6 +175,13 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.bookings.mailbox_capacity) {
             return bad("bookings.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        // The wire formats' own bound on a price: nothing above it can be sold.
+        if !(1..=10_000_000_000).contains(&self.bookings.max_offer_price_minor) {
+            return bad(
+                "bookings.max_offer_price_minor",
+                "must be between 1 and 10000000000",
+            );
         }
         if let Err(e) = self.bookings.saga.validate() {
             return Err(ConfigError::Nested(format!(
