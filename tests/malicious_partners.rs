@@ -396,7 +396,7 @@ async fn lying_partners_are_caught_and_the_books_still_agree() {
         ("gateway", "redirect"),
     ] {
         let line = format!(
-            "wayfare_partner_untrusted_replies_total{{kind=\"{kind}\",partner=\"{partner}\"}}"
+            "wayfare_partner_untrusted_replies_total{{partner=\"{partner}\",kind=\"{kind}\"}}"
         );
         let n: f64 = metrics
             .lines()

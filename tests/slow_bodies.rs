@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake::FixedSeller;
@@ -34,7 +36,20 @@ struct Ended {
     after: Duration,
 }
 
-async fn trickle(addr: String, path: String, i: usize) -> Ended {
+/// Connections that have sent their headers, and connections that have ended.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicUsize,
+    ended: AtomicUsize,
+}
+
+async fn trickle(addr: String, path: String, i: usize, counts: Arc<Counts>) -> Ended {
+    let ended = trickle_until_closed(addr, path, i, &counts).await;
+    counts.ended.fetch_add(1, Ordering::SeqCst);
+    ended
+}
+
+async fn trickle_until_closed(addr: String, path: String, i: usize, counts: &Counts) -> Ended {
     let started = Instant::now();
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     let head = format!(
@@ -43,6 +58,7 @@ async fn trickle(addr: String, path: String, i: usize) -> Ended {
          Content-Length: 200\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.expect("headers");
+    counts.sent.fetch_add(1, Ordering::SeqCst);
     let mut reply = Vec::new();
     let mut buf = [0u8; 1024];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -100,9 +116,15 @@ async fn slow_bodies_are_cut_off_while_bookings_go_on() {
     let path = format!("/v1/accounts/{account}/wallet/credits");
 
     let opened = Instant::now();
+    let counts = Arc::new(Counts::default());
     let slow: Vec<_> = (0..SLOW)
-        .map(|i| actix_rt::spawn(trickle(addr.clone(), path.clone(), i)))
+        .map(|i| actix_rt::spawn(trickle(addr.clone(), path.clone(), i, counts.clone())))
         .collect();
+    wait_until(Duration::from_secs(20), "every slow connection sent its headers", async || {
+        (counts.sent.load(Ordering::SeqCst) == SLOW).then_some(())
+    })
+    .await;
+    let all_open_after = opened.elapsed();
 
     // While they trickle, bookings are taken and confirmed.
     let mut booking_latencies = Vec::new();
@@ -151,6 +173,7 @@ async fn slow_bodies_are_cut_off_while_bookings_go_on() {
         booking_latencies.push(asked.elapsed());
     }
     let bookings_done = opened.elapsed();
+    let open_when_booked = SLOW - counts.ended.load(Ordering::SeqCst);
 
     let mut ended = Vec::new();
     for task in slow {
@@ -164,8 +187,10 @@ async fn slow_bodies_are_cut_off_while_bookings_go_on() {
     let slowest = ended.iter().map(|e| e.after).max().unwrap_or_default();
     let fastest = ended.iter().map(|e| e.after).min().unwrap_or_default();
     println!(
-        "{SLOW} slow bodies: {answered_408} answered 408, {closed} closed, between {:.1} s and \
-         {:.1} s after their headers; 5 bookings confirmed in {:.1} s meanwhile (each {:?})",
+        "{SLOW} slow bodies (all sending after {:.1} s): {answered_408} answered 408, {closed} \
+         closed, between {:.1} s and {:.1} s after their headers; 5 bookings confirmed by \
+         {:.1} s with {open_when_booked} slow connections still open (each {:?})",
+        all_open_after.as_secs_f64(),
         fastest.as_secs_f64(),
         slowest.as_secs_f64(),
         bookings_done.as_secs_f64(),
