@@ -1,8 +1,9 @@
 //! Rate limits (`[limits]`): a token bucket per account for requests with a customer's API
 //! key, and one per client address for requests without a valid key (opening an account,
-//! anonymous search, and whatever is refused with 401 or 404). The buckets are
-//! `governor`'s keyed GCRA limiters; this file chooses the bucket, bounds the tables, and
-//! answers an empty bucket with a 429 problem and `Retry-After`.
+//! anonymous search, and whatever is refused with 401 or 404). The buckets and their
+//! bounded tables are `domain::rate_limit`'s; this file chooses the bucket, shards the
+//! tables across workers, and answers an empty bucket with a 429 problem and
+//! `Retry-After`.
 //!
 //! The middleware [`limit`] runs before routing and before any body is read, inside the
 //! request-id and metrics middleware (so a refusal is counted and carries its id). Who the
