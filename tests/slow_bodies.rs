@@ -120,9 +120,11 @@ async fn slow_bodies_are_cut_off_while_bookings_go_on() {
     let slow: Vec<_> = (0..SLOW)
         .map(|i| actix_rt::spawn(trickle(addr.clone(), path.clone(), i, counts.clone())))
         .collect();
-    wait_until(Duration::from_secs(20), "every slow connection sent its headers", async || {
-        (counts.sent.load(Ordering::SeqCst) == SLOW).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "every slow connection sent its headers",
+        async || (counts.sent.load(Ordering::SeqCst) == SLOW).then_some(()),
+    )
     .await;
     let all_open_after = opened.elapsed();
 
@@ -232,4 +234,29 @@ fn rlimit_nofile() -> u64 {
         })
         .and_then(|soft| soft.parse().ok())
         .unwrap_or(1024)
+}
+
+/// A slow body sent to a route that reads no body (a cancel, an unknown path) does not
+/// hold its connection either: the reply goes out without it, and the connection closes.
+#[actix_rt::test]
+async fn a_slow_body_to_a_route_without_one_holds_nothing() {
+    let server = TestServer::start_with(|c| c.server.body_timeout_ms = BODY_TIMEOUT_MS).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let counts = Arc::new(Counts::default());
+    let paths = [
+        format!("/v1/bookings/{}/cancel", uuid::Uuid::new_v4()),
+        "/v1/nowhere".to_owned(),
+    ];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let path = paths[i % 2].clone();
+            actix_rt::spawn(trickle(addr.clone(), path, i, counts.clone()))
+        })
+        .collect();
+    for task in tasks {
+        let ended = task.await.unwrap();
+        assert!(ended.closed, "{ended:?}");
+        assert!(ended.status.is_some(), "{ended:?}");
+    }
+    server.stop().await;
 }
