@@ -31,7 +31,7 @@ mod error;
 pub mod faults;
 pub mod http;
 pub(crate) mod outbound;
-pub mod partner_counts;
+pub(crate) mod partner_counts;
 pub mod payments;
 mod runtime;
 pub mod sellers;

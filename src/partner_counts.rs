@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which partner sent the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Partner {
+pub(crate) enum Partner {
     /// A seller.
     Seller,
     /// The payment gateway.
@@ -18,7 +18,7 @@ pub enum Partner {
 
 /// What was wrong with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Untrusted {
+pub(crate) enum Untrusted {
     /// A 3xx answer: refused, never followed.
     Redirect,
     /// An amount other than the one asked.
@@ -35,18 +35,18 @@ fn slot(partner: Partner, what: Untrusted) -> &'static AtomicU64 {
 }
 
 /// Counts one untrusted reply.
-pub fn record(partner: Partner, what: Untrusted) {
+pub(crate) fn record(partner: Partner, what: Untrusted) {
     slot(partner, what).fetch_add(1, Ordering::Relaxed);
 }
 
 /// How many untrusted replies of this kind were seen since the process started.
-pub fn count(partner: Partner, what: Untrusted) -> u64 {
+pub(crate) fn count(partner: Partner, what: Untrusted) -> u64 {
     slot(partner, what).load(Ordering::Relaxed)
 }
 
 impl Partner {
     /// Label value: `seller` or `gateway`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Partner::Seller => "seller",
             Partner::Gateway => "gateway",
@@ -56,7 +56,7 @@ impl Partner {
 
 impl Untrusted {
     /// Label value: `redirect` or `amount_mismatch`.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Untrusted::Redirect => "redirect",
             Untrusted::AmountMismatch => "amount_mismatch",
@@ -65,7 +65,7 @@ impl Untrusted {
 }
 
 /// Every (partner, kind) pair, for rendering.
-pub const ALL: [(Partner, Untrusted); 4] = [
+pub(crate) const ALL: [(Partner, Untrusted); 4] = [
     (Partner::Seller, Untrusted::Redirect),
     (Partner::Seller, Untrusted::AmountMismatch),
     (Partner::Gateway, Untrusted::Redirect),
