@@ -453,9 +453,9 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             let gw = deps.gateway.refund(&key, &payment_id, amount);
             payments::refund_step_outcome(within(timeout, gw).await)
         }
-        Action::ReconcilePayment { key, .. } => {
+        Action::ReconcilePayment { key, operation, .. } => {
             let gw = deps.gateway.status(&key);
-            payments::status_step_outcome(within(timeout, gw).await)
+            payments::status_step_outcome(within(timeout, gw).await, operation)
         }
         Action::Reserve {
             key,

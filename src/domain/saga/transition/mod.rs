@@ -109,6 +109,9 @@ pub enum Action {
     ReconcilePayment {
         /// Key of the operation in doubt.
         key: String,
+        /// The step that sent it (`Authorize` or `CapturePayment`): a look-up answering
+        /// with another kind of operation answers another request.
+        operation: Step,
         /// The amount that operation asked for; a gateway naming another is a mismatch.
         amount: Money,
     },

@@ -99,10 +99,12 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         },
         Step::ReconcileAuthorization => Action::ReconcilePayment {
             key: step_key(id, Step::Authorize),
+            operation: Step::Authorize,
             amount: card_amount(r),
         },
         Step::ReconcileCapture => Action::ReconcilePayment {
             key: step_key(id, Step::CapturePayment),
+            operation: Step::CapturePayment,
             amount: card_amount(r),
         },
         Step::ReleaseHold => Action::ReleaseHold {

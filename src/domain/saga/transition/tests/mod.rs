@@ -485,7 +485,7 @@ fn an_authorization_made_before_a_crash_is_voided_when_the_retries_fail() {
         Action::AuthorizePayment { .. } => StepOutcome::Transient {
             reason: "injected fault".into(),
         },
-        Action::ReconcilePayment { key, amount } => {
+        Action::ReconcilePayment { key, amount, .. } => {
             assert_eq!(*key, format!("{B1}:authorize"));
             StepOutcome::Authorized {
                 authorization_id: "auth-before-crash".into(),
@@ -516,7 +516,7 @@ fn authorization_timeouts_are_reconciled_before_voiding() {
     let mut r = booking(0, 30_000);
     let (actions, _) = drive(&mut r, |a| match a {
         Action::AuthorizePayment { .. } => StepOutcome::TimedOut,
-        Action::ReconcilePayment { key, amount } => {
+        Action::ReconcilePayment { key, amount, .. } => {
             assert_eq!(*key, format!("{B1}:authorize"));
             StepOutcome::Authorized {
                 authorization_id: "auth-9".into(),

@@ -156,7 +156,7 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
             },
             _ => StepOutcome::NotFound,
         },
-        Action::ReconcilePayment { key, amount } => match roll {
+        Action::ReconcilePayment { key, amount, .. } => match roll {
             5..=7 => StepOutcome::Transient {
                 reason: "busy".into(),
             },
