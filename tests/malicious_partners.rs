@@ -531,3 +531,141 @@ async fn settled(server: &TestServer, id: &str) -> Value {
     })
     .await
 }
+
+/// A gateway that echoes the card token in its error messages, in a 402, in a 500 and in
+/// a malformed 201, never gets it into wayfare's log (the real binary at trace level) nor
+/// into what the operator reads of the booking: of a refusal only its status and code are
+/// kept, and a malformed reply is described by where it broke, not by what it holds.
+#[actix_rt::test]
+async fn a_gateway_echoing_the_card_token_keeps_it_out_of_the_log() {
+    const TOKEN: &str = "tok_echoed_4242424242424242";
+    const OPERATOR: &str = "echo-test-operator-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let seller = fakes::fake_seller(
+        &d.join("seller"),
+        &d.join("seller.log"),
+        &["--coverage", "1.0"],
+    );
+    let gateway = fakes::fake_gateway(&d.join("gateway"), &d.join("gateway.log"), &[]);
+    let proxy = Tamper::start(&gateway.url());
+    std::fs::write(
+        d.join("wayfare.toml"),
+        format!(
+            "[store]\ndata_dir = \"./data\"\n\n[[sellers]]\nname = \"{SELLER}\"\nkind = \"http\"\n\
+             verticals = [\"hotel\"]\n[sellers.http]\nbase_url = \"{}\"\n\n[payments]\n\
+             kind = \"http\"\n[payments.http]\nbase_url = \"{}\"\n\n[bookings.saga]\n\
+             backoff_base_ms = 5\nbackoff_max_ms = 20\n",
+            seller.url(),
+            proxy.url()
+        ),
+    )
+    .unwrap();
+    let mut command =
+        fakes::wayfare_command(d, &d.join("wayfare.toml"), &d.join("wayfare.log"), OPERATOR);
+    command.env("RUST_LOG", "trace");
+    let server = fakes::spawn_listening(command, "wayfare listening on ")
+        .unwrap_or_else(|| panic!("wayfare exited: {}", read(&d.join("wayfare.log"))));
+    let base = server.addr.clone();
+    let http = fakes::operator_client(OPERATOR, Duration::from_secs(10));
+    let res = http
+        .post(format!("{base}/v1/accounts"))
+        .json(&json!({"name": "Echo", "email": "echo@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let account = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let echo = |code: &str| {
+        format!(
+            r#"{{"error": {{"code": "{code}", "message": "card {TOKEN} refused; you sent {TOKEN}"}}}}"#
+        )
+    };
+    let replies = [
+        (402, echo("card_declined"), "payment_declined"),
+        (500, echo("internal"), "technical"),
+        (
+            201,
+            format!(r#"{{"authorization_id": 42, "amount": "{TOKEN}"}}"#),
+            "technical",
+        ),
+    ];
+    for (i, (status, body, code)) in replies.into_iter().enumerate() {
+        proxy.set(vec![rule(
+            "POST",
+            is_authorize,
+            Act::Respond { status, body },
+        )]);
+        let start = Utc::now().date_naive() + Days::new(20 + 3 * i as u64);
+        let url = format!(
+            "{base}/v1/search/hotels?city=Lisbon&check_in={start}&check_out={}",
+            start + Days::new(2)
+        );
+        let (sku, price) = wait_until(WITHIN, "an offer", async || {
+            let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let o = body["offers"].as_array()?.first()?.clone();
+            Some((o["sku"].as_str()?.to_owned(), o["price"]["minor"].as_i64()?))
+        })
+        .await;
+        let res = http
+            .post(format!("{base}/v1/bookings"))
+            .header("Idempotency-Key", format!("echo-{i}"))
+            .json(&json!({
+                "account_id": account, "seller": SELLER, "sku": sku,
+                "start": start, "end": start + Days::new(2),
+                "offer_price": {"minor": price, "currency": "EUR"},
+                "wallet_points": {"minor": 0, "currency": "EUR"},
+                "card_token": TOKEN,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        let id = res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let booking = wait_until(WITHIN, format_args!("booking {id} fails"), async || {
+            let b: Value = http
+                .get(format!("{base}/v1/bookings/{id}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (b["state"] == "failed").then_some(b)
+        })
+        .await;
+        assert_eq!(booking["failure_code"], code, "{booking}");
+        assert!(
+            !booking.to_string().contains(TOKEN),
+            "the operator's view: {booking}"
+        );
+    }
+    assert_eq!(
+        proxy.tampered(),
+        3 + 2 * 2,
+        "each echo answered every authorize attempt"
+    );
+    drop(server);
+    let log = read(&d.join("wayfare.log"));
+    assert!(
+        log.contains("Payment gateway"),
+        "the gateway's failures were logged"
+    );
+    let leaks: Vec<&str> = log.lines().filter(|l| l.contains(TOKEN)).take(3).collect();
+    assert!(
+        leaks.is_empty(),
+        "the card token reached the log:\n{}",
+        leaks.join("\n")
+    );
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

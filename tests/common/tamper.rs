@@ -31,6 +31,13 @@ pub enum Act {
     },
     /// Forward (the fake acts), then answer 502 instead of its reply.
     Swallow,
+    /// Answer `status` with `body` (JSON) without forwarding.
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// The reply body.
+        body: String,
+    },
 }
 
 /// A rule: requests with `method` whose path satisfies `path` get `act`.
@@ -124,6 +131,17 @@ async fn forward(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) 
         .iter()
         .find(|r| r.method == req.method().as_str() && (r.path)(&path))
         .cloned();
+    if let Some(Rule {
+        act: Act::Respond { status, body },
+        ..
+    }) = &rule
+    {
+        shared.tampered.fetch_add(1, Ordering::SeqCst);
+        let status = actix_web::http::StatusCode::from_u16(*status).unwrap();
+        return HttpResponse::build(status)
+            .content_type("application/json")
+            .body(body.clone());
+    }
     if let Some(Rule {
         act: Act::Redirect, ..
     }) = rule
