@@ -327,3 +327,52 @@ impl StoreConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    /// The refusal of `text`, as the operator reads it.
+    fn refused(text: &str) -> String {
+        Config::parse(text, Vec::<(String, String)>::new())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn partner_and_body_bounds_are_checked_naming_the_key() {
+        let c = Config::parse("", Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(c.bookings.max_offer_price_minor, 10_000_000);
+        assert_eq!(
+            (c.server.body_timeout_ms, c.server.min_body_bytes_per_sec),
+            (10_000, 1_024)
+        );
+        assert_eq!(c.limits.account_creations_burst, 3);
+        for (text, key) in [
+            (
+                "[bookings]\nmax_offer_price_minor = 0\n",
+                "bookings.max_offer_price_minor",
+            ),
+            (
+                "[bookings]\nmax_offer_price_minor = 10000000001\n",
+                "bookings.max_offer_price_minor",
+            ),
+            ("[server]\nbody_timeout_ms = 50\n", "server.body_timeout_ms"),
+            (
+                "[server]\nmin_body_bytes_per_sec = 0\n",
+                "server.min_body_bytes_per_sec",
+            ),
+            (
+                "[limits]\naccount_creations_burst = 0\n",
+                "limits.account_creations_burst",
+            ),
+            (
+                "[limits]\naccount_creations_per_second = 0.0\n",
+                "limits.account_creations_per_second",
+            ),
+        ] {
+            let e = refused(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+}
