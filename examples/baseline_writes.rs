@@ -162,6 +162,7 @@ impl Values {
             &mut record,
             StepOutcome::Authorized {
                 authorization_id: "auth_1a2b3c4d_000001".into(),
+                amount: request.offer_price,
             },
             SagaState::PaymentAuthorized,
         )?;
@@ -170,6 +171,7 @@ impl Values {
             &mut record,
             StepOutcome::Reserved {
                 reservation_id: "alpha-1".into(),
+                price: request.offer_price,
             },
             SagaState::SellerConfirmed,
         )?;
@@ -178,6 +180,7 @@ impl Values {
             &mut record,
             StepOutcome::Captured {
                 capture_id: "cap_1a2b3c4d_000002".into(),
+                amount: request.offer_price,
             },
             SagaState::Confirmed,
         )?;

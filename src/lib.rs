@@ -11,8 +11,8 @@
 //! | `src/runtime/` | [`Runtime`]: the one public doorway, methods by area (`accounts.rs`, `search.rs`, `bookings.rs`, `system.rs`); `start/` wires the supervision tree, `partners.rs` the sellers and gateway; `views.rs`: what it returns |
 //! | `src/supervisor/` | supervisors (static and dynamic), stable actor handles, restart policy, snapshots |
 //! | `src/actors/` | one actor per file with its messages and handlers: `AccountShard` (+ its read model), `SellerAdapter`, `PaymentAdapter`, `SearchAggregator`, `BookingSaga`, `SagaCoordinator`, `Mailer`; `guard.rs`: breaker and bulkhead of partner adapters |
-//! | `src/domain/` | plain rules tested without actors: money, accounts, access, order checks, wallet, search, cache, breaker, latency, look-to-book, saga ids and state machine, outbox |
-//! | `src/sellers/`, `src/payments/` | the outside world's contracts and their simulated and HTTP implementations; `src/outbound.rs`: what the HTTP clients share |
+//! | `src/domain/` | plain rules tested without actors: money, accounts, access, order checks, wallet, search, cache, breaker, latency, look-to-book, rate-limit buckets, saga ids and state machine (with its partner-amount checks), outbox |
+//! | `src/sellers/`, `src/payments/` | the outside world's contracts and their simulated and HTTP implementations; `src/outbound.rs`: what the HTTP clients share (no redirects followed); `src/partner_counts.rs`: partner replies not taken at their word |
 //! | `src/store/` | the `Store` trait, its sled implementation and the one codec |
 //! | `src/http/` | actix-web routes per area, extractors, the router behind the generated OpenAPI description, problem responses, metrics, the operator console |
 //! | `src/config/` | [`Config`]: built-in defaults (the shipped `config.toml`), a file, `WAYFARE__*` overrides and flags, each error naming its source |
@@ -31,6 +31,7 @@ mod error;
 pub mod faults;
 pub mod http;
 pub(crate) mod outbound;
+pub(crate) mod partner_counts;
 pub mod payments;
 mod runtime;
 pub mod sellers;

@@ -4,6 +4,12 @@
 //! no further, and transport errors with their causes spelled out. What a status or a body
 //! *means* stays with each client.
 //!
+//! Redirects are never followed: a partner answers at the address it was configured
+//! with or not at all. A followed redirect would send the request (a card token, an
+//! amount, an idempotency key, a search) to a host nobody configured, and take that host's
+//! answer for the partner's. Each client reads a 3xx as a partner error and counts it
+//! ([`crate::partner_counts`]).
+//!
 //! TLS is rustls (ring provider) with the Mozilla roots of `webpki-roots` compiled in: no
 //! OpenSSL and no system certificate store. A partner behind a private CA or a self-signed
 //! certificate is trusted through its `ca_cert` key, in addition to those roots; there is
@@ -38,7 +44,8 @@ pub(crate) fn client(settings: &ClientSettings<'_>) -> Result<(Url, Client), Inv
     let mut builder = Client::builder()
         .timeout(Duration::from_millis(settings.request_timeout_ms))
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        // A partner reached over TLS is never left for clear text, not even by a redirect.
+        .redirect(reqwest::redirect::Policy::none())
+        // A partner reached over TLS is never left for clear text.
         .https_only(tls);
     for cert in roots {
         builder = builder.add_root_certificate(cert);

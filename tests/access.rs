@@ -468,3 +468,75 @@ fn secrets_never_reach_the_log() {
     assert!(printed.contains("<redacted>"), "{printed}");
     assert!(!printed.contains(OPERATOR_TOKEN));
 }
+
+/// `Authorization` schemes are case-insensitive (RFC 9110); a request with two
+/// `Authorization` headers is refused with 400 naming the header, whichever is valid.
+#[actix_rt::test]
+async fn bearer_in_any_case_and_never_two_credentials() {
+    let s = TestServer::start().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let res = s
+            .anonymous
+            .get(s.url("/metrics"))
+            .header("Authorization", format!("{scheme} {OPERATOR_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{scheme}");
+    }
+    let (id, _) = s.create_customer("Twice").await;
+    let res = s
+        .anonymous
+        .get(s.url(&format!("/v1/accounts/{id}")))
+        .header("Authorization", format!("Bearer {OPERATOR_TOKEN}"))
+        .header("Authorization", "Bearer wf_not_a_key")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid-input", Some("Authorization")).await;
+    s.stop().await;
+}
+
+/// A made-up key learns nothing about which bookings exist: the same 401 for a booking
+/// that exists and one that does not.
+#[actix_rt::test]
+async fn a_made_up_key_cannot_tell_which_bookings_exist() {
+    let (seller, _) = FixedSeller::new("test", 20_000);
+    let s =
+        TestServer::start_custom(|_| {}, vec![seller.into_custom(AdapterConfig::default())]).await;
+    let account = s.create_account("Probed").await;
+    let start = Utc::now().date_naive() + Days::new(10);
+    let res = s
+        .http
+        .post(s.url("/v1/bookings"))
+        .header("Idempotency-Key", "probed-1")
+        .json(&json!({
+            "account_id": account, "seller": "test", "sku": "hotel:test:h1:double",
+            "start": start, "end": start + Days::new(2),
+            "offer_price": {"minor": 20_000, "currency": "EUR"},
+            "wallet_points": {"minor": 0, "currency": "EUR"}, "card_token": "tok_approve",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made_up = client_with(wayfare::domain::access::ApiKey::generate().reveal());
+    let missing = uuid::Uuid::new_v4();
+    let mut answers = Vec::new();
+    for path in [
+        format!("/v1/bookings/{id}"),
+        format!("/v1/bookings/{missing}"),
+    ] {
+        let res = made_up.get(s.url(&path)).send().await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        answers.push((status, body));
+    }
+    assert_eq!(answers[0].0, 401, "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
+    s.stop().await;
+}

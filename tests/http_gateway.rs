@@ -134,7 +134,9 @@ impl Drop for Fake {
 
 fn authorization_id(outcome: AuthOutcome) -> String {
     match outcome {
-        AuthOutcome::Authorized { authorization_id } => authorization_id,
+        AuthOutcome::Authorized {
+            authorization_id, ..
+        } => authorization_id,
         other => panic!("expected an authorization, got {other:?}"),
     }
 }
@@ -443,9 +445,11 @@ async fn a_failing_gateway_opens_the_adapter_breaker() {
 }
 
 /// Replies are untrusted: a 2xx body over the size cap (declared or not), garbage, or a
-/// well-formed reply for another amount leave the outcome unknown (`Timeout`, reconciled by
-/// key), never an authorization; a look-up answered so is no answer (`Unavailable`), never
-/// "never received".
+/// redirect (never followed: it points at a port where nothing listens, which would be
+/// `Unavailable`) leave the outcome unknown (`Timeout`, reconciled by key), never an
+/// authorization; a look-up answered so is no answer (`Unavailable`), never "never
+/// received". A well-formed reply for another amount is passed on as reported, for the
+/// saga's amount rule to refuse.
 #[tokio::test]
 async fn oversized_and_malformed_replies_are_unknown_outcomes() {
     use common::raw::{bad_server, reply};
@@ -466,7 +470,12 @@ async fn oversized_and_malformed_replies_are_unknown_outcomes() {
             "garbage",
             reply("201 Created", b"<html>surprise</html>", true),
         ),
-        ("another amount", reply("201 Created", wrong_amount, true)),
+        (
+            "redirect",
+            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/v1/authorizations\r\n\
+              content-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec(),
+        ),
     ] {
         let gw = against(response);
         let outcome = gw.authorize("k:authorize", "tok_approve", eur(500)).await;
@@ -477,6 +486,14 @@ async fn oversized_and_malformed_replies_are_unknown_outcomes() {
             "{what}: {status:?}"
         );
     }
+    let gw = against(reply("201 Created", wrong_amount, true));
+    assert_eq!(
+        gw.authorize("k:authorize", "tok_approve", eur(500)).await,
+        Ok(AuthOutcome::Authorized {
+            authorization_id: "auth_1".into(),
+            amount: eur(1),
+        })
+    );
 }
 
 /// `https://` with a self-signed certificate the test made: trusted through `ca_cert`,

@@ -357,3 +357,74 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
     }
     s.stop().await;
 }
+
+/// A credential an exempt route refuses draws on the address's bucket: guessing keys
+/// against `/metrics` (401 for an unknown key, 403 for a customer's) is throttled like
+/// anywhere else, while probes without a credential and the operator go on.
+#[actix_rt::test]
+async fn refused_credentials_on_exempt_routes_are_limited_per_address() {
+    let s = server(100, 3).await;
+    let guess = || client_with(wayfare::domain::access::ApiKey::generate().reveal());
+    for _ in 0..3 {
+        let res = guess().get(s.url("/metrics")).send().await.unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    assert_limited(
+        guess().get(s.url("/metrics")).send().await.unwrap(),
+        "limits.per_address_burst",
+    )
+    .await;
+    let res = guess().get(s.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 429, "any exempt route, the same bucket");
+    // Without a credential, the probes are not limited; nor is the operator.
+    for path in ["/health", "/v1/openapi.json"] {
+        let res = s.anonymous.get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    assert_eq!(
+        s.http.get(s.url("/metrics")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(refused(&s, "address").await, 2);
+    s.stop().await;
+}
+
+/// Opening accounts draws on a slow bucket of its own per address, so new accounts (each
+/// with its own request bucket) cannot multiply a client's budget; other requests of the
+/// address go on.
+#[actix_rt::test]
+async fn account_openings_are_limited_per_address() {
+    let (seller, _) = FixedSeller::new("test", 20_000);
+    let s = TestServer::start_custom(
+        |c| {
+            c.limits.per_address_burst = 100;
+            c.limits.per_address_per_second = NO_REFILL;
+            c.limits.account_creations_burst = 2;
+            c.limits.account_creations_per_second = NO_REFILL;
+        },
+        vec![seller.into_custom(AdapterConfig::default())],
+    )
+    .await;
+    assert_eq!(open(&s, 1).send().await.unwrap().status(), 201);
+    assert_eq!(open(&s, 2).send().await.unwrap().status(), 201);
+    assert_limited(
+        open(&s, 3).send().await.unwrap(),
+        "limits.account_creations_burst",
+    )
+    .await;
+    assert_eq!(refused(&s, "account_creation").await, 1);
+    let res = s.anonymous.get(search_url(&s)).send().await.unwrap();
+    assert_eq!(res.status(), 200, "other requests of the address go on");
+    // The operator opens accounts for customers without limit.
+    for n in 10..15 {
+        let res = s
+            .http
+            .post(s.url("/v1/accounts"))
+            .json(&json!({"name": format!("Staff {n}"), "email": format!("s{n}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    s.stop().await;
+}

@@ -34,6 +34,7 @@ use crate::domain::saga::{
 };
 use crate::domain::search::booking_query;
 use crate::domain::wallet::{WalletError, WalletOp};
+use crate::partner_counts::{self, Partner, Untrusted};
 use crate::payments::{self, PaymentGateway};
 use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus, SellerError};
 use crate::store::{get_record, Op, Store, StoreError, Tree};
@@ -137,7 +138,18 @@ impl BookingSaga {
         let record = self.record.as_mut()?;
         let before = record.clone();
         match apply(record, outcome, &self.deps.config, Utc::now()) {
-            Ok(tr) => Some((before, tr)),
+            Ok(tr) => {
+                if let Some(m) = &tr.mismatch {
+                    let partner = if m.is_seller() {
+                        Partner::Seller
+                    } else {
+                        Partner::Gateway
+                    };
+                    partner_counts::record(partner, Untrusted::AmountMismatch);
+                    tracing::warn!(saga = %self.saga_id, step = m.step.as_str(), partner = partner.as_str(), expected = %m.expected, reported = %m.reported, state = record.state.as_str(), "Partner reported an amount other than the one asked; not taken.");
+                }
+                Some((before, tr))
+            }
             Err(e) => {
                 tracing::error!(saga = %self.saga_id, error = %e, "Saga outcome did not fit its state.");
                 None
@@ -441,9 +453,9 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             let gw = deps.gateway.refund(&key, &payment_id, amount);
             payments::refund_step_outcome(within(timeout, gw).await)
         }
-        Action::ReconcilePayment { key } => {
+        Action::ReconcilePayment { key, operation, .. } => {
             let gw = deps.gateway.status(&key);
-            payments::status_step_outcome(within(timeout, gw).await)
+            payments::status_step_outcome(within(timeout, gw).await, operation)
         }
         Action::Reserve {
             key,
@@ -465,9 +477,13 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 expected_price: price,
             };
             match seller_call(deps, &seller, BookWithSeller { request }).await {
-                Ok(BookOutcome::Confirmed { reservation_id, .. }) => {
-                    StepOutcome::Reserved { reservation_id }
-                }
+                Ok(BookOutcome::Confirmed {
+                    reservation_id,
+                    price,
+                }) => StepOutcome::Reserved {
+                    reservation_id,
+                    price,
+                },
                 Ok(BookOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
                 Ok(BookOutcome::PriceChanged { current }) => StepOutcome::Refused {
                     reason: format!(
@@ -480,14 +496,18 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 Err(CallFailure::Unknown(_)) => StepOutcome::TimedOut,
             }
         }
-        Action::ReconcileReservation { key, seller } => {
+        Action::ReconcileReservation { key, seller, .. } => {
             let msg = BookingStatusAtSeller {
                 idempotency_key: key,
             };
             match seller_call(deps, &seller, msg).await {
-                Ok(Some(ReservationStatus::Booked { reservation_id, .. })) => {
-                    StepOutcome::Reserved { reservation_id }
-                }
+                Ok(Some(ReservationStatus::Booked {
+                    reservation_id,
+                    price,
+                })) => StepOutcome::Reserved {
+                    reservation_id,
+                    price,
+                },
                 Ok(_) => StepOutcome::NotFound,
                 Err(CallFailure::NotCalled(reason)) | Err(CallFailure::Unknown(reason)) => {
                     StepOutcome::Transient { reason }
@@ -517,7 +537,14 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 idempotency_key: reservation_key,
             };
             match seller_call(deps, &seller, msg).await {
-                Ok(CancelOutcome::Cancelled { fee, .. }) => StepOutcome::SellerCancelled { fee },
+                Ok(CancelOutcome::Cancelled {
+                    fee,
+                    reservation_id,
+                    ..
+                }) => StepOutcome::SellerCancelled {
+                    fee,
+                    reservation_id,
+                },
                 Ok(CancelOutcome::NotBooked) => StepOutcome::Refused {
                     reason: "the seller has no such reservation".into(),
                 },

@@ -11,8 +11,9 @@ use super::ConfigError;
 /// empty is refused with 429 and `Retry-After`. Requests with a customer's API key draw on
 /// their account's bucket; requests without a valid API key (opening an account,
 /// anonymous search, refused credentials) draw on their client address's bucket. The
-/// operator token and the cheap probes (`/health`, `/metrics`, `/v1/openapi.json`, the
-/// console's static files) are never limited.
+/// operator token is never limited, nor are the cheap probes (`/health`, `/metrics`,
+/// `/v1/openapi.json`, the console's static files) unless they refuse the credential sent.
+/// Opening an account also draws on a slow bucket of its own per address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -29,9 +30,15 @@ pub struct LimitsConfig {
     pub per_address_per_second: f64,
     /// Requests one address may send at once, before the sustained rate applies.
     pub per_address_burst: u32,
-    /// Most accounts and most addresses tracked at once (each table apart). Idle buckets
-    /// are forgotten as they refill; if more than this many are still busy (an attacker
-    /// spraying addresses), the table starts afresh, so memory stays bounded.
+    /// Accounts one address may open a second, sustained (fractions allowed: 0.005 is one
+    /// every 200 s). Each account has its own request bucket, so this bounds how far a
+    /// client can multiply its budget by opening accounts.
+    pub account_creations_per_second: f64,
+    /// Accounts one address may open at once, before the sustained rate applies.
+    pub account_creations_burst: u32,
+    /// Most accounts and most addresses tracked at once (each table apart). Past it, full
+    /// buckets are forgotten first, then the least recently used ones; never all at once,
+    /// so memory stays bounded and a busy client's bucket is never reset by others.
     pub max_tracked: usize,
     /// Reverse proxies (load balancers) whose `X-Forwarded-For` is believed: addresses or
     /// networks (`"127.0.0.1"`, `"10.0.0.0/8"`, `"::1"`). A request from one of them draws
@@ -50,6 +57,8 @@ impl Default for LimitsConfig {
             per_key_burst: 100,
             per_address_per_second: 10.0,
             per_address_burst: 50,
+            account_creations_per_second: 0.005,
+            account_creations_burst: 3,
             max_tracked: 100_000,
             trusted_proxies: Vec::new(),
         }
@@ -73,6 +82,10 @@ impl LimitsConfig {
         for (key, rate) in [
             ("limits.per_key_per_second", self.per_key_per_second),
             ("limits.per_address_per_second", self.per_address_per_second),
+            (
+                "limits.account_creations_per_second",
+                self.account_creations_per_second,
+            ),
         ] {
             // `contains` is false for NaN too.
             if !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&rate) {
@@ -85,6 +98,10 @@ impl LimitsConfig {
         for (key, burst) in [
             ("limits.per_key_burst", self.per_key_burst),
             ("limits.per_address_burst", self.per_address_burst),
+            (
+                "limits.account_creations_burst",
+                self.account_creations_burst,
+            ),
         ] {
             if !(1..=MAX_BURST).contains(&burst) {
                 return bad(key, format!("must be between 1 and {MAX_BURST}"));

@@ -86,6 +86,9 @@ pub struct BookingsConfig {
     pub step_timeout_ms: u64,
     /// Requests queued or in flight at the coordinator.
     pub mailbox_capacity: usize,
+    /// Highest offer price a booking may carry, in minor units of the wallet currency;
+    /// an order above it is refused (400) before anything reaches a seller or the gateway.
+    pub max_offer_price_minor: i64,
     /// Retry budgets and backoff of saga steps.
     pub saga: SagaConfig,
 }
@@ -96,6 +99,7 @@ impl Default for BookingsConfig {
             max_in_flight: 10_000,
             step_timeout_ms: 5_000,
             mailbox_capacity: 4096,
+            max_offer_price_minor: 10_000_000,
             saga: SagaConfig::default(),
         }
     }

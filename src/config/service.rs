@@ -23,6 +23,14 @@ pub struct ServerConfig {
     /// this is refused unprocessed (503): its client has been told it failed. Keep it
     /// below the balancer's own server timeout. Only with `limits.trusted_proxies`.
     pub max_request_age_ms: u64,
+    /// Milliseconds a request body may take to arrive, plus the time its bytes earn at
+    /// `min_body_bytes_per_sec`; past that the request gets 408 and its connection is
+    /// closed. (Headers have their own, fixed, deadline in the HTTP server.)
+    pub body_timeout_ms: u64,
+    /// Slowest body accepted, in bytes a second: each byte received extends the body's
+    /// deadline by `1 / min_body_bytes_per_sec` s, so a large body sent at a fair pace
+    /// finishes and a body trickled in at a byte a second does not hold its connection.
+    pub min_body_bytes_per_sec: u64,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +42,8 @@ impl Default for ServerConfig {
             max_connections: 25_000,
             shutdown_timeout_secs: 10,
             max_request_age_ms: 5_000,
+            body_timeout_ms: 10_000,
+            min_body_bytes_per_sec: 1_024,
         }
     }
 }

@@ -60,6 +60,15 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return bad("server.max_body_bytes", "must be between 1024 and 16777216");
         }
+        if !(100..=600_000).contains(&self.server.body_timeout_ms) {
+            return bad("server.body_timeout_ms", "must be between 100 and 600000");
+        }
+        if !(1..=1_000_000_000).contains(&self.server.min_body_bytes_per_sec) {
+            return bad(
+                "server.min_body_bytes_per_sec",
+                "must be between 1 and 1000000000",
+            );
+        }
         self.store.validate()?;
         if !(500..=600_000).contains(&self.cluster.lease_ms) {
             return bad(
@@ -172,6 +181,13 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.bookings.mailbox_capacity) {
             return bad("bookings.mailbox_capacity", "must be between 1 and 1000000");
+        }
+        // The wire formats' own bound on a price: nothing above it can be sold.
+        if !(1..=10_000_000_000).contains(&self.bookings.max_offer_price_minor) {
+            return bad(
+                "bookings.max_offer_price_minor",
+                "must be between 1 and 10000000000",
+            );
         }
         if let Err(e) = self.bookings.saga.validate() {
             return Err(ConfigError::Nested(format!(
@@ -314,6 +330,55 @@ impl StoreConfig {
                 "is only used with store.backend = \"postgres\" (the backend is \"sled\")".into(),
             ),
             (StoreBackend::Sled, None) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    /// The refusal of `text`, as the operator reads it.
+    fn refused(text: &str) -> String {
+        Config::parse(text, Vec::<(String, String)>::new())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn partner_and_body_bounds_are_checked_naming_the_key() {
+        let c = Config::parse("", Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(c.bookings.max_offer_price_minor, 10_000_000);
+        assert_eq!(
+            (c.server.body_timeout_ms, c.server.min_body_bytes_per_sec),
+            (10_000, 1_024)
+        );
+        assert_eq!(c.limits.account_creations_burst, 3);
+        for (text, key) in [
+            (
+                "[bookings]\nmax_offer_price_minor = 0\n",
+                "bookings.max_offer_price_minor",
+            ),
+            (
+                "[bookings]\nmax_offer_price_minor = 10000000001\n",
+                "bookings.max_offer_price_minor",
+            ),
+            ("[server]\nbody_timeout_ms = 50\n", "server.body_timeout_ms"),
+            (
+                "[server]\nmin_body_bytes_per_sec = 0\n",
+                "server.min_body_bytes_per_sec",
+            ),
+            (
+                "[limits]\naccount_creations_burst = 0\n",
+                "limits.account_creations_burst",
+            ),
+            (
+                "[limits]\naccount_creations_per_second = 0.0\n",
+                "limits.account_creations_per_second",
+            ),
+        ] {
+            let e = refused(text);
+            assert!(e.contains(key), "{text}: {e}");
         }
     }
 }

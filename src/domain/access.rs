@@ -151,8 +151,10 @@ pub enum AccessError {
 }
 
 impl Caller {
-    /// Parses the value of an `Authorization` header (absent: anonymous). `operator` is the
-    /// configured operator token, if any; it is compared in constant time.
+    /// Parses the value of an `Authorization` header (absent: anonymous). The scheme is
+    /// `Bearer` in any case (RFC 9110 makes auth schemes case-insensitive). `operator` is
+    /// the configured operator token, if any; it is compared by SHA-256 digest in constant
+    /// time, so neither its content nor its length shows in the time a guess takes.
     pub fn from_authorization(
         header: Option<&str>,
         operator: Option<&str>,
@@ -161,8 +163,9 @@ impl Caller {
             return Ok(Caller::Anonymous);
         };
         let credential = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, credential)| credential.trim())
             .filter(|c| {
                 CREDENTIAL_CHARS.contains(&c.len()) && c.bytes().all(|b| b.is_ascii_graphic())
             })
@@ -171,8 +174,10 @@ impl Caller {
                     "Authorization must be `Bearer <API key or operator token>`".into(),
                 )
             })?;
-        let is_operator =
-            operator.is_some_and(|token| bool::from(credential.as_bytes().ct_eq(token.as_bytes())));
+        let is_operator = operator.is_some_and(|token| {
+            let (given, wanted) = (Sha256::digest(credential), Sha256::digest(token));
+            bool::from(given.as_slice().ct_eq(wanted.as_slice()))
+        });
         if is_operator {
             Ok(Caller::Operator)
         } else if ApiKey::is_well_formed(credential) {
@@ -207,6 +212,21 @@ impl Caller {
                 unknown_credential()
             }
             .into()),
+            Caller::Anonymous => Err(missing_credential().into()),
+        }
+    }
+
+    /// The caller holds a credential that exists (the operator token, or some account's
+    /// current key): asked before anything the caller names is looked up, so an unknown
+    /// key gets the same 401 whether or not the thing exists.
+    pub fn must_be_known<E: From<AccessError>>(
+        &self,
+        key_known: impl FnOnce(&KeyDigest) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Customer(digest) if key_known(digest)? => Ok(()),
+            Caller::Customer(_) => Err(unknown_credential().into()),
             Caller::Anonymous => Err(missing_credential().into()),
         }
     }
@@ -299,11 +319,17 @@ mod tests {
         let key = ApiKey::generate();
         let bearer = format!("Bearer {}", key.reveal());
         assert_eq!(caller(Some(&bearer)), Ok(Caller::Customer(key.digest())));
+        // The scheme's case does not matter.
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let header = format!("{scheme} {OPERATOR}");
+            assert_eq!(caller(Some(&header)), Ok(Caller::Operator), "{scheme}");
+        }
         for bad in [
             "Basic abc",
             "Bearer ",
             "Bearer short",
             "bearer x",
+            "Bearerx abcdefghijklmnopqrstuvwxyz",
             "Bearer a b c d e f g h i",
         ] {
             assert!(

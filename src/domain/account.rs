@@ -89,7 +89,19 @@ impl NewAccount {
         if name.chars().any(char::is_control) {
             return Err(Invalid::new("name", "must not contain control characters"));
         }
+        if name.chars().any(is_hidden) {
+            return Err(Invalid::new(
+                "name",
+                "must not contain bidirectional-override or zero-width characters",
+            ));
+        }
         let email = email.trim();
+        if email.chars().any(is_hidden) {
+            return Err(Invalid::new(
+                "email",
+                "must not contain bidirectional-override or zero-width characters",
+            ));
+        }
         let valid_email = email.len() <= MAX_EMAIL_CHARS
             && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && match email.split_once('@') {
@@ -119,6 +131,22 @@ impl NewAccount {
     pub fn email_key(&self) -> String {
         email_key(&self.email)
     }
+}
+
+/// Characters that change how text around them is shown without being seen: the
+/// bidirectional marks, embeddings, overrides and isolates (a name that renders as
+/// another, "evil\u{202e}moc.rettiwt"), and the zero-width ones (two names or addresses that
+/// look the same and are not). No person's name or address needs them.
+pub fn is_hidden(c: char) -> bool {
+    matches!(c,
+        '\u{061c}'                      // Arabic letter mark
+        | '\u{180e}'                    // Mongolian vowel separator
+        | '\u{200b}'..='\u{200f}'       // zero-width space, non-joiner, joiner; LRM, RLM
+        | '\u{202a}'..='\u{202e}'       // embeddings and overrides
+        | '\u{2060}'..='\u{2064}'       // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}'       // isolates
+        | '\u{feff}'                    // zero-width no-break space (BOM)
+    )
 }
 
 /// The normalized form of an email address for uniqueness: trimmed and lowercased.
@@ -215,6 +243,15 @@ mod tests {
             NewAccount::new("A\u{7}", "a@b.c").unwrap_err().field,
             "name"
         );
+        for hidden in [
+            '\u{202e}', '\u{2066}', '\u{200b}', '\u{200d}', '\u{feff}', '\u{200f}',
+        ] {
+            let name = format!("Ada{hidden}Lovelace");
+            assert_eq!(NewAccount::new(&name, "a@b.c").unwrap_err().field, "name");
+            let email = format!("ada{hidden}@example.com");
+            assert_eq!(NewAccount::new("Ada", &email).unwrap_err().field, "email");
+        }
+        assert!(NewAccount::new("Zoë Ünal-Ōta 李", "a@b.c").is_ok());
         for bad in [
             "",
             "ada",

@@ -11,6 +11,7 @@ pub mod latency;
 pub mod look_to_book;
 pub mod money;
 pub mod outbox;
+pub mod rate_limit;
 pub mod saga;
 pub mod search;
 pub mod search_cache;

@@ -184,21 +184,40 @@ pub fn cache_key(query: &SearchQuery) -> String {
     }
 }
 
-/// Checks a search before it fans out: the query's own rules, and no travel before
-/// `today`. The error names the field as the client spells it.
+/// How far ahead a search (and so a booking) may look, in days from today: about what
+/// sellers put on sale, and a bound on the dates anyone can make wayfare send on.
+pub const MAX_DAYS_AHEAD: u64 = 730;
+
+/// Checks a search before it fans out: the query's own rules, no travel before `today`
+/// and none more than [`MAX_DAYS_AHEAD`] days after it. The error names the field as the
+/// client spells it.
 pub fn check_search(query: &SearchQuery, today: NaiveDate) -> Result<(), Invalid> {
     query
         .validate()
         .map_err(|e| Invalid::new(e.field, e.problem))?;
-    if query.travel_date() < today {
-        let field = match query {
-            SearchQuery::Hotel(_) => "check_in",
-            SearchQuery::Flight(_) => "date",
-        };
+    let (first, last) = match query {
+        SearchQuery::Hotel(q) => (("check_in", q.check_in), ("check_out", q.check_out)),
+        SearchQuery::Flight(q) => (
+            ("date", q.date),
+            ("return_date", q.return_date.unwrap_or(q.date)),
+        ),
+    };
+    if first.1 < today {
         return Err(Invalid::new(
-            field,
+            first.0,
             format!("must not be before today ({today})"),
         ));
+    }
+    let horizon = today
+        .checked_add_days(chrono::Days::new(MAX_DAYS_AHEAD))
+        .unwrap_or(NaiveDate::MAX);
+    for (field, date) in [first, last] {
+        if date > horizon {
+            return Err(Invalid::new(
+                field,
+                format!("must be at most {MAX_DAYS_AHEAD} days ahead (by {horizon})"),
+            ));
+        }
     }
     Ok(())
 }
@@ -485,6 +504,38 @@ mod booking_query_tests {
         assert_eq!(
             check_search(&backwards, d("2027-01-01")).unwrap_err().field,
             "check_out"
+        );
+    }
+
+    #[test]
+    fn a_search_may_not_look_past_the_horizon() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let today = d("2027-01-01");
+        let last = today + chrono::Days::new(MAX_DAYS_AHEAD);
+        let stay = |check_in: NaiveDate, nights| {
+            SearchQuery::Hotel(HotelQuery {
+                city_or_hotel: "Lisbon".into(),
+                check_in,
+                check_out: check_in + chrono::Days::new(nights),
+            })
+        };
+        assert_eq!(
+            check_search(&stay(last - chrono::Days::new(1), 1), today),
+            Ok(())
+        );
+        let over = check_search(&stay(last, 1), today).unwrap_err();
+        assert_eq!(over.field, "check_out");
+        let far = check_search(&stay(d("9999-01-01"), 1), today).unwrap_err();
+        assert_eq!(far.field, "check_in");
+        let flight = SearchQuery::Flight(FlightQuery {
+            from: "LIS".into(),
+            to: "CDG".into(),
+            date: today,
+            return_date: Some(last + chrono::Days::new(1)),
+        });
+        assert_eq!(
+            check_search(&flight, today).unwrap_err().field,
+            "return_date"
         );
     }
 }

@@ -13,6 +13,7 @@ use super::extract::state;
 use super::problem::Problem;
 use super::AppState;
 use crate::domain::access::Caller;
+use crate::domain::Invalid;
 use crate::error::Error;
 
 /// The caller named by the request's credential (none: [`Caller::Anonymous`]). A clear key
@@ -29,6 +30,19 @@ pub(super) fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, Prob
 }
 
 fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, Problem> {
+    // Two credentials are one too many: which one counts would be up to whichever proxy
+    // or library reads the request, so none does.
+    if req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .nth(1)
+        .is_some()
+    {
+        return Err(Problem::invalid(Invalid::new(
+            "Authorization",
+            "must be sent once; this request has several",
+        )));
+    }
     let header = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {

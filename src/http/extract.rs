@@ -11,6 +11,7 @@
 //! body is read.
 
 use std::future::{ready, Ready};
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
@@ -47,17 +48,55 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let limit = state(&req)?.max_body;
-            json_body(&req, payload, limit).await.map(Json)
+            let state = state(&req)?;
+            let (limit, deadline) = (state.max_body, state.body_deadline);
+            json_body(&req, payload, limit, deadline).await.map(Json)
         })
     }
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes.
+/// How long a request body may take to arrive: `timeout` from the first read, plus one
+/// second for every `min_bytes_per_sec` bytes received (Apache's `mod_reqtimeout` rule).
+/// A body that misses it is answered 408 and its connection closed: a client cannot hold
+/// a connection (and a worker's slot) by trickling a body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    /// Time allowed before any byte has earned more (`server.body_timeout_ms`).
+    pub timeout: Duration,
+    /// Pace that earns more time (`server.min_body_bytes_per_sec`, at least 1).
+    pub min_bytes_per_sec: u64,
+}
+
+impl BodyDeadline {
+    /// How long a body that has sent `received` bytes so far may have taken in all.
+    pub fn allowed(&self, received: usize) -> Duration {
+        let earned =
+            Duration::from_secs_f64(received as f64 / self.min_bytes_per_sec.max(1) as f64);
+        self.timeout.saturating_add(earned)
+    }
+}
+
+/// The 408 of a body that missed its [`BodyDeadline`]; the connection is closed after it.
+fn body_timeout(received: usize, deadline: &BodyDeadline) -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body-timeout",
+        "Body too slow",
+        format!(
+            "the body did not arrive in time: {received} bytes in {} ms (server.body_timeout_ms, \
+             plus 1 s per server.min_body_bytes_per_sec = {} bytes)",
+            deadline.allowed(received).as_millis(),
+            deadline.min_bytes_per_sec
+        ),
+    )
+}
+
+/// Reads and parses a JSON body of at most `limit` bytes, arriving within `deadline`.
 async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
+    deadline: BodyDeadline,
 ) -> Result<T, Problem> {
     let json = req
         .headers()
@@ -90,7 +129,15 @@ async fn json_body<T: DeserializeOwned>(
         return Err(too_large());
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(512).min(limit));
-    while let Some(chunk) = payload.next().await {
+    let started = tokio::time::Instant::now();
+    loop {
+        let due = started + deadline.allowed(body.len());
+        let Ok(next) = tokio::time::timeout_at(due, payload.next()).await else {
+            return Err(body_timeout(body.len(), &deadline));
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,

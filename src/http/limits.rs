@@ -1,8 +1,9 @@
 //! Rate limits (`[limits]`): a token bucket per account for requests with a customer's API
 //! key, and one per client address for requests without a valid key (opening an account,
-//! anonymous search, and whatever is refused with 401 or 404). The buckets are
-//! `governor`'s keyed GCRA limiters; this file chooses the bucket, bounds the tables, and
-//! answers an empty bucket with a 429 problem and `Retry-After`.
+//! anonymous search, and whatever is refused with 401 or 404). The buckets and their
+//! bounded tables are `domain::rate_limit`'s; this file chooses the bucket, shards the
+//! tables across workers, and answers an empty bucket with a 429 problem and
+//! `Retry-After`.
 //!
 //! The middleware [`limit`] runs before routing and before any body is read, inside the
 //! request-id and metrics middleware (so a refusal is counted and carries its id). Who the
@@ -19,21 +20,25 @@
 //!   ([`client_ip`]). Without trusted proxies, behind a reverse proxy every client shares
 //!   the proxy's bucket.
 //!
-//! [`EXEMPT`] paths are never limited: `/health` (load balancers probe it, and a refused
-//! probe would take the instance out of service), `/metrics` (the scraper), the OpenAPI
-//! document and the console's static files: each is answered from memory.
+//! [`EXEMPT`] paths are not limited for callers without a credential or with a good one:
+//! `/health` (load balancers probe it, and a refused probe would take the instance out of
+//! service), `/metrics` (the scraper), the OpenAPI document and the console's static files:
+//! each is answered from memory. A credential those paths refuse (malformed, or a key no
+//! account holds) draws on the address's bucket like anywhere else, so `/metrics` is no
+//! unthrottled way to tell a good key from a bad one.
 //!
-//! Memory: a bucket whose tokens have all come back is forgotten at the next sweep; a table
-//! holding more than `limits.max_tracked` buckets that are all still busy (an attacker
-//! spraying addresses) starts afresh. So each table holds at most `max_tracked` plus the
-//! keys of [`SWEEP_EVERY`] requests.
+//! Opening an account (`POST /v1/accounts`) also draws on a bucket of its own per address,
+//! far slower than the request buckets: each account brings its own request bucket, so
+//! without it a client would multiply its budget by opening accounts.
+//!
+//! Memory: each table holds at most `limits.max_tracked` buckets; past that it forgets
+//! full buckets, then the least recently used, never all of them
+//! (`domain::rate_limit`).
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -42,11 +47,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 
 use crate::config::Network;
-use arc_swap::ArcSwap;
-use governor::clock::{Clock, DefaultClock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use crate::domain::rate_limit::{BucketTable, Quota};
 
 use super::problem::Problem;
 use super::AppState;
@@ -54,7 +55,8 @@ use crate::config::LimitsConfig;
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
 
-/// Paths never limited: probes and static documents, each cheap to answer.
+/// Paths not limited for a request without a credential or with a good one: probes and
+/// static documents, each cheap to answer. A credential they refuse is limited.
 pub(crate) const EXEMPT: [&str; 6] = [
     "/health",
     "/metrics",
@@ -69,11 +71,6 @@ pub(crate) fn is_exempt(path: &str) -> bool {
     EXEMPT.contains(&path)
 }
 
-/// A table is looked at (its size, and a sweep when due) once per this many requests.
-pub(crate) const SWEEP_EVERY: u64 = 1024;
-/// Idle buckets are swept at least this often, while requests come.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Which bucket refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -81,17 +78,26 @@ pub(crate) enum Scope {
     Key,
     /// The client address's, for a request without a valid API key.
     Address,
+    /// The client address's account openings.
+    AccountCreation,
 }
 
 impl Scope {
+    /// Every scope, for the metric's labels.
+    pub(crate) const ALL: [Scope; 3] = [Scope::Key, Scope::Address, Scope::AccountCreation];
+
     /// The `scope` label of `wayfare_http_rate_limited_total`.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Scope::Key => "key",
             Scope::Address => "address",
+            Scope::AccountCreation => "account_creation",
         }
     }
 }
+
+/// The route that opens accounts.
+const ACCOUNT_CREATION: (&str, &str) = ("POST", "/v1/accounts");
 
 /// A refused request: which bucket, and how long until it holds a token again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +112,7 @@ pub(crate) struct Limits {
     trusted: Vec<Network>,
     per_key: Buckets<AccountId>,
     per_address: Buckets<IpAddr>,
+    account_creations: Buckets<IpAddr>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -126,28 +133,35 @@ impl Limits {
             // Validated with the config; an entry that does not parse trusts no one.
             trusted: config.trusted_networks().unwrap_or_default(),
             per_key: Buckets::new(
-                quota(config.per_key_per_second, config.per_key_burst),
+                Quota::per_second(config.per_key_per_second, config.per_key_burst),
                 config.max_tracked,
-                DefaultClock::default(),
             ),
             per_address: Buckets::new(
-                quota(config.per_address_per_second, config.per_address_burst),
+                Quota::per_second(config.per_address_per_second, config.per_address_burst),
                 config.max_tracked,
-                DefaultClock::default(),
+            ),
+            account_creations: Buckets::new(
+                Quota::per_second(
+                    config.account_creations_per_second,
+                    config.account_creations_burst,
+                ),
+                config.max_tracked,
             ),
         }
     }
 
     /// Takes a token for this request from its bucket, or says why not.
     fn admit(&self, req: &ServiceRequest, state: &AppState) -> Result<(), Refusal> {
-        if is_exempt(req.path()) {
-            return Ok(());
-        }
+        let exempt = is_exempt(req.path());
         match super::auth::caller(req.request(), state) {
             Ok(Caller::Operator) => return Ok(()),
+            Ok(Caller::Anonymous) if exempt => return Ok(()),
             Ok(Caller::Customer(digest)) => {
                 // A store failure falls through to the address: the handler answers it.
                 if let Ok(Some(account)) = state.runtime.key_owner(&digest) {
+                    if exempt {
+                        return Ok(());
+                    }
                     return self.per_key.check(&account).map_err(|wait| Refusal {
                         scope: Scope::Key,
                         wait,
@@ -160,13 +174,20 @@ impl Limits {
         let Some(peer) = req.peer_addr() else {
             return Ok(());
         };
-        let client = client_ip(peer.ip(), req.headers(), &self.trusted);
-        self.per_address
-            .check(&address_key(client))
-            .map_err(|wait| Refusal {
-                scope: Scope::Address,
-                wait,
-            })
+        let client = address_key(client_ip(peer.ip(), req.headers(), &self.trusted));
+        self.per_address.check(&client).map_err(|wait| Refusal {
+            scope: Scope::Address,
+            wait,
+        })?;
+        if (req.method().as_str(), req.path()) == ACCOUNT_CREATION {
+            self.account_creations
+                .check(&client)
+                .map_err(|wait| Refusal {
+                    scope: Scope::AccountCreation,
+                    wait,
+                })?;
+        }
+        Ok(())
     }
 
     /// The 429 problem for `refusal`, naming the limit and the keys that set it.
@@ -185,6 +206,12 @@ impl Limits {
                  at once and {} a second after that (limits.per_address_burst, \
                  limits.per_address_per_second); retry after {secs} s",
                 c.per_address_burst, c.per_address_per_second
+            ),
+            Scope::AccountCreation => format!(
+                "too many accounts opened from this address: {} at once and {} a second \
+                 after that (limits.account_creations_burst, \
+                 limits.account_creations_per_second); retry after {secs} s",
+                c.account_creations_burst, c.account_creations_per_second
             ),
         };
         Problem::new(
@@ -277,100 +304,55 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A bucket refilling at `per_second` (one token every `1 / per_second` s) up to `burst`,
-/// from values `LimitsConfig::validate` accepted.
-fn quota(per_second: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
-    Quota::with_period(period)
-        .expect("a positive period")
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+/// Shards of a bucket table: requests of different clients on different workers rarely
+/// wait on the same lock.
+const SHARDS: usize = 16;
+
+/// One table of buckets keyed by `K` (the rules are `domain::rate_limit`), split in
+/// [`SHARDS`] locked parts by key, with `max_tracked` buckets in all.
+pub(crate) struct Buckets<K: Hash + Eq + Clone> {
+    shards: Vec<Mutex<BucketTable<K>>>,
+    hasher: std::collections::hash_map::RandomState,
+    epoch: Instant,
 }
 
-type Keyed<K, C> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
-
-/// One table of buckets, keyed by `K`, with a bound on how many it holds.
-pub(crate) struct Buckets<K: Hash + Eq + Clone, C: Clock + Clone = DefaultClock> {
-    table: ArcSwap<Keyed<K, C>>,
-    quota: Quota,
-    max_tracked: usize,
-    clock: C,
-    /// Checks so far, to look at the table once per [`SWEEP_EVERY`].
-    checks: AtomicU64,
-    /// When the table was last swept; held while a sweep runs, so one worker sweeps.
-    swept: Mutex<C::Instant>,
-}
-
-impl<K: Hash + Eq + Clone, C: Clock + Clone> Buckets<K, C> {
-    pub(crate) fn new(quota: Quota, max_tracked: usize, clock: C) -> Self {
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    pub(crate) fn new(quota: Quota, max_tracked: usize) -> Self {
+        let per_shard = max_tracked.div_ceil(SHARDS).max(1);
         Buckets {
-            table: ArcSwap::from_pointee(RateLimiter::new(
-                quota,
-                DefaultKeyedStateStore::default(),
-                clock.clone(),
-            )),
-            quota,
-            max_tracked,
-            swept: Mutex::new(clock.now()),
-            clock,
-            checks: AtomicU64::new(0),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(BucketTable::new(quota, per_shard)))
+                .collect(),
+            hasher: Default::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, BucketTable<K>> {
+        let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        // A panic cannot leave a table half-changed in a way that matters: recover it.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a token from `key`'s bucket; when it is empty, how long until it holds one.
     pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.maintain();
-        }
-        self.table
-            .load()
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let now = self.epoch.elapsed();
+        self.shard(key).check(key, now)
     }
 
-    /// Buckets in the table (an estimate while requests are being checked).
+    /// Buckets in the table.
     pub(crate) fn len(&self) -> usize {
-        self.table.load().len()
-    }
-
-    /// Forgets full (idle) buckets when the table is over its bound or a sweep is due;
-    /// starts a fresh table when it is still over its bound after that.
-    fn maintain(&self) {
-        let mut swept = match self.swept.try_lock() {
-            Ok(swept) => swept,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            // Another worker is sweeping this table right now.
-            Err(TryLockError::WouldBlock) => return,
-        };
-        let table = self.table.load_full();
-        let now = self.clock.now();
-        let due = Duration::from(now.duration_since(*swept)) >= SWEEP_INTERVAL;
-        if !due && table.len() <= self.max_tracked {
-            return;
-        }
-        *swept = now;
-        table.retain_recent();
-        table.shrink_to_fit();
-        if table.len() > self.max_tracked {
-            tracing::warn!(
-                tracked = table.len(),
-                max_tracked = self.max_tracked,
-                "More clients than limits.max_tracked are busy at once; their rate-limit \
-                 buckets start afresh."
-            );
-            self.table.store(Arc::new(RateLimiter::new(
-                self.quota,
-                DefaultKeyedStateStore::default(),
-                self.clock.clone(),
-            )));
-        }
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|t| t.len()).unwrap_or(0))
+            .sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use governor::clock::FakeRelativeClock;
-
     use super::*;
 
     #[test]
@@ -396,49 +378,6 @@ mod tests {
             address_key(ip("2001:db8:1:2::1")),
             address_key(ip("2001:db8:1:3::1"))
         );
-    }
-
-    #[test]
-    fn a_bucket_refuses_past_its_burst_and_refills_at_its_rate() {
-        let clock = FakeRelativeClock::default();
-        let buckets = Buckets::<u32, _>::new(quota(2.0, 3), 100, clock.clone());
-        for _ in 0..3 {
-            assert_eq!(buckets.check(&1), Ok(()));
-        }
-        // Empty: the next token comes in half a second.
-        assert_eq!(buckets.check(&1), Err(Duration::from_millis(500)));
-        // Another key has its own bucket.
-        assert_eq!(buckets.check(&2), Ok(()));
-        clock.advance(Duration::from_millis(500));
-        assert_eq!(buckets.check(&1), Ok(()));
-        assert!(buckets.check(&1).is_err());
-        // Slower than one a second: Retry-After says the whole wait.
-        let slow = Buckets::<u32, _>::new(quota(0.1, 1), 100, clock.clone());
-        assert_eq!(slow.check(&1), Ok(()));
-        let wait = slow.check(&1).unwrap_err();
-        assert_eq!(retry_after_secs(wait), 10);
-    }
-
-    #[test]
-    fn tables_stay_bounded_under_a_spray_of_keys() {
-        let clock = FakeRelativeClock::default();
-        let max = 2_000;
-        let buckets = Buckets::<u32, _>::new(quota(1.0, 5), max, clock.clone());
-        // Every key busy (none refilled): sweeping cannot drop them, so the table restarts.
-        for key in 0..50_000 {
-            let _ = buckets.check(&key);
-            assert!(
-                buckets.len() <= max + SWEEP_EVERY as usize,
-                "{} buckets after key {key}",
-                buckets.len()
-            );
-        }
-        // Once they have refilled, the next sweep (one a minute) forgets them.
-        clock.advance(SWEEP_INTERVAL);
-        for _ in 0..SWEEP_EVERY {
-            let _ = buckets.check(&0);
-        }
-        assert!(buckets.len() <= 1, "{} buckets left", buckets.len());
     }
 
     #[test]

@@ -67,13 +67,14 @@ impl HttpMetrics {
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "wayfare_http_rate_limited_total",
-                "Requests refused with 429 by the rate limits, by bucket (key or address).",
+                "Requests refused with 429 by the rate limits, by bucket (key, address or \
+                 account_creation).",
             ),
             &["scope"],
         )
         .expect("valid metric");
-        for scope in ["key", "address"] {
-            rate_limited.with_label_values(&[scope]);
+        for scope in super::limits::Scope::ALL {
+            rate_limited.with_label_values(&[scope.label()]);
         }
         let sagas = Arc::new(Mutex::new(None));
         let faults_enabled = runtime.config().faults.enabled;
@@ -96,6 +97,12 @@ impl HttpMetrics {
             Box::new(Scrape::new(SEARCH_AND_EMAIL, {
                 let runtime = runtime.clone();
                 move |out| collect_search_and_email(&runtime, out)
+            })),
+            Box::new(Scrape::new(UNTRUSTED, |out| {
+                for (partner, kind) in crate::partner_counts::ALL {
+                    let n = crate::partner_counts::count(partner, kind);
+                    out[0].sample(&[partner.as_str(), kind.as_str()], n as f64);
+                }
             })),
             Box::new(Scrape::new(SAGAS, {
                 let sagas = Arc::clone(&sagas);
@@ -374,6 +381,15 @@ const SAGAS: &[Spec] = &[
         &[],
     ),
 ];
+
+const UNTRUSTED: &[Spec] = &[spec(
+    "wayfare_partner_untrusted_replies_total",
+    "Partner replies not taken at their word, by partner (seller, gateway) and kind \
+     (redirect: never followed; amount_mismatch: a confirmed price or a payment amount \
+     other than the one asked). Process-wide.",
+    COUNTER,
+    &["partner", "kind"],
+)];
 
 const FAULTS: &[Spec] = &[spec(
     "wayfare_faults_injected_total",

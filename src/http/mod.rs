@@ -49,6 +49,9 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// Request body bound.
     pub max_body: usize,
+    /// How long a request body may take to arrive (`server.body_timeout_ms`,
+    /// `server.min_body_bytes_per_sec`).
+    pub body_deadline: extract::BodyDeadline,
     /// Rate-limit buckets, shared by every worker.
     pub(crate) limits: limits::Limits,
 }
@@ -145,6 +148,10 @@ pub async fn serve(
         metrics: HttpMetrics::new(runtime.clone()),
         runtime,
         max_body: config.server.max_body_bytes,
+        body_deadline: extract::BodyDeadline {
+            timeout: Duration::from_millis(config.server.body_timeout_ms),
+            min_bytes_per_sec: config.server.min_body_bytes_per_sec,
+        },
         limits: limits::Limits::new(&config.limits),
     });
     let expiry = deadline::RequestExpiry::new(&config);

@@ -85,6 +85,12 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
          insufficient-points or wallet-conflict",
     ),
     (
+        "408",
+        "BodyTimeout",
+        "body-timeout: the body did not arrive within server.body_timeout_ms (plus 1 s per \
+         server.min_body_bytes_per_sec bytes); the connection is closed",
+    ),
+    (
         "413",
         "BodyTooLarge",
         "body-too-large: over server.max_body_bytes",
@@ -165,8 +171,7 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
             .responses
             .insert((*name).to_owned(), response.into());
     }
-    for (path, item) in doc.paths.paths.iter_mut() {
-        let limited = !super::limits::is_exempt(path);
+    for item in doc.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
             &mut item.post,
@@ -177,17 +182,17 @@ pub(crate) fn build(router: &Router) -> utoipa::openapi::OpenApi {
         .into_iter()
         .flatten()
         {
-            add_problems(operation, limited);
+            add_problems(operation);
         }
     }
     doc
 }
 
-/// Every operation may answer 405 (another method), 503 and 504; one with parameters or
-/// a body 400; one with a body 413 and 415; one that takes a credential 401 and 403; one
-/// on a `limited` path (all but the probes and static documents) 429.
+/// Every operation may answer 405 (another method), 429 (the probes and static documents
+/// only for a credential they refuse), 503 and 504; one with parameters or a body 400; one
+/// with a body 408, 413 and 415; one that takes a credential 401 and 403.
 /// Responses an operation lists itself (a 404, a 409) are kept as written.
-fn add_problems(operation: &mut Operation, limited: bool) {
+fn add_problems(operation: &mut Operation) {
     let has_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
         || operation.request_body.is_some();
     let has_body = operation.request_body.is_some();
@@ -213,9 +218,9 @@ fn add_problems(operation: &mut Operation, limited: bool) {
             "404" => names_something,
             "409" => idempotent || unique,
             "401" | "403" => secured,
-            "413" | "415" => has_body,
-            "429" => limited,
-            "405" | "503" | "504" => true,
+            "408" | "413" | "415" => has_body,
+            // Every route: the exempt ones too, for a credential they refuse.
+            "405" | "429" | "503" | "504" => true,
             _ => false,
         };
         if wanted {
@@ -277,13 +282,12 @@ mod tests {
         }
         let search = &doc["paths"]["/v1/search/hotels"]["get"]["responses"];
         assert!(search["429"].is_object(), "search is rate limited");
+        // Exempt routes are limited only for a credential they refuse, but limited.
         for path in super::super::limits::EXEMPT {
             let op = &doc["paths"][path]["get"]["responses"];
-            assert!(
-                op.is_object() && op["429"].is_null(),
-                "{path} is never limited"
-            );
+            assert!(op["429"].is_object(), "{path}");
         }
+        assert!(credit["408"].is_object(), "a body may be too slow");
         let limited = &doc["components"]["responses"]["TooManyRequests"];
         assert!(limited["headers"]["Retry-After"].is_object(), "{limited}");
     }

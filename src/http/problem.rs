@@ -161,6 +161,10 @@ impl ResponseError for Problem {
                 res.insert_header((header::ALLOW, value));
             }
         }
+        // A 408 leaves the body unread: the connection cannot carry another request.
+        if self.status == StatusCode::REQUEST_TIMEOUT.as_u16() {
+            res.force_close();
+        }
         if self.status == StatusCode::UNAUTHORIZED.as_u16() {
             res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }

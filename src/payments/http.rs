@@ -11,10 +11,14 @@
 //!   sent ([`PaymentError::Permanent`]);
 //! - 429, or a connection that was refused before the request left: nothing happened,
 //!   retry later ([`PaymentError::Unavailable`]);
-//! - a timeout, a 5xx, a reset connection or a reply that breaks the format: the request
-//!   may or may not have taken effect ([`PaymentError::Timeout`], an unknown outcome),
+//! - a timeout, a 5xx, a redirect (never followed), a reset connection or a reply that
+//!   breaks the format: the request may or may not have taken effect ([`PaymentError::Timeout`], an unknown outcome),
 //!   which the saga reconciles with [`PaymentGateway::status`] under the same key. A 5xx is
 //!   never read as a decline.
+//!
+//! What a gateway says about a failure reaches logs and saga records as its HTTP status
+//! and error code only, never its message: a gateway that echoes the request (a card
+//! token) must not put it in a log.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use crate::config::Secret;
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::{Currency, Money};
 use crate::outbound::{self, BodyError};
+use crate::partner_counts::{self, Partner, Untrusted};
 
 /// Configuration of the HTTP gateway (`[payments.http]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,9 +207,14 @@ impl Inner {
         }
         let reason = || {
             wire::parse::<WireError>(&body)
-                .map(|e| e.reason())
+                .map(|e| e.code())
                 .unwrap_or_else(|_| format!("HTTP {status}"))
         };
+        if status.is_redirection() {
+            partner_counts::record(Partner::Gateway, Untrusted::Redirect);
+            tracing::warn!(status = %status, "Payment gateway answered with a redirect, never followed; outcome unknown.");
+            return Err(PaymentError::Timeout);
+        }
         match (status, refusal) {
             (StatusCode::PAYMENT_REQUIRED, Refusal::Decline) => Ok(Reply::Refused(reason())),
             (StatusCode::CONFLICT, Refusal::Rejection)
@@ -290,7 +300,7 @@ impl PaymentGateway for HttpGateway {
                 )
                 .await?;
             match reply {
-                Reply::Done(b) => read(&b, |r| wire::authorized(r, amount)),
+                Reply::Done(b) => read(&b, wire::authorized),
                 Reply::Refused(reason) => Ok(AuthOutcome::Declined { reason }),
                 Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
             }
@@ -315,7 +325,7 @@ impl PaymentGateway for HttpGateway {
                 .post(&path, &key, Some(&body), Refusal::Rejection)
                 .await?
             {
-                Reply::Done(b) => read(&b, |r| wire::captured(r, amount)),
+                Reply::Done(b) => read(&b, wire::captured),
                 Reply::Refused(reason) => Ok(CaptureOutcome::Rejected { reason }),
                 Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
             }
@@ -352,7 +362,7 @@ impl PaymentGateway for HttpGateway {
                 .post(&["v1", "refunds"], &key, Some(&body), Refusal::Rejection)
                 .await?
             {
-                Reply::Done(b) => read(&b, |r| wire::refunded(r, amount)),
+                Reply::Done(b) => read(&b, wire::refunded),
                 Reply::Refused(reason) => Ok(RefundOutcome::Rejected { reason }),
                 Reply::NotFound => Err(PaymentError::Permanent("route not found".into())),
             }

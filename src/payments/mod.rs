@@ -12,7 +12,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
-use crate::domain::saga::StepOutcome;
+use crate::domain::saga::{Step, StepOutcome};
 
 pub mod faulty;
 pub mod http;
@@ -64,6 +64,8 @@ pub enum AuthOutcome {
     Authorized {
         /// Gateway reference to capture or void later.
         authorization_id: String,
+        /// The amount the gateway says it reserved (the saga checks it is the one asked).
+        amount: Money,
     },
     /// The issuer (or gateway rules) refused the card. An expected outcome, not an error.
     Declined {
@@ -79,6 +81,8 @@ pub enum CaptureOutcome {
     Captured {
         /// Gateway reference of the capture.
         capture_id: String,
+        /// The amount the gateway says it captured.
+        amount: Money,
     },
     /// The gateway refused (authorization voided, amount above the authorization, ...).
     Rejected {
@@ -106,6 +110,8 @@ pub enum RefundOutcome {
     Refunded {
         /// Gateway reference of the refund.
         refund_id: String,
+        /// The amount the gateway says it refunded.
+        amount: Money,
     },
     /// The refund is impossible (unknown capture, more than what remains captured).
     Rejected {
@@ -155,6 +161,20 @@ pub enum PaymentOpStatus {
     },
 }
 
+impl PaymentOpStatus {
+    /// The kind of result, as the wire format names it (`authorized`, `captured`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PaymentOpStatus::Authorized { .. } => "authorized",
+            PaymentOpStatus::Declined { .. } => "declined",
+            PaymentOpStatus::Captured { .. } => "captured",
+            PaymentOpStatus::Voided { .. } => "voided",
+            PaymentOpStatus::Refunded { .. } => "refunded",
+            PaymentOpStatus::Rejected { .. } => "rejected",
+        }
+    }
+}
+
 /// Failing to get an answer from the gateway. A decline is not an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
@@ -193,9 +213,13 @@ fn error_outcome(err: PaymentError) -> StepOutcome {
 /// The saga outcome of an `authorize` reply: a decline is an expected refusal.
 pub fn authorize_step_outcome(reply: Result<AuthOutcome, PaymentError>) -> StepOutcome {
     match reply {
-        Ok(AuthOutcome::Authorized { authorization_id }) => {
-            StepOutcome::Authorized { authorization_id }
-        }
+        Ok(AuthOutcome::Authorized {
+            authorization_id,
+            amount,
+        }) => StepOutcome::Authorized {
+            authorization_id,
+            amount,
+        },
         Ok(AuthOutcome::Declined { reason }) => StepOutcome::Refused { reason },
         Err(err) => error_outcome(err),
     }
@@ -205,7 +229,9 @@ pub fn authorize_step_outcome(reply: Result<AuthOutcome, PaymentError>) -> StepO
 /// which the saga treats like a permanent failure.
 pub fn capture_step_outcome(reply: Result<CaptureOutcome, PaymentError>) -> StepOutcome {
     match reply {
-        Ok(CaptureOutcome::Captured { capture_id }) => StepOutcome::Captured { capture_id },
+        Ok(CaptureOutcome::Captured { capture_id, amount }) => {
+            StepOutcome::Captured { capture_id, amount }
+        }
         Ok(CaptureOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
         Err(err) => error_outcome(err),
     }
@@ -223,25 +249,48 @@ pub fn void_step_outcome(reply: Result<VoidOutcome, PaymentError>) -> StepOutcom
 /// The saga outcome of a `refund` reply.
 pub fn refund_step_outcome(reply: Result<RefundOutcome, PaymentError>) -> StepOutcome {
     match reply {
-        Ok(RefundOutcome::Refunded { .. }) => StepOutcome::Completed,
+        Ok(RefundOutcome::Refunded { amount, .. }) => StepOutcome::Refunded { amount },
         Ok(RefundOutcome::Rejected { reason }) => StepOutcome::Refused { reason },
         Err(err) => error_outcome(err),
     }
 }
 
-/// The saga outcome of a `status` reply used to reconcile an operation in doubt: it took
-/// effect (`Authorized` / `Captured`), or nothing of it is in force (`NotFound`: never
-/// received, declined or rejected).
-pub fn status_step_outcome(reply: Result<Option<PaymentOpStatus>, PaymentError>) -> StepOutcome {
-    match reply {
-        Ok(Some(PaymentOpStatus::Authorized {
-            authorization_id, ..
-        })) => StepOutcome::Authorized { authorization_id },
-        Ok(Some(PaymentOpStatus::Captured { capture_id, .. })) => {
-            StepOutcome::Captured { capture_id }
+/// The saga outcome of a `status` reply used to reconcile the `operation` (the step
+/// `Authorize` or `CapturePayment`) in doubt: it took effect (`Authorized` / `Captured`,
+/// with the amount the gateway reports, which the saga checks), or nothing of it is in
+/// force (`NotFound`: never received, declined or rejected). A result of another kind of
+/// operation answers another request: no answer yet (`Transient`), so the look-up is asked
+/// again and, past its budget, the saga parks.
+pub fn status_step_outcome(
+    reply: Result<Option<PaymentOpStatus>, PaymentError>,
+    operation: Step,
+) -> StepOutcome {
+    match (reply, operation) {
+        (
+            Ok(Some(PaymentOpStatus::Authorized {
+                authorization_id,
+                amount,
+            })),
+            Step::Authorize,
+        ) => StepOutcome::Authorized {
+            authorization_id,
+            amount,
+        },
+        (Ok(Some(PaymentOpStatus::Captured { capture_id, amount })), Step::CapturePayment) => {
+            StepOutcome::Captured { capture_id, amount }
         }
-        Ok(_) => StepOutcome::NotFound,
-        Err(err) => error_outcome(err),
+        (
+            Ok(None | Some(PaymentOpStatus::Declined { .. } | PaymentOpStatus::Rejected { .. })),
+            _,
+        ) => StepOutcome::NotFound,
+        (Ok(Some(other)), _) => StepOutcome::Transient {
+            reason: format!(
+                "the gateway's look-up of a {} answered with another operation: {}",
+                operation.as_str(),
+                other.kind()
+            ),
+        },
+        (Err(err), _) => error_outcome(err),
     }
 }
 
@@ -316,10 +365,13 @@ mod tests {
                     payment_id,
                     amount,
                 } => refund_step_outcome(gw.refund(&key, &payment_id, amount).await),
-                Action::ReconcilePayment { key } => status_step_outcome(gw.status(&key).await),
-                Action::Reserve { .. } | Action::ReconcileReservation { .. } => {
+                Action::ReconcilePayment { key, operation, .. } => {
+                    status_step_outcome(gw.status(&key).await, operation)
+                }
+                Action::Reserve { price, .. } | Action::ReconcileReservation { price, .. } => {
                     StepOutcome::Reserved {
                         reservation_id: "res-1".into(),
+                        price,
                     }
                 }
                 _ => StepOutcome::Completed,
@@ -407,5 +459,32 @@ mod tests {
                 "{auth:?} left open"
             );
         }
+    }
+
+    #[test]
+    fn a_look_up_answering_another_operation_is_no_answer() {
+        let authorized = Ok(Some(PaymentOpStatus::Authorized {
+            authorization_id: "auth_1".into(),
+            amount: eur(100),
+        }));
+        assert!(matches!(
+            status_step_outcome(authorized.clone(), Step::Authorize),
+            StepOutcome::Authorized { .. }
+        ));
+        assert!(matches!(
+            status_step_outcome(authorized, Step::CapturePayment),
+            StepOutcome::Transient { reason } if reason.contains("authorized")
+        ));
+        let voided = Ok(Some(PaymentOpStatus::Voided {
+            authorization_id: "auth_1".into(),
+        }));
+        assert!(matches!(
+            status_step_outcome(voided, Step::Authorize),
+            StepOutcome::Transient { .. }
+        ));
+        assert_eq!(
+            status_step_outcome(Ok(None), Step::CapturePayment),
+            StepOutcome::NotFound
+        );
     }
 }

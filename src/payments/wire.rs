@@ -21,6 +21,8 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 pub const MAX_REFERENCE_LEN: usize = 128;
 /// Longest human message kept from a reply; the rest is cut.
 const MAX_MESSAGE_CHARS: usize = 200;
+/// Longest error code kept from a reply.
+const MAX_CODE_LEN: usize = 64;
 
 /// Body of `POST /v1/authorizations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,14 +109,22 @@ impl WireError {
         }
     }
 
-    /// `code: message`, bounded and stripped of control characters (it reaches logs).
-    pub fn reason(&self) -> String {
-        let text = if self.error.message.is_empty() {
-            self.error.code.clone()
+    /// The error code alone, as what wayfare logs and records of a refusal: the message
+    /// is free text a gateway may fill with anything it was sent (a card token), so it
+    /// never reaches a log. A code that is not a short `[A-Za-z0-9_.-]` word is replaced by
+    /// `unreadable_code`.
+    pub fn code(&self) -> String {
+        let code = &self.error.code;
+        let word = !code.is_empty()
+            && code.len() <= MAX_CODE_LEN
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if word {
+            code.clone()
         } else {
-            format!("{}: {}", self.error.code, self.error.message)
-        };
-        clean(&text)
+            "unreadable_code".into()
+        }
     }
 }
 
@@ -207,7 +217,16 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InvalidRe
             body.len()
         )));
     }
-    serde_json::from_slice(body).map_err(|e| InvalidReply(clean(&e.to_string())))
+    // serde's messages quote the offending value, which may be anything the gateway was
+    // sent (a card token): only where and what kind of error reaches the log.
+    serde_json::from_slice(body).map_err(|e| {
+        InvalidReply(format!(
+            "malformed reply ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// A gateway reference: 1..=128 printable ASCII characters.
@@ -218,18 +237,6 @@ fn reference(field: &str, id: String) -> Result<String, InvalidReply> {
         )));
     }
     Ok(id)
-}
-
-/// The amount in a reply must be the one asked for: a gateway that moved another amount
-/// is not trusted with the booking.
-fn same_amount(field: &str, got: Money, asked: Money) -> Result<(), InvalidReply> {
-    if got != asked {
-        return Err(InvalidReply(format!(
-            "{field}: {} {} differs from the {} {} asked for",
-            got.minor, got.currency, asked.minor, asked.currency
-        )));
-    }
-    Ok(())
 }
 
 /// A reply amount on its own (status look-ups): positive, in `currency`.
@@ -243,19 +250,21 @@ fn plausible_amount(field: &str, got: Money, currency: Currency) -> Result<Money
     Ok(got)
 }
 
-/// A 201 to an authorization for `asked`.
-pub fn authorized(reply: WireAuthorization, asked: Money) -> Result<AuthOutcome, InvalidReply> {
-    same_amount("amount", reply.amount, asked)?;
+/// A 201 to an authorization. The amount is passed on as reported: whether it is the one
+/// asked for is the booking saga's rule (`domain::saga`), which undoes the authorization
+/// when it is not, instead of leaving it in doubt.
+pub fn authorized(reply: WireAuthorization) -> Result<AuthOutcome, InvalidReply> {
     Ok(AuthOutcome::Authorized {
         authorization_id: reference("authorization_id", reply.authorization_id)?,
+        amount: reply.amount,
     })
 }
 
-/// A 200 to a capture of `asked`.
-pub fn captured(reply: WireCapture, asked: Money) -> Result<CaptureOutcome, InvalidReply> {
-    same_amount("amount", reply.amount, asked)?;
+/// A 200 to a capture; the amount passed on as reported (see [`authorized`]).
+pub fn captured(reply: WireCapture) -> Result<CaptureOutcome, InvalidReply> {
     Ok(CaptureOutcome::Captured {
         capture_id: reference("capture_id", reply.capture_id)?,
+        amount: reply.amount,
     })
 }
 
@@ -269,11 +278,11 @@ pub fn voided(reply: WireVoid, authorization_id: &str) -> Result<VoidOutcome, In
     Ok(VoidOutcome::Voided)
 }
 
-/// A 201 to a refund of `asked`.
-pub fn refunded(reply: WireRefund, asked: Money) -> Result<RefundOutcome, InvalidReply> {
-    same_amount("amount", reply.amount, asked)?;
+/// A 201 to a refund; the amount passed on as reported (see [`authorized`]).
+pub fn refunded(reply: WireRefund) -> Result<RefundOutcome, InvalidReply> {
     Ok(RefundOutcome::Refunded {
         refund_id: reference("refund_id", reply.refund_id)?,
+        amount: reply.amount,
     })
 }
 
@@ -328,18 +337,23 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_for_another_amount_is_refused() {
+    fn a_reply_amount_is_passed_on_as_reported() {
         let reply = WireAuthorization {
             authorization_id: "auth_1".into(),
             amount: eur(999),
         };
-        let err = authorized(reply, eur(1_000)).unwrap_err();
-        assert!(err.0.starts_with("amount:"), "{err}");
+        assert_eq!(
+            authorized(reply),
+            Ok(AuthOutcome::Authorized {
+                authorization_id: "auth_1".into(),
+                amount: eur(999)
+            })
+        );
         let reply = WireCapture {
             capture_id: "cap_1".into(),
             amount: eur(1_000),
         };
-        assert!(captured(reply, eur(1_000)).is_ok());
+        assert!(captured(reply).is_ok());
     }
 
     #[test]
@@ -349,7 +363,7 @@ mod tests {
                 refund_id: bad.to_owned(),
                 amount: eur(5),
             };
-            let err = refunded(reply, eur(5)).unwrap_err();
+            let err = refunded(reply).unwrap_err();
             assert!(err.0.starts_with("refund_id:"), "{bad:?}: {err}");
         }
     }
@@ -358,8 +372,10 @@ mod tests {
     fn bodies_are_bounded_and_messages_cleaned() {
         let big = vec![b' '; MAX_REPLY_BYTES + 1];
         assert!(parse::<WireVoid>(&big).is_err());
-        let e = WireError::new("card_declined", "no\nway");
-        assert_eq!(e.reason(), "card_declined: no\u{fffd}way");
+        let e = WireError::new("card_declined", "tok_4242 no\nway");
+        assert_eq!(e.code(), "card_declined", "the message never passes");
+        let e = WireError::new("tok_4242 echoed\n", "");
+        assert_eq!(e.code(), "unreadable_code");
         let op: WireOperation = parse(
             br#"{"status":"captured","capture_id":"c1","amount":{"minor":5,"currency":"EUR"}}"#,
         )

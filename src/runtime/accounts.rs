@@ -119,6 +119,22 @@ impl Runtime {
         caller.must_be_operator(what, |d| self.key_known(d))
     }
 
+    /// Refuses a caller without a credential that exists (401), before anything it names
+    /// is looked up (the rule is `Caller::must_be_known`).
+    pub(crate) async fn authenticate(&self, caller: Caller) -> Result<(), Error> {
+        #[cfg(feature = "postgres")]
+        if let (Caller::Customer(digest), Some(cluster)) = (&caller, &self.inner.saga_deps.cluster)
+        {
+            let known = cluster
+                .db
+                .key_known(digest)
+                .await
+                .map_err(|e| Error::Store(e.into()))?;
+            return caller.must_be_known(|_| Ok::<_, Error>(known));
+        }
+        caller.must_be_known(|d| self.key_known(d))
+    }
+
     /// The published (durable) state of `id`, as `f` extracts it, with its key digest;
     /// `None` on a miss or when reads must reach the actors.
     fn published<R>(

@@ -30,7 +30,8 @@ impl Runtime {
         self.account_as(caller, order.account_id).await?;
         let today = chrono::Utc::now().date_naive();
         let currency = self.inner.config.accounts.currency;
-        order.check(&self.inner.seller_names, currency, today)?;
+        let ceiling = self.inner.config.bookings.max_offer_price_minor;
+        order.check(&self.inner.seller_names, currency, today, ceiling)?;
         let request = order.into_request();
         let (record, replayed) = self
             .inner
@@ -49,6 +50,8 @@ impl Runtime {
     /// [`booking`](Self::booking), if `caller` may see it: only the booking account's key
     /// (or the operator).
     pub async fn booking_as(&self, caller: Caller, id: BookingId) -> Result<Booking, Error> {
+        // Before the look-up: a made-up key learns nothing about which bookings exist.
+        self.authenticate(caller).await?;
         let record = self.saga(SagaId::Booking(id)).await?;
         if record.kind != SagaKind::Booking {
             return Err(BookingError::NotFound(id.to_string()).into());

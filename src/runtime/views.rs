@@ -175,7 +175,9 @@ pub struct Booking {
     #[schema(required = true)]
     pub failure: Option<String>,
     /// Why it failed, as a stable code to match on: `insufficient_points`,
-    /// `payment_declined`, `seller_refused`, `technical` or `customer_cancelled`.
+    /// `payment_declined`, `seller_refused`, `technical`, `customer_cancelled`,
+    /// `price_mismatch` (the seller confirmed another price) or `payment_mismatch` (the
+    /// gateway reported another amount).
     #[schema(required = true)]
     pub failure_code: Option<&'static str>,
     /// Why an operator must look at it: the internal reason for the operator, a fixed
@@ -269,12 +271,14 @@ impl Booking {
 pub(crate) const PARKED_FOR_CUSTOMER: &str =
     "held for review by our staff; we will contact you about it";
 
-const ALL_CAUSES: [FailureCause; 5] = [
+const ALL_CAUSES: [FailureCause; 7] = [
     FailureCause::InsufficientPoints,
     FailureCause::PaymentDeclined,
     FailureCause::SellerRefused,
     FailureCause::Technical,
     FailureCause::CustomerCancelled,
+    FailureCause::PriceMismatch,
+    FailureCause::PaymentMismatch,
 ];
 
 /// A customer's timeline: the entries that changed the state, each with a fixed sentence

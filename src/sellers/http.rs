@@ -24,6 +24,7 @@ use crate::config::Secret;
 use crate::domain::breaker::InvalidSetting;
 use crate::domain::money::Currency;
 use crate::outbound::{self, BodyError};
+use crate::partner_counts::{self, Partner, Untrusted};
 
 /// Configuration of one HTTP seller.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -148,6 +149,12 @@ impl Inner {
         if !status.is_success() {
             return Err(match status {
                 StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => SellerError::Timeout,
+                s if s.is_redirection() => {
+                    partner_counts::record(Partner::Seller, Untrusted::Redirect);
+                    SellerError::InvalidReply(format!(
+                        "HTTP {s}: a redirect, never followed (a seller answers at its base_url)"
+                    ))
+                }
                 s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
                     SellerError::Unavailable(format!("HTTP {s}"))
                 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod tamper;
 
 use std::fmt::Display;
 use std::net::TcpListener;
@@ -95,6 +96,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.supervisor.backoff_min_ms = 1;
     config.supervisor.backoff_max_ms = 10;
     config.admin.token = Some(wayfare::config::Secret::new(OPERATOR_TOKEN));
+    // Tests open their customers' accounts from one address; `tests/limits.rs` checks the
+    // account-opening limit with values of its own.
+    config.limits.account_creations_burst = 1_000;
     config
 }
 

@@ -44,8 +44,8 @@ pub use record::{
 pub use tally::SagaTally;
 pub use transition::{
     apply, email_for, mark_booking_cancelled, new_booking, new_cancellation, next_action,
-    park_crashed, request_cancellation, retry_needs_attention, Action, CancelDecision, StepOutcome,
-    Transition,
+    park_crashed, request_cancellation, retry_needs_attention, Action, AmountMismatch,
+    CancelDecision, StepOutcome, Transition,
 };
 
 /// Errors from the saga functions. These are caller bugs or bad input, never expected

@@ -301,11 +301,16 @@ pub enum FailureCause {
     Technical,
     /// The customer cancelled before the booking was confirmed.
     CustomerCancelled,
+    /// The seller confirmed the reservation at a price other than the one offered.
+    PriceMismatch,
+    /// The payment gateway reported moving an amount other than the one asked.
+    PaymentMismatch,
 }
 
 impl FailureCause {
     /// Stable code for clients (`insufficient_points`, `payment_declined`,
-    /// `seller_refused`, `technical`, `customer_cancelled`): what a program may match on.
+    /// `seller_refused`, `technical`, `customer_cancelled`, `price_mismatch`,
+    /// `payment_mismatch`): what a program may match on.
     pub fn code(&self) -> &'static str {
         match self {
             FailureCause::InsufficientPoints => "insufficient_points",
@@ -313,6 +318,8 @@ impl FailureCause {
             FailureCause::SellerRefused => "seller_refused",
             FailureCause::Technical => "technical",
             FailureCause::CustomerCancelled => "customer_cancelled",
+            FailureCause::PriceMismatch => "price_mismatch",
+            FailureCause::PaymentMismatch => "payment_mismatch",
         }
     }
 
@@ -324,6 +331,12 @@ impl FailureCause {
             FailureCause::SellerRefused => "the seller could not confirm it at the offered price",
             FailureCause::Technical => "a technical problem",
             FailureCause::CustomerCancelled => "you cancelled it",
+            FailureCause::PriceMismatch => {
+                "the seller confirmed it at a price other than the one offered"
+            }
+            FailureCause::PaymentMismatch => {
+                "the payment provider reported an amount other than the one asked"
+            }
         }
     }
 }

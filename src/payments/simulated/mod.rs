@@ -406,6 +406,7 @@ impl State {
             });
             AuthOutcome::Authorized {
                 authorization_id: id,
+                amount,
             }
         };
         self.record(key, fp, Stored::Auth(outcome.clone(), amount));
@@ -465,7 +466,10 @@ impl State {
                     authorization_id: auth_id.to_owned(),
                     amount,
                 });
-                CaptureOutcome::Captured { capture_id: id }
+                CaptureOutcome::Captured {
+                    capture_id: id,
+                    amount,
+                }
             }
         };
         self.record(key, fp, Stored::Capture(outcome.clone(), amount));
@@ -545,7 +549,7 @@ impl State {
                             capture_id: cap_id,
                             amount,
                         });
-                        RefundOutcome::Refunded { refund_id }
+                        RefundOutcome::Refunded { refund_id, amount }
                     }
                     _ => RefundOutcome::Rejected {
                         reason: format!("refund of {amount} exceeds what remains captured"),
@@ -560,16 +564,19 @@ impl State {
     fn status(&self, key: &str) -> Option<PaymentOpStatus> {
         let r = self.results.get(key)?;
         Some(match &r.result {
-            Stored::Auth(AuthOutcome::Authorized { authorization_id }, amount) => {
-                PaymentOpStatus::Authorized {
-                    authorization_id: authorization_id.clone(),
-                    amount: *amount,
-                }
-            }
+            Stored::Auth(
+                AuthOutcome::Authorized {
+                    authorization_id, ..
+                },
+                amount,
+            ) => PaymentOpStatus::Authorized {
+                authorization_id: authorization_id.clone(),
+                amount: *amount,
+            },
             Stored::Auth(AuthOutcome::Declined { reason }, _) => PaymentOpStatus::Declined {
                 reason: reason.clone(),
             },
-            Stored::Capture(CaptureOutcome::Captured { capture_id }, amount) => {
+            Stored::Capture(CaptureOutcome::Captured { capture_id, .. }, amount) => {
                 PaymentOpStatus::Captured {
                     capture_id: capture_id.clone(),
                     amount: *amount,
@@ -578,7 +585,7 @@ impl State {
             Stored::Void(VoidOutcome::Voided, auth_id) => PaymentOpStatus::Voided {
                 authorization_id: auth_id.clone(),
             },
-            Stored::Refund(RefundOutcome::Refunded { refund_id }, amount) => {
+            Stored::Refund(RefundOutcome::Refunded { refund_id, .. }, amount) => {
                 PaymentOpStatus::Refunded {
                     refund_id: refund_id.clone(),
                     amount: *amount,
@@ -678,7 +685,9 @@ mod tests {
 
     async fn authorized(gw: &SimulatedGateway, key: &str, token: &str, amount: Money) -> String {
         match gw.authorize(key, token, amount).await {
-            Ok(AuthOutcome::Authorized { authorization_id }) => authorization_id,
+            Ok(AuthOutcome::Authorized {
+                authorization_id, ..
+            }) => authorization_id,
             other => panic!("expected authorization, got {other:?}"),
         }
     }
@@ -688,7 +697,7 @@ mod tests {
         let gw = instant();
         let auth = authorized(&gw, "s1:authorize", "tok_approve", eur(10_000)).await;
         let cap = gw.capture("s1:capture", &auth, eur(10_000)).await.unwrap();
-        let CaptureOutcome::Captured { capture_id } = cap else {
+        let CaptureOutcome::Captured { capture_id, .. } = cap else {
             panic!("{cap:?}")
         };
         let r = gw

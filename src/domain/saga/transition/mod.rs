@@ -23,6 +23,7 @@ use crate::domain::outbox::{EmailFacts, EmailKind, OutboxEmail};
 mod booking;
 mod cancellation;
 mod failure;
+mod mismatch;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ pub use booking::{new_booking, request_cancellation};
 pub use cancellation::{mark_booking_cancelled, new_cancellation};
 use failure::*;
 pub use failure::{park_crashed, retry_needs_attention};
+use mismatch::*;
 use steps::*;
 
 /// The next external call a saga wants, with its deterministic idempotency key.
@@ -78,6 +80,8 @@ pub enum Action {
         key: String,
         /// Seller to ask.
         seller: String,
+        /// The price the reservation was asked at; a seller naming another is a mismatch.
+        price: Money,
     },
     /// Step 4, card part: capture the authorization. Answer `Captured`.
     CapturePayment {
@@ -105,6 +109,11 @@ pub enum Action {
     ReconcilePayment {
         /// Key of the operation in doubt.
         key: String,
+        /// The step that sent it (`Authorize` or `CapturePayment`): a look-up answering
+        /// with another kind of operation answers another request.
+        operation: Step,
+        /// The amount that operation asked for; a gateway naming another is a mismatch.
+        amount: Money,
     },
     /// Compensation of step 1: release the hold. Answer `Completed`. A hold that never
     /// landed must also answer `Completed`, and the wallet must remember the released key
@@ -185,21 +194,37 @@ pub enum StepOutcome {
     Authorized {
         /// Gateway reference.
         authorization_id: String,
+        /// The amount the gateway says it reserved; anything but the amount asked is a
+        /// payment mismatch.
+        amount: Money,
     },
     /// The seller holds the reservation (reserve, or a reconciliation that found it).
     Reserved {
         /// Seller reference.
         reservation_id: String,
+        /// The price the seller says it confirmed; anything but the offer price is a
+        /// price mismatch.
+        price: Money,
     },
     /// The card is captured (capture, or a payment reconciliation that found it).
     Captured {
         /// Gateway reference.
         capture_id: String,
+        /// The amount the gateway says it captured.
+        amount: Money,
+    },
+    /// The gateway refunded a capture (compensation or a cancellation's refund).
+    Refunded {
+        /// The amount the gateway says it refunded.
+        amount: Money,
     },
     /// The seller cancelled a confirmed booking and keeps `fee`.
     SellerCancelled {
         /// Cancellation fee (zero for free cancellation).
         fee: Money,
+        /// The reservation the seller says it cancelled; a reply naming another than the
+        /// booking's is not taken as its cancellation.
+        reservation_id: String,
     },
     /// Reconciliation: the operation in doubt never took effect.
     NotFound,
@@ -230,6 +255,7 @@ impl StepOutcome {
             StepOutcome::Authorized { .. } => "authorized",
             StepOutcome::Reserved { .. } => "reserved",
             StepOutcome::Captured { .. } => "captured",
+            StepOutcome::Refunded { .. } => "refunded",
             StepOutcome::SellerCancelled { .. } => "seller_cancelled",
             StepOutcome::NotFound => "not_found",
             StepOutcome::Refused { .. } => "refused",
@@ -267,6 +293,30 @@ pub struct Transition {
     /// The customer cancelled while the booking was in flight and it has now been
     /// confirmed: start a cancellation saga for it.
     pub start_cancellation: bool,
+    /// A partner reported an amount other than the one asked: log it with both amounts
+    /// and count it (the saga has already compensated or parked).
+    pub mismatch: Option<AmountMismatch>,
+}
+
+/// A partner's reply that names an amount other than the one wayfare asked for: a seller
+/// confirming a reservation at another price, a gateway authorizing, capturing or
+/// refunding another amount. The books of wayfare and the partner would disagree, so the
+/// saga never goes on as if it had been asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmountMismatch {
+    /// The step whose reply named the amount.
+    pub step: Step,
+    /// The amount asked for.
+    pub expected: Money,
+    /// The amount the partner reported.
+    pub reported: Money,
+}
+
+impl AmountMismatch {
+    /// Whether a seller named the amount (a confirmed price); otherwise the gateway did.
+    pub fn is_seller(&self) -> bool {
+        matches!(self.step, Step::Reserve | Step::ReconcileReservation)
+    }
 }
 
 impl Transition {
@@ -278,6 +328,7 @@ impl Transition {
             email: None,
             retry_attempt: None,
             start_cancellation: false,
+            mismatch: None,
         }
     }
 
@@ -351,6 +402,20 @@ pub fn apply(
         });
     }
     let mut tr = Transition::at(r.state, Some(step));
+    if let Some(why) = answers_another_request(r, step, &outcome) {
+        bump(r, step);
+        park(r, why, step, now);
+        normalize(r, now, &mut tr);
+        tr.to = r.state;
+        return Ok(tr);
+    }
+    if let Some(mismatch) = amount_mismatch(r, step, &outcome) {
+        on_mismatch(r, mismatch, outcome, now);
+        tr.mismatch = Some(mismatch);
+        normalize(r, now, &mut tr);
+        tr.to = r.state;
+        return Ok(tr);
+    }
     match outcome {
         StepOutcome::Refused { reason } => decisive_failure(r, step, true, reason, now),
         StepOutcome::Permanent { reason } => decisive_failure(r, step, false, reason, now),

@@ -82,6 +82,7 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         Step::ReconcileReservation => Action::ReconcileReservation {
             key: reservation_key(r.booking_id()),
             seller: req.seller.clone(),
+            price: req.offer_price,
         },
         Step::CapturePayment => Action::CapturePayment {
             key,
@@ -98,9 +99,13 @@ pub(super) fn action_for(r: &SagaRecord, step: Step) -> Action {
         },
         Step::ReconcileAuthorization => Action::ReconcilePayment {
             key: step_key(id, Step::Authorize),
+            operation: Step::Authorize,
+            amount: card_amount(r),
         },
         Step::ReconcileCapture => Action::ReconcilePayment {
             key: step_key(id, Step::CapturePayment),
+            operation: Step::CapturePayment,
+            amount: card_amount(r),
         },
         Step::ReleaseHold => Action::ReleaseHold {
             key,
@@ -152,13 +157,12 @@ pub(super) fn answers(step: Step, outcome: &StepOutcome) -> bool {
         Step::ReconcileAuthorization => matches!(outcome, O::Authorized { .. } | O::NotFound),
         Step::ReconcileCapture => matches!(outcome, O::Captured { .. } | O::NotFound),
         Step::SellerCancel => matches!(outcome, O::SellerCancelled { .. }),
+        Step::RefundPayment | Step::CancellationRefund => matches!(outcome, O::Refunded { .. }),
         Step::Hold
         | Step::CaptureWallet
         | Step::ReleaseHold
         | Step::VoidPayment
         | Step::CancelReservation
-        | Step::RefundPayment
-        | Step::CancellationRefund
         | Step::CreditPoints => matches!(outcome, O::Completed),
     }
 }
@@ -179,8 +183,18 @@ pub(super) fn on_success(
             r.phase = Phase::Authorize;
             "wallet points held".into()
         }
-        (Step::Authorize, O::Authorized { authorization_id })
-        | (Step::ReconcileAuthorization, O::Authorized { authorization_id }) => {
+        (
+            Step::Authorize,
+            O::Authorized {
+                authorization_id, ..
+            },
+        )
+        | (
+            Step::ReconcileAuthorization,
+            O::Authorized {
+                authorization_id, ..
+            },
+        ) => {
             e.authorization = Effect::Done;
             r.data.authorization_id = Some(authorization_id);
             if step == Step::Authorize {
@@ -192,7 +206,7 @@ pub(super) fn on_success(
             e.authorization = Effect::Absent;
             "payment authorization never took effect".into()
         }
-        (Step::Reserve | Step::ReconcileReservation, O::Reserved { reservation_id }) => {
+        (Step::Reserve | Step::ReconcileReservation, O::Reserved { reservation_id, .. }) => {
             e.reservation = Effect::Done;
             r.data.reservation_id = Some(reservation_id);
             if r.phase == Phase::Reserve {
@@ -221,7 +235,7 @@ pub(super) fn on_success(
             }
             "seller has no reservation under this key".into()
         }
-        (Step::CapturePayment | Step::ReconcileCapture, O::Captured { capture_id }) => {
+        (Step::CapturePayment | Step::ReconcileCapture, O::Captured { capture_id, .. }) => {
             e.payment_capture = Effect::Done;
             r.data.capture_id = Some(capture_id);
             if r.phase == Phase::CapturePayment {
@@ -259,7 +273,7 @@ pub(super) fn on_success(
             }
             "payment refunded".into()
         }
-        (Step::SellerCancel, O::SellerCancelled { fee }) => {
+        (Step::SellerCancel, O::SellerCancelled { fee, .. }) => {
             e.seller_cancel = Effect::Done;
             let card = r.data.card_captured.unwrap_or_else(|| zero(r));
             let points = r.data.points_captured.unwrap_or_else(|| zero(r));

@@ -46,16 +46,25 @@ fn cfg() -> SagaConfig {
 /// The outcome a well-behaved outside world gives for `action`.
 fn success(action: &Action) -> StepOutcome {
     match action {
-        Action::AuthorizePayment { .. } => StepOutcome::Authorized {
+        Action::AuthorizePayment { amount, .. } => StepOutcome::Authorized {
             authorization_id: "auth-1".into(),
+            amount: *amount,
         },
-        Action::Reserve { .. } | Action::ReconcileReservation { .. } => StepOutcome::Reserved {
-            reservation_id: "res-1".into(),
-        },
-        Action::CapturePayment { .. } => StepOutcome::Captured {
+        Action::Reserve { price, .. } | Action::ReconcileReservation { price, .. } => {
+            StepOutcome::Reserved {
+                reservation_id: "res-1".into(),
+                price: *price,
+            }
+        }
+        Action::CapturePayment { amount, .. } => StepOutcome::Captured {
             capture_id: "cap-1".into(),
+            amount: *amount,
         },
-        Action::CancelWithSeller { .. } => StepOutcome::SellerCancelled { fee: eur(0) },
+        Action::Refund { amount, .. } => StepOutcome::Refunded { amount: *amount },
+        Action::CancelWithSeller { reservation_id, .. } => StepOutcome::SellerCancelled {
+            fee: eur(0),
+            reservation_id: reservation_id.clone().unwrap_or_default(),
+        },
         _ => StepOutcome::Completed,
     }
 }
@@ -476,10 +485,11 @@ fn an_authorization_made_before_a_crash_is_voided_when_the_retries_fail() {
         Action::AuthorizePayment { .. } => StepOutcome::Transient {
             reason: "injected fault".into(),
         },
-        Action::ReconcilePayment { key } => {
+        Action::ReconcilePayment { key, amount, .. } => {
             assert_eq!(*key, format!("{B1}:authorize"));
             StepOutcome::Authorized {
                 authorization_id: "auth-before-crash".into(),
+                amount: *amount,
             }
         }
         other => success(other),
@@ -506,10 +516,11 @@ fn authorization_timeouts_are_reconciled_before_voiding() {
     let mut r = booking(0, 30_000);
     let (actions, _) = drive(&mut r, |a| match a {
         Action::AuthorizePayment { .. } => StepOutcome::TimedOut,
-        Action::ReconcilePayment { key } => {
+        Action::ReconcilePayment { key, amount, .. } => {
             assert_eq!(*key, format!("{B1}:authorize"));
             StepOutcome::Authorized {
                 authorization_id: "auth-9".into(),
+                amount: *amount,
             }
         }
         other => success(other),
@@ -692,6 +703,7 @@ fn outcome_not_answering_the_step_is_refused_and_changes_nothing() {
         &mut r,
         StepOutcome::Reserved {
             reservation_id: "x".into(),
+            price: eur(30_000),
         },
         &cfg(),
         now(),
@@ -726,7 +738,10 @@ fn cancellation_refunds_card_minus_fee_and_restores_points() {
     let mut c = new_cancellation(&b, now()).unwrap();
     assert_eq!(c.booking_id(), B1);
     let (actions, trs) = drive(&mut c, |a| match a {
-        Action::CancelWithSeller { .. } => StepOutcome::SellerCancelled { fee: eur(3_000) },
+        Action::CancelWithSeller { reservation_id, .. } => StepOutcome::SellerCancelled {
+            fee: eur(3_000),
+            reservation_id: reservation_id.clone().unwrap_or_default(),
+        },
         other => success(other),
     });
     assert_eq!(
@@ -760,7 +775,10 @@ fn cancellation_fee_above_card_part_comes_out_of_points() {
     let b = confirmed(20_000, 30_000);
     let mut c = new_cancellation(&b, now()).unwrap();
     let (actions, _) = drive(&mut c, |a| match a {
-        Action::CancelWithSeller { .. } => StepOutcome::SellerCancelled { fee: eur(12_000) },
+        Action::CancelWithSeller { reservation_id, .. } => StepOutcome::SellerCancelled {
+            fee: eur(12_000),
+            reservation_id: reservation_id.clone().unwrap_or_default(),
+        },
         other => success(other),
     });
     // Card part 100.00 is kept entirely; 20.00 of the fee comes from the 200.00 points.
@@ -805,6 +823,7 @@ fn cancel_in_flight_before_pivot_compensates_and_ends_cancelled() {
         &mut r,
         StepOutcome::Authorized {
             authorization_id: "auth-1".into(),
+            amount: eur(25_000),
         },
         &cfg(),
         now(),
@@ -868,6 +887,7 @@ fn cancel_in_flight_before_pivot_compensates_and_ends_cancelled() {
     let (actions, _) = drive(&mut r, |a| match a {
         Action::ReconcilePayment { .. } => StepOutcome::Authorized {
             authorization_id: "auth-1".into(),
+            amount: eur(30_000),
         },
         a => success(a),
     });
@@ -887,6 +907,7 @@ fn cancel_in_flight_after_pivot_confirms_then_asks_for_a_cancellation_saga() {
         &mut r,
         StepOutcome::Authorized {
             authorization_id: "auth-1".into(),
+            amount: eur(30_000),
         },
         &cfg(),
         now(),
@@ -896,6 +917,7 @@ fn cancel_in_flight_after_pivot_confirms_then_asks_for_a_cancellation_saga() {
         &mut r,
         StepOutcome::Reserved {
             reservation_id: "res-1".into(),
+            price: eur(30_000),
         },
         &cfg(),
         now(),
@@ -922,6 +944,7 @@ fn cancel_in_flight_after_pivot_confirms_then_asks_for_a_cancellation_saga() {
         &mut r,
         StepOutcome::Authorized {
             authorization_id: "auth-1".into(),
+            amount: eur(30_000),
         },
         &cfg(),
         now(),
@@ -992,3 +1015,156 @@ fn record_roundtrips_through_bincode_and_json() {
 }
 
 mod model;
+
+#[test]
+fn a_reservation_confirmed_at_another_price_is_undone_and_fails_the_booking() {
+    for confirmed_at in [300_000, 1] {
+        let mut r = booking(5_000, 30_000);
+        let (actions, trs) = drive(&mut r, |a| match a {
+            Action::Reserve { .. } => StepOutcome::Reserved {
+                reservation_id: "res-1".into(),
+                price: eur(confirmed_at),
+            },
+            other => success(other),
+        });
+        assert_eq!(
+            names(&actions),
+            [
+                "hold",
+                "authorize",
+                "reserve",
+                "cancel-reservation",
+                "void",
+                "release"
+            ],
+            "confirmed at {confirmed_at}"
+        );
+        assert_eq!(r.state, SagaState::Failed);
+        assert_eq!(r.data.failure_cause, Some(FailureCause::PriceMismatch));
+        assert_eq!(FailureCause::PriceMismatch.code(), "price_mismatch");
+        let mismatch = trs.iter().find_map(|t| t.mismatch).expect("reported");
+        assert_eq!(
+            (mismatch.step, mismatch.expected, mismatch.reported),
+            (Step::Reserve, eur(30_000), eur(confirmed_at))
+        );
+        assert!(mismatch.is_seller());
+        assert_eq!(trs.iter().filter(|t| t.mismatch.is_some()).count(), 1);
+        assert_eq!(trs.last().unwrap().email, Some(EmailKind::Failed));
+    }
+}
+
+#[test]
+fn a_reconciled_reservation_at_another_price_is_undone_too() {
+    let mut r = booking(0, 30_000);
+    let (actions, _) = drive(&mut r, |a| match a {
+        Action::Reserve { .. } => StepOutcome::TimedOut,
+        Action::ReconcileReservation { .. } => StepOutcome::Reserved {
+            reservation_id: "res-1".into(),
+            price: eur(29_999),
+        },
+        other => success(other),
+    });
+    assert_eq!(
+        names(&actions),
+        [
+            "authorize",
+            "reserve",
+            "reconcile-reservation",
+            "cancel-reservation",
+            "void"
+        ]
+    );
+    assert_eq!(r.data.failure_cause, Some(FailureCause::PriceMismatch));
+    assert_eq!(r.state, SagaState::Failed);
+}
+
+#[test]
+fn an_authorization_of_another_amount_is_voided_and_fails_the_booking() {
+    // Directly, and found by a reconciliation after a timeout.
+    for via_lookup in [false, true] {
+        let mut r = booking(5_000, 30_000);
+        let (actions, trs) = drive(&mut r, |a| match a {
+            Action::AuthorizePayment { .. } if via_lookup => StepOutcome::TimedOut,
+            Action::AuthorizePayment { amount, .. } | Action::ReconcilePayment { amount, .. } => {
+                StepOutcome::Authorized {
+                    authorization_id: "auth-1".into(),
+                    amount: Money::new(amount.minor * 10, amount.currency),
+                }
+            }
+            other => success(other),
+        });
+        assert_eq!(names(&actions).last(), Some(&"release"));
+        assert!(names(&actions).contains(&"void"), "{:?}", names(&actions));
+        assert!(!names(&actions).contains(&"reserve"));
+        assert_eq!(r.state, SagaState::Failed);
+        // Found by the look-up, the saga was already undoing the timed-out authorize:
+        // the first cause stays.
+        let cause = if via_lookup {
+            FailureCause::Technical
+        } else {
+            FailureCause::PaymentMismatch
+        };
+        assert_eq!(r.data.failure_cause, Some(cause));
+        let m = trs.iter().find_map(|t| t.mismatch).unwrap();
+        assert_eq!((m.expected, m.reported), (eur(25_000), eur(250_000)));
+        assert!(!m.is_seller());
+    }
+}
+
+#[test]
+fn a_capture_or_refund_of_another_amount_parks_for_an_operator() {
+    let mut r = booking(0, 30_000);
+    let (actions, trs) = drive(&mut r, |a| match a {
+        Action::CapturePayment { .. } => StepOutcome::Captured {
+            capture_id: "cap-1".into(),
+            amount: eur(3_000),
+        },
+        other => success(other),
+    });
+    assert_eq!(names(&actions), ["authorize", "reserve", "capture"]);
+    assert_eq!(r.state, SagaState::NeedsAttention);
+    let reason = r.needs_attention.clone().unwrap();
+    assert!(
+        reason.ends_with("reported 30.00 EUR where 300.00 EUR was asked"),
+        "{reason}"
+    );
+    assert!(trs.last().unwrap().mismatch.is_some());
+    assert_eq!(r.data.capture_id.as_deref(), Some("cap-1"));
+
+    // A cancellation's refund of another amount.
+    let b = confirmed(0, 30_000);
+    let mut c = new_cancellation(&b, now()).unwrap();
+    drive(&mut c, |a| match a {
+        Action::Refund { .. } => StepOutcome::Refunded { amount: eur(1) },
+        other => success(other),
+    });
+    assert_eq!(c.state, SagaState::NeedsAttention);
+    assert_eq!(c.data.failure_cause, Some(FailureCause::PaymentMismatch));
+}
+
+#[test]
+fn a_seller_cancelling_another_reservation_parks_the_cancellation() {
+    let b = confirmed(0, 30_000);
+    let mut c = new_cancellation(&b, now()).unwrap();
+    let (actions, _) = drive(&mut c, |a| match a {
+        Action::CancelWithSeller { .. } => StepOutcome::SellerCancelled {
+            fee: eur(0),
+            reservation_id: "someone-else".into(),
+        },
+        other => success(other),
+    });
+    assert_eq!(names(&actions), ["seller-cancel"]);
+    assert_eq!(c.state, SagaState::NeedsAttention);
+    assert!(
+        c.needs_attention
+            .as_deref()
+            .unwrap()
+            .contains("someone-else"),
+        "{:?}",
+        c.needs_attention
+    );
+    assert_eq!(
+        c.data.refund_amount, None,
+        "nothing refunded on a stranger's cancel"
+    );
+}

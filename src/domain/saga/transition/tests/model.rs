@@ -6,6 +6,14 @@ use super::*;
 /// What really exists outside, and how often each thing was undone.
 #[derive(Debug, Default)]
 struct World {
+    /// Report amounts other than the ones asked for effects whose roll says so, one in
+    /// `lie_one_in` (0: never). A world that misreports an effect's amount does so every
+    /// time it is asked about that effect.
+    lie_one_in: u8,
+    auth_skewed: bool,
+    reservation_skewed: bool,
+    capture_skewed: bool,
+    refund_skewed: bool,
     hold: bool,
     auth: bool,
     reservation: bool,
@@ -28,6 +36,15 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
     // 0-3 success, 4 refused, 5 transient, 6 timed out after the effect, 7 timed out
     // before it, 8 permanent.
     let roll = k % 9;
+    // Whether an effect this call makes is misreported from now on.
+    let lies = w.lie_one_in > 0 && (k / 9).is_multiple_of(w.lie_one_in);
+    let skew = |amount: Money, skewed: bool| {
+        if skewed {
+            Money::new(amount.minor * 10, amount.currency)
+        } else {
+            amount
+        }
+    };
     let fail = |roll: u8| match roll {
         4 => StepOutcome::Refused {
             reason: "no".into(),
@@ -72,33 +89,48 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
     }
     match action {
         Action::HoldWallet { .. } => forward!(hold, held_ever, StepOutcome::Completed, true),
-        Action::AuthorizePayment { .. } => {
+        Action::AuthorizePayment { amount, .. } => {
+            if !w.auth {
+                w.auth_skewed = lies;
+            }
+            let amount = skew(*amount, w.auth_skewed);
             forward!(
                 auth,
                 auth_ever,
                 StepOutcome::Authorized {
-                    authorization_id: "a".into()
+                    authorization_id: "a".into(),
+                    amount,
                 },
                 true
             )
         }
-        Action::Reserve { .. } => {
+        Action::Reserve { price, .. } => {
+            if !w.reservation {
+                w.reservation_skewed = lies;
+            }
+            let price = skew(*price, w.reservation_skewed);
             forward!(
                 reservation,
                 reserved_ever,
                 StepOutcome::Reserved {
-                    reservation_id: "r".into()
+                    reservation_id: "r".into(),
+                    price,
                 },
                 true
             )
         }
-        Action::CapturePayment { .. } => {
+        Action::CapturePayment { amount, .. } => {
             let allowed = w.auth;
+            if !w.captured {
+                w.capture_skewed = lies;
+            }
+            let amount = skew(*amount, w.capture_skewed);
             forward!(
                 captured,
                 captured_ever,
                 StepOutcome::Captured {
-                    capture_id: "c".into()
+                    capture_id: "c".into(),
+                    amount,
                 },
                 allowed
             )
@@ -116,23 +148,26 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
             }
             out
         }
-        Action::ReconcileReservation { .. } => match roll {
+        Action::ReconcileReservation { price, .. } => match roll {
             5..=7 => StepOutcome::TimedOut,
             _ if w.reservation => StepOutcome::Reserved {
                 reservation_id: "r".into(),
+                price: skew(*price, w.reservation_skewed),
             },
             _ => StepOutcome::NotFound,
         },
-        Action::ReconcilePayment { key } => match roll {
+        Action::ReconcilePayment { key, amount, .. } => match roll {
             5..=7 => StepOutcome::Transient {
                 reason: "busy".into(),
             },
             _ if key.ends_with(":capture") && w.captured => StepOutcome::Captured {
                 capture_id: "c".into(),
+                amount: skew(*amount, w.capture_skewed),
             },
             _ if key.ends_with(":authorize") && (w.auth || w.captured_ever) => {
                 StepOutcome::Authorized {
                     authorization_id: "a".into(),
+                    amount: skew(*amount, w.auth_skewed),
                 }
             }
             _ => StepOutcome::NotFound,
@@ -196,7 +231,7 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
                 fail(roll)
             }
         }
-        Action::Refund { .. } => {
+        Action::Refund { amount, .. } => {
             assert!(
                 w.captured || w.refunds > 0,
                 "refunded a capture that does not exist"
@@ -206,11 +241,14 @@ fn world_answer(w: &mut World, r: &SagaRecord, action: &Action, k: u8) -> StepOu
                     w.captured = false;
                     w.auth = false;
                     w.refunds += 1;
+                    w.refund_skewed = lies;
                 }
                 if roll == 6 {
                     StepOutcome::TimedOut
                 } else {
-                    StepOutcome::Completed
+                    StepOutcome::Refunded {
+                        amount: skew(*amount, w.refund_skewed),
+                    }
                 }
             } else {
                 fail(roll)
@@ -226,7 +264,8 @@ fn run_booking_model(
     rolls: &[u8],
     points: i64,
     cancel_at: Option<usize>,
-) -> Result<SagaState, TestCaseError> {
+    lie_one_in: u8,
+) -> Result<(SagaState, Option<FailureCause>), TestCaseError> {
     let cfg = cfg();
     let mut r = new_booking(
         BookingId(uuid::Uuid::from_u128(0x91)),
@@ -234,7 +273,11 @@ fn run_booking_model(
         now(),
     )
     .unwrap();
-    let mut w = World::default();
+    let mut w = World {
+        lie_one_in,
+        ..World::default()
+    };
+    let mut mismatches = 0;
     let mut operator_retries = 0;
     let mut steps = 0;
     let mut emails = 0;
@@ -259,7 +302,11 @@ fn run_booking_model(
         }
         let k = rolls.next().unwrap_or(0);
         let outcome = world_answer(&mut w, &r, &action, k);
+        let misreported = reported_amount(&outcome).is_some_and(|m| m != expected_amount(&action));
         let tr = apply(&mut r, outcome, &cfg, now()).unwrap();
+        // Every misreported amount is caught, and nothing else is.
+        prop_assert_eq!(tr.mismatch.is_some(), misreported, "{:?}", action);
+        mismatches += usize::from(misreported);
         emails += usize::from(tr.email.is_some());
         start_cancellation |= tr.start_cancellation;
         if seen.last() != Some(&r.state) {
@@ -276,6 +323,13 @@ fn run_booking_model(
     let hold_left = w.hold && !w.wallet_captured;
     match r.state {
         SagaState::Confirmed => {
+            // Never confirmed on an amount other than the one asked.
+            prop_assert!(
+                !w.auth_skewed && !w.reservation_skewed && !w.capture_skewed,
+                "{:?}",
+                w
+            );
+            prop_assert_eq!(mismatches, 0);
             // Never confirmed without a reservation and a capture.
             prop_assert!(w.reservation);
             prop_assert!(w.captured, "card captured");
@@ -309,7 +363,30 @@ fn run_booking_model(
         }
         other => prop_assert!(false, "stopped in non-final state {:?}", other),
     }
-    Ok(r.state)
+    Ok((r.state, r.data.failure_cause))
+}
+
+/// The amount a success names, if it names one.
+fn reported_amount(outcome: &StepOutcome) -> Option<Money> {
+    match outcome {
+        StepOutcome::Authorized { amount, .. }
+        | StepOutcome::Captured { amount, .. }
+        | StepOutcome::Refunded { amount } => Some(*amount),
+        StepOutcome::Reserved { price, .. } => Some(*price),
+        _ => None,
+    }
+}
+
+/// The amount `action` asks for (zero for actions without one).
+fn expected_amount(action: &Action) -> Money {
+    match action {
+        Action::AuthorizePayment { amount, .. }
+        | Action::CapturePayment { amount, .. }
+        | Action::ReconcilePayment { amount, .. }
+        | Action::Refund { amount, .. } => *amount,
+        Action::Reserve { price, .. } | Action::ReconcileReservation { price, .. } => *price,
+        _ => eur(0),
+    }
 }
 
 /// Drives one cancellation saga with `rolls` and a seller `fee`; checks invariants.
@@ -347,8 +424,11 @@ fn run_cancellation_model(rolls: &[u8], points: i64, fee: i64) -> Result<SagaSta
             _ => StepOutcome::TimedOut,
         };
         let outcome = match &action {
-            Action::CancelWithSeller { .. } => {
-                let ok = StepOutcome::SellerCancelled { fee: eur(fee) };
+            Action::CancelWithSeller { reservation_id, .. } => {
+                let ok = StepOutcome::SellerCancelled {
+                    fee: eur(fee),
+                    reservation_id: reservation_id.clone().unwrap_or_default(),
+                };
                 if seller_cancelled {
                     // Idempotent replay: the seller answers with the first result.
                     if k == 4 || k >= 5 {
@@ -366,10 +446,11 @@ fn run_cancellation_model(rolls: &[u8], points: i64, fee: i64) -> Result<SagaSta
                     refunded = Some(*amount);
                     refund_calls_landed += 1;
                 }
+                let ok = StepOutcome::Refunded { amount: *amount };
                 if refunded.is_some() && k == 3 {
-                    StepOutcome::Completed
+                    ok
                 } else {
-                    reply(StepOutcome::Completed)
+                    reply(ok)
                 }
             }
             Action::CreditPoints { amount, .. } => {
@@ -418,11 +499,31 @@ fn models_reach_every_outcome() {
     for i in 0..3_000 {
         let rolls: Vec<u8> = (0..400).map(|_| rng.gen()).collect();
         let cancel_at = (i % 5 == 0).then(|| rng.gen_range(0..20));
-        let state =
-            run_booking_model(&rolls, if i % 2 == 0 { 0 } else { 4_000 }, cancel_at).unwrap();
+        let state = run_booking_model(&rolls, if i % 2 == 0 { 0 } else { 4_000 }, cancel_at, 0)
+            .unwrap()
+            .0;
         seen.insert(state.as_str());
     }
     assert_eq!(seen.len(), 4, "booking model reached only {seen:?}");
+    // A lying world still reaches every outcome, and its lies fail bookings with a
+    // mismatch cause.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut causes = std::collections::BTreeSet::new();
+    for i in 0..3_000 {
+        let rolls: Vec<u8> = (0..400).map(|_| rng.gen()).collect();
+        let points = if i % 2 == 0 { 0 } else { 4_000 };
+        let cancel_at = (i % 5 == 0).then(|| rng.gen_range(0..20));
+        let (state, cause) = run_booking_model(&rolls, points, cancel_at, 3).unwrap();
+        seen.insert(state.as_str());
+        if let Some(cause) = cause {
+            causes.insert(cause.code());
+        }
+    }
+    assert_eq!(seen.len(), 4, "lying booking model reached only {seen:?}");
+    assert!(
+        causes.contains("price_mismatch") && causes.contains("payment_mismatch"),
+        "{causes:?}"
+    );
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..1_000 {
         let rolls: Vec<u8> = (0..200).map(|_| rng.gen()).collect();
@@ -443,8 +544,9 @@ proptest! {
         rolls in proptest::collection::vec(any::<u8>(), 400),
         points in prop_oneof![Just(0i64), Just(4_000i64)],
         cancel_at in proptest::option::of(0usize..30),
+        lie_one_in in prop_oneof![Just(0u8), Just(2u8), Just(7u8)],
     ) {
-        run_booking_model(&rolls, points, cancel_at)?;
+        run_booking_model(&rolls, points, cancel_at, lie_one_in)?;
     }
 
     #[test]
