@@ -29,16 +29,19 @@ pub enum ActorKind {
     Saga,
     /// `Mailer`.
     Mailer,
+    /// The cluster duties (heartbeat, lease renewals, take-overs) of a shared store.
+    Cluster,
 }
 
 impl ActorKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ActorKind; 5] = [
+    pub const ALL: [ActorKind; 6] = [
         ActorKind::Account,
         ActorKind::Seller,
         ActorKind::Search,
         ActorKind::Saga,
         ActorKind::Mailer,
+        ActorKind::Cluster,
     ];
 
     /// Name as written in config.
@@ -49,6 +52,7 @@ impl ActorKind {
             ActorKind::Search => "search",
             ActorKind::Saga => "saga",
             ActorKind::Mailer => "mailer",
+            ActorKind::Cluster => "cluster",
         }
     }
 

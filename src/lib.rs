@@ -42,15 +42,15 @@ pub mod telemetry;
 // returns, errors, and the contracts of the outside world (sellers, the card gateway,
 // email, the store). The modules stay public for their remaining types (configuration
 // sections, simulated partners, the supervision library).
-pub use actors::account::{LedgerPage, WalletReceipt};
-pub use actors::coordinator::SagaCounts;
 pub use actors::notify::MailTransport;
 pub use actors::seller::AdapterConfig;
 pub use config::Config;
 pub use domain::access::{ApiKey, Caller};
 pub use domain::account::{Account, AccountId, NewAccount};
 pub use domain::money::{Currency, Money};
+pub use domain::saga::SagaCounts;
 pub use domain::saga::{BookingId, SagaId, SagaState};
+pub use domain::wallet::{LedgerPage, WalletReceipt};
 pub use error::Error;
 pub use payments::{PaymentError, PaymentGateway};
 pub use runtime::{

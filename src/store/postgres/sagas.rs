@@ -55,6 +55,8 @@ pub struct StoredSaga {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Epoch.
     pub epoch: i64,
+    /// Whether a customer's cancel was stored for it ([`PgStore::request_cancel`]).
+    pub cancel_requested: bool,
 }
 
 /// What creating a saga under a booking idempotency key found.
@@ -87,6 +89,17 @@ pub struct EmailLease {
     pub node: String,
     /// Raised by every claim.
     pub epoch: i64,
+    /// Delivery attempts, this one included.
+    pub attempts: i32,
+}
+
+/// An email parked after too many failed attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRow {
+    /// Encoded email.
+    pub email: Vec<u8>,
+    /// The last delivery error.
+    pub reason: String,
 }
 
 /// Why a saga write changed nothing.
@@ -192,14 +205,16 @@ impl PgStore {
 
     /// Writes the saga's new state under `lease`, renewing it for `lease_for`, with the
     /// email it causes (if any) in the same transaction. Refused, changing nothing, unless
-    /// the lease is still held under its epoch ([`SagaWriteError::Fenced`]).
+    /// the lease is still held under its epoch ([`SagaWriteError::Fenced`]). True when a
+    /// customer's cancel is stored for the saga ([`PgStore::request_cancel`]); a confirmed
+    /// booking with one stays claimable (not terminal) until its cancellation exists.
     pub async fn save_saga(
         &self,
         lease: &Lease,
         lease_for: Duration,
         row: &SagaRow,
         email: Option<&OutboxEmail>,
-    ) -> Result<(), SagaWriteError> {
+    ) -> Result<bool, SagaWriteError> {
         self.save_saga_with(lease, lease_for, row, email, None)
             .await
     }
@@ -214,11 +229,12 @@ impl PgStore {
         row: &SagaRow,
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
-    ) -> Result<(), SagaWriteError> {
-        const FENCED_UPDATE: &str =
-            "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
+    ) -> Result<bool, SagaWriteError> {
+        const FENCED_UPDATE: &str = "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
+                    terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()";
+             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
+             RETURNING cancel_requested_at IS NOT NULL";
         let lease_ms = millis(lease_for);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &lease.saga_id,
@@ -242,24 +258,23 @@ impl PgStore {
                 .prepare_cached(FENCED_UPDATE)
                 .await
                 .map_err(PgError::from)?;
-            let changed = client
-                .execute(&statement, &params)
+            let saved = client
+                .query_opt(&statement, &params)
                 .await
                 .map_err(PgError::from)?;
-            return if changed == 0 { Err(fenced()) } else { Ok(()) };
+            return saved.map(|r| r.get(0)).ok_or_else(fenced);
         }
         let tx = client.transaction().await.map_err(PgError::from)?;
         let statement = tx
             .prepare_cached(FENCED_UPDATE)
             .await
             .map_err(PgError::from)?;
-        let changed = tx
-            .execute(&statement, &params)
+        let cancel_requested: bool = tx
+            .query_opt(&statement, &params)
             .await
-            .map_err(PgError::from)?;
-        if changed == 0 {
-            return Err(fenced());
-        }
+            .map_err(PgError::from)?
+            .ok_or_else(fenced)?
+            .get(0);
         if let Some(other) = finished {
             tx.execute(
                 &tx.prepare_cached(
@@ -287,7 +302,63 @@ impl PgStore {
             .map_err(PgError::from)?;
         }
         tx.commit().await.map_err(PgError::from)?;
-        Ok(())
+        Ok(cancel_requested)
+    }
+
+    /// Stores a customer's cancel of booking `id`, from any node; the node driving it acts
+    /// on it at its next write. A confirmed booking becomes claimable again until its
+    /// cancellation exists. False when there is no such booking.
+    pub async fn request_cancel(&self, id: &str) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "UPDATE sagas SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                                terminal = terminal AND state <> 'confirmed'
+                         WHERE id = $1 AND account_id IS NOT NULL",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Sagas per state over the whole cluster, and the first `parked_listed` parked sagas
+    /// (id and record) in id order: the cheap aggregate `/health` and metrics show.
+    pub async fn saga_aggregate(
+        &self,
+        parked_listed: i64,
+    ) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), PgError> {
+        let client = self.client().await?;
+        let by_state = client
+            .query(
+                &client
+                    .prepare_cached("SELECT state, count(*) FROM sagas GROUP BY state")
+                    .await?,
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let parked = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT id, record FROM sagas WHERE state = 'needs_attention'
+                         ORDER BY id LIMIT $1",
+                    )
+                    .await?,
+                &[&parked_listed],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok((by_state, parked))
     }
 
     /// Extends every lease in `leases` still held under its epoch by `lease_for`; returns
@@ -525,7 +596,8 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch
+                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch,
+                        cancel_requested_at IS NOT NULL
                  FROM sagas WHERE id = $1").await.map_err(PgError::from)?,
                 &[&id],
             )
@@ -541,6 +613,7 @@ impl PgStore {
             owner_node: r.get(5),
             lease_expires_at: r.get(6),
             epoch: r.get(7),
+            cancel_requested: r.get(8),
         }))
     }
 
@@ -557,13 +630,14 @@ impl PgStore {
                 &client.prepare_cached("WITH free AS (
                      SELECT id FROM outbox
                      WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+                       AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                      ORDER BY created_at
                      LIMIT $2
                      FOR UPDATE SKIP LOCKED)
                  UPDATE outbox o SET owner_node = $1, epoch = o.epoch + 1, attempts = o.attempts + 1,
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM free WHERE o.id = free.id
-                 RETURNING o.id, o.epoch, o.email").await.map_err(PgError::from)?,
+                 RETURNING o.id, o.epoch, o.email, o.attempts").await.map_err(PgError::from)?,
                 &[&node, &limit, &millis(lease_for)],
             )
             .await?;
@@ -575,6 +649,7 @@ impl PgStore {
                         id: r.get(0),
                         node: node.to_owned(),
                         epoch: r.get(1),
+                        attempts: r.get(3),
                     },
                     r.get(2),
                 )
@@ -607,6 +682,82 @@ impl PgStore {
             });
         }
         Ok(())
+    }
+
+    /// A claimed email failed to send: records `reason` and frees it for another attempt
+    /// after `retry_after`, or parks it (`park`) for an operator; fenced like saga writes.
+    pub async fn email_failed(
+        &self,
+        lease: &EmailLease,
+        reason: &str,
+        park: bool,
+        retry_after: Duration,
+    ) -> Result<(), SagaWriteError> {
+        let client = self.client().await?;
+        let status = if park { "parked" } else { "pending" };
+        let n = client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "UPDATE outbox SET status = $4, last_error = $5, lease_expires_at = NULL,
+                                next_attempt_at = now() + $6::bigint * interval '1 millisecond'
+                         WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND status = 'pending'",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                &[
+                    &lease.id,
+                    &lease.node,
+                    &lease.epoch,
+                    &status,
+                    &reason,
+                    &millis(retry_after),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if n == 0 {
+            return Err(SagaWriteError::Fenced {
+                saga_id: lease.id.to_string(),
+                node: lease.node.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// How many emails are parked, and the first `limit` (oldest first).
+    pub async fn parked_emails(&self, limit: i64) -> Result<(i64, Vec<ParkedRow>), PgError> {
+        let client = self.client().await?;
+        let count: i64 = client
+            .query_one(
+                &client
+                    .prepare_cached("SELECT count(*) FROM outbox WHERE status = 'parked'")
+                    .await?,
+                &[],
+            )
+            .await?
+            .get(0);
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT email, coalesce(last_error, '') FROM outbox
+                         WHERE status = 'parked' ORDER BY created_at LIMIT $1",
+                    )
+                    .await?,
+                &[&limit],
+            )
+            .await?;
+        Ok((
+            count,
+            rows.iter()
+                .map(|r| ParkedRow {
+                    email: r.get(0),
+                    reason: r.get(1),
+                })
+                .collect(),
+        ))
     }
 }
 
