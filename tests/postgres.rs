@@ -739,3 +739,133 @@ async fn a_booked_sku_reaches_every_listening_node() {
         assert_eq!(sku.as_deref(), Some("hotel:lisbon-1:2027-03-01"));
     }
 }
+
+/// The cluster duties (heartbeat, lease renewals, take-overs) run as a supervised child.
+/// Made to panic on half of its passes, it is restarted every time and a saga in flight
+/// keeps its owner and epoch while another node keeps trying to take expired sagas over:
+/// the renewals go on. On sled the `cluster` supervisor does not exist (one process has
+/// nobody to renew leases against).
+#[actix_rt::test]
+async fn a_panicking_duty_child_is_restarted_and_no_saga_changes_owner() {
+    use common::fake::FixedSeller;
+    use std::sync::atomic::Ordering;
+    use wayfare::faults::ActorKind;
+    use wayfare::BookingOrder;
+
+    const LEASE_MS: u64 = 1_000;
+    let pg = TempPostgres::start();
+    let url = pg.create_db("duties");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.store = StoreConfig {
+        data_dir: dir.path().to_owned(),
+        ..store_config(&url)
+    };
+    config.cluster.node_id = "node-a".into();
+    config.cluster.lease_ms = LEASE_MS;
+    config.faults.enabled = true;
+    config.faults.panic_rate = 0.5;
+    config.faults.panic_actors = vec![ActorKind::Cluster];
+    config.supervisor.max_restarts = 10_000;
+    config.supervisor.within_secs = 60;
+    // The step waits on the seller for longer than the test: only the duties renew.
+    config.bookings.step_timeout_ms = 60_000;
+    let (seller, knobs) = FixedSeller::new("fixed", 20_000);
+    // The seller never answers: the saga stays in flight, holding its lease.
+    knobs.delay_ms.store(u64::MAX, Ordering::SeqCst);
+    let runtime = wayfare::Runtime::builder(config)
+        .seller(seller.into_custom(wayfare::AdapterConfig {
+            call_timeout_ms: 60_000,
+            ..Default::default()
+        }))
+        .start()
+        .await
+        .unwrap();
+    let account = runtime
+        .create_account(NewAccount::new("Ada", "ada@example.com").unwrap())
+        .await
+        .unwrap();
+    let day = |n| Utc::now().date_naive() + chrono::Days::new(n);
+    let (booking, _) = runtime
+        .book(BookingOrder {
+            account_id: account.id,
+            seller: "fixed".into(),
+            sku: "hotel:test:h1:double".into(),
+            start: day(10),
+            end: day(12),
+            offer_price: Money::new(20_000, Currency::EUR),
+            wallet_points: Money::new(0, Currency::EUR),
+            card_token: "tok_approve".into(),
+            idempotency_key: "k-duties".into(),
+        })
+        .await
+        .unwrap();
+    // Another node, trying to take over expired sagas all along.
+    let db = node(&url).await;
+    let first = db.saga(&booking.id).await.unwrap().expect("the saga row");
+    assert_eq!(first.owner_node.as_deref(), Some("node-a"));
+
+    let restarts = |runtime: &wayfare::Runtime| {
+        let mut n = 0;
+        runtime.supervision_tree().for_each_child(&mut |_, c| {
+            if c.name == "cluster-duties" {
+                n = c.restarts;
+            }
+        });
+        n
+    };
+    // Long enough for the lease to run out four times over had renewals stopped (node-b
+    // would then claim the saga under a higher epoch), and for the duty child to have been
+    // restarted a few times.
+    let watch = Duration::from_millis(4 * LEASE_MS);
+    let started = std::time::Instant::now();
+    let mut last_expiry = first.lease_expires_at;
+    while started.elapsed() < watch {
+        let taken = db
+            .claim_expired_sagas("node-b", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "node-b took sagas over: {taken:?}");
+        let now = db.saga(&booking.id).await.unwrap().unwrap();
+        assert_eq!(
+            now.owner_node.as_deref(),
+            Some("node-a"),
+            "the owner changed"
+        );
+        assert_eq!(now.epoch, first.epoch, "the saga was claimed again");
+        assert!(!now.row.terminal);
+        assert!(now.lease_expires_at >= last_expiry);
+        last_expiry = now.lease_expires_at;
+        tokio::time::sleep(Duration::from_millis(LEASE_MS / 4)).await;
+    }
+    assert!(
+        last_expiry > first.lease_expires_at,
+        "the lease was never renewed"
+    );
+    let restarted = common::wait_until(
+        Duration::from_secs(10),
+        "the duty child was restarted after injected panics",
+        async || (restarts(&runtime) >= 2).then_some(restarts(&runtime)),
+    )
+    .await;
+    assert!(
+        runtime.supervision_tree().is_healthy(),
+        "restarts stay within the intensity"
+    );
+    assert!(runtime.fault_counts().cluster_panics >= restarted);
+    runtime.shutdown().await.unwrap();
+
+    // One process on sled: no cluster duties at all.
+    let dir = tempfile::tempdir().unwrap();
+    let solo = wayfare::Runtime::start(common::test_config(dir.path()))
+        .await
+        .unwrap();
+    let mut supervisors = Vec::new();
+    solo.supervision_tree()
+        .for_each_supervisor(&mut |s| supervisors.push(s.name.clone()));
+    assert!(
+        !supervisors.contains(&"cluster".to_owned()),
+        "{supervisors:?}"
+    );
+    solo.shutdown().await.unwrap();
+}
