@@ -11,3 +11,7 @@ ALTER TABLE outbox DROP CONSTRAINT outbox_status_check;
 ALTER TABLE outbox ADD CONSTRAINT outbox_status_check
     CHECK (status IN ('pending', 'sent', 'parked'));
 CREATE INDEX outbox_parked ON outbox (created_at) WHERE status = 'parked';
+
+-- One address, one account whatever its case, as on sled (`domain::account::email_key`:
+-- trimmed and lowercased); the column's own UNIQUE only refused exact repeats.
+CREATE UNIQUE INDEX accounts_email_normalized ON accounts (lower(btrim(email)));
