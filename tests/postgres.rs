@@ -65,6 +65,40 @@ async fn account_with(store: &PgStore, credit: i64) -> AccountId {
     id
 }
 
+/// Sagas whose lease has not run out yet, by the database's clock.
+async fn live_leases(store: &PgStore) -> i64 {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM sagas WHERE lease_expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the lease of saga `id` has run out, by the database's clock.
+async fn lease_run_out(store: &PgStore, id: &str) {
+    common::wait_until(
+        Duration::from_secs(10),
+        format!("the lease of {id} ran out"),
+        async || {
+            let client = store.client().await.unwrap();
+            let live: bool = client
+                .query_one(
+                    "SELECT coalesce(lease_expires_at > now(), false) FROM sagas WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (!live).then_some(())
+        },
+    )
+    .await;
+}
+
 fn saga_row(id: &str, state: &str) -> SagaRow {
     SagaRow {
         id: id.into(),
@@ -573,12 +607,20 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     )
     .await
     .unwrap();
-    // A pauses past its lease; B claims the saga under a higher epoch.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let claimed = b
-        .claim_expired_sagas("node-b", 10, Duration::from_secs(10))
-        .await
-        .unwrap();
+    // A pauses past its lease; B claims the saga under a higher epoch as soon as it runs
+    // out (B keeps trying, as its duties would).
+    let claimed = common::wait_until(
+        Duration::from_secs(10),
+        "B claims the saga whose lease ran out",
+        async || {
+            let claimed = b
+                .claim_expired_sagas("node-b", 10, Duration::from_secs(10))
+                .await
+                .unwrap();
+            (!claimed.is_empty()).then_some(claimed)
+        },
+    )
+    .await;
     assert_eq!(claimed.len(), 1);
     let (lease_b, row) = &claimed[0];
     assert_eq!(
@@ -624,8 +666,9 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     b.save_saga(lease_b, short, &done, Some(&email))
         .await
         .unwrap();
-    // A terminal saga is never claimed again, even after its lease runs out.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A terminal saga is never claimed again, even after its lease runs out (waited for
+    // on the database's clock).
+    lease_run_out(&b, "saga-1").await;
     assert!(a
         .claim_expired_sagas("node-a", 10, short)
         .await
@@ -639,11 +682,18 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
         .await
         .unwrap()
         .is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let theirs = b
-        .claim_emails("node-b", 10, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let theirs = common::wait_until(
+        Duration::from_secs(10),
+        "B claims the email whose lease ran out",
+        async || {
+            let claimed = b
+                .claim_emails("node-b", 10, Duration::from_secs(10))
+                .await
+                .unwrap();
+            (!claimed.is_empty()).then_some(claimed)
+        },
+    )
+    .await;
     assert_eq!(theirs.len(), 1);
     assert!(
         a.mark_email_sent(&mine[0].0).await.is_err(),
@@ -673,7 +723,12 @@ async fn expired_sagas_are_claimed_by_exactly_one_node() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "every lease of the dead node ran out",
+        async || (live_leases(&a).await == 0).then_some(()),
+    )
+    .await;
     let long = Duration::from_secs(30);
     let mut mine: Vec<Lease> = Vec::new();
     let mut theirs: Vec<Lease> = Vec::new();
