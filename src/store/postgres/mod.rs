@@ -33,6 +33,7 @@ pub mod invalidate;
 mod migrate;
 mod node;
 pub mod nodes;
+pub mod outbox;
 pub mod sagas;
 pub mod wallet;
 

@@ -16,7 +16,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::invalidate::Invalidations;
-use super::sagas::{self, Created, EmailLease, Lease, SagaRow, SagaWriteError};
+use super::outbox::EmailLease;
+use super::sagas::{self, Created, Lease, SagaRow, SagaWriteError};
 use super::PgStore;
 use crate::domain::account::AccountId;
 use crate::domain::outbox::{
