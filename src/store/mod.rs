@@ -206,7 +206,8 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// A boxed, sendable future.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// The storage contract the actors use.
+/// The key-value layer under the sled implementations of the seam (and the node's own
+/// health probes): trees of records, atomic batches, flushes. Actors never hold one.
 pub trait Store: Send + Sync + 'static {
     /// The raw value at `key`.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
