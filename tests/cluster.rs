@@ -609,5 +609,17 @@ async fn a_cancel_sent_to_the_node_not_driving_the_booking_is_accepted_and_taken
         )
         .await;
     }
+    // Node b wrote none of these sagas, yet its /health counts them: the counts are the
+    // cluster's, aggregated in the database every few seconds.
+    wait_until(
+        Duration::from_secs(20),
+        "node b's /health counts the bookings node a drove",
+        async || {
+            let health = get(&c.http, format!("{base_b}/health")).await;
+            let cancelled = health["sagas"]["by_state"]["cancelled"].as_u64()?;
+            (cancelled >= ids.len() as u64).then_some(())
+        },
+    )
+    .await;
     assert_eq!(c.db.wallet_violations().await.unwrap(), vec![]);
 }

@@ -27,6 +27,7 @@ use super::seller::{
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
+use crate::domain::lease;
 use crate::domain::saga::{
     apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
     takes_stored_cancel, Action, CancelDecision, SagaConfig, SagaId, SagaKind, SagaRecord,
@@ -217,12 +218,14 @@ impl Handler<Advance> for BookingSaga {
                             };
                             (next, None, saved.cancel_requested)
                         }
-                        Err(StoreError::Fenced(what)) => {
+                        Err(StoreError::Fenced(what)) => match lease::on_refused_write() {
                             // Another node took the saga over (this node paused past its
-                            // lease): it resumes from the last record; stop here.
-                            tracing::warn!(saga = %record.saga_id, %what, "Saga taken over by another node; stopping here.");
-                            (Next::Stop, None, false)
-                        }
+                            // lease): it resumes from the last record taken.
+                            lease::AfterRefusal::StopHere => {
+                                tracing::warn!(saga = %record.saga_id, %what, "Saga taken over by another node; stopping here.");
+                                (Next::Stop, None, false)
+                            }
+                        },
                         Err(e) => {
                             // The step's effect may have happened; its key makes redoing it
                             // safe. Roll back in memory and redo the step later.
