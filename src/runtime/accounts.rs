@@ -5,7 +5,9 @@
 //! change (see `actors::account::read_model`: a read model owned by the actor), with the
 //! caller checked by the same rule the shards use ([`Caller::may_act_on`]); a miss (a
 //! cold account) asks the shard, which loads the account and publishes it. Under injected
-//! account faults every read goes to the shard, so drills see the faults.
+//! account faults every read goes to the shard, so drills see the faults; with a shared
+//! store (PostgreSQL) nothing is published and every read goes to the shard, which asks
+//! the database.
 
 use tracing::Span;
 
