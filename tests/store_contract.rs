@@ -195,6 +195,7 @@ async fn bookings_are_created_once_per_key(sagas: &dyn SagaStore, outbox: &dyn O
     let first = booking(account, "k-1", 20_000);
     let id = first.saga_id.to_string();
     let key = format!("{account}/k-1");
+    assert_eq!(sagas.find_booking(&first, &key).await.unwrap(), None);
     assert_eq!(
         sagas.create_booking(&first, &key).await.unwrap(),
         NewBooking::Created
@@ -204,7 +205,15 @@ async fn bookings_are_created_once_per_key(sagas: &dyn SagaStore, outbox: &dyn O
         sagas.create_booking(&replay, &key).await.unwrap(),
         NewBooking::Existing(id.clone())
     );
+    assert_eq!(
+        sagas.find_booking(&replay, &key).await.unwrap(),
+        Some(NewBooking::Existing(id.clone()))
+    );
     let reused = booking(account, "k-1", 30_000);
+    assert_eq!(
+        sagas.find_booking(&reused, &key).await.unwrap(),
+        Some(NewBooking::KeyReused)
+    );
     assert_eq!(
         sagas.create_booking(&reused, &key).await.unwrap(),
         NewBooking::KeyReused

@@ -281,17 +281,29 @@ impl Handler<StartBooking> for SagaCoordinator {
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let request = msg.request;
-        // A slot is taken before the saga exists, so concurrent bookings cannot all pass
-        // the limit while their records are flushed.
-        let permit = match deps.sagas.reserve() {
-            Ok(permit) => permit,
-            Err(_) => return Box::pin(async { Err(BookingError::Overloaded) }),
-        };
         let record = match new_record(BookingId::new(), &request) {
             Ok(record) => record,
             Err(e) => return Box::pin(async { Err(e) }),
         };
         let key = format!("{}/{}", request.account_id, request.idempotency_key);
+        // A slot is taken before the saga exists, so concurrent bookings cannot all pass
+        // the limit while their records are flushed. Without one, a replay of a key is
+        // still answered; only a new booking is refused.
+        let permit = match deps.sagas.reserve() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let found = deps.saga_store.find_booking(&record, &key);
+                return Box::pin(async move {
+                    match found.await? {
+                        Some(NewBooking::Existing(saga_id)) => {
+                            Ok((load(&deps, &saga_id).await?, true))
+                        }
+                        Some(NewBooking::KeyReused) => Err(key_reused(&request)),
+                        _ => Err(BookingError::Overloaded),
+                    }
+                });
+            }
+        };
         // Called here, not in the future: a store that applies writes as they are called
         // (sled) sees the requests in the order this actor handles them, so two requests
         // with one key cannot both create a saga.

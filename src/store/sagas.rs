@@ -63,6 +63,11 @@ pub trait SagaStore: Send + Sync + 'static {
     /// used before.
     fn create_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<NewBooking>;
 
+    /// What [`SagaStore::create_booking`] would find for `record` under `key` without
+    /// creating anything: `None` when the key is new (a replay is answered even when no
+    /// new booking may start).
+    fn find_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<Option<NewBooking>>;
+
     /// A saga's last stored record, as readers must see it with a cancel stored for it
     /// (`domain::saga::with_stored_cancel`).
     fn load(&self, id: &str) -> StoreFuture<Option<SagaRecord>>;

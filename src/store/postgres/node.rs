@@ -177,6 +177,19 @@ const CLAIM_BATCH: usize = 200;
 const AGGREGATE_PARKED_LISTED: i64 = 50;
 
 impl SagaStore for PgNode {
+    fn find_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<Option<NewBooking>> {
+        let (db, key) = (self.db.clone(), key.to_owned());
+        let digest = Sha256::digest(codec::encode(&record.request));
+        Box::pin(async move {
+            match db.booking_of_key(&key, digest.as_slice()).await {
+                Ok(Some(Created::Existing { saga_id })) => Ok(Some(NewBooking::Existing(saga_id))),
+                Ok(_) => Ok(None),
+                Err(SagaWriteError::KeyReused(_)) => Ok(Some(NewBooking::KeyReused)),
+                Err(e) => Err(write_error(e)),
+            }
+        })
+    }
+
     fn create_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<NewBooking> {
         let (me, row, key) = (self.clone(), row_of(record), key.to_owned());
         let digest = Sha256::digest(codec::encode(&record.request));

@@ -283,6 +283,31 @@ impl PgStore {
         Ok(cancel_requested)
     }
 
+    /// The saga a booking idempotency key was used for, if it was: [`Created::Existing`]
+    /// for the same request (`digest`), [`SagaWriteError::KeyReused`] for another.
+    pub async fn booking_of_key(
+        &self,
+        key: &str,
+        digest: &[u8],
+    ) -> Result<Option<Created>, SagaWriteError> {
+        let client = self.client().await?;
+        let found = client
+            .query_opt(
+                &client
+                    .prepare_cached(
+                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                &[&key],
+            )
+            .await
+            .map_err(PgError::from)?;
+        found
+            .map(|row| existing_saga(key, digest, &row))
+            .transpose()
+    }
+
     /// Stores a customer's cancel of booking `id`, from any node; the node driving it acts
     /// on it at its next write. A confirmed booking becomes claimable again until its
     /// cancellation exists. False when there is no such booking.

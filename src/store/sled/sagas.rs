@@ -46,6 +46,18 @@ impl SledSagas {
         })
     }
 
+    /// What the key `key` was used for, if anything.
+    fn seen(&self, record: &SagaRecord, key: &str) -> Result<Option<NewBooking>, StoreError> {
+        let seen = get_record::<SeenBooking>(&*self.store, Tree::BookingKeys, key.as_bytes())?;
+        Ok(seen.map(|seen| {
+            if seen.request == record.request {
+                NewBooking::Existing(seen.saga_id)
+            } else {
+                NewBooking::KeyReused
+            }
+        }))
+    }
+
     /// Whether a cancel is stored for saga `id`.
     fn cancel_stored(&self, id: &[u8]) -> Result<bool, StoreError> {
         Ok(self.store.get(Tree::CancelRequests, id)?.is_some())
@@ -69,14 +81,14 @@ fn failed<T: Send + 'static>(e: StoreError) -> StoreFuture<T> {
 }
 
 impl SagaStore for SledSagas {
+    fn find_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<Option<NewBooking>> {
+        Box::pin(ready(self.seen(record, key)))
+    }
+
     fn create_booking(&self, record: &SagaRecord, key: &str) -> StoreFuture<NewBooking> {
-        let seen = get_record::<SeenBooking>(&*self.store, Tree::BookingKeys, key.as_bytes());
-        match seen {
+        match self.seen(record, key) {
             Err(e) => return failed(e),
-            Ok(Some(seen)) if seen.request != record.request => {
-                return Box::pin(ready(Ok(NewBooking::KeyReused)))
-            }
-            Ok(Some(seen)) => return Box::pin(ready(Ok(NewBooking::Existing(seen.saga_id)))),
+            Ok(Some(found)) => return Box::pin(ready(Ok(found))),
             Ok(None) => {}
         }
         let id = record.saga_id.to_string();
