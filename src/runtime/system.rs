@@ -70,8 +70,8 @@ async fn probe(store: &dyn Store, cluster: &dyn ClusterStore) -> Check {
         Err(_) => Check {
             ok: false,
             detail: Some(format!(
-                "the {} store did not answer within {STORE_PROBE_DEADLINE:?}",
-                cluster.backend()
+                "{} did not answer within {STORE_PROBE_DEADLINE:?}",
+                cluster.display_name()
             )),
         },
     }

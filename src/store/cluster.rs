@@ -57,6 +57,9 @@ pub trait ClusterStore: Send + Sync + 'static {
 
     /// Whether the shared store answers now (for `/health`; a process alone: always).
     fn ping(&self) -> StoreFuture<()>;
+
+    /// What operators call the store [`ClusterStore::ping`] reaches, for messages.
+    fn display_name(&self) -> &'static str;
 }
 
 impl std::fmt::Debug for dyn ClusterStore {

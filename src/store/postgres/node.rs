@@ -612,4 +612,8 @@ impl ClusterStore for PgNode {
         let db = self.db.clone();
         Box::pin(async move { Ok(db.ping().await?) })
     }
+
+    fn display_name(&self) -> &'static str {
+        "PostgreSQL"
+    }
 }

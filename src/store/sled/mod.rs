@@ -70,4 +70,8 @@ impl ClusterStore for Solo {
     fn ping(&self) -> StoreFuture<()> {
         Box::pin(ready(Ok(())))
     }
+
+    fn display_name(&self) -> &'static str {
+        "sled"
+    }
 }
