@@ -29,16 +29,19 @@ pub enum ActorKind {
     Saga,
     /// `Mailer`.
     Mailer,
+    /// The cluster duties (heartbeat, lease renewals, take-overs) of a shared store.
+    Cluster,
 }
 
 impl ActorKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ActorKind; 5] = [
+    pub const ALL: [ActorKind; 6] = [
         ActorKind::Account,
         ActorKind::Seller,
         ActorKind::Search,
         ActorKind::Saga,
         ActorKind::Mailer,
+        ActorKind::Cluster,
     ];
 
     /// Name as written in config.
@@ -49,6 +52,7 @@ impl ActorKind {
             ActorKind::Search => "search",
             ActorKind::Saga => "saga",
             ActorKind::Mailer => "mailer",
+            ActorKind::Cluster => "cluster",
         }
     }
 
@@ -122,6 +126,7 @@ impl FaultCounters {
             search_panics: get(&self.panics[ActorKind::Search.index()]),
             saga_panics: get(&self.panics[ActorKind::Saga.index()]),
             mailer_panics: get(&self.panics[ActorKind::Mailer.index()]),
+            cluster_panics: get(&self.panics[ActorKind::Cluster.index()]),
             store_write_delays: get(&self.store_write_delays),
             store_write_failures: get(&self.store_write_failures),
             seller_failures: get(&self.seller_failures),
@@ -146,6 +151,8 @@ pub struct FaultCounts {
     pub saga_panics: u64,
     /// Injected panics in the mailer.
     pub mailer_panics: u64,
+    /// Injected panics in the cluster duties.
+    pub cluster_panics: u64,
     /// Store flushes held back.
     pub store_write_delays: u64,
     /// Store writes refused (nothing written).
@@ -164,13 +171,14 @@ pub struct FaultCounts {
 
 impl FaultCounts {
     /// Name and count of every kind, in a fixed order (for reports).
-    pub fn rows(&self) -> [(&'static str, u64); 12] {
+    pub fn rows(&self) -> [(&'static str, u64); 13] {
         [
             ("account_panics", self.account_panics),
             ("seller_panics", self.seller_panics),
             ("search_panics", self.search_panics),
             ("saga_panics", self.saga_panics),
             ("mailer_panics", self.mailer_panics),
+            ("cluster_panics", self.cluster_panics),
             ("store_write_delays", self.store_write_delays),
             ("store_write_failures", self.store_write_failures),
             ("seller_failures", self.seller_failures),
@@ -194,6 +202,7 @@ impl FaultCounts {
             search_panics: self.search_panics + other.search_panics,
             saga_panics: self.saga_panics + other.saga_panics,
             mailer_panics: self.mailer_panics + other.mailer_panics,
+            cluster_panics: self.cluster_panics + other.cluster_panics,
             store_write_delays: self.store_write_delays + other.store_write_delays,
             store_write_failures: self.store_write_failures + other.store_write_failures,
             seller_failures: self.seller_failures + other.seller_failures,

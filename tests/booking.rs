@@ -914,3 +914,53 @@ async fn an_accounts_bookings_are_paged_with_next_after() {
     }
     w.s.stop().await;
 }
+
+/// With every saga slot taken (`bookings.max_in_flight`), a new booking is refused as
+/// overloaded, but a replay of a booking's key is still answered with that booking.
+#[actix_rt::test]
+async fn a_replay_is_answered_when_no_new_booking_may_start() {
+    let (fixed, knobs) = FixedSeller::new("fixed", 20_000);
+    // The seller never answers: the first booking holds the only slot.
+    knobs.delay_ms.store(u64::MAX, Ordering::SeqCst);
+    let s = TestServer::start_built(
+        |c| {
+            c.bookings.max_in_flight = 1;
+            c.bookings.step_timeout_ms = 60_000;
+        },
+        move |b| {
+            b.seller(fixed.into_custom(AdapterConfig {
+                call_timeout_ms: 60_000,
+                ..AdapterConfig::default()
+            }))
+        },
+    )
+    .await;
+    let account = s
+        .runtime
+        .create_account(NewAccount::new("Q", "q@example.com").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let order = |key: &str| BookingOrder {
+        account_id: account,
+        seller: "fixed".into(),
+        sku: "hotel:test:h1:double".into(),
+        start: in_days(10),
+        end: in_days(12),
+        offer_price: eur(20_000),
+        wallet_points: eur(0),
+        card_token: "tok_approve".into(),
+        idempotency_key: key.into(),
+    };
+    let (first, replayed) = s.runtime.book(order("k-slot")).await.unwrap();
+    assert!(!replayed);
+    let refused = s.runtime.book(order("k-other")).await.unwrap_err();
+    assert!(
+        matches!(refused, wayfare::Error::Overloaded { .. }),
+        "{refused:?}"
+    );
+    let (again, replayed) = s.runtime.book(order("k-slot")).await.unwrap();
+    assert!(replayed);
+    assert_eq!(again.id, first.id);
+    s.stop().await;
+}

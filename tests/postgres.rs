@@ -65,6 +65,40 @@ async fn account_with(store: &PgStore, credit: i64) -> AccountId {
     id
 }
 
+/// Sagas whose lease has not run out yet, by the database's clock.
+async fn live_leases(store: &PgStore) -> i64 {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM sagas WHERE lease_expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the lease of saga `id` has run out, by the database's clock.
+async fn lease_run_out(store: &PgStore, id: &str) {
+    common::wait_until(
+        Duration::from_secs(10),
+        format!("the lease of {id} ran out"),
+        async || {
+            let client = store.client().await.unwrap();
+            let live: bool = client
+                .query_one(
+                    "SELECT coalesce(lease_expires_at > now(), false) FROM sagas WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (!live).then_some(())
+        },
+    )
+    .await;
+}
+
 fn saga_row(id: &str, state: &str) -> SagaRow {
     SagaRow {
         id: id.into(),
@@ -573,12 +607,20 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     )
     .await
     .unwrap();
-    // A pauses past its lease; B claims the saga under a higher epoch.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let claimed = b
-        .claim_expired_sagas("node-b", 10, Duration::from_secs(10))
-        .await
-        .unwrap();
+    // A pauses past its lease; B claims the saga under a higher epoch as soon as it runs
+    // out (B keeps trying, as its duties would).
+    let claimed = common::wait_until(
+        Duration::from_secs(10),
+        "B claims the saga whose lease ran out",
+        async || {
+            let claimed = b
+                .claim_expired_sagas("node-b", 10, Duration::from_secs(10))
+                .await
+                .unwrap();
+            (!claimed.is_empty()).then_some(claimed)
+        },
+    )
+    .await;
     assert_eq!(claimed.len(), 1);
     let (lease_b, row) = &claimed[0];
     assert_eq!(
@@ -624,8 +666,9 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     b.save_saga(lease_b, short, &done, Some(&email))
         .await
         .unwrap();
-    // A terminal saga is never claimed again, even after its lease runs out.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A terminal saga is never claimed again, even after its lease runs out (waited for
+    // on the database's clock).
+    lease_run_out(&b, "saga-1").await;
     assert!(a
         .claim_expired_sagas("node-a", 10, short)
         .await
@@ -639,11 +682,18 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
         .await
         .unwrap()
         .is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let theirs = b
-        .claim_emails("node-b", 10, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let theirs = common::wait_until(
+        Duration::from_secs(10),
+        "B claims the email whose lease ran out",
+        async || {
+            let claimed = b
+                .claim_emails("node-b", 10, Duration::from_secs(10))
+                .await
+                .unwrap();
+            (!claimed.is_empty()).then_some(claimed)
+        },
+    )
+    .await;
     assert_eq!(theirs.len(), 1);
     assert!(
         a.mark_email_sent(&mine[0].0).await.is_err(),
@@ -673,7 +723,12 @@ async fn expired_sagas_are_claimed_by_exactly_one_node() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "every lease of the dead node ran out",
+        async || (live_leases(&a).await == 0).then_some(()),
+    )
+    .await;
     let long = Duration::from_secs(30);
     let mut mine: Vec<Lease> = Vec::new();
     let mut theirs: Vec<Lease> = Vec::new();
@@ -738,4 +793,134 @@ async fn a_booked_sku_reaches_every_listening_node() {
             .expect("notification within 10 s");
         assert_eq!(sku.as_deref(), Some("hotel:lisbon-1:2027-03-01"));
     }
+}
+
+/// The cluster duties (heartbeat, lease renewals, take-overs) run as a supervised child.
+/// Made to panic on half of its passes, it is restarted every time and a saga in flight
+/// keeps its owner and epoch while another node keeps trying to take expired sagas over:
+/// the renewals go on. On sled the `cluster` supervisor does not exist (one process has
+/// nobody to renew leases against).
+#[actix_rt::test]
+async fn a_panicking_duty_child_is_restarted_and_no_saga_changes_owner() {
+    use common::fake::FixedSeller;
+    use std::sync::atomic::Ordering;
+    use wayfare::faults::ActorKind;
+    use wayfare::BookingOrder;
+
+    const LEASE_MS: u64 = 1_000;
+    let pg = TempPostgres::start();
+    let url = pg.create_db("duties");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.store = StoreConfig {
+        data_dir: dir.path().to_owned(),
+        ..store_config(&url)
+    };
+    config.cluster.node_id = "node-a".into();
+    config.cluster.lease_ms = LEASE_MS;
+    config.faults.enabled = true;
+    config.faults.panic_rate = 0.5;
+    config.faults.panic_actors = vec![ActorKind::Cluster];
+    config.supervisor.max_restarts = 10_000;
+    config.supervisor.within_secs = 60;
+    // The step waits on the seller for longer than the test: only the duties renew.
+    config.bookings.step_timeout_ms = 60_000;
+    let (seller, knobs) = FixedSeller::new("fixed", 20_000);
+    // The seller never answers: the saga stays in flight, holding its lease.
+    knobs.delay_ms.store(u64::MAX, Ordering::SeqCst);
+    let runtime = wayfare::Runtime::builder(config)
+        .seller(seller.into_custom(wayfare::AdapterConfig {
+            call_timeout_ms: 60_000,
+            ..Default::default()
+        }))
+        .start()
+        .await
+        .unwrap();
+    let account = runtime
+        .create_account(NewAccount::new("Ada", "ada@example.com").unwrap())
+        .await
+        .unwrap();
+    let day = |n| Utc::now().date_naive() + chrono::Days::new(n);
+    let (booking, _) = runtime
+        .book(BookingOrder {
+            account_id: account.id,
+            seller: "fixed".into(),
+            sku: "hotel:test:h1:double".into(),
+            start: day(10),
+            end: day(12),
+            offer_price: Money::new(20_000, Currency::EUR),
+            wallet_points: Money::new(0, Currency::EUR),
+            card_token: "tok_approve".into(),
+            idempotency_key: "k-duties".into(),
+        })
+        .await
+        .unwrap();
+    // Another node, trying to take over expired sagas all along.
+    let db = node(&url).await;
+    let first = db.saga(&booking.id).await.unwrap().expect("the saga row");
+    assert_eq!(first.owner_node.as_deref(), Some("node-a"));
+
+    let restarts = |runtime: &wayfare::Runtime| {
+        let mut n = 0;
+        runtime.supervision_tree().for_each_child(&mut |_, c| {
+            if c.name == "cluster-duties" {
+                n = c.restarts;
+            }
+        });
+        n
+    };
+    // Long enough for the lease to run out four times over had renewals stopped (node-b
+    // would then claim the saga under a higher epoch), and for the duty child to have been
+    // restarted a few times.
+    let watch = Duration::from_millis(4 * LEASE_MS);
+    let started = std::time::Instant::now();
+    let mut last_expiry = first.lease_expires_at;
+    while started.elapsed() < watch {
+        let taken = db
+            .claim_expired_sagas("node-b", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "node-b took sagas over: {taken:?}");
+        let now = db.saga(&booking.id).await.unwrap().unwrap();
+        assert_eq!(
+            now.owner_node.as_deref(),
+            Some("node-a"),
+            "the owner changed"
+        );
+        assert_eq!(now.epoch, first.epoch, "the saga was claimed again");
+        assert!(!now.row.terminal);
+        assert!(now.lease_expires_at >= last_expiry);
+        last_expiry = now.lease_expires_at;
+        tokio::time::sleep(Duration::from_millis(LEASE_MS / 4)).await;
+    }
+    assert!(
+        last_expiry > first.lease_expires_at,
+        "the lease was never renewed"
+    );
+    let restarted = common::wait_until(
+        Duration::from_secs(10),
+        "the duty child was restarted after injected panics",
+        async || (restarts(&runtime) >= 2).then_some(restarts(&runtime)),
+    )
+    .await;
+    assert!(
+        runtime.supervision_tree().is_healthy(),
+        "restarts stay within the intensity"
+    );
+    assert!(runtime.fault_counts().cluster_panics >= restarted);
+    runtime.shutdown().await.unwrap();
+
+    // One process on sled: no cluster duties at all.
+    let dir = tempfile::tempdir().unwrap();
+    let solo = wayfare::Runtime::start(common::test_config(dir.path()))
+        .await
+        .unwrap();
+    let mut supervisors = Vec::new();
+    solo.supervision_tree()
+        .for_each_supervisor(&mut |s| supervisors.push(s.name.clone()));
+    assert!(
+        !supervisors.contains(&"cluster".to_owned()),
+        "{supervisors:?}"
+    );
+    solo.shutdown().await.unwrap();
 }

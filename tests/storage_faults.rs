@@ -23,7 +23,7 @@
 //!   already stored accounts stay readable (the account shards hold them), ledger pages
 //!   answer 200 when sled has them in memory and a clean 503 when it would have to go to
 //!   its broken log, and `/health` turns 503 naming the store;
-//! - the store is fail-stop (see `src/store/sled_store.rs`): after the first I/O error it
+//! - the store is fail-stop (see `src/store/sled/kv.rs`): after the first I/O error it
 //!   refuses writes until the process is restarted, because sled 0.34 keeps the error
 //!   sticky. Recovery is therefore: lift the fault, restart on the same dir;
 //! - after recovery every record is readable, every balance equals its ledger, every

@@ -27,23 +27,27 @@ use super::seller::{
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
+use crate::domain::lease;
 use crate::domain::saga::{
     apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
-    Action, CancelDecision, SagaConfig, SagaId, SagaKind, SagaRecord, SagaState, StepOutcome,
-    Transition,
+    takes_stored_cancel, Action, CancelDecision, SagaConfig, SagaId, SagaKind, SagaRecord,
+    SagaState, StepOutcome, Transition,
 };
 use crate::domain::search::booking_query;
 use crate::domain::wallet::{WalletError, WalletOp};
 use crate::partner_counts::{self, Partner, Untrusted};
 use crate::payments::{self, PaymentGateway};
 use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus, SellerError};
-use crate::store::{get_record, Op, Store, StoreError, Tree};
+use crate::store::sagas::{SagaWrite, Saved};
+use crate::store::{ClusterStore, SagaStore, StoreError};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub(crate) struct SagaDeps {
-    /// The store (saga records, outbox).
-    pub store: Arc<dyn Store>,
+    /// Saga records (and, with each step, the outbox).
+    pub saga_store: Arc<dyn SagaStore>,
+    /// The other nodes, if any: a confirmed booking's SKU is announced to them.
+    pub cluster: Arc<dyn ClusterStore>,
     /// Account shards, indexed by `AccountId::shard`.
     pub shards: Vec<ActorHandle<AccountShard>>,
     /// Seller adapters by seller name.
@@ -65,13 +69,6 @@ pub(crate) struct SagaDeps {
     pub arbiters: Vec<actix_rt::ArbiterHandle>,
     /// Injected panics of saga steps (`[faults]`); default: none.
     pub panics: super::PanicFaults,
-    /// Counts by state, kept by every writer of saga records (read by health, metrics and
-    /// the console without a scan).
-    pub tally: super::coordinator::SharedTally,
-    /// The cluster this node is part of, when nodes share PostgreSQL: saga records live
-    /// there under leases (see `actors::cluster`), not in `store`.
-    #[cfg(feature = "postgres")]
-    pub cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for SagaDeps {
@@ -87,22 +84,7 @@ impl SagaDeps {
 
     /// A saga's stored record.
     pub(crate) async fn load(&self, saga_id: &str) -> Result<Option<SagaRecord>, StoreError> {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.cluster {
-            return cluster.load(saga_id).await;
-        }
-        get_record(&*self.store, Tree::Sagas, saga_id.as_bytes())
-    }
-
-    /// Whether this node may drive saga `saga_id` now: always on one node; in a cluster,
-    /// while it holds the saga's lease.
-    fn may_drive(&self, saga_id: &str) -> bool {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.cluster {
-            return cluster.lease_of(saga_id).is_some();
-        }
-        let _ = saga_id;
-        true
+        self.saga_store.load(saga_id).await
     }
 }
 
@@ -163,7 +145,7 @@ impl Actor for BookingSaga {
 
     /// Loads the record (before any message is handled), then runs the first step.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if !self.deps.may_drive(&self.saga_id) {
+        if !self.deps.saga_store.may_drive(&self.saga_id) {
             tracing::info!(saga = %self.saga_id, "Saga not leased to this node; not run here.");
             ctx.stop();
             return;
@@ -230,13 +212,13 @@ impl Handler<Advance> for BookingSaga {
                 let now_record = act.record.clone();
                 async move {
                     let Some((before, tr)) = settled else {
-                        return (Next::Stop, None);
+                        return (Next::Stop, None, false);
                     };
                     let Some(record) = now_record else {
-                        return (Next::Stop, None);
+                        return (Next::Stop, None, false);
                     };
                     match persist(&deps, &record, &tr).await {
-                        Ok(()) => {
+                        Ok(saved) => {
                             after_persist(&deps, &record, &tr).await;
                             let next = match tr.retry_attempt {
                                 Some(attempt) => Next::After(backoff_delay(
@@ -246,27 +228,34 @@ impl Handler<Advance> for BookingSaga {
                                 )),
                                 None => Next::Now,
                             };
-                            (next, None)
+                            (next, None, saved.cancel_requested)
                         }
-                        Err(StoreError::Fenced(what)) => {
+                        Err(StoreError::Fenced(what)) => match lease::on_refused_write() {
                             // Another node took the saga over (this node paused past its
-                            // lease): it resumes from the last record; stop here.
-                            tracing::warn!(saga = %record.saga_id, %what, "Saga taken over by another node; stopping here.");
-                            (Next::Stop, None)
-                        }
+                            // lease): it resumes from the last record taken.
+                            lease::AfterRefusal::StopHere => {
+                                tracing::warn!(saga = %record.saga_id, %what, "Saga taken over by another node; stopping here.");
+                                (Next::Stop, None, false)
+                            }
+                        },
                         Err(e) => {
                             // The step's effect may have happened; its key makes redoing it
                             // safe. Roll back in memory and redo the step later.
                             tracing::error!(saga = %record.saga_id, error = %e, "Cannot persist saga transition; retrying the step.");
-                            (Next::After(Duration::from_secs(1)), Some(before))
+                            (Next::After(Duration::from_secs(1)), Some(before), false)
                         }
                     }
                 }
                 .into_actor(act)
             })
-            .map(|(next, rollback), act, ctx| {
+            .map(|(next, rollback, cancel_stored), act, ctx| {
                 if let Some(before) = rollback {
                     act.record = Some(before);
+                }
+                // A cancel stored by any node: taken like one handed over, before the
+                // next step (messages are handled in order).
+                if cancel_stored && act.record.as_ref().is_some_and(takes_stored_cancel) {
+                    ctx.notify(RequestCancel);
                 }
                 match next {
                     Next::Now => ctx.notify(Advance),
@@ -282,7 +271,11 @@ impl Handler<Advance> for BookingSaga {
 
 /// Writes the record, the email the transition causes and (for a finished cancellation)
 /// the cancelled booking, in one atomic write, then flushes.
-async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Result<(), StoreError> {
+async fn persist(
+    deps: &SagaDeps,
+    record: &SagaRecord,
+    tr: &Transition,
+) -> Result<Saved, StoreError> {
     let email = match tr.email {
         Some(kind) => {
             let to = account_email(deps, record.request.account_id).await;
@@ -305,37 +298,15 @@ async fn persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) -> Resul
             }
         }
     }
-    #[cfg(feature = "postgres")]
-    if let Some(cluster) = &deps.cluster {
-        let finished = cancelled.as_ref().map(|(_, booking)| booking);
-        cluster.save(record, email.as_ref(), finished).await?;
-        deps.tally.replace(Some(tr.from), record);
-        if let Some((before, booking)) = &cancelled {
-            deps.tally.replace(Some(*before), booking);
-        }
-        return Ok(());
-    }
-    let mut ops = vec![Op::put(
-        Tree::Sagas,
-        record.saga_id.to_string().into_bytes(),
+    let write = SagaWrite {
         record,
-    )];
-    if let Some(email) = &email {
-        ops.push(Op::put(Tree::Outbox, email.id.as_bytes().to_vec(), email));
-    }
-    if let Some((_, booking)) = &cancelled {
-        ops.push(Op::put(
-            Tree::Sagas,
-            booking.saga_id.to_string().into_bytes(),
-            booking,
-        ));
-    }
-    deps.store.write(ops)?;
-    deps.tally.replace(Some(tr.from), record);
-    if let Some((before, booking)) = &cancelled {
-        deps.tally.replace(Some(*before), booking);
-    }
-    deps.store.flush().await
+        was: Some(tr.from),
+        email: email.as_ref(),
+        finished: cancelled
+            .as_ref()
+            .map(|(before, booking)| (*before, booking)),
+    };
+    deps.saga_store.save(write).await
 }
 
 /// Side effects that need no durability of their own: wake the mailer, invalidate the
@@ -345,12 +316,9 @@ async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
         let _ = deps.mailer.ask(OutboxChanged).await;
     }
     if tr.state_changed() && tr.to == SagaState::Confirmed && record.kind == SagaKind::Booking {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &deps.cluster {
-            // Every node's caches (this one's too, through its own LISTEN).
-            if let Err(e) = cluster.db.announce_booked(&record.request.sku).await {
-                tracing::warn!(sku = %record.request.sku, error = %e, "Cannot announce a booked SKU to the other nodes.");
-            }
+        // The other nodes' caches (none for a process alone); this node's just below.
+        if let Err(e) = deps.cluster.announce_booked(&record.request.sku).await {
+            tracing::warn!(sku = %record.request.sku, error = %e, "Cannot announce a booked SKU to the other nodes.");
         }
         for aggregator in &deps.aggregators {
             let _ = aggregator
@@ -668,7 +636,7 @@ impl Handler<RequestCancel> for BookingSaga {
             .into_actor(self)
             .map(move |(stored, next), act, _| {
                 let answer = match stored {
-                    Ok(()) => {
+                    Ok(_) => {
                         act.record = Some(next);
                         Ok(decision)
                     }

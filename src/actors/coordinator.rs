@@ -14,16 +14,16 @@
 
 use actix::prelude::*;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
-    is_terminal, new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId,
-    BookingRequest, CancelDecision, SagaId, SagaKind, SagaRecord, SagaState, SagaTally,
+    new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId, BookingRequest,
+    CancelDecision, SagaId, SagaKind, SagaRecord, SagaState,
 };
-use crate::store::{decode_record, get_record, Op, StoreError, Tree};
+use crate::store::sagas::NewBooking;
+use crate::store::StoreError;
 use crate::supervisor::{ChildEnd, ChildPermit};
 
 /// Why a booking request failed.
@@ -51,13 +51,6 @@ pub enum BookingError {
     Store(#[from] StoreError),
 }
 
-/// What a client idempotency key was used for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SeenBooking {
-    request: BookingRequest,
-    saga_id: String,
-}
-
 /// The coordinator actor.
 pub(crate) struct SagaCoordinator {
     deps: Arc<SagaDeps>,
@@ -73,14 +66,6 @@ impl SagaCoordinator {
     /// A coordinator over `deps`.
     pub(crate) fn new(deps: Arc<SagaDeps>) -> Self {
         SagaCoordinator { deps }
-    }
-
-    fn persist(
-        &self,
-        ops: Vec<Op>,
-    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, BookingError> {
-        self.deps.store.write(ops)?;
-        Ok(self.deps.store.flush())
     }
 }
 
@@ -151,19 +136,7 @@ async fn park_crashed_saga(
     if park_crashed(&mut record, reason, Utc::now()).is_err() {
         return Ok(()); // Finished or already parked: nothing to record.
     }
-    #[cfg(feature = "postgres")]
-    if let Some(cluster) = &deps.cluster {
-        // Under this node's lease (parked rows are never claimed; a retry takes them).
-        cluster.save(&record, None, None).await?;
-        cluster.forget(id);
-        deps.tally.replace(Some(before), &record);
-        tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
-        return Ok(());
-    }
-    deps.store
-        .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
-    deps.tally.replace(Some(before), &record);
-    deps.store.flush().await?;
+    deps.saga_store.park(&record, before).await?;
     tracing::error!(saga = %record.saga_id, reason, "Saga actor kept crashing; parked as needs_attention.");
     Ok(())
 }
@@ -183,123 +156,66 @@ async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
     Ok(())
 }
 
-/// Creates (once) and launches the cancellation saga of a confirmed booking.
+/// Creates (once, cluster-wide) and launches the cancellation saga of a confirmed booking.
 ///
 /// The record is durable before the saga acts and before the customer hears 202: a
-/// cancellation that reached the seller must never be forgotten by a crash (found by the
-/// crash test with partners in their own processes: a kill -9 between the unflushed write
-/// and the next flush lost a cancellation the seller had already made).
+/// cancellation that reached the seller must never be forgotten by a crash. With several
+/// nodes it is launched by whichever node created it (or, if that node died, by the node
+/// that claims it).
 async fn start_cancellation(
     deps: &Arc<SagaDeps>,
     booking: &SagaRecord,
 ) -> Result<(), BookingError> {
     let id = booking.saga_id.cancellation().to_string();
-    #[cfg(feature = "postgres")]
-    if let Some(cluster) = &deps.cluster {
-        // Created once cluster-wide; launched by whichever node created it (or, if that
-        // node died, by the node that claims it).
-        let record = match deps.load(&id).await? {
-            Some(existing) => existing,
-            None => new_cancellation(booking, Utc::now())
-                .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?,
-        };
-        if cluster
-            .start_follow_up(&record, &booking.saga_id.to_string())
-            .await?
-        {
-            deps.tally.replace(None, &record);
-            launch(deps, &id);
-        }
-        return Ok(());
+    let record = match deps.load(&id).await? {
+        Some(existing) => existing,
+        None => new_cancellation(booking, Utc::now())
+            .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?,
+    };
+    if deps
+        .saga_store
+        .start_follow_up(&record, &booking.saga_id.to_string())
+        .await?
+    {
+        launch(deps, &id);
     }
-    if deps.load(&id).await?.is_none() {
-        let record = new_cancellation(booking, Utc::now())
-            .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
-        deps.store
-            .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
-        deps.tally.replace(None, &record);
-    }
-    // Also when the record was there: it may be this process's own unflushed write.
-    deps.store.flush().await?;
-    launch(deps, &id);
     Ok(())
 }
 
 impl Actor for SagaCoordinator {
     type Context = Context<Self>;
 
-    /// Resumes every unfinished saga (forward or compensating) from its last record. In a
-    /// cluster, only counts them: sagas are resumed by whichever node claims their
-    /// expired lease (`actors::cluster`).
+    /// Resumes what the store says this process must run: every unfinished saga
+    /// (forward or compensating) from its last record, and the cancellations requested of
+    /// confirmed bookings. With several nodes there is nothing to resume here: sagas are
+    /// run by whichever node claims their expired lease (the cluster duties).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = self.deps.cluster.clone() {
-            let deps = self.deps.clone();
-            ctx.spawn(
-                async move {
-                    match cluster.db.saga_records().await {
-                        Ok(rows) => {
-                            let records: Vec<SagaRecord> = rows
-                                .iter()
-                                .filter_map(|(id, bytes)| {
-                                    decode_record(Tree::Sagas, id.as_bytes(), bytes).ok()
-                                })
-                                .collect();
-                            deps.tally.init_once(|| SagaTally::from_records(&records));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "Cannot count sagas in the database.")
-                        }
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                let resumable = match deps.saga_store.resumable().await {
+                    Ok(resumable) => resumable,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot read the sagas to resume them.");
+                        return;
+                    }
+                };
+                let resumed = resumable.unfinished.len();
+                for id in &resumable.unfinished {
+                    // Resuming is not admission: every unfinished saga must finish.
+                    launch(&deps, id);
+                }
+                if resumed > 0 {
+                    tracing::info!(resumed, "Unfinished sagas resumed.");
+                }
+                for record in resumable.cancellations {
+                    if let Err(e) = start_cancellation(&deps, &record).await {
+                        tracing::error!(saga = %record.saga_id, error = %e, "Cannot start a requested cancellation.");
                     }
                 }
-                .into_actor(self),
-            );
-            return;
-        }
-        let _ = ctx;
-        let entries = match self.deps.store.scan(Tree::Sagas, b"", None, usize::MAX) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot scan sagas to resume them.");
-                return;
             }
-        };
-        let records: Vec<Result<SagaRecord, StoreError>> = entries
-            .iter()
-            .map(|(key, value)| decode_record::<SagaRecord>(Tree::Sagas, key, value))
-            .collect();
-        // Before any saga runs (the first start; a restarted coordinator keeps the tally
-        // its sagas have been updating all along).
-        self.deps
-            .tally
-            .init_once(|| SagaTally::from_records(records.iter().flatten()));
-        let mut resumed = 0;
-        for record in records {
-            match record {
-                Ok(r) if !is_terminal(r.state) && r.state != SagaState::NeedsAttention => {
-                    // Resuming is not admission: every unfinished saga must finish.
-                    launch(&self.deps, &r.saga_id.to_string());
-                    resumed += 1;
-                }
-                Ok(r)
-                    if r.kind == SagaKind::Booking
-                        && r.cancel_requested
-                        && r.state == SagaState::Confirmed =>
-                {
-                    let deps = self.deps.clone();
-                    actix::spawn(async move {
-                        if let Err(e) = start_cancellation(&deps, &r).await {
-                            tracing::error!(saga = %r.saga_id, error = %e, "Cannot start a requested cancellation.");
-                        }
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "Unreadable saga record left as is."),
-            }
-        }
-        if resumed > 0 {
-            tracing::info!(resumed, "Unfinished sagas resumed.");
-        }
+            .into_actor(self),
+        );
     }
 }
 
@@ -356,90 +272,54 @@ pub(crate) struct BookingRecords {
     pub next_after: Option<BookingId>,
 }
 
-/// A saga parked as `needs_attention`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ParkedSaga {
-    /// Saga id.
-    pub id: String,
-    /// Why it is parked.
-    pub reason: String,
-}
-
-/// Saga figures for health and metrics.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct SagaCounts {
-    /// Sagas per customer-visible state.
-    pub by_state: std::collections::BTreeMap<String, u64>,
-    /// Parked sagas: id and reason (health lists the first 20).
-    pub parked: Vec<ParkedSaga>,
-    /// How many sagas are parked.
-    pub needs_attention: usize,
-    /// Times a saga became parked since start (parked at start-up included).
-    pub parks: u64,
-    /// Saga actors running now.
-    pub running: usize,
-    /// Saga actor crashes since start.
-    pub crashes: u64,
-}
-
-/// Creates the saga (record, key and account index in one durable write), then starts it.
+/// Creates the saga (record, client key and account index in one durable write), then
+/// starts it. The key is global to the store, so the same key sent to two nodes makes one
+/// booking.
 impl Handler<StartBooking> for SagaCoordinator {
     type Result = ResponseFuture<Result<(SagaRecord, bool), BookingError>>;
 
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
-        #[cfg(feature = "postgres")]
-        if self.deps.cluster.is_some() {
-            return Box::pin(start_in_cluster(self.deps.clone(), msg.request));
-        }
         let deps = self.deps.clone();
-        let result = (|| {
-            let request = msg.request;
-            let key = format!("{}/{}", request.account_id, request.idempotency_key);
-            if let Some(seen) =
-                get_record::<SeenBooking>(&*self.deps.store, Tree::BookingKeys, key.as_bytes())?
-            {
-                if seen.request != request {
-                    return Err(key_reused(&request));
-                }
-                return Ok(Err(seen.saga_id));
+        let request = msg.request;
+        let record = match new_record(BookingId::new(), &request) {
+            Ok(record) => record,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
+        let key = format!("{}/{}", request.account_id, request.idempotency_key);
+        // A slot is taken before the saga exists, so concurrent bookings cannot all pass
+        // the limit while their records are flushed. Without one, a replay of a key is
+        // still answered; only a new booking is refused.
+        let permit = match deps.sagas.reserve() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let found = deps.saga_store.find_booking(&record, &key);
+                return Box::pin(async move {
+                    match found.await? {
+                        Some(NewBooking::Existing(saga_id)) => {
+                            Ok((load(&deps, &saga_id).await?, true))
+                        }
+                        Some(NewBooking::KeyReused) => Err(key_reused(&request)),
+                        _ => Err(BookingError::Overloaded),
+                    }
+                });
             }
-            // A slot is taken before the saga exists, so concurrent bookings cannot all
-            // pass the limit while their records are flushed.
-            let permit = self
-                .deps
-                .sagas
-                .reserve()
-                .map_err(|_| BookingError::Overloaded)?;
-            let booking = BookingId::new();
-            let id = booking.to_string();
-            let record = new_record(booking, &request)?;
-            let mut index = request.account_id.to_string().into_bytes();
-            index.push(b'/');
-            index.extend_from_slice(id.as_bytes());
-            let flush = self.persist(vec![
-                Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record),
-                Op::put(
-                    Tree::BookingKeys,
-                    key.into_bytes(),
-                    &SeenBooking {
-                        request,
-                        saga_id: id.clone(),
-                    },
-                ),
-                Op::put(Tree::AccountBookings, index, &()),
-            ])?;
-            self.deps.tally.replace(None, &record);
-            Ok(Ok((flush, permit, record)))
-        })();
+        };
+        // Called here, not in the future: a store that applies writes as they are called
+        // (sled) sees the requests in the order this actor handles them, so two requests
+        // with one key cannot both create a saga.
+        let created = deps.saga_store.create_booking(&record, &key);
         Box::pin(async move {
-            match result? {
-                Err(existing) => Ok((load(&deps, &existing).await?, true)),
-                Ok((flush, permit, record)) => {
-                    flush.await?;
-                    // Durable first, then started: a crash in between resumes it at start-up.
+            match created.await? {
+                NewBooking::Created => {
+                    // Durable first, then started: a crash in between resumes it.
                     launch_within(&deps, &record.saga_id.to_string(), Some(permit));
                     Ok((record, false))
                 }
+                NewBooking::Existing(saga_id) => {
+                    drop(permit);
+                    Ok((load(&deps, &saga_id).await?, true))
+                }
+                NewBooking::KeyReused => Err(key_reused(&request)),
             }
         })
     }
@@ -465,36 +345,6 @@ fn key_reused(request: &BookingRequest) -> BookingError {
     ))
 }
 
-/// [`StartBooking`] in a cluster: the saga and its idempotency key are created in one
-/// database transaction, leased to this node; the key is global, so the same key sent to
-/// two nodes makes one booking.
-#[cfg(feature = "postgres")]
-async fn start_in_cluster(
-    deps: Arc<SagaDeps>,
-    request: BookingRequest,
-) -> Result<(SagaRecord, bool), BookingError> {
-    use super::cluster::NewSaga;
-    let Some(cluster) = deps.cluster.clone() else {
-        return Err(BookingError::Conflict("not in a cluster".into()));
-    };
-    let permit = deps.sagas.reserve().map_err(|_| BookingError::Overloaded)?;
-    let booking = BookingId::new();
-    let record = new_record(booking, &request)?;
-    let key = format!("{}/{}", request.account_id, request.idempotency_key);
-    match cluster.create_booking(&record, &key).await? {
-        NewSaga::Created => {
-            deps.tally.replace(None, &record);
-            launch_within(&deps, &record.saga_id.to_string(), Some(permit));
-            Ok((record, false))
-        }
-        NewSaga::Existing(saga_id) => {
-            drop(permit);
-            Ok((load(&deps, &saga_id).await?, true))
-        }
-        NewSaga::KeyReused => Err(key_reused(&request)),
-    }
-}
-
 /// Reads the last persisted record.
 impl Handler<GetSaga> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
@@ -504,8 +354,10 @@ impl Handler<GetSaga> for SagaCoordinator {
     }
 }
 
-/// In flight: the saga decides between steps. Confirmed: a cancellation saga starts.
-/// Failed or cancelled: nothing to do (answers the booking as it is).
+/// In flight here: the saga decides between steps. In flight with no actor here (another
+/// node drives it, or it is being resumed): the cancel is stored and the saga takes it at
+/// its next step. Confirmed: a cancellation saga starts. Failed or cancelled: nothing to
+/// do (answers the booking as it is).
 impl Handler<CancelBooking> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
 
@@ -538,13 +390,15 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     }
                 }
                 (None, _) => {
-                    // One node: resumed at start-up. In a cluster: driven by another node
-                    // (or about to be claimed); it decides between steps, so ask again
-                    // once it has moved on.
-                    return Err(BookingError::Conflict(
-                        "the booking is in progress elsewhere or being recovered; retry shortly"
-                            .into(),
-                    ));
+                    deps.saga_store.request_cancel(&id).await?;
+                    // Stored first, then read again: a booking confirmed meanwhile, whose
+                    // actor may have ended before it could see the request, is cancelled
+                    // from here (starting its cancellation twice creates it once).
+                    let now = load(&deps, &id).await?;
+                    if now.state != SagaState::Confirmed {
+                        return Ok(now);
+                    }
+                    start_cancellation(&deps, &now).await?;
                 }
             }
             load(&deps, &id).await
@@ -564,21 +418,11 @@ impl Handler<RetrySaga> for SagaCoordinator {
             let before = record.state;
             retry_needs_attention(&mut record, Utc::now())
                 .map_err(|e| BookingError::Conflict(e.to_string()))?;
-            #[cfg(feature = "postgres")]
-            if let Some(cluster) = &deps.cluster {
-                if !cluster.take_parked(&record).await? {
-                    return Err(BookingError::Conflict(
-                        "the saga is no longer parked (another operator retried it)".into(),
-                    ));
-                }
-                deps.tally.replace(Some(before), &record);
-                launch(&deps, &id);
-                return Ok(record);
+            if !deps.saga_store.retry_parked(&record, before).await? {
+                return Err(BookingError::Conflict(
+                    "the saga is no longer parked (another operator retried it)".into(),
+                ));
             }
-            deps.store
-                .write(vec![Op::put(Tree::Sagas, id.as_bytes().to_vec(), &record)])?;
-            deps.tally.replace(Some(before), &record);
-            deps.store.flush().await?;
             launch(&deps, &id);
             Ok(record)
         })
@@ -622,88 +466,8 @@ async fn list_bookings(deps: &SagaDeps, msg: ListBookings) -> Result<BookingReco
 /// extra one tells whether another page follows).
 async fn booking_ids(deps: &SagaDeps, msg: &ListBookings) -> Result<Vec<String>, BookingError> {
     let after = msg.after.map(|id| id.to_string());
-    #[cfg(feature = "postgres")]
-    if let Some(cluster) = &deps.cluster {
-        let rows = cluster
-            .db
-            .account_sagas(msg.account.0, after.as_deref(), msg.limit.saturating_add(1))
-            .await
-            .map_err(StoreError::from)?;
-        return Ok(rows.into_iter().map(|r| r.id).collect());
-    }
-    {
-        let mut prefix = msg.account.to_string().into_bytes();
-        prefix.push(b'/');
-        let after = after.map(|id| {
-            let mut key = prefix.clone();
-            key.extend_from_slice(id.as_bytes());
-            key
-        });
-        let entries = deps.store.scan(
-            Tree::AccountBookings,
-            &prefix,
-            after.as_deref(),
-            msg.limit.saturating_add(1),
-        )?;
-        Ok(entries
-            .into_iter()
-            .map(|(key, _)| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
-            .collect())
-    }
-}
-
-/// The [`SagaTally`] shared by every writer of saga records: the coordinator (new sagas,
-/// cancellations, retries, parked crashes) and the saga actors (each persisted step).
-/// Readers take a [`SagaCounts`] in O(parked listed), without a scan or an ask.
-#[derive(Debug, Default)]
-pub(crate) struct SharedTally {
-    tally: std::sync::Mutex<Option<SagaTally>>,
-}
-
-impl SharedTally {
-    /// Installs the tally built by `build` unless one is installed.
-    pub(crate) fn init_once(&self, build: impl FnOnce() -> SagaTally) {
-        let mut tally = self.lock();
-        if tally.is_none() {
-            *tally = Some(build());
-        }
-    }
-
-    /// A saga record was written over one in state `before` (`None`: a new record).
-    pub(crate) fn replace(&self, before: Option<SagaState>, after: &SagaRecord) {
-        if let Some(tally) = self.lock().as_mut() {
-            tally.replace(before, after);
-        }
-    }
-
-    /// Counts by state, with the first `parked_listed` parked sagas; `running` and
-    /// `crashes` come from the saga supervisor.
-    pub(crate) fn counts(&self, parked_listed: usize) -> SagaCounts {
-        let tally = self.lock();
-        let Some(tally) = tally.as_ref() else {
-            return SagaCounts::default();
-        };
-        SagaCounts {
-            by_state: tally
-                .by_state()
-                .iter()
-                .map(|(state, n)| ((*state).to_owned(), *n))
-                .collect(),
-            parked: tally
-                .parked(parked_listed)
-                .map(|(id, reason)| ParkedSaga {
-                    id: id.to_owned(),
-                    reason: reason.to_owned(),
-                })
-                .collect(),
-            needs_attention: tally.parked_count(),
-            parks: tally.parks(),
-            running: 0,
-            crashes: 0,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SagaTally>> {
-        self.tally.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    Ok(deps
+        .saga_store
+        .account_bookings(msg.account, after.as_deref(), msg.limit.saturating_add(1))
+        .await?)
 }

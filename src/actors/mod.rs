@@ -2,7 +2,6 @@
 
 pub mod account;
 pub(crate) mod booking;
-#[cfg(feature = "postgres")]
 pub(crate) mod cluster;
 pub(crate) mod coordinator;
 pub mod guard;

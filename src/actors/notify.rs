@@ -5,6 +5,10 @@
 //! two sends that email again (counted in `wayfare_emails_sent_total`; the email id is in
 //! every line, so duplicates are recognisable).
 //!
+//! Retries are bounded: an email the transport refuses waits longer after each failed
+//! attempt and is parked with its last error after `domain::outbox::MAX_DELIVERY_ATTEMPTS`
+//! (shown in `/health`, metrics and the console), never retried forever.
+//!
 //! State owned: nothing but its transport; the outbox is the queue. Woken by a timer and by
 //! `OutboxChanged` from sagas.
 
@@ -17,8 +21,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::PanicFaults;
-use crate::domain::outbox::OutboxEmail;
-use crate::store::{decode_record, Store, Tree};
+use crate::domain::outbox::{AfterFailure, OutboxEmail};
+use crate::store::Outbox;
 
 /// How emails leave wayfare.
 pub trait MailTransport: Send + Sync + 'static {
@@ -91,28 +95,28 @@ impl MailTransport for FileTransport {
 pub struct MailerStats {
     /// Accepted by the transport.
     pub sent: AtomicU64,
-    /// Transport failures (the email stays queued).
+    /// Transport failures (the email stays queued, or is parked after its last attempt).
     pub failed: AtomicU64,
+    /// Emails parked by this process after their last failed attempt.
+    pub parked: AtomicU64,
 }
 
 /// How often the outbox is polled when nobody wakes the mailer.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Emails sent per drain pass.
 const BATCH: usize = 100;
+/// How often the parked-email counts are refreshed from the outbox.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// The mailer actor.
 pub struct Mailer {
-    store: Arc<dyn Store>,
+    outbox: Arc<dyn Outbox>,
     transport: Arc<dyn MailTransport>,
     stats: Arc<MailerStats>,
     draining: bool,
     /// A wake-up came during a pass: run another when it ends.
     again: bool,
     panics: PanicFaults,
-    /// In a cluster the outbox is the database's: emails are claimed under a lease, so
-    /// one node sends each (see [`Mailer::with_cluster`]).
-    #[cfg(feature = "postgres")]
-    cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -122,29 +126,20 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// A mailer over the outbox in `store`.
+    /// A mailer draining `outbox`.
     pub fn new(
-        store: Arc<dyn Store>,
+        outbox: Arc<dyn Outbox>,
         transport: Arc<dyn MailTransport>,
         stats: Arc<MailerStats>,
     ) -> Self {
         Mailer {
-            store,
+            outbox,
             transport,
             stats,
             draining: false,
             again: false,
             panics: PanicFaults::default(),
-            #[cfg(feature = "postgres")]
-            cluster: None,
         }
-    }
-
-    /// Drains the shared outbox of a cluster instead of `store`'s.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn with_cluster(mut self, cluster: Option<Arc<super::cluster::Cluster>>) -> Self {
-        self.cluster = cluster;
-        self
     }
 
     /// Makes handlers panic now and then (`[faults]`), to exercise restarts.
@@ -153,12 +148,10 @@ impl Mailer {
         self
     }
 
-    /// One pass on a blocking thread (file and disk I/O never run on the arbiter). The
-    /// mailbox stays open meanwhile (the pass is spawned, not awaited under `ctx.wait`):
-    /// a saga's `OutboxChanged` is answered at once, and all the wake-ups that arrive
-    /// during a pass make one more pass. Before, each wake-up waited out a whole pass
-    /// (with its disk sync) behind the others, and confirmed sagas held their
-    /// `bookings.max_in_flight` slots in that queue.
+    /// One pass, spawned rather than awaited under `ctx.wait`, so the mailbox stays open
+    /// meanwhile: a saga's `OutboxChanged` is answered at once, and all the wake-ups that
+    /// arrive during a pass make one more pass, so confirmed sagas never hold their
+    /// `bookings.max_in_flight` slots waiting behind the mailer's disk syncs.
     fn drain(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
             self.again = true;
@@ -166,143 +159,79 @@ impl Mailer {
         }
         self.draining = true;
         self.again = false;
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = self.cluster.clone() {
-            let pass = claimed_pass(cluster, self.transport.clone(), self.stats.clone());
-            ctx.spawn(pass.into_actor(self).map(|full, act, ctx| {
-                act.draining = false;
-                if act.again || full {
-                    act.drain(ctx);
-                }
-            }));
-            return;
-        }
-        let (store, transport, stats) = (
-            self.store.clone(),
+        let pass = drain_pass(
+            self.outbox.clone(),
             self.transport.clone(),
             self.stats.clone(),
         );
-        let pass = tokio::task::spawn_blocking(move || {
-            let entries = match store.scan(Tree::Outbox, b"", None, BATCH) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tracing::error!(error = %e, "Cannot read the outbox.");
-                    return;
-                }
-            };
-            let mut keys = Vec::new();
-            let mut emails = Vec::new();
-            for (key, value) in entries {
-                match decode_record::<OutboxEmail>(Tree::Outbox, &key, &value) {
-                    Ok(email) => {
-                        keys.push(key);
-                        emails.push(email);
-                    }
-                    // Reported, left in place for an operator; never silently dropped.
-                    Err(e) => tracing::error!(error = %e, "Unreadable outbox entry."),
-                }
-            }
-            if emails.is_empty() {
-                return;
-            }
-            let (sent, failure) = transport.send_all(&emails);
-            if let Some(e) = failure {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                let id = emails
-                    .get(sent)
-                    .map(|m| m.id.to_string())
-                    .unwrap_or_default();
-                tracing::warn!(error = %e, email = %id, "Email transport failed; will retry.");
-            }
-            if sent == 0 {
-                return;
-            }
-            stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
-            let deletes = keys
-                .into_iter()
-                .take(sent)
-                .map(|key| crate::store::Op::Delete {
-                    tree: Tree::Outbox,
-                    key,
-                })
-                .collect();
-            if let Err(e) = store.write(deletes) {
-                tracing::error!(error = %e, emails = sent, "Sent emails stay in the outbox; they will be sent again.");
-            }
-        });
-        ctx.spawn(pass.into_actor(self).map(|_, act, ctx| {
+        ctx.spawn(pass.into_actor(self).map(|full, act, ctx| {
             act.draining = false;
-            if act.again {
+            if act.again || full {
                 act.drain(ctx);
             }
         }));
     }
 }
 
-/// How long a node may take to send the emails it claimed before another node may.
-#[cfg(feature = "postgres")]
-const EMAIL_LEASE: Duration = Duration::from_secs(30);
-
-/// One pass over a cluster's outbox: claims up to a batch of pending emails nobody holds
-/// (`FOR UPDATE SKIP LOCKED`), sends them, and marks those sent under their lease. An email
-/// whose lease ran out meanwhile may be sent again by another node (at least once, as on
-/// one node). True when the batch was full (another pass follows at once).
-#[cfg(feature = "postgres")]
-async fn claimed_pass(
-    cluster: Arc<super::cluster::Cluster>,
+/// One pass over the outbox: claims up to a batch of pending emails, sends them on a
+/// blocking thread (file and disk I/O never run on the arbiter), and marks those the
+/// transport took as sent. True when the batch was full and all went (another pass
+/// follows at once).
+async fn drain_pass(
+    outbox: Arc<dyn Outbox>,
     transport: Arc<dyn MailTransport>,
     stats: Arc<MailerStats>,
 ) -> bool {
-    let claimed = match cluster
-        .db
-        .claim_emails(&cluster.node, BATCH as i64, EMAIL_LEASE)
-        .await
-    {
+    let claimed = match outbox.claim(BATCH).await {
         Ok(claimed) => claimed,
         Err(e) => {
-            tracing::error!(error = %e, "Cannot claim emails from the outbox.");
+            tracing::error!(error = %e, "Cannot read the outbox.");
             return false;
         }
     };
+    if claimed.is_empty() {
+        return false;
+    }
     let full = claimed.len() == BATCH;
-    let mut leases = Vec::new();
-    let mut emails = Vec::new();
-    for (lease, bytes) in claimed {
-        match crate::store::codec::decode::<OutboxEmail>(&bytes) {
-            Ok(email) => {
-                leases.push(lease);
-                emails.push(email);
-            }
-            // Left pending for an operator; never silently dropped.
-            Err(e) => tracing::error!(email = %lease.id, error = %e, "Unreadable outbox entry."),
-        }
-    }
-    if emails.is_empty() {
-        return full;
-    }
-    let send = tokio::task::spawn_blocking(move || {
-        let result = transport.send_all(&emails);
-        (result, emails)
-    });
-    let ((sent, failure), emails) = match send.await {
+    let emails: Vec<OutboxEmail> = claimed.iter().map(|c| c.email.clone()).collect();
+    let send = tokio::task::spawn_blocking(move || transport.send_all(&emails));
+    let (sent, failure) = match send.await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(error = %e, "Email transport panicked.");
             return false;
         }
     };
-    if let Some(e) = failure {
+    let all = sent == claimed.len();
+    let mut claimed = claimed;
+    let unsent = claimed.split_off(sent.min(claimed.len()));
+    if let (Some(e), Some(first)) = (failure, unsent.into_iter().next()) {
+        // The email the transport refused counts an attempt; any after it in the batch
+        // were not tried and stay as they are.
         stats.failed.fetch_add(1, Ordering::Relaxed);
-        let id = emails.get(sent).map(|m| m.id.as_str()).unwrap_or_default();
-        tracing::warn!(error = %e, email = %id, "Email transport failed; will retry.");
-    }
-    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
-    for lease in leases.iter().take(sent) {
-        if let Err(e) = cluster.db.mark_email_sent(lease).await {
-            tracing::warn!(email = %lease.id, error = %e, "Sent email not marked sent; it may be sent again.");
+        let (id, attempt) = (first.email.id.clone(), first.attempt);
+        match outbox.failed(first, &e).await {
+            Ok(AfterFailure::RetryAfter(wait)) => {
+                tracing::warn!(error = %e, email = %id, attempt, retry_in_ms = wait.as_millis() as u64, "Email transport failed; will retry.");
+            }
+            Ok(AfterFailure::Park) => {
+                stats.parked.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, email = %id, attempt, "Email transport kept failing; email parked for an operator.");
+            }
+            Err(store) => {
+                tracing::error!(error = %store, email = %id, "Cannot count a failed email attempt; it will be retried.");
+            }
         }
     }
-    full && sent == leases.len()
+    if sent == 0 {
+        return false;
+    }
+    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
+    let done = claimed;
+    if let Err(e) = outbox.mark_sent(done).await {
+        tracing::error!(error = %e, emails = sent, "Sent emails stay in the outbox; they will be sent again.");
+    }
+    full && all
 }
 
 impl Actor for Mailer {
@@ -311,6 +240,17 @@ impl Actor for Mailer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.drain(ctx);
         ctx.run_interval(POLL_EVERY, |act, ctx| act.drain(ctx));
+        ctx.run_interval(COUNT_EVERY, |act, ctx| {
+            let refresh = act.outbox.refresh_counts();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = refresh.await {
+                        tracing::warn!(error = %e, "Cannot count parked emails.");
+                    }
+                }
+                .into_actor(act),
+            );
+        });
     }
 }
 

@@ -17,66 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::guard::{CallGuard, PartnerStats, Refused};
-use crate::domain::breaker::{BreakerConfig, InvalidSetting};
+pub use crate::config::GatewayAdapterConfig;
 use crate::domain::money::Money;
 use crate::payments::{
     AuthOutcome, CaptureOutcome, PaymentError, PaymentFuture, PaymentGateway, PaymentOpStatus,
     RefundOutcome, VoidOutcome,
 };
 use crate::supervisor::{ActorHandle, AskError};
-
-/// Protections of the gateway adapter, `[payments.adapter]` in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayAdapterConfig {
-    /// Timeout of one gateway call, in ms; past it the outcome is unknown.
-    pub call_timeout_ms: u64,
-    /// Bulkhead: calls in flight at once; more are refused at once (nothing sent).
-    pub max_concurrent_calls: u32,
-    /// Requests queued or in flight in the adapter's mailbox.
-    pub mailbox_capacity: usize,
-    /// Circuit breaker.
-    pub breaker: BreakerConfig,
-}
-
-impl Default for GatewayAdapterConfig {
-    fn default() -> Self {
-        GatewayAdapterConfig {
-            call_timeout_ms: 5_000,
-            max_concurrent_calls: 256,
-            mailbox_capacity: 4_096,
-            breaker: BreakerConfig::default(),
-        }
-    }
-}
-
-impl GatewayAdapterConfig {
-    /// Range checks; keys are relative to `[payments.adapter]`.
-    pub fn validate(&self) -> Result<(), InvalidSetting> {
-        if !(1..=600_000).contains(&self.call_timeout_ms) {
-            return Err(InvalidSetting::new(
-                "call_timeout_ms",
-                "must be within 1..=600000",
-            ));
-        }
-        if !(1..=10_000).contains(&self.max_concurrent_calls) {
-            return Err(InvalidSetting::new(
-                "max_concurrent_calls",
-                "must be within 1..=10000",
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.mailbox_capacity) {
-            return Err(InvalidSetting::new(
-                "mailbox_capacity",
-                "must be within 1..=1000000",
-            ));
-        }
-        self.breaker.validate().map_err(|e| e.within("breaker"))
-    }
-}
 
 /// The adapter actor.
 pub struct PaymentAdapter {

@@ -24,7 +24,7 @@ pub struct FaultsConfig {
     /// actor's supervisor restarts it; the caller in flight gets `Crashed`.
     pub panic_rate: f64,
     /// Actor kinds `panic_rate` applies to: `account`, `seller`, `search`, `saga`,
-    /// `mailer`.
+    /// `mailer`, `cluster` (the cluster duties; PostgreSQL only).
     pub panic_actors: Vec<ActorKind>,
     /// Delay before each store flush completes, in milliseconds: every acknowledged write
     /// waits for a flush, so this delays acknowledgements as a slow disk would. (The
@@ -90,7 +90,7 @@ impl FaultsConfig {
         if self.panic_rate > 0.0 && self.panic_actors.is_empty() {
             return bad(
                 "faults.panic_actors",
-                "must name at least one of account, seller, search, saga, mailer when faults.panic_rate is set",
+                "must name at least one of account, seller, search, saga, mailer, cluster when faults.panic_rate is set",
             );
         }
         Ok(())

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::payment::GatewayAdapterConfig;
-use crate::actors::seller::AdapterConfig;
+use super::adapters::{AdapterConfig, GatewayAdapterConfig};
 use crate::domain::saga::SagaConfig;
 use crate::domain::search_cache::SearchCacheConfig;
 use crate::payments::http::HttpGatewayConfig;

@@ -30,6 +30,7 @@
 //! | range checks, production rules | `validate.rs` |
 
 mod accounts;
+mod adapters;
 mod faults;
 mod limits;
 mod load;
@@ -42,6 +43,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountsConfig, DemoConfig, SupervisorConfig};
+pub use adapters::{AdapterConfig, GatewayAdapterConfig};
 pub use faults::FaultsConfig;
 pub use limits::{LimitsConfig, Network};
 pub use load::{env_overrides, ConfigSource, LoadedConfig, Location, SHIPPED_CONFIG};

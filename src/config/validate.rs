@@ -313,18 +313,8 @@ impl StoreConfig {
                  WAYFARE__STORE__URL=postgres://wayfare@127.0.0.1:5432/wayfare)"
                     .into(),
             ),
-            #[cfg(feature = "postgres")]
-            (StoreBackend::Postgres, Some(url)) => crate::store::postgres::parse_url(url.expose())
-                .map(|_| ())
-                .map_err(|reason| ConfigError::Invalid {
-                    key: "store.url",
-                    reason,
-                }),
-            #[cfg(not(feature = "postgres"))]
-            (StoreBackend::Postgres, Some(_)) => bad(
-                "store.backend",
-                "\"postgres\" needs a wayfare built with `--features postgres`".into(),
-            ),
+            (StoreBackend::Postgres, Some(url)) => crate::store::check_database_url(url.expose())
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason }),
             (StoreBackend::Sled, Some(_)) => bad(
                 "store.url",
                 "is only used with store.backend = \"postgres\" (the backend is \"sled\")".into(),

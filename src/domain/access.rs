@@ -9,7 +9,7 @@
 //!   credential accepted by operator endpoints and by wallet credits (customers do not
 //!   mint their own points).
 //!
-//! Which status a refusal gets (issue 11): a missing, malformed or *unknown* credential is
+//! Which status a refusal gets: a missing, malformed or *unknown* credential is
 //! 401 (`Unauthenticated`, with `WWW-Authenticate: Bearer` at the HTTP edge); a valid
 //! credential without the right is 403 (`Forbidden`). A bearer that is neither the
 //! operator token nor shaped like an API key is unknown at once; a well-formed API key is

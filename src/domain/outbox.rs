@@ -177,6 +177,75 @@ impl OutboxEmail {
     }
 }
 
+/// Delivery attempts an email gets before it is parked for an operator: a transport that
+/// keeps refusing one email must not retry it forever.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
+/// Wait after the first failed attempt; doubled after each later one, up to
+/// [`RETRY_WAIT_CAP`] (so the attempts of an email span about four minutes).
+pub const FIRST_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait between two attempts.
+pub const RETRY_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What follows a failed delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again once this has passed.
+    RetryAfter(std::time::Duration),
+    /// Stop trying: park the email with its last error for an operator.
+    Park,
+}
+
+/// The rule after the `attempt`-th delivery attempt (1 for the first) failed.
+pub fn after_failure(attempt: u32) -> AfterFailure {
+    if attempt >= MAX_DELIVERY_ATTEMPTS {
+        return AfterFailure::Park;
+    }
+    let doublings = attempt.saturating_sub(1).min(31);
+    AfterFailure::RetryAfter(
+        FIRST_RETRY_WAIT
+            .saturating_mul(1u32 << doublings)
+            .min(RETRY_WAIT_CAP),
+    )
+}
+
+/// An email parked after [`MAX_DELIVERY_ATTEMPTS`] failed attempts, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParkedEmail {
+    /// Email id.
+    pub id: String,
+    /// The booking it is about.
+    pub booking_id: String,
+    /// What it is (`confirmed`, `failed`, `cancelled`).
+    #[schema(value_type = String)]
+    pub kind: EmailKind,
+    /// The last delivery error.
+    pub reason: String,
+}
+
+impl ParkedEmail {
+    /// `email`, parked because of `reason`.
+    pub fn of(email: &OutboxEmail, reason: &str) -> Self {
+        ParkedEmail {
+            id: email.id.clone(),
+            booking_id: email.booking_id.clone(),
+            kind: email.kind,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Parked emails, for `/health`, metrics and the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EmailCounts {
+    /// How many emails are parked (with several nodes: over the whole cluster).
+    pub parked: u64,
+    /// The first parked emails, oldest first (at most [`PARKED_EMAILS_LISTED`]).
+    pub parked_listed: Vec<ParkedEmail>,
+}
+
+/// Parked emails listed in [`EmailCounts`].
+pub const PARKED_EMAILS_LISTED: usize = 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +327,36 @@ mod tests {
         let (back, _): (OutboxEmail, usize) =
             bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_and_stop() {
+        use std::time::Duration;
+        assert_eq!(
+            after_failure(1),
+            AfterFailure::RetryAfter(Duration::from_secs(1))
+        );
+        assert_eq!(
+            after_failure(2),
+            AfterFailure::RetryAfter(Duration::from_secs(2))
+        );
+        assert_eq!(
+            after_failure(3),
+            AfterFailure::RetryAfter(Duration::from_secs(4))
+        );
+        let mut waited = Duration::ZERO;
+        let mut attempt = 1;
+        while let AfterFailure::RetryAfter(wait) = after_failure(attempt) {
+            assert!(wait <= RETRY_WAIT_CAP);
+            waited += wait;
+            attempt += 1;
+        }
+        assert_eq!(
+            attempt, MAX_DELIVERY_ATTEMPTS,
+            "parked after the last attempt"
+        );
+        assert!(waited < Duration::from_secs(600), "{waited:?}");
+        // Counts from a store that was bumped past the bound park too, never overflow.
+        assert_eq!(after_failure(u32::MAX), AfterFailure::Park);
     }
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::InvalidSetting;
 use super::money::{Currency, Money};
+use super::query::{FlightQuery, HotelQuery, Offer, SearchQuery};
 use super::Invalid;
-use crate::sellers::{FlightQuery, HotelQuery, Offer, SearchQuery};
 
 /// Merges offers from all sellers: one offer per SKU, the cheapest seller wins, ties go to
 /// the seller whose name sorts first (so repeated searches give the same answer), and the
@@ -225,7 +225,7 @@ pub fn check_search(query: &SearchQuery, today: NaiveDate) -> Result<(), Invalid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sellers::{FlightQuery, HotelDetails, HotelQuery, OfferDetails};
+    use crate::domain::query::{FlightQuery, HotelDetails, HotelQuery, OfferDetails};
 
     fn date(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -456,7 +456,7 @@ mod booking_query_tests {
     fn rebuilds_the_query_of_an_offer() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
         let q = booking_query("hotel:lisbon:h2:single", d("2027-01-01"), d("2027-01-04")).unwrap();
-        assert_eq!(q.vertical(), crate::sellers::Vertical::Hotel);
+        assert_eq!(q.vertical(), crate::domain::query::Vertical::Hotel);
         let q = booking_query(
             "flight:LIS-CDG:WF101+CDG-LIS:WF116",
             d("2027-01-01"),

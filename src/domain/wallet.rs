@@ -211,6 +211,44 @@ pub fn fold_ledger<'a>(
         .try_fold(Wallet::new(currency), |w, e| w.apply(&e.op).map(|(w, _)| w))
 }
 
+/// The result of a wallet change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WalletReceipt {
+    /// The ledger entry recorded (or recorded before, for a replay).
+    pub entry: LedgerEntry,
+    /// Wallet figures now.
+    pub wallet: WalletView,
+    /// True when the key had been used before and this is the first result again.
+    pub replayed: bool,
+}
+
+/// A page of ledger entries, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LedgerPage {
+    /// Entries after the requested sequence number.
+    pub entries: Vec<LedgerEntry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[schema(required = true)]
+    pub next_after: Option<u64>,
+}
+
+impl LedgerPage {
+    /// The page of up to `limit` entries, from `limit + 1` read (the extra one says that
+    /// another page follows).
+    pub fn of(mut entries: Vec<LedgerEntry>, limit: usize) -> LedgerPage {
+        let next_after = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        LedgerPage {
+            entries,
+            next_after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,10 +20,10 @@ use super::problem::Problem;
 use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
-use crate::actors::account::{LedgerPage, WalletReceipt};
 use crate::domain::access::ApiKey;
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
+use crate::domain::wallet::{LedgerPage, WalletReceipt};
 
 /// Registers the routes.
 pub(crate) fn routes(r: &mut Router) {

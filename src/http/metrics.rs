@@ -16,9 +16,9 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::actors::coordinator::SagaCounts;
 use crate::actors::guard::{PartnerStats, LATENCY_BUCKETS_MS};
 use crate::domain::breaker::BreakerState;
+use crate::domain::saga::SagaCounts;
 use crate::supervisor::{ChildState, SupervisorState};
 use crate::Runtime;
 
@@ -360,8 +360,14 @@ const SEARCH_AND_EMAIL: &[Spec] = &[
     ),
     spec(
         "wayfare_email_failures_total",
-        "Email transport failures (retried).",
+        "Email transport failures (retried until an email's last attempt).",
         COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_emails_parked",
+        "Emails parked after their last failed attempt, waiting for an operator.",
+        GAUGE,
         &[],
     ),
 ];
@@ -602,6 +608,7 @@ fn collect_search_and_email(runtime: &Runtime, out: &mut [Family<'static>]) {
         search.fan_outs.load(r),
         mail.sent.load(r),
         mail.failed.load(r),
+        runtime.email_counts().parked,
     ];
     for (family, value) in out.iter_mut().zip(values) {
         family.sample(&[], value as f64);

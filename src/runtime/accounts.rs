@@ -5,28 +5,22 @@
 //! change (see `actors::account::read_model`: a read model owned by the actor), with the
 //! caller checked by the same rule the shards use ([`Caller::may_act_on`]); a miss (a
 //! cold account) asks the shard, which loads the account and publishes it. Under injected
-//! account faults every read goes to the shard, so drills see the faults.
+//! account faults every read goes to the shard, so drills see the faults; with a shared
+//! store (PostgreSQL) nothing is published and every read goes to the shard, which asks
+//! the database.
 
 use tracing::Span;
 
 use super::Runtime;
 use crate::actors::account::{
-    Authorize, ChangeWallet, GetAccount, LedgerPage, OpenAccount, ReadLedger, SetApiKey,
-    WalletReceipt,
+    Authorize, ChangeWallet, GetAccount, OpenAccount, ReadLedger, SetApiKey,
 };
 use crate::domain::access::{ApiKey, Caller, KeyDigest};
 use crate::domain::account::{Account, AccountId, NewAccount};
 use crate::domain::money::Money;
-use crate::domain::wallet::WalletOp;
+use crate::domain::wallet::{LedgerPage, WalletOp, WalletReceipt};
 use crate::domain::Invalid;
 use crate::error::Error;
-use crate::store::{codec, get_record, Op, Tree};
-
-/// `meta` key of how many demo accounts are known to be seeded.
-const DEMO_SEEDED: &[u8] = b"demo_seeded";
-/// The same marker in a cluster's `meta` table.
-#[cfg(feature = "postgres")]
-const DEMO_META: &str = "demo_seeded";
 
 impl Runtime {
     /// Opens an account with a fresh id and no API key: only the operator (or this
@@ -106,33 +100,31 @@ impl Runtime {
     /// Refuses unless `caller` is the operator: 401 for no or an unknown credential, 403
     /// for a customer's key (the rule is `Caller::must_be_operator`).
     pub async fn require_operator(&self, caller: Caller, what: &str) -> Result<(), Error> {
-        #[cfg(feature = "postgres")]
-        if let (Caller::Customer(digest), Some(cluster)) = (&caller, &self.inner.saga_deps.cluster)
-        {
-            let known = cluster
-                .db
+        let known = match &caller {
+            Caller::Customer(digest) => self
+                .inner
+                .accounts
                 .key_known(digest)
                 .await
-                .map_err(|e| Error::Store(e.into()))?;
-            return caller.must_be_operator(what, |_| Ok::<_, Error>(known));
-        }
-        caller.must_be_operator(what, |d| self.key_known(d))
+                .map_err(Error::Store)?,
+            _ => false,
+        };
+        caller.must_be_operator(what, |_| Ok::<_, Error>(known))
     }
 
     /// Refuses a caller without a credential that exists (401), before anything it names
     /// is looked up (the rule is `Caller::must_be_known`).
     pub(crate) async fn authenticate(&self, caller: Caller) -> Result<(), Error> {
-        #[cfg(feature = "postgres")]
-        if let (Caller::Customer(digest), Some(cluster)) = (&caller, &self.inner.saga_deps.cluster)
-        {
-            let known = cluster
-                .db
+        let known = match &caller {
+            Caller::Customer(digest) => self
+                .inner
+                .accounts
                 .key_known(digest)
                 .await
-                .map_err(|e| Error::Store(e.into()))?;
-            return caller.must_be_known(|_| Ok::<_, Error>(known));
-        }
-        caller.must_be_known(|d| self.key_known(d))
+                .map_err(Error::Store)?,
+            _ => false,
+        };
+        caller.must_be_known(|_| Ok::<_, Error>(known))
     }
 
     /// The published (durable) state of `id`, as `f` extracts it, with its key digest;
@@ -152,24 +144,17 @@ impl Runtime {
     /// Does some account have this API key? Asked only when a key does not fit the
     /// account it is used on, to tell an unknown key (401) from another account's (403).
     fn key_known(&self, digest: &KeyDigest) -> Result<bool, Error> {
-        let owner = self
-            .inner
-            .store
-            .get(Tree::KeyOwners, &codec::encode(digest))
-            .map_err(Error::Store)?;
-        Ok(owner.is_some())
+        Ok(self.key_owner(digest)?.is_some())
     }
 
-    /// The account whose current API key has this digest, if any (one store read, on the
-    /// calling thread). The HTTP rate limits key their buckets by it, so replacing a key
-    /// does not give an account a fresh bucket.
+    /// The account whose current API key has this digest, if any, as far as this process
+    /// can tell without waiting (on the calling thread; see
+    /// `store::AccountStore::key_owner_now`). The HTTP rate limits key their buckets by
+    /// it, so replacing a key does not give an account a fresh bucket.
     pub fn key_owner(&self, digest: &KeyDigest) -> Result<Option<AccountId>, Error> {
-        #[cfg(feature = "postgres")]
-        if let Some(keys) = &self.inner.account_reads.known_keys {
-            // No database call on the request's thread: the keys this node has seen.
-            return Ok(keys.owner(digest));
-        }
-        get_record(&*self.inner.store, Tree::KeyOwners, &codec::encode(digest))
+        self.inner
+            .accounts
+            .key_owner_now(digest)
             .map_err(Error::Store)
     }
 
@@ -296,34 +281,18 @@ impl Runtime {
 
     /// How many demo accounts are known to be seeded (in a cluster, by any node).
     async fn demo_seeded(&self) -> Result<Option<u64>, Error> {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.inner.saga_deps.cluster {
-            let bytes = cluster
-                .db
-                .meta(DEMO_META)
-                .await
-                .map_err(|e| Error::Store(e.into()))?;
-            return bytes
-                .map(|b| crate::store::decode_record(Tree::Meta, DEMO_SEEDED, &b))
-                .transpose()
-                .map_err(Error::Store);
-        }
-        get_record(&*self.inner.store, Tree::Meta, DEMO_SEEDED).map_err(Error::Store)
+        self.inner
+            .accounts
+            .demo_seeded()
+            .await
+            .map_err(Error::Store)
     }
 
     async fn set_demo_seeded(&self, n: u64) -> Result<(), Error> {
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.inner.saga_deps.cluster {
-            return cluster
-                .db
-                .set_meta(DEMO_META, &codec::encode(&n))
-                .await
-                .map_err(|e| Error::Store(e.into()));
-        }
-        let store = &*self.inner.store;
-        store
-            .write(vec![Op::put(Tree::Meta, DEMO_SEEDED.to_vec(), &n)])
-            .map_err(Error::Store)?;
-        store.flush().await.map_err(Error::Store)
+        self.inner
+            .accounts
+            .set_demo_seeded(n)
+            .await
+            .map_err(Error::Store)
     }
 }

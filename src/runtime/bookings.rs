@@ -4,11 +4,11 @@
 
 use super::{Booking, BookingOrder, BookingPage, Runtime};
 use crate::actors::coordinator::{
-    BookingError, CancelBooking, GetSaga, ListBookings, RetrySaga, SagaCounts, StartBooking,
+    BookingError, CancelBooking, GetSaga, ListBookings, RetrySaga, StartBooking,
 };
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
-use crate::domain::saga::{BookingId, SagaId, SagaKind, SagaRecord};
+use crate::domain::saga::{BookingId, SagaCounts, SagaId, SagaKind, SagaRecord};
 use crate::domain::Invalid;
 use crate::error::Error;
 
@@ -172,7 +172,7 @@ impl Runtime {
         SagaCounts {
             running: deps.sagas.len(),
             crashes: deps.sagas.crashes(),
-            ..deps.tally.counts(parked_listed)
+            ..deps.saga_store.counts(parked_listed)
         }
     }
 }

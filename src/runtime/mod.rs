@@ -78,9 +78,12 @@ struct Inner {
     started: Instant,
     /// The store's health as last probed.
     probe: Arc<system::StoreProbe>,
-    /// Tasks stopped at shutdown: the store probe; in a cluster, the node's duties and its
-    /// `LISTEN` for booked SKUs.
+    /// Tasks stopped at shutdown: the store probe.
     background: Mutex<Vec<actix_rt::task::JoinHandle<()>>>,
+    /// The accounts, for what needs no shard (key owners, demo seeding marks).
+    accounts: Arc<dyn crate::store::AccountStore>,
+    /// The outbox, for its parked-email counts.
+    outbox: Arc<dyn crate::store::Outbox>,
     /// Faults fired on purpose (`[faults]`).
     faults: Arc<FaultCounters>,
 }
@@ -89,9 +92,6 @@ struct Inner {
 struct AccountReads {
     model: crate::actors::account::AccountReadModel,
     bypass: bool,
-    /// In a cluster: which account each API key seen by this node belongs to.
-    #[cfg(feature = "postgres")]
-    known_keys: Option<Arc<crate::actors::account::pg::KnownKeys>>,
 }
 
 /// A seller plugged in by code rather than config (an embedder's own `SellerApi`, or a

@@ -12,7 +12,7 @@ use crate::actors::notify::MailerStats;
 use crate::actors::search::SearchStats;
 use crate::error::Error;
 use crate::faults::FaultCounts;
-use crate::store::{self, Store};
+use crate::store::{self, ClusterStore, Store};
 use crate::supervisor::{SupervisorSnapshot, SupervisorState};
 
 /// Longest a health probe of the store may take before the store counts as failing.
@@ -28,22 +28,16 @@ pub(super) const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct StoreProbe {
     last: ArcSwap<(Check, Instant)>,
-    database: Database,
+    /// The shared store a probe also asks (a process alone: always answers).
+    cluster: Arc<dyn ClusterStore>,
 }
-
-/// The shared database a probe also asks, in a cluster.
-#[cfg(feature = "postgres")]
-pub(super) type Database = Option<crate::store::postgres::PgStore>;
-/// No shared database in a build without PostgreSQL.
-#[cfg(not(feature = "postgres"))]
-pub(super) type Database = ();
 
 impl StoreProbe {
     /// Probes once now, so health is known before the first request.
-    pub(super) async fn first(store: &dyn Store, database: Database) -> StoreProbe {
+    pub(super) async fn first(store: &dyn Store, cluster: Arc<dyn ClusterStore>) -> StoreProbe {
         StoreProbe {
-            last: ArcSwap::from_pointee((probe(store, &database).await, Instant::now())),
-            database,
+            last: ArcSwap::from_pointee((probe(store, &*cluster).await, Instant::now())),
+            cluster,
         }
     }
 
@@ -51,7 +45,7 @@ impl StoreProbe {
     pub(super) async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
         loop {
             tokio::time::sleep(STORE_PROBE_INTERVAL).await;
-            let check = probe(&*store, &self.database).await;
+            let check = probe(&*store, &*self.cluster).await;
             if !check.ok {
                 tracing::warn!(detail = ?check.detail, "Store probe failed.");
             }
@@ -62,26 +56,25 @@ impl StoreProbe {
 
 /// Writes and flushes a probe record within [`STORE_PROBE_DEADLINE`]; in a cluster, then
 /// asks the shared database to answer within the same deadline.
-async fn probe(store: &dyn Store, database: &Database) -> Check {
+async fn probe(store: &dyn Store, cluster: &dyn ClusterStore) -> Check {
     let local = probe_local(store).await;
-    #[cfg(feature = "postgres")]
-    if let (true, Some(db)) = (local.ok, database) {
-        return match tokio::time::timeout(STORE_PROBE_DEADLINE, db.ping()).await {
-            Ok(Ok(())) => local,
-            Ok(Err(e)) => Check {
-                ok: false,
-                detail: Some(e.to_string()),
-            },
-            Err(_) => Check {
-                ok: false,
-                detail: Some(format!(
-                    "PostgreSQL did not answer within {STORE_PROBE_DEADLINE:?}"
-                )),
-            },
-        };
+    if !local.ok {
+        return local;
     }
-    let _ = database;
-    local
+    match tokio::time::timeout(STORE_PROBE_DEADLINE, cluster.ping()).await {
+        Ok(Ok(())) => local,
+        Ok(Err(e)) => Check {
+            ok: false,
+            detail: Some(e.to_string()),
+        },
+        Err(_) => Check {
+            ok: false,
+            detail: Some(format!(
+                "{} did not answer within {STORE_PROBE_DEADLINE:?}",
+                cluster.display_name()
+            )),
+        },
+    }
 }
 
 async fn probe_local(store: &dyn Store) -> Check {
@@ -110,6 +103,12 @@ impl Runtime {
     /// Emails handed to the transport.
     pub fn mailer_stats(&self) -> &MailerStats {
         &self.inner.mailer_stats
+    }
+
+    /// Emails parked after their last failed attempt (with several nodes: the cluster's,
+    /// refreshed every few seconds).
+    pub fn email_counts(&self) -> crate::domain::outbox::EmailCounts {
+        self.inner.outbox.counts()
     }
 
     /// Per-seller figures (breaker, calls, look-to-book) for metrics.
@@ -168,6 +167,7 @@ impl Runtime {
             store,
             supervisors,
             sagas,
+            emails: self.email_counts(),
             store_probe_age_ms: last.1.elapsed().as_millis() as u64,
             uptime_secs: self.inner.started.elapsed().as_secs(),
         };
@@ -181,33 +181,26 @@ impl Runtime {
     /// holds; on sled, this node alone.
     pub async fn cluster(&self) -> Result<super::ClusterView, Error> {
         let config = &self.inner.config;
-        let node = config.cluster.node_id_or(&config.server.bind);
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.inner.saga_deps.cluster {
-            let members = cluster.members().await.map_err(Error::Store)?;
-            return Ok(super::ClusterView {
-                backend: "postgres",
-                node: cluster.node.clone(),
-                lease_ms: config.cluster.lease_ms,
-                sagas_held_here: cluster.held_count(),
-                members: members
-                    .into_iter()
-                    .map(|m| super::ClusterMember {
-                        id: m.id,
-                        address: m.address,
-                        version: m.version,
-                        heartbeat_age_ms: m.heartbeat_age_ms,
-                        sagas_held: m.sagas_held,
-                    })
-                    .collect(),
-            });
-        }
+        let deps = &self.inner.saga_deps;
+        let members = deps.cluster.members().await.map_err(Error::Store)?;
         Ok(super::ClusterView {
-            backend: "sled",
-            node,
+            backend: deps.cluster.backend(),
+            node: deps.cluster.node().to_owned(),
             lease_ms: config.cluster.lease_ms,
-            sagas_held_here: self.inner.saga_deps.sagas.len(),
-            members: Vec::new(),
+            sagas_held_here: deps
+                .saga_store
+                .claimed_here()
+                .unwrap_or_else(|| deps.sagas.len()),
+            members: members
+                .into_iter()
+                .map(|m| super::ClusterMember {
+                    id: m.id,
+                    address: m.address,
+                    version: m.version,
+                    heartbeat_age_ms: m.heartbeat_age_ms,
+                    sagas_held: m.sagas_held,
+                })
+                .collect(),
         })
     }
 
@@ -229,9 +222,8 @@ impl Runtime {
             task.abort();
         }
         self.inner.root.shutdown().await;
-        #[cfg(feature = "postgres")]
-        if let Some(cluster) = &self.inner.saga_deps.cluster {
-            cluster.release_all().await;
+        if let Err(e) = self.inner.saga_deps.saga_store.hand_over().await {
+            tracing::warn!(error = %e, "Cannot hand the sagas over; their leases will run out.");
         }
         let flushed = self.inner.store.flush().await;
         if let Err(e) = &flushed {

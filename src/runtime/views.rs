@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
-use crate::actors::coordinator::SagaCounts;
 use crate::actors::search::SellerOutcome;
 use crate::domain::access::Caller;
 use crate::domain::money::Money;
+use crate::domain::outbox::EmailCounts;
+use crate::domain::saga::SagaCounts;
 use crate::domain::saga::{BookingId, FailureCause, HistoryEntry, SagaRecord, SagaState};
 use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
@@ -31,6 +32,9 @@ pub struct Health {
     /// unhealthy: it keeps serving, but someone must look at them).
     #[schema(required = true)]
     pub sagas: Option<SagaCounts>,
+    /// Emails parked after their last failed delivery attempt, for an operator (like
+    /// parked sagas, they do not make the service unhealthy).
+    pub emails: EmailCounts,
     /// Seconds since start.
     pub uptime_secs: u64,
 }

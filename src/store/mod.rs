@@ -1,14 +1,30 @@
-//! Durable storage behind a small trait, so actors never see sled types and a server
-//! database (PostgreSQL wire protocol) can replace sled when one machine is outgrown.
+//! Durable storage, behind one seam: traits shaped by what the actors mean, each with an
+//! implementation for the embedded default (sled, one process) and one for PostgreSQL
+//! (several nodes sharing one database), chosen once at start-up by the runtime's wiring.
+//! The actors hold the trait objects and never learn which backend they have.
 //!
-//! Records are grouped in [`Tree`]s (one per record kind). Writes are atomic batches of
-//! [`Op`]s; nothing is acknowledged to a caller before [`Store::flush`] has returned.
+//! | trait | says | sled ([`sled`]) | PostgreSQL (`postgres`) |
+//! |---|---|---|---|
+//! | [`AccountStore`] | open an account with its key and unique email, read it for a caller, change a wallet under its idempotency key, read a ledger page, set a key | [`SledAccounts`] (one per shard, with its cache: the only writer) | `postgres::PgAccounts` (every read asks the database) |
+//! | [`SagaStore`] | create a booking under its key, load, save a step with its email, follow up, park, retry, list, take work | [`SledSagas`] | `postgres::PgNode` (leases with epoch fencing, private to it) |
+//! | [`Outbox`] | claim a batch, mark sent | [`SledOutbox`] | `postgres::PgNode` (claims under a lease) |
+//! | [`ClusterStore`] | heartbeat, members, booked-SKU news | [`sled::Solo`] (nobody else) | `postgres::PgNode` (`nodes` rows, `LISTEN`/`NOTIFY`) |
+//!
+//! Under the sled implementations sits the key-value [`Store`]: records grouped in
+//! [`Tree`]s (one per record kind), written in atomic batches of [`Op`]s; nothing is
+//! acknowledged to a caller before [`Store::flush`] has returned. Tests and embedders wrap
+//! it (`RuntimeBuilder::store_layer`) to inject faults. On PostgreSQL it holds only the
+//! node's own health probes.
 
+pub mod accounts;
+pub mod cluster;
 pub mod codec;
 mod faulty;
+pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod sled_store;
+pub mod sagas;
+pub mod sled;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +32,12 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use accounts::AccountStore;
+pub use cluster::ClusterStore;
 pub use faulty::FaultyStore;
-pub use sled_store::SledStore;
+pub use outbox::Outbox;
+pub use sagas::SagaStore;
+pub use sled::{SledAccounts, SledOutbox, SledSagas, SledStore};
 
 /// A record kind, stored apart from the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,11 +66,15 @@ pub enum Tree {
     /// Unique index of account emails: normalized email -> account id, written with
     /// [`Op::Insert`] in the batch that opens the account, so one address opens one account.
     Emails,
+    /// Emails parked after too many failed delivery attempts, by email id.
+    ParkedEmails,
+    /// Customers' cancels stored for bookings no actor was driving, by saga id.
+    CancelRequests,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Accounts,
         Tree::Ledger,
         Tree::WalletKeys,
@@ -62,6 +86,8 @@ impl Tree {
         Tree::ApiKeys,
         Tree::KeyOwners,
         Tree::Emails,
+        Tree::ParkedEmails,
+        Tree::CancelRequests,
     ];
 
     /// Name of the tree in the store.
@@ -78,6 +104,8 @@ impl Tree {
             Tree::ApiKeys => "api_keys",
             Tree::KeyOwners => "api_key_owners",
             Tree::Emails => "emails",
+            Tree::ParkedEmails => "parked_emails",
+            Tree::CancelRequests => "cancel_requests",
         }
     }
 }
@@ -157,7 +185,7 @@ pub enum StoreError {
         reason: String,
     },
     /// This node no longer holds the lease of a shared record (a saga or an email another
-    /// node has taken over, see `store::postgres::sagas`): nothing was written, and this
+    /// node has taken over, see `store::postgres::node`): nothing was written, and this
     /// node must stop working on it.
     #[error("{0}: another node has taken it over")]
     Fenced(String),
@@ -178,7 +206,8 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// A boxed, sendable future.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-/// The storage contract the actors use.
+/// The key-value layer under the sled implementations of the seam (and the node's own
+/// health probes): trees of records, atomic batches, flushes. Actors never hold one.
 pub trait Store: Send + Sync + 'static {
     /// The raw value at `key`.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -203,6 +232,24 @@ pub trait Store: Send + Sync + 'static {
     /// it does. Cheap: `/health` asks on every call.
     fn failure_cause(&self) -> Option<String> {
         None
+    }
+}
+
+/// Whether `url` names a database the PostgreSQL backend can use (`store.url`): the
+/// config key at fault and why when it does not, without echoing the URL (it may hold a
+/// password). A build without the `postgres` feature refuses the backend itself.
+pub fn check_database_url(url: &str) -> Result<(), (&'static str, String)> {
+    #[cfg(feature = "postgres")]
+    return postgres::parse_url(url)
+        .map(|_| ())
+        .map_err(|reason| ("store.url", reason));
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = url;
+        Err((
+            "store.backend",
+            "\"postgres\" needs a wayfare built with `--features postgres`".into(),
+        ))
     }
 }
 

@@ -11,11 +11,13 @@
 //! - with a version from the segment's counter, so a publication that lands late (two
 //!   flushes completing out of order) never replaces a newer one.
 //!
-//! The segment holds exactly the accounts the shard caches: the shard removes an entry
-//! when it evicts the account, and a restarted shard starts with an empty segment and an
-//! empty cache. So memory is bounded by `accounts.cache_capacity` per shard, like the
-//! cache. A miss (a cold account, or one evicted) is not an answer: the caller asks the
-//! shard, which loads the account and publishes it.
+//! The segment is bounded by `accounts.cache_capacity` per shard, like the store's cache
+//! of the shard's accounts: publishing one more account evicts another (any: the store has
+//! all), and a restarted shard starts with an empty segment. Every write of an account goes
+//! through its shard, which publishes the state it leaves, so an entry is never stale. A
+//! miss (a cold account, or one evicted) is not an answer: the caller asks the shard,
+//! which reads the account and publishes it. The shard publishes only when its store is
+//! the only writer of the accounts (sled).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +38,11 @@ pub(crate) struct Published {
 }
 
 /// The accounts of one shard; written by that shard only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReadSegment {
     entries: RwLock<HashMap<AccountId, Published>>,
     versions: AtomicU64,
+    capacity: usize,
 }
 
 impl ReadSegment {
@@ -53,7 +56,12 @@ impl ReadSegment {
         let mut entries = self.write();
         match entries.get(&account.id) {
             Some(current) if current.version > version => {}
-            _ => {
+            current => {
+                if current.is_none() && entries.len() >= self.capacity {
+                    if let Some(victim) = entries.keys().next().copied() {
+                        entries.remove(&victim);
+                    }
+                }
                 entries.insert(
                     account.id,
                     Published {
@@ -64,11 +72,6 @@ impl ReadSegment {
                 );
             }
         }
-    }
-
-    /// Forgets an account (the shard evicted it).
-    pub(crate) fn evict(&self, id: &AccountId) {
-        self.write().remove(id);
     }
 
     /// Forgets every account (a fresh shard, with an empty cache).
@@ -102,11 +105,17 @@ pub struct AccountReadModel {
 }
 
 impl AccountReadModel {
-    /// Empty segments for `shards` shards.
-    pub fn new(shards: usize) -> Self {
+    /// Empty segments for `shards` shards, each holding at most `capacity` accounts.
+    pub fn new(shards: usize, capacity: usize) -> Self {
         AccountReadModel {
             segments: (0..shards.max(1))
-                .map(|_| Arc::new(ReadSegment::default()))
+                .map(|_| {
+                    Arc::new(ReadSegment {
+                        entries: RwLock::default(),
+                        versions: AtomicU64::default(),
+                        capacity: capacity.max(1),
+                    })
+                })
                 .collect(),
         }
     }
@@ -145,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_late_publication_never_replaces_a_newer_one() {
-        let segment = ReadSegment::default();
+        let model = AccountReadModel::new(1, 1);
+        let segment = model.segment(0);
         let (older, newer) = (segment.next_version(), segment.next_version());
         let mut renamed = account(1);
         renamed.name = "B".into();
@@ -153,13 +163,27 @@ mod tests {
         segment.publish(account(1), None, older);
         let name = segment.read(&AccountId::demo(1), |p| p.account.name.clone());
         assert_eq!(name.as_deref(), Some("B"));
-        segment.evict(&AccountId::demo(1));
-        assert_eq!(segment.read(&AccountId::demo(1), |_| ()), None);
+    }
+
+    #[test]
+    fn a_full_segment_makes_room_and_stays_bounded() {
+        let model = AccountReadModel::new(1, 2);
+        let segment = model.segment(0);
+        for n in 0..5 {
+            let v = segment.next_version();
+            segment.publish(account(n), None, v);
+            assert!(segment.read(&AccountId::demo(n), |_| ()).is_some());
+            assert!(segment.len() <= 2, "{} published", segment.len());
+        }
+        // A newer state of a published account replaces it without evicting another.
+        let v = segment.next_version();
+        segment.publish(account(4), None, v);
+        assert_eq!(segment.len(), 2);
     }
 
     #[test]
     fn reads_go_to_the_accounts_shard() {
-        let model = AccountReadModel::new(4);
+        let model = AccountReadModel::new(4, 8);
         let id = AccountId::demo(5);
         let v = model.segment(id.shard(4)).next_version();
         model.segment(id.shard(4)).publish(account(5), None, v);

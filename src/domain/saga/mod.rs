@@ -23,6 +23,7 @@
 //! failure; a compensation that cannot finish parks the saga as `needs_attention` for an
 //! operator ([`retry_needs_attention`]).
 
+mod cancel_request;
 mod id;
 mod record;
 mod tally;
@@ -35,13 +36,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
 
+pub use cancel_request::{takes_stored_cancel, with_stored_cancel};
 pub use id::{BookingId, IdError, SagaId};
 pub use record::{
     is_terminal, reservation_key, step_key, BookingRequest, Effect, Effects, FailureCause,
     HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
     MAX_FIELD_LEN,
 };
-pub use tally::SagaTally;
+pub use tally::{ParkedSaga, SagaCounts, SagaTally};
 pub use transition::{
     apply, email_for, mark_booking_cancelled, new_booking, new_cancellation, next_action,
     park_crashed, request_cancellation, retry_needs_attention, Action, AmountMismatch,

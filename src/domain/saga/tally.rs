@@ -80,6 +80,57 @@ impl SagaTally {
     }
 }
 
+/// A saga parked as `needs_attention`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ParkedSaga {
+    /// Saga id.
+    pub id: String,
+    /// Why it is parked.
+    pub reason: String,
+}
+
+/// Saga figures for health and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct SagaCounts {
+    /// Sagas per customer-visible state.
+    pub by_state: std::collections::BTreeMap<String, u64>,
+    /// Parked sagas: id and reason (health lists the first 20).
+    pub parked: Vec<ParkedSaga>,
+    /// How many sagas are parked.
+    pub needs_attention: usize,
+    /// Times a saga became parked since start (parked at start-up included).
+    pub parks: u64,
+    /// Saga actors running now.
+    pub running: usize,
+    /// Saga actor crashes since start.
+    pub crashes: u64,
+}
+
+impl SagaTally {
+    /// Counts by state, with the first `parked_listed` parked sagas; `running` and
+    /// `crashes` are left for the saga supervisor to fill in.
+    pub fn counts(&self, parked_listed: usize) -> SagaCounts {
+        SagaCounts {
+            by_state: self
+                .by_state()
+                .iter()
+                .map(|(state, n)| ((*state).to_owned(), *n))
+                .collect(),
+            parked: self
+                .parked(parked_listed)
+                .map(|(id, reason)| ParkedSaga {
+                    id: id.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .collect(),
+            needs_attention: self.parked_count(),
+            parks: self.parks(),
+            running: 0,
+            crashes: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{NaiveDate, Utc};

@@ -556,6 +556,15 @@
     const detail = b && b.store && b.store.detail ? b.store.detail + ' · ' : '';
     setText($('store-detail'), detail + 'probed ' + age + ' s ago' + (b ? ' · up ' + Math.round(b.uptime_secs / 60) + ' min' : ''));
     badge($('pill-store'), ok ? 'store ok' : 'store failing', ok ? 'ok' : 'bad');
+    // Emails the transport kept refusing: parked with their last error, never retried.
+    const emails = b && b.emails;
+    const parked = emails ? emails.parked : 0;
+    $('emails-parked').hidden = !(parked > 0);
+    if (parked > 0) {
+      const first = emails.parked_listed[0];
+      setText($('emails-parked'), parked + (parked === 1 ? ' email' : ' emails') + ' parked' +
+        (first ? ' · booking ' + first.booking_id + ': ' + first.reason : ''));
+    }
   }
 
   // ---- wiring ----

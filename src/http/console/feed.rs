@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::actors::coordinator::SagaCounts;
 use crate::actors::guard::PartnerStats;
 use crate::domain::breaker::{BreakerSnapshot, BreakerState, BreakerTransition};
 use crate::domain::latency::LatencyCounts;
+use crate::domain::saga::SagaCounts;
 use crate::faults::FaultCounts;
 use crate::http::HttpMetrics;
 use crate::supervisor::{ChildState, SupervisorSnapshot, SupervisorState};

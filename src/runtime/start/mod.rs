@@ -7,18 +7,25 @@
 //!  ├── sellers  ── SellerAdapter × configured + custom sellers
 //!  ├── search   ── SearchAggregator × search.aggregators   (holds seller handles)
 //!  ├── notifier ── Mailer
-//!  └── bookings ─┬ sagas (dynamic) ── BookingSaga × in flight  (hold all of the above)
-//!               └ SagaCoordinator
+//!  ├── payments ── PaymentAdapter
+//!  ├── bookings ─┬ sagas (dynamic) ── BookingSaga × in flight  (hold all of the above)
+//!  │             └ SagaCoordinator
+//!  └── cluster  ─┬ ClusterDuties         (only when the store is shared: PostgreSQL)
+//!                └ BookedSkuListener
 //! ```
 //!
 //! Handles stay valid across restarts, so a subtree that holds another's handles never
 //! needs restarting with it. The subtrees are built in `subtrees.rs`.
+//!
+//! The storage backend is chosen here, once ([`choose_backend`]): the actors get the
+//! seam's trait objects (`store::SagaStore`, `store::Outbox`, `store::ClusterStore`) and
+//! never learn which backend they have.
 
 mod subtrees;
 
 use subtrees::{
-    accounts_subtree, bookings_subtree, notifier_subtree, payments_subtree, search_subtree,
-    sellers_subtree, SAGA_MAILBOX,
+    accounts_subtree, bookings_subtree, cluster_subtree, notifier_subtree, payments_subtree,
+    search_subtree, sellers_subtree, SAGA_MAILBOX,
 };
 
 use std::sync::{Arc, Mutex};
@@ -30,10 +37,9 @@ use super::partners::{configured_gateway, seller_apis, with_payment_faults, with
 use super::system::StoreProbe;
 use super::AccountReads;
 use super::{CustomSeller, Inner, Runtime, RuntimeBuilder};
-use crate::actors::account::{
-    backfill_emails, backfill_key_owners, AccountFaults, AccountReadModel, AccountShard,
-};
+use crate::actors::account::{AccountFaults, AccountReadModel, AccountShard};
 use crate::actors::booking::SagaDeps;
+use crate::actors::cluster::{BookedSkuListener, ClusterDuties};
 use crate::actors::coordinator::{on_saga_end, SagaCoordinator};
 use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
@@ -45,7 +51,11 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::faults::{ActorKind, FaultCounters};
 use crate::payments::PaymentGateway;
-use crate::store::{SledStore, Store};
+use crate::store::sled::Solo;
+use crate::store::{
+    AccountStore, ClusterStore, Outbox, SagaStore, SledAccounts, SledOutbox, SledSagas, SledStore,
+    Store,
+};
 use crate::supervisor::{
     ActorHandle, ChildSpec, DynamicSpec, DynamicSupervisor, Restart, Strategy, SupervisorBuilder,
 };
@@ -53,10 +63,7 @@ use crate::supervisor::{
 /// What every subtree is built from.
 struct Wiring<'a> {
     config: &'a Config,
-    store: Arc<dyn Store>,
-    /// This node in a cluster (`store.backend = "postgres"`).
-    #[cfg(feature = "postgres")]
-    cluster: Option<Arc<crate::actors::cluster::Cluster>>,
+    backend: &'a Backend,
     arbiters: &'a [Arbiter],
     faults: Arc<FaultCounters>,
     shutdown_timeout: Duration,
@@ -93,6 +100,40 @@ impl Wiring<'_> {
     }
 }
 
+/// The storage backend, as the seam's traits.
+struct Backend {
+    accounts: Arc<dyn AccountStore>,
+    sagas: Arc<dyn SagaStore>,
+    outbox: Arc<dyn Outbox>,
+    cluster: Arc<dyn ClusterStore>,
+}
+
+/// Picks the backend `store.backend` names: sled (over `store`, so its layers and
+/// injected faults apply) or PostgreSQL (joining the cluster).
+async fn choose_backend(config: &Config, store: &Arc<dyn Store>) -> Result<Backend, Error> {
+    #[cfg(feature = "postgres")]
+    if config.store.backend == crate::config::StoreBackend::Postgres {
+        let node = Arc::new(join_cluster(config).await?);
+        let accounts = crate::store::postgres::PgAccounts::new(
+            node.database().clone(),
+            config.accounts.cache_capacity,
+        );
+        return Ok(Backend {
+            accounts: Arc::new(accounts),
+            sagas: node.clone(),
+            outbox: node.clone(),
+            cluster: node,
+        });
+    }
+    let accounts = SledAccounts::new(store.clone(), config.accounts.cache_capacity);
+    Ok(Backend {
+        accounts: Arc::new(accounts),
+        sagas: Arc::new(SledSagas::new(store.clone())),
+        outbox: Arc::new(SledOutbox::new(store.clone())),
+        cluster: Arc::new(Solo::new(config.cluster.node_id_or(&config.server.bind))),
+    })
+}
+
 /// Opens the store, builds the tree, seeds demo data. See [`RuntimeBuilder::start`].
 pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     let RuntimeBuilder {
@@ -103,8 +144,6 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         store_layer,
     } = parts;
     config.validate()?;
-    #[cfg(feature = "postgres")]
-    let cluster = join_cluster(&config).await?;
     let store = open_store(&config).await?;
     let store = match store_layer {
         Some(layer) => layer(store),
@@ -115,12 +154,11 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     if config.faults.enabled {
         tracing::warn!("Fault injection is enabled ([faults]); never do this in production.");
     }
+    let backend = choose_backend(&config, &store).await?;
     let arbiters: Vec<Arbiter> = (0..config.arbiters()).map(|_| Arbiter::new()).collect();
     let wiring = Wiring {
         config: &config,
-        store: store.clone(),
-        #[cfg(feature = "postgres")]
-        cluster: cluster.clone(),
+        backend: &backend,
         arbiters: &arbiters,
         faults: fault_counters.clone(),
         shutdown_timeout: Duration::from_millis(config.supervisor.shutdown_timeout_ms),
@@ -139,7 +177,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     let gateway = with_payment_faults(gateway, &config.faults, &fault_counters);
     let (payments, gateway, gateway_stats) = payments_subtree(&wiring, gateway);
     let deps = SagaDeps {
-        store: store.clone(),
+        saga_store: backend.sagas.clone(),
+        cluster: backend.cluster.clone(),
         shards: shards.clone(),
         sellers: routes
             .iter()
@@ -164,29 +203,11 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
         ),
         arbiters: arbiters.iter().map(|a| a.handle()).collect(),
         panics: wiring.panics(ActorKind::Saga),
-        tally: Default::default(),
-        #[cfg(feature = "postgres")]
-        cluster: cluster.clone(),
     };
     let (bookings, coordinator, saga_deps) = bookings_subtree(&wiring, deps);
 
-    #[cfg(feature = "postgres")]
-    let database = cluster.as_ref().map(|c| c.db.clone());
-    #[cfg(not(feature = "postgres"))]
-    let database = ();
-    let probe = Arc::new(StoreProbe::first(&*store, database).await);
-    #[allow(unused_mut)]
-    let mut background = vec![actix_rt::spawn(probe.clone().run(store.clone()))];
-    #[cfg(feature = "postgres")]
-    if let Some(cluster) = &cluster {
-        background.push(actix_rt::spawn(crate::actors::cluster::run_duties(
-            saga_deps.clone(),
-            env!("CARGO_PKG_VERSION"),
-        )));
-        background.push(actix_rt::spawn(
-            crate::actors::cluster::listen_for_bookings(cluster.clone(), aggregators.clone()),
-        ));
-    }
+    let probe = Arc::new(StoreProbe::first(&*store, backend.cluster.clone()).await);
+    let background = vec![actix_rt::spawn(probe.clone().run(store.clone()))];
 
     let shutdown_timeout = wiring.shutdown_timeout;
     let mut root = SupervisorBuilder::new("root", Strategy::OneForOne, wiring.policy());
@@ -200,6 +221,11 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
     // Last: the coordinator resumes unfinished sagas as it starts, so everything they
     // call must be running.
     root.supervisor(bookings, Restart::Permanent, shutdown_timeout);
+    if backend.cluster.shared() {
+        // After the sagas: the duties launch the sagas they take over.
+        let cluster = cluster_subtree(&wiring, &saga_deps, &aggregators);
+        root.supervisor(cluster, Restart::Permanent, shutdown_timeout);
+    }
     let root = root.start();
 
     let runtime = Runtime {
@@ -221,6 +247,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             faults: fault_counters,
             probe,
             background: Mutex::new(background),
+            accounts: backend.accounts.clone(),
+            outbox: backend.outbox.clone(),
             config,
         }),
     };
@@ -240,13 +268,8 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
 /// migrations this binary carries (under an advisory lock, so nodes starting together
 /// apply them once) and joins the cluster as `cluster.node_id`.
 #[cfg(feature = "postgres")]
-async fn join_cluster(
-    config: &Config,
-) -> Result<Option<Arc<crate::actors::cluster::Cluster>>, Error> {
-    use crate::store::postgres::PgStore;
-    if config.store.backend != crate::config::StoreBackend::Postgres {
-        return Ok(None);
-    }
+async fn join_cluster(config: &Config) -> Result<crate::store::postgres::PgNode, Error> {
+    use crate::store::postgres::{PgNode, PgStore};
     let unavailable = |e: crate::store::postgres::PgError| Error::Unavailable {
         what: format!("the PostgreSQL database ({e})"),
     };
@@ -262,14 +285,14 @@ async fn join_cluster(
         .map(|u| u.expose().to_owned())
         .unwrap_or_default();
     let bind = &config.server.bind;
-    let cluster = crate::actors::cluster::Cluster::new(
+    let node = PgNode::new(
         db,
-        url,
-        config.cluster.node_id_or(bind),
-        config.cluster.address_or(bind),
+        &url,
+        &config.cluster.node_id_or(bind),
+        &config.cluster.address_or(bind),
         Duration::from_millis(config.cluster.lease_ms),
     );
-    tracing::info!(node = %cluster.node, "Joined the cluster on PostgreSQL.");
+    tracing::info!(node = %node.node(), "Joined the cluster on PostgreSQL.");
     // Simulated partners live inside each node: a reservation or payment made by one node
     // is unknown to the node that takes its saga over. Fine for a demo, wrong for a cluster.
     let simulated: Vec<&str> = config
@@ -287,7 +310,7 @@ async fn join_cluster(
              partners shared by every node (examples/partners.toml)."
         );
     }
-    Ok(Some(Arc::new(cluster)))
+    Ok(node)
 }
 
 /// Opens sled in `store.data_dir` off the async threads (it reads and may recover its log).

@@ -12,23 +12,7 @@ pub(super) fn accounts_subtree(
     AccountReads,
 ) {
     let config = w.config;
-    #[cfg(feature = "postgres")]
-    let database = w.cluster.as_ref().map(|c| {
-        (
-            c.db.clone(),
-            Arc::new(crate::actors::account::pg::KnownKeys::new(
-                config.accounts.cache_capacity,
-            )),
-        )
-    });
-    if let Err(error) = backfill_key_owners(&*w.store) {
-        // The index only tells an unknown key (401) from another account's (403).
-        tracing::warn!(%error, "API key owner index not rebuilt; unknown keys may get 403.");
-    }
-    if let Err(error) = backfill_emails(&*w.store) {
-        tracing::warn!(%error, "Email index not rebuilt; older accounts' emails are not unique.");
-    }
-    let model = AccountReadModel::new(config.account_shards());
+    let model = AccountReadModel::new(config.account_shards(), config.accounts.cache_capacity);
     let faults = AccountFaults {
         reply_delay: if config.faults.enabled {
             Duration::from_millis(config.faults.account_reply_delay_ms)
@@ -45,38 +29,28 @@ pub(super) fn accounts_subtree(
                 config.accounts.mailbox_capacity,
                 Duration::from_millis(config.accounts.deadline_ms),
             );
-            let (store, capacity, currency, faults) = (
-                w.store.clone(),
-                config.accounts.cache_capacity,
+            let (store, currency, faults) = (
+                w.backend.accounts.clone(),
                 config.accounts.currency,
                 faults.clone(),
             );
             let segment = model.segment(index);
-            #[cfg(feature = "postgres")]
-            let database = database.clone();
             sup.actor(spec, w.arbiter(index), move || {
-                let (store, faults) = (store.clone(), faults.clone());
-                let shard =
-                    AccountShard::new(index, store, capacity, currency, faults, segment.clone());
-                #[cfg(feature = "postgres")]
-                let shard = shard.with_database(database.clone());
-                shard
+                AccountShard::new(
+                    index,
+                    store.clone(),
+                    currency,
+                    faults.clone(),
+                    segment.clone(),
+                )
             })
         })
         .collect();
-    // Under injected account faults every read goes to the actors, so drills see them; in
-    // a cluster every read asks the database through them (no node caches an account).
-    #[allow(unused_mut)]
-    let mut bypass = faults.armed();
-    #[cfg(feature = "postgres")]
-    {
-        bypass |= database.is_some();
-    }
+    // Under injected account faults every read goes to the actors, so drills see them; on
+    // a shared store every read asks it through them (nothing is published in memory).
     let reads = AccountReads {
         model,
-        bypass,
-        #[cfg(feature = "postgres")]
-        known_keys: database.map(|(_, keys)| keys),
+        bypass: faults.armed() || !w.backend.accounts.sole_writer(),
     };
     (sup, shards, reads)
 }
@@ -182,16 +156,15 @@ pub(super) fn notifier_subtree(
 ) -> (SupervisorBuilder, ActorHandle<Mailer>, Arc<MailerStats>) {
     let mut sup = SupervisorBuilder::new("notifier", Strategy::OneForOne, w.policy());
     let stats = Arc::new(MailerStats::default());
-    let (store, published, panics) = (w.store.clone(), stats.clone(), w.panics(ActorKind::Mailer));
+    let (outbox, published, panics) = (
+        w.backend.outbox.clone(),
+        stats.clone(),
+        w.panics(ActorKind::Mailer),
+    );
     let spec = w.spec("mailer".into(), MAILER_MAILBOX, MAILER_DEADLINE);
-    #[cfg(feature = "postgres")]
-    let cluster = w.cluster.clone();
     let mailer = sup.actor(spec, w.arbiter(0), move || {
-        let mailer = Mailer::new(store.clone(), transport.clone(), published.clone())
-            .with_panic_faults(panics.clone());
-        #[cfg(feature = "postgres")]
-        let mailer = mailer.with_cluster(cluster.clone());
-        mailer
+        Mailer::new(outbox.clone(), transport.clone(), published.clone())
+            .with_panic_faults(panics.clone())
     });
     (sup, mailer, stats)
 }
@@ -263,4 +236,36 @@ pub(super) fn payments_subtree(
         move || for_snapshot.to_json(),
     );
     (sup, Arc::new(SupervisedGateway::new(handle)), stats)
+}
+
+/// Requests queued at a cluster duty actor: its own timer ticks only.
+const CLUSTER_MAILBOX: usize = 16;
+
+/// `cluster`: the duties of a node sharing its store (heartbeat, lease renewals,
+/// take-overs) and its subscription to SKUs booked elsewhere. Started only when the store
+/// is shared; see `actors::cluster`.
+pub(super) fn cluster_subtree(
+    w: &Wiring<'_>,
+    deps: &Arc<SagaDeps>,
+    aggregators: &[ActorHandle<SearchAggregator>],
+) -> SupervisorBuilder {
+    let mut sup = SupervisorBuilder::new("cluster", Strategy::OneForOne, w.policy());
+    let lease = Duration::from_millis(w.config.cluster.lease_ms);
+    let every = crate::domain::lease::duty_interval(lease);
+    let (for_duties, panics) = (deps.clone(), w.panics(ActorKind::Cluster));
+    let spec = w.spec("cluster-duties".into(), CLUSTER_MAILBOX, lease);
+    sup.actor(spec, w.arbiter(0), move || {
+        ClusterDuties::new(
+            for_duties.clone(),
+            env!("CARGO_PKG_VERSION"),
+            every,
+            panics.clone(),
+        )
+    });
+    let (cluster, aggregators) = (deps.cluster.clone(), aggregators.to_vec());
+    let spec = w.spec("booked-sku-listener".into(), CLUSTER_MAILBOX, lease);
+    sup.actor(spec, w.arbiter(1), move || {
+        BookedSkuListener::new(cluster.clone(), aggregators.clone())
+    });
+    sup
 }

@@ -6,8 +6,14 @@ use super::PgError;
 
 /// Every migration this binary knows: version, name, SQL. Versions are 1, 2, 3, ... in
 /// order; an applied migration is never edited (the next change is the next file).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "cluster", include_str!("migrations/0001_cluster.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "cluster", include_str!("migrations/0001_cluster.sql")),
+    (
+        2,
+        "cancels_and_email_retries",
+        include_str!("migrations/0002_cancels_and_email_retries.sql"),
+    ),
+];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).
 const MIGRATION_LOCK: i64 = 0x77_61_79_66_61_72_65;

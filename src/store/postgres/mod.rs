@@ -21,13 +21,19 @@
 //! - [`accounts`]: accounts, API key digests and ledger pages, read by the account shards
 //!   on every request (no node caches an account).
 //!
-//! The actors reach these through `actors::cluster` (sagas, leases, the mailer, cache
-//! invalidation) and the account shards' PostgreSQL path (`actors::account::pg`).
+//! - [`PgNode`]: this node behind the seam's traits (`SagaStore`, `Outbox`,
+//!   `ClusterStore`): the leases it holds are its private business.
+//!
+//! - [`PgAccounts`]: the accounts behind the seam's `AccountStore`, over [`accounts`] and
+//!   [`wallet`].
 
+mod account_store;
 pub mod accounts;
 pub mod invalidate;
 mod migrate;
+mod node;
 pub mod nodes;
+pub mod outbox;
 pub mod sagas;
 pub mod wallet;
 
@@ -36,7 +42,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+pub use account_store::PgAccounts;
 pub use migrate::{migrate, Migrated, MIGRATIONS};
+pub use node::PgNode;
 
 use crate::config::StoreConfig;
 

@@ -1,23 +1,8 @@
 //! Cluster membership through the database: each node upserts its row on a timer.
 
-use serde::Serialize;
-
 use super::{PgError, PgStore};
 
-/// One node as the cluster view shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Member {
-    /// Node id.
-    pub id: String,
-    /// Address it serves on.
-    pub address: String,
-    /// wayfare version it runs.
-    pub version: String,
-    /// Milliseconds since its last heartbeat (by the database's clock).
-    pub heartbeat_age_ms: i64,
-    /// Unfinished sagas it holds a live lease on.
-    pub sagas_held: i64,
-}
+pub use crate::store::cluster::Member;
 
 impl PgStore {
     /// Records that `node` is alive at `address`, running `version`.

@@ -9,7 +9,7 @@
 //! 3. The owner renews its leases while it works on them ([`PgStore::renew_leases`]).
 //! 4. Any node claims sagas whose lease expired with `FOR UPDATE SKIP LOCKED`, raising the
 //!    epoch ([`PgStore::claim_expired_sagas`]); two nodes never claim the same saga.
-//! 5. The outbox's emails follow the same discipline ([`PgStore::claim_emails`]).
+//! 5. The outbox's emails follow the same discipline (see [`super::outbox`]).
 
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct StoredSaga {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Epoch.
     pub epoch: i64,
+    /// Whether a customer's cancel was stored for it ([`PgStore::request_cancel`]).
+    pub cancel_requested: bool,
 }
 
 /// What creating a saga under a booking idempotency key found.
@@ -78,17 +80,6 @@ pub struct OutboxEmail {
     pub email: Vec<u8>,
 }
 
-/// The right to send one email: held by `node` under `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailLease {
-    /// Email id.
-    pub id: Uuid,
-    /// The node holding it.
-    pub node: String,
-    /// Raised by every claim.
-    pub epoch: i64,
-}
-
 /// Why a saga write changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SagaWriteError {
@@ -110,7 +101,7 @@ pub enum SagaWriteError {
     Store(#[from] PgError),
 }
 
-fn millis(d: Duration) -> i64 {
+pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -192,14 +183,16 @@ impl PgStore {
 
     /// Writes the saga's new state under `lease`, renewing it for `lease_for`, with the
     /// email it causes (if any) in the same transaction. Refused, changing nothing, unless
-    /// the lease is still held under its epoch ([`SagaWriteError::Fenced`]).
+    /// the lease is still held under its epoch ([`SagaWriteError::Fenced`]). True when a
+    /// customer's cancel is stored for the saga ([`PgStore::request_cancel`]); a confirmed
+    /// booking with one stays claimable (not terminal) until its cancellation exists.
     pub async fn save_saga(
         &self,
         lease: &Lease,
         lease_for: Duration,
         row: &SagaRow,
         email: Option<&OutboxEmail>,
-    ) -> Result<(), SagaWriteError> {
+    ) -> Result<bool, SagaWriteError> {
         self.save_saga_with(lease, lease_for, row, email, None)
             .await
     }
@@ -214,11 +207,12 @@ impl PgStore {
         row: &SagaRow,
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
-    ) -> Result<(), SagaWriteError> {
-        const FENCED_UPDATE: &str =
-            "UPDATE sagas SET state = $4, terminal = $5, record = $6, updated_at = now(),
+    ) -> Result<bool, SagaWriteError> {
+        const FENCED_UPDATE: &str = "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
+                    terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()";
+             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
+             RETURNING cancel_requested_at IS NOT NULL";
         let lease_ms = millis(lease_for);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &lease.saga_id,
@@ -242,24 +236,23 @@ impl PgStore {
                 .prepare_cached(FENCED_UPDATE)
                 .await
                 .map_err(PgError::from)?;
-            let changed = client
-                .execute(&statement, &params)
+            let saved = client
+                .query_opt(&statement, &params)
                 .await
                 .map_err(PgError::from)?;
-            return if changed == 0 { Err(fenced()) } else { Ok(()) };
+            return saved.map(|r| r.get(0)).ok_or_else(fenced);
         }
         let tx = client.transaction().await.map_err(PgError::from)?;
         let statement = tx
             .prepare_cached(FENCED_UPDATE)
             .await
             .map_err(PgError::from)?;
-        let changed = tx
-            .execute(&statement, &params)
+        let cancel_requested: bool = tx
+            .query_opt(&statement, &params)
             .await
-            .map_err(PgError::from)?;
-        if changed == 0 {
-            return Err(fenced());
-        }
+            .map_err(PgError::from)?
+            .ok_or_else(fenced)?
+            .get(0);
         if let Some(other) = finished {
             tx.execute(
                 &tx.prepare_cached(
@@ -287,7 +280,88 @@ impl PgStore {
             .map_err(PgError::from)?;
         }
         tx.commit().await.map_err(PgError::from)?;
-        Ok(())
+        Ok(cancel_requested)
+    }
+
+    /// The saga a booking idempotency key was used for, if it was: [`Created::Existing`]
+    /// for the same request (`digest`), [`SagaWriteError::KeyReused`] for another.
+    pub async fn booking_of_key(
+        &self,
+        key: &str,
+        digest: &[u8],
+    ) -> Result<Option<Created>, SagaWriteError> {
+        let client = self.client().await?;
+        let found = client
+            .query_opt(
+                &client
+                    .prepare_cached(
+                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                &[&key],
+            )
+            .await
+            .map_err(PgError::from)?;
+        found
+            .map(|row| existing_saga(key, digest, &row))
+            .transpose()
+    }
+
+    /// Stores a customer's cancel of booking `id`, from any node; the node driving it acts
+    /// on it at its next write. A confirmed booking becomes claimable again until its
+    /// cancellation exists. False when there is no such booking.
+    pub async fn request_cancel(&self, id: &str) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "UPDATE sagas SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                                terminal = terminal AND state <> 'confirmed'
+                         WHERE id = $1 AND account_id IS NOT NULL",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Sagas per state over the whole cluster, and the first `parked_listed` parked sagas
+    /// (id and record) in id order: the cheap aggregate `/health` and metrics show.
+    pub async fn saga_aggregate(
+        &self,
+        parked_listed: i64,
+    ) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), PgError> {
+        let client = self.client().await?;
+        let by_state = client
+            .query(
+                &client
+                    .prepare_cached("SELECT state, count(*) FROM sagas GROUP BY state")
+                    .await?,
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let parked = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT id, record FROM sagas WHERE state = 'needs_attention'
+                         ORDER BY id LIMIT $1",
+                    )
+                    .await?,
+                &[&parked_listed],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok((by_state, parked))
     }
 
     /// Extends every lease in `leases` still held under its epoch by `lease_for`; returns
@@ -525,7 +599,8 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch
+                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch,
+                        cancel_requested_at IS NOT NULL
                  FROM sagas WHERE id = $1").await.map_err(PgError::from)?,
                 &[&id],
             )
@@ -541,72 +616,8 @@ impl PgStore {
             owner_node: r.get(5),
             lease_expires_at: r.get(6),
             epoch: r.get(7),
+            cancel_requested: r.get(8),
         }))
-    }
-
-    /// Claims up to `limit` pending emails nobody holds a live lease on, for `node`.
-    pub async fn claim_emails(
-        &self,
-        node: &str,
-        limit: i64,
-        lease_for: Duration,
-    ) -> Result<Vec<(EmailLease, Vec<u8>)>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client.prepare_cached("WITH free AS (
-                     SELECT id FROM outbox
-                     WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-                     ORDER BY created_at
-                     LIMIT $2
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE outbox o SET owner_node = $1, epoch = o.epoch + 1, attempts = o.attempts + 1,
-                        lease_expires_at = now() + $3::bigint * interval '1 millisecond'
-                 FROM free WHERE o.id = free.id
-                 RETURNING o.id, o.epoch, o.email").await.map_err(PgError::from)?,
-                &[&node, &limit, &millis(lease_for)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    EmailLease {
-                        id: r.get(0),
-                        node: node.to_owned(),
-                        epoch: r.get(1),
-                    },
-                    r.get(2),
-                )
-            })
-            .collect())
-    }
-
-    /// Marks a claimed email sent; fenced like saga writes.
-    pub async fn mark_email_sent(&self, lease: &EmailLease) -> Result<(), SagaWriteError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE outbox SET status = 'sent', sent_at = now()
-                 WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND status = 'pending'
-                   AND lease_expires_at > now()",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&lease.id, &lease.node, &lease.epoch],
-            )
-            .await
-            .map_err(PgError::from)?;
-        if n == 0 {
-            return Err(SagaWriteError::Fenced {
-                saga_id: lease.id.to_string(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
-            });
-        }
-        Ok(())
     }
 }
 

@@ -14,10 +14,11 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{PgError, PgStore};
-use crate::actors::account::WalletReceipt;
 use crate::domain::account::AccountId;
 use crate::domain::money::Currency;
-use crate::domain::wallet::{validate_key, LedgerEntry, Wallet, WalletError, WalletOp};
+use crate::domain::wallet::{
+    validate_key, LedgerEntry, Wallet, WalletError, WalletOp, WalletReceipt,
+};
 
 /// Why a wallet change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use sled::Transactional;
 
-use super::{Entry, Op, Store, StoreError, StoreFuture, Tree};
+use crate::store::{Entry, Op, Store, StoreError, StoreFuture, Tree};
 
 /// sled-backed [`Store`].
 #[derive(Clone, Debug)]
@@ -232,7 +232,7 @@ impl SledStore {
         let probe = trees[Tree::ALL.iter().position(|t| *t == Tree::Meta).unwrap_or(0)]
             .insert(
                 b"open_probe",
-                super::codec::encode(&chrono::Utc::now().timestamp_millis()),
+                crate::store::codec::encode(&chrono::Utc::now().timestamp_millis()),
             )
             .and_then(|_| db.flush());
         if let Err(e) = probe {
@@ -289,7 +289,7 @@ impl SledStore {
                 if swapped.is_err() {
                     return Err(StoreError::Taken {
                         tree: tree.name(),
-                        key: super::printable_key(&key),
+                        key: crate::store::printable_key(&key),
                     });
                 }
             }
@@ -386,7 +386,7 @@ impl Store for SledStore {
                 }
                 sled::transaction::TransactionError::Abort((tree, key)) => StoreError::Taken {
                     tree: tree.name(),
-                    key: super::printable_key(&key),
+                    key: crate::store::printable_key(&key),
                 },
             })
     }
@@ -436,7 +436,7 @@ mod tests {
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].0, b"a1/2");
         assert_eq!(s.scan(Tree::Ledger, b"a1/", None, 1).unwrap().len(), 1);
-        let v: Option<u32> = super::super::get_record(&s, Tree::Accounts, b"a1").unwrap();
+        let v: Option<u32> = crate::store::get_record(&s, Tree::Accounts, b"a1").unwrap();
         assert_eq!(v, Some(1));
     }
 
@@ -458,7 +458,7 @@ mod tests {
             })
         );
         assert_eq!(s.get(Tree::Accounts, b"acct2").unwrap(), None);
-        let owner: Option<u32> = super::super::get_record(&s, Tree::Emails, b"a@x.io").unwrap();
+        let owner: Option<u32> = crate::store::get_record(&s, Tree::Emails, b"a@x.io").unwrap();
         assert_eq!(owner, Some(1));
         // A lone insert (written without a transaction) is refused the same way.
         let alone = s.write(vec![Op::insert(Tree::Emails, b"a@x.io".to_vec(), &4u32)]);
@@ -466,7 +466,7 @@ mod tests {
             alone,
             Err(StoreError::Taken { tree: "emails", .. })
         ));
-        let owner: Option<u32> = super::super::get_record(&s, Tree::Emails, b"a@x.io").unwrap();
+        let owner: Option<u32> = crate::store::get_record(&s, Tree::Emails, b"a@x.io").unwrap();
         assert_eq!(owner, Some(1));
         // The store is not latched by a refused insert: later writes go through.
         s.write(vec![Op::insert(Tree::Emails, b"b@x.io".to_vec(), &3u32)])
@@ -528,7 +528,7 @@ mod tests {
             value: vec![7, 1, 2],
         }])
         .unwrap();
-        let err = super::super::get_record::<u32>(&s, Tree::Accounts, b"acct-1").unwrap_err();
+        let err = crate::store::get_record::<u32>(&s, Tree::Accounts, b"acct-1").unwrap_err();
         assert_eq!(
             err.to_string(),
             "record accounts/acct-1 is unreadable: unknown format version 7 (this build reads version 1)"

@@ -1,7 +1,7 @@
 //! Index backfills for stores written before an index existed, run once at start-up
 //! (before the shards start): the API key owner index and the unique email index.
 
-use super::email_key;
+use crate::domain::account::email_key;
 use crate::domain::account::{AccountId, AccountRecord};
 use crate::store::{decode_record, Op, Store, StoreError, Tree};
 
