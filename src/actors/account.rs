@@ -12,7 +12,7 @@
 //!
 //! When the store is the only writer of its accounts (sled), reads do not cross to the
 //! shard's arbiter: after a change is durable the shard publishes the account's view and
-//! API key digest into its [`ReadSegment`] (see [`read_model`]), which `Runtime` reads on
+//! API key digest into its `ReadSegment` (see [`read_model`]), which `Runtime` reads on
 //! the HTTP worker under a shared lock, and checks the caller there with the same rule the
 //! store applies ([`Caller::may_act_on`]). A miss asks this actor, which reads the account
 //! from the store and publishes it. A shared store (PostgreSQL) is the only truth: the

@@ -1,6 +1,6 @@
 //! The accounts' read model: a read model owned by the actor.
 //!
-//! Each [`AccountShard`](super::AccountShard) owns one [`ReadSegment`] and is its only
+//! Each [`AccountShard`](super::AccountShard) owns one `ReadSegment` and is its only
 //! writer; HTTP workers read it under a shared lock, without a message to the shard's
 //! arbiter and back. What the shard publishes there, and when:
 //!

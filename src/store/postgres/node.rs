@@ -456,7 +456,7 @@ impl SagaStore for PgNode {
 
 impl Outbox for PgNode {
     /// Claims pending emails nobody holds (`FOR UPDATE SKIP LOCKED`) under a lease of
-    /// [`EMAIL_LEASE`]; an email whose lease runs out before it is marked sent may be
+    /// `EMAIL_LEASE`; an email whose lease runs out before it is marked sent may be
     /// sent again by another node (at least once, as on one node).
     fn claim(&self, max: usize) -> StoreFuture<Vec<ClaimedEmail>> {
         let me = self.clone();
