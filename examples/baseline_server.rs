@@ -1,4 +1,4 @@
-//! The bare twins wayfare's hot paths are measured against (issue 15), in one actix-web
+//! The bare twins wayfare's hot paths are measured against, in one actix-web
 //! server with no actors, no supervision, no metrics, no request ids, no operator:
 //!
 //! - `GET /v1/accounts/{id}`, the baseline for the account-read target (docs/architecture.md):

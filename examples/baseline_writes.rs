@@ -1,4 +1,4 @@
-//! The bare twin of wayfare's bookings (issue 15, item 5): a loop that makes, per "booking",
+//! The bare twin of wayfare's bookings: a loop that makes, per "booking",
 //! the same durable sled writes one happy-path booking saga makes, through the same
 //! `SledStore` (same sled config, same multi-tree transactions, same group-commit flusher
 //! thread), with no HTTP, no actors, no seller or gateway calls, no metrics.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wayfare's other hot paths against their bare twins, each pair in the same run, in
-# alternating rounds (issue 15, item 5), on loopback only:
+# alternating rounds, on loopback only:
 #
 # a. Cached anonymous hotel search, GET /v1/search/hotels over $QUERIES queries (6 cities x
 #    4 stays, 100+ days ahead: cached for 30 min), driven by wrk -t1 -c$WRK_CONNECTIONS

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark of the account-read targets (issue 15): wayfare against the
+# Side-by-side HTTP benchmark of the account-read targets: wayfare against the
 # bare actix-web + sled handler of examples/baseline_server.rs, which does equivalent work
 # (checks the bearer key's digest against the account's, then reads the record).
 #

@@ -28,28 +28,11 @@ pub fn with_stored_cancel(r: &mut SagaRecord) {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveDate, Utc};
+    use chrono::Utc;
 
     use super::*;
-    use crate::domain::account::AccountId;
-    use crate::domain::money::{Currency, Money};
-    use crate::domain::saga::{new_booking, new_cancellation, BookingId, BookingRequest};
-
-    fn booking() -> SagaRecord {
-        let eur = |minor| Money::new(minor, Currency::EUR);
-        let request = BookingRequest {
-            account_id: AccountId::demo(1),
-            seller: "alpha".into(),
-            sku: "hotel-7-dbl".into(),
-            start: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
-            end: NaiveDate::from_ymd_opt(2030, 1, 3).unwrap(),
-            wallet_points: eur(0),
-            card_token: "tok_approve".into(),
-            offer_price: eur(50_000),
-            idempotency_key: "k1".into(),
-        };
-        new_booking(BookingId::new(), request, Utc::now()).unwrap()
-    }
+    use crate::domain::saga::fixtures::booking;
+    use crate::domain::saga::new_cancellation;
 
     #[test]
     fn a_booking_in_flight_takes_it_once() {

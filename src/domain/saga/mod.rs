@@ -268,6 +268,33 @@ pub fn cancellation_split(
     })
 }
 
+/// Records for unit tests of the modules here.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{NaiveDate, Utc};
+
+    use super::{new_booking, BookingId, BookingRequest, SagaRecord};
+    use crate::domain::account::AccountId;
+    use crate::domain::money::{Currency, Money};
+
+    /// A new booking of a hotel for two nights, paid by card alone.
+    pub(crate) fn booking() -> SagaRecord {
+        let eur = |minor| Money::new(minor, Currency::EUR);
+        let request = BookingRequest {
+            account_id: AccountId::demo(1),
+            seller: "alpha".into(),
+            sku: "hotel-7-dbl".into(),
+            start: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
+            end: NaiveDate::from_ymd_opt(2030, 1, 3).unwrap(),
+            wallet_points: eur(0),
+            card_token: "tok_approve".into(),
+            offer_price: eur(50_000),
+            idempotency_key: "k1".into(),
+        };
+        new_booking(BookingId::new(), request, Utc::now()).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

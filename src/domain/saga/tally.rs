@@ -133,28 +133,11 @@ impl SagaTally {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveDate, Utc};
+    use chrono::Utc;
 
     use super::*;
-    use crate::domain::account::AccountId;
-    use crate::domain::money::{Currency, Money};
-    use crate::domain::saga::{new_booking, park_crashed, BookingId, BookingRequest};
-
-    fn booking() -> SagaRecord {
-        let eur = |minor| Money::new(minor, Currency::EUR);
-        let request = BookingRequest {
-            account_id: AccountId::demo(1),
-            seller: "alpha".into(),
-            sku: "hotel-7-dbl".into(),
-            start: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
-            end: NaiveDate::from_ymd_opt(2030, 1, 3).unwrap(),
-            wallet_points: eur(0),
-            card_token: "tok_approve".into(),
-            offer_price: eur(50_000),
-            idempotency_key: "k1".into(),
-        };
-        new_booking(BookingId::new(), request, Utc::now()).unwrap()
-    }
+    use crate::domain::saga::fixtures::booking;
+    use crate::domain::saga::park_crashed;
 
     #[test]
     fn counts_follow_writes_and_parked_sagas_come_and_go() {
