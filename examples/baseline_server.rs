@@ -1,11 +1,19 @@
 //! The bare twins wayfare's hot paths are measured against, in one actix-web
 //! server with no actors, no supervision, no metrics, no request ids, no operator:
 //!
-//! - `GET /v1/accounts/{id}`, the baseline for the account-read target (docs/architecture.md):
-//!   reads the same sled tree wayfare writes (`accounts`, keyed by the 16 id bytes), decodes
-//!   the record with wayfare's codec and answers the same JSON (`AccountRecord::view()`).
-//!   Like wayfare it first checks the caller: the bearer key's SHA-256 digest must equal the
-//!   account's (`api_keys` tree), else 401 (no or malformed credential) or 403. Needs
+//! - `GET /v1/accounts/{id}`, the baseline for the account-read target (docs/architecture.md),
+//!   in one of two shapes (`--account-reads`):
+//!   - `one` (the default, the *minimum-work twin*): the least an authorized read must do.
+//!     At start-up the twin copies every account of the wayfare data dir, with its key
+//!     digest stored inside it, into a sled tree of its own (`twin-one-read/` in the data
+//!     dir); each request then reads that one record, computes SHA-256 of the bearer key,
+//!     compares it with the stored digest and answers the JSON (`AccountRecord::view()`).
+//!   - `two`: reads wayfare's own trees as they are, the key's digest (`api_keys`) and then
+//!     the account (`accounts`), both keyed by the 16 id bytes. Kept because it is what a
+//!     bare server over wayfare's store layout must do, and earlier figures in
+//!     BENCHMARKS.md were measured against it.
+//!
+//!   Either way a missing or malformed credential is a 401 and another key a 403. Needs
 //!   `--data-dir`: a copy of a wayfare data dir (sled allows one process per directory).
 //! - `GET /v1/search/hotels`, the twin of a cached hotel search: same query parameters
 //!   (`city` or `hotel`, `check_in`, `check_out`; `account_id` is refused with 400, since
@@ -23,7 +31,7 @@
 //! gives the same bytes. Both routes therefore send exactly what wayfare sends for that
 //! cached search (the `elapsed_ms` of each seller is the fan-out's, frozen in the cache).
 //!
-//! Run with: cargo run --release --example baseline_server -- --bind 127.0.0.1:8081 --data-dir ./data-copy
+//! Run with: cargo run --release --example baseline_server -- --bind 127.0.0.1:8081 --data-dir ./data-copy [--account-reads two]
 //!      or: cargo run --release --example baseline_server -- --search-from http://127.0.0.1:8080 --search-queries queries.txt
 
 use std::collections::HashMap;
@@ -61,12 +69,96 @@ struct Args {
     /// File of hotel search query strings, one a line, to fetch from --search-from.
     #[arg(long, requires = "search_from")]
     search_queries: Option<PathBuf>,
+    /// How an account read works: `one` record holding the account and its key digest
+    /// (the minimum-work twin), or `two` reads of wayfare's own trees.
+    #[arg(long, value_enum, default_value_t = AccountReads::One)]
+    account_reads: AccountReads,
     /// HTTP worker threads; 0 = one per core (wayfare's default too).
     #[arg(long, default_value_t = 0)]
     workers: usize,
 }
 
-async fn get_account(
+/// Which shape of account read the twin serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AccountReads {
+    /// One record: the account with its key digest inside.
+    One,
+    /// Two reads of wayfare's trees: the key digest, then the account.
+    Two,
+}
+
+/// The record of the one-read twin: an account and its key digest, read together.
+type TwinAccount = (AccountRecord, Option<KeyDigest>);
+
+/// The bearer key's digest, or the 401 to send.
+fn presented_digest(req: &HttpRequest) -> Result<KeyDigest, HttpResponse> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|key| KeyDigest::of(key.trim()))
+        .ok_or_else(|| {
+            HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .body("send Authorization: Bearer <API key>")
+        })
+}
+
+/// The minimum-work read: one sled record, one SHA-256, one comparison, the JSON.
+async fn get_account_one_read(
+    req: HttpRequest,
+    tree: web::Data<sled::Tree>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return HttpResponse::BadRequest().body("bad account id");
+    };
+    let presented = match presented_digest(&req) {
+        Ok(digest) => digest,
+        Err(refusal) => return refusal,
+    };
+    match tree.get(id.as_bytes()) {
+        Ok(Some(bytes)) => match wayfare::store::codec::decode::<TwinAccount>(&bytes) {
+            Ok((record, Some(key))) if key.matches(&presented) => {
+                HttpResponse::Ok().json(record.view())
+            }
+            Ok(_) => HttpResponse::Forbidden().body("this API key may not read it"),
+            Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+        },
+        Ok(None) => HttpResponse::NotFound().body("no such account"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+/// Copies every account of wayfare's store, with its key digest, into the one-read tree.
+fn build_one_read_tree(store: &SledStore, dir: &std::path::Path) -> anyhow::Result<sled::Tree> {
+    let path = dir.join("twin-one-read");
+    let _ = std::fs::remove_dir_all(&path);
+    let db = sled::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let tree = db.open_tree("accounts")?;
+    let mut after: Option<Vec<u8>> = None;
+    let mut copied = 0usize;
+    loop {
+        let page = store.scan(Tree::Accounts, b"", after.as_deref(), 1000)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, bytes) in &page {
+            let record = decode_record::<AccountRecord>(Tree::Accounts, key, bytes)?;
+            let digest = match store.get(Tree::ApiKeys, key)? {
+                Some(d) => Some(decode_record::<KeyDigest>(Tree::ApiKeys, key, &d)?),
+                None => None,
+            };
+            tree.insert(key.as_slice(), wayfare::store::codec::encode(&(record, digest)))?;
+            copied += 1;
+        }
+    }
+    db.flush()?;
+    println!("baseline copied {copied} accounts into {} (one read each)", path.display());
+    Ok(tree)
+}
+
+/// Two reads of wayfare's own trees: the key's digest, then the account.
+async fn get_account_two_reads(
     req: HttpRequest,
     store: web::Data<Arc<SledStore>>,
     id: web::Path<String>,
@@ -75,17 +167,10 @@ async fn get_account(
         return HttpResponse::BadRequest().body("bad account id");
     };
     let key = id.as_bytes();
-    let Some(presented) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-            .body("send Authorization: Bearer <API key>");
+    let presented = match presented_digest(&req) {
+        Ok(digest) => digest,
+        Err(refusal) => return refusal,
     };
-    let presented = KeyDigest::of(presented.trim());
     match store.get(Tree::ApiKeys, key) {
         Ok(Some(bytes)) => match decode_record::<KeyDigest>(Tree::ApiKeys, key, &bytes) {
             Ok(owner) if owner.matches(&presented) => {}
@@ -293,6 +378,10 @@ fn main() -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let one_read = match (&store, &args.data_dir, args.account_reads) {
+        (Some(store), Some(dir), AccountReads::One) => Some(build_one_read_tree(store, dir)?),
+        _ => None,
+    };
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
     actix_rt::System::new().block_on(async move {
@@ -312,6 +401,7 @@ fn main() -> anyhow::Result<()> {
         }
         println!("baseline listening on http://{}", listener.local_addr()?);
         let store = store.map(web::Data::new);
+        let one_read = one_read.map(web::Data::new);
         let searches = web::Data::new(searches);
         HttpServer::new(move || {
             let app = App::new()
@@ -321,11 +411,14 @@ fn main() -> anyhow::Result<()> {
                     "/v1/search/hotels/prebuilt",
                     web::get().to(search_hotels_prebuilt),
                 );
-            match &store {
-                Some(store) => app
+            match (&one_read, &store) {
+                (Some(tree), _) => app
+                    .app_data(tree.clone())
+                    .route("/v1/accounts/{id}", web::get().to(get_account_one_read)),
+                (None, Some(store)) => app
                     .app_data(store.clone())
-                    .route("/v1/accounts/{id}", web::get().to(get_account)),
-                None => app,
+                    .route("/v1/accounts/{id}", web::get().to(get_account_two_reads)),
+                (None, None) => app,
             }
         })
         .workers(workers)

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use super::seller::{SearchSeller, SellerAdapter, SellerCallError};
 use super::PanicFaults;
 use crate::domain::money::Currency;
-use crate::domain::search::{cache_key, days_until_travel, merge_offers, ttl_for, TtlRule};
+use crate::domain::search::{days_until_travel, merge_offers, ttl_for, TtlRule};
 use crate::domain::search_cache::SearchCache;
 use crate::sellers::{Offer, SearchQuery, Vertical};
 use crate::supervisor::{ActorHandle, AskError};
@@ -84,6 +84,9 @@ pub struct SearchResult {
     pub sellers: Arc<Vec<SellerOutcome>>,
     /// True when served from the cache.
     pub cached: bool,
+    /// The result's JSON pieces, rendered by the first reply that sends it and shared by
+    /// every later hit on the same cache entry.
+    pub(crate) rendered: crate::runtime::RenderSlot,
 }
 
 /// A seller the aggregator fans out to.
@@ -248,6 +251,7 @@ impl SearchAggregator {
             offers: Arc::new(offers),
             sellers: Arc::new(sellers),
             cached: false,
+            rendered: Default::default(),
         };
         if complete && self.settings.cache_capacity > 0 {
             let today = chrono::Utc::now().date_naive();
@@ -304,6 +308,9 @@ pub enum SearchError {
 pub struct Search {
     /// A validated query.
     pub query: SearchQuery,
+    /// Its cache key ([`cache_key`](crate::domain::search::cache_key)), worked out once by the sender, which routes the
+    /// query to its aggregator by it.
+    pub key: String,
 }
 
 /// Drops every cached result holding a SKU (after a booking of it).
@@ -320,7 +327,7 @@ impl Handler<Search> for SearchAggregator {
 
     fn handle(&mut self, msg: Search, ctx: &mut Context<Self>) -> Self::Result {
         self.panics.maybe_panic(&"search aggregator");
-        let key = cache_key(&msg.query);
+        let key = msg.key;
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             let mut result = (*hit).clone();

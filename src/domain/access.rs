@@ -86,8 +86,10 @@ impl Serialize for ApiKey {
 }
 
 /// SHA-256 of a credential: stored for API keys, and what requests carry into the actors,
-/// so a clear key never travels past the HTTP edge (or into a log).
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// so a clear key never travels past the HTTP edge (or into a log). `Hash` serves the
+/// in-memory index of published keys: a digest is not attacker-chosen (finding a key for
+/// a given digest is a preimage search), so hashing it leaks nothing a lookup would not.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {

@@ -14,7 +14,11 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use actix_web::http::Method;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::actors::guard::{PartnerStats, LATENCY_BUCKETS_MS};
 use crate::domain::breaker::BreakerState;
@@ -27,8 +31,10 @@ use crate::Runtime;
 pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
-    latency: HistogramVec,
     rate_limited: IntCounterVec,
+    /// Each route's series, resolved once: by [`RouteIndex`](super::router::RouteIndex),
+    /// then the requests that matched no route.
+    routes: Arc<[RouteSeries]>,
     /// The saga figures of the scrape in progress: asking the coordinator is async, and a
     /// collector is not, so the `/metrics` handler fetches them and hands them over here.
     sagas: Arc<Mutex<Option<SagaCounts>>>,
@@ -129,25 +135,39 @@ impl HttpMetrics {
                 .register(Box::new(collector))
                 .expect("unique metric");
         }
+        let routes = super::router()
+            .paths_in_order()
+            .into_iter()
+            .chain(std::iter::once(UNMATCHED.to_owned()))
+            .map(|route| RouteSeries {
+                latency: latency.with_label_values(&[&route]),
+                counts: std::sync::RwLock::default(),
+                route,
+            })
+            .collect();
         HttpMetrics {
             registry,
             requests,
-            latency,
             rate_limited,
+            routes,
             sagas,
         }
     }
 
-    /// Records one finished request. `route` is the route pattern, never the raw path, so
-    /// label cardinality stays bounded.
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let status = status.to_string();
-        self.requests
-            .with_label_values(&[method, route, status.as_str()])
-            .inc();
-        self.latency
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    /// Records one finished request on its route, the [`RouteIndex`](super::router::RouteIndex)
+    /// it was routed to (`None`: no route matched). Labels carry the route pattern, never
+    /// the raw path, so their cardinality stays bounded.
+    pub(crate) fn observe(
+        &self,
+        method: &Method,
+        route: Option<usize>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let unmatched = self.routes.len() - 1;
+        let series = &self.routes[route.filter(|&i| i < unmatched).unwrap_or(unmatched)];
+        series.latency.observe(elapsed.as_secs_f64());
+        series.count(&self.requests, method, status).inc();
     }
 
     /// Counts one request refused by the rate limits; `scope` is `key` or `address`.
@@ -165,6 +185,40 @@ impl HttpMetrics {
                 tracing::error!(error = %e, "Metrics did not encode.");
                 String::new()
             })
+    }
+}
+
+/// The `route` label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// One route's series: its latency histogram, and a counter per method and status seen
+/// so far (a handful per route), so a request costs no label hashing.
+struct RouteSeries {
+    route: String,
+    latency: Histogram,
+    counts: std::sync::RwLock<Vec<(Method, u16, IntCounter)>>,
+}
+
+impl RouteSeries {
+    /// The counter of `method` and `status` on this route, made on first use.
+    fn count(&self, requests: &IntCounterVec, method: &Method, status: u16) -> IntCounter {
+        let seen = |counts: &[(Method, u16, IntCounter)]| {
+            counts
+                .iter()
+                .find(|(m, s, _)| *s == status && m == method)
+                .map(|(_, _, c)| c.clone())
+        };
+        if let Some(counter) = seen(&self.counts.read().unwrap_or_else(|e| e.into_inner())) {
+            return counter;
+        }
+        let mut counts = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = seen(&counts) {
+            return counter;
+        }
+        let counter =
+            requests.with_label_values(&[method.as_str(), &self.route, &status.to_string()]);
+        counts.push((method.clone(), status, counter.clone()));
+        counter
     }
 }
 

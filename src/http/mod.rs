@@ -91,7 +91,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A client-supplied request id is kept when it is short and plain; otherwise a new one
-/// is made, so ids in logs are never attacker-shaped.
+/// is made, so ids in logs are never attacker-shaped. A new id is a random (v4) UUID from
+/// the thread's userspace generator: `Uuid::new_v4` asks the kernel for every id, a
+/// system call per request.
 fn request_id(req: &ServiceRequest) -> String {
     req.headers()
         .get(&REQUEST_ID)
@@ -101,7 +103,15 @@ fn request_id(req: &ServiceRequest) -> String {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+        .map_or_else(
+            || {
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .simple()
+                    .to_string()
+            },
+            str::to_owned,
+        )
 }
 
 async fn observe(
@@ -111,26 +121,29 @@ async fn observe(
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    // The id is the span's only field: a log subscriber formats every field of a span
+    // when it is created, on every request, while method and path matter only to the few
+    // requests that log something (the failure below names them).
+    let span = tracing::info_span!("request", request_id = %id);
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
-    // Read after routing: asking before would match the whole route table a second time.
+    // Set on the resource the request was routed to; none when no route matched.
     let route = res
         .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .app_data::<router::RouteIndex>()
+        .map(|r| r.0);
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
     if let Some(state) = state {
         state
             .metrics
-            .observe(method.as_str(), &route, status, started.elapsed());
+            .observe(&method, route, status, started.elapsed());
     }
     if status >= 500 {
-        span.in_scope(|| tracing::warn!(status, "Request failed."));
+        let path = res.request().path();
+        span.in_scope(|| tracing::warn!(status, %method, path, "Request failed."));
     }
     Ok(res)
 }

@@ -20,6 +20,11 @@ use utoipa::openapi::RefOr;
 
 use super::problem::Problem;
 
+/// Which path of the table a request was routed to: its position in
+/// [`Router::paths_in_order`]. Read back from the request's app data after routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteIndex(pub(crate) usize);
+
 /// One path and the routes of its methods.
 struct Endpoint {
     path: String,
@@ -106,11 +111,18 @@ impl Router {
         all
     }
 
-    /// Registers one resource per path, whose default service is the 405 problem.
+    /// Every path added, in the order of their [`RouteIndex`].
+    pub(crate) fn paths_in_order(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.path.clone()).collect()
+    }
+
+    /// Registers one resource per path, whose default service is the 405 problem. Each
+    /// resource carries its [`RouteIndex`], so the middleware finds the request's route
+    /// (and its metrics) without matching the path against the table again.
     pub(crate) fn register(self, cfg: &mut web::ServiceConfig) {
-        for endpoint in self.endpoints {
+        for (index, endpoint) in self.endpoints.into_iter().enumerate() {
             let allowed: Vec<Method> = endpoint.routes.iter().map(|(m, _, _)| m.clone()).collect();
-            let mut resource = web::resource(endpoint.path);
+            let mut resource = web::resource(endpoint.path).app_data(RouteIndex(index));
             for (_, route, _) in endpoint.routes {
                 resource = resource.route(route);
             }

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use super::auth::Authenticated;
 use super::extract::{account_id, Query};
 use super::problem::Problem;
-use super::reply::JsonReply;
 use super::router::Router;
 use super::AppState;
 use crate::domain::account::AccountId;
@@ -79,6 +78,16 @@ async fn personal(
     Ok(Some(id))
 }
 
+/// A reply whose JSON the runtime wrote already.
+fn json_body(body: actix_web::web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderValue::from_static("application/json"),
+        ))
+        .body(body)
+}
+
 fn invalid(e: crate::sellers::QueryError) -> Problem {
     Invalid::new(e.field, e.problem).into()
 }
@@ -105,7 +114,8 @@ async fn hotels(
     };
     let q = HotelQuery::parse(place, &p.check_in, &p.check_out).map_err(invalid)?;
     let account = personal(&state, caller, p.account_id.as_deref()).await?;
-    Ok(HttpResponse::Ok().json_line(state.runtime.search_hotels(q, account).await?))
+    let body = state.runtime.search_hotels_json(q, account).await?;
+    Ok(json_body(body))
 }
 
 /// Search flights across sellers.
@@ -126,5 +136,6 @@ async fn flights(
     let q =
         FlightQuery::parse(&p.from, &p.to, &p.date, p.return_date.as_deref()).map_err(invalid)?;
     let account = personal(&state, caller, p.account_id.as_deref()).await?;
-    Ok(HttpResponse::Ok().json_line(state.runtime.search_flights(q, account).await?))
+    let body = state.runtime.search_flights_json(q, account).await?;
+    Ok(json_body(body))
 }

@@ -152,6 +152,13 @@ impl Runtime {
     /// `store::AccountStore::key_owner_now`). The HTTP rate limits key their buckets by
     /// it, so replacing a key does not give an account a fresh bucket.
     pub fn key_owner(&self, digest: &KeyDigest) -> Result<Option<AccountId>, Error> {
+        let reads = &self.inner.account_reads;
+        if !reads.bypass {
+            // A published account's key is durable and current (see the read model).
+            if let Some(owner) = reads.model.owner(digest) {
+                return Ok(Some(owner));
+            }
+        }
         self.inner
             .accounts
             .key_owner_now(digest)

@@ -18,11 +18,13 @@ mod accounts;
 mod bookings;
 mod partners;
 mod search;
+mod search_json;
 mod start;
 mod system;
 mod views;
 
 pub use crate::domain::booking::BookingOrder;
+pub(crate) use search_json::RenderSlot;
 pub use views::{
     Booking, BookingPage, CancellationView, Check, ClusterMember, ClusterView, Health, OfferView,
     SearchResponse,

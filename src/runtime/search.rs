@@ -1,10 +1,11 @@
 //! Searches: validated here against the domain's rules, fanned out by the aggregator
 //! that owns the query's cache bucket, marked down by the caller's wallet.
 
-use super::views::personalize;
-use super::{Runtime, SearchResponse};
+use actix_web::web::Bytes;
+
+use super::{search_json, Runtime, SearchResponse};
 use crate::actors::bucket;
-use crate::actors::search::{InvalidateSku, Search};
+use crate::actors::search::{InvalidateSku, Search, SearchResult};
 use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 use crate::domain::search::{cache_key, check_search};
@@ -31,11 +32,49 @@ impl Runtime {
         self.search(SearchQuery::Flight(query), account).await
     }
 
+    /// The reply of [`search_hotels`](Self::search_hotels) as the JSON the HTTP API sends
+    /// (the same bytes `serde_json` makes of it, and a newline), written from pieces
+    /// rendered once per cached result rather than serialized offer by offer.
+    pub async fn search_hotels_json(
+        &self,
+        query: HotelQuery,
+        account: Option<AccountId>,
+    ) -> Result<Bytes, Error> {
+        let (result, wallet) = self.search_result(SearchQuery::Hotel(query), account).await?;
+        Ok(search_json::body(&result, wallet, self.zero()))
+    }
+
+    /// The reply of [`search_flights`](Self::search_flights) as JSON, like
+    /// [`search_hotels_json`](Self::search_hotels_json).
+    pub async fn search_flights_json(
+        &self,
+        query: FlightQuery,
+        account: Option<AccountId>,
+    ) -> Result<Bytes, Error> {
+        let (result, wallet) = self.search_result(SearchQuery::Flight(query), account).await?;
+        Ok(search_json::body(&result, wallet, self.zero()))
+    }
+
     async fn search(
         &self,
         query: SearchQuery,
         account: Option<AccountId>,
     ) -> Result<SearchResponse, Error> {
+        let (result, wallet) = self.search_result(query, account).await?;
+        Ok(search_json::typed(&result, wallet, self.zero()))
+    }
+
+    fn zero(&self) -> Money {
+        Money::zero(self.inner.config.accounts.currency)
+    }
+
+    /// The merged result (cached or fanned out) and the wallet's usable amount when an
+    /// account is named.
+    async fn search_result(
+        &self,
+        query: SearchQuery,
+        account: Option<AccountId>,
+    ) -> Result<(SearchResult, Option<Money>), Error> {
         check_search(&query, chrono::Utc::now().date_naive())?;
         let key = cache_key(&query);
         let aggregator = &self.inner.aggregators[bucket(&key, self.inner.aggregators.len())];
@@ -46,22 +85,12 @@ impl Runtime {
                 None => Ok(None),
             }
         };
-        let (result, wallet) = tokio::join!(aggregator.ask(Search { query }), wallet);
+        let (result, wallet) = tokio::join!(aggregator.ask(Search { query, key }), wallet);
         let wallet = wallet?;
         let result = result?.map_err(|e| Error::Unavailable {
             what: e.to_string(),
         })?;
-        let usable = wallet.unwrap_or(Money::zero(self.inner.config.accounts.currency));
-        Ok(SearchResponse {
-            offers: result
-                .offers
-                .iter()
-                .map(|o| personalize(o, usable))
-                .collect(),
-            sellers: result.sellers.to_vec(),
-            cached: result.cached,
-            wallet_available: wallet,
-        })
+        Ok((result, wallet))
     }
 
     /// Drops cached search results that hold `sku` (a booking of it changes availability

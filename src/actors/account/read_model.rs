@@ -11,6 +11,12 @@
 //! - with a version from the segment's counter, so a publication that lands late (two
 //!   flushes completing out of order) never replaces a newer one.
 //!
+//! Each segment also indexes its published accounts by key digest
+//! ([`AccountReadModel::owner`]): the rate limits key a customer's bucket by the account
+//! that holds the key, and asking this index spares each keyed request a store read. The
+//! index changes under the same lock as the accounts, so it always names exactly the
+//! published accounts' current keys.
+//!
 //! The segment is bounded by `accounts.cache_capacity` per shard, like the store's cache
 //! of the shard's accounts: publishing one more account evicts another (any: the store has
 //! all), and a restarted shard starts with an empty segment. Every write of an account goes
@@ -40,9 +46,33 @@ pub(crate) struct Published {
 /// The accounts of one shard; written by that shard only.
 #[derive(Debug)]
 pub(crate) struct ReadSegment {
-    entries: RwLock<HashMap<AccountId, Published>>,
+    entries: RwLock<Entries>,
     versions: AtomicU64,
     capacity: usize,
+}
+
+/// A segment's accounts and the index of their keys, changed together.
+#[derive(Debug, Default)]
+struct Entries {
+    accounts: HashMap<AccountId, Published>,
+    owners: HashMap<KeyDigest, AccountId>,
+}
+
+impl Entries {
+    fn remove(&mut self, id: &AccountId) {
+        if let Some(gone) = self.accounts.remove(id) {
+            self.forget_key(gone.key, id);
+        }
+    }
+
+    /// Drops `key` from the index if it still names `id`.
+    fn forget_key(&mut self, key: Option<KeyDigest>, id: &AccountId) {
+        if let Some(key) = key {
+            if self.owners.get(&key) == Some(id) {
+                self.owners.remove(&key);
+            }
+        }
+    }
 }
 
 impl ReadSegment {
@@ -54,16 +84,24 @@ impl ReadSegment {
     /// Publishes a durable state, unless a newer one is there already.
     pub(crate) fn publish(&self, account: Account, key: Option<KeyDigest>, version: u64) {
         let mut entries = self.write();
-        match entries.get(&account.id) {
+        let id = account.id;
+        match entries.accounts.get(&id) {
             Some(current) if current.version > version => {}
             current => {
-                if current.is_none() && entries.len() >= self.capacity {
-                    if let Some(victim) = entries.keys().next().copied() {
-                        entries.remove(&victim);
+                match current.map(|c| c.key) {
+                    None if entries.accounts.len() >= self.capacity => {
+                        if let Some(victim) = entries.accounts.keys().next().copied() {
+                            entries.remove(&victim);
+                        }
                     }
+                    None => {}
+                    Some(old_key) => entries.forget_key(old_key, &id),
                 }
-                entries.insert(
-                    account.id,
+                if let Some(key) = key {
+                    entries.owners.insert(key, id);
+                }
+                entries.accounts.insert(
+                    id,
                     Published {
                         account,
                         key,
@@ -76,24 +114,32 @@ impl ReadSegment {
 
     /// Forgets every account (a fresh shard, with an empty cache).
     pub(crate) fn clear(&self) {
-        self.write().clear();
+        *self.write() = Entries::default();
     }
 
     /// The published state of `id`, if any, as `f` extracts it (under the shared lock, so
     /// keep `f` short).
     pub(crate) fn read<R>(&self, id: &AccountId, f: impl FnOnce(&Published) -> R) -> Option<R> {
-        // A poisoned lock only means a reader or the shard panicked mid-call; the map
-        // itself is never left half-updated (each change is one HashMap call).
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(id).map(f)
+        self.read_entries().accounts.get(id).map(f)
+    }
+
+    /// The published account whose current key has this digest, if any.
+    pub(crate) fn owner(&self, key: &KeyDigest) -> Option<AccountId> {
+        self.read_entries().owners.get(key).copied()
     }
 
     /// How many accounts are published.
     pub(crate) fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read_entries().accounts.len()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<AccountId, Published>> {
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        // A poisoned lock only means a reader or the shard panicked mid-call; the maps
+        // are never left half-updated (each change completes under the lock).
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -128,6 +174,12 @@ impl AccountReadModel {
     /// The published state of `id`, as `f` extracts it; `None` on a miss.
     pub(crate) fn read<R>(&self, id: &AccountId, f: impl FnOnce(&Published) -> R) -> Option<R> {
         self.segments[id.shard(self.segments.len())].read(id, f)
+    }
+
+    /// The published account whose current key has this digest; `None` when no published
+    /// account has it (the store may still know one: a miss is not an answer).
+    pub(crate) fn owner(&self, key: &KeyDigest) -> Option<AccountId> {
+        self.segments.iter().find_map(|s| s.owner(key))
     }
 
     /// Accounts published over all shards.
@@ -179,6 +231,33 @@ mod tests {
         let v = segment.next_version();
         segment.publish(account(4), None, v);
         assert_eq!(segment.len(), 2);
+    }
+
+    #[test]
+    fn the_key_index_follows_replaced_keys_and_evictions() {
+        let model = AccountReadModel::new(1, 1);
+        let segment = model.segment(0);
+        let (a, b) = (AccountId::demo(1), AccountId::demo(2));
+        let (k1, k2, k3) = (KeyDigest::of("k1"), KeyDigest::of("k2"), KeyDigest::of("k3"));
+        let v = segment.next_version();
+        segment.publish(account(1), Some(k1), v);
+        assert_eq!(model.owner(&k1), Some(a));
+        // A new key replaces the old one in the index.
+        let v = segment.next_version();
+        segment.publish(account(1), Some(k2), v);
+        assert_eq!(model.owner(&k1), None);
+        assert_eq!(model.owner(&k2), Some(a));
+        // A late publication of the old key changes nothing.
+        segment.publish(account(1), Some(k1), v - 1);
+        assert_eq!(model.owner(&k1), None);
+        assert_eq!(model.owner(&k2), Some(a));
+        // Publishing another account evicts the first (capacity 1), and its key with it.
+        let v = segment.next_version();
+        segment.publish(account(2), Some(k3), v);
+        assert_eq!(model.owner(&k2), None);
+        assert_eq!(model.owner(&k3), Some(b));
+        segment.clear();
+        assert_eq!(model.owner(&k3), None);
     }
 
     #[test]
