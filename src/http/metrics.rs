@@ -12,12 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::http::Method;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use actix_web::http::Method;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::actors::guard::{PartnerStats, LATENCY_BUCKETS_MS};
@@ -168,6 +167,14 @@ impl HttpMetrics {
         let series = &self.routes[route.filter(|&i| i < unmatched).unwrap_or(unmatched)];
         series.latency.observe(elapsed.as_secs_f64());
         series.count(&self.requests, method, status).inc();
+    }
+
+    /// The index of the route whose pattern is `pattern`, for a request that was refused
+    /// before it reached its resource.
+    pub(crate) fn route_index(&self, pattern: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|series| series.route == pattern)
     }
 
     /// Counts one request refused by the rate limits; `scope` is `key` or `address`.

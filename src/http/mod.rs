@@ -128,15 +128,21 @@ async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
-    // Set on the resource the request was routed to; none when no route matched.
-    let route = res
-        .request()
-        .app_data::<router::RouteIndex>()
-        .map(|r| r.0);
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
     if let Some(state) = state {
+        // Set on the resource the request was routed to. A request refused before routing
+        // (rate limits, an expired deadline) has none: its pattern is looked up by name,
+        // the slow way, which only refusals and unknown paths take.
+        let req = res.request();
+        let route = req
+            .app_data::<router::RouteIndex>()
+            .map(|r| r.0)
+            .or_else(|| {
+                req.match_pattern()
+                    .and_then(|pattern| state.metrics.route_index(&pattern))
+            });
         state
             .metrics
             .observe(&method, route, status, started.elapsed());
