@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side HTTP benchmark of the account-read targets: wayfare against the
-# bare actix-web + sled handler of examples/baseline_server.rs, which does equivalent work
-# (checks the bearer key's digest against the account's, then reads the record).
+# bare actix-web + sled handler of examples/baseline_server.rs, which does the minimum
+# durable work (one sled read of the account, its key digest beside it; compared in memory).
 #
 # 1. Builds the server, the load driver and the baseline (the dist profile: fat LTO, one
 #    codegen unit, as shipped; PROFILE=release for a quicker build, PROFILE=debug for a
@@ -10,9 +10,14 @@
 #    and copies the dir for the baseline (sled allows one process per directory).
 # 3. Idle VmRSS of both, with $ACCOUNTS demo accounts in the store.
 # 4. Closed loop, GET /v1/accounts/{id} of a random demo account with that account's own
-#    API key, rounds alternating wayfare, baseline, wayfare, baseline, with two drivers:
+#    API key, with two drivers:
 #    - wrk (-t$WRK_THREADS -c$WRK_CONNECTIONS, scripts/accounts.lua): the honest driver;
-#    - examples/load.rs (hyper, $LOAD_THREADS threads, $CONNECTIONS connections).
+#      three rounds, each of wayfare (limits off), the twin (one read: the minimum work),
+#      wayfare with limits on (buckets too large to refuse: the limiter's cost alone) and
+#      the twin doing two reads (key index, then account: the old baseline); medians,
+#      per-round ratios and server CPU microseconds per request;
+#    - examples/load.rs (hyper, $LOAD_THREADS threads, $CONNECTIONS connections), rounds
+#      alternating wayfare, baseline, wayfare, baseline.
 #    For each driver: req/s of both, the ratio, and the CPU split (driver CPU from
 #    getrusage of the driver process, server CPU from /proc/<pid>/stat), saying which
 #    side saturated.
@@ -22,7 +27,7 @@
 #    time). VmRSS of a fresh wayfare sampled each second during the load.rs rate run.
 #
 # Only 127.0.0.1, ports picked by the kernel. Every process started here is stopped on
-# exit, whatever happens. Takes about 3 minutes plus the build. Results land in $OUT.
+# exit, whatever happens. Takes about 5 minutes plus the build. Results land in $OUT.
 #
 # Run with: scripts/bench.sh
 # Env: RUN_SECS=10 CONNECTIONS=64 LOAD_THREADS=2 WRK_CONNECTIONS=32 WRK_THREADS=1 RATE=1000
@@ -122,26 +127,46 @@ curl -fsS -H "Authorization: Bearer $WAYFARE__ADMIN__TOKEN" "$WF_URL/v1/accounts
 stop_pid "$WF_PID"
 cp -r "$WORK/wayfare-data" "$WORK/baseline-data"
 
-echo "== start both servers"
+echo "== start the servers: wayfare with limits off and on, the twin with one read and two"
 start_wayfare "$WORK/wayfare.log"
-"$BIN/examples/baseline_server" --bind 127.0.0.1:0 --data-dir "$WORK/baseline-data" \
-    >"$WORK/baseline.log" 2>&1 &
-BASE_PID=$!
-PIDS+=("$BASE_PID")
-BASE_URL=$(wait_listening "$WORK/baseline.log" baseline "$BASE_PID")
+cp -r "$WORK/baseline-data" "$WORK/limits-data"
+WAYFARE__LIMITS__ENABLED=true WAYFARE__LIMITS__PER_KEY_PER_SECOND=1000000 \
+    WAYFARE__LIMITS__PER_KEY_BURST=1000000 \
+    "$BIN/wayfare" serve --bind 127.0.0.1:0 --data-dir "$WORK/limits-data" >"$WORK/limits.log" 2>&1 &
+LIM_PID=$!
+PIDS+=("$LIM_PID")
+LIM_URL=$(wait_listening "$WORK/limits.log" wayfare "$LIM_PID")
+start_twin() { # READS -> sets TWIN_PID, TWIN_URL
+    cp -r "$WORK/baseline-data" "$WORK/twin-$1-data"
+    "$BIN/examples/baseline_server" --bind 127.0.0.1:0 --data-dir "$WORK/twin-$1-data" \
+        --account-reads "$1" >"$WORK/twin-$1.log" 2>&1 &
+    TWIN_PID=$!
+    PIDS+=("$TWIN_PID")
+    TWIN_URL=$(wait_listening "$WORK/twin-$1.log" baseline "$TWIN_PID")
+}
+start_twin two
+TWO_PID=$TWIN_PID TWO_URL=$TWIN_URL
+start_twin one
+BASE_PID=$TWIN_PID BASE_URL=$TWIN_URL
 sleep 2
 WF_IDLE_KB=$(rss_kb "$WF_PID")
 BASE_IDLE_KB=$(rss_kb "$BASE_PID")
 echo "idle VmRSS ($ACCOUNTS demo accounts): wayfare ${WF_IDLE_KB} kB, baseline ${BASE_IDLE_KB} kB"
 
 export ACCOUNTS
-echo "== wrk closed loop, -t$WRK_THREADS -c$WRK_CONNECTIONS, ${RUN_SECS}s each, A B A B"
-for round in 1 2; do
-    wrk_run "$WF_URL" "wrk-wayfare-$round" "$WF_PID" scripts/accounts.lua \
-        -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
-    wrk_run "$BASE_URL" "wrk-baseline-$round" "$BASE_PID" scripts/accounts.lua \
-        -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
+# Each round runs the four servers back to back, so a ratio compares neighbours in time;
+# the summary takes the median of three rounds.
+echo "== wrk closed loop, -t$WRK_THREADS -c$WRK_CONNECTIONS, ${RUN_SECS}s each; 3 rounds of wayfare, twin (one read), wayfare with limits on, twin (two reads)"
+for round in 1 2 3; do
+    for side in "wayfare $WF_URL $WF_PID" "baseline $BASE_URL $BASE_PID" \
+        "limits $LIM_URL $LIM_PID" "twin2 $TWO_URL $TWO_PID"; do
+        read -r name url pid <<<"$side"
+        wrk_run "$url" "wrk-$name-$round" "$pid" scripts/accounts.lua \
+            -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RUN_SECS}s" --latency
+    done
 done
+stop_pid "$LIM_PID"
+stop_pid "$TWO_PID"
 
 echo "== load.rs closed loop, $CONNECTIONS connections, $LOAD_THREADS threads, ${RUN_SECS}s each, A B A B"
 for round in 1 2; do
@@ -181,15 +206,33 @@ mean2() { python3 -c "print(($1 + $2) / 2)"; }
 
 echo
 echo "== summary (GET /v1/accounts/{id}, own API key; raw figures in $OUT)"
-echo "-- wrk -t$WRK_THREADS -c$WRK_CONNECTIONS (the honest driver)"
-for f in wrk-wayfare-1 wrk-baseline-1 wrk-wayfare-2 wrk-baseline-2; do
-    printf '%-18s %10.0f req/s  p99 %8.3f ms  %s\n' "$f" "$(wrk_field "$f" req_per_s)" \
-        "$(python3 -c "print($(wrk_field "$f" p99_us) / 1000)")" "$(cpu_split "$f")"
+echo "-- wrk -t$WRK_THREADS -c$WRK_CONNECTIONS (the honest driver); server CPU per request from /proc"
+for round in 1 2 3; do
+    for name in wayfare baseline limits twin2; do
+        f=wrk-$name-$round
+        printf '%-18s %10.0f req/s  %6.1f us CPU/req  p99 %8.3f ms  %s\n' "$f" "$(wrk_field "$f" req_per_s)" \
+            "$(us_per_request "$f")" "$(python3 -c "print($(wrk_field "$f" p99_us) / 1000)")" "$(cpu_split "$f")"
+    done
 done
-WF=$(mean2 "$(wrk_field wrk-wayfare-1 req_per_s)" "$(wrk_field wrk-wayfare-2 req_per_s)")
-BASE=$(mean2 "$(wrk_field wrk-baseline-1 req_per_s)" "$(wrk_field wrk-baseline-2 req_per_s)")
-printf 'wrk req/s          wayfare %.0f / baseline %.0f = %s (target >= 0.95, aim > 1.0)\n' \
-    "$WF" "$BASE" "$(ratio "$WF" "$BASE")"
+median3() { # NAME KEY -> the median over rounds 1-3
+    python3 -c "import sys; print(sorted(map(float, sys.argv[1:]))[1])" \
+        "$(wrk_field "$1-1" "$2")" "$(wrk_field "$1-2" "$2")" "$(wrk_field "$1-3" "$2")"
+}
+round_ratios() { # A B -> the three per-round ratios of req/s
+    for round in 1 2 3; do
+        printf '%s ' "$(ratio "$(wrk_field "wrk-$1-$round" req_per_s)" "$(wrk_field "wrk-$2-$round" req_per_s)")"
+    done
+}
+WF=$(median3 wrk-wayfare req_per_s)
+BASE=$(median3 wrk-baseline req_per_s)
+LIM=$(median3 wrk-limits req_per_s)
+TWO=$(median3 wrk-twin2 req_per_s)
+printf 'wrk req/s, median of 3: wayfare %.0f / twin (one read) %.0f = %s (per round: %s; target >= 0.95)\n' \
+    "$WF" "$BASE" "$(ratio "$WF" "$BASE")" "$(round_ratios wayfare baseline)"
+printf 'wrk req/s, median of 3: limits on %.0f / limits off %.0f = %s (per round: %s; target >= 0.95)\n' \
+    "$LIM" "$WF" "$(ratio "$LIM" "$WF")" "$(round_ratios limits wayfare)"
+printf 'wrk req/s, median of 3: wayfare %.0f / twin (two reads) %.0f = %s (per round: %s)\n' \
+    "$WF" "$TWO" "$(ratio "$WF" "$TWO")" "$(round_ratios wayfare twin2)"
 echo "-- examples/load.rs, $LOAD_THREADS threads, $CONNECTIONS connections (shares the CPU: squeezes ratios toward 1)"
 for f in closed-wayfare-1 closed-baseline-1 closed-wayfare-2 closed-baseline-2; do
     printf '%-18s %10.0f req/s  p99 %8.3f ms  %s\n' "$f" "$(field "$OUT/$f.json" .req_per_s)" \

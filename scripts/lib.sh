@@ -166,6 +166,11 @@ wrk_run() {
     fi
 }
 
+us_per_request() { # NAME -> the server's CPU microseconds per request of a wrk_run
+    python3 -c "import sys; print(float(open(sys.argv[1]).read().split()[1]) * 1e6 / float(sys.argv[2]))" \
+        "$OUT/$1.cpu" "$(wrk_field "$1" requests)"
+}
+
 wrk_field() { # NAME KEY -> value from the WRK_RESULT line in $OUT/NAME.txt
     grep '^WRK_RESULT' "$OUT/$1.txt" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }

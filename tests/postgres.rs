@@ -677,6 +677,10 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     // The email is claimed by one node; a stale claim cannot mark it sent.
     let mine = a.claim_emails("node-a", 10, short).await.unwrap();
     assert_eq!(mine.len(), 1);
+    assert!(
+        !mine[0].0.unresolved_before,
+        "a first claim repeats nothing"
+    );
     assert!(b
         .claim_emails("node-b", 10, short)
         .await
@@ -695,6 +699,8 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     )
     .await;
     assert_eq!(theirs.len(), 1);
+    // A's claim ran out unrecorded: B's send may repeat A's (counted, Message-ID kept).
+    assert!(theirs[0].0.unresolved_before);
     assert!(
         a.mark_email_sent(&mine[0].0).await.is_err(),
         "A's email lease was taken over"

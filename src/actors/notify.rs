@@ -2,8 +2,9 @@
 //! cancelled) to a [`MailTransport`]. Emails enter the outbox in the same store write as
 //! the saga transition that causes them, so none is lost; the mailer deletes an entry only
 //! after the transport accepted it, so delivery is **at least once**: a crash between the
-//! two sends that email again (counted in `wayfare_emails_sent_total`; the email id is in
-//! every line, so duplicates are recognisable).
+//! two sends that email again. Every attempt at one email carries the same `Message-ID`
+//! (from its outbox id), so a receiving mail system drops the repeat, and a send after an
+//! attempt whose outcome was never recorded counts in `wayfare_emails_repeated_total`.
 //!
 //! Retries are bounded: an email the transport refuses waits longer after each failed
 //! attempt and is parked with its last error after `domain::outbox::MAX_DELIVERY_ATTEMPTS`
@@ -22,6 +23,7 @@ use actix::prelude::*;
 
 use super::PanicFaults;
 use crate::domain::outbox::{AfterFailure, OutboxEmail};
+use crate::store::outbox::ClaimedEmail;
 use crate::store::Outbox;
 
 /// How emails leave wayfare.
@@ -62,7 +64,11 @@ impl FileTransport {
     fn append(&self, emails: &[OutboxEmail]) -> Result<(), String> {
         let mut lines = Vec::new();
         for email in emails {
-            serde_json::to_writer(&mut lines, email).map_err(|e| e.to_string())?;
+            let line = EmailLine {
+                message_id: email.message_id(),
+                email,
+            };
+            serde_json::to_writer(&mut lines, &line).map_err(|e| e.to_string())?;
             lines.push(b'\n');
         }
         let mut file = std::fs::OpenOptions::new()
@@ -73,6 +79,15 @@ impl FileTransport {
         file.write_all(&lines).map_err(|e| e.to_string())?;
         file.sync_data().map_err(|e| e.to_string())
     }
+}
+
+/// One line of the file: the email with its `Message-ID`, the header a mail system drops
+/// a repeat by.
+#[derive(serde::Serialize)]
+struct EmailLine<'a> {
+    message_id: String,
+    #[serde(flatten)]
+    email: &'a OutboxEmail,
 }
 
 impl MailTransport for FileTransport {
@@ -99,6 +114,31 @@ pub struct MailerStats {
     pub failed: AtomicU64,
     /// Emails parked by this process after their last failed attempt.
     pub parked: AtomicU64,
+    /// Emails sent again after an attempt whose outcome was never recorded.
+    pub repeated: AtomicU64,
+    /// Ids of emails the transport took whose "sent" mark failed: sending one again is a
+    /// repeat. Kept here, beside the counters, so it outlives a restart of the mailer.
+    unmarked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl MailerStats {
+    /// Counts the emails of `sent` that are repeats: the store says an earlier claim ended
+    /// unrecorded, or this process failed to mark them sent before.
+    fn count_repeats(&self, sent: &[ClaimedEmail]) {
+        let mut unmarked = self.unmarked.lock().unwrap_or_else(|p| p.into_inner());
+        let repeats = sent
+            .iter()
+            .filter(|c| unmarked.remove(&c.email.id) | c.unresolved_before)
+            .inspect(|c| tracing::warn!(email = %c.email.id, message_id = %c.email.message_id(), "Email sent again: an earlier attempt's outcome was never recorded."))
+            .count();
+        self.repeated.fetch_add(repeats as u64, Ordering::Relaxed);
+    }
+
+    /// Remembers that `sent` went out but are still in the outbox.
+    fn unmarked(&self, sent: &[ClaimedEmail]) {
+        let mut unmarked = self.unmarked.lock().unwrap_or_else(|p| p.into_inner());
+        unmarked.extend(sent.iter().map(|c| c.email.id.clone()));
+    }
 }
 
 /// How often the outbox is polled when nobody wakes the mailer.
@@ -227,8 +267,10 @@ async fn drain_pass(
         return false;
     }
     stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
-    let done = claimed;
+    stats.count_repeats(&claimed);
+    let done = claimed.clone();
     if let Err(e) = outbox.mark_sent(done).await {
+        stats.unmarked(&claimed);
         tracing::error!(error = %e, emails = sent, "Sent emails stay in the outbox; they will be sent again.");
     }
     full && all
@@ -319,6 +361,11 @@ mod tests {
             .collect();
         let ids: Vec<&str> = lines.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids.len(), 6);
+        // Each line carries its email's Message-ID, the same for every attempt.
+        for (line, email) in std::fs::read_to_string(&path).unwrap().lines().zip(&lines) {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["message_id"], email.message_id());
+        }
         assert_eq!(ids[0], "saga-0:email:confirmed");
         assert_eq!(ids[5], "saga-5:email:confirmed");
         // An append that cannot happen sends none of the batch.
@@ -339,5 +386,96 @@ mod tests {
         assert_eq!(sent, 3);
         assert_eq!(failure.as_deref(), Some("smtp down"));
         assert_eq!(flaky.sent.lock().unwrap().len(), 3);
+    }
+
+    /// An outbox of pending emails whose first `fail_marks` marks fail, as a store
+    /// failing mid-restart does.
+    struct Marks {
+        pending: std::sync::Mutex<Vec<OutboxEmail>>,
+        fail_marks: std::sync::atomic::AtomicUsize,
+        unresolved: bool,
+    }
+
+    impl Outbox for Marks {
+        fn claim(&self, max: usize) -> crate::store::StoreFuture<Vec<ClaimedEmail>> {
+            let pending = self.pending.lock().unwrap().clone();
+            let unresolved = self.unresolved;
+            Box::pin(async move {
+                Ok(pending
+                    .into_iter()
+                    .take(max)
+                    .map(|email| ClaimedEmail {
+                        email,
+                        epoch: 0,
+                        attempt: 1,
+                        unresolved_before: unresolved,
+                    })
+                    .collect())
+            })
+        }
+        fn mark_sent(&self, sent: Vec<ClaimedEmail>) -> crate::store::StoreFuture<()> {
+            let fail = self
+                .fail_marks
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if !fail {
+                self.pending
+                    .lock()
+                    .unwrap()
+                    .retain(|e| sent.iter().all(|c| c.email.id != e.id));
+            }
+            Box::pin(async move {
+                match fail {
+                    true => Err(crate::store::StoreError::Io("disk gone".into())),
+                    false => Ok(()),
+                }
+            })
+        }
+        fn failed(&self, _: ClaimedEmail, _: &str) -> crate::store::StoreFuture<AfterFailure> {
+            unreachable!("the transport never fails here")
+        }
+        fn counts(&self) -> crate::domain::outbox::EmailCounts {
+            Default::default()
+        }
+        fn refresh_counts(&self) -> crate::store::StoreFuture<()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    async fn pass(outbox: &Arc<Marks>, transport: &Arc<Flaky>, stats: &Arc<MailerStats>) {
+        drain_pass(outbox.clone(), transport.clone(), stats.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn an_email_sent_again_after_a_lost_mark_is_counted_as_a_repeat() {
+        let transport = Arc::new(Flaky {
+            fail_at: usize::MAX,
+            sent: Default::default(),
+        });
+        let stats = Arc::new(MailerStats::default());
+        let outbox = Arc::new(Marks {
+            pending: std::sync::Mutex::new(vec![email(1), email(2)]),
+            fail_marks: 1.into(),
+            unresolved: false,
+        });
+        pass(&outbox, &transport, &stats).await;
+        assert_eq!(stats.repeated.load(Ordering::Relaxed), 0, "first sends");
+        pass(&outbox, &transport, &stats).await;
+        assert_eq!(transport.sent.lock().unwrap().len(), 4, "both went twice");
+        assert_eq!(stats.repeated.load(Ordering::Relaxed), 2);
+        assert!(outbox.pending.lock().unwrap().is_empty());
+        // Marked now: nothing more is sent, nothing more counted.
+        pass(&outbox, &transport, &stats).await;
+        assert_eq!(stats.repeated.load(Ordering::Relaxed), 2);
+
+        // Another node's claim that ran out unrecorded: the store says so.
+        let stats = Arc::new(MailerStats::default());
+        let outbox = Arc::new(Marks {
+            pending: std::sync::Mutex::new(vec![email(3)]),
+            fail_marks: 0.into(),
+            unresolved: true,
+        });
+        pass(&outbox, &transport, &stats).await;
+        assert_eq!(stats.repeated.load(Ordering::Relaxed), 1);
     }
 }

@@ -57,6 +57,26 @@ pub struct OutboxEmail {
     pub attempts: u32,
 }
 
+impl OutboxEmail {
+    /// The email's `Message-ID` (RFC 5322 `<left@right>`), derived from its outbox id
+    /// alone, so every attempt at the same email carries the same one and a receiving mail
+    /// system drops a repeat. The id's `:` separators, not allowed on the left, become `.`.
+    pub fn message_id(&self) -> String {
+        let left: String = self
+            .id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        format!("<{left}@wayfare.invalid>")
+    }
+}
+
 /// The customer-safe facts an email may mention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailFacts {
@@ -265,6 +285,41 @@ mod tests {
             points_restored: None,
             fee: None,
         }
+    }
+
+    #[test]
+    fn the_message_id_is_the_outbox_id_in_rfc_5322_shape() {
+        let email = |id: &str| OutboxEmail {
+            id: id.into(),
+            booking_id: "b-1".into(),
+            account_id: "a-1".into(),
+            kind: EmailKind::Confirmed,
+            to: "ann@example.com".into(),
+            subject: "s".into(),
+            body: "b".into(),
+            created_at: Utc::now(),
+            attempts: 0,
+        };
+        let id = "0b7f9c1e-1111-4222-8333-444455556666:email:confirmed";
+        let message_id = email(id).message_id();
+        assert_eq!(
+            message_id,
+            "<0b7f9c1e-1111-4222-8333-444455556666.email.confirmed@wayfare.invalid>"
+        );
+        // Every attempt at one email carries the same id; another email another.
+        assert_eq!(email(id).message_id(), message_id);
+        assert_ne!(
+            email(&id.replace("confirmed", "cancelled")).message_id(),
+            message_id
+        );
+        // Only atext and dots on the left, whatever the id holds.
+        let odd = email("a b<c>@d\"e:f").message_id();
+        let left = &odd[1..odd.find('@').unwrap()];
+        assert!(
+            left.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+            "{odd}"
+        );
     }
 
     #[test]

@@ -426,6 +426,13 @@ const SEARCH_AND_EMAIL: &[Spec] = &[
         &[],
     ),
     spec(
+        "wayfare_emails_repeated_total",
+        "Emails sent again after an attempt whose outcome was never recorded (the transport \
+         may have had them already; their Message-ID lets the receiver drop the repeat).",
+        COUNTER,
+        &[],
+    ),
+    spec(
         "wayfare_emails_parked",
         "Emails parked after their last failed attempt, waiting for an operator.",
         GAUGE,
@@ -669,6 +676,7 @@ fn collect_search_and_email(runtime: &Runtime, out: &mut [Family<'static>]) {
         search.fan_outs.load(r),
         mail.sent.load(r),
         mail.failed.load(r),
+        mail.repeated.load(r),
         runtime.email_counts().parked,
     ];
     for (family, value) in out.iter_mut().zip(values) {

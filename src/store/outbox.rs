@@ -13,6 +13,10 @@ pub struct ClaimedEmail {
     pub(crate) epoch: i64,
     /// Which delivery attempt this is (1 for the first).
     pub attempt: u32,
+    /// An earlier attempt ended without its outcome being recorded (a claim that ran out
+    /// on another node, or before a crash): the transport may have taken this email
+    /// already, so sending it is a possible repeat. False where the store cannot tell.
+    pub unresolved_before: bool,
 }
 
 /// The outbox contract. Delivery is at least once: an email is removed only after the

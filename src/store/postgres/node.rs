@@ -472,6 +472,7 @@ impl Outbox for PgNode {
                         email,
                         epoch: lease.epoch,
                         attempt: lease.attempts.max(1) as u32,
+                        unresolved_before: lease.unresolved_before,
                     }),
                     // Left pending for an operator; never silently dropped.
                     Err(e) => {
@@ -557,6 +558,7 @@ impl PgNode {
             node: self.node.to_string(),
             epoch: claimed.epoch,
             attempts: claimed.attempt as i32,
+            unresolved_before: claimed.unresolved_before,
         }
     }
 }

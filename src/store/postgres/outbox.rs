@@ -21,6 +21,9 @@ pub struct EmailLease {
     pub epoch: i64,
     /// Delivery attempts, this one included.
     pub attempts: i32,
+    /// The claim before this one ran out without a recorded outcome (neither sent nor
+    /// failed): that node may have handed the email to its transport.
+    pub unresolved_before: bool,
 }
 
 /// An email parked after too many failed attempts.
@@ -43,8 +46,10 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
+                // A lease still set on a claimable row ran out: a failure clears it and
+                // a send marks the row sent, so the last claim's outcome is unknown.
                 &client.prepare_cached("WITH free AS (
-                     SELECT id FROM outbox
+                     SELECT id, lease_expires_at IS NOT NULL AS unresolved FROM outbox
                      WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                      ORDER BY created_at
@@ -53,7 +58,7 @@ impl PgStore {
                  UPDATE outbox o SET owner_node = $1, epoch = o.epoch + 1, attempts = o.attempts + 1,
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM free WHERE o.id = free.id
-                 RETURNING o.id, o.epoch, o.email, o.attempts").await.map_err(PgError::from)?,
+                 RETURNING o.id, o.epoch, o.email, o.attempts, free.unresolved").await.map_err(PgError::from)?,
                 &[&node, &limit, &millis(lease_for)],
             )
             .await?;
@@ -66,6 +71,7 @@ impl PgStore {
                         node: node.to_owned(),
                         epoch: r.get(1),
                         attempts: r.get(3),
+                        unresolved_before: r.get(4),
                     },
                     r.get(2),
                 )

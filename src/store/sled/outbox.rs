@@ -91,10 +91,13 @@ impl Outbox for SledOutbox {
                     Ok(email) if waiting.contains_key(&email.id) => {}
                     Ok(email) => {
                         let attempt = email.attempts.saturating_add(1);
+                        // One process: an attempt that ended unrecorded is known only
+                        // to the mailer that made it (its mark failed), not after a crash.
                         emails.push(ClaimedEmail {
                             email,
                             epoch: 0,
                             attempt,
+                            unresolved_before: false,
                         });
                     }
                     // Reported, left in place for an operator; never silently dropped.
