@@ -286,7 +286,8 @@ WF=() TW=() PB=()
 for round in $(seq 1 "$SEARCH_ROUNDS"); do
     for side in wayfare twin prebuilt; do
         f=search-$side-$round
-        printf '%-20s %9.0f req/s  p99 %6.3f ms  load %-15s %s\n' "$f" "$(wrk_field "$f" req_per_s)" \
+        printf '%-20s %9.0f req/s  %5.1f us CPU/req  p99 %6.3f ms  load %-15s %s\n' "$f" \
+            "$(wrk_field "$f" req_per_s)" "$(us_per_request "$f")" \
             "$(python3 -c "print($(wrk_field "$f" p99_us) / 1000)")" "$(fmt_load "$f")" "$(cpu_split "$f")"
     done
     WF+=("$(wrk_field "search-wayfare-$round" req_per_s)")
