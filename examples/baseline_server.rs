@@ -90,18 +90,20 @@ enum AccountReads {
 /// The record of the one-read twin: an account and its key digest, read together.
 type TwinAccount = (AccountRecord, Option<KeyDigest>);
 
-/// The bearer key's digest, or the 401 to send.
-fn presented_digest(req: &HttpRequest) -> Result<KeyDigest, HttpResponse> {
+/// The bearer key's digest, if one was sent.
+fn presented_digest(req: &HttpRequest) -> Option<KeyDigest> {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|key| KeyDigest::of(key.trim()))
-        .ok_or_else(|| {
-            HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .body("send Authorization: Bearer <API key>")
-        })
+}
+
+/// The 401 for a request without a key.
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .body("send Authorization: Bearer <API key>")
 }
 
 /// The minimum-work read: one sled record, one SHA-256, one comparison, the JSON.
@@ -113,9 +115,8 @@ async fn get_account_one_read(
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return HttpResponse::BadRequest().body("bad account id");
     };
-    let presented = match presented_digest(&req) {
-        Ok(digest) => digest,
-        Err(refusal) => return refusal,
+    let Some(presented) = presented_digest(&req) else {
+        return unauthorized();
     };
     match tree.get(id.as_bytes()) {
         Ok(Some(bytes)) => match wayfare::store::codec::decode::<TwinAccount>(&bytes) {
@@ -173,9 +174,8 @@ async fn get_account_two_reads(
         return HttpResponse::BadRequest().body("bad account id");
     };
     let key = id.as_bytes();
-    let presented = match presented_digest(&req) {
-        Ok(digest) => digest,
-        Err(refusal) => return refusal,
+    let Some(presented) = presented_digest(&req) else {
+        return unauthorized();
     };
     match store.get(Tree::ApiKeys, key) {
         Ok(Some(bytes)) => match decode_record::<KeyDigest>(Tree::ApiKeys, key, &bytes) {
