@@ -924,3 +924,106 @@ async fn a_panicking_duty_child_is_restarted_and_no_saga_changes_owner() {
     );
     solo.shutdown().await.unwrap();
 }
+
+/// `/health` follows the pool's live state, not a probe every few seconds: once the
+/// database is gone, a request that needed it has its 503 and `/health` is red at once;
+/// once the database is back, the first good request turns it green with it.
+#[actix_rt::test]
+async fn health_follows_the_pools_live_state() {
+    let mut pg = TempPostgres::start();
+    let url = pg.create_db("live");
+    let server = common::TestServer::start_with(|config| {
+        config.store = StoreConfig {
+            data_dir: config.store.data_dir.clone(),
+            ..store_config(&url)
+        };
+        config.cluster.node_id = "node-live".into();
+    })
+    .await;
+    let account = server.create_account("Ada").await;
+    let read = || {
+        server
+            .http
+            .get(server.url(&format!("/v1/accounts/{account}")))
+            .send()
+    };
+    let health = || server.http.get(server.url("/health")).send();
+    assert_eq!(read().await.unwrap().status(), 200);
+    assert_eq!(health().await.unwrap().status(), 200);
+
+    pg.stop();
+    assert_eq!(read().await.unwrap().status(), 503);
+    let red = health().await.unwrap();
+    assert_eq!(
+        red.status(),
+        503,
+        "health stayed green after a failed request"
+    );
+    let body: serde_json::Value = red.json().await.unwrap();
+    assert_eq!(body["store"]["ok"], false, "{body}");
+
+    pg.restart();
+    let back = read().await.unwrap();
+    assert_eq!(back.status(), 200, "{}", back.text().await.unwrap());
+    assert_eq!(
+        health().await.unwrap().status(),
+        200,
+        "health stayed red after a good request"
+    );
+    server.stop().await;
+}
+
+/// A server that stops taking writes (a demoted primary) keeps its sessions open: those
+/// pooled connections are dropped, not reused, and the next statement reaches the server
+/// that takes writes now, through the multi-host URL.
+#[actix_rt::test]
+async fn pooled_connections_to_a_server_that_turned_read_only_are_dropped() {
+    let (a, b) = (TempPostgres::start(), TempPostgres::start());
+    for server in [&a, &b] {
+        node(&server.create_db("ro")).await;
+    }
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/ro?target_session_attrs=read-write",
+        a.port(),
+        b.port()
+    );
+    let db = node(&url).await;
+    // Several pooled connections, all to the first server (it takes writes).
+    let keys: Vec<String> = (0..4).map(|i| format!("warm-{i}")).collect();
+    let writes = keys.iter().map(|k| db.set_meta(k, b"a"));
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    assert_eq!(a.psql("ro", "SELECT count(*) FROM meta").trim(), "4");
+    assert!(db.live().await.is_ok());
+
+    a.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    a.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each old connection may fail one statement (the server says it is read-only with
+    // its answer); none is reused after that.
+    let mut failed = 0;
+    let mut n = 0;
+    while db
+        .set_meta("after", format!("{n}").as_bytes())
+        .await
+        .is_err()
+    {
+        failed += 1;
+        n += 1;
+        assert!(failed <= 4, "writes kept failing on the read-only server");
+    }
+    for i in 0..10 {
+        db.set_meta(&format!("more-{i}"), b"b").await.unwrap();
+    }
+    assert_eq!(
+        b.psql("ro", "SELECT count(*) FROM meta WHERE key LIKE 'more-%'")
+            .trim(),
+        "10",
+        "the writes did not reach the server that takes writes"
+    );
+    assert!(db.live().await.is_ok());
+}

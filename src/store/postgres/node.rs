@@ -613,6 +613,10 @@ impl ClusterStore for PgNode {
         Box::pin(async move { Ok(db.ping().await?) })
     }
 
+    fn live(&self) -> crate::store::cluster::LiveFuture<'_> {
+        Box::pin(async move { Some(self.db.live().await) })
+    }
+
     fn display_name(&self) -> &'static str {
         "PostgreSQL"
     }
