@@ -781,8 +781,12 @@ async fn a_booked_sku_reaches_every_listening_node() {
     let pg = TempPostgres::start();
     let url = pg.create_db("notify");
     let announcer = node(&url).await;
-    let mut one = Invalidations::listen(&url).await.unwrap();
-    let mut two = Invalidations::listen(&url).await.unwrap();
+    let mut one = Invalidations::listen(&url, node(&url).await.views().clone())
+        .await
+        .unwrap();
+    let mut two = Invalidations::listen(&url, node(&url).await.views().clone())
+        .await
+        .unwrap();
     announcer
         .announce_booked("hotel:lisbon-1:2027-03-01")
         .await
@@ -1026,4 +1030,118 @@ async fn pooled_connections_to_a_server_that_turned_read_only_are_dropped() {
         "the writes did not reach the server that takes writes"
     );
     assert!(db.live().await.is_ok());
+}
+
+/// Node B keeps account views in memory, fed by its listener: once node A has acknowledged
+/// a credit, B never shows the old balance after the staleness bound (a read on B right
+/// after A's reply may, within it), and B serves the new one from memory once it has read
+/// it. A listener session killed on the server makes B stop serving views at once (reads go
+/// to the database and stay right); a new listener brings the views back.
+#[actix_rt::test]
+async fn views_on_another_node_follow_its_changes_within_the_bound() {
+    use wayfare::domain::access::Caller;
+    use wayfare::store::postgres::invalidate::{Invalidations, LISTENER_NAME};
+    use wayfare::store::postgres::views::STALENESS_BOUND;
+    use wayfare::store::postgres::PgAccounts;
+    use wayfare::store::AccountStore;
+
+    let pg = TempPostgres::start();
+    let url = pg.create_db("views");
+    let (db_a, db_b) = (node(&url).await, node(&url).await);
+    let (a, b) = (
+        PgAccounts::new(db_a.clone(), 100),
+        PgAccounts::new(db_b.clone(), 100),
+    );
+    let listener = Invalidations::listen(&url, db_b.views().clone())
+        .await
+        .unwrap();
+    let id = account_with(&db_a, 0).await;
+    let balance_on_b = || async {
+        b.account(id, Caller::Operator)
+            .await
+            .unwrap()
+            .account
+            .wallet
+            .balance
+            .minor
+    };
+    assert_eq!(balance_on_b().await, 0);
+    common::wait_until(Duration::from_secs(5), "B serves the view", async || {
+        b.view_now(id).map(|_| ())
+    })
+    .await;
+
+    let mut stale_within_bound = 0;
+    for n in 1..=40i64 {
+        let credit = WalletOp::Credit {
+            amount: Money::new(1, Currency::EUR),
+        };
+        a.change_wallet(id, &format!("c{n}"), &credit)
+            .await
+            .unwrap();
+        let acknowledged = std::time::Instant::now();
+        // Within the bound B may still show the old balance, never an older one.
+        let early = balance_on_b().await;
+        assert!(
+            early == n || early == n - 1,
+            "B read {early} after credit {n}"
+        );
+        if early != n {
+            stale_within_bound += 1;
+        }
+        tokio::time::sleep(STALENESS_BOUND.saturating_sub(acknowledged.elapsed())).await;
+        assert_eq!(
+            balance_on_b().await,
+            n,
+            "B read an old balance past the bound"
+        );
+        // ... and from memory: B keeps what it read.
+        let view = b.view_now(id).expect("B serves the account from memory");
+        assert_eq!(view.account.wallet.balance.minor, n);
+    }
+    eprintln!("reads on B within the bound that were stale: {stale_within_bound} of 40");
+
+    // The listener's session ends: no view is served (the heartbeat or the connection
+    // notices within the bound), and reads go to the database, still right.
+    pg.psql(
+        "views",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    common::wait_until(STALENESS_BOUND * 2, "B stops serving views", async || {
+        b.view_now(id).is_none().then_some(())
+    })
+    .await;
+    for n in 41..=45i64 {
+        let credit = WalletOp::Credit {
+            amount: Money::new(1, Currency::EUR),
+        };
+        a.change_wallet(id, &format!("c{n}"), &credit)
+            .await
+            .unwrap();
+        assert_eq!(
+            balance_on_b().await,
+            n,
+            "B read an old balance without a listener"
+        );
+        assert!(
+            b.view_now(id).is_none(),
+            "B served a view without a listener"
+        );
+    }
+    drop(listener);
+
+    // A new listener (the node's listener actor reconnects): views are served again once
+    // read anew, never one read before it listened.
+    let _listener = Invalidations::listen(&url, db_b.views().clone())
+        .await
+        .unwrap();
+    assert_eq!(balance_on_b().await, 45);
+    common::wait_until(Duration::from_secs(5), "B serves the view", async || {
+        b.view_now(id).map(|_| ())
+    })
+    .await;
+    assert_eq!(b.view_now(id).unwrap().account.wallet.balance.minor, 45);
 }

@@ -19,7 +19,8 @@
 //! thread ever blocks on the network.
 //!
 //! - [`accounts`]: accounts, API key digests and ledger pages, read by the account shards
-//!   on every request (no node caches an account).
+//!   when this node's [`views`] may not answer (a view is served from memory only while
+//!   the node's listener proves it current within `views::STALENESS_BOUND`).
 //!
 //! - [`PgNode`]: this node behind the seam's traits (`SagaStore`, `Outbox`,
 //!   `ClusterStore`): the leases it holds are its private business.
@@ -36,6 +37,7 @@ mod node;
 pub mod nodes;
 pub mod outbox;
 pub mod sagas;
+pub mod views;
 pub mod wallet;
 
 use std::str::FromStr;
@@ -117,6 +119,9 @@ impl From<deadpool_postgres::PoolError> for PgError {
     }
 }
 
+/// Account views a node keeps until told otherwise (`PgAccounts::new`).
+const DEFAULT_VIEWS: usize = 10_000;
+
 /// Longest a ping may take before the database counts as not answering.
 pub const PING_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -148,6 +153,8 @@ pub struct PgStore {
     pool: Pool,
     /// Whether the database takes writes now, as the pool's connections show it.
     live: Arc<live::Live>,
+    /// The account views this node serves from memory (fed by its listener).
+    views: Arc<views::AccountViews>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -198,7 +205,16 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| PgError::Unreachable(e.to_string()))?;
-        Ok(PgStore { pool, live })
+        Ok(PgStore {
+            pool,
+            live,
+            views: Arc::new(views::AccountViews::new(DEFAULT_VIEWS)),
+        })
+    }
+
+    /// This node's account views (see [`views`]).
+    pub fn views(&self) -> &Arc<views::AccountViews> {
+        &self.views
     }
 
     /// A pooled connection. Failing to make one (the server refuses, or does not answer

@@ -601,9 +601,9 @@ impl ClusterStore for PgNode {
     }
 
     fn listen_booked(&self) -> StoreFuture<Option<Box<dyn BookedSkus>>> {
-        let url = self.url.clone();
+        let (url, views) = (self.url.clone(), self.db.views().clone());
         Box::pin(async move {
-            let listener = Invalidations::listen(&url).await?;
+            let listener = Invalidations::listen(&url, views).await?;
             Ok(Some(Box::new(Listening(listener)) as Box<dyn BookedSkus>))
         })
     }

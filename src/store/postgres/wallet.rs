@@ -89,6 +89,17 @@ impl PgStore {
         key: &str,
         op: &WalletOp,
     ) -> Result<WalletReceipt, WalletFailure> {
+        Ok(self.change_wallet_versioned(id, key, op).await?.0)
+    }
+
+    /// [`PgStore::change_wallet`], with the account's new version when the change was
+    /// made now (`None` for a replay).
+    pub async fn change_wallet_versioned(
+        &self,
+        id: AccountId,
+        key: &str,
+        op: &WalletOp,
+    ) -> Result<(WalletReceipt, Option<u64>), WalletFailure> {
         validate_key("idempotency_key", key).map_err(WalletError::from)?;
         let op_json = serde_json::to_value(op).map_err(|e| PgError::Corrupt {
             what: "wallet operation".into(),
@@ -106,11 +117,14 @@ impl PgStore {
                 return Err(WalletFailure::KeyConflict(key.to_owned()));
             }
             let entry = ledger_entry(&tx, id.0, seq).await?;
-            return Ok(WalletReceipt {
-                entry,
-                wallet: row.wallet.view(),
-                replayed: true,
-            });
+            return Ok((
+                WalletReceipt {
+                    entry,
+                    wallet: row.wallet.view(),
+                    replayed: true,
+                },
+                None,
+            ));
         }
         let (wallet, delta) = match row.wallet.apply(op) {
             Ok(applied) => applied,
@@ -141,13 +155,16 @@ impl PgStore {
             // PostgreSQL keeps microseconds: the receipt says what a replay will read.
             at: now_micros(),
         };
-        write_change(&tx, id.0, op, &op_json, &entry).await?;
+        let version = write_change(&tx, id.0, op, &op_json, &entry).await?;
         tx.commit().await.map_err(PgError::from)?;
-        Ok(WalletReceipt {
-            entry,
-            wallet: wallet.view(),
-            replayed: false,
-        })
+        Ok((
+            WalletReceipt {
+                entry,
+                wallet: wallet.view(),
+                replayed: false,
+            },
+            Some(version),
+        ))
     }
 
     /// The ledger of `id`, oldest first.
@@ -227,18 +244,24 @@ fn wallet_row(
 }
 
 /// Writes a change with its four statements pipelined (sent at once, run in order): one
-/// round trip instead of four.
+/// round trip instead of four. Returns the account's new version.
 async fn write_change(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
     op: &WalletOp,
     op_json: &serde_json::Value,
     entry: &LedgerEntry,
-) -> Result<(), PgError> {
+) -> Result<u64, PgError> {
     let seq = entry.seq as i64;
     let next = seq + 1;
+    // The view's new version, announced to every node when the transaction commits.
     let totals = tx
-        .prepare_cached("UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1")
+        .prepare_cached(
+            "WITH changed AS (
+                 UPDATE accounts SET balance = $2, held = $3, next_seq = $4, version = version + 1
+                 WHERE id = $1 RETURNING version)
+             SELECT version, pg_notify('wayfare_account', $1::text || ' ' || version) FROM changed",
+        )
         .await?;
     let ledger = tx
         .prepare_cached(
@@ -288,13 +311,14 @@ async fn write_change(
         &entry.at,
     ];
     let seen_params: [Param; 4] = [&id, &entry.key, op_json, &seq];
-    tokio::try_join!(
-        tx.execute(&totals, &totals_params),
+    let (version, ..) = tokio::try_join!(
+        tx.query_one(&totals, &totals_params),
         hold_change,
         tx.execute(&ledger, &ledger_params),
         tx.execute(&seen, &seen_params),
     )?;
-    Ok(())
+    let version: i64 = version.get(0);
+    Ok(version as u64)
 }
 
 /// The account row locked for a change, its holds and what idempotency key `key` was used
