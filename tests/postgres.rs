@@ -1145,3 +1145,126 @@ async fn views_on_another_node_follow_its_changes_within_the_bound() {
     .await;
     assert_eq!(b.view_now(id).unwrap().account.wallet.balance.minor, 45);
 }
+
+/// The wallet rule runs in two places: `Wallet::apply` (the sled actors, and the words of
+/// every refusal) and the database's `wayfare_wallet_change`, which makes a change in one
+/// round trip. Random operation sequences (credits, holds, captures, releases; amounts
+/// out of range or in the wrong currency; bad hold ids; idempotency keys replayed with
+/// their operation, reused for another, or colliding with a release's tombstone) get the
+/// same answer from the database as from the domain rule with today's replay rules, field
+/// by field, step by step.
+#[actix_rt::test]
+async fn the_database_wallet_rule_matches_the_domain_rule_on_random_sequences() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+    use wayfare::domain::wallet::{Wallet, MAX_AMOUNT_MINOR};
+    use wayfare::store::postgres::PgError;
+
+    type Answer = Result<(u64, i64, i64, i64, bool, i64, i64), WalletFailure>;
+    let pg = TempPostgres::start();
+    let store = node(&pg.create_db("rule")).await;
+    let random_op = |rng: &mut SmallRng| {
+        let hold_id = match rng.gen_range(0..20) {
+            0 => "no spaces allowed".to_owned(),
+            _ => format!("h{}", rng.gen_range(0..4)),
+        };
+        let minor = match rng.gen_range(0..12) {
+            0 => 0,
+            1 => -5,
+            2 => MAX_AMOUNT_MINOR + 1,
+            // Few, small amounts: holds of exactly what is available come up often.
+            _ => [1, 2, 3, 5, 10][rng.gen_range(0..5)],
+        };
+        let currency = if rng.gen_range(0..12) == 0 {
+            Currency::USD
+        } else {
+            Currency::EUR
+        };
+        let amount = Money::new(minor, currency);
+        match rng.gen_range(0..4) {
+            0 => WalletOp::Credit { amount },
+            1 => WalletOp::Hold { hold_id, amount },
+            2 => WalletOp::Capture { hold_id },
+            _ => WalletOp::Release { hold_id },
+        }
+    };
+    let mut steps = 0;
+    for seed in 0..10u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let id = account_with(&store, 0).await;
+        // The model: the domain rule, and the keys and ledger as the store keeps them.
+        let mut wallet = Wallet::new(Currency::EUR);
+        let mut keys: HashMap<String, (WalletOp, u64)> = HashMap::new();
+        let mut ledger: Vec<(i64, i64, i64)> = Vec::new();
+        let mut sent: Vec<(String, WalletOp)> = Vec::new();
+        for step in 0..80 {
+            let (key, op) = match rng.gen_range(0..20) {
+                0..=1 if !sent.is_empty() => sent[rng.gen_range(0..sent.len())].clone(),
+                2 if !sent.is_empty() => {
+                    let key = sent[rng.gen_range(0..sent.len())].0.clone();
+                    (key, random_op(&mut rng))
+                }
+                3 => (format!("h{}", rng.gen_range(0..4)), random_op(&mut rng)),
+                _ => (format!("k{step}"), random_op(&mut rng)),
+            };
+            let expected: Answer = match keys.get(&key) {
+                Some((seen, _)) if *seen != op => Err(WalletFailure::KeyConflict(key.clone())),
+                Some((_, 0)) => Err(WalletFailure::Store(PgError::Corrupt {
+                    what: format!("wallet key of account {id}"),
+                    reason: "it points at ledger entry 0, which is missing".into(),
+                })),
+                Some((_, seq)) => {
+                    let (delta, balance, held) = ledger[*seq as usize - 1];
+                    Ok((
+                        *seq,
+                        delta,
+                        balance,
+                        held,
+                        true,
+                        wallet.balance,
+                        wallet.held(),
+                    ))
+                }
+                None => match wallet.apply(&op) {
+                    Ok((next, delta)) => {
+                        wallet = next;
+                        ledger.push((delta, wallet.balance, wallet.held()));
+                        let seq = ledger.len() as u64;
+                        keys.insert(key.clone(), (op.clone(), seq));
+                        let (b, h) = (wallet.balance, wallet.held());
+                        Ok((seq, delta, b, h, false, b, h))
+                    }
+                    Err(WalletError::UnknownHold(hold)) => {
+                        if let WalletOp::Release { .. } = op {
+                            keys.entry(hold.clone()).or_insert((op.clone(), 0));
+                        }
+                        Err(WalletFailure::Refused(WalletError::UnknownHold(hold)))
+                    }
+                    Err(e) => Err(WalletFailure::Refused(e)),
+                },
+            };
+            let answered: Answer = store.change_wallet(id, &key, &op).await.map(|r| {
+                (
+                    r.entry.seq,
+                    r.entry.delta,
+                    r.entry.balance_after,
+                    r.entry.held_after,
+                    r.replayed,
+                    r.wallet.balance.minor,
+                    r.wallet.held.minor,
+                )
+            });
+            assert_eq!(
+                answered, expected,
+                "seed {seed}, step {step}: {key:?} {op:?}"
+            );
+            sent.push((key, op));
+            steps += 1;
+        }
+        let stored = store.wallet(id).await.unwrap().unwrap();
+        assert_eq!(stored.wallet, wallet, "seed {seed}: the wallets differ");
+    }
+    assert_eq!(steps, 800);
+    assert!(store.wallet_violations().await.unwrap().is_empty());
+}

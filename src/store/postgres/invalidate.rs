@@ -18,10 +18,11 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::views::{
-    parse_notification, AccountViews, ACCOUNT_CHANNEL, LISTENER_HEARTBEAT, STALENESS_BOUND,
-};
+use super::views::{parse_notification, AccountViews, ACCOUNT_CHANNEL, LISTENER_HEARTBEAT};
 use super::{parse_url, PgError, PgStore};
+
+/// How long a listener round trip may take before the listener gives up its connection.
+const LISTENER_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The `application_name` of a node's listener session.
 pub const LISTENER_NAME: &str = "wayfare-listener";
@@ -119,12 +120,15 @@ impl Invalidations {
         let client = Arc::new(client);
         let beating = (client.clone(), views.clone());
         // A round trip every heartbeat: its answer proves that every change committed
-        // before it was sent has been heard (see `views`).
+        // before it was sent has been heard (see `views`). A slow answer only keeps the
+        // views from being served; none within LISTENER_GIVE_UP ends this listener (the
+        // client goes with this task, which closes the connection, so `next` answers
+        // `None` and the listener actor connects again).
         let heartbeat = tokio::spawn(async move {
             let (client, views) = beating;
             loop {
                 let sent = Instant::now();
-                match tokio::time::timeout(STALENESS_BOUND, client.simple_query("")).await {
+                match tokio::time::timeout(LISTENER_GIVE_UP, client.simple_query("")).await {
                     Ok(Ok(_)) => views.heard(subscribed, sent),
                     _ => {
                         views.lost(subscribed);
