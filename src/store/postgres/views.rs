@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::domain::account::AccountId;
@@ -57,22 +57,19 @@ pub struct ReadStart {
     cleared: u64,
 }
 
-#[derive(Debug, Default)]
-struct Heard {
-    /// The generation whose listener completed the last round trip (0: none).
-    generation: u64,
-    /// When that round trip was sent.
-    sent: Option<Instant>,
-}
-
 /// This node's account views and what its listener has heard (see the module doc).
 #[derive(Debug)]
 pub struct AccountViews {
     /// Odd while a listener is subscribed; raised when one subscribes or is lost.
     generation: AtomicU64,
-    heard: Mutex<Heard>,
+    /// The generation whose listener completed the last round trip (0: none), and when
+    /// the latest round trip was sent (nanoseconds after `base`; 0: never). Atomics: every
+    /// read checks them.
+    heard_generation: AtomicU64,
+    heard_sent: AtomicU64,
+    base: Instant,
     views: RwLock<HashMap<AccountId, View>>,
-    notified: Mutex<HashMap<AccountId, u64>>,
+    notified: RwLock<HashMap<AccountId, u64>>,
     /// Times the views and heard versions were emptied (overflow).
     cleared: AtomicU64,
     capacity: AtomicUsize,
@@ -83,9 +80,15 @@ impl AccountViews {
     pub fn new(capacity: usize) -> Self {
         AccountViews {
             generation: AtomicU64::new(0),
-            heard: Mutex::default(),
+            heard_generation: AtomicU64::new(0),
+            heard_sent: AtomicU64::new(0),
+            // Earlier than any round trip this node will send (and than `now` minus the
+            // bound), so every sent time is after it.
+            base: Instant::now()
+                .checked_sub(Duration::from_secs(3600))
+                .unwrap_or_else(Instant::now),
             views: RwLock::default(),
-            notified: Mutex::default(),
+            notified: RwLock::default(),
             cleared: AtomicU64::new(0),
             capacity: AtomicUsize::new(capacity.max(1)),
         }
@@ -108,8 +111,8 @@ impl AccountViews {
         self.views.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn notified_map(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, u64>> {
-        self.notified.lock().unwrap_or_else(|p| p.into_inner())
+    fn notified_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<AccountId, u64>> {
+        self.notified.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current generation.
@@ -142,10 +145,7 @@ impl AccountViews {
             )
             .is_ok()
         {
-            self.heard
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .generation = 0;
+            self.heard_generation.store(0, Ordering::Release);
         }
     }
 
@@ -166,21 +166,22 @@ impl AccountViews {
         if self.generation() != generation {
             return;
         }
-        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.generation = generation;
-        heard.sent = Some(heard.sent.map_or(sent, |s| s.max(sent)));
+        let nanos = sent.saturating_duration_since(self.base).as_nanos() as u64 + 1;
+        self.heard_sent.fetch_max(nanos, Ordering::AcqRel);
+        self.heard_generation.store(generation, Ordering::Release);
     }
 
     /// Whether views of the current generation may be served now.
     fn serving(&self) -> Option<u64> {
         let generation = self.generation();
-        if generation.is_multiple_of(2) {
+        if generation.is_multiple_of(2)
+            || self.heard_generation.load(Ordering::Acquire) != generation
+        {
             return None;
         }
-        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        (heard.generation == generation
-            && heard.sent.is_some_and(|s| s.elapsed() <= STALENESS_BOUND))
-        .then_some(generation)
+        let sent = self.heard_sent.load(Ordering::Acquire);
+        let now = self.base.elapsed().as_nanos() as u64 + 1;
+        (now.saturating_sub(sent) <= STALENESS_BOUND.as_nanos() as u64).then_some(generation)
     }
 
     /// Some node committed version `version` of `id` (heard on the listener connection).
@@ -207,7 +208,8 @@ impl AccountViews {
 
     /// The newest version of `id` heard of, or written by this node (0: none).
     pub fn notified_version(&self, id: AccountId) -> u64 {
-        self.notified_map().get(&id).copied().unwrap_or(0)
+        let notified = self.notified.read().unwrap_or_else(|p| p.into_inner());
+        notified.get(&id).copied().unwrap_or(0)
     }
 
     /// Forgets every view and heard version; reads that began before are not kept.
@@ -343,10 +345,9 @@ mod tests {
             views.fresh(id).is_none(),
             "served before the first round trip"
         );
-        views.heard(
-            g,
-            Instant::now() - STALENESS_BOUND - Duration::from_millis(1),
-        );
+        views.heard(g, Instant::now());
+        assert!(views.fresh(id).is_some());
+        std::thread::sleep(STALENESS_BOUND + Duration::from_millis(10));
         assert!(
             views.fresh(id).is_none(),
             "served on a round trip older than the bound"
