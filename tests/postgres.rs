@@ -1268,3 +1268,119 @@ async fn the_database_wallet_rule_matches_the_domain_rule_on_random_sequences() 
     assert_eq!(steps, 800);
     assert!(store.wallet_violations().await.unwrap().is_empty());
 }
+
+/// The same through a node's HTTP API and its listener actor: node B (a server) answers an
+/// account read from memory (it answers while the accounts table is locked by another
+/// session, which any database read would wait on), never past the staleness bound after
+/// node A's change; with its listener session killed it reads the database instead, and
+/// once its listener actor has listened again it answers from memory again.
+#[actix_rt::test]
+async fn a_node_reads_from_memory_falls_back_when_its_listener_is_lost_and_recovers() {
+    use wayfare::store::postgres::invalidate::LISTENER_NAME;
+    use wayfare::store::postgres::views::STALENESS_BOUND;
+
+    let pg = TempPostgres::start();
+    let url = pg.create_db("recover");
+    let server = common::TestServer::start_with(|config| {
+        config.store = StoreConfig {
+            data_dir: config.store.data_dir.clone(),
+            ..store_config(&url)
+        };
+        config.cluster.node_id = "node-b".into();
+    })
+    .await;
+    let db_a = node(&url).await;
+    let id = account_with(&db_a, 0).await;
+    let read_url = server.url(&format!("/v1/accounts/{id}"));
+    let balance_on_b = async || -> i64 {
+        let body: serde_json::Value = server
+            .http
+            .get(&read_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["wallet"]["balance"]["minor"].as_i64().unwrap()
+    };
+    // Whether B answers while every database read of an account would wait on a lock.
+    let from_memory = async || -> bool {
+        let locker = db_a.client().await.unwrap();
+        locker
+            .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let answered = server
+            .http
+            .get(&read_url)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        answered
+    };
+    assert_eq!(balance_on_b().await, 0);
+    common::wait_until(
+        Duration::from_secs(10),
+        "B answers from memory",
+        async || {
+            balance_on_b().await;
+            from_memory().await.then_some(())
+        },
+    )
+    .await;
+
+    let credit = |n: i64| WalletOp::Credit {
+        amount: Money::new(n, Currency::EUR),
+    };
+    db_a.change_wallet(id, "a-1", &credit(7)).await.unwrap();
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert_eq!(
+        balance_on_b().await,
+        7,
+        "B read an old balance past the bound"
+    );
+
+    pg.psql(
+        "recover",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert!(
+        !from_memory().await,
+        "B answered from memory with its listener lost"
+    );
+    db_a.change_wallet(id, "a-2", &credit(5)).await.unwrap();
+    assert_eq!(
+        balance_on_b().await,
+        12,
+        "B read an old balance without a listener"
+    );
+
+    // The listener actor listens again (a new session), and B answers from memory again.
+    common::wait_until(
+        Duration::from_secs(10),
+        "B answers from memory again",
+        async || {
+            balance_on_b().await;
+            from_memory().await.then_some(())
+        },
+    )
+    .await;
+    let listeners = pg.psql(
+        "recover",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    assert_eq!(listeners.trim(), "1");
+    db_a.change_wallet(id, "a-3", &credit(1)).await.unwrap();
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert_eq!(balance_on_b().await, 13);
+    server.stop().await;
+}
