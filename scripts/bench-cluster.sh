@@ -7,7 +7,10 @@
 #    - account reads: wrk -t1 -c$WRK_CONNECTIONS, scripts/accounts.lua over 1,000 demo accounts
 #    - bookings: examples/load.rs booking=100, $CONNECTIONS connections for ${BOOK_SECS}s,
 #      then until no saga is in flight: bookings/s end to end
-# b. 1, 2 and 3 nodes on PostgreSQL behind HAProxy (scripts/cluster.sh; the partner fakes
+# b. Staleness of account views between two PostgreSQL nodes (examples/pg_staleness, on
+#    the same PostgreSQL): node A credits, node B reads from its views under load; p50/p99/
+#    max time from A's reply until B answers with the credit, against the bound B enforces.
+# c. 1, 2 and 3 nodes on PostgreSQL behind HAProxy (scripts/cluster.sh; the partner fakes
 #    as processes, no added latency): the same two figures through the front.
 #
 # Every process shares this machine's cores: the CPU split of each run is printed.
@@ -55,7 +58,7 @@ fi
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 echo "== build (dist profile, as shipped)"
 cargo build --profile dist --bin wayfare --example load --example fake_seller \
-    --example fake_gateway
+    --example fake_gateway --example pg_staleness
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 export BIN=$TARGET_DIR/dist
 export WORK=$(mktemp -d /tmp/wayfare-bench-cluster.XXXXXX)
@@ -94,8 +97,8 @@ for backend in sled postgres; do
         config+=$'\n[store]\nbackend = "postgres"\n'"url = \"${PG_URL%/*}/one_node\""$'\n'
     fi
     start_configured "one-$backend" "$config"
-    # The demo accounts are seeded before the server listens; reads start warm on sled only
-    # after a first pass, so both get one.
+    # The demo accounts are seeded before the server listens; reads start warm (sled's read
+    # model, PostgreSQL's account views) only after a first pass, so both get one.
     ACCOUNTS=$ACCOUNTS wrk -t1 -c8 -d2s -s scripts/accounts.lua "$URL" >/dev/null
     ACCOUNTS=$ACCOUNTS wrk_run "$URL" "one-$backend-reads" "$PID" scripts/accounts.lua \
         -t1 -c"$WRK_CONNECTIONS" -d"${READ_SECS}s" --latency
@@ -108,11 +111,15 @@ for backend in sled postgres; do
     echo "   during the load: $(cpu_split "one-$backend-book")"
     stop_pid "$PID"
 done
+echo "== b. account views: staleness between two PostgreSQL nodes under load"
+"$pgbin/psql" -q -d "${PG_URL%/*}/postgres" -c "CREATE DATABASE staleness"
+WAYFARE__STORE__URL="${PG_URL%/*}/staleness" "$BIN/examples/pg_staleness" \
+    --seconds "$READ_SECS" | tee "$OUT/staleness.txt"
 stop_pid "$PG_PID"
 PG_PID=""
 
 for n in $NODE_COUNTS; do
-    echo "== b. $n node(s) on PostgreSQL behind HAProxy (fsync on; fakes without added latency)"
+    echo "== c. $n node(s) on PostgreSQL behind HAProxy (fsync on; fakes without added latency)"
     NODES=$n PG_FSYNC=on SELLER_LATENCY_MS=0 GATEWAY_LATENCY_MS=0 DEMO_ACCOUNTS=$ACCOUNTS \
         WAYFARE_BIN_DIR=$BIN ACCOUNTS=$ACCOUNTS scripts/cluster.sh -- \
         "$0" --inside-cluster "nodes-$n" 2>&1 | grep -v '^cluster.sh:' || {

@@ -323,7 +323,8 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
     assert_eq!(health["backend"], "postgres");
     assert_eq!(health["store"]["ok"], true, "{health}");
 
-    // A wallet credit acknowledged by one node is read by the other at once.
+    // A wallet credit acknowledged by one node is read by the other once the staleness
+    // bound has passed (node b may serve its view from memory until then, never longer).
     let account = AccountId::demo(3).to_string();
     let before = get(http, format!("{base_b}/v1/accounts/{account}")).await;
     let credited = http
@@ -338,6 +339,7 @@ async fn a_node_killed_mid_saga_has_its_sagas_finished_by_another_node() {
         "{}",
         credited.text().await.unwrap()
     );
+    tokio::time::sleep(wayfare::store::postgres::views::STALENESS_BOUND).await;
     let after = get(http, format!("{base_b}/v1/accounts/{account}")).await;
     assert_eq!(
         after["wallet"]["balance"]["minor"].as_i64().unwrap(),

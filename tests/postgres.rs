@@ -787,8 +787,12 @@ async fn a_booked_sku_reaches_every_listening_node() {
     let pg = TempPostgres::start();
     let url = pg.create_db("notify");
     let announcer = node(&url).await;
-    let mut one = Invalidations::listen(&url).await.unwrap();
-    let mut two = Invalidations::listen(&url).await.unwrap();
+    let mut one = Invalidations::listen(&url, node(&url).await.views().clone())
+        .await
+        .unwrap();
+    let mut two = Invalidations::listen(&url, node(&url).await.views().clone())
+        .await
+        .unwrap();
     announcer
         .announce_booked("hotel:lisbon-1:2027-03-01")
         .await
@@ -929,4 +933,460 @@ async fn a_panicking_duty_child_is_restarted_and_no_saga_changes_owner() {
         "{supervisors:?}"
     );
     solo.shutdown().await.unwrap();
+}
+
+/// `/health` follows the pool's live state, not a probe every few seconds: once the
+/// database is gone, a request that needed it has its 503 and `/health` is red at once;
+/// once the database is back, the first good request turns it green with it.
+#[actix_rt::test]
+async fn health_follows_the_pools_live_state() {
+    let mut pg = TempPostgres::start();
+    let url = pg.create_db("live");
+    let server = common::TestServer::start_with(|config| {
+        config.store = StoreConfig {
+            data_dir: config.store.data_dir.clone(),
+            ..store_config(&url)
+        };
+        config.cluster.node_id = "node-live".into();
+    })
+    .await;
+    let account = server.create_account("Ada").await;
+    let read = || {
+        server
+            .http
+            .get(server.url(&format!("/v1/accounts/{account}")))
+            .send()
+    };
+    let health = || server.http.get(server.url("/health")).send();
+    assert_eq!(read().await.unwrap().status(), 200);
+    assert_eq!(health().await.unwrap().status(), 200);
+
+    pg.stop();
+    assert_eq!(read().await.unwrap().status(), 503);
+    let red = health().await.unwrap();
+    assert_eq!(
+        red.status(),
+        503,
+        "health stayed green after a failed request"
+    );
+    let body: serde_json::Value = red.json().await.unwrap();
+    assert_eq!(body["store"]["ok"], false, "{body}");
+
+    pg.restart();
+    let back = read().await.unwrap();
+    assert_eq!(back.status(), 200, "{}", back.text().await.unwrap());
+    assert_eq!(
+        health().await.unwrap().status(),
+        200,
+        "health stayed red after a good request"
+    );
+    server.stop().await;
+}
+
+/// A server that stops taking writes (a demoted primary) keeps its sessions open: those
+/// pooled connections are dropped, not reused, and the next statement reaches the server
+/// that takes writes now, through the multi-host URL.
+#[actix_rt::test]
+async fn pooled_connections_to_a_server_that_turned_read_only_are_dropped() {
+    let (a, b) = (TempPostgres::start(), TempPostgres::start());
+    for server in [&a, &b] {
+        node(&server.create_db("ro")).await;
+    }
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/ro?target_session_attrs=read-write",
+        a.port(),
+        b.port()
+    );
+    let db = node(&url).await;
+    // Several pooled connections, all to the first server (it takes writes).
+    let keys: Vec<String> = (0..4).map(|i| format!("warm-{i}")).collect();
+    let writes = keys.iter().map(|k| db.set_meta(k, b"a"));
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    assert_eq!(a.psql("ro", "SELECT count(*) FROM meta").trim(), "4");
+    assert!(db.live().await.is_ok());
+
+    a.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    a.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each old connection may fail one statement (the server says it is read-only with
+    // its answer); none is reused after that.
+    let mut failed = 0;
+    let mut n = 0;
+    while db
+        .set_meta("after", format!("{n}").as_bytes())
+        .await
+        .is_err()
+    {
+        failed += 1;
+        n += 1;
+        assert!(failed <= 4, "writes kept failing on the read-only server");
+    }
+    for i in 0..10 {
+        db.set_meta(&format!("more-{i}"), b"b").await.unwrap();
+    }
+    assert_eq!(
+        b.psql("ro", "SELECT count(*) FROM meta WHERE key LIKE 'more-%'")
+            .trim(),
+        "10",
+        "the writes did not reach the server that takes writes"
+    );
+    assert!(db.live().await.is_ok());
+}
+
+/// Node B keeps account views in memory, fed by its listener: once node A has acknowledged
+/// a credit, B never shows the old balance after the staleness bound (a read on B right
+/// after A's reply may, within it), and B serves the new one from memory once it has read
+/// it. A listener session killed on the server makes B stop serving views at once (reads go
+/// to the database and stay right); a new listener brings the views back.
+#[actix_rt::test]
+async fn views_on_another_node_follow_its_changes_within_the_bound() {
+    use wayfare::domain::access::Caller;
+    use wayfare::store::postgres::invalidate::{Invalidations, LISTENER_NAME};
+    use wayfare::store::postgres::views::STALENESS_BOUND;
+    use wayfare::store::postgres::PgAccounts;
+    use wayfare::store::AccountStore;
+
+    let pg = TempPostgres::start();
+    let url = pg.create_db("views");
+    let (db_a, db_b) = (node(&url).await, node(&url).await);
+    let (a, b) = (
+        PgAccounts::new(db_a.clone(), 100),
+        PgAccounts::new(db_b.clone(), 100),
+    );
+    let listener = Invalidations::listen(&url, db_b.views().clone())
+        .await
+        .unwrap();
+    let id = account_with(&db_a, 0).await;
+    let balance_on_b = || async {
+        b.account(id, Caller::Operator)
+            .await
+            .unwrap()
+            .account
+            .wallet
+            .balance
+            .minor
+    };
+    assert_eq!(balance_on_b().await, 0);
+    common::wait_until(Duration::from_secs(5), "B serves the view", async || {
+        b.view_now(id).map(|_| ())
+    })
+    .await;
+
+    let mut stale_within_bound = 0;
+    for n in 1..=40i64 {
+        let credit = WalletOp::Credit {
+            amount: Money::new(1, Currency::EUR),
+        };
+        a.change_wallet(id, &format!("c{n}"), &credit)
+            .await
+            .unwrap();
+        let acknowledged = std::time::Instant::now();
+        // Within the bound B may still show the old balance, never an older one.
+        let early = balance_on_b().await;
+        assert!(
+            early == n || early == n - 1,
+            "B read {early} after credit {n}"
+        );
+        if early != n {
+            stale_within_bound += 1;
+        }
+        tokio::time::sleep(STALENESS_BOUND.saturating_sub(acknowledged.elapsed())).await;
+        assert_eq!(
+            balance_on_b().await,
+            n,
+            "B read an old balance past the bound"
+        );
+        // ... and from memory: B keeps what it read.
+        let view = b.view_now(id).expect("B serves the account from memory");
+        assert_eq!(view.account.wallet.balance.minor, n);
+    }
+    eprintln!("reads on B within the bound that were stale: {stale_within_bound} of 40");
+
+    // The listener's session ends: no view is served (the heartbeat or the connection
+    // notices within the bound), and reads go to the database, still right.
+    pg.psql(
+        "views",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    common::wait_until(STALENESS_BOUND * 2, "B stops serving views", async || {
+        b.view_now(id).is_none().then_some(())
+    })
+    .await;
+    for n in 41..=45i64 {
+        let credit = WalletOp::Credit {
+            amount: Money::new(1, Currency::EUR),
+        };
+        a.change_wallet(id, &format!("c{n}"), &credit)
+            .await
+            .unwrap();
+        assert_eq!(
+            balance_on_b().await,
+            n,
+            "B read an old balance without a listener"
+        );
+        assert!(
+            b.view_now(id).is_none(),
+            "B served a view without a listener"
+        );
+    }
+    drop(listener);
+
+    // A new listener (the node's listener actor reconnects): views are served again once
+    // read anew, never one read before it listened.
+    let _listener = Invalidations::listen(&url, db_b.views().clone())
+        .await
+        .unwrap();
+    assert_eq!(balance_on_b().await, 45);
+    common::wait_until(Duration::from_secs(5), "B serves the view", async || {
+        b.view_now(id).map(|_| ())
+    })
+    .await;
+    assert_eq!(b.view_now(id).unwrap().account.wallet.balance.minor, 45);
+}
+
+/// The wallet rule runs in two places: `Wallet::apply` (the sled actors, and the words of
+/// every refusal) and the database's `wayfare_wallet_change`, which makes a change in one
+/// round trip. Random operation sequences (credits, holds, captures, releases; amounts
+/// out of range or in the wrong currency; bad hold ids; idempotency keys replayed with
+/// their operation, reused for another, or colliding with a release's tombstone) get the
+/// same answer from the database as from the domain rule with today's replay rules, field
+/// by field, step by step.
+#[actix_rt::test]
+async fn the_database_wallet_rule_matches_the_domain_rule_on_random_sequences() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+    use wayfare::domain::wallet::{Wallet, MAX_AMOUNT_MINOR};
+    use wayfare::store::postgres::PgError;
+
+    type Answer = Result<(u64, i64, i64, i64, bool, i64, i64), WalletFailure>;
+    let pg = TempPostgres::start();
+    let store = node(&pg.create_db("rule")).await;
+    let random_op = |rng: &mut SmallRng| {
+        let hold_id = match rng.gen_range(0..20) {
+            0 => "no spaces allowed".to_owned(),
+            _ => format!("h{}", rng.gen_range(0..4)),
+        };
+        let minor = match rng.gen_range(0..12) {
+            0 => 0,
+            1 => -5,
+            2 => MAX_AMOUNT_MINOR + 1,
+            // Few, small amounts: holds of exactly what is available come up often.
+            _ => [1, 2, 3, 5, 10][rng.gen_range(0..5)],
+        };
+        let currency = if rng.gen_range(0..12) == 0 {
+            Currency::USD
+        } else {
+            Currency::EUR
+        };
+        let amount = Money::new(minor, currency);
+        match rng.gen_range(0..4) {
+            0 => WalletOp::Credit { amount },
+            1 => WalletOp::Hold { hold_id, amount },
+            2 => WalletOp::Capture { hold_id },
+            _ => WalletOp::Release { hold_id },
+        }
+    };
+    let mut steps = 0;
+    for seed in 0..10u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let id = account_with(&store, 0).await;
+        // The model: the domain rule, and the keys and ledger as the store keeps them.
+        let mut wallet = Wallet::new(Currency::EUR);
+        let mut keys: HashMap<String, (WalletOp, u64)> = HashMap::new();
+        let mut ledger: Vec<(i64, i64, i64)> = Vec::new();
+        let mut sent: Vec<(String, WalletOp)> = Vec::new();
+        for step in 0..80 {
+            let (key, op) = match rng.gen_range(0..20) {
+                0..=1 if !sent.is_empty() => sent[rng.gen_range(0..sent.len())].clone(),
+                2 if !sent.is_empty() => {
+                    let key = sent[rng.gen_range(0..sent.len())].0.clone();
+                    (key, random_op(&mut rng))
+                }
+                3 => (format!("h{}", rng.gen_range(0..4)), random_op(&mut rng)),
+                _ => (format!("k{step}"), random_op(&mut rng)),
+            };
+            let expected: Answer = match keys.get(&key) {
+                Some((seen, _)) if *seen != op => Err(WalletFailure::KeyConflict(key.clone())),
+                Some((_, 0)) => Err(WalletFailure::Store(PgError::Corrupt {
+                    what: format!("wallet key of account {id}"),
+                    reason: "it points at ledger entry 0, which is missing".into(),
+                })),
+                Some((_, seq)) => {
+                    let (delta, balance, held) = ledger[*seq as usize - 1];
+                    Ok((
+                        *seq,
+                        delta,
+                        balance,
+                        held,
+                        true,
+                        wallet.balance,
+                        wallet.held(),
+                    ))
+                }
+                None => match wallet.apply(&op) {
+                    Ok((next, delta)) => {
+                        wallet = next;
+                        ledger.push((delta, wallet.balance, wallet.held()));
+                        let seq = ledger.len() as u64;
+                        keys.insert(key.clone(), (op.clone(), seq));
+                        let (b, h) = (wallet.balance, wallet.held());
+                        Ok((seq, delta, b, h, false, b, h))
+                    }
+                    Err(WalletError::UnknownHold(hold)) => {
+                        if let WalletOp::Release { .. } = op {
+                            keys.entry(hold.clone()).or_insert((op.clone(), 0));
+                        }
+                        Err(WalletFailure::Refused(WalletError::UnknownHold(hold)))
+                    }
+                    Err(e) => Err(WalletFailure::Refused(e)),
+                },
+            };
+            let answered: Answer = store.change_wallet(id, &key, &op).await.map(|r| {
+                (
+                    r.entry.seq,
+                    r.entry.delta,
+                    r.entry.balance_after,
+                    r.entry.held_after,
+                    r.replayed,
+                    r.wallet.balance.minor,
+                    r.wallet.held.minor,
+                )
+            });
+            assert_eq!(
+                answered, expected,
+                "seed {seed}, step {step}: {key:?} {op:?}"
+            );
+            sent.push((key, op));
+            steps += 1;
+        }
+        let stored = store.wallet(id).await.unwrap().unwrap();
+        assert_eq!(stored.wallet, wallet, "seed {seed}: the wallets differ");
+    }
+    assert_eq!(steps, 800);
+    assert!(store.wallet_violations().await.unwrap().is_empty());
+}
+
+/// The same through a node's HTTP API and its listener actor: node B (a server) answers an
+/// account read from memory (it answers while the accounts table is locked by another
+/// session, which any database read would wait on), never past the staleness bound after
+/// node A's change; with its listener session killed it reads the database instead, and
+/// once its listener actor has listened again it answers from memory again.
+#[actix_rt::test]
+async fn a_node_reads_from_memory_falls_back_when_its_listener_is_lost_and_recovers() {
+    use wayfare::store::postgres::invalidate::LISTENER_NAME;
+    use wayfare::store::postgres::views::STALENESS_BOUND;
+
+    let pg = TempPostgres::start();
+    let url = pg.create_db("recover");
+    let server = common::TestServer::start_with(|config| {
+        config.store = StoreConfig {
+            data_dir: config.store.data_dir.clone(),
+            ..store_config(&url)
+        };
+        config.cluster.node_id = "node-b".into();
+    })
+    .await;
+    let db_a = node(&url).await;
+    let id = account_with(&db_a, 0).await;
+    let read_url = server.url(&format!("/v1/accounts/{id}"));
+    let balance_on_b = async || -> i64 {
+        let body: serde_json::Value = server
+            .http
+            .get(&read_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["wallet"]["balance"]["minor"].as_i64().unwrap()
+    };
+    // Whether B answers while every database read of an account would wait on a lock.
+    let from_memory = async || -> bool {
+        let locker = db_a.client().await.unwrap();
+        locker
+            .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let answered = server
+            .http
+            .get(&read_url)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        answered
+    };
+    assert_eq!(balance_on_b().await, 0);
+    common::wait_until(
+        Duration::from_secs(10),
+        "B answers from memory",
+        async || {
+            balance_on_b().await;
+            from_memory().await.then_some(())
+        },
+    )
+    .await;
+
+    let credit = |n: i64| WalletOp::Credit {
+        amount: Money::new(n, Currency::EUR),
+    };
+    db_a.change_wallet(id, "a-1", &credit(7)).await.unwrap();
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert_eq!(
+        balance_on_b().await,
+        7,
+        "B read an old balance past the bound"
+    );
+
+    pg.psql(
+        "recover",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert!(
+        !from_memory().await,
+        "B answered from memory with its listener lost"
+    );
+    db_a.change_wallet(id, "a-2", &credit(5)).await.unwrap();
+    assert_eq!(
+        balance_on_b().await,
+        12,
+        "B read an old balance without a listener"
+    );
+
+    // The listener actor listens again (a new session), and B answers from memory again.
+    common::wait_until(
+        Duration::from_secs(10),
+        "B answers from memory again",
+        async || {
+            balance_on_b().await;
+            from_memory().await.then_some(())
+        },
+    )
+    .await;
+    let listeners = pg.psql(
+        "recover",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{LISTENER_NAME}'"
+        ),
+    );
+    assert_eq!(listeners.trim(), "1");
+    db_a.change_wallet(id, "a-3", &credit(1)).await.unwrap();
+    tokio::time::sleep(STALENESS_BOUND).await;
+    assert_eq!(balance_on_b().await, 13);
+    server.stop().await;
 }

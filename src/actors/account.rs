@@ -16,7 +16,8 @@
 //! the HTTP worker under a shared lock, and checks the caller there with the same rule the
 //! store applies ([`Caller::may_act_on`]). A miss asks this actor, which reads the account
 //! from the store and publishes it. A shared store (PostgreSQL) is the only truth: the
-//! shard publishes nothing and every read asks the store (the runtime bypasses the model).
+//! shard publishes nothing (the runtime bypasses the model), and a read is answered by
+//! the store's own views when it can prove them current, else by the database.
 
 pub mod read_model;
 

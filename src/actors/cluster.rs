@@ -10,7 +10,8 @@
 //!   refreshes the cluster-wide saga counts `/health` and metrics show
 //!   (`SagaStore::refresh_counts`: a cheap aggregate in the database);
 //! - [`BookedSkuListener`]: keeps a subscription to the SKUs booked through any node open,
-//!   so they drop out of this node's search caches.
+//!   so they drop out of this node's search caches (on PostgreSQL the same session feeds
+//!   the store's account views, which are not served while it is lost).
 //!
 //! A panic in either restarts it under the usual policy; the leases themselves are the
 //! store's, so a restarted duty actor goes on renewing the same ones.

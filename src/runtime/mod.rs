@@ -94,6 +94,9 @@ struct Inner {
 struct AccountReads {
     model: crate::actors::account::AccountReadModel,
     bypass: bool,
+    /// When the model is bypassed, whether the store's own views may answer (a shared
+    /// store without injected account faults).
+    store_views: bool,
 }
 
 /// A seller plugged in by code rather than config (an embedder's own `SellerApi`, or a

@@ -27,16 +27,24 @@ pub(super) const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The store's health as last probed. Written only by the probe task; read by `/health`.
 #[derive(Debug)]
 pub(super) struct StoreProbe {
-    last: ArcSwap<(Check, Instant)>,
+    last: ArcSwap<Probed>,
     /// The shared store a probe also asks (a process alone: always answers).
     cluster: Arc<dyn ClusterStore>,
+}
+
+/// One probe's findings: this node's own store, then the shared one.
+#[derive(Debug)]
+struct Probed {
+    local: Check,
+    shared: Check,
+    at: Instant,
 }
 
 impl StoreProbe {
     /// Probes once now, so health is known before the first request.
     pub(super) async fn first(store: &dyn Store, cluster: Arc<dyn ClusterStore>) -> StoreProbe {
         StoreProbe {
-            last: ArcSwap::from_pointee((probe(store, &*cluster).await, Instant::now())),
+            last: ArcSwap::from_pointee(probe(store, &*cluster).await),
             cluster,
         }
     }
@@ -45,24 +53,44 @@ impl StoreProbe {
     pub(super) async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
         loop {
             tokio::time::sleep(STORE_PROBE_INTERVAL).await;
-            let check = probe(&*store, &*self.cluster).await;
-            if !check.ok {
-                tracing::warn!(detail = ?check.detail, "Store probe failed.");
+            let probed = probe(&*store, &*self.cluster).await;
+            for check in [&probed.local, &probed.shared] {
+                if !check.ok {
+                    tracing::warn!(detail = ?check.detail, "Store probe failed.");
+                }
             }
-            self.last.store(Arc::new((check, Instant::now())));
+            self.last.store(Arc::new(probed));
+        }
+    }
+
+    /// The store's check now: this node's own store as last probed, and the shared store
+    /// as its connections show it now when it tracks that (PostgreSQL: a failed statement
+    /// turns it red at once, the first good one green), else as last probed.
+    async fn check(&self) -> Check {
+        let last = self.last.load();
+        if !last.local.ok {
+            return last.local.clone();
+        }
+        match self.cluster.live().await {
+            Some(Ok(())) => last.local.clone(),
+            Some(Err(cause)) => Check {
+                ok: false,
+                detail: Some(cause),
+            },
+            None => last.shared.clone(),
         }
     }
 }
 
 /// Writes and flushes a probe record within [`STORE_PROBE_DEADLINE`]; in a cluster, then
 /// asks the shared database to answer within the same deadline.
-async fn probe(store: &dyn Store, cluster: &dyn ClusterStore) -> Check {
+async fn probe(store: &dyn Store, cluster: &dyn ClusterStore) -> Probed {
     let local = probe_local(store).await;
-    if !local.ok {
-        return local;
-    }
-    match tokio::time::timeout(STORE_PROBE_DEADLINE, cluster.ping()).await {
-        Ok(Ok(())) => local,
+    let shared = match tokio::time::timeout(STORE_PROBE_DEADLINE, cluster.ping()).await {
+        Ok(Ok(())) => Check {
+            ok: true,
+            detail: None,
+        },
         Ok(Err(e)) => Check {
             ok: false,
             detail: Some(e.to_string()),
@@ -74,6 +102,11 @@ async fn probe(store: &dyn Store, cluster: &dyn ClusterStore) -> Check {
                 cluster.display_name()
             )),
         },
+    };
+    Probed {
+        local,
+        shared,
+        at: Instant::now(),
     }
 }
 
@@ -135,14 +168,13 @@ impl Runtime {
     /// since), and every supervisor is within its restart intensity. Costs no I/O: the
     /// probe runs on its own schedule.
     pub async fn health(&self) -> Health {
-        let last = self.inner.probe.last.load();
         let store = match self.inner.store.failure_cause() {
             // A fail-stop store says so at once, without waiting for the next probe.
             Some(cause) => Check {
                 ok: false,
                 detail: Some(cause),
             },
-            None => last.0.clone(),
+            None => self.inner.probe.check().await,
         };
         let tree = self.supervision_tree();
         let mut failed = Vec::new();
@@ -168,7 +200,7 @@ impl Runtime {
             supervisors,
             sagas,
             emails: self.email_counts(),
-            store_probe_age_ms: last.1.elapsed().as_millis() as u64,
+            store_probe_age_ms: self.inner.probe.last.load().at.elapsed().as_millis() as u64,
             uptime_secs: self.inner.started.elapsed().as_secs(),
         };
         if !health.is_ok() {

@@ -7,8 +7,9 @@
 //! the write is durable. A store that is the **only writer** of its accounts (sled: one
 //! process, and each account changed only through its shard) also says how the account
 //! looks after each write, which the shard publishes into its read model; a shared store
-//! (PostgreSQL) is the only truth, so nothing is kept or published in memory and every
-//! read asks it.
+//! (PostgreSQL) is the only truth, so the shard publishes nothing: the store may keep views
+//! of its own that it can prove current ([`AccountStore::view_now`]), and asks the
+//! database otherwise.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +81,13 @@ pub trait AccountStore: Send + Sync + 'static {
     /// waiting (what the HTTP rate limits key their buckets by, on the request's thread):
     /// exact on sled; on PostgreSQL, the keys this node has seen answered.
     fn key_owner_now(&self, digest: &KeyDigest) -> Result<Option<AccountId>, StoreError>;
+
+    /// The account as this process may serve it from memory without asking the store,
+    /// when the store itself keeps such views (PostgreSQL: only while provably current);
+    /// `None` sends the read to the account's shard. Called on the request's thread.
+    fn view_now(&self, _id: AccountId) -> Option<AccountState> {
+        None
+    }
 
     /// Whether some account's key has this digest (an unknown key is 401, another
     /// account's 403).

@@ -25,6 +25,9 @@ pub struct Member {
     pub sagas_held: i64,
 }
 
+/// What [`ClusterStore::live`] answers.
+pub type LiveFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<(), String>>> + Send + 'a>>;
+
 /// SKUs booked through any node, as they are announced.
 pub trait BookedSkus: Send + 'static {
     /// The next booked SKU; `None` once the connection is lost (listen again).
@@ -57,6 +60,13 @@ pub trait ClusterStore: Send + Sync + 'static {
 
     /// Whether the shared store answers now (for `/health`; a process alone: always).
     fn ping(&self) -> StoreFuture<()>;
+
+    /// Whether the shared store takes this node's writes now, as its connections show it
+    /// (`Err` says why not); `None` when the store does not track that (then `/health`
+    /// follows [`ClusterStore::ping`] on its schedule).
+    fn live(&self) -> LiveFuture<'_> {
+        Box::pin(async { None })
+    }
 
     /// What operators call the store [`ClusterStore::ping`] reaches, for messages.
     fn display_name(&self) -> &'static str;

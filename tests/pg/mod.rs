@@ -112,16 +112,27 @@ impl TempPostgres {
             String::from_utf8_lossy(&init.stderr)
         );
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
+        let child = Self::spawn_server(&bin, user, dir.path(), port);
+        let server = TempPostgres { child, port, dir };
+        server.wait_ready(&bin);
+        server
+    }
+
+    /// Starts the postmaster on `dir`'s data directory and `port`.
+    fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("postgres.log"))
+            .unwrap();
         if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
-                .unwrap();
+            std::os::unix::fs::chown(dir.join("postgres.log"), Some(uid), Some(gid)).unwrap();
         }
-        let mut cmd = command(&bin, "postgres", user);
+        let mut cmd = command(bin, "postgres", user);
         cmd.arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .stdin(Stdio::null())
@@ -134,10 +145,46 @@ impl TempPostgres {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("start postgres");
-        let server = TempPostgres { child, port, dir };
-        server.wait_ready(&bin);
-        server
+        cmd.spawn().expect("start postgres")
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, as an operator's restart does)
+    /// and waits until it has exited.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("PostgreSQL did not stop within 30 s: {}", self.log());
+    }
+
+    /// Starts the stopped server again, on the same data and port.
+    pub fn restart(&mut self) {
+        let bin = bin_dir();
+        self.child = Self::spawn_server(&bin, unprivileged(), self.dir.path(), self.port);
+        self.wait_ready(&bin);
+    }
+
+    /// Runs `sql` on database `db` as the superuser (psql, stopping at the first error).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(bin_dir().join("psql"))
+            .args(["-qAt", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c"])
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn wait_ready(&self, bin: &Path) {
@@ -163,6 +210,11 @@ impl TempPostgres {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// URL of database `db` (which [`TempPostgres::create_db`] makes).

@@ -47,10 +47,12 @@ pub(super) fn accounts_subtree(
         })
         .collect();
     // Under injected account faults every read goes to the actors, so drills see them; on
-    // a shared store every read asks it through them (nothing is published in memory).
+    // a shared store nothing is published in memory: the store's own views (kept current
+    // by its listener) answer when they may, else the read asks it through the actors.
     let reads = AccountReads {
         model,
         bypass: faults.armed() || !w.backend.accounts.sole_writer(),
+        store_views: !faults.armed(),
     };
     (sup, shards, reads)
 }

@@ -1,8 +1,11 @@
 //! [`PgAccounts`]: the account shards' store when nodes share PostgreSQL. Every decision
-//! is the database's (a wallet change is one transaction there, see [`super::wallet`]),
-//! and every read asks it, so a change acknowledged by any node is seen by every node.
-//! Nothing is kept in memory but the directory of key owners this node has seen
-//! ([`KnownKeys`]); every call runs as a future, so no shard thread blocks on the network.
+//! is the database's (a wallet change is one transaction there, see [`super::wallet`]).
+//! A read is answered from this node's account views while they are provably current
+//! (see [`super::views`]: a change committed by any node is served stale here for at most
+//! the staleness bound, and one acknowledged by this node not at all), else it asks the
+//! database. Besides the views, memory holds the directory of key owners this node has
+//! seen ([`KnownKeys`]); every call runs as a future, so no shard thread blocks on the
+//! network.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -57,6 +60,7 @@ pub struct PgAccounts {
 impl PgAccounts {
     /// Accounts on `db`, remembering the owners of at most `known_keys` key digests.
     pub fn new(db: PgStore, known_keys: usize) -> Self {
+        db.views().set_capacity(known_keys);
         PgAccounts {
             db,
             keys: Arc::new(KnownKeys {
@@ -72,6 +76,17 @@ impl PgAccounts {
             Caller::Customer(d) => Some(d),
             _ => None,
         };
+        if let Some(state) = self.db.views().fresh(id) {
+            if caller
+                .may_act_on(id, state.key.as_ref(), |_| Ok::<_, AccountError>(false))
+                .is_ok()
+            {
+                return Ok(state);
+            }
+            // Refused: the database tells an unknown key (401) from another's (403).
+        }
+        let views = self.db.views();
+        let started = views.read_started();
         let found = self
             .db
             .account_lookup(id, digest)
@@ -81,13 +96,15 @@ impl PgAccounts {
         if let Some(key) = found.key {
             self.keys.learn(key, id);
         }
-        caller.may_act_on(id, found.key.as_ref(), |_| {
-            Ok::<_, AccountError>(found.caller_known)
-        })?;
-        Ok(AccountState {
+        let state = AccountState {
             account: found.account,
             key: found.key,
-        })
+        };
+        views.keep(state.clone(), found.version, started);
+        caller.may_act_on(id, state.key.as_ref(), |_| {
+            Ok::<_, AccountError>(found.caller_known)
+        })?;
+        Ok(state)
     }
 }
 
@@ -144,12 +161,19 @@ impl AccountStore for PgAccounts {
     ) -> AccountFuture<(WalletReceipt, Option<AccountState>)> {
         let (db, key, op) = (self.db.clone(), key.to_owned(), op.clone());
         Box::pin(async move {
-            let receipt = db.change_wallet(id, &key, &op).await.map_err(|e| match e {
-                WalletFailure::Refused(e) => AccountError::Wallet(e),
-                WalletFailure::KeyConflict(key) => AccountError::KeyConflict(key),
-                WalletFailure::NoAccount(id) => AccountError::NotFound(id),
-                WalletFailure::Store(e) => store_error(e),
-            })?;
+            let (receipt, version) =
+                db.change_wallet_versioned(id, &key, &op)
+                    .await
+                    .map_err(|e| match e {
+                        WalletFailure::Refused(e) => AccountError::Wallet(e),
+                        WalletFailure::KeyConflict(key) => AccountError::KeyConflict(key),
+                        WalletFailure::NoAccount(id) => AccountError::NotFound(id),
+                        WalletFailure::Store(e) => store_error(e),
+                    })?;
+            if let Some(version) = version {
+                // Before the reply: the caller reads its own write on this node.
+                db.views().wrote_wallet(id, version, receipt.wallet);
+            }
             Ok((receipt, None))
         })
     }
@@ -187,11 +211,18 @@ impl AccountStore for PgAccounts {
                 .await
                 .map_err(store_error)?
                 .ok_or(AccountError::NotFound(id))?;
-            if set {
+            if let Some(version) = set {
+                me.db.views().wrote(id, version);
                 me.keys.learn(key, id);
             }
-            Ok((set, None))
+            Ok((set.is_some(), None))
         })
+    }
+
+    /// A view served from this node's memory while it is provably current (see
+    /// [`super::views`]): no database call, no message to the shard.
+    fn view_now(&self, id: AccountId) -> Option<AccountState> {
+        self.db.views().fresh(id)
     }
 
     /// The keys this node has seen answered (no database call on the request's thread).

@@ -1,6 +1,6 @@
-//! Accounts and API keys in the shared database: what the account shards ask on every
-//! request when nodes share PostgreSQL (no node caches an account, so a read after a write
-//! acknowledged by any node sees it on every node).
+//! Accounts and API keys in the shared database: what the account shards ask when this
+//! node's account views may not answer (see `views`). Every change of what a read shows
+//! raises the account's `version` and announces it in its transaction.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -33,6 +33,8 @@ pub struct AccountLookup {
     pub key: Option<KeyDigest>,
     /// Whether the caller's digest (if one was given) is some account's key.
     pub caller_known: bool,
+    /// The version of the account's view (raised by every change of it).
+    pub version: u64,
 }
 
 impl PgStore {
@@ -102,7 +104,8 @@ impl PgStore {
                         coalesce((SELECT array_agg(h.hold_id ORDER BY h.hold_id) FROM wallet_holds h
                                   WHERE h.account_id = a.id), '{}'::text[]),
                         coalesce((SELECT array_agg(h.amount ORDER BY h.hold_id) FROM wallet_holds h
-                                  WHERE h.account_id = a.id), '{}'::bigint[])
+                                  WHERE h.account_id = a.id), '{}'::bigint[]),
+                        a.version
                  FROM accounts a LEFT JOIN api_keys k ON k.account_id = a.id
                  WHERE a.id = $1",
             )
@@ -127,7 +130,9 @@ impl PgStore {
         };
         let created_at: DateTime<Utc> = row.get(2);
         let digest: Option<Vec<u8>> = row.get(3);
+        let version: i64 = row.get(9);
         Ok(Some(AccountLookup {
+            version: version as u64,
             account: Account {
                 id,
                 name: row.get(0),
@@ -161,37 +166,42 @@ impl PgStore {
     }
 
     /// Sets the account's key digest (`only_if_missing`: unless it has one). `None` when
-    /// there is no such account, else whether it was set.
+    /// there is no such account, else the account's new version if it was set. A new key
+    /// raises the version and is announced in the same transaction, so no node serves a
+    /// view with the old key past the staleness bound.
     pub async fn set_api_key(
         &self,
         id: AccountId,
         key: &KeyDigest,
         only_if_missing: bool,
-    ) -> Result<Option<bool>, PgError> {
-        let client = self.client().await?;
-        if client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT 1 FROM accounts WHERE id = $1")
-                    .await
-                    .map_err(PgError::from)?,
-                &[&id.0],
+    ) -> Result<Option<Option<u64>>, PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let bump = tx
+            .prepare_cached(
+                "WITH changed AS (
+                     UPDATE accounts SET version = version + 1 WHERE id = $1 RETURNING version)
+                 SELECT version, pg_notify('wayfare_account', $1::text || ' ' || version) FROM changed",
             )
-            .await?
-            .is_none()
-        {
+            .await?;
+        // The row lock first: a concurrent key change of the same account waits here.
+        let Some(version) = tx.query_opt(&bump, &[&id.0]).await? else {
             return Ok(None);
-        }
+        };
         let sql = if only_if_missing {
             "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2) ON CONFLICT (account_id) DO NOTHING"
         } else {
             "INSERT INTO api_keys (account_id, digest) VALUES ($1, $2)
              ON CONFLICT (account_id) DO UPDATE SET digest = excluded.digest"
         };
-        let n = client
-            .execute(sql, &[&id.0, &key.bytes().as_slice()])
-            .await?;
-        Ok(Some(n == 1))
+        let n = tx.execute(sql, &[&id.0, &key.bytes().as_slice()]).await?;
+        if n == 0 {
+            // Nothing changed: the version stays (the rollback takes the raise back).
+            return Ok(Some(None));
+        }
+        tx.commit().await?;
+        let version: i64 = version.get(0);
+        Ok(Some(Some(version as u64)))
     }
 
     /// Up to `limit` ledger entries of `id` after sequence number `after`, oldest first.

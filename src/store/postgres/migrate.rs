@@ -13,6 +13,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cancels_and_email_retries",
         include_str!("migrations/0002_cancels_and_email_retries.sql"),
     ),
+    (
+        3,
+        "account_versions",
+        include_str!("migrations/0003_account_versions.sql"),
+    ),
+    (
+        4,
+        "wallet_change_function",
+        include_str!("migrations/0004_wallet_change_function.sql"),
+    ),
 ];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).

@@ -19,7 +19,8 @@
 //! thread ever blocks on the network.
 //!
 //! - [`accounts`]: accounts, API key digests and ledger pages, read by the account shards
-//!   on every request (no node caches an account).
+//!   when this node's [`views`] may not answer (a view is served from memory only while
+//!   the node's listener proves it current within `views::STALENESS_BOUND`).
 //!
 //! - [`PgNode`]: this node behind the seam's traits (`SagaStore`, `Outbox`,
 //!   `ClusterStore`): the leases it holds are its private business.
@@ -30,17 +31,21 @@
 mod account_store;
 pub mod accounts;
 pub mod invalidate;
+mod live;
 mod migrate;
 mod node;
 pub mod nodes;
 pub mod outbox;
 pub mod sagas;
+pub mod views;
 pub mod wallet;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::Arc;
+
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, RecyclingMethod};
 
 pub use account_store::PgAccounts;
 pub use migrate::{migrate, Migrated, MIGRATIONS};
@@ -88,14 +93,20 @@ impl From<PgError> for crate::store::StoreError {
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => PgError::Statement(format!("{} ({})", db.message(), db.code().code())),
-            None if e.is_closed() => PgError::Unreachable(e.to_string()),
-            None => PgError::Unreachable(
-                std::error::Error::source(&e)
-                    .map(|s| format!("{e}: {s}"))
-                    .unwrap_or_else(|| e.to_string()),
-            ),
+            Some(_) => PgError::Statement(describe(&e)),
+            None => PgError::Unreachable(describe(&e)),
         }
+    }
+}
+
+/// What went wrong, with the server's SQLSTATE or the I/O cause.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None if e.is_closed() => e.to_string(),
+        None => std::error::Error::source(e)
+            .map(|s| format!("{e}: {s}"))
+            .unwrap_or_else(|| e.to_string()),
     }
 }
 
@@ -106,6 +117,17 @@ impl From<deadpool_postgres::PoolError> for PgError {
             other => PgError::Unreachable(other.to_string()),
         }
     }
+}
+
+/// Account views a node keeps until told otherwise (`PgAccounts::new`).
+const DEFAULT_VIEWS: usize = 10_000;
+
+/// Longest a ping may take before the database counts as not answering.
+pub const PING_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether a statement failed because the server takes no writes (SQLSTATE 25006).
+fn is_read_only(e: &PgError) -> bool {
+    matches!(e, PgError::Statement(m) if m.ends_with("(25006)"))
 }
 
 /// Parses a `store.url`, naming what is wrong without echoing the URL (it may hold a
@@ -129,6 +151,10 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Whether the database takes writes now, as the pool's connections show it.
+    live: Arc<live::Live>,
+    /// The account views this node serves from memory (fed by its listener).
+    views: Arc<views::AccountViews>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -160,32 +186,92 @@ impl PgStore {
         ));
         pg.connect_timeout(Duration::from_secs(5));
         pg.application_name("wayfare");
-        let manager = Manager::from_config(
+        let live = Arc::new(live::Live::default());
+        let manager = Manager::from_connect(
             pg,
-            tokio_postgres::NoTls,
+            live::WatchedConnect { live: live.clone() },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let watching = live.clone();
         let pool = Pool::builder(manager)
+            .pre_recycle(Hook::sync_fn(move |_, metrics| {
+                live::recycle_check(&watching, metrics.created)
+            }))
             .max_size(config.pool_size)
             .wait_timeout(Some(Duration::from_secs(5)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| PgError::Unreachable(e.to_string()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            live,
+            views: Arc::new(views::AccountViews::new(DEFAULT_VIEWS)),
+        })
     }
 
-    /// A pooled connection.
+    /// This node's account views (see [`views`]).
+    pub fn views(&self) -> &Arc<views::AccountViews> {
+        &self.views
+    }
+
+    /// A pooled connection. Failing to make one (the server refuses, or does not answer
+    /// within the connect timeout) turns the live state red; an exhausted pool does not
+    /// (that is load, not a database failure).
     pub async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
-        Ok(self.pool.get().await?)
+        match self.pool.get().await {
+            Ok(client) => Ok(client),
+            Err(e) => {
+                let exhausted = matches!(
+                    e,
+                    deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)
+                );
+                let e = PgError::from(e);
+                if !exhausted {
+                    self.live.failed(e.to_string());
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Whether the database answers now (what `/health` reports for this backend).
+    /// Whether the database answers now, within [`PING_DEADLINE`]; the answer also sets
+    /// the live state ([`PgStore::live`]).
     pub async fn ping(&self) -> Result<(), PgError> {
-        self.client().await?.simple_query("SELECT 1").await?;
-        Ok(())
+        let ping = async {
+            self.client().await?.simple_query("SELECT 1").await?;
+            Ok::<_, PgError>(())
+        };
+        match tokio::time::timeout(PING_DEADLINE, ping).await {
+            Ok(Ok(_)) => {
+                self.live.answered();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                if matches!(e, PgError::Unreachable(_)) || is_read_only(&e) {
+                    self.live.failed(e.to_string());
+                }
+                Err(e)
+            }
+            Err(_) => {
+                let e = PgError::Unreachable(format!("no answer within {PING_DEADLINE:?}"));
+                self.live.failed(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this node has a writable database now, as its connections last showed it
+    /// (`Err` says why not). Costs nothing while green; while red, pings at most every
+    /// few hundred milliseconds, so the state turns green as soon as the database is
+    /// back even when no request arrives (the load balancer stopped sending any).
+    pub async fn live(&self) -> Result<(), String> {
+        if self.live.revive_due() {
+            let _ = self.ping().await;
+        }
+        self.live.state()
     }
 
     /// Applies the migrations this binary carries that the database lacks (see [`migrate`]).

@@ -603,9 +603,9 @@ impl ClusterStore for PgNode {
     }
 
     fn listen_booked(&self) -> StoreFuture<Option<Box<dyn BookedSkus>>> {
-        let url = self.url.clone();
+        let (url, views) = (self.url.clone(), self.db.views().clone());
         Box::pin(async move {
-            let listener = Invalidations::listen(&url).await?;
+            let listener = Invalidations::listen(&url, views).await?;
             Ok(Some(Box::new(Listening(listener)) as Box<dyn BookedSkus>))
         })
     }
@@ -613,6 +613,10 @@ impl ClusterStore for PgNode {
     fn ping(&self) -> StoreFuture<()> {
         let db = self.db.clone();
         Box::pin(async move { Ok(db.ping().await?) })
+    }
+
+    fn live(&self) -> crate::store::cluster::LiveFuture<'_> {
+        Box::pin(async move { Some(self.db.live().await) })
     }
 
     fn display_name(&self) -> &'static str {

@@ -1,11 +1,15 @@
 //! Wallets in the shared database: the database, not a node's cache, decides every change.
 //!
-//! One transaction per change: lock the account row (`FOR UPDATE`, so changes to one
-//! account through any node queue there), look up the idempotency key (a replay returns
-//! the stored receipt), apply the domain rule ([`Wallet::apply`], the same one the sled
-//! actors use) to the wallet read under the lock, then write the account row, the hold,
-//! the ledger row and the key. The table's `CHECK (held <= balance)` refuses an overdraw
-//! even if the rule were wrong.
+//! One statement per change, one round trip: `wayfare_wallet_change` (a server-side
+//! function, migration 4) locks the account row (`FOR UPDATE`, so changes to one account
+//! through any node queue there), looks up the idempotency key (a replay returns the
+//! stored receipt, another operation under it is a conflict), applies the wallet rule,
+//! then writes the account row, the hold, the ledger row, the key and the announcement of
+//! the account's new version. The rule there is [`Wallet::apply`]'s, the one the sled
+//! actors use, held to it by a property test over random operation sequences
+//! (`tests/postgres.rs`); on a refusal the function returns the wallet it found and the
+//! node asks [`Wallet::apply`] why, so refusals read the same on both stores. The table's
+//! `CHECK (held <= balance)` refuses an overdraw even if either rule were wrong.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +18,10 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{PgError, PgStore};
-use crate::domain::account::AccountId;
-use crate::domain::money::Currency;
+use crate::domain::account::{AccountId, WalletView};
+use crate::domain::money::{Currency, Money};
 use crate::domain::wallet::{
-    validate_key, LedgerEntry, Wallet, WalletError, WalletOp, WalletReceipt,
+    validate_key, LedgerEntry, Wallet, WalletError, WalletOp, WalletReceipt, MAX_AMOUNT_MINOR,
 };
 
 /// Why a wallet change was refused.
@@ -89,65 +93,139 @@ impl PgStore {
         key: &str,
         op: &WalletOp,
     ) -> Result<WalletReceipt, WalletFailure> {
+        Ok(self.change_wallet_versioned(id, key, op).await?.0)
+    }
+
+    /// [`PgStore::change_wallet`], with the account's new version when the change was
+    /// made now (`None` for a replay). One round trip: `wayfare_wallet_change` (migration
+    /// 4) does it all in the statement's own transaction.
+    pub async fn change_wallet_versioned(
+        &self,
+        id: AccountId,
+        key: &str,
+        op: &WalletOp,
+    ) -> Result<(WalletReceipt, Option<u64>), WalletFailure> {
         validate_key("idempotency_key", key).map_err(WalletError::from)?;
         let op_json = serde_json::to_value(op).map_err(|e| PgError::Corrupt {
             what: "wallet operation".into(),
             reason: e.to_string(),
         })?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(PgError::from)?;
-        let (row, seen) = locked_wallet(&tx, id.0, key).await?;
-        let Some(row) = row else {
+        let (kind, hold, amount) = match op {
+            WalletOp::Credit { amount } => ("credit", None, Some(*amount)),
+            WalletOp::Hold { hold_id, amount } => ("hold", Some(hold_id.as_str()), Some(*amount)),
+            WalletOp::Capture { hold_id } => ("capture", Some(hold_id.as_str()), None),
+            WalletOp::Release { hold_id } => ("release", Some(hold_id.as_str()), None),
+        };
+        let currency = amount.map(|a| a.currency.to_string());
+        // PostgreSQL keeps microseconds: the receipt says what a replay will read.
+        let at = now_micros();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT * FROM wayfare_wallet_change($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &id.0,
+                    &key,
+                    &op_json,
+                    &kind,
+                    &hold,
+                    &currency,
+                    &amount.map(|a| a.minor),
+                    &MAX_AMOUNT_MINOR,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        let status: &str = row.get("o_status");
+        if status == "no_account" {
             return Err(WalletFailure::NoAccount(id));
-        };
-        if let Some(seen) = seen {
-            let (seen_op, seq): (serde_json::Value, i64) = (seen.get(0), seen.get(1));
-            if seen_op != op_json {
-                return Err(WalletFailure::KeyConflict(key.to_owned()));
-            }
-            let entry = ledger_entry(&tx, id.0, seq).await?;
-            return Ok(WalletReceipt {
-                entry,
-                wallet: row.wallet.view(),
-                replayed: true,
-            });
         }
-        let (wallet, delta) = match row.wallet.apply(op) {
-            Ok(applied) => applied,
-            Err(WalletError::UnknownHold(hold_id)) => {
-                if let WalletOp::Release { .. } = op {
-                    // As the sled actors do: a release of a hold that never landed leaves a
-                    // tombstone under the hold's own key, so the late hold is refused.
-                    tx.execute(
-                        &tx.prepare_cached("INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, 0)
-                         ON CONFLICT DO NOTHING").await.map_err(PgError::from)?,
-                        &[&id.0, &hold_id, &op_json],
-                    )
-                    .await
-                    .map_err(PgError::from)?;
-                    tx.commit().await.map_err(PgError::from)?;
-                }
-                return Err(WalletError::UnknownHold(hold_id).into());
+        if status == "conflict" {
+            return Err(WalletFailure::KeyConflict(key.to_owned()));
+        }
+        let currency: String = row.get("o_currency");
+        let currency: Currency = currency.trim().parse().map_err(|_| PgError::Corrupt {
+            what: format!("account {id}"),
+            reason: format!("unknown currency {currency:?}"),
+        })?;
+        let money = |minor| Money::new(minor, currency);
+        let view = |balance: i64, held: i64| WalletView {
+            balance: money(balance),
+            held: money(held),
+            available: money(balance - held),
+        };
+        match status {
+            "replay" | "ok" => {
+                let seq: i64 = row.get("o_seq");
+                let Some(entry_key) = row.get::<_, Option<String>>("o_key") else {
+                    return Err(PgError::Corrupt {
+                        what: format!("wallet key of account {id}"),
+                        reason: format!("it points at ledger entry {seq}, which is missing"),
+                    }
+                    .into());
+                };
+                let entry_op: serde_json::Value = row.get("o_op");
+                let entry = LedgerEntry {
+                    seq: seq as u64,
+                    key: entry_key,
+                    op: serde_json::from_value(entry_op).map_err(|e| PgError::Corrupt {
+                        what: format!("ledger entry {seq}"),
+                        reason: e.to_string(),
+                    })?,
+                    delta: row.get("o_delta"),
+                    balance_after: row.get("o_balance_after"),
+                    held_after: row.get("o_held_after"),
+                    at: row.get("o_at"),
+                };
+                let replayed = status == "replay";
+                let wallet = if replayed {
+                    view(row.get("o_balance"), row.get("o_held"))
+                } else {
+                    view(entry.balance_after, entry.held_after)
+                };
+                let version: i64 = row.get("o_version");
+                Ok((
+                    WalletReceipt {
+                        entry,
+                        wallet,
+                        replayed,
+                    },
+                    (!replayed).then_some(version as u64),
+                ))
             }
-            Err(e) => return Err(e.into()),
-        };
-        let entry = LedgerEntry {
-            seq: row.next_seq,
-            key: key.to_owned(),
-            op: op.clone(),
-            delta,
-            balance_after: wallet.balance,
-            held_after: wallet.held(),
-            // PostgreSQL keeps microseconds: the receipt says what a replay will read.
-            at: now_micros(),
-        };
-        write_change(&tx, id.0, op, &op_json, &entry).await?;
-        tx.commit().await.map_err(PgError::from)?;
-        Ok(WalletReceipt {
-            entry,
-            wallet: wallet.view(),
-            replayed: false,
-        })
+            "refused" => {
+                // The database refused; the domain rule says why, in its own words.
+                let ids: Vec<String> = row.get("o_hold_ids");
+                let amounts: Vec<i64> = row.get("o_hold_amounts");
+                let wallet = Wallet {
+                    currency,
+                    balance: row.get("o_balance"),
+                    holds: ids.into_iter().zip(amounts).collect::<BTreeMap<_, _>>(),
+                };
+                match wallet.apply(op) {
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Err(PgError::Corrupt {
+                        what: format!("wallet rule for account {id}"),
+                        reason: format!(
+                            "the database refused {op:?}, which the domain rule allows"
+                        ),
+                    }
+                    .into()),
+                }
+            }
+            other => Err(PgError::Corrupt {
+                what: format!("wallet change of account {id}"),
+                reason: format!("the database answered {other:?}"),
+            }
+            .into()),
+        }
     }
 
     /// The ledger of `id`, oldest first.
@@ -224,134 +302,6 @@ fn wallet_row(
         },
         next_seq: next_seq as u64,
     })
-}
-
-/// Writes a change with its four statements pipelined (sent at once, run in order): one
-/// round trip instead of four.
-async fn write_change(
-    tx: &deadpool_postgres::Transaction<'_>,
-    id: Uuid,
-    op: &WalletOp,
-    op_json: &serde_json::Value,
-    entry: &LedgerEntry,
-) -> Result<(), PgError> {
-    let seq = entry.seq as i64;
-    let next = seq + 1;
-    let totals = tx
-        .prepare_cached("UPDATE accounts SET balance = $2, held = $3, next_seq = $4 WHERE id = $1")
-        .await?;
-    let ledger = tx
-        .prepare_cached(
-            "INSERT INTO ledger (account_id, seq, key, op, delta, balance_after, held_after, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .await?;
-    let seen = tx
-        .prepare_cached(
-            "INSERT INTO wallet_keys (account_id, key, op, seq) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
-    let hold = match op {
-        WalletOp::Hold { .. } => Some(
-            tx.prepare_cached(
-                "INSERT INTO wallet_holds (account_id, hold_id, amount) VALUES ($1, $2, $3)",
-            )
-            .await?,
-        ),
-        WalletOp::Capture { .. } | WalletOp::Release { .. } => Some(
-            tx.prepare_cached("DELETE FROM wallet_holds WHERE account_id = $1 AND hold_id = $2")
-                .await?,
-        ),
-        WalletOp::Credit { .. } => None,
-    };
-    let hold_change = async {
-        match (op, &hold) {
-            (WalletOp::Hold { hold_id, amount }, Some(s)) => {
-                tx.execute(s, &[&id, hold_id, &amount.minor]).await
-            }
-            (WalletOp::Capture { hold_id } | WalletOp::Release { hold_id }, Some(s)) => {
-                tx.execute(s, &[&id, hold_id]).await
-            }
-            _ => Ok(0),
-        }
-    };
-    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
-    let totals_params: [Param; 4] = [&id, &entry.balance_after, &entry.held_after, &next];
-    let ledger_params: [Param; 8] = [
-        &id,
-        &seq,
-        &entry.key,
-        op_json,
-        &entry.delta,
-        &entry.balance_after,
-        &entry.held_after,
-        &entry.at,
-    ];
-    let seen_params: [Param; 4] = [&id, &entry.key, op_json, &seq];
-    tokio::try_join!(
-        tx.execute(&totals, &totals_params),
-        hold_change,
-        tx.execute(&ledger, &ledger_params),
-        tx.execute(&seen, &seen_params),
-    )?;
-    Ok(())
-}
-
-/// The account row locked for a change, its holds and what idempotency key `key` was used
-/// for, pipelined: the three statements are sent at once and run in order, so the holds and
-/// the key are read by statements that start once the row lock is held (a statement that
-/// waited for the lock would still see other tables as of its own start).
-async fn locked_wallet(
-    tx: &deadpool_postgres::Transaction<'_>,
-    id: Uuid,
-    key: &str,
-) -> Result<(Option<WalletRow>, Option<tokio_postgres::Row>), PgError> {
-    let lock = tx
-        .prepare_cached("SELECT currency, balance, next_seq FROM accounts WHERE id = $1 FOR UPDATE")
-        .await?;
-    let holds = tx
-        .prepare_cached("SELECT hold_id, amount FROM wallet_holds WHERE account_id = $1")
-        .await?;
-    let seen = tx
-        .prepare_cached("SELECT op, seq FROM wallet_keys WHERE account_id = $1 AND key = $2")
-        .await?;
-    let by_id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
-    let by_key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &key];
-    let (account, holds, seen) = tokio::try_join!(
-        tx.query_opt(&lock, &by_id),
-        tx.query(&holds, &by_id),
-        tx.query_opt(&seen, &by_key),
-    )?;
-    let Some(account) = account else {
-        return Ok((None, None));
-    };
-    let ids = holds.iter().map(|r| r.get(0)).collect();
-    let amounts = holds.iter().map(|r| r.get(1)).collect();
-    Ok((Some(wallet_row(id, &account, ids, amounts)?), seen))
-}
-
-async fn ledger_entry(
-    client: &impl GenericClient,
-    id: Uuid,
-    seq: i64,
-) -> Result<LedgerEntry, PgError> {
-    let row = client
-        .query_opt(
-            &client
-                .prepare_cached(
-                    "SELECT seq, key, op, delta, balance_after, held_after, at FROM ledger
-             WHERE account_id = $1 AND seq = $2",
-                )
-                .await
-                .map_err(PgError::from)?,
-            &[&id, &seq],
-        )
-        .await?
-        .ok_or_else(|| PgError::Corrupt {
-            what: format!("wallet key of account {id}"),
-            reason: format!("it points at ledger entry {seq}, which is missing"),
-        })?;
-    entry_from_row(&row)
 }
 
 pub(super) fn entry_from_row(row: &tokio_postgres::Row) -> Result<LedgerEntry, PgError> {

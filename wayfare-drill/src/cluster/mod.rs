@@ -582,6 +582,10 @@ async fn run(args: Args) -> anyhow::Result<usize> {
             Err(e) => partner_problems.push(format!("seller ledger: {e}")),
         }
     }
+    // A node may answer an account read from its views for up to the staleness bound
+    // (250 ms, docs/cluster.md) after another node changed the account: the last captures
+    // and releases must be past it before balances are compared with ledgers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut accounts = Vec::new();
     for n in 0..drill.args.accounts {
         accounts.push(
