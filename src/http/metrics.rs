@@ -12,12 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::http::Method;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use actix_web::http::Method;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::actors::guard::{PartnerStats, LATENCY_BUCKETS_MS};
@@ -130,6 +129,15 @@ impl HttpMetrics {
                 for (kind, n) in runtime.fault_counts().rows() {
                     out[0].sample(&[kind], n as f64);
                 }
+            });
+            registry
+                .register(Box::new(collector))
+                .expect("unique metric");
+        }
+        // Only while spans are exported: with telemetry off there is nothing to drop.
+        if crate::telemetry::enabled() {
+            let collector = Scrape::new(TRACES, |out| {
+                out[0].sample(&[], crate::telemetry::dropped_spans() as f64);
             });
             registry
                 .register(Box::new(collector))
@@ -449,6 +457,14 @@ const UNTRUSTED: &[Spec] = &[spec(
      other than the one asked). Process-wide.",
     COUNTER,
     &["partner", "kind"],
+)];
+
+const TRACES: &[Spec] = &[spec(
+    "wayfare_trace_spans_dropped_total",
+    "Finished spans never delivered to the OTLP collector: the export queue was full \
+     (telemetry.max_queue) or the collector failed or timed out. Process-wide.",
+    COUNTER,
+    &[],
 )];
 
 const FAULTS: &[Spec] = &[spec(

@@ -129,10 +129,7 @@ async fn observe(
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     // Set on the resource the request was routed to; none when no route matched.
-    let route = res
-        .request()
-        .app_data::<router::RouteIndex>()
-        .map(|r| r.0);
+    let route = res.request().app_data::<router::RouteIndex>().map(|r| r.0);
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
