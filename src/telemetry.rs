@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 pub use context::{
     enabled, extract, headers_of, inject, process_id, span_context, trace_id_of, traceparent_of,
+    Origin,
 };
 pub use export::dropped_spans;
 

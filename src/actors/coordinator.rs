@@ -20,7 +20,7 @@ use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId, BookingRequest,
-    CancelDecision, SagaId, SagaKind, SagaRecord, SagaState,
+    CancelDecision, SagaId, SagaKind, SagaRecord, SagaState, TraceOrigin,
 };
 use crate::store::sagas::NewBooking;
 use crate::store::StoreError;
@@ -225,6 +225,8 @@ impl Actor for SagaCoordinator {
 pub(crate) struct StartBooking {
     /// The validated request (its `idempotency_key` is the client's).
     pub request: BookingRequest,
+    /// The request's span: the saga keeps its trace context.
+    pub origin: crate::telemetry::Origin,
 }
 
 /// Reads a saga record.
@@ -281,10 +283,18 @@ impl Handler<StartBooking> for SagaCoordinator {
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let request = msg.request;
-        let record = match new_record(BookingId::new(), &request) {
+        let mut record = match new_record(BookingId::new(), &request) {
             Ok(record) => record,
             Err(e) => return Box::pin(async { Err(e) }),
         };
+        record.trace = msg
+            .origin
+            .span()
+            .and_then(crate::telemetry::traceparent_of)
+            .map(|traceparent| TraceOrigin {
+                traceparent,
+                process: crate::telemetry::process_id(),
+            });
         let key = format!("{}/{}", request.account_id, request.idempotency_key);
         // A slot is taken before the saga exists, so concurrent bookings cannot all pass
         // the limit while their records are flushed. Without one, a replay of a key is

@@ -36,7 +36,10 @@ impl Runtime {
         let (record, replayed) = self
             .inner
             .coordinator
-            .ask(StartBooking { request })
+            .ask(StartBooking {
+                request,
+                origin: crate::telemetry::Origin::current(),
+            })
             .await??;
         let booking = self.view(record.saga_id.booking(), record).await?;
         Ok((booking.seen_by(caller), replayed))

@@ -32,6 +32,8 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::domain::saga::SagaRecord;
+
 pub use accounts::AccountStore;
 pub use cluster::ClusterStore;
 pub use faulty::FaultyStore;
@@ -272,6 +274,23 @@ pub fn decode_record<T: DeserializeOwned>(
         key: printable_key(key),
         reason: e.to_string(),
     })
+}
+
+/// Encodes a saga record with its trace origin as the trailer.
+pub fn encode_saga(record: &SagaRecord) -> Vec<u8> {
+    codec::encode_with_trailer(record, &record.trace)
+}
+
+/// Decodes a saga record, old (no trace origin) or new.
+pub fn decode_saga(key: &[u8], bytes: &[u8]) -> Result<SagaRecord, StoreError> {
+    let (mut record, trace): (SagaRecord, _) =
+        codec::decode_with_trailer(bytes).map_err(|e| StoreError::Corrupt {
+            tree: Tree::Sagas.name(),
+            key: printable_key(key),
+            reason: e.to_string(),
+        })?;
+    record.trace = trace;
+    Ok(record)
 }
 
 /// Reads and decodes one record.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _};
@@ -116,6 +117,34 @@ pub fn inject(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
             .into_iter()
             .fold(request, |r, (name, value)| r.header(name, value)),
         None => request,
+    }
+}
+
+/// Where an actor message came from: the sender's span, and when it was sent (to show
+/// the time it waited in the mailbox). Empty and free while telemetry is off.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    sent: Option<(tracing::Span, Instant)>,
+}
+
+impl Origin {
+    /// The current span, now.
+    pub fn current() -> Self {
+        Origin {
+            sent: enabled().then(|| (tracing::Span::current(), Instant::now())),
+        }
+    }
+
+    /// The sender's span (none while telemetry is off).
+    pub fn span(&self) -> Option<&tracing::Span> {
+        self.sent.as_ref().map(|(span, _)| span)
+    }
+
+    /// Microseconds since it was sent: its wait in the mailbox when asked on arrival.
+    pub fn waited_us(&self) -> u64 {
+        self.sent
+            .as_ref()
+            .map_or(0, |(_, at)| at.elapsed().as_micros() as u64)
     }
 }
 
