@@ -18,16 +18,24 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// the id is the trace id, so the id a client sees is the one to look up in a trace
 /// viewer.
 pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String) {
+    // Named now: once its context is read (for the trace id below) the exporter's span
+    // exists and takes no new name.
+    let route = req.match_pattern();
+    let name = match &route {
+        Some(route) => format!("{} {route}", req.method()),
+        None => req.method().to_string(),
+    };
     let span = tracing::info_span!(
         "request",
         request_id = Empty,
         trace_id = Empty,
-        otel.name = Empty,
+        otel.name = name,
         otel.kind = "server",
         http.request.method = %req.method(),
         url.path = req.path(),
-        http.route = Empty,
+        http.route = route,
         http.response.status_code = Empty,
+        otel.status_code = Empty,
     );
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Some(parent) = telemetry::extract(header(&TRACEPARENT), header(&TRACESTATE)) {
@@ -45,21 +53,10 @@ pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String) {
     (span, id)
 }
 
-/// Names the span after its route, records the status and sends the span's
-/// `traceparent` back.
+/// Records the status and sends the span's `traceparent` back.
 pub(super) fn finish<B>(span: &tracing::Span, res: &mut ServiceResponse<B>) {
     let status = res.status().as_u16();
     span.record("http.response.status_code", status);
-    let method = res.request().method().as_str();
-    match res.request().match_pattern() {
-        Some(route) => {
-            span.record("otel.name", format!("{method} {route}"));
-            span.record("http.route", route);
-        }
-        None => {
-            span.record("otel.name", method);
-        }
-    }
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
