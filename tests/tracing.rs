@@ -463,3 +463,159 @@ async fn a_collector_that_is_down_costs_dropped_spans_not_failed_requests() {
     .await;
     assert!(dropped >= 20.0);
 }
+
+/// Config of the crash test: quick steps, so a reserve call that hangs is given up fast.
+fn crash_config(collector: &str, gateway: &str, seller: &str) -> String {
+    let mut config = CONFIG
+        .replace("{collector}", collector)
+        .replace("{gateway}", gateway)
+        .replace("{alpha}", seller);
+    config.push_str(
+        "[sellers.adapter]\ncall_timeout_ms = 500\n\
+         [bookings]\nstep_timeout_ms = 1000\n\
+         [bookings.saga]\nbackoff_base_ms = 10\nbackoff_max_ms = 100\n",
+    );
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
+    let (endpoint, received) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let http = fakes::operator_client(OPERATOR_TOKEN, Duration::from_secs(10));
+    // A seller that hangs every call before acting holds the saga at its reserve step.
+    let seller_args = ["--name", "alpha", "--seed", "1", "--coverage", "1.0"];
+    let hanging = fakes::fake_seller(
+        &d.join("seller"),
+        &d.join("seller-1.log"),
+        &[&seller_args[..], &["--hang-rate", "1.0"]].concat(),
+    );
+    let gateway = fakes::fake_gateway(&d.join("gateway"), &d.join("gateway.log"), &[]);
+    // The offer comes from a healthy twin (same name and seed: the same catalog).
+    let twin = fakes::fake_seller(&d.join("twin"), &d.join("twin.log"), &seller_args);
+    let offers: Value = http
+        .post(format!("{}search/hotels", twin.url()))
+        .json(
+            &json!({"city_or_hotel": "Lisbon", "check_in": in_days(30), "check_out": in_days(32)}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offer = offers["offers"][0].clone();
+    drop(twin);
+    let path = d.join("config.toml");
+    std::fs::write(
+        &path,
+        crash_config(&endpoint, &gateway.url(), &hanging.url()),
+    )
+    .unwrap();
+    let server = serve(d, &path);
+    let base = format!("http://{}", server.addr);
+
+    let client_trace = "0af7651916cd43dd8448eb211c80319c";
+    let res = http
+        .post(format!("{base}/v1/bookings"))
+        .header("Idempotency-Key", "crash-1")
+        .header(
+            "traceparent",
+            format!("00-{client_trace}-b7ad6b7169203331-01"),
+        )
+        .json(&json!({
+            "account_id": AccountId::demo(1).to_string(),
+            "seller": "alpha",
+            "sku": offer["sku"],
+            "start": in_days(30),
+            "end": in_days(32),
+            "offer_price": offer["price"],
+            "wallet_points": {"minor": 0, "currency": "EUR"},
+            "card_token": "tok_approve",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reserve_sent = async || {
+        calls_of(&http, &hanging.url())
+            .await
+            .iter()
+            .any(|c| {
+                c["method"] == "POST"
+                    && c["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/bookings"))
+            })
+            .then_some(())
+    };
+    wait_until(WITHIN, "the reserve call reached the seller", reserve_sent).await;
+    server.kill();
+    drop(hanging);
+
+    // The seller is healthy again (its journal kept), and wayfare restarts on the same data.
+    let seller = fakes::fake_seller(&d.join("seller"), &d.join("seller-2.log"), &seller_args);
+    std::fs::write(
+        &path,
+        crash_config(&endpoint, &gateway.url(), &seller.url()),
+    )
+    .unwrap();
+    let server = serve(d, &path);
+    let base = format!("http://{}", server.addr);
+    let state = wait_until(WITHIN, "the resumed booking settles", async || {
+        let b: Value = http
+            .get(format!("{base}/v1/bookings/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let state = b["state"].as_str()?.to_owned();
+        ["confirmed", "failed", "cancelled"]
+            .contains(&state.as_str())
+            .then_some(state)
+    })
+    .await;
+
+    let resumed = wait_until(WITHIN, "the resume span exported", async || {
+        received
+            .all()
+            .into_iter()
+            .find(|s| s.name == "saga.resume" && attr(s, "booking.id").as_deref() == Some(&id))
+    })
+    .await;
+    assert_ne!(hex(&resumed.trace_id), client_trace, "a trace of its own");
+    assert!(resumed.parent_span_id.is_empty(), "a root span");
+    assert!(
+        resumed
+            .links
+            .iter()
+            .any(|l| hex(&l.trace_id) == client_trace && !l.span_id.is_empty()),
+        "linked to the original trace: {:?}",
+        resumed.links
+    );
+    let trace = hex(&resumed.trace_id);
+    let steps: Vec<Span> = received
+        .of_trace(&trace)
+        .into_iter()
+        .filter(|s| s.name.starts_with("saga ") && s.parent_span_id == resumed.span_id)
+        .collect();
+    assert!(!steps.is_empty(), "steps under the resume span ({state})");
+    for step in &steps {
+        assert_eq!(attr(step, "booking.id").as_deref(), Some(id.as_str()));
+    }
+    // The seller's calls after the restart carry the resumed trace.
+    let after: Vec<Value> = calls_of(&http, &seller.url()).await;
+    assert!(
+        after.iter().any(|c| c["traceparent"]
+            .as_str()
+            .is_some_and(|t| trace_of(t) == trace)),
+        "{after:?}"
+    );
+}
