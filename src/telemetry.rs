@@ -5,6 +5,7 @@
 
 mod context;
 mod export;
+mod log_ids;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -67,6 +68,11 @@ pub fn init_with(
         .with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Human => fmt.boxed(),
+        LogFormat::Json if provider.is_some() => fmt
+            .json()
+            .flatten_event(true)
+            .map_event_format(log_ids::WithTraceIds)
+            .boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let otel = provider.as_ref().map(|p| {

@@ -176,7 +176,12 @@ fn start(collector: &str) -> World {
 }
 
 fn serve(dir: &Path, config: &Path) -> fakes::Process {
-    let command = fakes::wayfare_command(dir, config, &dir.join("wayfare.log"), OPERATOR_TOKEN);
+    let mut command = fakes::wayfare_command(dir, config, &dir.join("wayfare.log"), OPERATOR_TOKEN);
+    // The seller adapter's admission decisions are debug events inside traced spans.
+    command.env(
+        "RUST_LOG",
+        "warn,wayfare=info,wayfare::actors::seller=debug",
+    );
     fakes::spawn_listening(command, "wayfare listening on http://").expect("wayfare started")
 }
 
@@ -385,7 +390,22 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
             );
         }
     }
-    let _ = received.all();
+    // JSON log lines name their trace and span.
+    let log = std::fs::read_to_string(w._dir.path().join("wayfare.log")).unwrap();
+    let admitted: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["decision"] == "admitted" && l["trace_id"] == client_trace)
+        .collect();
+    assert!(!admitted.is_empty(), "{log}");
+    for line in admitted {
+        let span_id = line["span_id"].as_str().unwrap();
+        let span = spans
+            .iter()
+            .find(|s| hex(&s.span_id) == span_id)
+            .expect("logged span");
+        assert_eq!(span.name, "seller book");
+    }
     drop(w.server);
 }
 
