@@ -360,7 +360,20 @@ async fn persist(
             .as_ref()
             .map(|(before, booking)| (*before, booking)),
     };
-    deps.saga_store.save(write).await
+    // Traced, the write (applied when called, for sled) and its flush are one span.
+    let span = if telemetry::enabled() {
+        tracing::info_span!(
+            "store.save_saga",
+            otel.kind = "client",
+            db.operation.name = "save_saga",
+            saga = %record.saga_id,
+            saga.state = record.state.as_str(),
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let saved = span.in_scope(|| deps.saga_store.save(write));
+    saved.instrument(span).await
 }
 
 /// Side effects that need no durability of their own: wake the mailer, invalidate the

@@ -2,7 +2,7 @@
 //! happened in, so a log line leads to its trace and a trace to its log lines. Installed
 //! only with span export on (the ids come from the OpenTelemetry layer's span data).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OtelData;

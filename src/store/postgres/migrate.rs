@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cancels_and_email_retries",
         include_str!("migrations/0002_cancels_and_email_retries.sql"),
     ),
+    (
+        3,
+        "saga_trace",
+        include_str!("migrations/0003_saga_trace.sql"),
+    ),
 ];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).

@@ -151,6 +151,7 @@ pub(crate) fn row_of(record: &SagaRecord) -> SagaRow {
         terminal: (is_terminal(record.state) && !awaiting_cancellation)
             || record.state == SagaState::NeedsAttention,
         record: crate::store::encode_saga(record),
+        trace_parent: record.trace.as_ref().map(|t| t.traceparent.clone()),
     }
 }
 
