@@ -274,6 +274,18 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
     })
     .await;
 
+    // The booking names its trace, for the console and for clients.
+    let booking: Value = w
+        .http
+        .get(format!("{}/v1/bookings/{id}", w.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(booking["trace_id"], client_trace);
+
     // Every saga step and partner call of the booking, in the client's trace.
     let spans = wait_until(WITHIN, "the booking's spans exported", async || {
         let spans = received.of_trace(client_trace);
