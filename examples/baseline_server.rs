@@ -148,18 +148,12 @@ fn build_one_read_tree(store: &SledStore, dir: &std::path::Path) -> anyhow::Resu
                 Some(d) => Some(decode_record::<KeyDigest>(Tree::ApiKeys, key, &d)?),
                 None => None,
             };
-            tree.insert(
-                key.as_slice(),
-                wayfare::store::codec::encode(&(record, digest)),
-            )?;
+            tree.insert(key.as_slice(), wayfare::store::codec::encode(&(record, digest)))?;
             copied += 1;
         }
     }
     db.flush()?;
-    println!(
-        "baseline copied {copied} accounts into {} (one read each)",
-        path.display()
-    );
+    println!("baseline copied {copied} accounts into {} (one read each)", path.display());
     Ok(tree)
 }
 

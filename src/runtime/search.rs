@@ -40,9 +40,7 @@ impl Runtime {
         query: HotelQuery,
         account: Option<AccountId>,
     ) -> Result<Bytes, Error> {
-        let (result, wallet) = self
-            .search_result(SearchQuery::Hotel(query), account)
-            .await?;
+        let (result, wallet) = self.search_result(SearchQuery::Hotel(query), account).await?;
         Ok(search_json::body(&result, wallet, self.zero()))
     }
 
@@ -53,9 +51,7 @@ impl Runtime {
         query: FlightQuery,
         account: Option<AccountId>,
     ) -> Result<Bytes, Error> {
-        let (result, wallet) = self
-            .search_result(SearchQuery::Flight(query), account)
-            .await?;
+        let (result, wallet) = self.search_result(SearchQuery::Flight(query), account).await?;
         Ok(search_json::body(&result, wallet, self.zero()))
     }
 

@@ -238,11 +238,7 @@ mod tests {
         let model = AccountReadModel::new(1, 1);
         let segment = model.segment(0);
         let (a, b) = (AccountId::demo(1), AccountId::demo(2));
-        let (k1, k2, k3) = (
-            KeyDigest::of("k1"),
-            KeyDigest::of("k2"),
-            KeyDigest::of("k3"),
-        );
+        let (k1, k2, k3) = (KeyDigest::of("k1"), KeyDigest::of("k2"), KeyDigest::of("k3"));
         let v = segment.next_version();
         segment.publish(account(1), Some(k1), v);
         assert_eq!(model.owner(&k1), Some(a));
