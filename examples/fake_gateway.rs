@@ -1,7 +1,8 @@
 //! A fake card gateway speaking wayfare's payment wire format
 //! (`docs/payment-wire-format.md`), for demos, drills and crash tests: it runs as its own
 //! process, keeps its book in `--data-dir` (so it survives its own restart and wayfare's
-//! crashes), and shows everything it really did at `GET /_fake/ledger`.
+//! crashes), and shows everything it really did at `GET /_fake/ledger` (with every call
+//! received and its W3C `traceparent`, under `calls`).
 //!
 //! Run with: `cargo run --release --example fake_gateway -- --bind 127.0.0.1:9100 --data-dir /tmp/gw`
 //!
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wayfare::domain::money::Money;
 use wayfare::payments::wire::{AuthorizeBody, CaptureBody, RefundBody, WireError};
+use wayfare_drill::fakes::calls::{log_calls, CallLog};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -514,7 +516,7 @@ async fn status(req: HttpRequest, key: web::Path<String>, gw: web::Data<Gateway>
 }
 
 /// `GET /_fake/ledger`: everything that took effect, each row with its idempotency key.
-async fn ledger(gw: web::Data<Gateway>) -> HttpResponse {
+async fn ledger(gw: web::Data<Gateway>, calls: web::Data<CallLog>) -> HttpResponse {
     let guard = gw.book.lock().unwrap();
     let mut out = json!({"authorizations": [], "captures": [], "voids": [], "refunds": [], "declines": [], "rejections": []});
     for e in &guard.0.entries {
@@ -539,6 +541,7 @@ async fn ledger(gw: web::Data<Gateway>) -> HttpResponse {
         row["key"] = json!(e.key);
         out[list].as_array_mut().unwrap().push(row);
     }
+    out["calls"] = json!(calls.calls());
     HttpResponse::Ok().json(out)
 }
 
@@ -591,10 +594,13 @@ fn main() -> anyhow::Result<()> {
         book: Mutex::new((book, journal)),
         args,
     });
+    let calls = web::Data::new(CallLog::default());
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(gw.clone())
+                .app_data(calls.clone())
+                .wrap(actix_web::middleware::from_fn(log_calls))
                 .route("/v1/authorizations", web::post().to(authorize))
                 .route("/v1/authorizations/{id}/capture", web::post().to(capture))
                 .route("/v1/authorizations/{id}/void", web::post().to(void))

@@ -2,7 +2,8 @@
 //! (`docs/seller-wire-format.md`), for demos, drills and crash tests: it runs as its own
 //! process, serves the simulated catalog, keeps its reservations and cancellations in
 //! `--data-dir` (so they survive its own restart and wayfare's crashes), and shows
-//! everything it did at `GET /_fake/ledger`.
+//! everything it did at `GET /_fake/ledger` (with every call received and its W3C
+//! `traceparent`, under `calls`).
 //!
 //! Run with: `cargo run --example fake_seller -- --bind 127.0.0.1:9001 --data-dir /tmp/s1`
 //!

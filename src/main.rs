@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use wayfare::config::{env_overrides, LoadedConfig, LogFormat};
+use wayfare::telemetry::TelemetryGuard;
 use wayfare::{Config, Runtime};
 
 /// Actor-based runtime for a travel marketplace.
@@ -103,7 +104,7 @@ impl Common {
             loaded.config.log.format = format;
             loaded.set_by_flag("--log-format", "log.format");
         }
-        loaded.validate()?;
+        loaded.apply_otel_env(|name| std::env::var(name).ok())?;
         if self.production {
             loaded.refuse_in_production()?;
         }
@@ -139,10 +140,18 @@ async fn migrate(_: &wayfare::config::StoreConfig) -> anyhow::Result<()> {
     )
 }
 
-/// Starts tracing with the config's settings and logs where the config came from (names
-/// only: a variable's value may be a secret).
-fn init_tracing(loaded: &LoadedConfig) {
-    wayfare::telemetry::init(loaded.config.log.format, &loaded.config.log.level);
+/// Starts tracing with the config's settings (span export too, for `serve` with an OTLP
+/// endpoint) and logs where the config came from (names only: a variable's value may be a
+/// secret).
+fn init_tracing(loaded: &LoadedConfig, export: bool) -> anyhow::Result<TelemetryGuard> {
+    let config = &loaded.config;
+    let guard = if export {
+        wayfare::telemetry::init_with(config.log.format, &config.log.level, &config.telemetry)
+            .context("cannot start the OTLP trace exporter ([telemetry])")?
+    } else {
+        wayfare::telemetry::init(config.log.format, &config.log.level);
+        TelemetryGuard::default()
+    };
     let sources = loaded
         .sources
         .iter()
@@ -150,6 +159,10 @@ fn init_tracing(loaded: &LoadedConfig) {
         .collect::<Vec<_>>()
         .join(", ");
     tracing::info!(%sources, "Loaded configuration.");
+    if let Some(endpoint) = config.telemetry.otlp_endpoint.as_deref().filter(|_| export) {
+        tracing::info!(endpoint, sample_ratio = config.telemetry.sample_ratio, service = %config.telemetry.service_name, "Exporting spans over OTLP/HTTP.");
+    }
+    Ok(guard)
 }
 
 /// Any start-up or run failure: `error: <message>` and its causes on stderr, exit 1. No
@@ -193,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 loaded.set_by_flag("--bind", "server.bind");
                 loaded.validate()?;
             }
-            init_tracing(&loaded);
+            let telemetry = init_tracing(&loaded, true)?;
             let config = loaded.config;
             let listener = TcpListener::bind(&config.server.bind)
                 .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -206,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(%addr, "Serving HTTP.");
             let served = wayfare::http::serve(runtime.clone(), listener, shutdown).await;
             let stopped = runtime.shutdown().await;
+            telemetry.shutdown();
             served?;
             stopped.context("the store failed before shutdown; see the log")?;
         }
@@ -215,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             credit_minor,
         } => {
             let loaded = common.load()?;
-            init_tracing(&loaded);
+            init_tracing(&loaded, false)?;
             let mut config = loaded.config;
             let credit = credit_minor.unwrap_or(config.demo.credit_minor);
             config.demo.accounts = 0;
@@ -226,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { common } => {
             let loaded = common.load()?;
-            init_tracing(&loaded);
+            init_tracing(&loaded, false)?;
             let store = &loaded.config.store;
             if store.backend != wayfare::config::StoreBackend::Postgres {
                 anyhow::bail!(

@@ -156,6 +156,57 @@ pub(crate) fn join(base: &Url, segments: &[&str]) -> Option<Url> {
     Some(url)
 }
 
+/// A client span for one partner request, with the HTTP client semantic-convention
+/// attributes (the status is recorded by [`record_status`]), and the request carrying
+/// that span's `traceparent`. Untraced (telemetry off): the request as it was and no span.
+pub(crate) fn traced(
+    request: reqwest::RequestBuilder,
+    method: &reqwest::Method,
+    url: &Url,
+    partner: &'static str,
+) -> (reqwest::RequestBuilder, tracing::Span) {
+    if !crate::telemetry::enabled() {
+        return (request, tracing::Span::none());
+    }
+    let span = tracing::info_span!(
+        "http.client",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().unwrap_or_default(),
+        url.path = url.path(),
+        http.response.status_code = tracing::field::Empty,
+        partner,
+    );
+    let request = match crate::telemetry::headers_of(&span) {
+        Some(headers) => headers
+            .into_iter()
+            .fold(request, |r, (name, value)| r.header(name, value)),
+        None => request,
+    };
+    (request, span)
+}
+
+/// Records a partner's answer (or its absence) on the span made by [`traced`].
+pub(crate) fn record_status(span: &tracing::Span, status: Option<reqwest::StatusCode>) {
+    if span.is_none() {
+        return;
+    }
+    match status {
+        Some(status) => {
+            span.record("http.response.status_code", status.as_u16());
+            if !status.is_success() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        None => {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 /// Why a reply body could not be read.
 #[derive(Debug)]
 pub(crate) enum BodyError {

@@ -1,26 +1,95 @@
-//! Logging: tracing to stderr, human or JSON, and panics reported through tracing (with
-//! the thread, which names the arbiter) instead of raw stderr text.
+//! Logging and distributed tracing: tracing to stderr, human or JSON; spans exported over
+//! OTLP/HTTP when `[telemetry]` names an endpoint (`export.rs`), with W3C Trace Context
+//! helpers for partner calls and stored sagas (`context.rs`); panics reported through
+//! tracing (with the thread, which names the arbiter) instead of raw stderr text.
+
+mod context;
+mod export;
+mod log_ids;
 
 use std::io::IsTerminal as _;
+use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+pub use context::{
+    enabled, extract, headers_of, inject, process_id, span_context, trace_id_of, traceparent_of,
+    Origin,
+};
+pub use export::dropped_spans;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// How long shutdown waits for the last spans to reach the collector.
+const FLUSH_BOUND: Duration = Duration::from_secs(2);
+
+/// Keeps the exporter; [`TelemetryGuard::shutdown`] flushes it (bounded).
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports what is queued, waiting at most [`FLUSH_BOUND`]; blocks the calling
+    /// thread, so call it once the server has stopped.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown_with_timeout(FLUSH_BOUND) {
+                tracing::warn!(error = %e, dropped = dropped_spans(), "Trace export did not finish before shutdown.");
+            }
+        }
+    }
+}
 
 /// Installs the global subscriber and panic hook. `RUST_LOG` overrides `level`.
 /// Calling it twice is harmless (the second subscriber is ignored).
 pub fn init(format: LogFormat, level: &str) {
+    // Without an endpoint there is no exporter to build, so this cannot fail.
+    let _ = init_with(format, level, &TelemetryConfig::default());
+}
+
+/// [`init`], plus span export when `telemetry.otlp_endpoint` is set. Without one no
+/// OpenTelemetry layer is installed at all, so spans cost what they cost before.
+pub fn init_with(
+    format: LogFormat,
+    level: &str,
+    telemetry: &TelemetryConfig,
+) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let provider = export::provider(telemetry)?;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json if provider.is_some() => fmt
+            .json()
+            .flatten_event(true)
+            .map_event_format(log_ids::WithTraceIds)
+            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("wayfare"))
+            .with_location(false)
+            .with_threads(false)
+    });
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .is_ok();
+    if installed && provider.is_some() {
+        context::set_enabled();
+    }
     std::panic::set_hook(Box::new(move |info| {
         // Replaces any earlier hook, so do the supervisor's part here too.
         crate::supervisor::mark_polling_actor_down();
@@ -37,6 +106,7 @@ pub fn init(format: LogFormat, level: &str) {
             .unwrap_or_else(|| "non-string panic payload".into());
         tracing::error!(thread = thread.name().unwrap_or("unnamed"), %location, panic = %message, "Panic caught; the supervisor restarts the actor.");
     }));
+    Ok(TelemetryGuard { provider })
 }
 
 /// Colour only for a person at a terminal: a log file or a pipe to a collector would keep

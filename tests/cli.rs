@@ -11,12 +11,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary in `dir` (no config.toml there unless a test writes one), with no
-/// `WAYFARE*` variable of the caller's environment leaking in.
+/// `WAYFARE*` or `OTEL_*` variable of the caller's environment leaking in.
 fn wayfare(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wayfare"));
     cmd.current_dir(dir);
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("WAYFARE") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("WAYFARE") || name_text.starts_with("OTEL_") {
             cmd.env_remove(name);
         }
     }
@@ -91,6 +92,61 @@ fn a_config_typo_is_one_line_naming_the_file_line_and_key() {
         let line = one_error_line(&cmd.output().unwrap());
         assert!(line.contains("config file config.toml, line 5"), "{line}");
         assert!(line.contains("shardz"), "{line}");
+    }
+}
+
+#[test]
+fn the_standard_otel_variables_override_the_file_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[telemetry]\nservice_name = \"from-file\"\nsample_ratio = 0.5\n",
+    )
+    .unwrap();
+    let out = wayfare(dir.path()).arg("check-config").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    assert!(printed["telemetry"].get("otlp_endpoint").is_none(), "off");
+    assert_eq!(
+        printed["telemetry"]["service_name"].as_str(),
+        Some("from-file")
+    );
+
+    let out = wayfare(dir.path())
+        .arg("check-config")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env("OTEL_SERVICE_NAME", "edge-7")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0.01")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    let t = &printed["telemetry"];
+    assert_eq!(t["otlp_endpoint"].as_str(), Some("http://collector:4318"));
+    assert_eq!(t["service_name"].as_str(), Some("edge-7"));
+    assert_eq!(t["sample_ratio"].as_float(), Some(0.01));
+    assert!(stderr(&out).contains("environment variable OTEL_SERVICE_NAME"));
+
+    for (name, value, says) in [
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "often",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5", "telemetry.sample_ratio"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4318",
+            "telemetry.otlp_endpoint",
+        ),
+    ] {
+        let out = wayfare(dir.path())
+            .arg("check-config")
+            .env(name, value)
+            .output()
+            .unwrap();
+        let line = one_error_line(&out);
+        assert!(line.contains(says) && line.contains(name), "{line}");
     }
 }
 

@@ -106,6 +106,7 @@ fn saga_row(id: &str, state: &str) -> SagaRow {
         state: state.into(),
         terminal: false,
         record: state.as_bytes().to_vec(),
+        trace_parent: Some(format!("00-{:032x}-00f067aa0ba902b7-01", id.len() + 1)),
     }
 }
 
@@ -649,6 +650,11 @@ async fn a_paused_node_loses_its_lease_and_its_late_write_is_refused() {
     let stored = b.saga("saga-1").await.unwrap().unwrap();
     assert_eq!(stored.row.state, "payment_authorized");
     assert_eq!(stored.owner_node.as_deref(), Some("node-b"));
+    // The creating request's trace stays with the row across the take-over.
+    assert_eq!(
+        stored.row.trace_parent,
+        saga_row("saga-1", "x").trace_parent
+    );
     // B carries on, renews, and ends the saga with its email in the same transaction.
     assert_eq!(
         b.renew_leases(std::slice::from_ref(lease_b), short)

@@ -273,6 +273,7 @@ async fn searches_are_retried_and_bookings_are_not() {
         .ask(SearchSeller {
             query: query.clone(),
             budget: Duration::from_secs(5),
+            origin: Default::default(),
         })
         .await
         .unwrap();
@@ -290,6 +291,7 @@ async fn searches_are_retried_and_bookings_are_not() {
                 query,
                 expected_price: Money::new(10_000, Currency::EUR),
             },
+            origin: Default::default(),
         })
         .await
         .unwrap();

@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::account::{AccountShard, ChangeWallet, GetAccount};
 use super::notify::{Mailer, OutboxChanged};
@@ -41,6 +42,7 @@ use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus,
 use crate::store::sagas::{SagaWrite, Saved};
 use crate::store::{ClusterStore, SagaStore, StoreError};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
+use crate::telemetry::{self, Origin};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub(crate) struct SagaDeps {
@@ -93,6 +95,10 @@ pub(crate) struct BookingSaga {
     saga_id: String,
     record: Option<SagaRecord>,
     deps: Arc<SagaDeps>,
+    /// Traced, when this process did not create the saga (a restart, a lease take-over):
+    /// the span its steps here run under, linked to the creating request's trace. It
+    /// ends when the actor stops.
+    resumed: Option<tracing::Span>,
 }
 
 impl std::fmt::Debug for BookingSaga {
@@ -111,6 +117,7 @@ impl BookingSaga {
             saga_id,
             record: None,
             deps,
+            resumed: None,
         }
     }
 
@@ -172,6 +179,52 @@ impl Actor for BookingSaga {
     }
 }
 
+impl BookingSaga {
+    /// The span of one step. Traced, it continues the creating request's trace when this
+    /// process created the saga; otherwise it is a child of the saga's resume span, which
+    /// links to that trace. Untraced, the plain span logs have always had.
+    fn step_span(&mut self, record: &SagaRecord, action: &Action) -> tracing::Span {
+        if !telemetry::enabled() {
+            return tracing::info_span!("saga_step", saga = %self.saga_id);
+        }
+        let origin = record.trace.as_ref();
+        let local = origin.is_some_and(|o| o.process == telemetry::process_id());
+        let parent = match (&self.resumed, origin) {
+            (Some(resumed), _) => Some(resumed.clone()),
+            (None, Some(o)) if !local => {
+                let resumed = tracing::info_span!(
+                    parent: None,
+                    "saga.resume",
+                    saga = %self.saga_id,
+                    booking.id = %record.booking_id(),
+                    saga.state = record.state.as_str(),
+                );
+                if let Some(linked) = telemetry::span_context(&o.traceparent) {
+                    resumed.add_link(linked);
+                }
+                self.resumed = Some(resumed.clone());
+                Some(resumed)
+            }
+            _ => None,
+        };
+        let span = tracing::info_span!(
+            parent: parent.as_ref().and_then(|p| p.id()),
+            "saga.step",
+            otel.name = format!("saga {}", action.name()),
+            saga = %self.saga_id,
+            booking.id = %record.booking_id(),
+            step = action.name(),
+            saga.state = record.state.as_str(),
+        );
+        if let (true, Some(o)) = (local, origin) {
+            if let Some(cx) = telemetry::extract(Some(&o.traceparent), None) {
+                let _ = span.set_parent(cx);
+            }
+        }
+        span
+    }
+}
+
 /// Performs the next step (internal).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -202,8 +255,8 @@ impl Handler<Advance> for BookingSaga {
             return;
         }
         let deps = self.deps.clone();
-        let span = tracing::info_span!("saga_step", saga = %self.saga_id);
-        let step = async move { perform(&deps, &record, action).await }.instrument(span);
+        let span = self.step_span(&record, &action);
+        let step = async move { perform(&deps, &record, action).await }.instrument(span.clone());
         let fut = step
             .into_actor(self)
             .then(|outcome, act, _| {
@@ -217,7 +270,8 @@ impl Handler<Advance> for BookingSaga {
                     let Some(record) = now_record else {
                         return (Next::Stop, None, false);
                     };
-                    match persist(&deps, &record, &tr).await {
+                    let stored = persist(&deps, &record, &tr).instrument(span).await;
+                    match stored {
                         Ok(saved) => {
                             after_persist(&deps, &record, &tr).await;
                             let next = match tr.retry_attempt {
@@ -306,7 +360,20 @@ async fn persist(
             .as_ref()
             .map(|(before, booking)| (*before, booking)),
     };
-    deps.saga_store.save(write).await
+    // Traced, the write (applied when called, for sled) and its flush are one span.
+    let span = if telemetry::enabled() {
+        tracing::info_span!(
+            "store.save_saga",
+            otel.kind = "client",
+            db.operation.name = "save_saga",
+            saga = %record.saga_id,
+            saga.state = record.state.as_str(),
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let saved = span.in_scope(|| deps.saga_store.save(write));
+    saved.instrument(span).await
 }
 
 /// Side effects that need no durability of their own: wake the mailer, invalidate the
@@ -444,7 +511,16 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 query,
                 expected_price: price,
             };
-            match seller_call(deps, &seller, BookWithSeller { request }).await {
+            match seller_call(
+                deps,
+                &seller,
+                BookWithSeller {
+                    request,
+                    origin: Origin::current(),
+                },
+            )
+            .await
+            {
                 Ok(BookOutcome::Confirmed {
                     reservation_id,
                     price,
@@ -467,6 +543,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         Action::ReconcileReservation { key, seller, .. } => {
             let msg = BookingStatusAtSeller {
                 idempotency_key: key,
+                origin: Origin::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(Some(ReservationStatus::Booked {
@@ -489,6 +566,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         } => {
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,
+                origin: Origin::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(_) => StepOutcome::Completed,
@@ -503,6 +581,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         } => {
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,
+                origin: Origin::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(CancelOutcome::Cancelled {

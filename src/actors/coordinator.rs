@@ -20,7 +20,7 @@ use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
 use crate::domain::saga::{
     new_booking, new_cancellation, park_crashed, retry_needs_attention, BookingId, BookingRequest,
-    CancelDecision, SagaId, SagaKind, SagaRecord, SagaState,
+    CancelDecision, SagaId, SagaKind, SagaRecord, SagaState, TraceOrigin,
 };
 use crate::store::sagas::NewBooking;
 use crate::store::StoreError;
@@ -151,7 +151,7 @@ async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
         && record.cancel_requested
         && record.state == SagaState::Confirmed
     {
-        start_cancellation(deps, &record).await?;
+        start_cancellation(deps, &record, None).await?;
     }
     Ok(())
 }
@@ -162,15 +162,23 @@ async fn follow_up(deps: &Arc<SagaDeps>, id: &str) -> Result<(), BookingError> {
 /// cancellation that reached the seller must never be forgotten by a crash. With several
 /// nodes it is launched by whichever node created it (or, if that node died, by the node
 /// that claims it).
+///
+/// A new cancellation keeps `trace` (the cancel request's), or else the booking's: its
+/// steps then continue, or link to, that trace.
 async fn start_cancellation(
     deps: &Arc<SagaDeps>,
     booking: &SagaRecord,
+    trace: Option<TraceOrigin>,
 ) -> Result<(), BookingError> {
     let id = booking.saga_id.cancellation().to_string();
     let record = match deps.load(&id).await? {
         Some(existing) => existing,
-        None => new_cancellation(booking, Utc::now())
-            .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?,
+        None => {
+            let mut record = new_cancellation(booking, Utc::now())
+                .map_err(|e| BookingError::Conflict(format!("booking cannot be cancelled: {e}")))?;
+            record.trace = trace.or_else(|| booking.trace.clone());
+            record
+        }
     };
     if deps
         .saga_store
@@ -209,7 +217,7 @@ impl Actor for SagaCoordinator {
                     tracing::info!(resumed, "Unfinished sagas resumed.");
                 }
                 for record in resumable.cancellations {
-                    if let Err(e) = start_cancellation(&deps, &record).await {
+                    if let Err(e) = start_cancellation(&deps, &record, None).await {
                         tracing::error!(saga = %record.saga_id, error = %e, "Cannot start a requested cancellation.");
                     }
                 }
@@ -225,6 +233,8 @@ impl Actor for SagaCoordinator {
 pub(crate) struct StartBooking {
     /// The validated request (its `idempotency_key` is the client's).
     pub request: BookingRequest,
+    /// The request's span: the saga keeps its trace context.
+    pub origin: crate::telemetry::Origin,
 }
 
 /// Reads a saga record.
@@ -241,6 +251,8 @@ pub(crate) struct GetSaga {
 pub(crate) struct CancelBooking {
     /// Booking id.
     pub id: BookingId,
+    /// The request's span: a cancellation saga it creates keeps its trace context.
+    pub origin: crate::telemetry::Origin,
 }
 
 /// An operator resumes a saga parked as `needs_attention`.
@@ -281,10 +293,11 @@ impl Handler<StartBooking> for SagaCoordinator {
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let request = msg.request;
-        let record = match new_record(BookingId::new(), &request) {
+        let mut record = match new_record(BookingId::new(), &request) {
             Ok(record) => record,
             Err(e) => return Box::pin(async { Err(e) }),
         };
+        record.trace = trace_origin(&msg.origin);
         let key = format!("{}/{}", request.account_id, request.idempotency_key);
         // A slot is taken before the saga exists, so concurrent bookings cannot all pass
         // the limit while their records are flushed. Without one, a replay of a key is
@@ -323,6 +336,15 @@ impl Handler<StartBooking> for SagaCoordinator {
             }
         })
     }
+}
+
+/// The trace context a new saga keeps: the sender's, while spans are exported.
+fn trace_origin(origin: &crate::telemetry::Origin) -> Option<TraceOrigin> {
+    let traceparent = crate::telemetry::traceparent_of(origin.span()?)?;
+    Some(TraceOrigin {
+        traceparent,
+        process: crate::telemetry::process_id(),
+    })
 }
 
 /// A new booking's record, or which field of the request is wrong.
@@ -364,6 +386,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
     fn handle(&mut self, msg: CancelBooking, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let id = SagaId::Booking(msg.id).to_string();
+        let trace = trace_origin(&msg.origin);
         Box::pin(async move {
             let record = load(&deps, &id).await?;
             if record.kind != SagaKind::Booking {
@@ -378,7 +401,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                             .into(),
                     ))
                 }
-                (None, SagaState::Confirmed) => start_cancellation(&deps, &record).await?,
+                (None, SagaState::Confirmed) => start_cancellation(&deps, &record, trace).await?,
                 (Some(saga), _) => {
                     let decision = saga.ask(RequestCancel).await.map_err(|e| {
                         tracing::warn!(booking = %id, error = %e, "Cancel request did not reach the saga.");
@@ -386,7 +409,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     })??;
                     if decision == CancelDecision::StartCancellationSaga {
                         let record = load(&deps, &id).await?;
-                        start_cancellation(&deps, &record).await?;
+                        start_cancellation(&deps, &record, trace).await?;
                     }
                 }
                 (None, _) => {
@@ -398,7 +421,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
                     if now.state != SagaState::Confirmed {
                         return Ok(now);
                     }
-                    start_cancellation(&deps, &now).await?;
+                    start_cancellation(&deps, &now, trace).await?;
                 }
             }
             load(&deps, &id).await

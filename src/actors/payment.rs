@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tracing::Instrument as _;
 
 use super::guard::{CallGuard, PartnerStats, Refused};
 pub use crate::config::GatewayAdapterConfig;
@@ -26,6 +27,7 @@ use crate::payments::{
     RefundOutcome, VoidOutcome,
 };
 use crate::supervisor::{ActorHandle, AskError};
+use crate::telemetry::Origin;
 
 /// The adapter actor.
 pub struct PaymentAdapter {
@@ -63,18 +65,34 @@ impl PaymentAdapter {
     }
 
     /// Runs one gateway call behind the guard and the timeout.
+    /// Traced, the call is a span (child of the sender's) with the breaker's and
+    /// bulkhead's decision as an event.
     fn guarded<T: Send + 'static>(
         &mut self,
+        origin: &Origin,
+        operation: &'static str,
         call: impl FnOnce(&dyn PaymentGateway) -> PaymentFuture<T>,
     ) -> ResponseActFuture<Self, Result<T, PaymentError>> {
+        let span = match origin.span() {
+            Some(parent) => tracing::info_span!(
+                parent: parent,
+                "gateway.call",
+                otel.name = format!("gateway {operation}"),
+                operation,
+                attempt = 1,
+                actor.mailbox_wait_us = origin.waited_us(),
+            ),
+            None => tracing::Span::none(),
+        };
         let started = Instant::now();
         let permit = match self.guard.admit(started) {
             Ok(permit) => permit,
             Err(refused) => {
-                let why = match refused {
-                    Refused::CircuitOpen => "gateway circuit open",
-                    Refused::BulkheadFull => "too many gateway calls in flight",
+                let (decision, why) = match refused {
+                    Refused::CircuitOpen => ("circuit_open", "gateway circuit open"),
+                    Refused::BulkheadFull => ("bulkhead_full", "too many gateway calls in flight"),
                 };
+                span.in_scope(|| tracing::info!(decision, "Gateway not called."));
                 return Box::pin(actix::fut::ready(Err(PaymentError::Unavailable(
                     why.into(),
                 ))));
@@ -83,7 +101,8 @@ impl PaymentAdapter {
         self.stats
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let call = tokio::time::timeout(self.call_timeout, call(&*self.gateway));
+        let call = span.in_scope(|| call(&*self.gateway));
+        let call = tokio::time::timeout(self.call_timeout, call).instrument(span);
         Box::pin(call.into_actor(self).map(move |result, act, _| {
             let result = result.unwrap_or(Err(PaymentError::Timeout));
             act.stats.observe(started.elapsed());
@@ -118,6 +137,8 @@ pub struct AuthorizeCard {
     pub card_token: String,
     /// Amount to reserve.
     pub amount: Money,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Captures an authorization, once per key.
@@ -130,6 +151,8 @@ pub struct CapturePayment {
     pub authorization_id: String,
     /// Amount to capture.
     pub amount: Money,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Releases an uncaptured authorization, once per key.
@@ -140,6 +163,8 @@ pub struct VoidAuthorization {
     pub key: String,
     /// The authorization.
     pub authorization_id: String,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Returns money from a capture, once per key.
@@ -152,6 +177,8 @@ pub struct RefundPayment {
     pub payment_id: String,
     /// Amount to return.
     pub amount: Money,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Asks what became of the operation sent with a key (reconciliation).
@@ -160,6 +187,8 @@ pub struct RefundPayment {
 pub struct PaymentStatusOf {
     /// The key of the operation in doubt.
     pub key: String,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Authorizes through the guard.
@@ -167,7 +196,9 @@ impl Handler<AuthorizeCard> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<AuthOutcome, PaymentError>>;
 
     fn handle(&mut self, m: AuthorizeCard, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(|gw| gw.authorize(&m.key, &m.card_token, m.amount))
+        self.guarded(&m.origin, "authorize", |gw| {
+            gw.authorize(&m.key, &m.card_token, m.amount)
+        })
     }
 }
 
@@ -176,7 +207,9 @@ impl Handler<CapturePayment> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<CaptureOutcome, PaymentError>>;
 
     fn handle(&mut self, m: CapturePayment, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(|gw| gw.capture(&m.key, &m.authorization_id, m.amount))
+        self.guarded(&m.origin, "capture", |gw| {
+            gw.capture(&m.key, &m.authorization_id, m.amount)
+        })
     }
 }
 
@@ -185,7 +218,7 @@ impl Handler<VoidAuthorization> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<VoidOutcome, PaymentError>>;
 
     fn handle(&mut self, m: VoidAuthorization, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(|gw| gw.void(&m.key, &m.authorization_id))
+        self.guarded(&m.origin, "void", |gw| gw.void(&m.key, &m.authorization_id))
     }
 }
 
@@ -194,7 +227,9 @@ impl Handler<RefundPayment> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<RefundOutcome, PaymentError>>;
 
     fn handle(&mut self, m: RefundPayment, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(|gw| gw.refund(&m.key, &m.payment_id, m.amount))
+        self.guarded(&m.origin, "refund", |gw| {
+            gw.refund(&m.key, &m.payment_id, m.amount)
+        })
     }
 }
 
@@ -203,7 +238,7 @@ impl Handler<PaymentStatusOf> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<Option<PaymentOpStatus>, PaymentError>>;
 
     fn handle(&mut self, m: PaymentStatusOf, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(|gw| gw.status(&m.key))
+        self.guarded(&m.origin, "status", |gw| gw.status(&m.key))
     }
 }
 
@@ -265,6 +300,7 @@ impl PaymentGateway for SupervisedGateway {
             key: key.to_owned(),
             card_token: card_token.to_owned(),
             amount,
+            origin: Origin::current(),
         })
     }
 
@@ -278,6 +314,7 @@ impl PaymentGateway for SupervisedGateway {
             key: key.to_owned(),
             authorization_id: authorization_id.to_owned(),
             amount,
+            origin: Origin::current(),
         })
     }
 
@@ -285,6 +322,7 @@ impl PaymentGateway for SupervisedGateway {
         self.ask(VoidAuthorization {
             key: key.to_owned(),
             authorization_id: authorization_id.to_owned(),
+            origin: Origin::current(),
         })
     }
 
@@ -293,12 +331,14 @@ impl PaymentGateway for SupervisedGateway {
             key: key.to_owned(),
             payment_id: payment_id.to_owned(),
             amount,
+            origin: Origin::current(),
         })
     }
 
     fn status(&self, key: &str) -> PaymentFuture<Option<PaymentOpStatus>> {
         self.ask(PaymentStatusOf {
             key: key.to_owned(),
+            origin: Origin::current(),
         })
     }
 }

@@ -35,6 +35,7 @@ use crate::domain::search::{days_until_travel, merge_offers, ttl_for, TtlRule};
 use crate::domain::search_cache::SearchCache;
 use crate::sellers::{Offer, SearchQuery, Vertical};
 use crate::supervisor::{ActorHandle, AskError};
+use crate::telemetry::Origin;
 
 /// How often expired cache entries are purged, so memory follows the TTLs.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
@@ -175,7 +176,13 @@ impl SearchAggregator {
         self
     }
 
-    fn fan_out(&mut self, key: String, query: SearchQuery, ctx: &mut Context<Self>) {
+    fn fan_out(
+        &mut self,
+        key: String,
+        query: SearchQuery,
+        origin: Origin,
+        ctx: &mut Context<Self>,
+    ) {
         self.stats.fan_outs.fetch_add(1, Ordering::Relaxed);
         let vertical = query.vertical();
         let routes: Vec<SellerRoute> = self
@@ -188,11 +195,13 @@ impl SearchAggregator {
         let asked = query.clone();
         let calls = futures_util::future::join_all(routes.into_iter().map(move |route| {
             let query = asked.clone();
+            let origin = origin.clone();
             async move {
                 let started = Instant::now();
                 let msg = SearchSeller {
                     query,
                     budget: deadline,
+                    origin,
                 };
                 let result = route.handle.ask_within(msg, deadline).await;
                 (route.name, result, started.elapsed())
@@ -311,6 +320,8 @@ pub struct Search {
     /// Its cache key ([`cache_key`](crate::domain::search::cache_key)), worked out once by the sender, which routes the
     /// query to its aggregator by it.
     pub key: String,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Drops every cached result holding a SKU (after a booking of it).
@@ -328,8 +339,20 @@ impl Handler<Search> for SearchAggregator {
     fn handle(&mut self, msg: Search, ctx: &mut Context<Self>) -> Self::Result {
         self.panics.maybe_panic(&"search aggregator");
         let key = msg.key;
+        // Traced, the search is a span with how the cache answered; the fan-out's seller
+        // calls are its children.
+        let span = match msg.origin.span() {
+            Some(parent) => tracing::info_span!(
+                parent: parent,
+                "search.aggregate",
+                cache = tracing::field::Empty,
+                actor.mailbox_wait_us = msg.origin.waited_us(),
+            ),
+            None => tracing::Span::none(),
+        };
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            span.record("cache", "hit");
             let mut result = (*hit).clone();
             result.cached = true;
             return Box::pin(async move { Ok(result) });
@@ -338,12 +361,15 @@ impl Handler<Search> for SearchAggregator {
         match self.in_flight.entry(key.clone()) {
             Entry::Occupied(mut waiting) => {
                 self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                span.record("cache", "coalesced");
                 waiting.get_mut().push(tx);
             }
             Entry::Vacant(slot) => {
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                span.record("cache", "miss");
                 slot.insert(vec![tx]);
-                self.fan_out(key, msg.query, ctx);
+                let origin = span.in_scope(Origin::current);
+                self.fan_out(key, msg.query, origin, ctx);
             }
         }
         Box::pin(async move { rx.await.map_err(|_| SearchError::Abandoned) })

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rand::Rng;
+use tracing::Instrument as _;
 
 use super::guard::{CallGuard, PartnerStats, Refused};
 use super::PanicFaults;
@@ -26,6 +27,7 @@ use crate::sellers::{
     BookOutcome, BookRequest, CancelOutcome, Offer, ReservationStatus, SearchQuery, SellerApi,
     SellerError,
 };
+use crate::telemetry::Origin;
 
 /// Why a seller call was not made or gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,42 +116,83 @@ impl SellerAdapter {
     }
 
     /// Runs `call` with the adapter's protections; `retries` extra attempts on failure.
+    /// Traced, the call is a span (child of the sender's) with the breaker's and
+    /// bulkhead's decisions as events and one child span per attempt.
     fn protected<T, F>(
         &mut self,
         retries: u32,
         budget: Duration,
+        origin: &Origin,
+        operation: &'static str,
         call: F,
     ) -> ResponseActFuture<Self, Result<T, SellerCallError>>
     where
         T: Send + 'static,
         F: Fn(Arc<dyn SellerApi>) -> crate::sellers::SellerFuture<T> + Send + 'static,
     {
+        let span = match origin.span() {
+            Some(parent) => tracing::info_span!(
+                parent: parent,
+                "seller.call",
+                otel.name = format!("seller {operation}"),
+                seller = self.api.name(),
+                operation,
+                actor.mailbox_wait_us = origin.waited_us(),
+            ),
+            None => tracing::Span::none(),
+        };
         let started = Instant::now();
         let permit = match self.guard.admit(started) {
             Ok(p) => p,
             Err(Refused::CircuitOpen) => {
-                return Box::pin(actix::fut::ready(Err(SellerCallError::CircuitOpen)))
+                span.in_scope(|| {
+                    tracing::info!(
+                        decision = "circuit_open",
+                        "Seller not called: its circuit is open."
+                    )
+                });
+                return Box::pin(actix::fut::ready(Err(SellerCallError::CircuitOpen)));
             }
             Err(Refused::BulkheadFull) => {
-                return Box::pin(actix::fut::ready(Err(SellerCallError::BulkheadFull)))
+                span.in_scope(|| {
+                    tracing::info!(
+                        decision = "bulkhead_full",
+                        "Seller not called: too many calls in flight."
+                    )
+                });
+                return Box::pin(actix::fut::ready(Err(SellerCallError::BulkheadFull)));
             }
         };
+        if !span.is_none() {
+            span.in_scope(|| {
+                tracing::debug!(
+                    decision = "admitted",
+                    "Seller call admitted by the breaker and bulkhead."
+                )
+            });
+        }
         let api = self.api.clone();
         let stats = self.stats.clone();
         let per_call = Duration::from_millis(self.config.call_timeout_ms);
         let backoff = Duration::from_millis(self.config.retry_backoff_ms);
         let deadline = started + budget;
+        let traced = !span.is_none();
         let attempts = async move {
             let mut attempt = 0;
             loop {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let call_started = Instant::now();
                 stats.calls.fetch_add(1, Ordering::Relaxed);
-                let result =
-                    match tokio::time::timeout(per_call.min(remaining), call(api.clone())).await {
-                        Ok(r) => r,
-                        Err(_) => Err(SellerError::Timeout),
-                    };
+                let attempt_span = if traced {
+                    tracing::info_span!("seller.attempt", attempt = attempt + 1)
+                } else {
+                    tracing::Span::none()
+                };
+                let once = tokio::time::timeout(per_call.min(remaining), call(api.clone()));
+                let result = match once.instrument(attempt_span).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SellerError::Timeout),
+                };
                 stats.observe(call_started.elapsed());
                 match result {
                     Ok(v) => return Ok(v),
@@ -171,16 +214,14 @@ impl SellerAdapter {
                 }
             }
         };
-        Box::pin(
-            attempts
-                .into_actor(self)
-                .map(move |result: Result<T, SellerError>, act, _| {
-                    let timed_out = matches!(result, Err(SellerError::Timeout));
-                    act.guard
-                        .settle(permit, result.is_err(), timed_out, started);
-                    result.map_err(SellerCallError::Failed)
-                }),
-        )
+        Box::pin(attempts.instrument(span).into_actor(self).map(
+            move |result: Result<T, SellerError>, act, _| {
+                let timed_out = matches!(result, Err(SellerError::Timeout));
+                act.guard
+                    .settle(permit, result.is_err(), timed_out, started);
+                result.map_err(SellerCallError::Failed)
+            },
+        ))
     }
 }
 
@@ -200,6 +241,8 @@ pub struct SearchSeller {
     pub query: SearchQuery,
     /// Time the caller will wait; retries are not started past it.
     pub budget: Duration,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Reserves with the seller under an idempotency key (the saga id). Never retried here.
@@ -208,6 +251,8 @@ pub struct SearchSeller {
 pub struct BookWithSeller {
     /// The booking.
     pub request: BookRequest,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Cancels the reservation made under an idempotency key.
@@ -216,6 +261,8 @@ pub struct BookWithSeller {
 pub struct CancelWithSeller {
     /// The key the booking was made with.
     pub idempotency_key: String,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Asks the seller what became of a booking key (reconciliation after a lost reply).
@@ -224,6 +271,8 @@ pub struct CancelWithSeller {
 pub struct BookingStatusAtSeller {
     /// The key the booking was made with.
     pub idempotency_key: String,
+    /// The sender's span.
+    pub origin: Origin,
 }
 
 /// Searches with retries, unless the look-to-book meter says stop.
@@ -246,6 +295,8 @@ impl Handler<SearchSeller> for SellerAdapter {
         self.protected(
             self.config.search_retries,
             msg.budget,
+            &msg.origin,
+            "search",
             move |api| match query.clone() {
                 SearchQuery::Hotel(q) => api.search_hotels(q),
                 SearchQuery::Flight(q) => api.search_flights(q),
@@ -263,14 +314,16 @@ impl Handler<BookWithSeller> for SellerAdapter {
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let request = msg.request;
         Box::pin(
-            self.protected(0, budget, move |api| api.book(request.clone()))
-                .map(|result, act, _| {
-                    if let Ok(BookOutcome::Confirmed { .. }) = &result {
-                        act.meter().record_booking(Instant::now());
-                        act.stats.bookings.fetch_add(1, Ordering::Relaxed);
-                    }
-                    result
-                }),
+            self.protected(0, budget, &msg.origin, "book", move |api| {
+                api.book(request.clone())
+            })
+            .map(|result, act, _| {
+                if let Ok(BookOutcome::Confirmed { .. }) = &result {
+                    act.meter().record_booking(Instant::now());
+                    act.stats.bookings.fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }),
         )
     }
 }
@@ -283,7 +336,9 @@ impl Handler<CancelWithSeller> for SellerAdapter {
         self.maybe_panic();
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let key = msg.idempotency_key;
-        self.protected(0, budget, move |api| api.cancel(key.clone()))
+        self.protected(0, budget, &msg.origin, "cancel", move |api| {
+            api.cancel(key.clone())
+        })
     }
 }
 
@@ -296,7 +351,8 @@ impl Handler<BookingStatusAtSeller> for SellerAdapter {
         let budget = Duration::from_millis(self.config.call_timeout_ms)
             .saturating_mul(self.config.search_retries + 1);
         let key = msg.idempotency_key;
-        self.protected(self.config.search_retries, budget, move |api| {
+        let retries = self.config.search_retries;
+        self.protected(retries, budget, &msg.origin, "status", move |api| {
             api.booking_status(key.clone())
         })
     }
@@ -317,6 +373,7 @@ mod tests {
                 check_out: day + chrono::Days::new(2),
             }),
             budget: Duration::from_secs(5),
+            origin: Origin::default(),
         }
     }
 

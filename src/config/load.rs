@@ -94,6 +94,14 @@ impl LoadedConfig {
         self.overrides.push((source, split_key(key)));
     }
 
+    /// Records that an environment variable outside the `WAYFARE__*` scheme (the
+    /// standard `OTEL_*` ones) set the dotted `key`.
+    pub(super) fn set_by_env(&mut self, name: &str, key: &str) {
+        let source = ConfigSource::Env(name.to_owned());
+        self.sources.push(source.clone());
+        self.overrides.push((source, split_key(key)));
+    }
+
     /// Validates again (after flags changed values), naming where a refused value was set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.config.validate().map_err(|e| self.locate(e))

@@ -25,6 +25,7 @@
 //! | `[search]`, `[[sellers]]`, `[bookings]` | `market.rs` |
 //! | `[faults]` | `faults.rs` |
 //! | `[limits]` | `limits.rs` |
+//! | `[telemetry]` (and the `OTEL_*` variables) | `telemetry.rs` |
 //! | `[payments]` | `market.rs` (`PaymentsConfig`; `[payments.simulated]`, `[payments.http]`) |
 //! | layering, sources, error locations | `load.rs` |
 //! | range checks, production rules | `validate.rs` |
@@ -36,6 +37,7 @@ mod limits;
 mod load;
 mod market;
 mod service;
+mod telemetry;
 mod validate;
 
 use std::path::PathBuf;
@@ -54,6 +56,7 @@ pub use service::{
     AdminConfig, ClusterConfig, LogConfig, LogFormat, RuntimeConfig, Secret, ServerConfig,
     StoreBackend, StoreConfig,
 };
+pub use telemetry::{TelemetryConfig, OTEL_VARIABLES};
 
 /// Prefix of environment overrides: `WAYFARE__ACCOUNTS__SHARDS=8` sets `accounts.shards`.
 pub const ENV_PREFIX: &str = "WAYFARE__";
@@ -127,6 +130,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// This node among others sharing one PostgreSQL database.
     pub cluster: ClusterConfig,
+    /// Distributed tracing (OTLP export); off by default.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Config {

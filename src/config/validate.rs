@@ -70,6 +70,7 @@ impl Config {
             );
         }
         self.store.validate()?;
+        self.telemetry.validate()?;
         if !(500..=600_000).contains(&self.cluster.lease_ms) {
             return bad(
                 "cluster.lease_ms",

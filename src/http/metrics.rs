@@ -134,6 +134,15 @@ impl HttpMetrics {
                 .register(Box::new(collector))
                 .expect("unique metric");
         }
+        // Only while spans are exported: with telemetry off there is nothing to drop.
+        if crate::telemetry::enabled() {
+            let collector = Scrape::new(TRACES, |out| {
+                out[0].sample(&[], crate::telemetry::dropped_spans() as f64);
+            });
+            registry
+                .register(Box::new(collector))
+                .expect("unique metric");
+        }
         let routes = super::router()
             .paths_in_order()
             .into_iter()
@@ -463,6 +472,14 @@ const UNTRUSTED: &[Spec] = &[spec(
      other than the one asked). Process-wide.",
     COUNTER,
     &["partner", "kind"],
+)];
+
+const TRACES: &[Spec] = &[spec(
+    "wayfare_trace_spans_dropped_total",
+    "Finished spans never delivered to the OTLP collector: the export queue was full \
+     (telemetry.max_queue) or the collector failed or timed out. Process-wide.",
+    COUNTER,
+    &[],
 )];
 
 const FAULTS: &[Spec] = &[spec(

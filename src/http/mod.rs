@@ -7,7 +7,8 @@
 //! `auth.rs`; errors become problems in `problem.rs`, JSON replies are written by
 //! `reply.rs`; the middleware here gives every request an id (the
 //! `X-Request-Id` header in and out), a tracing span that follows its messages into the
-//! actors, and metrics; inside it, `limits.rs` applies the rate limits of `[limits]`.
+//! actors (continuing the client's W3C trace when spans are exported: `trace.rs`), and
+//! metrics; inside it, `limits.rs` applies the rate limits of `[limits]`.
 
 mod accounts;
 mod auth;
@@ -23,6 +24,7 @@ mod reply;
 mod router;
 mod search;
 mod system;
+mod trace;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -91,10 +93,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A client-supplied request id is kept when it is short and plain; otherwise a new one
-/// is made, so ids in logs are never attacker-shaped. A new id is a random (v4) UUID from
-/// the thread's userspace generator: `Uuid::new_v4` asks the kernel for every id, a
-/// system call per request.
+/// is made, so ids in logs are never attacker-shaped.
 fn request_id(req: &ServiceRequest) -> String {
+    client_request_id(req).map_or_else(new_request_id, str::to_owned)
+}
+
+/// The client's `X-Request-Id`, if it is short and plain.
+fn client_request_id(req: &ServiceRequest) -> Option<&str> {
     req.headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -103,15 +108,15 @@ fn request_id(req: &ServiceRequest) -> String {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(
-            || {
-                uuid::Builder::from_random_bytes(rand::random())
-                    .into_uuid()
-                    .simple()
-                    .to_string()
-            },
-            str::to_owned,
-        )
+}
+
+/// A random (v4) UUID from the thread's userspace generator: `Uuid::new_v4` asks the
+/// kernel for every id, a system call per request.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .simple()
+        .to_string()
 }
 
 async fn observe(
@@ -119,17 +124,25 @@ async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = request_id(&req);
     let method = req.method().clone();
-    // The id is the span's only field: a log subscriber formats every field of a span
-    // when it is created, on every request, while method and path matter only to the few
-    // requests that log something (the failure below names them).
-    let span = tracing::info_span!("request", request_id = %id);
+    let traced = crate::telemetry::enabled();
+    // Untraced, the id is the span's only field: a log subscriber formats every field of
+    // a span when it is created, on every request, while method and path matter only to
+    // the few requests that log something (the failure below names them).
+    let (span, id) = if traced {
+        trace::request_span(&req)
+    } else {
+        let id = request_id(&req);
+        (tracing::info_span!("request", request_id = %id), id)
+    };
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
+    }
+    if traced {
+        trace::finish(&span, &mut res);
     }
     if let Some(state) = state {
         // Set on the resource the request was routed to. A request refused before routing

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use super::wire::{self, AuthorizeBody, CaptureBody, InvalidReply, RefundBody, WireError};
 use super::{
@@ -184,10 +185,15 @@ impl Inner {
         body: Option<Vec<u8>>,
         refusal: Refusal,
     ) -> Result<Reply, PaymentError> {
-        let mut request = self
-            .client
-            .request(method, self.url(segments)?)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let url = self.url(segments)?;
+        let (mut request, span) = outbound::traced(
+            self.client
+                .request(method.clone(), url.clone())
+                .header(reqwest::header::ACCEPT, "application/json"),
+            &method,
+            &url,
+            "gateway",
+        );
         if let Some(api_key) = &self.api_key {
             request = request.bearer_auth(api_key.expose());
         }
@@ -199,7 +205,9 @@ impl Inner {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let response = request.send().await.map_err(transport_error)?;
+        let sent = request.send().instrument(span.clone()).await;
+        outbound::record_status(&span, sent.as_ref().ok().map(|r| r.status()));
+        let response = sent.map_err(transport_error)?;
         let status = response.status();
         let body = read_capped(response).await?;
         if status.is_success() {

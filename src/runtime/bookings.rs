@@ -36,7 +36,10 @@ impl Runtime {
         let (record, replayed) = self
             .inner
             .coordinator
-            .ask(StartBooking { request })
+            .ask(StartBooking {
+                request,
+                origin: crate::telemetry::Origin::current(),
+            })
             .await??;
         let booking = self.view(record.saga_id.booking(), record).await?;
         Ok((booking.seen_by(caller), replayed))
@@ -100,7 +103,14 @@ impl Runtime {
     /// [`cancel_booking`](Self::cancel_booking), if `caller` may act on the booking.
     pub async fn cancel_booking_as(&self, caller: Caller, id: BookingId) -> Result<Booking, Error> {
         self.booking_as(caller, id).await?;
-        let record = self.inner.coordinator.ask(CancelBooking { id }).await??;
+        let record = self
+            .inner
+            .coordinator
+            .ask(CancelBooking {
+                id,
+                origin: crate::telemetry::Origin::current(),
+            })
+            .await??;
         Ok(self.view(id, record).await?.seen_by(caller))
     }
 

@@ -89,7 +89,14 @@ impl Runtime {
                 None => Ok(None),
             }
         };
-        let (result, wallet) = tokio::join!(aggregator.ask(Search { query, key }), wallet);
+        let (result, wallet) = tokio::join!(
+            aggregator.ask(Search {
+                query,
+                key,
+                origin: crate::telemetry::Origin::current(),
+            }),
+            wallet
+        );
         let wallet = wallet?;
         let result = result?.map_err(|e| Error::Unavailable {
             what: e.to_string(),

@@ -8,7 +8,9 @@ use crate::domain::access::Caller;
 use crate::domain::money::Money;
 use crate::domain::outbox::EmailCounts;
 use crate::domain::saga::SagaCounts;
-use crate::domain::saga::{BookingId, FailureCause, HistoryEntry, SagaRecord, SagaState};
+use crate::domain::saga::{
+    BookingId, FailureCause, HistoryEntry, SagaRecord, SagaState, TraceOrigin,
+};
 use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
 
@@ -193,6 +195,10 @@ pub struct Booking {
     pub cancellation: Option<CancellationView>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
+    /// The trace id of the request that created the booking, to look up in a trace
+    /// viewer (Jaeger, Tempo); absent when spans were not exported.
+    #[schema(required = true)]
+    pub trace_id: Option<String>,
 }
 
 /// A page of an account's bookings.
@@ -221,6 +227,16 @@ pub struct CancellationView {
     pub points_restored: Option<Money>,
     /// Timed history.
     pub history: Vec<HistoryEntry>,
+    /// The trace id of the cancel request (or of the booking, when the cancellation
+    /// followed a cancel asked in flight); absent when spans were not exported.
+    #[schema(required = true)]
+    pub trace_id: Option<String>,
+}
+
+/// The trace id in a saga's stored `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(origin: Option<&TraceOrigin>) -> Option<String> {
+    let id = origin?.traceparent.split('-').nth(1)?;
+    (id.len() == 32).then(|| id.to_owned())
 }
 
 impl Booking {
@@ -243,8 +259,10 @@ impl Booking {
                 seller_fee: c.data.seller_fee,
                 refund: c.data.refund_amount,
                 points_restored: c.data.points_restored,
+                trace_id: trace_id(c.trace.as_ref()),
                 history: c.history,
             }),
+            trace_id: trace_id(r.trace.as_ref()),
             history: r.history,
         }
     }

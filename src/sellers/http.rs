@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use super::wire::{
     self, SearchReply, WireBookReply, WireCancelReply, WireStatusReply, MAX_REPLY_BYTES,
@@ -132,10 +133,14 @@ impl Inner {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, SellerError> {
-        let mut request = self
-            .client
-            .request(method, url)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let (mut request, span) = outbound::traced(
+            self.client
+                .request(method.clone(), url.clone())
+                .header(reqwest::header::ACCEPT, "application/json"),
+            &method,
+            &url,
+            "seller",
+        );
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
         }
@@ -144,7 +149,9 @@ impl Inner {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let response = request.send().await.map_err(transport_error)?;
+        let sent = request.send().instrument(span.clone()).await;
+        outbound::record_status(&span, sent.as_ref().ok().map(|r| r.status()));
+        let response = sent.map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(match status {

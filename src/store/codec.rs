@@ -11,6 +11,12 @@ use serde::Serialize;
 /// Version byte written in front of every record.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// Version byte of a record followed by a trailer: a second value, added later to a
+/// record type without changing that type's own encoding (bincode is positional, so a
+/// new field would make every stored record unreadable). A version-1 record of such a
+/// type decodes with a default trailer. Saga records carry their trace origin this way.
+pub const TRAILER_VERSION: u8 = 2;
+
 /// Most bytes one record may claim while decoding (16 MiB). bincode sizes a string or
 /// byte buffer from its length prefix before reading it; without a bound, a corrupt
 /// prefix (say 2^62) makes the allocation fail, and a failed allocation aborts the
@@ -47,6 +53,43 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .expect("records are bincode-serializable");
     out
+}
+
+/// Encodes `value` followed by `trailer` ([`TRAILER_VERSION`]).
+pub fn encode_with_trailer<T: Serialize, U: Serialize>(value: &T, trailer: &U) -> Vec<u8> {
+    let mut out = vec![TRAILER_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .expect("records are bincode-serializable");
+    bincode::serde::encode_into_std_write(trailer, &mut out, config())
+        .expect("records are bincode-serializable");
+    out
+}
+
+/// Decodes what [`encode_with_trailer`] wrote, or a record written by [`encode`] before
+/// the trailer existed (with a default trailer).
+pub fn decode_with_trailer<T: DeserializeOwned, U: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<(T, U), CodecError> {
+    let (&version, payload) = bytes.split_first().ok_or(CodecError::Empty)?;
+    match version {
+        FORMAT_VERSION => Ok((decode(bytes)?, U::default())),
+        TRAILER_VERSION => {
+            let corrupt = |e: bincode::error::DecodeError| CodecError::Corrupt(e.to_string());
+            let (value, read) =
+                bincode::serde::decode_from_slice(payload, config()).map_err(corrupt)?;
+            let rest = &payload[read..];
+            let (trailer, read) =
+                bincode::serde::decode_from_slice(rest, config()).map_err(corrupt)?;
+            if read != rest.len() {
+                return Err(CodecError::Corrupt(format!(
+                    "{} trailing bytes",
+                    rest.len() - read
+                )));
+            }
+            Ok((value, trailer))
+        }
+        other => Err(CodecError::UnknownVersion(other)),
+    }
 }
 
 /// Decodes a record, refusing unknown versions, trailing bytes and garbage.
@@ -132,6 +175,46 @@ mod tests {
             decode::<Vec<u8>>(&over),
             Err(CodecError::Corrupt(_))
         ));
+    }
+
+    /// A record written before its type had a trailer (version 1) stays readable, with
+    /// the default trailer; a new one keeps both parts; the plain decoder refuses the new
+    /// version rather than misreading it.
+    #[test]
+    fn records_written_before_a_trailer_still_decode() {
+        let s = Sample {
+            id: "saga-1".into(),
+            amount: 7,
+            tags: vec![],
+            note: Some("n".into()),
+        };
+        let old = encode(&s);
+        let (back, trailer): (Sample, Option<String>) = decode_with_trailer(&old).unwrap();
+        assert_eq!((back, trailer), (s.clone_sample(), None));
+        let tp = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string());
+        let new = encode_with_trailer(&s, &tp);
+        assert_eq!(new[0], TRAILER_VERSION);
+        let (back, trailer): (Sample, Option<String>) = decode_with_trailer(&new).unwrap();
+        assert_eq!((back, trailer), (s.clone_sample(), tp));
+        assert_eq!(
+            decode::<Sample>(&new),
+            Err(CodecError::UnknownVersion(TRAILER_VERSION))
+        );
+        let mut trailing = new.clone();
+        trailing.push(1);
+        assert!(decode_with_trailer::<Sample, Option<String>>(&trailing).is_err());
+        assert!(decode_with_trailer::<Sample, Option<String>>(&new[..new.len() - 2]).is_err());
+    }
+
+    impl Sample {
+        fn clone_sample(&self) -> Sample {
+            Sample {
+                id: self.id.clone(),
+                amount: self.amount,
+                tags: self.tags.clone(),
+                note: self.note.clone(),
+            }
+        }
     }
 
     proptest! {

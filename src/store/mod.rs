@@ -32,6 +32,8 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::domain::saga::SagaRecord;
+
 pub use accounts::AccountStore;
 pub use cluster::ClusterStore;
 pub use faulty::FaultyStore;
@@ -274,6 +276,23 @@ pub fn decode_record<T: DeserializeOwned>(
     })
 }
 
+/// Encodes a saga record with its trace origin as the trailer.
+pub fn encode_saga(record: &SagaRecord) -> Vec<u8> {
+    codec::encode_with_trailer(record, &record.trace)
+}
+
+/// Decodes a saga record, old (no trace origin) or new.
+pub fn decode_saga(key: &[u8], bytes: &[u8]) -> Result<SagaRecord, StoreError> {
+    let (mut record, trace): (SagaRecord, _) =
+        codec::decode_with_trailer(bytes).map_err(|e| StoreError::Corrupt {
+            tree: Tree::Sagas.name(),
+            key: printable_key(key),
+            reason: e.to_string(),
+        })?;
+    record.trace = trace;
+    Ok(record)
+}
+
 /// Reads and decodes one record.
 pub fn get_record<T: DeserializeOwned>(
     store: &dyn Store,
@@ -291,4 +310,37 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
     store.write(vec![Op::put(Tree::Meta, b"health_probe".to_vec(), &now)])?;
     store.flush().await
+}
+
+#[cfg(test)]
+mod saga_codec_tests {
+    use super::*;
+    use crate::domain::saga::fixtures::booking;
+    use crate::domain::saga::TraceOrigin;
+
+    /// A saga written before records carried their trace (the plain envelope, version 1,
+    /// as every earlier build wrote it) still loads, without a trace; a new one keeps it.
+    #[test]
+    fn saga_records_from_before_the_trace_still_decode() {
+        let old = booking();
+        let bytes = codec::encode(&old);
+        assert_eq!(bytes[0], codec::FORMAT_VERSION);
+        let loaded = decode_saga(b"saga", &bytes).unwrap();
+        assert_eq!(loaded, old);
+        assert_eq!(loaded.trace, None);
+
+        let mut new = booking();
+        new.trace = Some(TraceOrigin {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            process: 7,
+        });
+        let bytes = encode_saga(&new);
+        assert_eq!(bytes[0], codec::TRAILER_VERSION);
+        assert_eq!(decode_saga(b"saga", &bytes).unwrap(), new);
+        let e = decode_saga(b"saga", &bytes[..bytes.len() - 1]).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Corrupt { tree: "sagas", .. }),
+            "{e:?}"
+        );
+    }
 }

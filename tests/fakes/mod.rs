@@ -146,6 +146,10 @@ fn fake(name: &'static str, data: &Path, log: &Path, extra: &[&str]) -> Process 
 /// relative data directories land there), logging to `log`, with `operator_token`.
 pub fn wayfare_command(dir: &Path, config: &Path, log: &Path, operator_token: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wayfare"));
+    // A caller's own OpenTelemetry setup must not redirect a test's spans.
+    for (name, _) in wayfare::config::OTEL_VARIABLES {
+        command.env_remove(name);
+    }
     command
         .args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(config)

@@ -40,8 +40,8 @@ pub use cancel_request::{takes_stored_cancel, with_stored_cancel};
 pub use id::{BookingId, IdError, SagaId};
 pub use record::{
     is_terminal, reservation_key, step_key, BookingRequest, Effect, Effects, FailureCause,
-    HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, DEFINITION_VERSION,
-    MAX_FIELD_LEN,
+    HistoryEntry, Phase, SagaData, SagaKind, SagaRecord, SagaState, Step, TraceOrigin,
+    DEFINITION_VERSION, MAX_FIELD_LEN,
 };
 pub use tally::{ParkedSaga, SagaCounts, SagaTally};
 pub use transition::{

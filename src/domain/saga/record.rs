@@ -413,6 +413,23 @@ pub struct SagaRecord {
     pub updated_at: DateTime<Utc>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
+    /// The trace of the request that created the saga, when spans were exported. Not
+    /// part of the record's own encoding: the stores write it as a trailer
+    /// (`store::codec::encode_with_trailer`), so records from before it stay readable.
+    #[serde(skip)]
+    pub trace: Option<TraceOrigin>,
+}
+
+/// Where a saga's trace began: the W3C `traceparent` of the request that created it and
+/// the process that served it. Steps driven by that process continue the trace; steps
+/// driven by another (after a restart or a lease take-over) start a trace of their own
+/// that links to this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceOrigin {
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub traceparent: String,
+    /// The creating process's random id.
+    pub process: u64,
 }
 
 impl SagaRecord {

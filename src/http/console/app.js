@@ -510,6 +510,10 @@
       button.disabled = false;
     }
   }
+  function elapsed(ms) {
+    if (!(ms >= 0)) return '?';
+    return ms < 1000 ? ms + ' ms' : (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+  }
   async function loadHistory(id, list) {
     if (!SAGA_ID.test(id)) return;
     const booking = id.replace(/:cancel$/, '');
@@ -518,10 +522,20 @@
       const res = await fetch('/v1/bookings/' + booking, { headers: auth() });
       const b = await res.json();
       if (!res.ok) throw new Error(b.detail || res.status);
-      const entries = id.endsWith(':cancel') && b.cancellation ? b.cancellation.history : b.history;
-      list.replaceChildren(
-        ...entries.map((h) => el('li', null, clock(h.at) + ' ' + h.state + (h.step ? ' [' + h.step + ']' : '') + ': ' + h.note))
-      );
+      const saga = id.endsWith(':cancel') && b.cancellation ? b.cancellation : b;
+      const entries = saga.history;
+      // Each entry with the time since the one before: where the saga's time went, from
+      // its own record, with or without a trace collector.
+      const rows = entries.map((h, i) => {
+        const took = i > 0 ? ' (+' + elapsed(Date.parse(h.at) - Date.parse(entries[i - 1].at)) + ')' : '';
+        return el('li', null, clock(h.at) + took + ' ' + h.state + (h.step ? ' [' + h.step + ']' : '') + ': ' + h.note);
+      });
+      if (entries.length > 1) {
+        const total = Date.parse(entries[entries.length - 1].at) - Date.parse(entries[0].at);
+        rows.push(el('li', 'muted', 'total ' + elapsed(total)));
+      }
+      rows.push(el('li', 'muted', saga.trace_id ? 'trace ' + saga.trace_id : 'no trace (spans not exported)'));
+      list.replaceChildren(...rows);
     } catch (e) {
       list.replaceChildren(el('li', 'error', 'history unavailable: ' + e.message));
     }

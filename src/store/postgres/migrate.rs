@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "wallet_change_function",
         include_str!("migrations/0004_wallet_change_function.sql"),
     ),
+    (
+        5,
+        "saga_trace",
+        include_str!("migrations/0005_saga_trace.sql"),
+    ),
 ];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).

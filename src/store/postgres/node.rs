@@ -30,7 +30,7 @@ use crate::domain::saga::{
 use crate::store::cluster::{BookedSkus, ClusterStore, Member};
 use crate::store::outbox::{ClaimedEmail, Outbox};
 use crate::store::sagas::{NewBooking, Resumable, SagaStore, SagaWrite, Saved, SharedTally};
-use crate::store::{codec, decode_record, StoreError, StoreFuture, Tree};
+use crate::store::{codec, StoreError, StoreFuture};
 
 /// How long a node may take to send the emails it claimed before another node may.
 const EMAIL_LEASE: Duration = Duration::from_secs(30);
@@ -150,7 +150,8 @@ pub(crate) fn row_of(record: &SagaRecord) -> SagaRow {
         state: record.state.as_str().to_owned(),
         terminal: (is_terminal(record.state) && !awaiting_cancellation)
             || record.state == SagaState::NeedsAttention,
-        record: codec::encode(record),
+        record: crate::store::encode_saga(record),
+        trace_parent: record.trace.as_ref().map(|t| t.traceparent.clone()),
     }
 }
 
@@ -218,7 +219,7 @@ impl SagaStore for PgNode {
             match db.saga(&id).await? {
                 Some(stored) => {
                     let mut record: SagaRecord =
-                        decode_record(Tree::Sagas, id.as_bytes(), &stored.row.record)?;
+                        crate::store::decode_saga(id.as_bytes(), &stored.row.record)?;
                     if stored.cancel_requested {
                         with_stored_cancel(&mut record);
                     }
@@ -326,7 +327,7 @@ impl SagaStore for PgNode {
             let rows = me.db.saga_records().await?;
             let records: Vec<SagaRecord> = rows
                 .iter()
-                .filter_map(|(id, bytes)| decode_record(Tree::Sagas, id.as_bytes(), bytes).ok())
+                .filter_map(|(id, bytes)| crate::store::decode_saga(id.as_bytes(), bytes).ok())
                 .collect();
             me.tally.init_once(|| SagaTally::from_records(&records));
             Ok(Resumable::default())
@@ -347,8 +348,7 @@ impl SagaStore for PgNode {
             let mut ids = Vec::with_capacity(claimed.len());
             for (lease, row) in claimed {
                 let id = lease.saga_id.clone();
-                if let Err(e) = decode_record::<SagaRecord>(Tree::Sagas, id.as_bytes(), &row.record)
-                {
+                if let Err(e) = crate::store::decode_saga(id.as_bytes(), &row.record) {
                     tracing::error!(saga = %id, error = %e, "Claimed an unreadable saga; left to its lease.");
                     continue;
                 }
@@ -425,7 +425,7 @@ impl SagaStore for PgNode {
             let parked = parked
                 .iter()
                 .map(|(id, bytes)| {
-                    let reason = decode_record::<SagaRecord>(Tree::Sagas, id.as_bytes(), bytes)
+                    let reason = crate::store::decode_saga(id.as_bytes(), bytes)
                         .ok()
                         .and_then(|r| r.needs_attention)
                         .unwrap_or_else(|| "unreadable record".into());

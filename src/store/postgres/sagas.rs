@@ -42,6 +42,8 @@ pub struct SagaRow {
     pub terminal: bool,
     /// The full record, codec-encoded.
     pub record: Vec<u8>,
+    /// The `traceparent` of the request that created the saga, if traced.
+    pub trace_parent: Option<String>,
 }
 
 /// A saga row with its lease columns.
@@ -138,9 +140,9 @@ impl PgStore {
         }
         tx.execute(
             &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
-                                lease_expires_at, epoch, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())").await.map_err(PgError::from)?,
-            &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
+                                lease_expires_at, epoch, created_at, updated_at, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)").await.map_err(PgError::from)?,
+            &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
         )
         .await
         .map_err(PgError::from)?;
@@ -421,7 +423,7 @@ impl PgStore {
                  UPDATE sagas s SET owner_node = $1, epoch = s.epoch + 1,
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM expired WHERE s.id = expired.id
-                 RETURNING s.id, s.epoch, s.account_id, s.state, s.terminal, s.record",
+                 RETURNING s.id, s.epoch, s.account_id, s.state, s.terminal, s.record, s.trace_parent",
                     )
                     .await
                     .map_err(PgError::from)?,
@@ -444,6 +446,7 @@ impl PgStore {
                         state: r.get(3),
                         terminal: r.get(4),
                         record: r.get(5),
+                        trace_parent: r.get(6),
                     },
                 )
             })
@@ -466,10 +469,10 @@ impl PgStore {
         let inserted = tx
             .execute(
                 &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
-                                    lease_expires_at, epoch, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now())
+                                    lease_expires_at, epoch, created_at, updated_at, trace_parent)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)
                  ON CONFLICT (id) DO NOTHING").await.map_err(PgError::from)?,
-                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for)],
+                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
             )
             .await?;
         tx.execute(
@@ -540,7 +543,7 @@ impl PgStore {
             .query(
                 &client
                     .prepare_cached(
-                        "SELECT id, account_id, state, terminal, record FROM sagas
+                        "SELECT id, account_id, state, terminal, record, trace_parent FROM sagas
                  WHERE account_id = $1 AND id > coalesce($2, '') ORDER BY id LIMIT $3",
                     )
                     .await
@@ -556,6 +559,7 @@ impl PgStore {
                 state: r.get(2),
                 terminal: r.get(3),
                 record: r.get(4),
+                trace_parent: r.get(5),
             })
             .collect())
     }
@@ -600,7 +604,7 @@ impl PgStore {
         let row = client
             .query_opt(
                 &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch,
-                        cancel_requested_at IS NOT NULL
+                        cancel_requested_at IS NOT NULL, trace_parent
                  FROM sagas WHERE id = $1").await.map_err(PgError::from)?,
                 &[&id],
             )
@@ -612,6 +616,7 @@ impl PgStore {
                 state: r.get(2),
                 terminal: r.get(3),
                 record: r.get(4),
+                trace_parent: r.get(9),
             },
             owner_node: r.get(5),
             lease_expires_at: r.get(6),

@@ -13,7 +13,9 @@ use crate::domain::saga::{
     SagaTally,
 };
 use crate::store::sagas::{NewBooking, Resumable, SagaStore, SagaWrite, Saved, SharedTally};
-use crate::store::{decode_record, get_record, Op, Store, StoreError, StoreFuture, Tree};
+use crate::store::{
+    decode_saga, encode_saga, get_record, Op, Store, StoreError, StoreFuture, Tree,
+};
 
 /// What a client idempotency key was used for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +74,11 @@ impl SledSagas {
     }
 
     fn put(&self, record: &SagaRecord) -> Op {
-        Op::put(Tree::Sagas, record.saga_id.to_string().into_bytes(), record)
+        Op::Put {
+            tree: Tree::Sagas,
+            key: record.saga_id.to_string().into_bytes(),
+            value: encode_saga(record),
+        }
     }
 }
 
@@ -115,8 +121,14 @@ impl SagaStore for SledSagas {
     }
 
     fn load(&self, id: &str) -> StoreFuture<Option<SagaRecord>> {
-        let loaded = get_record(&*self.store, Tree::Sagas, id.as_bytes())
-            .and_then(|found| found.map(|r| self.as_read(r)).transpose());
+        let loaded = self
+            .store
+            .get(Tree::Sagas, id.as_bytes())
+            .and_then(|found| {
+                found
+                    .map(|bytes| decode_saga(id.as_bytes(), &bytes).and_then(|r| self.as_read(r)))
+                    .transpose()
+            });
         Box::pin(ready(loaded))
     }
 
@@ -224,9 +236,7 @@ impl SagaStore for SledSagas {
         };
         let records: Vec<Result<SagaRecord, StoreError>> = entries
             .iter()
-            .map(|(key, value)| {
-                decode_record::<SagaRecord>(Tree::Sagas, key, value).and_then(|r| self.as_read(r))
-            })
+            .map(|(key, value)| decode_saga(key, value).and_then(|r| self.as_read(r)))
             .collect();
         self.tally
             .init_once(|| SagaTally::from_records(records.iter().flatten()));

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use rustls::ServerConfig;
 
+use super::calls::{log_calls, CallLog};
 use super::journaled::JournaledSeller;
 use wayfare::sellers::simulated::SimulatedSeller;
 use wayfare::sellers::wire::{
@@ -146,8 +147,12 @@ fn build_backend(
     tls: Option<ServerConfig>,
 ) -> io::Result<Server> {
     let data = web::Data::new(backend);
+    let calls = web::Data::new(CallLog::default());
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone());
+        let app = App::new()
+            .app_data(data.clone())
+            .app_data(calls.clone())
+            .wrap(actix_web::middleware::from_fn(log_calls));
         let app = match &ledger_of {
             Some(seller) => app
                 .app_data(web::Data::new(seller.clone()))
@@ -209,9 +214,19 @@ fn offers_reply(offers: &[Offer]) -> HttpResponse {
     })
 }
 
-/// `GET /_fake/ledger`: every reservation, cancellation and decline, each with its key.
-async fn ledger(seller: web::Data<JournaledSeller>) -> HttpResponse {
-    HttpResponse::Ok().json(seller.ledger())
+/// `GET /_fake/ledger`: every reservation, cancellation and decline, each with its key,
+/// and the calls received with their `traceparent`.
+async fn ledger(seller: web::Data<JournaledSeller>, calls: web::Data<CallLog>) -> HttpResponse {
+    #[derive(serde::Serialize)]
+    struct Reply {
+        #[serde(flatten)]
+        ledger: super::journaled::SellerLedger,
+        calls: Vec<super::calls::FakeCall>,
+    }
+    HttpResponse::Ok().json(Reply {
+        ledger: seller.ledger(),
+        calls: calls.calls(),
+    })
 }
 
 /// The seller, or the 401 that refuses the caller.

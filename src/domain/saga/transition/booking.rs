@@ -26,6 +26,7 @@ pub fn new_booking(
         created_at: now,
         updated_at: now,
         history: Vec::new(),
+        trace: None,
     };
     r.note(now, None, "booking requested");
     let mut tr = Transition::at(r.state, None);

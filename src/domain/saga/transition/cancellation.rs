@@ -43,6 +43,7 @@ pub fn new_cancellation(booking: &SagaRecord, now: DateTime<Utc>) -> Result<Saga
         created_at: now,
         updated_at: now,
         history: Vec::new(),
+        trace: None,
     };
     r.note(
         now,

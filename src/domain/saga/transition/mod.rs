@@ -185,6 +185,29 @@ pub enum Action {
     Done,
 }
 
+impl Action {
+    /// Stable snake_case name, for spans and logs (the fields may hold a card token).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::HoldWallet { .. } => "hold_wallet",
+            Action::AuthorizePayment { .. } => "authorize_payment",
+            Action::Reserve { .. } => "reserve",
+            Action::ReconcileReservation { .. } => "reconcile_reservation",
+            Action::CapturePayment { .. } => "capture_payment",
+            Action::CaptureWallet { .. } => "capture_wallet",
+            Action::ReconcilePayment { .. } => "reconcile_payment",
+            Action::ReleaseHold { .. } => "release_hold",
+            Action::VoidPayment { .. } => "void_payment",
+            Action::CancelReservation { .. } => "cancel_reservation",
+            Action::Refund { .. } => "refund",
+            Action::CancelWithSeller { .. } => "cancel_with_seller",
+            Action::CreditPoints { .. } => "credit_points",
+            Action::AwaitOperator { .. } => "await_operator",
+            Action::Done => "done",
+        }
+    }
+}
+
 /// What happened when the caller performed the action from [`next_action`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {

@@ -1,0 +1,178 @@
+//! W3C Trace Context for code outside the HTTP server: whether tracing is on, a span's
+//! `traceparent`, headers for a partner call, and a stored `traceparent` turned back into
+//! a parent or a link. Everything here is a no-op returning `None` while telemetry is off,
+//! after one relaxed atomic load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_enabled() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans are exported (an OpenTelemetry layer is installed).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A random id of this process, told apart from the process (or node) that created a
+/// saga: a saga driven by another process links to its creator's trace instead of
+/// continuing it.
+pub fn process_id() -> u64 {
+    static ID: OnceLock<u64> = OnceLock::new();
+    *ID.get_or_init(|| rand::random::<u64>() | 1)
+}
+
+/// The W3C `traceparent` (and `tracestate`, when not empty) of `span`, if it has a valid
+/// context.
+pub fn headers_of(span: &tracing::Span) -> Option<Vec<(&'static str, String)>> {
+    if !enabled() {
+        return None;
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    let mut out = Vec::with_capacity(2);
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = carrier.remove(name).filter(|v| !v.is_empty()) {
+            out.push((name, value));
+        }
+    }
+    Some(out)
+}
+
+/// `span`'s `traceparent`, if telemetry is on and it has a valid context.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    headers_of(span)?
+        .into_iter()
+        .find(|(name, _)| *name == "traceparent")
+        .map(|(_, v)| v)
+}
+
+/// The remote context in `traceparent` (and `tracestate`), or `None` for a missing or
+/// invalid header (which the W3C rules say to ignore).
+pub fn extract(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
+    let traceparent = traceparent.filter(|t| well_formed(t))?;
+    let mut carrier = HashMap::with_capacity(2);
+    carrier.insert("traceparent".to_string(), traceparent.to_string());
+    if let Some(state) = tracestate {
+        carrier.insert("tracestate".to_string(), state.to_string());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The W3C shape the SDK's parser does not check itself: lower-case hex fields of exact
+/// widths (it takes a 31-digit trace id), and for version 00 nothing after the flags.
+fn well_formed(traceparent: &str) -> bool {
+    let b = traceparent.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    b.len() >= 55
+        && (b.len() == 55 || (&b[..2] != b"00" && b[55] == b'-'))
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(0..2)
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+}
+
+/// The span context in a stored `traceparent`, for a span link.
+pub fn span_context(traceparent: &str) -> Option<SpanContext> {
+    extract(Some(traceparent), None).map(|cx| cx.span().span_context().clone())
+}
+
+/// The 32-hex-digit trace id of `span`, if telemetry is on and it has one.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// Adds the `traceparent`/`tracestate` of the current span to a partner request.
+pub fn inject(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match headers_of(&tracing::Span::current()) {
+        Some(headers) => headers
+            .into_iter()
+            .fold(request, |r, (name, value)| r.header(name, value)),
+        None => request,
+    }
+}
+
+/// Where an actor message came from: the sender's span, and when it was sent (to show
+/// the time it waited in the mailbox). Empty and free while telemetry is off.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    sent: Option<(tracing::Span, Instant)>,
+}
+
+impl Origin {
+    /// The current span, now.
+    pub fn current() -> Self {
+        Origin {
+            sent: enabled().then(|| (tracing::Span::current(), Instant::now())),
+        }
+    }
+
+    /// The sender's span (none while telemetry is off).
+    pub fn span(&self) -> Option<&tracing::Span> {
+        self.sent.as_ref().map(|(span, _)| span)
+    }
+
+    /// Microseconds since it was sent: its wait in the mailbox when asked on arrival.
+    pub fn waited_us(&self) -> u64 {
+        self.sent
+            .as_ref()
+            .map_or(0, |(_, at)| at.elapsed().as_micros() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_valid_traceparents_are_taken() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let sc = span_context(good).unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(sc.is_sampled() && sc.is_remote());
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(span_context(bad).is_none(), "{bad:?}");
+        }
+        assert!(extract(None, Some("a=b")).is_none());
+    }
+}
