@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{filter_fn, FilterExt as _};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -59,9 +60,6 @@ pub fn init_with(
     level: &str,
     telemetry: &TelemetryConfig,
 ) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = export::provider(telemetry)?;
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour_wanted())
@@ -75,14 +73,23 @@ pub fn init_with(
             .boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    // Each layer has its own filter, so the log level does not decide what a trace holds:
+    // at `warn`, a global filter would drop every info span before the exporter saw it.
+    // While spans are exported the log layer sees them too, so a warning names its trace.
+    let fmt = match provider {
+        Some(_) => fmt
+            .with_filter(log_filter(level).or(filter_fn(traced_span)))
+            .boxed(),
+        None => fmt.with_filter(log_filter(level)).boxed(),
+    };
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("wayfare"))
             .with_location(false)
             .with_threads(false)
+            .with_filter(log_filter(level).or(filter_fn(traced_span)))
     });
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()
@@ -107,6 +114,18 @@ pub fn init_with(
         tracing::error!(thread = thread.name().unwrap_or("unnamed"), %location, panic = %message, "Panic caught; the supervisor restarts the actor.");
     }));
     Ok(TelemetryGuard { provider })
+}
+
+/// What is logged: `RUST_LOG` when set and valid, else `level`.
+fn log_filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The spans a trace is made of (info and above), whatever the log level.
+fn traced_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && *meta.level() <= tracing::Level::INFO
 }
 
 /// Colour only for a person at a terminal: a log file or a pipe to a collector would keep

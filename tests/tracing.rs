@@ -148,6 +148,14 @@ struct World {
 }
 
 fn start(collector: &str) -> World {
+    start_logging(collector, DEFAULT_LOG)
+}
+
+/// What the tests log: the seller adapter's admission decisions are debug events.
+const DEFAULT_LOG: &str = "warn,wayfare=info,wayfare::actors::seller=debug";
+
+/// A world whose server logs at `rust_log` (`RUST_LOG`).
+fn start_logging(collector: &str, rust_log: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let seller = fakes::fake_seller(
@@ -162,7 +170,7 @@ fn start(collector: &str) -> World {
         .replace("{alpha}", &seller.url());
     let path = d.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let server = serve(d, &path);
+    let server = serve(d, &path, rust_log);
     World {
         base: format!("http://{}", server.addr),
         seller_url: seller.url(),
@@ -175,13 +183,11 @@ fn start(collector: &str) -> World {
     }
 }
 
-fn serve(dir: &Path, config: &Path) -> fakes::Process {
+/// The seller adapter's admission decisions are debug events inside traced spans: the
+/// tests that look for them log at `wayfare::actors::seller=debug`.
+fn serve(dir: &Path, config: &Path, rust_log: &str) -> fakes::Process {
     let mut command = fakes::wayfare_command(dir, config, &dir.join("wayfare.log"), OPERATOR_TOKEN);
-    // The seller adapter's admission decisions are debug events inside traced spans.
-    command.env(
-        "RUST_LOG",
-        "warn,wayfare=info,wayfare::actors::seller=debug",
-    );
+    command.env("RUST_LOG", rust_log);
     fakes::spawn_listening(command, "wayfare listening on http://").expect("wayfare started")
 }
 
@@ -456,6 +462,32 @@ async fn a_request_without_traceparent_starts_a_trace_named_by_its_request_id() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_whatever_the_log_level() {
+    // Production logs at warn: the request's info span must still reach the collector.
+    let (endpoint, received) = collector();
+    let w = start_logging(&endpoint, "warn");
+    let res = w
+        .http
+        .get(format!("{}/health", w.base))
+        .send()
+        .await
+        .unwrap();
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let spans = wait_until(WITHIN, "the request span exported", async || {
+        let spans = received.of_trace(trace_of(&tp));
+        (!spans.is_empty()).then_some(spans)
+    })
+    .await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| attr(s, "http.route").is_some() || s.name.contains("GET")),
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_costs_dropped_spans_not_failed_requests() {
     // A port nothing listens on: bound, then released.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -545,7 +577,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &hanging.url()),
     )
     .unwrap();
-    let server = serve(d, &path);
+    let server = serve(d, &path, DEFAULT_LOG);
     let base = format!("http://{}", server.addr);
 
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -597,7 +629,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &seller.url()),
     )
     .unwrap();
-    let server = serve(d, &path);
+    let server = serve(d, &path, DEFAULT_LOG);
     let base = format!("http://{}", server.addr);
     let state = wait_until(WITHIN, "the resumed booking settles", async || {
         let b: Value = http
