@@ -75,13 +75,10 @@ pub fn init_with(
     };
     // Each layer has its own filter, so the log level does not decide what a trace holds:
     // at `warn`, a global filter would drop every info span before the exporter saw it.
-    // While spans are exported the log layer sees them too, so a warning names its trace.
-    let fmt = match provider {
-        Some(_) => fmt
-            .with_filter(log_filter(level).or(filter_fn(traced_span)))
-            .boxed(),
-        None => fmt.with_filter(log_filter(level)).boxed(),
-    };
+    // The log layer keeps the log level for spans too: letting it see every info span
+    // would format each span's fields on every request. So a JSON line names its trace
+    // when its span is logged (e.g. `RUST_LOG=warn,wayfare=info`), as before.
+    let fmt = fmt.with_filter(log_filter(level));
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("wayfare"))

@@ -109,6 +109,21 @@ fn in_days(n: u64) -> String {
     (Utc::now().date_naive() + Days::new(n)).to_string()
 }
 
+/// A booking of `offer` (a stay 30 to 32 days out) by demo account `account`, paying
+/// `points_minor` with wallet points and the rest with a card the gateway approves.
+fn booking(account: u64, offer: &Value, points_minor: i64) -> Value {
+    json!({
+        "account_id": AccountId::demo(account).to_string(),
+        "seller": offer["seller"],
+        "sku": offer["sku"],
+        "start": in_days(30),
+        "end": in_days(32),
+        "offer_price": offer["price"],
+        "wallet_points": {"minor": points_minor, "currency": "EUR"},
+        "card_token": "tok_approve",
+    })
+}
+
 const CONFIG: &str = r#"
 [server]
 workers = 2
@@ -243,16 +258,7 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
         .post(format!("{}/v1/bookings", w.base))
         .header("Idempotency-Key", "trace-1")
         .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
-        .json(&json!({
-            "account_id": AccountId::demo(0).to_string(),
-            "seller": offer["seller"],
-            "sku": offer["sku"],
-            "start": in_days(30),
-            "end": in_days(32),
-            "offer_price": offer["price"],
-            "wallet_points": {"minor": 100, "currency": "EUR"},
-            "card_token": "tok_approve",
-        }))
+        .json(&booking(0, &offer, 100))
         .send()
         .await
         .unwrap();
@@ -581,6 +587,9 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
     let base = format!("http://{}", server.addr);
 
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut body = booking(1, &offer, 0);
+    // The seller's own wire-format offer does not name the seller.
+    body["seller"] = json!("alpha");
     let res = http
         .post(format!("{base}/v1/bookings"))
         .header("Idempotency-Key", "crash-1")
@@ -588,16 +597,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
             "traceparent",
             format!("00-{client_trace}-b7ad6b7169203331-01"),
         )
-        .json(&json!({
-            "account_id": AccountId::demo(1).to_string(),
-            "seller": "alpha",
-            "sku": offer["sku"],
-            "start": in_days(30),
-            "end": in_days(32),
-            "offer_price": offer["price"],
-            "wallet_points": {"minor": 0, "currency": "EUR"},
-            "card_token": "tok_approve",
-        }))
+        .json(&body)
         .send()
         .await
         .unwrap();
