@@ -35,7 +35,7 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Exports what is queued, waiting at most [`FLUSH_BOUND`]; blocks the calling
+    /// Exports what is queued, waiting at most `FLUSH_BOUND` (2 s); blocks the calling
     /// thread, so call it once the server has stopped.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {

@@ -12,7 +12,7 @@
 //!   flushes completing out of order) never replaces a newer one.
 //!
 //! Each segment also indexes its published accounts by key digest
-//! ([`AccountReadModel::owner`]): the rate limits key a customer's bucket by the account
+//! (`AccountReadModel::owner`): the rate limits key a customer's bucket by the account
 //! that holds the key, and asking this index spares each keyed request a store read. The
 //! index changes under the same lock as the accounts, so it always names exactly the
 //! published accounts' current keys.
