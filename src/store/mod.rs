@@ -5,7 +5,7 @@
 //!
 //! | trait | says | sled ([`sled`]) | PostgreSQL (`postgres`) |
 //! |---|---|---|---|
-//! | [`AccountStore`] | open an account with its key and unique email, read it for a caller, change a wallet under its idempotency key, read a ledger page, set a key | [`SledAccounts`] (one per shard, with its cache: the only writer) | `postgres::PgAccounts` (every read asks the database) |
+//! | [`AccountStore`] | open an account with its key and unique email, read it for a caller, change a wallet under its idempotency key, read a ledger page, set a key | [`SledAccounts`] (one per shard, with its cache: the only writer) | `postgres::PgAccounts` (reads from account views kept current by `LISTEN` within a staleness bound, else from the database) |
 //! | [`SagaStore`] | create a booking under its key, load, save a step with its email, follow up, park, retry, list, take work | [`SledSagas`] | `postgres::PgNode` (leases with epoch fencing, private to it) |
 //! | [`Outbox`] | claim a batch, mark sent | [`SledOutbox`] | `postgres::PgNode` (claims under a lease) |
 //! | [`ClusterStore`] | heartbeat, members, booked-SKU news | [`sled::Solo`] (nobody else) | `postgres::PgNode` (`nodes` rows, `LISTEN`/`NOTIFY`) |
