@@ -468,7 +468,11 @@ async fn list_bookings(deps: &SagaDeps, msg: ListBookings) -> Result<BookingReco
     let more = ids.len() > msg.limit;
     let mut bookings = Vec::with_capacity(ids.len().min(msg.limit));
     for id in ids.into_iter().take(msg.limit) {
-        let record = load(deps, &id).await?;
+        // An index entry without its saga is what a crash left of a creation that was
+        // never acknowledged (the sled store writes the saga last).
+        let Some(record) = deps.load(&id).await? else {
+            continue;
+        };
         let cancellation = deps
             .load(&record.saga_id.cancellation().to_string())
             .await?;

@@ -47,6 +47,21 @@ impl FaultyStore {
     }
 }
 
+impl FaultyStore {
+    /// Refuses a write of `changes` ops (before any reaches the inner store) when the
+    /// dice say so.
+    fn maybe_refuse(&self, changes: usize) -> Result<(), StoreError> {
+        if roll(self.write_failure_rate) {
+            self.counters.count(Fault::StoreWriteFailure);
+            return Err(StoreError::Io(format!(
+                "injected fault: write of {changes} change(s) refused, nothing written \
+                 (faults.store_write_failure_rate)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Store for FaultyStore {
     fn failure_cause(&self) -> Option<String> {
         self.inner.failure_cause()
@@ -67,15 +82,13 @@ impl Store for FaultyStore {
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        if roll(self.write_failure_rate) {
-            self.counters.count(Fault::StoreWriteFailure);
-            return Err(StoreError::Io(format!(
-                "injected fault: write of {} change(s) refused, nothing written \
-                 (faults.store_write_failure_rate)",
-                ops.len()
-            )));
-        }
+        self.maybe_refuse(ops.len())?;
         self.inner.write(ops)
+    }
+
+    fn write_in_order(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.maybe_refuse(ops.len())?;
+        self.inner.write_in_order(ops)
     }
 
     fn flush(&self) -> StoreFuture<()> {

@@ -227,6 +227,19 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every op or none.
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError>;
 
+    /// Applies the ops one at a time, in order, each atomic on its own: cheaper than
+    /// [`Store::write`] where the store pays for atomicity across keys (sled's
+    /// transactions take a process-wide lock and write out a log buffer each). Until the
+    /// next flush a crash may keep any **prefix** of the sequence, never a later op
+    /// without an earlier one (sled recovers its log in order and stops at the first
+    /// gap), so callers put the op that makes the others count last: a saga record after
+    /// the email and the index entries it implies. A failure part way (an I/O error, which
+    /// latches a fail-stop store) leaves a prefix too. Stores without a cheaper path apply
+    /// the sequence atomically.
+    fn write_in_order(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.write(ops)
+    }
+
     /// Makes every write so far durable. Concurrent callers share one disk sync.
     fn flush(&self) -> StoreFuture<()>;
 
