@@ -292,7 +292,8 @@ impl SearchAggregator {
                 cached: true,
                 ..result.clone()
             };
-            self.cache.insert(key.clone(), hit, skus, ttl, Instant::now());
+            self.cache
+                .insert(key.clone(), hit, skus, ttl, Instant::now());
         }
         for waiter in self.in_flight.remove(&key).unwrap_or_default() {
             let _ = waiter.send(result.clone());

@@ -581,7 +581,10 @@ mod tests {
         assert!(view.get("a", t0).is_some());
         cache.insert("d".into(), 4, skus(&[]), MIN, t0);
         assert!(view.holds("a"), "used through the view, so kept");
-        assert!(!view.holds("b") && cache.get("b", t0).is_none(), "b was LRU");
+        assert!(
+            !view.holds("b") && cache.get("b", t0).is_none(),
+            "b was LRU"
+        );
         // Uses by the owner and through the view are on one clock.
         assert!(cache.get("c", t0).is_some());
         assert!(view.get("a", t0).is_some());
@@ -608,7 +611,10 @@ mod tests {
         drop(old);
         assert!(view.holds("j") && !view.holds("x"));
         drop(fresh);
-        assert!(view.is_empty(), "nothing outlives the cache that could invalidate it");
+        assert!(
+            view.is_empty(),
+            "nothing outlives the cache that could invalidate it"
+        );
     }
 
     #[derive(Debug, Clone)]

@@ -295,8 +295,14 @@ mod tests {
         let field = |q: &str| HotelArgs::parse(q).unwrap_err().field;
         let dates = "check_in=2027-01-01&check_out=2027-01-03";
         assert_eq!(field(&format!("city=a&{dates}&x=1")).as_deref(), Some("x"));
-        assert_eq!(field("city=a&check_in=2027-01-01").as_deref(), Some("check_out"));
-        assert_eq!(field(&format!("city=a&city=b&{dates}")).as_deref(), Some("city"));
+        assert_eq!(
+            field("city=a&check_in=2027-01-01").as_deref(),
+            Some("check_out")
+        );
+        assert_eq!(
+            field(&format!("city=a&city=b&{dates}")).as_deref(),
+            Some("city")
+        );
         let encoded = format!("city=S%C3%A3o+Paulo&{dates}");
         let ok = HotelArgs::parse(&encoded).unwrap();
         assert_eq!(ok.city.as_deref(), Some("São Paulo"));

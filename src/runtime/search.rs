@@ -14,10 +14,10 @@ use actix_web::web::Bytes;
 use super::{search_json, Runtime, SearchResponse};
 use crate::actors::bucket;
 use crate::actors::search::{InvalidateSku, Search, SearchResult};
-use crate::domain::search_cache::Cached;
 use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 use crate::domain::search::{cache_key, check_search};
+use crate::domain::search_cache::Cached;
 use crate::error::Error;
 use crate::sellers::{FlightQuery, HotelQuery, SearchQuery};
 
