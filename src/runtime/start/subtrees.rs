@@ -109,16 +109,17 @@ pub(super) fn sellers_subtree(
     Ok((sup, Arc::new(routes), seller_stats))
 }
 
-/// `search`: the aggregators, each fanning out over every seller route.
-pub(super) fn search_subtree(
-    w: &Wiring<'_>,
-    routes: &Arc<Vec<SellerRoute>>,
-) -> (
+/// The search subtree, its aggregators, each one's cache view (same index) and their
+/// shared figures.
+type SearchSubtree = (
     SupervisorBuilder,
     Vec<ActorHandle<SearchAggregator>>,
     Vec<Arc<SearchView>>,
     Arc<SearchStats>,
-) {
+);
+
+/// `search`: the aggregators, each fanning out over every seller route.
+pub(super) fn search_subtree(w: &Wiring<'_>, routes: &Arc<Vec<SellerRoute>>) -> SearchSubtree {
     let config = w.config;
     let mut sup = SupervisorBuilder::new("search", Strategy::OneForOne, w.policy());
     let stats = Arc::new(SearchStats::default());
