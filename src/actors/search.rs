@@ -9,9 +9,9 @@
 //! a fresh hit there is answered without a message to this actor; a miss or an expired
 //! entry comes here, and only this actor fans out, coalesces and fills the cache. The view
 //! is written by the cache alone, in the same call as the cache (see
-//! `domain::search_cache`), and a fresh aggregator (after a restart) starts it empty. Identical searches
-//! arriving while a fan-out is in flight wait for that fan-out (request coalescing)
-//! instead of starting another. The fan-out runs as a future of the actor's context, so
+//! `domain::search_cache`), and a fresh aggregator (after a restart) starts it empty.
+//! Identical searches arriving while a fan-out is in flight wait for that fan-out (request
+//! coalescing) instead of starting another. The fan-out runs as a future of the actor's context, so
 //! the mailbox keeps moving. Sent to by `Runtime::search_*` (routed by a hash of the cache
 //! key, so identical searches meet on one aggregator) and by bookings (`InvalidateSku`).
 //!
