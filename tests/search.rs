@@ -571,6 +571,34 @@ async fn search_input_is_validated_over_http() {
         .await
         .unwrap();
     common::assert_problem(res, 400, "invalid-query", Some("x")).await;
+    // A parameter given twice, or a required one missing, is named too.
+    for (query, field) in [
+        (
+            format!(
+                "city=Lisbon&city=Porto&check_in={}&check_out={}",
+                d(1),
+                d(3)
+            ),
+            "city",
+        ),
+        (format!("city=Lisbon&check_in={}", d(1)), "check_out"),
+        (format!("from=LIS&to=CDG&to=OPO&date={}", d(3)), "to"),
+        ("from=LIS&to=CDG".to_string(), "date"),
+    ] {
+        let route = if query.starts_with("city") {
+            "hotels"
+        } else {
+            "flights"
+        };
+        let res = s
+            .http
+            .get(s.url(&format!("/v1/search/{route}?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let body = common::assert_problem(res, 400, "invalid-query", Some(field)).await;
+        assert!(body["detail"].as_str().unwrap().contains(field), "{body}");
+    }
     // An unknown city is an empty result, not an error.
     let body: Value = s
         .http
@@ -644,4 +672,300 @@ async fn the_http_adapter_works_against_the_fake_seller_and_refuses_garbage() {
     s.stop().await;
     server_handle.stop(false).await;
     bad_handle.stop(false).await;
+}
+
+/// The value of an unlabelled series in `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let text = s.http.get(s.url("/metrics")).fetch_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .round() as u64
+}
+
+/// Searches (hits, misses, fan-outs) and what reached an aggregator, as `/metrics` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    hits: u64,
+    misses: u64,
+    fan_outs: u64,
+    asked: u64,
+}
+
+async fn counts(s: &TestServer) -> Counts {
+    Counts {
+        hits: metric(s, "wayfare_search_cache_hits_total").await,
+        misses: metric(s, "wayfare_search_cache_misses_total").await,
+        fan_outs: metric(s, "wayfare_search_fan_outs_total").await,
+        asked: metric(s, "wayfare_search_aggregator_searches_total").await,
+    }
+}
+
+fn hotels_url(s: &TestServer, q: &HotelQuery) -> String {
+    s.url(&format!(
+        "/v1/search/hotels?city={}&check_in={}&check_out={}",
+        q.city_or_hotel, q.check_in, q.check_out
+    ))
+}
+
+async fn search_over_http(client: &reqwest::Client, url: &str) -> Value {
+    let res = client.get(url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// A fresh hit is answered from the aggregator's cache view: the aggregator is not asked
+/// (its count of searches stands still), the hit is counted, and each caller's wallet
+/// markdown is applied to the shared result, never kept in it.
+#[actix_rt::test]
+async fn a_cached_hit_is_served_without_asking_the_aggregator_and_marked_down_per_caller() {
+    let (seller, knobs) = FixedSeller::new("fixed", 50_000);
+    let s =
+        TestServer::start_custom(|_| {}, vec![seller.into_custom(AdapterConfig::default())]).await;
+    let q = stay("Testville", 30);
+    let url = hotels_url(&s, &q);
+    let first = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(first["cached"], false);
+    let after_miss = counts(&s).await;
+    assert_eq!(
+        (
+            after_miss.misses,
+            after_miss.fan_outs,
+            after_miss.asked,
+            after_miss.hits
+        ),
+        (1, 1, 1, 0)
+    );
+
+    let hit = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(hit["cached"], true);
+    assert_eq!(hit["offers"], first["offers"]);
+    let after_hit = counts(&s).await;
+    assert_eq!(after_hit.hits, 1, "{after_hit:?}");
+    assert_eq!(
+        after_hit.asked, 1,
+        "the aggregator was not asked: {after_hit:?}"
+    );
+    assert_eq!(knobs.searches.load(Ordering::SeqCst), 1);
+
+    // Two customers, each with their own key and wallet, hit the same entry.
+    let mut customers = Vec::new();
+    for (name, points) in [("Ana", 10_000), ("Bea", 30_000)] {
+        let (id, client) = s.create_customer(name).await;
+        s.runtime
+            .credit_wallet(
+                id.parse().unwrap(),
+                "gift",
+                Money::new(points, Currency::EUR),
+            )
+            .await
+            .unwrap();
+        customers.push((id, client, points));
+    }
+    for (id, client, points) in &customers {
+        let body = search_over_http(client, &format!("{url}&account_id={id}")).await;
+        assert_eq!(body["cached"], true);
+        let offer = &body["offers"][0];
+        assert_eq!(offer["price"]["minor"], 50_000);
+        assert_eq!(offer["markdown"]["minor"], *points);
+        assert_eq!(offer["price_to_pay"]["minor"], 50_000 - points);
+        assert_eq!(body["wallet_available"]["minor"], *points);
+    }
+    // Another customer's account is still refused on a hit (as if it did not exist), and
+    // naming one without a key too.
+    let res = customers[0]
+        .1
+        .get(format!("{url}&account_id={}", customers[1].0))
+        .send()
+        .await
+        .unwrap();
+    common::assert_problem(res, 404, "not-found", None).await;
+    let res = s
+        .anonymous
+        .get(format!("{url}&account_id={}", customers[1].0))
+        .send()
+        .await
+        .unwrap();
+    common::assert_problem(res, 401, "unauthorized", None).await;
+    // And the shared result carries no one's markdown.
+    let anon = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(anon["offers"][0]["price_to_pay"]["minor"], 50_000);
+    assert_eq!(anon["wallet_available"], Value::Null);
+    let end = counts(&s).await;
+    assert_eq!(end.hits, 4, "{end:?}");
+    assert_eq!((end.asked, end.misses, end.fan_outs), (1, 1, 1), "{end:?}");
+    assert_eq!(knobs.searches.load(Ordering::SeqCst), 1);
+    s.stop().await;
+}
+
+/// With a one-second TTL, no search that starts after the entry's expiry is answered from
+/// the cache: it reaches the aggregator, which fans out again.
+#[actix_rt::test]
+async fn an_expired_entry_is_not_served_from_the_view() {
+    use wayfare::domain::search::TtlRule;
+    const TTL: Duration = Duration::from_secs(1);
+    let (seller, knobs) = FixedSeller::new("fixed", 50_000);
+    let s = TestServer::start_custom(
+        |c| {
+            c.search.cache.ttl_table = vec![TtlRule {
+                max_days_until_travel: 10_000,
+                ttl_secs: TTL.as_secs(),
+            }]
+        },
+        vec![seller.into_custom(AdapterConfig::default())],
+    )
+    .await;
+    let url = hotels_url(&s, &stay("Testville", 30));
+    let first = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(first["cached"], false);
+    // The entry was stored before this instant, so it has expired by this plus the TTL.
+    let filled_by = Instant::now();
+    let mut hits = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "a search past the TTL reaches the aggregator",
+        async || {
+            let started = Instant::now();
+            let body = search_over_http(&s.anonymous, &url).await;
+            if body["cached"] == true {
+                assert!(
+                    started < filled_by + TTL,
+                    "served from the cache {:?} after it was filled",
+                    started - filled_by
+                );
+                hits += 1;
+                return None;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let c = counts(&s).await;
+    assert_eq!(c.hits, hits);
+    assert_eq!((c.misses, c.fan_outs, c.asked), (2, 2, 2), "{c:?}");
+    assert_eq!(knobs.searches.load(Ordering::SeqCst), 2);
+    s.stop().await;
+}
+
+/// A confirmed booking of a SKU drops every cached result holding it, from the view too:
+/// the next search is a miss that fans out again.
+#[actix_rt::test]
+async fn a_booking_removes_the_hit_from_the_view() {
+    let (seller, knobs) = FixedSeller::new("fixed", 50_000);
+    let s =
+        TestServer::start_custom(|_| {}, vec![seller.into_custom(AdapterConfig::default())]).await;
+    let q = stay("Testville", 30);
+    let url = hotels_url(&s, &q);
+    search_over_http(&s.anonymous, &url).await;
+    let hit = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(hit["cached"], true);
+    assert_eq!(metric(&s, "wayfare_search_cached_results").await, 1);
+    let offer = hit["offers"][0].clone();
+
+    let (id, client) = s.create_customer("Booker").await;
+    let res = client
+        .post(s.url("/v1/bookings"))
+        .header("Idempotency-Key", "book-the-cached-sku")
+        .json(&serde_json::json!({
+            "account_id": id,
+            "seller": offer["seller"],
+            "sku": offer["sku"],
+            "start": q.check_in,
+            "end": q.check_out,
+            "offer_price": offer["price"],
+            "card_token": "tok_approve",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let booking: Value = res.json().await.unwrap();
+    let booking_url = s.url(&format!("/v1/bookings/{}", booking["id"].as_str().unwrap()));
+    wait_until(
+        Duration::from_secs(10),
+        "the booking is confirmed",
+        async || {
+            let b: Value = client.get(&booking_url).fetch_json().await;
+            (b["state"] == "confirmed").then_some(())
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the booked SKU's result leaves the cache",
+        async || (metric(&s, "wayfare_search_cached_results").await == 0).then_some(()),
+    )
+    .await;
+    let before = counts(&s).await;
+    let fresh = search_over_http(&s.anonymous, &url).await;
+    assert_eq!(fresh["cached"], false, "the hit went with the booking");
+    let after = counts(&s).await;
+    assert_eq!(after.asked, before.asked + 1, "{after:?}");
+    assert_eq!(after.fan_outs, before.fan_outs + 1, "{after:?}");
+    assert_eq!(knobs.searches.load(Ordering::SeqCst), 2);
+    s.stop().await;
+}
+
+/// Many distinct queries through one aggregator with room for three: its view never shows
+/// more than three results, an evicted one is asked for again, and a result kept busy by
+/// hits in the view is not the one evicted.
+#[actix_rt::test]
+async fn the_cache_bound_holds_under_many_distinct_queries() {
+    const CAPACITY: usize = 3;
+    let (seller, knobs) = FixedSeller::new("fixed", 50_000);
+    let s = TestServer::start_custom(
+        |c| {
+            c.search.aggregators = 1;
+            c.search.cache.capacity = CAPACITY;
+        },
+        vec![seller.into_custom(AdapterConfig::default())],
+    )
+    .await;
+    let url = |day: u64| hotels_url(&s, &stay("Testville", day));
+    for day in 10..30 {
+        let body = search_over_http(&s.anonymous, &url(day)).await;
+        assert_eq!(body["cached"], false);
+        let held = metric(&s, "wayfare_search_cached_results").await;
+        assert!(held as usize <= CAPACITY, "{held} cached after day {day}");
+    }
+    assert_eq!(metric(&s, "wayfare_search_cached_results").await, 3);
+    // Days 27..=29 are held; 10 was evicted long ago and is asked for again.
+    let before = counts(&s).await;
+    let evicted = search_over_http(&s.anonymous, &url(10)).await;
+    assert_eq!(evicted["cached"], false);
+    assert_eq!(counts(&s).await.asked, before.asked + 1);
+    // Now 28, 29, 10 are held, 28 least recently used by the aggregator's own account;
+    // a hit on 28 through the view makes 29 the one to go.
+    let before = counts(&s).await;
+    assert_eq!(
+        search_over_http(&s.anonymous, &url(28)).await["cached"],
+        true
+    );
+    assert_eq!(counts(&s).await.asked, before.asked, "28 was a view hit");
+    search_over_http(&s.anonymous, &url(40)).await;
+    let before = counts(&s).await;
+    assert_eq!(
+        search_over_http(&s.anonymous, &url(28)).await["cached"],
+        true
+    );
+    assert_eq!(
+        search_over_http(&s.anonymous, &url(10)).await["cached"],
+        true
+    );
+    assert_eq!(
+        search_over_http(&s.anonymous, &url(40)).await["cached"],
+        true
+    );
+    assert_eq!(
+        counts(&s).await.asked,
+        before.asked,
+        "all three from the view"
+    );
+    assert_eq!(
+        search_over_http(&s.anonymous, &url(29)).await["cached"],
+        false
+    );
+    assert_eq!(knobs.searches.load(Ordering::SeqCst), 20 + 1 + 1 + 1);
+    assert!(metric(&s, "wayfare_search_cached_results").await as usize <= CAPACITY);
+    s.stop().await;
 }

@@ -4,9 +4,14 @@
 //! days until travel. The wallet markdown is applied by the caller after this actor
 //! answers, so it is never cached.
 //!
-//! State owned: the result cache and the table of fan-outs in flight. Identical searches
-//! arriving while a fan-out is in flight wait for that fan-out (request coalescing)
-//! instead of starting another. The fan-out runs as a future of the actor's context, so
+//! State owned: the result cache and the table of fan-outs in flight. The cache publishes a
+//! read-only view of itself ([`SearchView`]) that `Runtime` reads on the caller's thread:
+//! a fresh hit there is answered without a message to this actor; a miss or an expired
+//! entry comes here, and only this actor fans out, coalesces and fills the cache. The view
+//! is written by the cache alone, in the same call as the cache (see
+//! `domain::search_cache`), and a fresh aggregator (after a restart) starts it empty.
+//! Identical searches arriving while a fan-out is in flight wait for that fan-out (request
+//! coalescing) instead of starting another. The fan-out runs as a future of the actor's context, so
 //! the mailbox keeps moving. Sent to by `Runtime::search_*` (routed by a hash of the cache
 //! key, so identical searches meet on one aggregator) and by bookings (`InvalidateSku`).
 //!
@@ -32,7 +37,7 @@ use super::seller::{SearchSeller, SellerAdapter, SellerCallError};
 use super::PanicFaults;
 use crate::domain::money::Currency;
 use crate::domain::search::{days_until_travel, merge_offers, ttl_for, TtlRule};
-use crate::domain::search_cache::SearchCache;
+use crate::domain::search_cache::{CacheView, SearchCache};
 use crate::sellers::{Offer, SearchQuery, Vertical};
 use crate::supervisor::{ActorHandle, AskError};
 use crate::telemetry::Origin;
@@ -112,7 +117,13 @@ pub struct SearchStats {
     pub coalesced: AtomicU64,
     /// Fan-outs started.
     pub fan_outs: AtomicU64,
+    /// Searches the aggregators handled: misses, joins, and hits the view did not answer
+    /// (a hit answered by the view never reaches an aggregator).
+    pub asked: AtomicU64,
 }
+
+/// What an aggregator's cache shows to readers on other threads.
+pub type SearchView = CacheView<SearchResult>;
 
 /// Settings of every aggregator.
 #[derive(Debug, Clone)]
@@ -132,7 +143,9 @@ pub struct AggregatorSettings {
 
 /// The aggregator actor.
 pub struct SearchAggregator {
-    sellers: Arc<Vec<SellerRoute>>,
+    /// The sellers of each vertical, worked out once: a fan-out clones an `Arc`, not a list.
+    hotel_sellers: Arc<[SellerRoute]>,
+    flight_sellers: Arc<[SellerRoute]>,
     settings: AggregatorSettings,
     cache: SearchCache<SearchResult>,
     /// Each seller's last good answer per query (`seller`, newline, cache key), with when
@@ -153,16 +166,25 @@ impl std::fmt::Debug for SearchAggregator {
 }
 
 impl SearchAggregator {
-    /// A fresh aggregator with an empty cache.
+    /// A fresh aggregator with an empty cache, publishing into `view` (emptied now).
     pub fn new(
         sellers: Arc<Vec<SellerRoute>>,
         settings: AggregatorSettings,
         stats: Arc<SearchStats>,
+        view: Arc<SearchView>,
     ) -> Self {
+        let of = |vertical: Vertical| -> Arc<[SellerRoute]> {
+            sellers
+                .iter()
+                .filter(|r| r.verticals.contains(&vertical))
+                .cloned()
+                .collect()
+        };
         SearchAggregator {
-            cache: SearchCache::new(settings.cache_capacity.max(1)),
+            cache: SearchCache::with_view(settings.cache_capacity.max(1), view),
             last_answers: SearchCache::new(settings.cache_capacity),
-            sellers,
+            hotel_sellers: of(Vertical::Hotel),
+            flight_sellers: of(Vertical::Flight),
             settings,
             in_flight: HashMap::new(),
             stats,
@@ -184,19 +206,18 @@ impl SearchAggregator {
         ctx: &mut Context<Self>,
     ) {
         self.stats.fan_outs.fetch_add(1, Ordering::Relaxed);
-        let vertical = query.vertical();
-        let routes: Vec<SellerRoute> = self
-            .sellers
-            .iter()
-            .filter(|r| r.verticals.contains(&vertical))
-            .cloned()
-            .collect();
+        let routes = match query.vertical() {
+            Vertical::Hotel => self.hotel_sellers.clone(),
+            Vertical::Flight => self.flight_sellers.clone(),
+        };
         let deadline = self.settings.deadline;
         let asked = query.clone();
-        let calls = futures_util::future::join_all(routes.into_iter().map(move |route| {
+        let calls = futures_util::future::join_all((0..routes.len()).map(move |i| {
             let query = asked.clone();
             let origin = origin.clone();
+            let routes = routes.clone();
             async move {
+                let route = &routes[i];
                 let started = Instant::now();
                 let msg = SearchSeller {
                     query,
@@ -204,7 +225,7 @@ impl SearchAggregator {
                     origin,
                 };
                 let result = route.handle.ask_within(msg, deadline).await;
-                (route.name, result, started.elapsed())
+                (route.name.clone(), result, started.elapsed())
             }
         }));
         ctx.spawn(
@@ -266,8 +287,13 @@ impl SearchAggregator {
             let today = chrono::Utc::now().date_naive();
             let ttl = ttl_for(days_until_travel(query, today), &self.settings.ttl_table);
             let skus: Vec<String> = result.offers.iter().map(|o| o.sku.clone()).collect();
+            // Stored as every later reader gets it: a hit.
+            let hit = SearchResult {
+                cached: true,
+                ..result.clone()
+            };
             self.cache
-                .insert(key.clone(), result.clone(), skus, ttl, Instant::now());
+                .insert(key.clone(), hit, skus, ttl, Instant::now());
         }
         for waiter in self.in_flight.remove(&key).unwrap_or_default() {
             let _ = waiter.send(result.clone());
@@ -338,6 +364,7 @@ impl Handler<Search> for SearchAggregator {
 
     fn handle(&mut self, msg: Search, ctx: &mut Context<Self>) -> Self::Result {
         self.panics.maybe_panic(&"search aggregator");
+        self.stats.asked.fetch_add(1, Ordering::Relaxed);
         let key = msg.key;
         // Traced, the search is a span with how the cache answered; the fan-out's seller
         // calls are its children.
@@ -353,8 +380,7 @@ impl Handler<Search> for SearchAggregator {
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             span.record("cache", "hit");
-            let mut result = (*hit).clone();
-            result.cached = true;
+            let result = hit.clone();
             return Box::pin(async move { Ok(result) });
         }
         let (tx, rx) = oneshot::channel();
@@ -376,7 +402,7 @@ impl Handler<Search> for SearchAggregator {
     }
 }
 
-/// Returns how many cached results were dropped.
+/// Returns how many cached results were dropped; they are out of the view too by then.
 impl Handler<InvalidateSku> for SearchAggregator {
     type Result = usize;
 

@@ -106,6 +106,9 @@ impl QueryError {
 
 /// Parses an ISO 8601 calendar date (`2026-05-01`), naming `field` on failure.
 pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryError> {
+    if let Some(date) = plain_date(value.trim()) {
+        return Ok(date);
+    }
     NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
         let shown: String = value.chars().take(32).collect();
         QueryError::new(
@@ -113,6 +116,22 @@ pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, QueryEr
             format!("expected an ISO date like 2026-05-01, got {shown:?}"),
         )
     })
+}
+
+/// A valid date written exactly `YYYY-MM-DD`, as clients send it, read without interpreting
+/// a format string (every search parses two); anything else is left to the general parser.
+fn plain_date(value: &str) -> Option<NaiveDate> {
+    let b = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(digits(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
 }
 
 /// Checks an IATA airport code: exactly three uppercase ASCII letters.
@@ -284,4 +303,39 @@ pub struct FlightLeg {
     pub to: String,
     /// Departure date.
     pub date: NaiveDate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The quick reading of a plain date agrees with the general parser on every input
+        /// of that shape, and leaves every other input to it.
+        #[test]
+        fn a_plain_date_reads_as_the_general_parser_reads_it(
+            value in "[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9+ -]{0,12}|[ -~]{0,12}",
+        ) {
+            let general = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").ok();
+            if let Some(quick) = plain_date(value.trim()) {
+                proptest::prop_assert_eq!(Some(quick), general);
+            }
+            proptest::prop_assert_eq!(parse_date("date", &value).ok(), general);
+        }
+    }
+
+    #[test]
+    fn dates_are_read_or_refused_with_what_was_sent() {
+        let d = |s: &str| parse_date("check_in", s);
+        assert_eq!(d(" 2027-02-28 ").unwrap().to_string(), "2027-02-28");
+        assert_eq!(
+            d("2027-2-8").unwrap().to_string(),
+            "2027-02-08",
+            "general parser"
+        );
+        let e = d("2027-02-29").unwrap_err();
+        assert_eq!(e.field, "check_in");
+        assert!(e.problem.contains("\"2027-02-29\""), "{}", e.problem);
+        assert!(d("2027-13-01").is_err());
+    }
 }

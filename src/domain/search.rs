@@ -160,7 +160,22 @@ pub fn days_until_travel(query: &SearchQuery, today: NaiveDate) -> i64 {
 /// `flight|LIS|CDG|2026-05-01|2026-05-08` (`-` for one way). The place is trimmed,
 /// lowercased and its inner whitespace collapsed, so "  Lisbon " and "lisbon" share an entry.
 pub fn cache_key(query: &SearchQuery) -> String {
+    use std::fmt::Write as _;
     match query {
+        SearchQuery::Hotel(q) if q.city_or_hotel.is_ascii() => {
+            // The usual place name, written straight into the key (every search computes
+            // one): the same key as below, without the intermediate strings.
+            let mut key = String::with_capacity(q.city_or_hotel.len() + 32);
+            key.push_str("hotel|");
+            for (i, word) in q.city_or_hotel.split_whitespace().enumerate() {
+                if i > 0 {
+                    key.push(' ');
+                }
+                key.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+            }
+            let _ = write!(key, "|{}|{}", q.check_in, q.check_out);
+            key
+        }
         SearchQuery::Hotel(q) => {
             let place = q
                 .city_or_hotel
@@ -388,6 +403,23 @@ mod tests {
             "ttl_table[0].ttl_secs"
         );
         assert_eq!(validate_ttl_table(&[]).unwrap_err().key, "ttl_table");
+    }
+
+    proptest::proptest! {
+        /// An ASCII place gets the key the general rule gives it.
+        #[test]
+        fn the_ascii_key_is_the_general_key(place in "[ -~\t\n\x0b\x0c\r\u{e9}\u{3a3}\u{a0}]{0,24}") {
+            let q = HotelQuery {
+                city_or_hotel: place.clone(),
+                check_in: date("2026-05-01"),
+                check_out: date("2026-05-03"),
+            };
+            let general = format!(
+                "hotel|{}|2026-05-01|2026-05-03",
+                place.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+            );
+            proptest::prop_assert_eq!(cache_key(&SearchQuery::Hotel(q)), general);
+        }
     }
 
     #[test]

@@ -3,9 +3,20 @@
 //!
 //! The clock is passed in. When full, an insert first drops expired entries, then the least
 //! recently used ones, so the cache never holds more than its capacity.
+//!
+//! A cache may publish a read-only [`CacheView`] of itself: other threads look results up
+//! there without asking the cache's owner. The cache is the view's only writer and changes
+//! it in the same call as itself (insert, replace, evict, invalidate, expire, purge), so the
+//! view holds a subset of the cache's entries at every moment, never more. A reader checks
+//! the entry's own expiry at read time, so an expired entry is never answered even before
+//! the owner purges it. A hit in the view counts as a use: the entry carries an atomic
+//! recency stamp, taken from a clock the cache and its view share, and eviction reads it
+//! (see [`SearchCache::insert`]), so an entry kept busy by view hits is not evicted as
+//! least recently used.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -65,13 +76,131 @@ impl SearchCacheConfig {
     }
 }
 
+/// One cached result, shared by the cache and its view.
+#[derive(Debug)]
+pub struct Cached<V> {
+    value: V,
+    expires_at: Instant,
+    /// The latest recency stamp of a use, from the owner or from the view; eviction reads it.
+    used: AtomicU64,
+}
+
+impl<V> Cached<V> {
+    /// The cached result.
+    pub fn value(&self) -> &V {
+        &self.value
+    }
+
+    /// When the result stops being served.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    fn touch(&self, clock: &AtomicU64) {
+        // Relaxed: the stamp only orders uses for eviction; nothing else is published by it.
+        let stamp = clock.fetch_add(1, Ordering::Relaxed) + 1;
+        self.used.fetch_max(stamp, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Entry<V> {
-    value: Arc<V>,
+    shared: Arc<Cached<V>>,
     skus: Vec<String>,
-    expires_at: Instant,
-    /// Recency stamp; the smallest live stamp is the least recently used entry.
-    used: u64,
+    /// The entry's key in `by_use`: its recency as the owner last filed it. A view hit
+    /// since then makes `shared.used` newer, and eviction refiles the entry under it.
+    filed: u64,
+}
+
+/// What readers of a view see; written only by the cache of the current generation.
+#[derive(Debug)]
+struct ViewEntries<V> {
+    /// Bumped by each cache that attaches, so a superseded cache (an aggregator that
+    /// crashed and is being dropped while its fresh replacement already runs) can no
+    /// longer change the view.
+    generation: u64,
+    entries: HashMap<String, Arc<Cached<V>>>,
+}
+
+/// A read-only view of a [`SearchCache`], read from any thread; see the module docs.
+#[derive(Debug)]
+pub struct CacheView<V> {
+    entries: RwLock<ViewEntries<V>>,
+    /// The recency clock, shared with the cache that writes the view.
+    clock: Arc<AtomicU64>,
+}
+
+impl<V> Default for CacheView<V> {
+    fn default() -> Self {
+        CacheView {
+            entries: RwLock::new(ViewEntries {
+                generation: 0,
+                entries: HashMap::new(),
+            }),
+            clock: Arc::default(),
+        }
+    }
+}
+
+impl<V> CacheView<V> {
+    /// An empty view, until a cache attaches to it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The result cached under `key` if it is still fresh at `now`, counted as a use of
+    /// it. `None` (a miss, or an entry expired and not yet purged) is not an answer: ask
+    /// the cache's owner.
+    pub fn get(&self, key: &str, now: Instant) -> Option<Arc<Cached<V>>> {
+        let entries = self.read();
+        let hit = entries.entries.get(key)?;
+        if now >= hit.expires_at {
+            return None;
+        }
+        hit.touch(&self.clock);
+        Some(Arc::clone(hit))
+    }
+
+    /// Entries visible, expired ones included until their cache purges them.
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    /// Whether the view shows nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `key` is visible, expired or not, without counting a use.
+    #[cfg(test)]
+    fn holds(&self, key: &str) -> bool {
+        self.read().entries.contains_key(key)
+    }
+
+    /// Makes the caller the only writer: a new generation, with nothing visible.
+    fn attach(&self) -> u64 {
+        let mut entries = self.write();
+        entries.generation += 1;
+        entries.entries.clear();
+        entries.generation
+    }
+
+    /// Applies `change` if `generation` is still the view's writer.
+    fn change(&self, generation: u64, change: impl FnOnce(&mut HashMap<String, Arc<Cached<V>>>)) {
+        let mut entries = self.write();
+        if entries.generation == generation {
+            change(&mut entries.entries);
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ViewEntries<V>> {
+        // Poisoning cannot leave the map half-changed: every change is one map call.
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ViewEntries<V>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The cache; see the module docs. `V` is the cached result (the aggregator stores its merged
@@ -83,7 +212,9 @@ pub struct SearchCache<V> {
     by_sku: HashMap<String, HashSet<String>>,
     by_use: BTreeMap<u64, String>,
     by_expiry: BTreeSet<(Instant, String)>,
-    clock: u64,
+    clock: Arc<AtomicU64>,
+    /// The view this cache writes, with its generation there.
+    view: Option<(Arc<CacheView<V>>, u64)>,
 }
 
 impl<V> SearchCache<V> {
@@ -95,8 +226,19 @@ impl<V> SearchCache<V> {
             by_sku: HashMap::new(),
             by_use: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
-            clock: 0,
+            clock: Arc::default(),
+            view: None,
         }
+    }
+
+    /// An empty cache that publishes into `view`, emptying it first: from now on this
+    /// cache is the view's only writer (a cache that wrote it before no longer can).
+    pub fn with_view(capacity: usize, view: Arc<CacheView<V>>) -> Self {
+        let generation = view.attach();
+        let mut cache = Self::new(capacity);
+        cache.clock = view.clock.clone();
+        cache.view = Some((view, generation));
+        cache
     }
 
     /// Number of entries held, expired ones included until they are purged.
@@ -110,22 +252,25 @@ impl<V> SearchCache<V> {
     }
 
     /// The result cached under `key`, if still fresh at `now`.
-    pub fn get(&mut self, key: &str, now: Instant) -> Option<Arc<V>> {
-        let expired = now >= self.entries.get(key)?.expires_at;
+    pub fn get(&mut self, key: &str, now: Instant) -> Option<&V> {
+        let expired = now >= self.entries.get(key)?.shared.expires_at;
         if expired {
             self.remove(key);
             return None;
         }
-        let used = self.tick();
-        let entry = self.entries.get_mut(key)?;
-        self.by_use.remove(&entry.used);
-        entry.used = used;
-        self.by_use.insert(used, key.to_string());
-        Some(Arc::clone(&entry.value))
+        let entry = self.entries.get(key)?;
+        entry.shared.touch(&self.clock);
+        Some(&entry.shared.value)
     }
 
     /// Caches `value` under `key` for `ttl`, indexed by the SKUs it holds; replaces any
     /// previous entry for the key. A zero TTL or capacity stores nothing.
+    ///
+    /// When full, the expired entries go first, then the least recently used: the entry
+    /// filed oldest in `by_use` is evicted only if no use was stamped on it since it was
+    /// filed (a hit in the view); otherwise it is refiled under that newer stamp and the
+    /// next oldest is looked at. Every stamp comes from one clock, so the entry evicted
+    /// is the one whose latest use, by the owner or through the view, is the oldest.
     pub fn insert(
         &mut self,
         key: String,
@@ -140,9 +285,18 @@ impl<V> SearchCache<V> {
         }
         self.purge_expired(now);
         while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
+            let Some((filed, oldest)) = self.by_use.pop_first() else {
                 break;
             };
+            let Some(entry) = self.entries.get_mut(&oldest) else {
+                continue;
+            };
+            let used = entry.shared.used.load(Ordering::Relaxed);
+            if used > filed {
+                entry.filed = used;
+                self.by_use.insert(used, oldest);
+                continue;
+            }
             self.remove(&oldest);
         }
         let mut skus: Vec<String> = skus.into_iter().collect();
@@ -154,22 +308,33 @@ impl<V> SearchCache<V> {
                 .or_default()
                 .insert(key.clone());
         }
-        let used = self.tick();
+        let used = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let expires_at = now + ttl;
+        let shared = Arc::new(Cached {
+            value,
+            expires_at,
+            used: AtomicU64::new(used),
+        });
         self.by_use.insert(used, key.clone());
         self.by_expiry.insert((expires_at, key.clone()));
+        if let Some((view, generation)) = &self.view {
+            let (key, shared) = (key.clone(), shared.clone());
+            view.change(*generation, |entries| {
+                entries.insert(key, shared);
+            });
+        }
         self.entries.insert(
             key,
             Entry {
-                value: Arc::new(value),
+                shared,
                 skus,
-                expires_at,
-                used,
+                filed: used,
             },
         );
     }
 
-    /// Drops every cached result holding `sku`; returns how many were dropped.
+    /// Drops every cached result holding `sku`; returns how many were dropped. They are
+    /// gone from the view when this returns.
     pub fn invalidate_sku(&mut self, sku: &str) -> usize {
         let keys = self.by_sku.remove(sku).unwrap_or_default();
         for key in &keys {
@@ -178,13 +343,22 @@ impl<V> SearchCache<V> {
         keys.len()
     }
 
-    /// Drops the entry under `key`, if any.
+    /// Drops the entry under `key`, if any (from the view first).
     pub fn remove(&mut self, key: &str) -> bool {
+        if !self.entries.contains_key(key) {
+            return false;
+        }
+        if let Some((view, generation)) = &self.view {
+            view.change(*generation, |entries| {
+                entries.remove(key);
+            });
+        }
         let Some(entry) = self.entries.remove(key) else {
             return false;
         };
-        self.by_use.remove(&entry.used);
-        self.by_expiry.remove(&(entry.expires_at, key.to_string()));
+        self.by_use.remove(&entry.filed);
+        self.by_expiry
+            .remove(&(entry.shared.expires_at, key.to_string()));
         for sku in &entry.skus {
             if let Some(keys) = self.by_sku.get_mut(sku) {
                 keys.remove(key);
@@ -208,10 +382,15 @@ impl<V> SearchCache<V> {
         }
         dropped
     }
+}
 
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
+/// A cache that goes away (its aggregator stopped or crashed) takes its view's entries
+/// with it: nothing it can no longer invalidate stays visible.
+impl<V> Drop for SearchCache<V> {
+    fn drop(&mut self) {
+        if let Some((view, generation)) = &self.view {
+            view.change(*generation, HashMap::clear);
+        }
     }
 }
 
@@ -349,5 +528,185 @@ mod tests {
         assert!(cache.is_empty());
         cache.insert("k".into(), 1, skus(&[]), MIN, t0);
         assert_eq!(cache.purge_expired(t0 + MIN * 2), 1);
+    }
+
+    fn viewed(capacity: usize) -> (SearchCache<u32>, Arc<CacheView<u32>>) {
+        let view = Arc::new(CacheView::new());
+        (SearchCache::with_view(capacity, view.clone()), view)
+    }
+
+    #[test]
+    fn the_view_follows_every_change_of_its_cache() {
+        let t0 = Instant::now();
+        let (mut cache, view) = viewed(10);
+        assert!(view.get("k", t0).is_none());
+        cache.insert("k".into(), 1, skus(&["a"]), MIN, t0);
+        cache.insert("j".into(), 2, skus(&["b"]), MIN, t0);
+        assert_eq!(*view.get("k", t0).unwrap().value(), 1);
+        // Replaced: the view shows the new value at once.
+        cache.insert("k".into(), 3, skus(&["a"]), MIN, t0);
+        assert_eq!(*view.get("k", t0).unwrap().value(), 3);
+        // Invalidated: gone from the view when the call returns.
+        assert_eq!(cache.invalidate_sku("a"), 1);
+        assert!(view.get("k", t0).is_none());
+        assert!(cache.remove("j"));
+        assert!(view.is_empty());
+    }
+
+    #[test]
+    fn the_view_never_answers_an_expired_entry() {
+        let t0 = Instant::now();
+        let (mut cache, view) = viewed(10);
+        cache.insert("k".into(), 1, skus(&[]), Duration::from_secs(5), t0);
+        assert!(view.get("k", t0 + Duration::from_millis(4_999)).is_some());
+        // Still held (nobody purged it), but past its expiry: not an answer.
+        assert!(view.get("k", t0 + Duration::from_secs(5)).is_none());
+        assert_eq!(view.len(), 1);
+        // The owner's read drops it, from the view too.
+        assert!(cache.get("k", t0 + Duration::from_secs(5)).is_none());
+        assert!(view.is_empty());
+        cache.insert("p".into(), 1, skus(&[]), Duration::from_secs(5), t0);
+        assert_eq!(cache.purge_expired(t0 + MIN), 1);
+        assert!(view.is_empty(), "purged from the view");
+    }
+
+    #[test]
+    fn hits_in_the_view_count_as_uses_when_evicting() {
+        let t0 = Instant::now();
+        let (mut cache, view) = viewed(3);
+        for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+            cache.insert(k.into(), v, skus(&[]), MIN, t0);
+        }
+        // Only the view sees `a` used: the owner filed it oldest.
+        assert!(view.get("a", t0).is_some());
+        cache.insert("d".into(), 4, skus(&[]), MIN, t0);
+        assert!(view.holds("a"), "used through the view, so kept");
+        assert!(
+            !view.holds("b") && cache.get("b", t0).is_none(),
+            "b was LRU"
+        );
+        // Uses by the owner and through the view are on one clock.
+        assert!(cache.get("c", t0).is_some());
+        assert!(view.get("a", t0).is_some());
+        cache.insert("e".into(), 5, skus(&[]), MIN, t0);
+        assert!(!view.holds("d"), "d, used least recently, went");
+        for k in ["a", "c", "e"] {
+            assert!(view.holds(k), "{k} kept");
+        }
+    }
+
+    #[test]
+    fn a_superseded_cache_no_longer_writes_the_view_and_a_dropped_one_empties_it() {
+        let t0 = Instant::now();
+        let view = Arc::new(CacheView::new());
+        let mut old = SearchCache::with_view(10, view.clone());
+        old.insert("k".into(), 1, skus(&["a"]), MIN, t0);
+        assert!(view.holds("k"));
+        // A restarted owner attaches a fresh cache: the view starts empty.
+        let mut fresh = SearchCache::with_view(10, view.clone());
+        assert!(view.is_empty());
+        fresh.insert("j".into(), 2, skus(&[]), MIN, t0);
+        // The old cache, dropped late, touches nothing.
+        old.insert("x".into(), 3, skus(&[]), MIN, t0);
+        drop(old);
+        assert!(view.holds("j") && !view.holds("x"));
+        drop(fresh);
+        assert!(
+            view.is_empty(),
+            "nothing outlives the cache that could invalidate it"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u64, u8),
+        OwnerGet(u8),
+        ViewGet(u8),
+        Invalidate(u8),
+        Advance(u64),
+        Purge,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0u8..6, 1u64..5, 0u8..3).prop_map(|(k, t, s)| Op::Insert(k, t, s)),
+            2 => (0u8..6).prop_map(Op::OwnerGet),
+            3 => (0u8..6).prop_map(Op::ViewGet),
+            1 => (0u8..3).prop_map(Op::Invalidate),
+            1 => (0u64..3).prop_map(Op::Advance),
+            1 => Just(Op::Purge),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a plain model of the rules (TTL, LRU over every use, SKU invalidation),
+        /// the cache holds exactly the model's entries, the view exactly the cache's, and
+        /// the view answers only what is fresh.
+        #[test]
+        fn cache_and_view_follow_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+            const CAP: usize = 3;
+            let t0 = Instant::now();
+            let mut now = t0;
+            let (mut cache, view) = viewed(CAP);
+            // key -> (expires_at, last use, sku)
+            let mut model: HashMap<String, (Instant, u64, u8)> = HashMap::new();
+            let mut seq = 0u64;
+            for op in ops {
+                match op {
+                    Op::Insert(k, ttl, sku) => {
+                        let key = format!("k{k}");
+                        model.remove(&key);
+                        model.retain(|_, e| e.0 > now);
+                        while model.len() >= CAP {
+                            let lru = model.iter().min_by_key(|(_, e)| e.1).unwrap().0.clone();
+                            model.remove(&lru);
+                        }
+                        seq += 1;
+                        let ttl = Duration::from_secs(ttl);
+                        model.insert(key.clone(), (now + ttl, seq, sku));
+                        cache.insert(key, u32::from(k), vec![format!("s{sku}")], ttl, now);
+                    }
+                    Op::OwnerGet(k) => {
+                        let key = format!("k{k}");
+                        let want = match model.get_mut(&key) {
+                            Some(e) if now >= e.0 => { model.remove(&key); false }
+                            Some(e) => { seq += 1; e.1 = seq; true }
+                            None => false,
+                        };
+                        proptest::prop_assert_eq!(cache.get(&key, now).is_some(), want);
+                    }
+                    Op::ViewGet(k) => {
+                        let key = format!("k{k}");
+                        let want = match model.get_mut(&key) {
+                            Some(e) if now < e.0 => { seq += 1; e.1 = seq; true }
+                            _ => false,
+                        };
+                        let got = view.get(&key, now);
+                        if let Some(hit) = &got {
+                            proptest::prop_assert!(now < hit.expires_at(), "expired served");
+                        }
+                        proptest::prop_assert_eq!(got.is_some(), want);
+                    }
+                    Op::Invalidate(sku) => {
+                        let before = model.len();
+                        model.retain(|_, e| e.2 != sku);
+                        let n = cache.invalidate_sku(&format!("s{sku}"));
+                        proptest::prop_assert_eq!(n, before - model.len());
+                    }
+                    Op::Advance(secs) => now += Duration::from_secs(secs),
+                    Op::Purge => {
+                        model.retain(|_, e| e.0 > now);
+                        cache.purge_expired(now);
+                    }
+                }
+                proptest::prop_assert!(view.len() <= CAP);
+                proptest::prop_assert_eq!(cache.len(), model.len());
+                proptest::prop_assert_eq!(view.len(), model.len());
+                for key in model.keys() {
+                    proptest::prop_assert!(view.holds(key), "{} missing from the view", key);
+                }
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! credential first and the body last: an unauthenticated request is refused before its
 //! body is read.
 
+use std::borrow::Cow;
 use std::future::{ready, Ready};
 use std::time::Duration;
 
@@ -232,14 +233,33 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     type Future = Ready<Result<Self, Problem>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
-        let de = serde_urlencoded::Deserializer::new(pairs);
-        ready(
-            serde_path_to_error::deserialize(de)
-                .map(Query)
-                .map_err(|e| located(e, "invalid-query", "Invalid query")),
-        )
+        ready(parse_query(req.query_string()).map(Query))
     }
+}
+
+/// Parses a query string as `T`, naming the parameter at fault.
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    let pairs = form_urlencoded::parse(query.as_bytes());
+    let de = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| located(e, "invalid-query", "Invalid query"))
+}
+
+/// The values of the parameters `names`, in that order, borrowed from the query string
+/// unless they had to be decoded; `None` when a parameter is not one of `names` or comes
+/// twice. For hot routes: a query this refuses goes to [`parse_query`], whose refusal
+/// names the parameter at fault, so only the wording's cost is saved, never its words.
+pub(crate) fn query_fields<'q, const N: usize>(
+    query: &'q str,
+    names: [&str; N],
+) -> Option<[Option<Cow<'q, str>>; N]> {
+    let mut found: [Option<Cow<'q, str>>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let i = names.iter().position(|n| *n == name)?;
+        if found[i].replace(value).is_some() {
+            return None;
+        }
+    }
+    Some(found)
 }
 
 /// The `Idempotency-Key` header, required and validated.

@@ -423,6 +423,18 @@ const SEARCH_AND_EMAIL: &[Spec] = &[
         &[],
     ),
     spec(
+        "wayfare_search_aggregator_searches_total",
+        "Searches that reached an aggregator (hits answered by its cache view do not).",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "wayfare_search_cached_results",
+        "Results the aggregators' caches hold, expired ones until purged.",
+        GAUGE,
+        &[],
+    ),
+    spec(
         "wayfare_emails_sent_total",
         "Emails accepted by the transport (at least once).",
         COUNTER,
@@ -691,6 +703,8 @@ fn collect_search_and_email(runtime: &Runtime, out: &mut [Family<'static>]) {
         search.cache_misses.load(r),
         search.coalesced.load(r),
         search.fan_outs.load(r),
+        search.asked.load(r),
+        runtime.search_cached_results() as u64,
         mail.sent.load(r),
         mail.failed.load(r),
         mail.repeated.load(r),

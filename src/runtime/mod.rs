@@ -34,7 +34,7 @@ use crate::actors::account::AccountShard;
 use crate::actors::coordinator::SagaCoordinator;
 use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{MailTransport, MailerStats};
-use crate::actors::search::{SearchAggregator, SearchStats};
+use crate::actors::search::{SearchAggregator, SearchStats, SearchView};
 use crate::actors::seller::AdapterConfig;
 use crate::config::Config;
 use crate::domain::account::AccountId;
@@ -66,6 +66,8 @@ struct Inner {
     /// The read model the shards publish into (see `accounts.rs`).
     account_reads: AccountReads,
     aggregators: Vec<ActorHandle<SearchAggregator>>,
+    /// Each aggregator's cache view, by the same index: fresh hits are read here.
+    search_views: Vec<Arc<SearchView>>,
     sellers: Vec<(String, Arc<PartnerStats>)>,
     /// Figures of the payment gateway's adapter.
     gateway_stats: Arc<PartnerStats>,

@@ -1,5 +1,13 @@
 //! Searches: validated here against the domain's rules, fanned out by the aggregator
 //! that owns the query's cache bucket, marked down by the caller's wallet.
+//!
+//! A fresh cached result is read from that aggregator's cache view on the calling thread,
+//! with no message to the aggregator; a miss (or an entry past its expiry) asks the
+//! aggregator, which alone fans out, coalesces identical searches and fills the cache.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::web::Bytes;
 
@@ -9,6 +17,7 @@ use crate::actors::search::{InvalidateSku, Search, SearchResult};
 use crate::domain::account::AccountId;
 use crate::domain::money::Money;
 use crate::domain::search::{cache_key, check_search};
+use crate::domain::search_cache::Cached;
 use crate::error::Error;
 use crate::sellers::{FlightQuery, HotelQuery, SearchQuery};
 
@@ -78,10 +87,10 @@ impl Runtime {
         &self,
         query: SearchQuery,
         account: Option<AccountId>,
-    ) -> Result<(SearchResult, Option<Money>), Error> {
+    ) -> Result<(Found, Option<Money>), Error> {
         check_search(&query, chrono::Utc::now().date_naive())?;
         let key = cache_key(&query);
-        let aggregator = &self.inner.aggregators[bucket(&key, self.inner.aggregators.len())];
+        let index = bucket(&key, self.inner.aggregators.len());
         // The wallet lookup runs alongside the fan-out, not before it.
         let wallet = async {
             match account {
@@ -89,6 +98,15 @@ impl Runtime {
                 None => Ok(None),
             }
         };
+        if let Some(hit) = self.inner.search_views[index].get(&key, Instant::now()) {
+            // Counted here: the aggregator never hears of this search.
+            self.inner
+                .search_stats
+                .cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok((Found::Viewed(hit), wallet.await?));
+        }
+        let aggregator = &self.inner.aggregators[index];
         let (result, wallet) = tokio::join!(
             aggregator.ask(Search {
                 query,
@@ -101,7 +119,13 @@ impl Runtime {
         let result = result?.map_err(|e| Error::Unavailable {
             what: e.to_string(),
         })?;
-        Ok((result, wallet))
+        Ok((Found::Asked(result), wallet))
+    }
+
+    /// Results the aggregators' caches hold now (expired ones until they are purged), as
+    /// their views show them.
+    pub fn search_cached_results(&self) -> usize {
+        self.inner.search_views.iter().map(|v| v.len()).sum()
     }
 
     /// Drops cached search results that hold `sku` (a booking of it changes availability
@@ -116,5 +140,22 @@ impl Runtime {
                 .await?;
         }
         Ok(dropped)
+    }
+}
+
+/// A merged result: shared straight from a cache view, or the aggregator's reply.
+enum Found {
+    Viewed(Arc<Cached<SearchResult>>),
+    Asked(SearchResult),
+}
+
+impl std::ops::Deref for Found {
+    type Target = SearchResult;
+
+    fn deref(&self) -> &SearchResult {
+        match self {
+            Found::Viewed(hit) => hit.value(),
+            Found::Asked(result) => result,
+        }
     }
 }

@@ -44,7 +44,9 @@ use crate::actors::coordinator::{on_saga_end, SagaCoordinator};
 use crate::actors::guard::PartnerStats;
 use crate::actors::notify::{FileTransport, MailTransport, Mailer, MailerStats};
 use crate::actors::payment::{PaymentAdapter, SupervisedGateway};
-use crate::actors::search::{AggregatorSettings, SearchAggregator, SearchStats, SellerRoute};
+use crate::actors::search::{
+    AggregatorSettings, SearchAggregator, SearchStats, SearchView, SellerRoute,
+};
 use crate::actors::seller::SellerAdapter;
 use crate::actors::PanicFaults;
 use crate::config::Config;
@@ -166,7 +168,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
 
     let (accounts, shards, account_reads) = accounts_subtree(&wiring);
     let (sellers, routes, seller_stats) = sellers_subtree(&wiring, custom)?;
-    let (search, aggregators, search_stats) = search_subtree(&wiring, &routes);
+    let (search, aggregators, search_views, search_stats) = search_subtree(&wiring, &routes);
     let transport = transport
         .unwrap_or_else(|| Arc::new(FileTransport::new(config.store.data_dir.join("outbox.log"))));
     let (notifier, mailer, mailer_stats) = notifier_subtree(&wiring, transport);
@@ -234,6 +236,7 @@ pub(super) async fn start(parts: RuntimeBuilder) -> Result<Runtime, Error> {
             shards,
             account_reads,
             aggregators,
+            search_views,
             seller_names: seller_stats.iter().map(|(n, _)| n.clone()).collect(),
             sellers: seller_stats,
             gateway_stats,

@@ -109,15 +109,17 @@ pub(super) fn sellers_subtree(
     Ok((sup, Arc::new(routes), seller_stats))
 }
 
-/// `search`: the aggregators, each fanning out over every seller route.
-pub(super) fn search_subtree(
-    w: &Wiring<'_>,
-    routes: &Arc<Vec<SellerRoute>>,
-) -> (
+/// The search subtree, its aggregators, each one's cache view (same index) and their
+/// shared figures.
+type SearchSubtree = (
     SupervisorBuilder,
     Vec<ActorHandle<SearchAggregator>>,
+    Vec<Arc<SearchView>>,
     Arc<SearchStats>,
-) {
+);
+
+/// `search`: the aggregators, each fanning out over every seller route.
+pub(super) fn search_subtree(w: &Wiring<'_>, routes: &Arc<Vec<SellerRoute>>) -> SearchSubtree {
     let config = w.config;
     let mut sup = SupervisorBuilder::new("search", Strategy::OneForOne, w.policy());
     let stats = Arc::new(SearchStats::default());
@@ -128,6 +130,10 @@ pub(super) fn search_subtree(
         stale_for: Duration::from_secs(config.search.cache.stale_for_secs),
         currency: config.accounts.currency,
     };
+    // Each aggregator's view outlives its incarnations: a restarted one empties it.
+    let views: Vec<Arc<SearchView>> = (0..config.search_aggregators())
+        .map(|_| Arc::new(SearchView::new()))
+        .collect();
     let aggregators = (0..config.search_aggregators())
         .map(|index| {
             // The fan-out deadline plus room for merging and the reply.
@@ -136,19 +142,25 @@ pub(super) fn search_subtree(
                 config.search.mailbox_capacity,
                 settings.deadline + Duration::from_millis(500),
             );
-            let (routes, settings, stats, panics) = (
+            let (routes, settings, stats, panics, view) = (
                 routes.clone(),
                 settings.clone(),
                 stats.clone(),
                 w.panics(ActorKind::Search),
+                views[index].clone(),
             );
             sup.actor(spec, w.arbiter(index), move || {
-                SearchAggregator::new(routes.clone(), settings.clone(), stats.clone())
-                    .with_panic_faults(panics.clone())
+                SearchAggregator::new(
+                    routes.clone(),
+                    settings.clone(),
+                    stats.clone(),
+                    view.clone(),
+                )
+                .with_panic_faults(panics.clone())
             })
         })
         .collect();
-    (sup, aggregators, stats)
+    (sup, aggregators, views, stats)
 }
 
 /// `notifier`: the mailer draining the outbox through `transport`.
