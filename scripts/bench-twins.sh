@@ -27,16 +27,17 @@
 #    wayfare's busiest threads, the twin's own CPU; each with the I/O stall (PSI) and what
 #    other processes took.
 # c. Wayfare offered each fixed rate in $BOOK_RATES bookings/s (load.rs --rate, open loop) for
-#    ${BOOK_SECS}s: the target asked directly. The closed loop of b keeps every connection
+#    ${RATE_SECS}s: the target asked directly (1,000/s for 30 s, p99 POST -> confirmed
+#    < 100 ms). The closed loop of b keeps every connection
 #    busy, so once bookings.max_in_flight (10,000) sagas are in flight it turns into a flood
 #    of refused POSTs (503); at a fixed rate the offered load stays what it says.
 #
-# Every process started here is stopped on exit. About 2.5 minutes plus the build.
+# Every process started here is stopped on exit. About 3 minutes plus the build.
 # Results (wrk output, CPU files, JSON) stay in $OUT, servers' logs in the directory printed.
 #
 # Run with: scripts/bench-twins.sh
 # Env: SEARCH_SECS=5 SEARCH_ROUNDS=3 WRK_CONNECTIONS=32 BOOK_SECS=10 BOOK_ROUNDS=2
-#      CONNECTIONS=64 BOOK_RATES="1000 1250" PROFILE=dist OUT=dir
+#      CONNECTIONS=64 BOOK_RATES="1000 1250" RATE_SECS=30 PROFILE=dist OUT=dir
 # Smoke run of the script (figures meaningless): PROFILE=debug SEARCH_SECS=1 BOOK_SECS=1 scripts/bench-twins.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,7 @@ BOOK_SECS=${BOOK_SECS:-10}
 BOOK_ROUNDS=${BOOK_ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 BOOK_RATES=${BOOK_RATES:-1000 1250}
+RATE_SECS=${RATE_SECS:-30}
 PROFILE=${PROFILE:-dist}
 case "$PROFILE" in
     dist | release) PROFILE_FLAG="--profile $PROFILE" ;;
@@ -246,12 +248,12 @@ for round in $(seq 1 "$BOOK_ROUNDS"); do
 done
 
 for rate in $BOOK_RATES; do
-    echo "== c. wayfare offered a fixed $rate bookings/s for ${BOOK_SECS}s (open loop)"
+    echo "== c. wayfare offered a fixed $rate bookings/s for ${RATE_SECS}s (open loop)"
     start_configured "book-rate-$rate" "$BASE$(sellers 0 0.0)$INSTANT"
     T0=$(date +%s.%N)
     measured "book-rate-$rate" "$PID" 2 -- "$BIN/examples/load" --target "$URL" \
         --mix booking=100 --rate "$rate" --connections 256 --threads 2 \
-        --duration "${BOOK_SECS}s" --quiet --json "$OUT/book-rate-$rate.json" \
+        --duration "${RATE_SECS}s" --quiet --json "$OUT/book-rate-$rate.json" \
         >"$OUT/book-rate-$rate.txt"
     measured "book-rate-$rate-drain" "$PID" 1 -- bash -c \
         'source scripts/lib.sh && until_no_saga_in_flight "$@"' _ "$URL" "$T0" \
@@ -337,7 +339,7 @@ printf 'p99 confirmed  wayfare %.1f ms / twin %.1f ms = %s (lower is better)\n' 
 for rate in $BOOK_RATES; do
     r=book-rate-$rate
     read -r n_done secs per_s <"$OUT/$r.e2e"
-    echo "-- c. wayfare offered $rate bookings/s for ${BOOK_SECS}s"
+    echo "-- c. wayfare offered $rate bookings/s for ${RATE_SECS}s"
     printf 'sent %s POSTs (%.0f/s), accepted %s, refused: %s; %s confirmed in %s s = %.0f bookings/s end to end; %s\n' \
         "$(booking_field "$OUT/$r.json" count)" "$(booking_field "$OUT/$r.json" req_per_s)" \
         "$(booking_field "$OUT/$r.json" ok)" "$(booking_field "$OUT/$r.json" errors)" \
