@@ -42,7 +42,7 @@ use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus,
 use crate::store::sagas::{SagaWrite, Saved};
 use crate::store::{ClusterStore, SagaStore, StoreError};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
-use crate::telemetry::{self, Origin};
+use crate::telemetry::{self, Head, Origin};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub(crate) struct SagaDeps {
@@ -189,37 +189,45 @@ impl BookingSaga {
         }
         let origin = record.trace.as_ref();
         let local = origin.is_some_and(|o| o.process == telemetry::process_id());
+        // The stored context decides whether the saga's spans are kept: a saga of an
+        // unsampled request stays unsampled here and after a take-over, one trace either way.
+        let stored = origin.and_then(|o| telemetry::extract(Some(&o.traceparent), None));
+        let head = Head::decide(stored.as_ref());
         let parent = match (&self.resumed, origin) {
             (Some(resumed), _) => Some(resumed.clone()),
             (None, Some(o)) if !local => {
-                let resumed = tracing::info_span!(
-                    parent: None,
-                    "saga.resume",
-                    saga = %self.saga_id,
-                    booking.id = %record.booking_id(),
-                    saga.state = record.state.as_str(),
-                );
-                if let Some(linked) = telemetry::span_context(&o.traceparent) {
-                    resumed.add_link(linked);
+                let resumed = head.root(|| {
+                    tracing::info_span!(
+                        parent: None,
+                        "saga.resume",
+                        saga = %self.saga_id,
+                        booking.id = %record.booking_id(),
+                        saga.state = record.state.as_str(),
+                    )
+                });
+                if head == Head::Keep {
+                    if let Some(linked) = telemetry::span_context(&o.traceparent) {
+                        resumed.add_link(linked);
+                    }
                 }
                 self.resumed = Some(resumed.clone());
                 Some(resumed)
             }
             _ => None,
         };
-        let span = tracing::info_span!(
-            parent: parent.as_ref().and_then(|p| p.id()),
-            "saga.step",
-            otel.name = format!("saga {}", action.name()),
-            saga = %self.saga_id,
-            booking.id = %record.booking_id(),
-            step = action.name(),
-            saga.state = record.state.as_str(),
-        );
-        if let (true, Some(o)) = (local, origin) {
-            if let Some(cx) = telemetry::extract(Some(&o.traceparent), None) {
-                let _ = span.set_parent(cx);
-            }
+        let span = head.root(|| {
+            tracing::info_span!(
+                parent: parent.as_ref().and_then(|p| p.id()),
+                "saga.step",
+                otel.name = format!("saga {}", action.name()),
+                saga = %self.saga_id,
+                booking.id = %record.booking_id(),
+                step = action.name(),
+                saga.state = record.state.as_str(),
+            )
+        });
+        if let (true, Some(cx), Head::Keep) = (local, stored, head) {
+            let _ = span.set_parent(cx);
         }
         span
     }

@@ -35,10 +35,14 @@ pub fn process_id() -> u64 {
 }
 
 /// The W3C `traceparent` (and `tracestate`, when not empty) of `span`, if it has a valid
-/// context.
+/// context. A span of an unsampled trace gives its `traceparent` with flag `00` and no
+/// `tracestate`, built from its marker without touching OpenTelemetry.
 pub fn headers_of(span: &tracing::Span) -> Option<Vec<(&'static str, String)>> {
     if !enabled() {
         return None;
+    }
+    if let Some(marker) = super::unsampled(span) {
+        return Some(vec![("traceparent", marker.traceparent())]);
     }
     let cx = span.context();
     if !cx.span().span_context().is_valid() {
@@ -100,10 +104,14 @@ pub fn span_context(traceparent: &str) -> Option<SpanContext> {
     extract(Some(traceparent), None).map(|cx| cx.span().span_context().clone())
 }
 
-/// The 32-hex-digit trace id of `span`, if telemetry is on and it has one.
+/// The 32-hex-digit trace id of `span`, if telemetry is on and it has one (an unsampled
+/// trace's too).
 pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     if !enabled() {
         return None;
+    }
+    if let Some(marker) = super::unsampled(span) {
+        return Some(marker.trace_id());
     }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
