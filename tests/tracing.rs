@@ -365,6 +365,49 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
             span.name
         );
     }
+    // Actor messages of the booking: the coordinator's, the account shard's and the
+    // mailer's, each with its wait in the mailbox, all inside the booking's trace.
+    let actor_spans = wait_until(WITHIN, "the booking's actor spans exported", async || {
+        let spans = received.of_trace(client_trace);
+        let names: HashSet<String> = spans.iter().map(|s| s.name.clone()).collect();
+        [
+            "coordinator start_booking",
+            "change_wallet",
+            "mailer outbox_changed",
+        ]
+        .iter()
+        .all(|n| names.contains(*n))
+        .then_some(spans)
+    })
+    .await;
+    let actor_by_id: HashMap<Vec<u8>, &Span> =
+        actor_spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    for span in actor_spans.iter().filter(|s| {
+        [
+            "coordinator start_booking",
+            "change_wallet",
+            "mailer outbox_changed",
+        ]
+        .contains(&s.name.as_str())
+    }) {
+        let wait: u64 = attr(span, "actor.mailbox_wait_us")
+            .unwrap_or_else(|| panic!("{} has no mailbox wait", span.name))
+            .parse()
+            .unwrap();
+        assert!(wait < 30_000_000, "{}: {wait} µs", span.name);
+        let chain = ancestors(&actor_by_id, span);
+        assert_eq!(
+            chain.last().map(String::as_str),
+            Some("POST /v1/bookings"),
+            "{}: {chain:?}",
+            span.name
+        );
+    }
+    let start = actor_spans
+        .iter()
+        .find(|s| s.name == "coordinator start_booking")
+        .unwrap();
+    assert_eq!(start.parent_span_id, root.span_id);
     let partner_calls: Vec<&Span> = spans
         .iter()
         .filter(|s| attr(s, "partner").is_some())

@@ -35,6 +35,7 @@ use crate::domain::money::Currency;
 use crate::domain::wallet::{LedgerPage, WalletOp, WalletReceipt};
 pub use crate::store::accounts::{AccountError, Taken};
 use crate::store::accounts::{AccountFuture, AccountState, AccountStore};
+use crate::telemetry::Origin;
 pub use read_model::AccountReadModel;
 use read_model::ReadSegment;
 
@@ -171,6 +172,8 @@ pub struct OpenAccount {
     pub key: Option<KeyDigest>,
     /// The caller's span, so the request id follows the message.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Reads an account with its wallet figures: sent on a read-model miss (or when injected
@@ -184,6 +187,8 @@ pub struct GetAccount {
     pub caller: Caller,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Applies a wallet operation once per idempotency key.
@@ -198,6 +203,8 @@ pub struct ChangeWallet {
     pub op: WalletOp,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Reads ledger entries with sequence numbers above `after`.
@@ -214,6 +221,8 @@ pub struct ReadLedger {
     pub limit: usize,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Checks that a caller may act on an account (for requests served by other actors, such
@@ -225,6 +234,8 @@ pub struct Authorize {
     pub id: AccountId,
     /// Who asks.
     pub caller: Caller,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Replaces (or, with `only_if_missing`, sets) the account's API key digest.
@@ -237,13 +248,15 @@ pub struct SetApiKey {
     pub key: KeyDigest,
     /// Leave an existing key alone (demo seeding); the reply says whether it was set.
     pub only_if_missing: bool,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Opens the account and acknowledges once durable (then publishes it).
 impl Handler<OpenAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: OpenAccount, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id);
+        let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
         let _enter = span.enter();
         self.maybe_panic();
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
@@ -259,6 +272,8 @@ impl Handler<OpenAccount> for AccountShard {
 impl Handler<GetAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account get_account");
+        let _enter = span.enter();
         self.maybe_panic();
         self.read(msg.id, msg.caller, |account| account)
     }
@@ -268,7 +283,7 @@ impl Handler<GetAccount> for AccountShard {
 impl Handler<ChangeWallet> for AccountShard {
     type Result = Reply<WalletReceipt>;
     fn handle(&mut self, msg: ChangeWallet, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key);
+        let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
         let _enter = span.enter();
         self.maybe_panic();
         let changed = self.store.change_wallet(msg.id, &msg.key, &msg.op);
@@ -280,6 +295,8 @@ impl Handler<ChangeWallet> for AccountShard {
 impl Handler<ReadLedger> for AccountShard {
     type Result = Reply<LedgerPage>;
     fn handle(&mut self, msg: ReadLedger, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account read_ledger");
+        let _enter = span.enter();
         self.maybe_panic();
         let page = self
             .store
@@ -292,6 +309,8 @@ impl Handler<ReadLedger> for AccountShard {
 impl Handler<Authorize> for AccountShard {
     type Result = Reply<()>;
     fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account authorize");
+        let _enter = span.enter();
         self.maybe_panic();
         self.read(msg.id, msg.caller, |_| ())
     }
@@ -301,6 +320,8 @@ impl Handler<Authorize> for AccountShard {
 impl Handler<SetApiKey> for AccountShard {
     type Result = Reply<bool>;
     fn handle(&mut self, msg: SetApiKey, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account set_api_key");
+        let _enter = span.enter();
         self.maybe_panic();
         let set = self.store.set_key(msg.id, msg.key, msg.only_if_missing);
         self.reply(set)

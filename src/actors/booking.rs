@@ -278,10 +278,11 @@ impl Handler<Advance> for BookingSaga {
                     let Some(record) = now_record else {
                         return (Next::Stop, None, false);
                     };
-                    let stored = persist(&deps, &record, &tr).instrument(span).await;
+                    let stored = persist(&deps, &record, &tr).instrument(span.clone()).await;
                     match stored {
                         Ok(saved) => {
-                            after_persist(&deps, &record, &tr).await;
+                            // In the step's span: the mailer's wake-up is part of the step.
+                            after_persist(&deps, &record, &tr).instrument(span).await;
                             let next = match tr.retry_attempt {
                                 Some(attempt) => Next::After(backoff_delay(
                                     attempt,
@@ -388,7 +389,12 @@ async fn persist(
 /// search cache for a booked SKU.
 async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
     if tr.email.is_some() {
-        let _ = deps.mailer.ask(OutboxChanged).await;
+        let _ = deps
+            .mailer
+            .ask(OutboxChanged {
+                origin: Origin::current(),
+            })
+            .await;
     }
     if tr.state_changed() && tr.to == SagaState::Confirmed && record.kind == SagaKind::Booking {
         // The other nodes' caches (none for a process alone); this node's just below.
@@ -410,6 +416,7 @@ async fn account_email(deps: &SagaDeps, id: AccountId) -> String {
         id,
         caller: Caller::Operator,
         span: tracing::Span::current(),
+        origin: Origin::current(),
     };
     match deps.shard(id).ask(msg).await {
         Ok(Ok(a)) => a.email,
@@ -661,6 +668,7 @@ async fn wallet(deps: &SagaDeps, id: AccountId, key: String, op: WalletOp) -> St
         key,
         op,
         span: tracing::Span::current(),
+        origin: Origin::current(),
     };
     match deps.shard(id).ask_within(msg, deps.step_timeout).await {
         Ok(Ok(_)) => StepOutcome::Completed,

@@ -154,6 +154,30 @@ impl Origin {
             .as_ref()
             .map_or(0, |(_, at)| at.elapsed().as_micros() as u64)
     }
+
+    /// [`Origin::waited_us`] while telemetry is on, else `None`: as a span field it is
+    /// then left out rather than logged as a wait of 0.
+    pub fn mailbox_wait_us(&self) -> Option<u64> {
+        self.sent
+            .as_ref()
+            .map(|(_, at)| at.elapsed().as_micros() as u64)
+    }
+
+    /// The span of handling the message, named `name` (`actor message`) in traces: a
+    /// child of the sender's span with the mailbox wait. `Span::none()` while telemetry
+    /// is off, so the untraced path builds nothing, and when the sender was in no span
+    /// (timers, start-up work), so a background message does not start a trace of its own.
+    pub fn handling(&self, name: &'static str) -> tracing::Span {
+        match &self.sent {
+            Some((parent, at)) if !parent.is_none() => tracing::info_span!(
+                parent: parent,
+                "actor.message",
+                otel.name = name,
+                actor.mailbox_wait_us = at.elapsed().as_micros() as u64,
+            ),
+            _ => tracing::Span::none(),
+        }
+    }
 }
 
 #[cfg(test)]
