@@ -19,6 +19,8 @@ use wayfare::domain::account::AccountId;
 
 mod common;
 mod fakes;
+#[cfg(feature = "postgres")]
+mod pg;
 use common::wait_until;
 
 const OPERATOR_TOKEN: &str = "tracing-test-operator-token-0123";
@@ -168,7 +170,7 @@ fn start(collector: &str) -> World {
 
 /// A world whose new traces are kept with probability `ratio`.
 fn start_sampling(collector: &str, ratio: f64) -> World {
-    start_configured(collector, DEFAULT_LOG, ratio)
+    start_configured(collector, DEFAULT_LOG, ratio, &[])
 }
 
 /// What the tests log: the seller adapter's admission decisions are debug events.
@@ -176,10 +178,11 @@ const DEFAULT_LOG: &str = "warn,wayfare=info,wayfare::actors::seller=debug";
 
 /// A world whose server logs at `rust_log` (`RUST_LOG`).
 fn start_logging(collector: &str, rust_log: &str) -> World {
-    start_configured(collector, rust_log, 1.0)
+    start_configured(collector, rust_log, 1.0, &[])
 }
 
-fn start_configured(collector: &str, rust_log: &str, ratio: f64) -> World {
+/// A world at `ratio`, logging at `rust_log`, the server given `env` besides.
+fn start_configured(collector: &str, rust_log: &str, ratio: f64, env: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let seller = fakes::fake_seller(
@@ -195,7 +198,7 @@ fn start_configured(collector: &str, rust_log: &str, ratio: f64) -> World {
         .replace("sample_ratio = 1.0", &format!("sample_ratio = {ratio:?}"));
     let path = d.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let server = serve(d, &path, rust_log);
+    let server = serve(d, &path, rust_log, env);
     World {
         base: format!("http://{}", server.addr),
         seller_url: seller.url(),
@@ -210,9 +213,9 @@ fn start_configured(collector: &str, rust_log: &str, ratio: f64) -> World {
 
 /// The seller adapter's admission decisions are debug events inside traced spans: the
 /// tests that look for them log at `wayfare::actors::seller=debug`.
-fn serve(dir: &Path, config: &Path, rust_log: &str) -> fakes::Process {
+fn serve(dir: &Path, config: &Path, rust_log: &str, env: &[(&str, &str)]) -> fakes::Process {
     let mut command = fakes::wayfare_command(dir, config, &dir.join("wayfare.log"), OPERATOR_TOKEN);
-    command.env("RUST_LOG", rust_log);
+    command.env("RUST_LOG", rust_log).envs(env.iter().copied());
     fakes::spawn_listening(command, "wayfare listening on http://").expect("wayfare started")
 }
 
@@ -408,6 +411,20 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
         .find(|s| s.name == "coordinator start_booking")
         .unwrap();
     assert_eq!(start.parent_span_id, root.span_id);
+    // The wallet's writes (and their flushes) on sled, inside the shard's work.
+    let writes: Vec<&Span> = actor_spans
+        .iter()
+        .filter(|s| s.name == "sled change_wallet")
+        .collect();
+    assert!(!writes.is_empty(), "no wallet write span");
+    for write in writes {
+        assert_eq!(attr(write, "db.system.name").as_deref(), Some("sled"));
+        assert_eq!(
+            attr(write, "db.operation.name").as_deref(),
+            Some("change_wallet")
+        );
+        assert_eq!(actor_by_id[&write.parent_span_id].name, "change_wallet");
+    }
     let partner_calls: Vec<&Span> = spans
         .iter()
         .filter(|s| attr(s, "partner").is_some())
@@ -636,7 +653,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &hanging.url()),
     )
     .unwrap();
-    let server = serve(d, &path, DEFAULT_LOG);
+    let server = serve(d, &path, DEFAULT_LOG, &[]);
     let base = format!("http://{}", server.addr);
 
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -682,7 +699,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &seller.url()),
     )
     .unwrap();
-    let server = serve(d, &path, DEFAULT_LOG);
+    let server = serve(d, &path, DEFAULT_LOG, &[]);
     let base = format!("http://{}", server.addr);
     let state = wait_until(WITHIN, "the resumed booking settles", async || {
         let b: Value = http
@@ -960,4 +977,73 @@ async fn a_client_s_sampled_flag_decides_whatever_the_ratio() {
         );
     }
     drop(w.server);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_statements_are_client_spans_in_the_booking_s_trace() {
+    let pg = pg::TempPostgres::start();
+    let db = pg.create_db("traced");
+    let (endpoint, received) = collector();
+    let w = start_configured(
+        &endpoint,
+        DEFAULT_LOG,
+        1.0,
+        &[
+            ("WAYFARE__STORE__BACKEND", "postgres"),
+            ("WAYFARE__STORE__URL", &db),
+        ],
+    );
+    let offer = first_offer(&w).await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let (_, id) = book(
+        &w,
+        &offer,
+        "pg-traced",
+        Some(&format!("00-{trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
+    confirmed(&w, &id).await;
+    let spans = wait_until(WITHIN, "the booking's statements exported", async || {
+        let spans = received.of_trace(trace);
+        let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        [
+            "INSERT sagas booking_keys",
+            "UPDATE sagas outbox",
+            "SELECT wayfare_wallet_change",
+        ]
+        .iter()
+        .all(|n| names.contains(n))
+        .then_some(spans)
+    })
+    .await;
+    let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let statements: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "db.system.name").as_deref() == Some("postgresql"))
+        .collect();
+    assert!(statements.len() >= 3);
+    for s in statements {
+        // Client kind (3), an operation, a single table named only when there is one,
+        // and a parent in the booking's trace.
+        assert_eq!(s.kind, 3, "{}", s.name);
+        let operation = attr(s, "db.operation.name").unwrap();
+        assert!(s.name.starts_with(&operation), "{} / {operation}", s.name);
+        match attr(s, "db.collection.name") {
+            Some(table) => assert_eq!(s.name, format!("{operation} {table}")),
+            None => assert!(s.name.split(' ').count() != 2 || s.name.contains("wayfare_")),
+        }
+        assert!(
+            by_id.contains_key(&s.parent_span_id),
+            "{} is an orphan",
+            s.name
+        );
+    }
+    let wallet = spans
+        .iter()
+        .find(|s| s.name == "SELECT wayfare_wallet_change")
+        .unwrap();
+    assert_eq!(by_id[&wallet.parent_span_id].name, "change_wallet");
+    drop(w.server);
+    drop(pg);
 }

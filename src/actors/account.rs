@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 
 use super::PanicFaults;
 use crate::domain::access::{Caller, KeyDigest};
@@ -252,6 +252,17 @@ pub struct SetApiKey {
     pub origin: Origin,
 }
 
+/// `store`'s future, polled inside `span` while spans are exported: a store whose work
+/// happens when the future is polled (PostgreSQL) then has its statements in the
+/// message's trace. Untraced, the future as it was (no allocation).
+fn within<T: 'static>(store: AccountFuture<T>, span: &Span) -> AccountFuture<T> {
+    if crate::telemetry::enabled() && !span.is_none() {
+        Box::pin(store.instrument(span.clone()))
+    } else {
+        store
+    }
+}
+
 /// Opens the account and acknowledges once durable (then publishes it).
 impl Handler<OpenAccount> for AccountShard {
     type Result = Reply<Account>;
@@ -260,7 +271,7 @@ impl Handler<OpenAccount> for AccountShard {
         let _enter = span.enter();
         self.maybe_panic();
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
-        let opened = self.store.open(record, msg.key);
+        let opened = within(self.store.open(record, msg.key), &span);
         self.reply(Box::pin(async move {
             let state = opened.await?;
             Ok((state.account.clone(), Some(state)))
@@ -286,7 +297,7 @@ impl Handler<ChangeWallet> for AccountShard {
         let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
         let _enter = span.enter();
         self.maybe_panic();
-        let changed = self.store.change_wallet(msg.id, &msg.key, &msg.op);
+        let changed = within(self.store.change_wallet(msg.id, &msg.key, &msg.op), &span);
         self.reply(changed)
     }
 }
@@ -323,7 +334,10 @@ impl Handler<SetApiKey> for AccountShard {
         let span = msg.origin.handling("account set_api_key");
         let _enter = span.enter();
         self.maybe_panic();
-        let set = self.store.set_key(msg.id, msg.key, msg.only_if_missing);
+        let set = within(
+            self.store.set_key(msg.id, msg.key, msg.only_if_missing),
+            &span,
+        );
         self.reply(set)
     }
 }
