@@ -265,3 +265,67 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// A dropped root marks its children (explicit and contextual) with its own ids and
+    /// builds no OpenTelemetry context for any of them; a kept root's children are built.
+    #[test]
+    fn children_follow_their_root_and_dropped_spans_build_nothing() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(HeadSampled::new(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("t")),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let dropped = Unsampled::new(TraceId::from(7u128));
+            let root = Head::Drop(dropped).root(|| tracing::info_span!(parent: None, "root"));
+            let explicit = tracing::info_span!(parent: &root, "explicit");
+            let contextual = root.in_scope(|| tracing::info_span!("contextual"));
+            for span in [&root, &explicit, &contextual] {
+                assert_eq!(unsampled(span), Some(dropped));
+                assert!(!span.context().span().span_context().is_valid());
+            }
+            // The decision went to the one root made inside `root`, and no further.
+            let kept = Head::Keep.root(|| tracing::info_span!(parent: None, "kept"));
+            let child = kept.in_scope(|| tracing::info_span!("child"));
+            assert_eq!(unsampled(&kept), None);
+            assert_eq!(unsampled(&child), None);
+            let (kept_cx, child_cx) = (kept.context(), child.context());
+            let (kept_sc, child_sc) = (
+                kept_cx.span().span_context().clone(),
+                child_cx.span().span_context().clone(),
+            );
+            assert!(kept_sc.is_valid() && kept_sc.is_sampled());
+            assert_eq!(child_sc.trace_id(), kept_sc.trace_id());
+        });
+    }
+
+    #[test]
+    fn an_unsampled_traceparent_has_flag_00_and_the_trace_id() {
+        let parent = crate::telemetry::extract(
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+            None,
+        );
+        let Head::Drop(marker) = Head::decide(parent.as_ref()) else {
+            panic!("a 00 parent is not kept");
+        };
+        let tp = marker.traceparent();
+        assert!(
+            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{tp}"
+        );
+        assert!(tp.ends_with("-00") && tp.len() == 55, "{tp}");
+        assert!(crate::telemetry::extract(Some(&tp), None).is_some(), "{tp}");
+        let sampled = crate::telemetry::extract(
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            None,
+        );
+        assert_eq!(Head::decide(sampled.as_ref()), Head::Keep);
+    }
+}
