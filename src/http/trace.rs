@@ -42,14 +42,14 @@ pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String, Head
             parent: None,
             "request",
             request_id = Empty,
-        trace_id = Empty,
-        otel.name = name,
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        url.path = req.path(),
-        http.route = route,
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
+            trace_id = Empty,
+            otel.name = name,
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = req.path(),
+            http.route = route,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
         )
     });
     if let Some(parent) = parent {
