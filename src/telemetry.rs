@@ -6,6 +6,7 @@
 mod context;
 mod export;
 mod log_ids;
+mod sampling;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use context::{
     Origin,
 };
 pub use export::dropped_spans;
+pub use sampling::{unsampled, Head, Unsampled};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -79,12 +81,17 @@ pub fn init_with(
     // would format each span's fields on every request. So a JSON line names its trace
     // when its span is logged (e.g. `RUST_LOG=warn,wayfare=info`), as before.
     let fmt = fmt.with_filter(log_filter(level));
+    // Head sampling wraps the OpenTelemetry layer inside the filter, so it sees the
+    // spans (and the parents) the OpenTelemetry layer would see.
     let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("wayfare"))
-            .with_location(false)
-            .with_threads(false)
-            .with_filter(log_filter(level).or(filter_fn(traced_span)))
+        sampling::set_ratio(telemetry.sample_ratio);
+        sampling::HeadSampled::new(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("wayfare"))
+                .with_location(false)
+                .with_threads(false),
+        )
+        .with_filter(log_filter(level).or(filter_fn(traced_span)))
     });
     let installed = tracing_subscriber::registry()
         .with(fmt)

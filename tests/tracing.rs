@@ -19,6 +19,8 @@ use wayfare::domain::account::AccountId;
 
 mod common;
 mod fakes;
+#[cfg(feature = "postgres")]
+mod pg;
 use common::wait_until;
 
 const OPERATOR_TOKEN: &str = "tracing-test-operator-token-0123";
@@ -166,11 +168,21 @@ fn start(collector: &str) -> World {
     start_logging(collector, DEFAULT_LOG)
 }
 
+/// A world whose new traces are kept with probability `ratio`.
+fn start_sampling(collector: &str, ratio: f64) -> World {
+    start_configured(collector, DEFAULT_LOG, ratio, &[])
+}
+
 /// What the tests log: the seller adapter's admission decisions are debug events.
 const DEFAULT_LOG: &str = "warn,wayfare=info,wayfare::actors::seller=debug";
 
 /// A world whose server logs at `rust_log` (`RUST_LOG`).
 fn start_logging(collector: &str, rust_log: &str) -> World {
+    start_configured(collector, rust_log, 1.0, &[])
+}
+
+/// A world at `ratio`, logging at `rust_log`, the server given `env` besides.
+fn start_configured(collector: &str, rust_log: &str, ratio: f64, env: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let seller = fakes::fake_seller(
@@ -182,10 +194,11 @@ fn start_logging(collector: &str, rust_log: &str) -> World {
     let config = CONFIG
         .replace("{collector}", collector)
         .replace("{gateway}", &gateway.url())
-        .replace("{alpha}", &seller.url());
+        .replace("{alpha}", &seller.url())
+        .replace("sample_ratio = 1.0", &format!("sample_ratio = {ratio:?}"));
     let path = d.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let server = serve(d, &path, rust_log);
+    let server = serve(d, &path, rust_log, env);
     World {
         base: format!("http://{}", server.addr),
         seller_url: seller.url(),
@@ -200,9 +213,9 @@ fn start_logging(collector: &str, rust_log: &str) -> World {
 
 /// The seller adapter's admission decisions are debug events inside traced spans: the
 /// tests that look for them log at `wayfare::actors::seller=debug`.
-fn serve(dir: &Path, config: &Path, rust_log: &str) -> fakes::Process {
+fn serve(dir: &Path, config: &Path, rust_log: &str, env: &[(&str, &str)]) -> fakes::Process {
     let mut command = fakes::wayfare_command(dir, config, &dir.join("wayfare.log"), OPERATOR_TOKEN);
-    command.env("RUST_LOG", rust_log);
+    command.env("RUST_LOG", rust_log).envs(env.iter().copied());
     fakes::spawn_listening(command, "wayfare listening on http://").expect("wayfare started")
 }
 
@@ -354,6 +367,63 @@ async fn a_booking_is_one_trace_from_the_client_through_every_partner_call() {
             "span {} has a parent outside the trace",
             span.name
         );
+    }
+    // Actor messages of the booking: the coordinator's, the account shard's and the
+    // mailer's, each with its wait in the mailbox, all inside the booking's trace.
+    let actor_spans = wait_until(WITHIN, "the booking's actor spans exported", async || {
+        let spans = received.of_trace(client_trace);
+        let names: HashSet<String> = spans.iter().map(|s| s.name.clone()).collect();
+        [
+            "coordinator start_booking",
+            "change_wallet",
+            "mailer outbox_changed",
+        ]
+        .iter()
+        .all(|n| names.contains(*n))
+        .then_some(spans)
+    })
+    .await;
+    let actor_by_id: HashMap<Vec<u8>, &Span> =
+        actor_spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    for span in actor_spans.iter().filter(|s| {
+        [
+            "coordinator start_booking",
+            "change_wallet",
+            "mailer outbox_changed",
+        ]
+        .contains(&s.name.as_str())
+    }) {
+        let wait: u64 = attr(span, "actor.mailbox_wait_us")
+            .unwrap_or_else(|| panic!("{} has no mailbox wait", span.name))
+            .parse()
+            .unwrap();
+        assert!(wait < 30_000_000, "{}: {wait} µs", span.name);
+        let chain = ancestors(&actor_by_id, span);
+        assert_eq!(
+            chain.last().map(String::as_str),
+            Some("POST /v1/bookings"),
+            "{}: {chain:?}",
+            span.name
+        );
+    }
+    let start = actor_spans
+        .iter()
+        .find(|s| s.name == "coordinator start_booking")
+        .unwrap();
+    assert_eq!(start.parent_span_id, root.span_id);
+    // The wallet's writes (and their flushes) on sled, inside the shard's work.
+    let writes: Vec<&Span> = actor_spans
+        .iter()
+        .filter(|s| s.name == "sled change_wallet")
+        .collect();
+    assert!(!writes.is_empty(), "no wallet write span");
+    for write in writes {
+        assert_eq!(attr(write, "db.system.name").as_deref(), Some("sled"));
+        assert_eq!(
+            attr(write, "db.operation.name").as_deref(),
+            Some("change_wallet")
+        );
+        assert_eq!(actor_by_id[&write.parent_span_id].name, "change_wallet");
     }
     let partner_calls: Vec<&Span> = spans
         .iter()
@@ -583,7 +653,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &hanging.url()),
     )
     .unwrap();
-    let server = serve(d, &path, DEFAULT_LOG);
+    let server = serve(d, &path, DEFAULT_LOG, &[]);
     let base = format!("http://{}", server.addr);
 
     let client_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -629,7 +699,7 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
         crash_config(&endpoint, &gateway.url(), &seller.url()),
     )
     .unwrap();
-    let server = serve(d, &path, DEFAULT_LOG);
+    let server = serve(d, &path, DEFAULT_LOG, &[]);
     let base = format!("http://{}", server.addr);
     let state = wait_until(WITHIN, "the resumed booking settles", async || {
         let b: Value = http
@@ -682,4 +752,298 @@ async fn steps_resumed_after_a_kill_9_link_to_the_booking_s_original_trace() {
             .is_some_and(|t| trace_of(t) == trace)),
         "{after:?}"
     );
+}
+
+/// Books `offer` for demo account `account` under `key`, with `traceparent` if given;
+/// returns the response's `traceparent` and the booking id.
+async fn book(w: &World, offer: &Value, key: &str, traceparent: Option<&str>) -> (String, String) {
+    let mut request = w
+        .http
+        .post(format!("{}/v1/bookings", w.base))
+        .header("Idempotency-Key", key);
+    if let Some(tp) = traceparent {
+        request = request.header("traceparent", tp);
+    }
+    let res = request.json(&booking(0, offer, 100)).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    (tp, body["id"].as_str().unwrap().to_owned())
+}
+
+async fn confirmed(w: &World, id: &str) -> Value {
+    wait_until(WITHIN, "booking confirmed", async || {
+        let b: Value = w
+            .http
+            .get(format!("{}/v1/bookings/{id}", w.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (b["state"] == "confirmed").then_some(b)
+    })
+    .await
+}
+
+/// Reads demo account 0; returns the response's `traceparent`.
+async fn read_account(w: &World, traceparent: Option<&str>) -> String {
+    let mut request = w
+        .http
+        .get(format!("{}/v1/accounts/{}", w.base, AccountId::demo(0)));
+    if let Some(tp) = traceparent {
+        request = request.header("traceparent", tp);
+    }
+    let res = request.send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    res.headers()["traceparent"].to_str().unwrap().to_owned()
+}
+
+fn sampled_flag(traceparent: &str) -> &str {
+    traceparent.split('-').nth(3).unwrap_or("")
+}
+
+/// Waits until the collector has received nothing new for two export periods (500 ms).
+async fn quiet(received: &Received) -> Vec<Span> {
+    let mut seen = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = received.all();
+        if now.len() == seen {
+            return now;
+        }
+        seen = now.len();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_sampling_keeps_whole_traces_and_drops_whole_traces() {
+    let (endpoint, received) = collector();
+    let w = start_sampling(&endpoint, 0.5);
+    let offer = first_offer(&w).await;
+    // Start-up work (the demo accounts' seeding) makes roots of its own: set them aside.
+    let before: HashSet<String> = quiet(&received)
+        .await
+        .iter()
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    let (mut kept, mut dropped) = (HashSet::new(), HashSet::new());
+    let mut bookings = Vec::new();
+    for i in 0..40 {
+        let tp = if i % 4 == 0 {
+            let (tp, id) = book(&w, &offer, &format!("sampled-{i}"), None).await;
+            bookings.push(id);
+            tp
+        } else {
+            read_account(&w, None).await
+        };
+        // Every request answers its trace, kept or not.
+        assert_eq!(trace_of(&tp).len(), 32, "{tp}");
+        match sampled_flag(&tp) {
+            "01" => kept.insert(trace_of(&tp).to_owned()),
+            "00" => dropped.insert(trace_of(&tp).to_owned()),
+            other => panic!("flags {other:?} in {tp}"),
+        };
+    }
+    for id in &bookings {
+        confirmed(&w, id).await;
+    }
+    let spans = quiet(&received).await;
+    let ids: HashSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+    // No orphans: every exported span's parent was exported too, except a request root's.
+    let mut roots: HashMap<String, Vec<&Span>> = HashMap::new();
+    for s in spans.iter().filter(|s| !before.contains(&hex(&s.trace_id))) {
+        if s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_slice()) {
+            roots.entry(hex(&s.trace_id)).or_default().push(s);
+        }
+    }
+    for (trace, trace_roots) in &roots {
+        let names: Vec<&str> = trace_roots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(trace_roots.len(), 1, "trace {trace}: roots {names:?}");
+        assert!(
+            attr(trace_roots[0], "http.request.method").is_some(),
+            "trace {trace} starts at {names:?}, not at a request"
+        );
+    }
+    // What the responses said is what was exported.
+    let loop_roots: HashSet<String> = roots
+        .iter()
+        .filter(|(_, r)| {
+            ["GET /v1/accounts/{id}", "POST /v1/bookings"].contains(&r[0].name.as_str())
+        })
+        .map(|(t, _)| t.clone())
+        .collect();
+    assert_eq!(
+        loop_roots, kept,
+        "exported request roots against flag-01 answers"
+    );
+    assert!(
+        !kept.is_empty() && !dropped.is_empty(),
+        "kept {} of 40: the head sampler draws per trace",
+        kept.len()
+    );
+    for trace in &dropped {
+        assert!(
+            received.of_trace(trace).is_empty(),
+            "unsampled {trace} exported"
+        );
+    }
+    // A kept booking's saga steps are in its request's trace; a dropped one's nowhere.
+    let saga_traces: HashSet<String> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("saga "))
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    assert!(saga_traces.is_subset(&kept), "{saga_traces:?}");
+    drop(w.server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_sampled_flag_decides_whatever_the_ratio() {
+    let (endpoint, received) = collector();
+    let w = start_sampling(&endpoint, 0.0);
+    let offer = first_offer(&w).await;
+    let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    let unsampled = format!("00-{unsampled_trace}-b7ad6b7169203331-00");
+    let sampled_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sampled = format!("00-{sampled_trace}-00f067aa0ba902b7-01");
+
+    // Flag 00: the trace continues (same id, flag 00) to the client and the partners,
+    // and nothing is exported.
+    let (tp, dropped_id) = book(&w, &offer, "flag-00", Some(&unsampled)).await;
+    assert_eq!(trace_of(&tp), unsampled_trace);
+    assert_eq!(sampled_flag(&tp), "00");
+    let dropped_booking = confirmed(&w, &dropped_id).await;
+    assert!(
+        dropped_booking["trace_id"].is_null(),
+        "an unexported trace is not offered for look-up: {dropped_booking}"
+    );
+    let tp = read_account(&w, Some(&unsampled)).await;
+    assert_eq!((trace_of(&tp), sampled_flag(&tp)), (unsampled_trace, "00"));
+    // No traceparent at ratio 0: a trace of its own, not kept.
+    let mut fresh = Vec::new();
+    for _ in 0..5 {
+        let tp = read_account(&w, None).await;
+        assert_eq!(sampled_flag(&tp), "00", "{tp}");
+        fresh.push(trace_of(&tp).to_owned());
+    }
+    let (tp, _) = book(&w, &offer, "no-parent", None).await;
+    assert_eq!(sampled_flag(&tp), "00", "{tp}");
+    fresh.push(trace_of(&tp).to_owned());
+
+    // Flag 01 at ratio 0: kept, with its saga and partner calls.
+    let (tp, kept_id) = book(&w, &offer, "flag-01", Some(&sampled)).await;
+    assert_eq!((trace_of(&tp), sampled_flag(&tp)), (sampled_trace, "01"));
+    let kept_booking = confirmed(&w, &kept_id).await;
+    assert_eq!(kept_booking["trace_id"], sampled_trace);
+    wait_until(WITHIN, "the sampled booking's saga exported", async || {
+        let spans = received.of_trace(sampled_trace);
+        (spans.iter().any(|s| s.name == "saga capture_payment")
+            && spans
+                .iter()
+                .any(|s| attr(s, "partner").as_deref() == Some("seller")))
+        .then_some(())
+    })
+    .await;
+    let spans = quiet(&received).await;
+    let traces: HashSet<String> = spans.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(
+        traces,
+        HashSet::from([sampled_trace.to_owned()]),
+        "only the client-sampled trace is exported"
+    );
+
+    // The partners were told: flag 00 for the unsampled booking, 01 for the kept one.
+    for fake in [&w.gateway_url, &w.seller_url] {
+        let calls = calls_of(&w.http, fake).await;
+        let flags_of = |trace: &str| -> HashSet<String> {
+            calls
+                .iter()
+                .filter_map(|c| c["traceparent"].as_str())
+                .filter(|tp| trace_of(tp) == trace)
+                .map(|tp| sampled_flag(tp).to_owned())
+                .collect()
+        };
+        assert_eq!(
+            flags_of(unsampled_trace),
+            HashSet::from(["00".to_owned()]),
+            "{fake}"
+        );
+        assert_eq!(
+            flags_of(sampled_trace),
+            HashSet::from(["01".to_owned()]),
+            "{fake}"
+        );
+    }
+    drop(w.server);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_statements_are_client_spans_in_the_booking_s_trace() {
+    let pg = pg::TempPostgres::start();
+    let db = pg.create_db("traced");
+    let (endpoint, received) = collector();
+    let w = start_configured(
+        &endpoint,
+        DEFAULT_LOG,
+        1.0,
+        &[
+            ("WAYFARE__STORE__BACKEND", "postgres"),
+            ("WAYFARE__STORE__URL", &db),
+        ],
+    );
+    let offer = first_offer(&w).await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let (_, id) = book(
+        &w,
+        &offer,
+        "pg-traced",
+        Some(&format!("00-{trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
+    confirmed(&w, &id).await;
+    let spans = wait_until(WITHIN, "the booking's statements exported", async || {
+        let spans = received.of_trace(trace);
+        let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        [
+            "INSERT sagas booking_keys",
+            "UPDATE sagas outbox",
+            "SELECT wayfare_wallet_change",
+        ]
+        .iter()
+        .all(|n| names.contains(n))
+        .then_some(spans)
+    })
+    .await;
+    let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let statements: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "db.system.name").as_deref() == Some("postgresql"))
+        .collect();
+    assert!(statements.len() >= 3);
+    for s in statements {
+        // Client kind (3), an operation, a single table named only when there is one,
+        // and a parent in the booking's trace.
+        assert_eq!(s.kind, 3, "{}", s.name);
+        let operation = attr(s, "db.operation.name").unwrap();
+        assert!(s.name.starts_with(&operation), "{} / {operation}", s.name);
+        match attr(s, "db.collection.name") {
+            Some(table) => assert_eq!(s.name, format!("{operation} {table}")),
+            None => assert!(s.name.split(' ').count() != 2 || s.name.contains("wayfare_")),
+        }
+        assert!(
+            by_id.contains_key(&s.parent_span_id),
+            "{} is an orphan",
+            s.name
+        );
+    }
+    let wallet = spans
+        .iter()
+        .find(|s| s.name == "SELECT wayfare_wallet_change")
+        .unwrap();
+    assert_eq!(by_id[&wallet.parent_span_id].name, "change_wallet");
+    drop(w.server);
+    drop(pg);
 }

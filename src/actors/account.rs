@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 
 use super::PanicFaults;
 use crate::domain::access::{Caller, KeyDigest};
@@ -35,6 +35,7 @@ use crate::domain::money::Currency;
 use crate::domain::wallet::{LedgerPage, WalletOp, WalletReceipt};
 pub use crate::store::accounts::{AccountError, Taken};
 use crate::store::accounts::{AccountFuture, AccountState, AccountStore};
+use crate::telemetry::Origin;
 pub use read_model::AccountReadModel;
 use read_model::ReadSegment;
 
@@ -171,6 +172,8 @@ pub struct OpenAccount {
     pub key: Option<KeyDigest>,
     /// The caller's span, so the request id follows the message.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Reads an account with its wallet figures: sent on a read-model miss (or when injected
@@ -184,6 +187,8 @@ pub struct GetAccount {
     pub caller: Caller,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Applies a wallet operation once per idempotency key.
@@ -198,6 +203,8 @@ pub struct ChangeWallet {
     pub op: WalletOp,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Reads ledger entries with sequence numbers above `after`.
@@ -214,6 +221,8 @@ pub struct ReadLedger {
     pub limit: usize,
     /// The caller's span.
     pub span: Span,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Checks that a caller may act on an account (for requests served by other actors, such
@@ -225,6 +234,8 @@ pub struct Authorize {
     pub id: AccountId,
     /// Who asks.
     pub caller: Caller,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
 }
 
 /// Replaces (or, with `only_if_missing`, sets) the account's API key digest.
@@ -237,17 +248,30 @@ pub struct SetApiKey {
     pub key: KeyDigest,
     /// Leave an existing key alone (demo seeding); the reply says whether it was set.
     pub only_if_missing: bool,
+    /// The sender's span and when it sent this (the wait in the mailbox).
+    pub origin: Origin,
+}
+
+/// `store`'s future, polled inside `span` while spans are exported: a store whose work
+/// happens when the future is polled (PostgreSQL) then has its statements in the
+/// message's trace. Untraced, the future as it was (no allocation).
+fn within<T: 'static>(store: AccountFuture<T>, span: &Span) -> AccountFuture<T> {
+    if crate::telemetry::enabled() && !span.is_none() {
+        Box::pin(store.instrument(span.clone()))
+    } else {
+        store
+    }
 }
 
 /// Opens the account and acknowledges once durable (then publishes it).
 impl Handler<OpenAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: OpenAccount, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id);
+        let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
         let _enter = span.enter();
         self.maybe_panic();
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
-        let opened = self.store.open(record, msg.key);
+        let opened = within(self.store.open(record, msg.key), &span);
         self.reply(Box::pin(async move {
             let state = opened.await?;
             Ok((state.account.clone(), Some(state)))
@@ -259,6 +283,8 @@ impl Handler<OpenAccount> for AccountShard {
 impl Handler<GetAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: GetAccount, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account get_account");
+        let _enter = span.enter();
         self.maybe_panic();
         self.read(msg.id, msg.caller, |account| account)
     }
@@ -268,10 +294,10 @@ impl Handler<GetAccount> for AccountShard {
 impl Handler<ChangeWallet> for AccountShard {
     type Result = Reply<WalletReceipt>;
     fn handle(&mut self, msg: ChangeWallet, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key);
+        let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
         let _enter = span.enter();
         self.maybe_panic();
-        let changed = self.store.change_wallet(msg.id, &msg.key, &msg.op);
+        let changed = within(self.store.change_wallet(msg.id, &msg.key, &msg.op), &span);
         self.reply(changed)
     }
 }
@@ -280,6 +306,8 @@ impl Handler<ChangeWallet> for AccountShard {
 impl Handler<ReadLedger> for AccountShard {
     type Result = Reply<LedgerPage>;
     fn handle(&mut self, msg: ReadLedger, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account read_ledger");
+        let _enter = span.enter();
         self.maybe_panic();
         let page = self
             .store
@@ -292,6 +320,8 @@ impl Handler<ReadLedger> for AccountShard {
 impl Handler<Authorize> for AccountShard {
     type Result = Reply<()>;
     fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account authorize");
+        let _enter = span.enter();
         self.maybe_panic();
         self.read(msg.id, msg.caller, |_| ())
     }
@@ -301,8 +331,13 @@ impl Handler<Authorize> for AccountShard {
 impl Handler<SetApiKey> for AccountShard {
     type Result = Reply<bool>;
     fn handle(&mut self, msg: SetApiKey, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("account set_api_key");
+        let _enter = span.enter();
         self.maybe_panic();
-        let set = self.store.set_key(msg.id, msg.key, msg.only_if_missing);
+        let set = within(
+            self.store.set_key(msg.id, msg.key, msg.only_if_missing),
+            &span,
+        );
         self.reply(set)
     }
 }

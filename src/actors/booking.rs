@@ -42,7 +42,7 @@ use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus,
 use crate::store::sagas::{SagaWrite, Saved};
 use crate::store::{ClusterStore, SagaStore, StoreError};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
-use crate::telemetry::{self, Origin};
+use crate::telemetry::{self, Head, Origin};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub(crate) struct SagaDeps {
@@ -189,37 +189,45 @@ impl BookingSaga {
         }
         let origin = record.trace.as_ref();
         let local = origin.is_some_and(|o| o.process == telemetry::process_id());
+        // The stored context decides whether the saga's spans are kept: a saga of an
+        // unsampled request stays unsampled here and after a take-over, one trace either way.
+        let stored = origin.and_then(|o| telemetry::extract(Some(&o.traceparent), None));
+        let head = Head::decide(stored.as_ref());
         let parent = match (&self.resumed, origin) {
             (Some(resumed), _) => Some(resumed.clone()),
             (None, Some(o)) if !local => {
-                let resumed = tracing::info_span!(
-                    parent: None,
-                    "saga.resume",
-                    saga = %self.saga_id,
-                    booking.id = %record.booking_id(),
-                    saga.state = record.state.as_str(),
-                );
-                if let Some(linked) = telemetry::span_context(&o.traceparent) {
-                    resumed.add_link(linked);
+                let resumed = head.root(|| {
+                    tracing::info_span!(
+                        parent: None,
+                        "saga.resume",
+                        saga = %self.saga_id,
+                        booking.id = %record.booking_id(),
+                        saga.state = record.state.as_str(),
+                    )
+                });
+                if head == Head::Keep {
+                    if let Some(linked) = telemetry::span_context(&o.traceparent) {
+                        resumed.add_link(linked);
+                    }
                 }
                 self.resumed = Some(resumed.clone());
                 Some(resumed)
             }
             _ => None,
         };
-        let span = tracing::info_span!(
-            parent: parent.as_ref().and_then(|p| p.id()),
-            "saga.step",
-            otel.name = format!("saga {}", action.name()),
-            saga = %self.saga_id,
-            booking.id = %record.booking_id(),
-            step = action.name(),
-            saga.state = record.state.as_str(),
-        );
-        if let (true, Some(o)) = (local, origin) {
-            if let Some(cx) = telemetry::extract(Some(&o.traceparent), None) {
-                let _ = span.set_parent(cx);
-            }
+        let span = head.root(|| {
+            tracing::info_span!(
+                parent: parent.as_ref().and_then(|p| p.id()),
+                "saga.step",
+                otel.name = format!("saga {}", action.name()),
+                saga = %self.saga_id,
+                booking.id = %record.booking_id(),
+                step = action.name(),
+                saga.state = record.state.as_str(),
+            )
+        });
+        if let (true, Some(cx), Head::Keep) = (local, stored, head) {
+            let _ = span.set_parent(cx);
         }
         span
     }
@@ -270,10 +278,11 @@ impl Handler<Advance> for BookingSaga {
                     let Some(record) = now_record else {
                         return (Next::Stop, None, false);
                     };
-                    let stored = persist(&deps, &record, &tr).instrument(span).await;
+                    let stored = persist(&deps, &record, &tr).instrument(span.clone()).await;
                     match stored {
                         Ok(saved) => {
-                            after_persist(&deps, &record, &tr).await;
+                            // In the step's span: the mailer's wake-up is part of the step.
+                            after_persist(&deps, &record, &tr).instrument(span).await;
                             let next = match tr.retry_attempt {
                                 Some(attempt) => Next::After(backoff_delay(
                                     attempt,
@@ -380,7 +389,12 @@ async fn persist(
 /// search cache for a booked SKU.
 async fn after_persist(deps: &SagaDeps, record: &SagaRecord, tr: &Transition) {
     if tr.email.is_some() {
-        let _ = deps.mailer.ask(OutboxChanged).await;
+        let _ = deps
+            .mailer
+            .ask(OutboxChanged {
+                origin: Origin::current(),
+            })
+            .await;
     }
     if tr.state_changed() && tr.to == SagaState::Confirmed && record.kind == SagaKind::Booking {
         // The other nodes' caches (none for a process alone); this node's just below.
@@ -402,6 +416,7 @@ async fn account_email(deps: &SagaDeps, id: AccountId) -> String {
         id,
         caller: Caller::Operator,
         span: tracing::Span::current(),
+        origin: Origin::current(),
     };
     match deps.shard(id).ask(msg).await {
         Ok(Ok(a)) => a.email,
@@ -653,6 +668,7 @@ async fn wallet(deps: &SagaDeps, id: AccountId, key: String, op: WalletOp) -> St
         key,
         op,
         span: tracing::Span::current(),
+        origin: Origin::current(),
     };
     match deps.shard(id).ask_within(msg, deps.step_timeout).await {
         Ok(Ok(_)) => StepOutcome::Completed,

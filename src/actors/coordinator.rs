@@ -15,6 +15,7 @@
 use actix::prelude::*;
 use chrono::Utc;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
@@ -25,6 +26,7 @@ use crate::domain::saga::{
 use crate::store::sagas::NewBooking;
 use crate::store::StoreError;
 use crate::supervisor::{ChildEnd, ChildPermit};
+use crate::telemetry::Origin;
 
 /// Why a booking request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,7 +236,7 @@ pub(crate) struct StartBooking {
     /// The validated request (its `idempotency_key` is the client's).
     pub request: BookingRequest,
     /// The request's span: the saga keeps its trace context.
-    pub origin: crate::telemetry::Origin,
+    pub origin: Origin,
 }
 
 /// Reads a saga record.
@@ -243,6 +245,8 @@ pub(crate) struct StartBooking {
 pub(crate) struct GetSaga {
     /// Saga id.
     pub id: SagaId,
+    /// The sender's span and when it sent this.
+    pub origin: Origin,
 }
 
 /// A customer cancels a booking.
@@ -252,7 +256,7 @@ pub(crate) struct CancelBooking {
     /// Booking id.
     pub id: BookingId,
     /// The request's span: a cancellation saga it creates keeps its trace context.
-    pub origin: crate::telemetry::Origin,
+    pub origin: Origin,
 }
 
 /// An operator resumes a saga parked as `needs_attention`.
@@ -261,6 +265,8 @@ pub(crate) struct CancelBooking {
 pub(crate) struct RetrySaga {
     /// Saga id.
     pub id: SagaId,
+    /// The sender's span and when it sent this.
+    pub origin: Origin,
 }
 
 /// One page of an account's bookings, in booking-id order, each with its cancellation.
@@ -273,6 +279,8 @@ pub(crate) struct ListBookings {
     pub after: Option<BookingId>,
     /// At most this many (the caller bounds it).
     pub limit: usize,
+    /// The sender's span and when it sent this.
+    pub origin: Origin,
 }
 
 /// A page of [`ListBookings`].
@@ -291,6 +299,8 @@ impl Handler<StartBooking> for SagaCoordinator {
     type Result = ResponseFuture<Result<(SagaRecord, bool), BookingError>>;
 
     fn handle(&mut self, msg: StartBooking, _: &mut Context<Self>) -> Self::Result {
+        let span = msg.origin.handling("coordinator start_booking");
+        let _enter = span.enter();
         let deps = self.deps.clone();
         let request = msg.request;
         let mut record = match new_record(BookingId::new(), &request) {
@@ -306,40 +316,46 @@ impl Handler<StartBooking> for SagaCoordinator {
             Ok(permit) => permit,
             Err(_) => {
                 let found = deps.saga_store.find_booking(&record, &key);
-                return Box::pin(async move {
-                    match found.await? {
-                        Some(NewBooking::Existing(saga_id)) => {
-                            Ok((load(&deps, &saga_id).await?, true))
+                return Box::pin(
+                    async move {
+                        match found.await? {
+                            Some(NewBooking::Existing(saga_id)) => {
+                                Ok((load(&deps, &saga_id).await?, true))
+                            }
+                            Some(NewBooking::KeyReused) => Err(key_reused(&request)),
+                            _ => Err(BookingError::Overloaded),
                         }
-                        Some(NewBooking::KeyReused) => Err(key_reused(&request)),
-                        _ => Err(BookingError::Overloaded),
                     }
-                });
+                    .instrument(span.clone()),
+                );
             }
         };
         // Called here, not in the future: a store that applies writes as they are called
         // (sled) sees the requests in the order this actor handles them, so two requests
         // with one key cannot both create a saga.
         let created = deps.saga_store.create_booking(&record, &key);
-        Box::pin(async move {
-            match created.await? {
-                NewBooking::Created => {
-                    // Durable first, then started: a crash in between resumes it.
-                    launch_within(&deps, &record.saga_id.to_string(), Some(permit));
-                    Ok((record, false))
+        Box::pin(
+            async move {
+                match created.await? {
+                    NewBooking::Created => {
+                        // Durable first, then started: a crash in between resumes it.
+                        launch_within(&deps, &record.saga_id.to_string(), Some(permit));
+                        Ok((record, false))
+                    }
+                    NewBooking::Existing(saga_id) => {
+                        drop(permit);
+                        Ok((load(&deps, &saga_id).await?, true))
+                    }
+                    NewBooking::KeyReused => Err(key_reused(&request)),
                 }
-                NewBooking::Existing(saga_id) => {
-                    drop(permit);
-                    Ok((load(&deps, &saga_id).await?, true))
-                }
-                NewBooking::KeyReused => Err(key_reused(&request)),
             }
-        })
+            .instrument(span.clone()),
+        )
     }
 }
 
 /// The trace context a new saga keeps: the sender's, while spans are exported.
-fn trace_origin(origin: &crate::telemetry::Origin) -> Option<TraceOrigin> {
+fn trace_origin(origin: &Origin) -> Option<TraceOrigin> {
     let traceparent = crate::telemetry::traceparent_of(origin.span()?)?;
     Some(TraceOrigin {
         traceparent,
@@ -372,7 +388,8 @@ impl Handler<GetSaga> for SagaCoordinator {
     type Result = ResponseFuture<Result<SagaRecord, BookingError>>;
     fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        Box::pin(async move { load(&deps, &msg.id.to_string()).await })
+        let span = msg.origin.handling("coordinator get_saga");
+        Box::pin(async move { load(&deps, &msg.id.to_string()).await }.instrument(span))
     }
 }
 
@@ -387,7 +404,9 @@ impl Handler<CancelBooking> for SagaCoordinator {
         let deps = self.deps.clone();
         let id = SagaId::Booking(msg.id).to_string();
         let trace = trace_origin(&msg.origin);
-        Box::pin(async move {
+        let span = msg.origin.handling("coordinator cancel_booking");
+        Box::pin(
+            async move {
             let record = load(&deps, &id).await?;
             if record.kind != SagaKind::Booking {
                 return Err(BookingError::NotFound(id));
@@ -425,7 +444,9 @@ impl Handler<CancelBooking> for SagaCoordinator {
                 }
             }
             load(&deps, &id).await
-        })
+        }
+            .instrument(span),
+        )
     }
 }
 
@@ -435,20 +456,24 @@ impl Handler<RetrySaga> for SagaCoordinator {
 
     fn handle(&mut self, msg: RetrySaga, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        Box::pin(async move {
-            let id = msg.id.to_string();
-            let mut record = load(&deps, &id).await?;
-            let before = record.state;
-            retry_needs_attention(&mut record, Utc::now())
-                .map_err(|e| BookingError::Conflict(e.to_string()))?;
-            if !deps.saga_store.retry_parked(&record, before).await? {
-                return Err(BookingError::Conflict(
-                    "the saga is no longer parked (another operator retried it)".into(),
-                ));
+        let span = msg.origin.handling("coordinator retry_saga");
+        Box::pin(
+            async move {
+                let id = msg.id.to_string();
+                let mut record = load(&deps, &id).await?;
+                let before = record.state;
+                retry_needs_attention(&mut record, Utc::now())
+                    .map_err(|e| BookingError::Conflict(e.to_string()))?;
+                if !deps.saga_store.retry_parked(&record, before).await? {
+                    return Err(BookingError::Conflict(
+                        "the saga is no longer parked (another operator retried it)".into(),
+                    ));
+                }
+                launch(&deps, &id);
+                Ok(record)
             }
-            launch(&deps, &id);
-            Ok(record)
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -458,7 +483,8 @@ impl Handler<ListBookings> for SagaCoordinator {
     type Result = ResponseFuture<Result<BookingRecords, BookingError>>;
     fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        Box::pin(async move { list_bookings(&deps, msg).await })
+        let span = msg.origin.handling("coordinator list_bookings");
+        Box::pin(async move { list_bookings(&deps, msg).await }.instrument(span))
     }
 }
 

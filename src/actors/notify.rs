@@ -299,12 +299,17 @@ impl Actor for Mailer {
 /// New emails are in the outbox: drain now rather than at the next poll.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct OutboxChanged;
+pub struct OutboxChanged {
+    /// The sender's span and when it sent this.
+    pub origin: crate::telemetry::Origin,
+}
 
 /// Starts a drain pass (one at a time).
 impl Handler<OutboxChanged> for Mailer {
     type Result = ();
-    fn handle(&mut self, _: OutboxChanged, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: OutboxChanged, ctx: &mut Context<Self>) {
+        let span = msg.origin.handling("mailer outbox_changed");
+        let _enter = span.enter();
         self.panics.maybe_panic(&"mailer");
         self.drain(ctx);
     }

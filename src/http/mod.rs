@@ -129,11 +129,12 @@ async fn observe(
     // Untraced, the id is the span's only field: a log subscriber formats every field of
     // a span when it is created, on every request, while method and path matter only to
     // the few requests that log something (the failure below names them).
-    let (span, id) = if traced {
-        trace::request_span(&req)
+    let (span, id, head) = if traced {
+        let (span, id, head) = trace::request_span(&req);
+        (span, id, Some(head))
     } else {
         let id = request_id(&req);
-        (tracing::info_span!("request", request_id = %id), id)
+        (tracing::info_span!("request", request_id = %id), id, None)
     };
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
@@ -141,8 +142,8 @@ async fn observe(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
-    if traced {
-        trace::finish(&span, &mut res);
+    if let Some(head) = head {
+        trace::finish(&span, head, &mut res);
     }
     if let Some(state) = state {
         // Set on the resource the request was routed to. A request refused before routing

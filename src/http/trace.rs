@@ -1,23 +1,35 @@
 //! W3C Trace Context on the server side, used only while spans are exported
-//! (`crate::telemetry::enabled`): the request span continues a valid incoming
-//! `traceparent`/`tracestate` (an invalid one is ignored and a new trace starts), carries
-//! the HTTP semantic-convention attributes, and its `traceparent` goes back on the
-//! response. With telemetry off the middleware in `mod.rs` never calls in here.
+//! (`crate::telemetry::enabled`). The request decides whether its trace is kept (head
+//! sampling): a valid incoming `traceparent` decides by its sampled flag, otherwise
+//! `sample_ratio` does (an invalid header is ignored). A kept request span continues the
+//! incoming trace, carries the HTTP semantic-convention attributes, and its `traceparent`
+//! goes back on the response. An unsampled one is the plain span of telemetry off, marked
+//! so that nothing below it is built, and answers a `traceparent` with flag `00`. With
+//! telemetry off the middleware in `mod.rs` never calls in here.
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::telemetry;
+use crate::telemetry::{self, Head};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The request span and the request id. Without a usable `X-Request-Id` from the client,
-/// the id is the trace id, so the id a client sees is the one to look up in a trace
-/// viewer.
-pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String) {
+/// The request span, the request id and whether the trace is kept. Kept and without a
+/// usable `X-Request-Id` from the client, the id is the trace id, so the id a client sees
+/// is the one to look up in a trace viewer; unsampled, the id is made as with telemetry
+/// off (there is nothing to look up).
+pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String, Head) {
+    let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let parent = telemetry::extract(header(&TRACEPARENT), header(&TRACESTATE));
+    let head = Head::decide(parent.as_ref());
+    if let Head::Drop(_) = head {
+        let id = super::request_id(req);
+        let span = head.root(|| tracing::info_span!(parent: None, "request", request_id = %id));
+        return (span, id, head);
+    }
     // Named now: once its context is read (for the trace id below) the exporter's span
     // exists and takes no new name.
     let route = req.match_pattern();
@@ -25,20 +37,22 @@ pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String) {
         Some(route) => format!("{} {route}", req.method()),
         None => req.method().to_string(),
     };
-    let span = tracing::info_span!(
-        "request",
-        request_id = Empty,
-        trace_id = Empty,
-        otel.name = name,
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        url.path = req.path(),
-        http.route = route,
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
-    );
-    let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Some(parent) = telemetry::extract(header(&TRACEPARENT), header(&TRACESTATE)) {
+    let span = head.root(|| {
+        tracing::info_span!(
+            parent: None,
+            "request",
+            request_id = Empty,
+            trace_id = Empty,
+            otel.name = name,
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = req.path(),
+            http.route = route,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+        )
+    });
+    if let Some(parent) = parent {
         let _ = span.set_parent(parent);
     }
     let trace_id = telemetry::trace_id_of(&span);
@@ -50,11 +64,18 @@ pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String) {
     if let Some(trace_id) = &trace_id {
         span.record("trace_id", trace_id.as_str());
     }
-    (span, id)
+    (span, id, head)
 }
 
-/// Records the status and sends the span's `traceparent` back.
-pub(super) fn finish<B>(span: &tracing::Span, res: &mut ServiceResponse<B>) {
+/// Records the status and sends the span's `traceparent` back (flag `00`, from the
+/// decision alone, when the trace is not kept).
+pub(super) fn finish<B>(span: &tracing::Span, head: Head, res: &mut ServiceResponse<B>) {
+    if let Head::Drop(marker) = head {
+        if let Ok(value) = HeaderValue::from_str(&marker.traceparent()) {
+            res.headers_mut().insert(TRACEPARENT, value);
+        }
+        return;
+    }
     let status = res.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {

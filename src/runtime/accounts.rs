@@ -59,6 +59,7 @@ impl Runtime {
             new,
             key,
             span: Span::current(),
+            origin: crate::telemetry::Origin::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }
@@ -81,6 +82,7 @@ impl Runtime {
             id,
             key,
             only_if_missing,
+            origin: crate::telemetry::Origin::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }
@@ -99,7 +101,14 @@ impl Runtime {
                 return checked;
             }
         }
-        Ok(self.shard(id).ask(Authorize { id, caller }).await??)
+        Ok(self
+            .shard(id)
+            .ask(Authorize {
+                id,
+                caller,
+                origin: crate::telemetry::Origin::current(),
+            })
+            .await??)
     }
 
     /// Refuses unless `caller` is the operator: 401 for no or an unknown credential, 403
@@ -198,6 +207,7 @@ impl Runtime {
             id,
             caller,
             span: Span::current(),
+            origin: crate::telemetry::Origin::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }
@@ -216,6 +226,7 @@ impl Runtime {
             key: key.to_owned(),
             op,
             span: Span::current(),
+            origin: crate::telemetry::Origin::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }
@@ -260,6 +271,7 @@ impl Runtime {
             after,
             limit,
             span: Span::current(),
+            origin: crate::telemetry::Origin::current(),
         };
         Ok(self.shard(id).ask(msg).await??)
     }

@@ -80,7 +80,14 @@ impl Runtime {
     }
 
     async fn saga(&self, id: SagaId) -> Result<SagaRecord, Error> {
-        Ok(self.inner.coordinator.ask(GetSaga { id }).await??)
+        Ok(self
+            .inner
+            .coordinator
+            .ask(GetSaga {
+                id,
+                origin: crate::telemetry::Origin::current(),
+            })
+            .await??)
     }
 
     /// The booking `id` as customers see it, with its cancellation when one was started.
@@ -158,6 +165,7 @@ impl Runtime {
                 account,
                 after,
                 limit,
+                origin: crate::telemetry::Origin::current(),
             })
             .await??;
         Ok(BookingPage {
@@ -172,7 +180,14 @@ impl Runtime {
 
     /// Operator: resumes a saga parked as `needs_attention`.
     pub async fn retry_saga(&self, id: SagaId) -> Result<SagaRecord, Error> {
-        Ok(self.inner.coordinator.ask(RetrySaga { id }).await??)
+        Ok(self
+            .inner
+            .coordinator
+            .ask(RetrySaga {
+                id,
+                origin: crate::telemetry::Origin::current(),
+            })
+            .await??)
     }
 
     /// Saga figures: counts by state, the first `parked_listed` parked sagas, running

@@ -233,10 +233,14 @@ pub struct CancellationView {
     pub trace_id: Option<String>,
 }
 
-/// The trace id in a saga's stored `traceparent` (`00-<trace id>-<span id>-<flags>`).
+/// The trace id in a saga's stored `traceparent` (`00-<trace id>-<span id>-<flags>`),
+/// when that trace was sampled: an unsampled one was never exported, so there is nothing
+/// to look up.
 fn trace_id(origin: Option<&TraceOrigin>) -> Option<String> {
-    let id = origin?.traceparent.split('-').nth(1)?;
-    (id.len() == 32).then(|| id.to_owned())
+    let mut fields = origin?.traceparent.split('-');
+    let id = fields.nth(1)?;
+    let flags = u8::from_str_radix(fields.nth(1)?, 16).ok()?;
+    (id.len() == 32 && flags & 1 == 1).then(|| id.to_owned())
 }
 
 impl Booking {

@@ -356,4 +356,20 @@ mod saga_codec_tests {
             "{e:?}"
         );
     }
+
+    /// The fuzzer's version-2 saga seeds are real records (a seed the decoder refuses
+    /// would leave the trailer to chance): kept, unsampled and untraced.
+    #[test]
+    fn the_fuzz_seeds_of_version_2_sagas_decode() {
+        let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/codec_decode/");
+        let flags = |name: &str| {
+            let bytes = std::fs::read(format!("{seeds}{name}")).unwrap();
+            assert_eq!(bytes[0], codec::TRAILER_VERSION, "{name}");
+            let record = decode_saga(b"saga", &bytes).unwrap();
+            record.trace.map(|t| t.traceparent[53..].to_owned())
+        };
+        assert_eq!(flags("saga_traced_v2").as_deref(), Some("01"));
+        assert_eq!(flags("saga_unsampled_v2").as_deref(), Some("00"));
+        assert_eq!(flags("saga_untraced_v2"), None);
+    }
 }

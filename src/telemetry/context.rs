@@ -35,10 +35,14 @@ pub fn process_id() -> u64 {
 }
 
 /// The W3C `traceparent` (and `tracestate`, when not empty) of `span`, if it has a valid
-/// context.
+/// context. A span of an unsampled trace gives its `traceparent` with flag `00` and no
+/// `tracestate`, built from its marker without touching OpenTelemetry.
 pub fn headers_of(span: &tracing::Span) -> Option<Vec<(&'static str, String)>> {
     if !enabled() {
         return None;
+    }
+    if let Some(marker) = super::unsampled(span) {
+        return Some(vec![("traceparent", marker.traceparent())]);
     }
     let cx = span.context();
     if !cx.span().span_context().is_valid() {
@@ -100,10 +104,14 @@ pub fn span_context(traceparent: &str) -> Option<SpanContext> {
     extract(Some(traceparent), None).map(|cx| cx.span().span_context().clone())
 }
 
-/// The 32-hex-digit trace id of `span`, if telemetry is on and it has one.
+/// The 32-hex-digit trace id of `span`, if telemetry is on and it has one (an unsampled
+/// trace's too).
 pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     if !enabled() {
         return None;
+    }
+    if let Some(marker) = super::unsampled(span) {
+        return Some(marker.trace_id());
     }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
@@ -145,6 +153,30 @@ impl Origin {
         self.sent
             .as_ref()
             .map_or(0, |(_, at)| at.elapsed().as_micros() as u64)
+    }
+
+    /// [`Origin::waited_us`] while telemetry is on, else `None`: as a span field it is
+    /// then left out rather than logged as a wait of 0.
+    pub fn mailbox_wait_us(&self) -> Option<u64> {
+        self.sent
+            .as_ref()
+            .map(|(_, at)| at.elapsed().as_micros() as u64)
+    }
+
+    /// The span of handling the message, named `name` (`actor message`) in traces: a
+    /// child of the sender's span with the mailbox wait. `Span::none()` while telemetry
+    /// is off, so the untraced path builds nothing, and when the sender was in no span
+    /// (timers, start-up work), so a background message does not start a trace of its own.
+    pub fn handling(&self, name: &'static str) -> tracing::Span {
+        match &self.sent {
+            Some((parent, at)) if !parent.is_none() => tracing::info_span!(
+                parent: parent,
+                "actor.message",
+                otel.name = name,
+                actor.mailbox_wait_us = at.elapsed().as_micros() as u64,
+            ),
+            _ => tracing::Span::none(),
+        }
     }
 }
 

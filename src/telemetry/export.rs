@@ -1,4 +1,4 @@
-//! The OTLP pipeline: a parent-based ratio sampler, a bounded queue in front of the SDK's
+//! The OTLP pipeline: a sampler that keeps what the head sampler let through, a bounded queue in front of the SDK's
 //! batch span processor, and an exporter wrapper that counts what never reached the
 //! collector. Built only when `telemetry.otlp_endpoint` is set.
 
@@ -59,9 +59,9 @@ pub(super) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTra
     };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        ))))
+        // The head sampler (`sampling.rs`) has decided before a span reaches the SDK:
+        // drawing again here would keep a trace at ratio squared.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             Resource::builder()
                 .with_service_name(config.service_name.clone())

@@ -280,3 +280,26 @@ impl PgStore {
         migrate(&mut client).await
     }
 }
+
+/// The span of one statement or transaction, after the OpenTelemetry database
+/// conventions: named by `summary` (operation and tables), `db.collection.name` only when
+/// one table is concerned. `Span::none()` while telemetry is off, so the untraced path
+/// builds nothing, and outside any span: the timers' statements (heartbeats, lease
+/// renewals, outbox polls) would each start a trace of one span.
+fn statement_span(
+    operation: &'static str,
+    collection: Option<&'static str>,
+    summary: &'static str,
+) -> tracing::Span {
+    if !crate::telemetry::enabled() || tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "store.statement",
+        otel.name = summary,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = collection,
+    )
+}

@@ -4,6 +4,7 @@
 //! and parked with their last error after the last one.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use uuid::Uuid;
 
@@ -43,12 +44,14 @@ impl PgStore {
         limit: i64,
         lease_for: Duration,
     ) -> Result<Vec<(EmailLease, Vec<u8>)>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                // A lease still set on a claimable row ran out: a failure clears it and
-                // a send marks the row sent, so the last claim's outcome is unknown.
-                &client.prepare_cached("WITH free AS (
+        let span = super::statement_span("UPDATE", Some("outbox"), "UPDATE outbox");
+        async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    // A lease still set on a claimable row ran out: a failure clears it and
+                    // a send marks the row sent, so the last claim's outcome is unknown.
+                    &client.prepare_cached("WITH free AS (
                      SELECT id, lease_expires_at IS NOT NULL AS unresolved FROM outbox
                      WHERE status = 'pending' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -59,51 +62,59 @@ impl PgStore {
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM free WHERE o.id = free.id
                  RETURNING o.id, o.epoch, o.email, o.attempts, free.unresolved").await.map_err(PgError::from)?,
-                &[&node, &limit, &millis(lease_for)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    EmailLease {
-                        id: r.get(0),
-                        node: node.to_owned(),
-                        epoch: r.get(1),
-                        attempts: r.get(3),
-                        unresolved_before: r.get(4),
-                    },
-                    r.get(2),
+                    &[&node, &limit, &millis(lease_for)],
                 )
-            })
-            .collect())
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        EmailLease {
+                            id: r.get(0),
+                            node: node.to_owned(),
+                            epoch: r.get(1),
+                            attempts: r.get(3),
+                            unresolved_before: r.get(4),
+                        },
+                        r.get(2),
+                    )
+                })
+                .collect())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Marks a claimed email sent; fenced like saga writes.
     pub async fn mark_email_sent(&self, lease: &EmailLease) -> Result<(), SagaWriteError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE outbox SET status = 'sent', sent_at = now()
+        let span = super::statement_span("UPDATE", Some("outbox"), "UPDATE outbox");
+        async move {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    &client
+                        .prepare_cached(
+                            "UPDATE outbox SET status = 'sent', sent_at = now()
                  WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND status = 'pending'
                    AND lease_expires_at > now()",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&lease.id, &lease.node, &lease.epoch],
-            )
-            .await
-            .map_err(PgError::from)?;
-        if n == 0 {
-            return Err(SagaWriteError::Fenced {
-                saga_id: lease.id.to_string(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
-            });
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&lease.id, &lease.node, &lease.epoch],
+                )
+                .await
+                .map_err(PgError::from)?;
+            if n == 0 {
+                return Err(SagaWriteError::Fenced {
+                    saga_id: lease.id.to_string(),
+                    node: lease.node.clone(),
+                    epoch: lease.epoch,
+                });
+            }
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     /// A claimed email failed to send: records `reason` and frees it for another attempt
@@ -115,9 +126,11 @@ impl PgStore {
         park: bool,
         retry_after: Duration,
     ) -> Result<(), SagaWriteError> {
-        let client = self.client().await?;
-        let status = if park { "parked" } else { "pending" };
-        let n = client
+        let span = super::statement_span("UPDATE", Some("outbox"), "UPDATE outbox");
+        async move {
+            let client = self.client().await?;
+            let status = if park { "parked" } else { "pending" };
+            let n = client
             .execute(
                 &client
                     .prepare_cached(
@@ -138,47 +151,55 @@ impl PgStore {
             )
             .await
             .map_err(PgError::from)?;
-        if n == 0 {
-            return Err(SagaWriteError::Fenced {
-                saga_id: lease.id.to_string(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
-            });
+            if n == 0 {
+                return Err(SagaWriteError::Fenced {
+                    saga_id: lease.id.to_string(),
+                    node: lease.node.clone(),
+                    epoch: lease.epoch,
+                });
+            }
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     /// How many emails are parked, and the first `limit` (oldest first).
     pub async fn parked_emails(&self, limit: i64) -> Result<(i64, Vec<ParkedRow>), PgError> {
-        let client = self.client().await?;
-        let count: i64 = client
-            .query_one(
-                &client
-                    .prepare_cached("SELECT count(*) FROM outbox WHERE status = 'parked'")
-                    .await?,
-                &[],
-            )
-            .await?
-            .get(0);
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT email, coalesce(last_error, '') FROM outbox
+        let span = super::statement_span("SELECT", Some("outbox"), "SELECT outbox");
+        async move {
+            let client = self.client().await?;
+            let count: i64 = client
+                .query_one(
+                    &client
+                        .prepare_cached("SELECT count(*) FROM outbox WHERE status = 'parked'")
+                        .await?,
+                    &[],
+                )
+                .await?
+                .get(0);
+            let rows = client
+                .query(
+                    &client
+                        .prepare_cached(
+                            "SELECT email, coalesce(last_error, '') FROM outbox
                          WHERE status = 'parked' ORDER BY created_at LIMIT $1",
-                    )
-                    .await?,
-                &[&limit],
-            )
-            .await?;
-        Ok((
-            count,
-            rows.iter()
-                .map(|r| ParkedRow {
-                    email: r.get(0),
-                    reason: r.get(1),
-                })
-                .collect(),
-        ))
+                        )
+                        .await?,
+                    &[&limit],
+                )
+                .await?;
+            Ok((
+                count,
+                rows.iter()
+                    .map(|r| ParkedRow {
+                        email: r.get(0),
+                        reason: r.get(1),
+                    })
+                    .collect(),
+            ))
+        }
+        .instrument(span)
+        .await
     }
 }

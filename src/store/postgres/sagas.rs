@@ -12,6 +12,7 @@
 //! 5. The outbox's emails follow the same discipline (see [`super::outbox`]).
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -120,67 +121,72 @@ impl PgStore {
         row: &SagaRow,
         key: Option<(&str, &[u8])>,
     ) -> Result<Created, SagaWriteError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(PgError::from)?;
-        if let Some((key, digest)) = key {
-            if let Some(existing) = tx
-                .query_opt(
-                    &tx.prepare_cached(
-                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                    &[&key],
-                )
-                .await
-                .map_err(PgError::from)?
-            {
-                return existing_saga(key, digest, &existing);
-            }
-        }
-        tx.execute(
-            &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
-                                lease_expires_at, epoch, created_at, updated_at, trace_parent)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)").await.map_err(PgError::from)?,
-            &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
-        )
-        .await
-        .map_err(PgError::from)?;
-        if let Some((key, digest)) = key {
-            // Two nodes may pass the lookup above at once: the primary key settles it, and
-            // the loser rolls back its saga and reports the winner's.
-            let inserted = tx
-                .execute(
-                    &tx.prepare_cached("INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO NOTHING").await.map_err(PgError::from)?,
-                    &[&key, &digest, &row.id],
-                )
-                .await
-                .map_err(PgError::from)?;
-            if inserted == 0 {
-                tx.rollback().await.map_err(PgError::from)?;
-                let client = self.client().await?;
-                let existing = client
-                    .query_one(
-                        &client
-                            .prepare_cached(
-                                "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
-                            )
-                            .await
-                            .map_err(PgError::from)?,
+        let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
+        async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(PgError::from)?;
+            if let Some((key, digest)) = key {
+                if let Some(existing) = tx
+                    .query_opt(
+                        &tx.prepare_cached(
+                            "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                        )
+                        .await
+                        .map_err(PgError::from)?,
                         &[&key],
                     )
                     .await
-                    .map_err(PgError::from)?;
-                return existing_saga(key, digest, &existing);
+                    .map_err(PgError::from)?
+                {
+                    return existing_saga(key, digest, &existing);
+                }
             }
+            tx.execute(
+                &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+                                lease_expires_at, epoch, created_at, updated_at, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)").await.map_err(PgError::from)?,
+                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
+            )
+            .await
+            .map_err(PgError::from)?;
+            if let Some((key, digest)) = key {
+                // Two nodes may pass the lookup above at once: the primary key settles it, and
+                // the loser rolls back its saga and reports the winner's.
+                let inserted = tx
+                    .execute(
+                        &tx.prepare_cached("INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO NOTHING").await.map_err(PgError::from)?,
+                        &[&key, &digest, &row.id],
+                    )
+                    .await
+                    .map_err(PgError::from)?;
+                if inserted == 0 {
+                    tx.rollback().await.map_err(PgError::from)?;
+                    let client = self.client().await?;
+                    let existing = client
+                        .query_one(
+                            &client
+                                .prepare_cached(
+                                    "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                                )
+                                .await
+                                .map_err(PgError::from)?,
+                            &[&key],
+                        )
+                        .await
+                        .map_err(PgError::from)?;
+                    return existing_saga(key, digest, &existing);
+                }
+            }
+            tx.commit().await.map_err(PgError::from)?;
+            Ok(Created::New(Lease {
+                saga_id: row.id.clone(),
+                node: node.to_owned(),
+                epoch: 1,
+            }))
         }
-        tx.commit().await.map_err(PgError::from)?;
-        Ok(Created::New(Lease {
-            saga_id: row.id.clone(),
-            node: node.to_owned(),
-            epoch: 1,
-        }))
+        .instrument(span)
+        .await
     }
 
     /// Writes the saga's new state under `lease`, renewing it for `lease_for`, with the
@@ -210,53 +216,56 @@ impl PgStore {
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
     ) -> Result<bool, SagaWriteError> {
-        const FENCED_UPDATE: &str = "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
+        let span = super::statement_span("UPDATE", None, "UPDATE sagas outbox");
+        async move {
+            const FENCED_UPDATE: &str =
+                "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
                     terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
              WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
              RETURNING cancel_requested_at IS NOT NULL";
-        let lease_ms = millis(lease_for);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &lease.saga_id,
-            &lease.node,
-            &lease.epoch,
-            &row.state,
-            &row.terminal,
-            &row.record,
-            &lease_ms,
-        ];
-        let fenced = || SagaWriteError::Fenced {
-            saga_id: lease.saga_id.clone(),
-            node: lease.node.clone(),
-            epoch: lease.epoch,
-        };
-        let mut client = self.client().await?;
-        if email.is_none() && finished.is_none() {
-            // Most steps write the saga row alone: one statement is atomic by itself, so
-            // no transaction (and its two extra round trips) is needed.
-            let statement = client
+            let lease_ms = millis(lease_for);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &lease.saga_id,
+                &lease.node,
+                &lease.epoch,
+                &row.state,
+                &row.terminal,
+                &row.record,
+                &lease_ms,
+            ];
+            let fenced = || SagaWriteError::Fenced {
+                saga_id: lease.saga_id.clone(),
+                node: lease.node.clone(),
+                epoch: lease.epoch,
+            };
+            let mut client = self.client().await?;
+            if email.is_none() && finished.is_none() {
+                // Most steps write the saga row alone: one statement is atomic by itself, so
+                // no transaction (and its two extra round trips) is needed.
+                let statement = client
+                    .prepare_cached(FENCED_UPDATE)
+                    .await
+                    .map_err(PgError::from)?;
+                let saved = client
+                    .query_opt(&statement, &params)
+                    .await
+                    .map_err(PgError::from)?;
+                return saved.map(|r| r.get(0)).ok_or_else(fenced);
+            }
+            let tx = client.transaction().await.map_err(PgError::from)?;
+            let statement = tx
                 .prepare_cached(FENCED_UPDATE)
                 .await
                 .map_err(PgError::from)?;
-            let saved = client
+            let cancel_requested: bool = tx
                 .query_opt(&statement, &params)
                 .await
-                .map_err(PgError::from)?;
-            return saved.map(|r| r.get(0)).ok_or_else(fenced);
-        }
-        let tx = client.transaction().await.map_err(PgError::from)?;
-        let statement = tx
-            .prepare_cached(FENCED_UPDATE)
-            .await
-            .map_err(PgError::from)?;
-        let cancel_requested: bool = tx
-            .query_opt(&statement, &params)
-            .await
-            .map_err(PgError::from)?
-            .ok_or_else(fenced)?
-            .get(0);
-        if let Some(other) = finished {
-            tx.execute(
+                .map_err(PgError::from)?
+                .ok_or_else(fenced)?
+                .get(0);
+            if let Some(other) = finished {
+                tx.execute(
                 &tx.prepare_cached(
                     "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
                  WHERE id = $1",
@@ -267,22 +276,25 @@ impl PgStore {
             )
             .await
             .map_err(PgError::from)?;
-        }
-        if let Some(email) = email {
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO outbox (id, saga_id, status, email, created_at)
+            }
+            if let Some(email) = email {
+                tx.execute(
+                    &tx.prepare_cached(
+                        "INSERT INTO outbox (id, saga_id, status, email, created_at)
                  VALUES ($1, $2, 'pending', $3, now()) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(PgError::from)?,
+                    &[&email.id, &lease.saga_id, &email.email],
                 )
                 .await
-                .map_err(PgError::from)?,
-                &[&email.id, &lease.saga_id, &email.email],
-            )
-            .await
-            .map_err(PgError::from)?;
+                .map_err(PgError::from)?;
+            }
+            tx.commit().await.map_err(PgError::from)?;
+            Ok(cancel_requested)
         }
-        tx.commit().await.map_err(PgError::from)?;
-        Ok(cancel_requested)
+        .instrument(span)
+        .await
     }
 
     /// The saga a booking idempotency key was used for, if it was: [`Created::Existing`]
@@ -292,43 +304,53 @@ impl PgStore {
         key: &str,
         digest: &[u8],
     ) -> Result<Option<Created>, SagaWriteError> {
-        let client = self.client().await?;
-        let found = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&key],
-            )
-            .await
-            .map_err(PgError::from)?;
-        found
-            .map(|row| existing_saga(key, digest, &row))
-            .transpose()
+        let span = super::statement_span("SELECT", Some("booking_keys"), "SELECT booking_keys");
+        async move {
+            let client = self.client().await?;
+            let found = client
+                .query_opt(
+                    &client
+                        .prepare_cached(
+                            "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&key],
+                )
+                .await
+                .map_err(PgError::from)?;
+            found
+                .map(|row| existing_saga(key, digest, &row))
+                .transpose()
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stores a customer's cancel of booking `id`, from any node; the node driving it acts
     /// on it at its next write. A confirmed booking becomes claimable again until its
     /// cancellation exists. False when there is no such booking.
     pub async fn request_cancel(&self, id: &str) -> Result<bool, PgError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE sagas SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+        let span = super::statement_span("UPDATE", Some("sagas"), "UPDATE sagas");
+        async move {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    &client
+                        .prepare_cached(
+                            "UPDATE sagas SET cancel_requested_at = coalesce(cancel_requested_at, now()),
                                 terminal = terminal AND state <> 'confirmed'
                          WHERE id = $1 AND account_id IS NOT NULL",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&id],
-            )
-            .await?;
-        Ok(n == 1)
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&id],
+                )
+                .await?;
+            Ok(n == 1)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Sagas per state over the whole cluster, and the first `parked_listed` parked sagas
@@ -337,33 +359,38 @@ impl PgStore {
         &self,
         parked_listed: i64,
     ) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), PgError> {
-        let client = self.client().await?;
-        let by_state = client
-            .query(
-                &client
-                    .prepare_cached("SELECT state, count(*) FROM sagas GROUP BY state")
-                    .await?,
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let parked = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, record FROM sagas WHERE state = 'needs_attention'
+        let span = super::statement_span("SELECT", Some("sagas"), "SELECT sagas");
+        async move {
+            let client = self.client().await?;
+            let by_state = client
+                .query(
+                    &client
+                        .prepare_cached("SELECT state, count(*) FROM sagas GROUP BY state")
+                        .await?,
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let parked = client
+                .query(
+                    &client
+                        .prepare_cached(
+                            "SELECT id, record FROM sagas WHERE state = 'needs_attention'
                          ORDER BY id LIMIT $1",
-                    )
-                    .await?,
-                &[&parked_listed],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        Ok((by_state, parked))
+                        )
+                        .await?,
+                    &[&parked_listed],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            Ok((by_state, parked))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Extends every lease in `leases` still held under its epoch by `lease_for`; returns
@@ -373,31 +400,36 @@ impl PgStore {
         leases: &[Lease],
         lease_for: Duration,
     ) -> Result<Vec<Lease>, PgError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = leases.iter().map(|l| l.saga_id.as_str()).collect();
-        let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
-        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client.prepare_cached("UPDATE sagas s SET lease_expires_at = now() + $4::bigint * interval '1 millisecond'
+        let span = super::statement_span("UPDATE", Some("sagas"), "UPDATE sagas");
+        async move {
+            if leases.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<&str> = leases.iter().map(|l| l.saga_id.as_str()).collect();
+            let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
+            let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client.prepare_cached("UPDATE sagas s SET lease_expires_at = now() + $4::bigint * interval '1 millisecond'
                  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS l(id, node, epoch)
                  WHERE s.id = l.id AND s.owner_node = l.node AND s.epoch = l.epoch
                    AND s.lease_expires_at > now() AND NOT s.terminal
                  RETURNING s.id, s.owner_node, s.epoch").await.map_err(PgError::from)?,
-                &[&ids, &nodes, &epochs, &millis(lease_for)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Lease {
-                saga_id: r.get(0),
-                node: r.get(1),
-                epoch: r.get(2),
-            })
-            .collect())
+                    &[&ids, &nodes, &epochs, &millis(lease_for)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Lease {
+                    saga_id: r.get(0),
+                    node: r.get(1),
+                    epoch: r.get(2),
+                })
+                .collect())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Claims up to `limit` unfinished sagas whose lease expired (their node died, paused
@@ -409,12 +441,14 @@ impl PgStore {
         limit: i64,
         lease_for: Duration,
     ) -> Result<Vec<(Lease, SagaRow)>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "WITH expired AS (
+        let span = super::statement_span("UPDATE", Some("sagas"), "UPDATE sagas");
+        async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client
+                        .prepare_cached(
+                            "WITH expired AS (
                      SELECT id FROM sagas
                      WHERE NOT terminal AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                      ORDER BY lease_expires_at NULLS FIRST
@@ -424,33 +458,36 @@ impl PgStore {
                         lease_expires_at = now() + $3::bigint * interval '1 millisecond'
                  FROM expired WHERE s.id = expired.id
                  RETURNING s.id, s.epoch, s.account_id, s.state, s.terminal, s.record, s.trace_parent",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&node, &limit, &millis(lease_for)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let id: String = r.get(0);
-                (
-                    Lease {
-                        saga_id: id.clone(),
-                        node: node.to_owned(),
-                        epoch: r.get(1),
-                    },
-                    SagaRow {
-                        id,
-                        account_id: r.get(2),
-                        state: r.get(3),
-                        terminal: r.get(4),
-                        record: r.get(5),
-                        trace_parent: r.get(6),
-                    },
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&node, &limit, &millis(lease_for)],
                 )
-            })
-            .collect())
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    (
+                        Lease {
+                            saga_id: id.clone(),
+                            node: node.to_owned(),
+                            epoch: r.get(1),
+                        },
+                        SagaRow {
+                            id,
+                            account_id: r.get(2),
+                            state: r.get(3),
+                            terminal: r.get(4),
+                            record: r.get(5),
+                            trace_parent: r.get(6),
+                        },
+                    )
+                })
+                .collect())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Creates the follow-up saga `row` of the finished saga `of` (a cancellation of a
@@ -464,32 +501,37 @@ impl PgStore {
         row: &SagaRow,
         of: &str,
     ) -> Result<Option<Lease>, PgError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let inserted = tx
-            .execute(
-                &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
+        let span = super::statement_span("INSERT", Some("sagas"), "INSERT sagas");
+        async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let inserted = tx
+                .execute(
+                    &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
                                     lease_expires_at, epoch, created_at, updated_at, trace_parent)
                  VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)
                  ON CONFLICT (id) DO NOTHING").await.map_err(PgError::from)?,
-                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
+                    &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
+                )
+                .await?;
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE sagas SET terminal = true, lease_expires_at = NULL WHERE id = $1",
+                )
+                .await
+                .map_err(PgError::from)?,
+                &[&of],
             )
             .await?;
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE sagas SET terminal = true, lease_expires_at = NULL WHERE id = $1",
-            )
-            .await
-            .map_err(PgError::from)?,
-            &[&of],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((inserted == 1).then(|| Lease {
-            saga_id: row.id.clone(),
-            node: node.to_owned(),
-            epoch: 1,
-        }))
+            tx.commit().await?;
+            Ok((inserted == 1).then(|| Lease {
+                saga_id: row.id.clone(),
+                node: node.to_owned(),
+                epoch: 1,
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     /// An operator's retry of a parked saga: writes `row` (its state back in flight) and
@@ -500,8 +542,10 @@ impl PgStore {
         lease_for: Duration,
         row: &SagaRow,
     ) -> Result<Option<Lease>, PgError> {
-        let client = self.client().await?;
-        let taken = client
+        let span = super::statement_span("UPDATE", Some("sagas"), "UPDATE sagas");
+        async move {
+            let client = self.client().await?;
+            let taken = client
             .query_opt(
                 &client
                     .prepare_cached(
@@ -523,11 +567,14 @@ impl PgStore {
                 ],
             )
             .await?;
-        Ok(taken.map(|r| Lease {
-            saga_id: row.id.clone(),
-            node: node.to_owned(),
-            epoch: r.get(0),
-        }))
+            Ok(taken.map(|r| Lease {
+                saga_id: row.id.clone(),
+                node: node.to_owned(),
+                epoch: r.get(0),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Up to `limit` sagas of `account` (bookings: rows with the account set), in id order,
@@ -538,8 +585,10 @@ impl PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SagaRow>, PgError> {
-        let client = self.client().await?;
-        let rows = client
+        let span = super::statement_span("SELECT", Some("sagas"), "SELECT sagas");
+        async move {
+            let client = self.client().await?;
+            let rows = client
             .query(
                 &client
                     .prepare_cached(
@@ -551,78 +600,96 @@ impl PgStore {
                 &[&account, &after, &i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SagaRow {
-                id: r.get(0),
-                account_id: r.get(1),
-                state: r.get(2),
-                terminal: r.get(3),
-                record: r.get(4),
-                trace_parent: r.get(5),
-            })
-            .collect())
+            Ok(rows
+                .iter()
+                .map(|r| SagaRow {
+                    id: r.get(0),
+                    account_id: r.get(1),
+                    state: r.get(2),
+                    terminal: r.get(3),
+                    record: r.get(4),
+                    trace_parent: r.get(5),
+                })
+                .collect())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Every saga record (to count sagas by state when a node starts).
     pub async fn saga_records(&self) -> Result<Vec<(String, Vec<u8>)>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached("SELECT id, record FROM sagas")
-                    .await
-                    .map_err(PgError::from)?,
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let span = super::statement_span("SELECT", Some("sagas"), "SELECT sagas");
+        async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client
+                        .prepare_cached("SELECT id, record FROM sagas")
+                        .await
+                        .map_err(PgError::from)?,
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Gives a lease up now (a node shutting down cleanly), so another node claims the saga
     /// at once instead of after the lease runs out.
     pub async fn release_lease(&self, lease: &Lease) -> Result<bool, PgError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE sagas SET lease_expires_at = now()
+        let span = super::statement_span("UPDATE", Some("sagas"), "UPDATE sagas");
+        async move {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    &client
+                        .prepare_cached(
+                            "UPDATE sagas SET lease_expires_at = now()
                  WHERE id = $1 AND owner_node = $2 AND epoch = $3",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                &[&lease.saga_id, &lease.node, &lease.epoch],
-            )
-            .await?;
-        Ok(n == 1)
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&lease.saga_id, &lease.node, &lease.epoch],
+                )
+                .await?;
+            Ok(n == 1)
+        }
+        .instrument(span)
+        .await
     }
 
     /// One saga with its lease columns.
     pub async fn saga(&self, id: &str) -> Result<Option<StoredSaga>, PgError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch,
+        let span = super::statement_span("SELECT", Some("sagas"), "SELECT sagas");
+        async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &client.prepare_cached("SELECT id, account_id, state, terminal, record, owner_node, lease_expires_at, epoch,
                         cancel_requested_at IS NOT NULL, trace_parent
                  FROM sagas WHERE id = $1").await.map_err(PgError::from)?,
-                &[&id],
-            )
-            .await?;
-        Ok(row.map(|r| StoredSaga {
-            row: SagaRow {
-                id: r.get(0),
-                account_id: r.get(1),
-                state: r.get(2),
-                terminal: r.get(3),
-                record: r.get(4),
-                trace_parent: r.get(9),
-            },
-            owner_node: r.get(5),
-            lease_expires_at: r.get(6),
-            epoch: r.get(7),
-            cancel_requested: r.get(8),
-        }))
+                    &[&id],
+                )
+                .await?;
+            Ok(row.map(|r| StoredSaga {
+                row: SagaRow {
+                    id: r.get(0),
+                    account_id: r.get(1),
+                    state: r.get(2),
+                    terminal: r.get(3),
+                    record: r.get(4),
+                    trace_parent: r.get(9),
+                },
+                owner_node: r.get(5),
+                lease_expires_at: r.get(6),
+                epoch: r.get(7),
+                cancel_requested: r.get(8),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 }
 

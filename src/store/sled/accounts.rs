@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::domain::access::{Caller, KeyDigest};
 use crate::domain::account::{email_key, AccountId, AccountRecord};
@@ -87,6 +88,24 @@ fn wallet_key_key(id: AccountId, key: &str) -> Vec<u8> {
     let mut k = id.as_bytes().to_vec();
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// A client span for one write and the flush that makes it durable, after the
+/// OpenTelemetry database conventions; `Span::none()` while telemetry is off, so the
+/// untraced path builds nothing.
+/// (A write touches several trees, so no `db.collection.name`.) None outside any span
+/// either (start-up seeding): a write is part of some work's trace, not one of its own.
+fn write_span(operation: &'static str, name: &'static str) -> tracing::Span {
+    if !crate::telemetry::enabled() || tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "store.write",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "sled",
+        db.operation.name = operation,
+    )
 }
 
 fn answer<T: Send + 'static>(result: Result<T, AccountError>) -> AccountFuture<T> {
@@ -397,9 +416,10 @@ impl AccountStore for SledAccounts {
 
     fn open(&self, record: AccountRecord, key: Option<KeyDigest>) -> AccountFuture<AccountState> {
         let id = record.id;
-        let opened = self.open_now(record, key);
+        let span = write_span("open_account", "sled open_account");
+        let opened = span.in_scope(|| self.open_now(record, key));
         let durable = self.after_flush(id, opened);
-        Box::pin(async move { durable.await.map(|(opened, _)| opened) })
+        Box::pin(async move { durable.await.map(|(opened, _)| opened) }.instrument(span))
     }
 
     /// Answered at once when no write of the account is in flight, else after the flush.
@@ -425,11 +445,12 @@ impl AccountStore for SledAccounts {
         key: &str,
         op: &WalletOp,
     ) -> AccountFuture<(WalletReceipt, Option<AccountState>)> {
-        let changed = self.change_wallet_now(id, key, op);
+        let span = write_span("change_wallet", "sled change_wallet");
+        let changed = span.in_scope(|| self.change_wallet_now(id, key, op));
         if let Err(e) = &changed {
-            tracing::debug!(error = %e, "Wallet change refused.");
+            span.in_scope(|| tracing::debug!(error = %e, "Wallet change refused."));
         }
-        self.after_flush(id, changed)
+        Box::pin(self.after_flush(id, changed).instrument(span))
     }
 
     /// Read straight from the store (entries are immutable once written).
@@ -456,8 +477,9 @@ impl AccountStore for SledAccounts {
         key: KeyDigest,
         only_if_missing: bool,
     ) -> AccountFuture<(bool, Option<AccountState>)> {
-        let set = self.set_key_now(id, key, only_if_missing);
-        self.after_flush(id, set)
+        let span = write_span("set_key", "sled set_key");
+        let set = span.in_scope(|| self.set_key_now(id, key, only_if_missing));
+        Box::pin(self.after_flush(id, set).instrument(span))
     }
 
     fn key_owner_now(&self, digest: &KeyDigest) -> Result<Option<AccountId>, StoreError> {
