@@ -167,8 +167,13 @@ impl Origin {
     /// child of the sender's span with the mailbox wait. `Span::none()` while telemetry
     /// is off, so the untraced path builds nothing, and when the sender was in no span
     /// (timers, start-up work), so a background message does not start a trace of its own.
+    /// In a trace the head sampler dropped, the sender's span itself: nothing of that
+    /// trace is exported, and reusing the span (which carries the unsampled marker its
+    /// children inherit) saves building one per message, most of what an unsampled
+    /// request cost.
     pub fn handling(&self, name: &'static str) -> tracing::Span {
         match &self.sent {
+            Some((parent, _)) if super::sampling::unsampled(parent).is_some() => parent.clone(),
             Some((parent, at)) if !parent.is_none() => tracing::info_span!(
                 parent: parent,
                 "actor.message",
