@@ -32,6 +32,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod actors;
+pub mod call_log;
 pub mod config;
 pub mod domain;
 mod error;

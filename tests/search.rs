@@ -274,6 +274,7 @@ async fn searches_are_retried_and_bookings_are_not() {
             query: query.clone(),
             budget: Duration::from_secs(5),
             origin: Default::default(),
+            calls: Default::default(),
         })
         .await
         .unwrap();
