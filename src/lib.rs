@@ -64,7 +64,7 @@ pub use error::Error;
 pub use payments::{PaymentError, PaymentGateway};
 pub use runtime::{
     Booking, BookingOrder, BookingPage, CancellationView, Check, ClusterMember, ClusterView,
-    CustomSeller, Health, OfferView, Runtime, RuntimeBuilder, SearchResponse,
+    CustomSeller, Health, OfferView, PartnerCallsView, Runtime, RuntimeBuilder, SearchResponse,
 };
 pub use sellers::{FlightQuery, HotelQuery, SellerApi, Vertical};
 pub use store::Store;
