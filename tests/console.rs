@@ -914,6 +914,32 @@ async fn the_console_in_a_real_browser() {
         history.as_str().unwrap().contains("needs_attention"),
         "{history}"
     );
+    // With the partner calls under their steps: the failed undoing of the reservation,
+    // attempt by attempt, with duration and outcome.
+    let calls = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll('{item} details li.call')].map(e => e.textContent)"
+        ))
+        .await;
+    let calls: Vec<&str> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("↳ steady book #1 [reserve] ") && c.contains(" ok")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.iter().any(
+            |c| c.starts_with("↳ steady cancel #2 [cancel_reservation] ")
+                && c.contains(" ms failed: seller unavailable")
+        ),
+        "{calls:#?}"
+    );
 
     // Fixed at the seller; the operator retries from the page, after confirming.
     steady.cancel_failing.store(false, Ordering::SeqCst);
