@@ -126,6 +126,11 @@ impl CallSink {
         SINK.scope(self.clone(), fut).await
     }
 
+    /// Whether what is pushed is kept (a saga asked), so callers can skip building it.
+    pub(crate) fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub(crate) fn push(&self, attempt: Attempt) {
         if let Some(items) = &self.0 {
             items

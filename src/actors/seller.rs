@@ -137,7 +137,13 @@ impl SellerAdapter {
         T: Send + 'static,
         F: Fn(Arc<dyn SellerApi>) -> crate::sellers::SellerFuture<T> + Send + 'static,
     {
-        let partner = self.api.name().to_owned();
+        // Searches pass no sink: their hot path pays nothing for the saga's record.
+        let recording = calls.is_active();
+        let partner = if recording {
+            self.api.name().to_owned()
+        } else {
+            String::new()
+        };
         let span = match origin.span() {
             Some(parent) => tracing::info_span!(
                 parent: parent,
@@ -206,25 +212,27 @@ impl SellerAdapter {
                 } else {
                     tracing::Span::none()
                 };
-                let wall = chrono::Utc::now();
-                let once = tokio::time::timeout(per_call.min(remaining), call(api.clone()));
-                let (result, seen) = call_log::watch(once.instrument(attempt_span)).await;
-                let result = result.unwrap_or(Err(SellerError::Timeout));
-                stats.observe(call_started.elapsed());
-                let (outcome, detail) = match &result {
-                    Ok(v) if refusal(v) => (CallOutcome::Refused, None),
-                    Ok(_) => (CallOutcome::Ok, None),
-                    Err(SellerError::Timeout) => (CallOutcome::Timeout, None),
-                    Err(e) => (CallOutcome::Failed, Some(e.to_string())),
+                let once = tokio::time::timeout(per_call.min(remaining), call(api.clone()))
+                    .instrument(attempt_span);
+                let result = if recording {
+                    let wall = chrono::Utc::now();
+                    let (result, seen) = call_log::watch(once).await;
+                    let result = result.unwrap_or(Err(SellerError::Timeout));
+                    let (outcome, detail) = match &result {
+                        Ok(v) if refusal(v) => (CallOutcome::Refused, None),
+                        Ok(_) => (CallOutcome::Ok, None),
+                        Err(SellerError::Timeout) => (CallOutcome::Timeout, None),
+                        Err(e) => (CallOutcome::Failed, Some(e.to_string())),
+                    };
+                    let started = (wall, call_started);
+                    calls.push(Attempt::ended(
+                        &partner, operation, started, seen, outcome, detail,
+                    ));
+                    result
+                } else {
+                    once.await.unwrap_or(Err(SellerError::Timeout))
                 };
-                calls.push(Attempt::ended(
-                    &partner,
-                    operation,
-                    (wall, call_started),
-                    seen,
-                    outcome,
-                    detail,
-                ));
+                stats.observe(call_started.elapsed());
                 match result {
                     Ok(v) => return Ok(v),
                     Err(e) if attempt >= retries => return Err(e),
