@@ -524,10 +524,10 @@
       if (!res.ok) throw new Error(b.detail || res.status);
       const saga = id.endsWith(':cancel') && b.cancellation ? b.cancellation : b;
       const entries = saga.history;
-      // Each entry with the time since the one before: where the saga's time went, from
-      // its own record, with or without a trace collector.
-      // Each partner call goes under the first line of its step written after it started:
-      // the line that says how that step went.
+      // Each entry with the time since the one before, and each partner call under the
+      // first line of its step written after the call started (the line that says how
+      // that step went): where the saga's time went, from its own record, with or without
+      // a trace collector.
       const calls = saga.partner_calls ? saga.partner_calls.calls : [];
       const under = entries.map(() => []);
       const unplaced = [];
