@@ -32,6 +32,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod actors;
+pub mod call_log;
 pub mod config;
 pub mod domain;
 mod error;
@@ -63,7 +64,7 @@ pub use error::Error;
 pub use payments::{PaymentError, PaymentGateway};
 pub use runtime::{
     Booking, BookingOrder, BookingPage, CancellationView, Check, ClusterMember, ClusterView,
-    CustomSeller, Health, OfferView, Runtime, RuntimeBuilder, SearchResponse,
+    CustomSeller, Health, OfferView, PartnerCallsView, Runtime, RuntimeBuilder, SearchResponse,
 };
 pub use sellers::{FlightQuery, HotelQuery, SellerApi, Vertical};
 pub use store::Store;

@@ -189,8 +189,14 @@ pub(crate) fn traced(
     (request, span)
 }
 
-/// Records a partner's answer (or its absence) on the span made by [`traced`].
+/// Records a partner's answer (or its absence) on the span made by [`traced`], and for
+/// the attempt's entry in the saga's partner calls ([`crate::call_log`]).
 pub(crate) fn record_status(span: &tracing::Span, status: Option<reqwest::StatusCode>) {
+    // The saga's record of partner calls wants this whether or not spans are exported.
+    match status {
+        Some(status) => crate::call_log::note_status(status.as_u16()),
+        None => crate::call_log::note_no_connection(),
+    }
     if span.is_none() {
         return;
     }

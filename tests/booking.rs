@@ -964,3 +964,98 @@ async fn a_replay_is_answered_when_no_new_booking_may_start() {
     assert_eq!(again.id, first.id);
     s.stop().await;
 }
+
+/// A reservation the seller's open breaker refuses is in the booking's partner calls as
+/// `circuit_open`, not sent (no time, no status), attempt after attempt; so are the
+/// lookups the saga then makes before undoing anything, until it parks.
+#[actix_rt::test]
+async fn calls_refused_by_an_open_breaker_are_in_the_partner_calls() {
+    use wayfare::domain::breaker::{BreakerConfig, BreakerState};
+    use wayfare::domain::saga::{CallOutcome, Step};
+
+    let (seller, knobs) = FixedSeller::new("shaky", 20_000);
+    let adapter = AdapterConfig {
+        search_retries: 0,
+        breaker: BreakerConfig {
+            window: 2,
+            minimum_calls: 2,
+            open_ms: 600_000,
+            ..BreakerConfig::default()
+        },
+        ..AdapterConfig::default()
+    };
+    let s = TestServer::start_built(quick, move |b| b.seller(seller.into_custom(adapter))).await;
+    let rt = &s.runtime;
+    knobs.failing.store(true, Ordering::SeqCst);
+    let opened = poll_until(Duration::from_secs(20), async || {
+        let open = rt
+            .seller_stats()
+            .iter()
+            .any(|(name, st)| name == "shaky" && st.breaker_state() == BreakerState::Open);
+        if !open {
+            let day = 10 + knobs.searches.load(Ordering::SeqCst);
+            let q = HotelQuery {
+                city_or_hotel: "Testville".into(),
+                check_in: in_days(day),
+                check_out: in_days(day + 1),
+            };
+            let _ = rt.search_hotels(q, None).await;
+        }
+        open.then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "the breaker did not open");
+
+    let account = rt
+        .create_account(NewAccount::new("Open", "open@example.com").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let (b, _) = rt
+        .book(BookingOrder {
+            account_id: account,
+            seller: "shaky".into(),
+            sku: "hotel:test:h1:double".into(),
+            start: in_days(40),
+            end: in_days(42),
+            offer_price: eur(20_000),
+            wallet_points: eur(0),
+            card_token: "tok_approve".into(),
+            idempotency_key: "k-open".into(),
+        })
+        .await
+        .unwrap();
+    let done = settled(rt, &b.id).await;
+    assert_eq!(done.state, SagaState::NeedsAttention, "{done:?}");
+    assert_eq!(knobs.books.load(Ordering::SeqCst), 0, "never sent");
+    let calls = done.partner_calls.expect("the operator sees them").calls;
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.partner.as_str(),
+                c.operation.as_str(),
+                c.step,
+                c.attempt,
+                c.outcome,
+            )
+        })
+        .collect();
+    let book = |n| ("shaky", "book", Step::Reserve, n, CallOutcome::CircuitOpen);
+    let lookup = |n| {
+        let step = Step::ReconcileReservation;
+        ("shaky", "status", step, n, CallOutcome::CircuitOpen)
+    };
+    let mut expected = vec![("gateway", "authorize", Step::Authorize, 1, CallOutcome::Ok)];
+    let budget = &rt.config().bookings.saga;
+    expected.extend((1..=budget.max_attempts_before_pivot).map(book));
+    expected.extend((1..=budget.max_reconcile_attempts).map(lookup));
+    assert_eq!(seen, expected, "{calls:#?}");
+    for c in calls
+        .iter()
+        .filter(|c| c.outcome == CallOutcome::CircuitOpen)
+    {
+        assert_eq!((c.duration_ms, c.http_status), (0, None), "{c:?}");
+    }
+    s.stop().await;
+}

@@ -914,6 +914,46 @@ async fn the_console_in_a_real_browser() {
         history.as_str().unwrap().contains("needs_attention"),
         "{history}"
     );
+    // With the partner calls under their steps: the failed undoing of the reservation,
+    // attempt by attempt, with duration and outcome.
+    // Each call with the history line it is listed under.
+    let placed = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll('{item} details li.call')].map(e => {{
+                 let p = e.previousElementSibling;
+                 while (p && p.classList.contains('call')) p = p.previousElementSibling;
+                 return [e.textContent, p ? p.textContent : ''];
+             }})"
+        ))
+        .await;
+    let placed: Vec<(&str, &str)> = placed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| (pair[0].as_str().unwrap(), pair[1].as_str().unwrap()))
+        .collect();
+    for (call, line) in &placed {
+        let step = call.split(" [").nth(1).and_then(|r| r.split(']').next());
+        let step = step.unwrap_or_else(|| panic!("no step in {call:?}"));
+        assert!(
+            line.contains(&format!("[{step}]")),
+            "{call:?} is listed under {line:?}, not under its step"
+        );
+    }
+    let calls: Vec<&str> = placed.iter().map(|(call, _)| *call).collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("↳ steady book #1 [reserve] ") && c.contains(" ok")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.iter().any(
+            |c| c.starts_with("↳ steady cancel #2 [cancel_reservation] ")
+                && c.contains(" ms failed: seller unavailable")
+        ),
+        "{calls:#?}"
+    );
 
     // Fixed at the seller; the operator retries from the page, after confirming.
     steady.cancel_failing.store(false, Ordering::SeqCst);

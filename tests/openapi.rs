@@ -1004,6 +1004,21 @@ async fn every_success_reply_fits_its_documented_schema() {
         b["state"] == "needs_attention"
     })
     .await;
+    // The operator sees its partner calls (a customer reads `null`, checked above).
+    let seen = c
+        .booking_until(&op, &parked, "listed with its partner calls", |b| {
+            b["partner_calls"]["calls"]
+                .as_array()
+                .is_some_and(|calls| calls.iter().any(|c| c["outcome"] == "failed"))
+        })
+        .await;
+    let calls = seen["partner_calls"]["calls"].as_array().unwrap();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["operation"] == "capture" && c["outcome"] == "failed"),
+        "{seen:#}"
+    );
     let health = c.call("GET /health", op.get(s.url("/health")), 200).await;
     assert_eq!(health["sagas"]["needs_attention"], 1, "{health:#}");
     c.call("GET /health", s.anonymous.get(s.url("/health")), 200)

@@ -292,6 +292,7 @@ async fn searches_are_retried_and_bookings_are_not() {
                 expected_price: Money::new(10_000, Currency::EUR),
             },
             origin: Default::default(),
+            calls: Default::default(),
         })
         .await
         .unwrap();

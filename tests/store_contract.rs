@@ -15,7 +15,8 @@ use wayfare::domain::account::{AccountId, AccountRecord, NewAccount};
 use wayfare::domain::money::{Currency, Money};
 use wayfare::domain::outbox::{AfterFailure, EmailKind, MAX_DELIVERY_ATTEMPTS};
 use wayfare::domain::saga::{
-    email_for, new_booking, BookingId, BookingRequest, SagaRecord, SagaState,
+    email_for, new_booking, BookingId, BookingRequest, CallOutcome, PartnerCall, SagaRecord,
+    SagaState, Step,
 };
 use wayfare::domain::wallet::{WalletError, WalletOp};
 use wayfare::store::accounts::{AccountError, Taken};
@@ -228,6 +229,20 @@ async fn bookings_are_created_once_per_key(sagas: &dyn SagaStore, outbox: &dyn O
 
     let mut step = first.clone();
     step.state = SagaState::Confirmed;
+    // The partner calls a step made are stored with it.
+    for (outcome, status) in [(CallOutcome::Failed, 503), (CallOutcome::Ok, 201)] {
+        step.calls.record(PartnerCall {
+            partner: "alpha".into(),
+            operation: "book".into(),
+            step: Step::Reserve,
+            attempt: 0,
+            started_at: Utc::now(),
+            duration_ms: 40,
+            outcome,
+            http_status: Some(status),
+            detail: None,
+        });
+    }
     let email = email_for(&step, EmailKind::Confirmed, "ada@example.com", Utc::now());
     let saved = sagas
         .save(SagaWrite {
@@ -239,10 +254,10 @@ async fn bookings_are_created_once_per_key(sagas: &dyn SagaStore, outbox: &dyn O
         .await
         .unwrap();
     assert!(!saved.cancel_requested);
-    assert_eq!(
-        sagas.load(&id).await.unwrap().unwrap().state,
-        SagaState::Confirmed
-    );
+    let loaded = sagas.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.state, SagaState::Confirmed);
+    assert_eq!(loaded.calls, step.calls);
+    assert_eq!(loaded.calls.calls[1].attempt, 2);
     let claimed = outbox.claim(10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].email, email);

@@ -18,7 +18,7 @@ use wayfare::domain::account::AccountRecord;
 use wayfare::domain::outbox::OutboxEmail;
 use wayfare::domain::saga::{BookingRequest, SagaRecord};
 use wayfare::domain::wallet::{LedgerEntry, WalletOp};
-use wayfare::store::codec::{decode, encode, TRAILER_VERSION};
+use wayfare::store::codec::{decode, encode, TRAILERS_VERSION};
 use wayfare::store::{decode_saga, encode_saga};
 
 /// Same fields as the private `SeenKey` of `actors/account.rs` (tree `wallet_keys`); bincode
@@ -43,18 +43,19 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
     }
 }
 
-/// A saga record as stored (either version) re-encodes as version 2 with the same trace
-/// origin, and reads back equal.
+/// A saga record as stored (any version) re-encodes as version 3 with the same trace
+/// origin and partner calls, and reads back equal.
 fn check_saga(bytes: &[u8]) {
     if let Ok(record) = decode_saga(b"fuzz", bytes) {
         let encoded = encode_saga(&record);
         assert_eq!(
             encoded.first(),
-            Some(&TRAILER_VERSION),
-            "sagas are written as version 2"
+            Some(&TRAILERS_VERSION),
+            "sagas are written as version 3"
         );
         let again = decode_saga(b"fuzz", &encoded).expect("an encoded saga decodes");
         assert_eq!(again.trace, record.trace, "the trace origin changed");
+        assert_eq!(again.calls, record.calls, "the partner calls changed");
         assert_eq!(again, record, "a saga changed across encode/decode");
     }
 }

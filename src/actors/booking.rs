@@ -26,13 +26,14 @@ use super::search::{InvalidateSku, SearchAggregator};
 use super::seller::{
     BookWithSeller, BookingStatusAtSeller, CancelWithSeller, SellerAdapter, SellerCallError,
 };
+use crate::call_log::CallSink;
 use crate::domain::access::Caller;
 use crate::domain::account::AccountId;
 use crate::domain::lease;
 use crate::domain::saga::{
     apply, backoff_delay, email_for, mark_booking_cancelled, next_action, request_cancellation,
     takes_stored_cancel, Action, CancelDecision, SagaConfig, SagaId, SagaKind, SagaRecord,
-    SagaState, StepOutcome, Transition,
+    SagaState, Step, StepOutcome, Transition,
 };
 use crate::domain::search::booking_query;
 use crate::domain::wallet::{WalletError, WalletOp};
@@ -118,6 +119,18 @@ impl BookingSaga {
             record: None,
             deps,
             resumed: None,
+        }
+    }
+
+    /// Adds the partner calls made for a step to the record (persisted with the step's
+    /// outcome, rolled back with it if that write fails).
+    fn note_calls(&mut self, step: Option<Step>, calls: &CallSink) {
+        let made = calls.take();
+        let (Some(record), Some(step)) = (self.record.as_mut(), step) else {
+            return;
+        };
+        for attempt in made {
+            record.calls.record(attempt.for_step(step));
         }
     }
 
@@ -264,10 +277,15 @@ impl Handler<Advance> for BookingSaga {
         }
         let deps = self.deps.clone();
         let span = self.step_span(&record, &action);
-        let step = async move { perform(&deps, &record, action).await }.instrument(span.clone());
+        let served = step_of(&action, &record.kind);
+        let calls = CallSink::collecting();
+        let sink = calls.clone();
+        let step = async move { sink.scope(perform(&deps, &record, action)).await }
+            .instrument(span.clone());
         let fut = step
             .into_actor(self)
-            .then(|outcome, act, _| {
+            .then(move |outcome, act, _| {
+                act.note_calls(served, &calls);
                 let settled = act.settle(outcome);
                 let deps = act.deps.clone();
                 let now_record = act.record.clone();
@@ -532,6 +550,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
                 BookWithSeller {
                     request,
                     origin: Origin::current(),
+                    calls: CallSink::current(),
                 },
             )
             .await
@@ -559,6 +578,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             let msg = BookingStatusAtSeller {
                 idempotency_key: key,
                 origin: Origin::current(),
+                calls: CallSink::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(Some(ReservationStatus::Booked {
@@ -582,6 +602,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,
                 origin: Origin::current(),
+                calls: CallSink::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(_) => StepOutcome::Completed,
@@ -597,6 +618,7 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
             let msg = CancelWithSeller {
                 idempotency_key: reservation_key,
                 origin: Origin::current(),
+                calls: CallSink::current(),
             };
             match seller_call(deps, &seller, msg).await {
                 Ok(CancelOutcome::Cancelled {
@@ -617,6 +639,35 @@ async fn perform(deps: &SagaDeps, record: &SagaRecord, action: Action) -> StepOu
         Action::AwaitOperator { reason } => StepOutcome::Permanent { reason },
         Action::Done => StepOutcome::Completed,
     }
+}
+
+/// The step an action serves, for its partner calls; `None` for an action that calls no
+/// partner.
+fn step_of(action: &Action, kind: &SagaKind) -> Option<Step> {
+    Some(match action {
+        Action::AuthorizePayment { .. } => Step::Authorize,
+        Action::Reserve { .. } => Step::Reserve,
+        Action::ReconcileReservation { .. } => Step::ReconcileReservation,
+        Action::CapturePayment { .. } => Step::CapturePayment,
+        Action::ReconcilePayment {
+            operation: Step::Authorize,
+            ..
+        } => Step::ReconcileAuthorization,
+        Action::ReconcilePayment { .. } => Step::ReconcileCapture,
+        Action::VoidPayment { .. } => Step::VoidPayment,
+        Action::CancelReservation { .. } => Step::CancelReservation,
+        Action::Refund { .. } if matches!(kind, SagaKind::Cancellation { .. }) => {
+            Step::CancellationRefund
+        }
+        Action::Refund { .. } => Step::RefundPayment,
+        Action::CancelWithSeller { .. } => Step::SellerCancel,
+        Action::HoldWallet { .. }
+        | Action::CaptureWallet { .. }
+        | Action::ReleaseHold { .. }
+        | Action::CreditPoints { .. }
+        | Action::AwaitOperator { .. }
+        | Action::Done => return None,
+    })
 }
 
 /// How a seller call failed.

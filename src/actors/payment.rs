@@ -20,8 +20,10 @@ use actix::prelude::*;
 use tracing::Instrument as _;
 
 use super::guard::{CallGuard, PartnerStats, Refused};
+use crate::call_log::{self, Attempt, CallSink};
 pub use crate::config::GatewayAdapterConfig;
 use crate::domain::money::Money;
+use crate::domain::saga::CallOutcome;
 use crate::payments::{
     AuthOutcome, CaptureOutcome, PaymentError, PaymentFuture, PaymentGateway, PaymentOpStatus,
     RefundOutcome, VoidOutcome,
@@ -66,11 +68,14 @@ impl PaymentAdapter {
 
     /// Runs one gateway call behind the guard and the timeout.
     /// Traced, the call is a span (child of the sender's) with the breaker's and
-    /// bulkhead's decision as an event.
+    /// bulkhead's decision as an event. The attempt (or the guard's refusal) goes to
+    /// `calls`; `refusal` tells a decline or rejection from an answer that did it.
     fn guarded<T: Send + 'static>(
         &mut self,
         origin: &Origin,
         operation: &'static str,
+        calls: CallSink,
+        refusal: fn(&T) -> bool,
         call: impl FnOnce(&dyn PaymentGateway) -> PaymentFuture<T>,
     ) -> ResponseActFuture<Self, Result<T, PaymentError>> {
         let span = match origin.span() {
@@ -88,10 +93,19 @@ impl PaymentAdapter {
         let permit = match self.guard.admit(started) {
             Ok(permit) => permit,
             Err(refused) => {
-                let (decision, why) = match refused {
-                    Refused::CircuitOpen => ("circuit_open", "gateway circuit open"),
-                    Refused::BulkheadFull => ("bulkhead_full", "too many gateway calls in flight"),
+                let (decision, why, outcome) = match refused {
+                    Refused::CircuitOpen => (
+                        "circuit_open",
+                        "gateway circuit open",
+                        CallOutcome::CircuitOpen,
+                    ),
+                    Refused::BulkheadFull => (
+                        "bulkhead_full",
+                        "too many gateway calls in flight",
+                        CallOutcome::BulkheadFull,
+                    ),
                 };
+                calls.push(Attempt::refused(GATEWAY, operation, outcome));
                 span.in_scope(|| tracing::info!(decision, "Gateway not called."));
                 return Box::pin(actix::fut::ready(Err(PaymentError::Unavailable(
                     why.into(),
@@ -101,11 +115,26 @@ impl PaymentAdapter {
         self.stats
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let wall = chrono::Utc::now();
         let call = span.in_scope(|| call(&*self.gateway));
-        let call = tokio::time::timeout(self.call_timeout, call).instrument(span);
-        Box::pin(call.into_actor(self).map(move |result, act, _| {
+        let call = call_log::watch(tokio::time::timeout(self.call_timeout, call).instrument(span));
+        Box::pin(call.into_actor(self).map(move |(result, seen), act, _| {
             let result = result.unwrap_or(Err(PaymentError::Timeout));
             act.stats.observe(started.elapsed());
+            let (outcome, detail) = match &result {
+                Ok(v) if refusal(v) => (CallOutcome::Refused, None),
+                Ok(_) => (CallOutcome::Ok, None),
+                Err(PaymentError::Timeout) => (CallOutcome::Timeout, None),
+                Err(e) => (CallOutcome::Failed, Some(e.to_string())),
+            };
+            calls.push(Attempt::ended(
+                GATEWAY,
+                operation,
+                (wall, started),
+                seen,
+                outcome,
+                detail,
+            ));
             // A gateway that answered is healthy, whatever it answered (a decline, a
             // permanent refusal); silence and unavailability are what the breaker counts.
             let failed = matches!(
@@ -127,6 +156,9 @@ impl Actor for PaymentAdapter {
     }
 }
 
+/// The gateway's name in a saga's partner calls.
+const GATEWAY: &str = "gateway";
+
 /// Reserves an amount on a card (manual capture), once per key.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<AuthOutcome, PaymentError>")]
@@ -139,6 +171,8 @@ pub struct AuthorizeCard {
     pub amount: Money,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempt goes (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Captures an authorization, once per key.
@@ -153,6 +187,8 @@ pub struct CapturePayment {
     pub amount: Money,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempt goes (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Releases an uncaptured authorization, once per key.
@@ -165,6 +201,8 @@ pub struct VoidAuthorization {
     pub authorization_id: String,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempt goes (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Returns money from a capture, once per key.
@@ -179,6 +217,8 @@ pub struct RefundPayment {
     pub amount: Money,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempt goes (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Asks what became of the operation sent with a key (reconciliation).
@@ -189,6 +229,8 @@ pub struct PaymentStatusOf {
     pub key: String,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempt goes (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Authorizes through the guard.
@@ -196,7 +238,8 @@ impl Handler<AuthorizeCard> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<AuthOutcome, PaymentError>>;
 
     fn handle(&mut self, m: AuthorizeCard, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(&m.origin, "authorize", |gw| {
+        let refusal = |o: &AuthOutcome| matches!(o, AuthOutcome::Declined { .. });
+        self.guarded(&m.origin, "authorize", m.calls, refusal, |gw| {
             gw.authorize(&m.key, &m.card_token, m.amount)
         })
     }
@@ -207,7 +250,8 @@ impl Handler<CapturePayment> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<CaptureOutcome, PaymentError>>;
 
     fn handle(&mut self, m: CapturePayment, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(&m.origin, "capture", |gw| {
+        let refusal = |o: &CaptureOutcome| matches!(o, CaptureOutcome::Rejected { .. });
+        self.guarded(&m.origin, "capture", m.calls, refusal, |gw| {
             gw.capture(&m.key, &m.authorization_id, m.amount)
         })
     }
@@ -218,7 +262,10 @@ impl Handler<VoidAuthorization> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<VoidOutcome, PaymentError>>;
 
     fn handle(&mut self, m: VoidAuthorization, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(&m.origin, "void", |gw| gw.void(&m.key, &m.authorization_id))
+        let refusal = |o: &VoidOutcome| matches!(o, VoidOutcome::Rejected { .. });
+        self.guarded(&m.origin, "void", m.calls, refusal, |gw| {
+            gw.void(&m.key, &m.authorization_id)
+        })
     }
 }
 
@@ -227,7 +274,8 @@ impl Handler<RefundPayment> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<RefundOutcome, PaymentError>>;
 
     fn handle(&mut self, m: RefundPayment, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(&m.origin, "refund", |gw| {
+        let refusal = |o: &RefundOutcome| matches!(o, RefundOutcome::Rejected { .. });
+        self.guarded(&m.origin, "refund", m.calls, refusal, |gw| {
             gw.refund(&m.key, &m.payment_id, m.amount)
         })
     }
@@ -238,7 +286,13 @@ impl Handler<PaymentStatusOf> for PaymentAdapter {
     type Result = ResponseActFuture<Self, Result<Option<PaymentOpStatus>, PaymentError>>;
 
     fn handle(&mut self, m: PaymentStatusOf, _: &mut Context<Self>) -> Self::Result {
-        self.guarded(&m.origin, "status", |gw| gw.status(&m.key))
+        self.guarded(
+            &m.origin,
+            "status",
+            m.calls,
+            |_| false,
+            |gw| gw.status(&m.key),
+        )
     }
 }
 
@@ -301,6 +355,7 @@ impl PaymentGateway for SupervisedGateway {
             card_token: card_token.to_owned(),
             amount,
             origin: Origin::current(),
+            calls: CallSink::current(),
         })
     }
 
@@ -315,6 +370,7 @@ impl PaymentGateway for SupervisedGateway {
             authorization_id: authorization_id.to_owned(),
             amount,
             origin: Origin::current(),
+            calls: CallSink::current(),
         })
     }
 
@@ -323,6 +379,7 @@ impl PaymentGateway for SupervisedGateway {
             key: key.to_owned(),
             authorization_id: authorization_id.to_owned(),
             origin: Origin::current(),
+            calls: CallSink::current(),
         })
     }
 
@@ -332,6 +389,7 @@ impl PaymentGateway for SupervisedGateway {
             payment_id: payment_id.to_owned(),
             amount,
             origin: Origin::current(),
+            calls: CallSink::current(),
         })
     }
 
@@ -339,6 +397,7 @@ impl PaymentGateway for SupervisedGateway {
         self.ask(PaymentStatusOf {
             key: key.to_owned(),
             origin: Origin::current(),
+            calls: CallSink::current(),
         })
     }
 }

@@ -20,9 +20,11 @@ use tracing::Instrument as _;
 
 use super::guard::{CallGuard, PartnerStats, Refused};
 use super::PanicFaults;
+use crate::call_log::{self, Attempt, CallSink};
 pub use crate::config::AdapterConfig;
 use crate::domain::backoff::equal_jitter;
 use crate::domain::look_to_book::LookToBookMeter;
+use crate::domain::saga::CallOutcome;
 use crate::sellers::{
     BookOutcome, BookRequest, CancelOutcome, Offer, ReservationStatus, SearchQuery, SellerApi,
     SellerError,
@@ -117,19 +119,31 @@ impl SellerAdapter {
 
     /// Runs `call` with the adapter's protections; `retries` extra attempts on failure.
     /// Traced, the call is a span (child of the sender's) with the breaker's and
-    /// bulkhead's decisions as events and one child span per attempt.
+    /// bulkhead's decisions as events and one child span per attempt. Each attempt, and a
+    /// refusal by the guard, goes to `calls`; `refusal` tells an answer that is a refusal
+    /// (sold out, price changed) from one that did what was asked.
+    #[allow(clippy::too_many_arguments)]
     fn protected<T, F>(
         &mut self,
         retries: u32,
         budget: Duration,
         origin: &Origin,
         operation: &'static str,
+        calls: CallSink,
+        refusal: fn(&T) -> bool,
         call: F,
     ) -> ResponseActFuture<Self, Result<T, SellerCallError>>
     where
         T: Send + 'static,
         F: Fn(Arc<dyn SellerApi>) -> crate::sellers::SellerFuture<T> + Send + 'static,
     {
+        // Searches pass no sink: their hot path pays nothing for the saga's record.
+        let recording = calls.is_active();
+        let partner = if recording {
+            self.api.name().to_owned()
+        } else {
+            String::new()
+        };
         let span = match origin.span() {
             Some(parent) => tracing::info_span!(
                 parent: parent,
@@ -145,6 +159,11 @@ impl SellerAdapter {
         let permit = match self.guard.admit(started) {
             Ok(p) => p,
             Err(Refused::CircuitOpen) => {
+                calls.push(Attempt::refused(
+                    &partner,
+                    operation,
+                    CallOutcome::CircuitOpen,
+                ));
                 span.in_scope(|| {
                     tracing::info!(
                         decision = "circuit_open",
@@ -154,6 +173,11 @@ impl SellerAdapter {
                 return Box::pin(actix::fut::ready(Err(SellerCallError::CircuitOpen)));
             }
             Err(Refused::BulkheadFull) => {
+                calls.push(Attempt::refused(
+                    &partner,
+                    operation,
+                    CallOutcome::BulkheadFull,
+                ));
                 span.in_scope(|| {
                     tracing::info!(
                         decision = "bulkhead_full",
@@ -188,10 +212,25 @@ impl SellerAdapter {
                 } else {
                     tracing::Span::none()
                 };
-                let once = tokio::time::timeout(per_call.min(remaining), call(api.clone()));
-                let result = match once.instrument(attempt_span).await {
-                    Ok(r) => r,
-                    Err(_) => Err(SellerError::Timeout),
+                let once = tokio::time::timeout(per_call.min(remaining), call(api.clone()))
+                    .instrument(attempt_span);
+                let result = if recording {
+                    let wall = chrono::Utc::now();
+                    let (result, seen) = call_log::watch(once).await;
+                    let result = result.unwrap_or(Err(SellerError::Timeout));
+                    let (outcome, detail) = match &result {
+                        Ok(v) if refusal(v) => (CallOutcome::Refused, None),
+                        Ok(_) => (CallOutcome::Ok, None),
+                        Err(SellerError::Timeout) => (CallOutcome::Timeout, None),
+                        Err(e) => (CallOutcome::Failed, Some(e.to_string())),
+                    };
+                    let started = (wall, call_started);
+                    calls.push(Attempt::ended(
+                        &partner, operation, started, seen, outcome, detail,
+                    ));
+                    result
+                } else {
+                    once.await.unwrap_or(Err(SellerError::Timeout))
                 };
                 stats.observe(call_started.elapsed());
                 match result {
@@ -253,6 +292,8 @@ pub struct BookWithSeller {
     pub request: BookRequest,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempts go (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Cancels the reservation made under an idempotency key.
@@ -263,6 +304,8 @@ pub struct CancelWithSeller {
     pub idempotency_key: String,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempts go (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Asks the seller what became of a booking key (reconciliation after a lost reply).
@@ -273,6 +316,8 @@ pub struct BookingStatusAtSeller {
     pub idempotency_key: String,
     /// The sender's span.
     pub origin: Origin,
+    /// Where the attempts go (the saga's record of partner calls).
+    pub calls: CallSink,
 }
 
 /// Searches with retries, unless the look-to-book meter says stop.
@@ -297,6 +342,8 @@ impl Handler<SearchSeller> for SellerAdapter {
             msg.budget,
             &msg.origin,
             "search",
+            CallSink::default(),
+            |_| false,
             move |api| match query.clone() {
                 SearchQuery::Hotel(q) => api.search_hotels(q),
                 SearchQuery::Flight(q) => api.search_flights(q),
@@ -314,9 +361,15 @@ impl Handler<BookWithSeller> for SellerAdapter {
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let request = msg.request;
         Box::pin(
-            self.protected(0, budget, &msg.origin, "book", move |api| {
-                api.book(request.clone())
-            })
+            self.protected(
+                0,
+                budget,
+                &msg.origin,
+                "book",
+                msg.calls,
+                |o| !matches!(o, BookOutcome::Confirmed { .. }),
+                move |api| api.book(request.clone()),
+            )
             .map(|result, act, _| {
                 if let Ok(BookOutcome::Confirmed { .. }) = &result {
                     act.meter().record_booking(Instant::now());
@@ -336,9 +389,15 @@ impl Handler<CancelWithSeller> for SellerAdapter {
         self.maybe_panic();
         let budget = Duration::from_millis(self.config.call_timeout_ms);
         let key = msg.idempotency_key;
-        self.protected(0, budget, &msg.origin, "cancel", move |api| {
-            api.cancel(key.clone())
-        })
+        self.protected(
+            0,
+            budget,
+            &msg.origin,
+            "cancel",
+            msg.calls,
+            |o| matches!(o, CancelOutcome::NotBooked),
+            move |api| api.cancel(key.clone()),
+        )
     }
 }
 
@@ -352,9 +411,15 @@ impl Handler<BookingStatusAtSeller> for SellerAdapter {
             .saturating_mul(self.config.search_retries + 1);
         let key = msg.idempotency_key;
         let retries = self.config.search_retries;
-        self.protected(retries, budget, &msg.origin, "status", move |api| {
-            api.booking_status(key.clone())
-        })
+        self.protected(
+            retries,
+            budget,
+            &msg.origin,
+            "status",
+            msg.calls,
+            |_| false,
+            move |api| api.booking_status(key.clone()),
+        )
     }
 }
 

@@ -27,7 +27,7 @@ pub use crate::domain::booking::BookingOrder;
 pub(crate) use search_json::RenderSlot;
 pub use views::{
     Booking, BookingPage, CancellationView, Check, ClusterMember, ClusterView, Health, OfferView,
-    SearchResponse,
+    PartnerCallsView, SearchResponse,
 };
 
 use crate::actors::account::AccountShard;

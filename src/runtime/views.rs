@@ -9,7 +9,8 @@ use crate::domain::money::Money;
 use crate::domain::outbox::EmailCounts;
 use crate::domain::saga::SagaCounts;
 use crate::domain::saga::{
-    BookingId, FailureCause, HistoryEntry, SagaRecord, SagaState, TraceOrigin,
+    BookingId, FailureCause, HistoryEntry, PartnerCall, PartnerCalls, SagaRecord, SagaState,
+    TraceOrigin,
 };
 use crate::domain::search::{apply_wallet, Markdown};
 use crate::sellers::{Offer, OfferDetails};
@@ -195,6 +196,10 @@ pub struct Booking {
     pub cancellation: Option<CancellationView>,
     /// Timed history of states and steps.
     pub history: Vec<HistoryEntry>,
+    /// Every call the booking's saga made to the seller and the gateway, per attempt.
+    /// For the operator only (a partner's error text is internal): `null` for a customer.
+    #[schema(required = true)]
+    pub partner_calls: Option<PartnerCallsView>,
     /// The trace id of the request that created the booking, to look up in a trace
     /// viewer (Jaeger, Tempo); absent when spans were not exported.
     #[schema(required = true)]
@@ -227,10 +232,31 @@ pub struct CancellationView {
     pub points_restored: Option<Money>,
     /// Timed history.
     pub history: Vec<HistoryEntry>,
+    /// The cancellation saga's partner calls, like the booking's: operator only.
+    #[schema(required = true)]
+    pub partner_calls: Option<PartnerCallsView>,
     /// The trace id of the cancel request (or of the booking, when the cancellation
     /// followed a cancel asked in flight); absent when spans were not exported.
     #[schema(required = true)]
     pub trace_id: Option<String>,
+}
+
+/// A saga's partner calls as the operator sees them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PartnerCallsView {
+    /// Oldest first. A saga keeps its first and its latest calls, up to a bound.
+    pub calls: Vec<PartnerCall>,
+    /// Calls dropped from between those (a step retried for a long time).
+    pub dropped: u64,
+}
+
+impl From<PartnerCalls> for PartnerCallsView {
+    fn from(c: PartnerCalls) -> Self {
+        PartnerCallsView {
+            calls: c.calls,
+            dropped: c.dropped,
+        }
+    }
 }
 
 /// The trace id in a saga's stored `traceparent` (`00-<trace id>-<span id>-<flags>`),
@@ -264,9 +290,11 @@ impl Booking {
                 refund: c.data.refund_amount,
                 points_restored: c.data.points_restored,
                 trace_id: trace_id(c.trace.as_ref()),
+                partner_calls: Some(c.calls.into()),
                 history: c.history,
             }),
             trace_id: trace_id(r.trace.as_ref()),
+            partner_calls: Some(r.calls.into()),
             history: r.history,
         }
     }
@@ -286,8 +314,10 @@ impl Booking {
             self.needs_attention = Some(PARKED_FOR_CUSTOMER.to_owned());
         }
         self.history = customer_timeline(&self.history, cause, false);
+        self.partner_calls = None;
         if let Some(c) = &mut self.cancellation {
             c.history = customer_timeline(&c.history, None, true);
+            c.partner_calls = None;
         }
         self
     }

@@ -17,6 +17,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// type decodes with a default trailer. Saga records carry their trace origin this way.
 pub const TRAILER_VERSION: u8 = 2;
 
+/// Version byte of a record followed by two trailers: a second trailer added to a type
+/// that already had one, the same way. A version-2 record of such a type decodes with a
+/// default second trailer, a version-1 record with both defaulted. Saga records carry
+/// their partner calls this way, after their trace origin.
+pub const TRAILERS_VERSION: u8 = 3;
+
 /// Most bytes one record may claim while decoding (16 MiB). bincode sizes a string or
 /// byte buffer from its length prefix before reading it; without a bound, a corrupt
 /// prefix (say 2^62) makes the allocation fail, and a failed allocation aborts the
@@ -90,6 +96,48 @@ pub fn decode_with_trailer<T: DeserializeOwned, U: DeserializeOwned + Default>(
         }
         other => Err(CodecError::UnknownVersion(other)),
     }
+}
+
+/// Encodes `value` followed by `first` and `second` ([`TRAILERS_VERSION`]).
+pub fn encode_with_trailers<T: Serialize, U: Serialize, V: Serialize>(
+    value: &T,
+    first: &U,
+    second: &V,
+) -> Vec<u8> {
+    let mut out = encode_with_trailer(value, first);
+    out[0] = TRAILERS_VERSION;
+    bincode::serde::encode_into_std_write(second, &mut out, config())
+        .expect("records are bincode-serializable");
+    out
+}
+
+/// Decodes what [`encode_with_trailers`] wrote, or an older record: one written by
+/// [`encode_with_trailer`] (a default second trailer) or by [`encode`] (both defaulted).
+pub fn decode_with_trailers<
+    T: DeserializeOwned,
+    U: DeserializeOwned + Default,
+    V: DeserializeOwned + Default,
+>(
+    bytes: &[u8],
+) -> Result<(T, U, V), CodecError> {
+    let (&version, payload) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != TRAILERS_VERSION {
+        let (value, first) = decode_with_trailer(bytes)?;
+        return Ok((value, first, V::default()));
+    }
+    let corrupt = |e: bincode::error::DecodeError| CodecError::Corrupt(e.to_string());
+    let (value, read) = bincode::serde::decode_from_slice(payload, config()).map_err(corrupt)?;
+    let rest = &payload[read..];
+    let (first, read) = bincode::serde::decode_from_slice(rest, config()).map_err(corrupt)?;
+    let rest = &rest[read..];
+    let (second, read) = bincode::serde::decode_from_slice(rest, config()).map_err(corrupt)?;
+    if read != rest.len() {
+        return Err(CodecError::Corrupt(format!(
+            "{} trailing bytes",
+            rest.len() - read
+        )));
+    }
+    Ok((value, first, second))
 }
 
 /// Decodes a record, refusing unknown versions, trailing bytes and garbage.
@@ -204,6 +252,39 @@ mod tests {
         trailing.push(1);
         assert!(decode_with_trailer::<Sample, Option<String>>(&trailing).is_err());
         assert!(decode_with_trailer::<Sample, Option<String>>(&new[..new.len() - 2]).is_err());
+    }
+
+    /// Each older layout (no trailer, one trailer) still decodes under the two-trailer
+    /// reader, with defaults for what it lacks; a torn or padded new record is refused.
+    #[test]
+    fn records_written_before_a_second_trailer_still_decode() {
+        let s = Sample {
+            id: "saga-2".into(),
+            amount: 9,
+            tags: vec!["t".into()],
+            note: None,
+        };
+        let tp = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string());
+        type Read = (Sample, Option<String>, Vec<u32>);
+        let v1: Read = decode_with_trailers(&encode(&s)).unwrap();
+        assert_eq!(v1, (s.clone_sample(), None, vec![]));
+        let v2: Read = decode_with_trailers(&encode_with_trailer(&s, &tp)).unwrap();
+        assert_eq!(v2, (s.clone_sample(), tp.clone(), vec![]));
+        let new = encode_with_trailers(&s, &tp, &vec![1u32, 2]);
+        assert_eq!(new[0], TRAILERS_VERSION);
+        let v3: Read = decode_with_trailers(&new).unwrap();
+        assert_eq!(v3, (s.clone_sample(), tp, vec![1, 2]));
+        let mut padded = new.clone();
+        padded.push(0);
+        assert!(decode_with_trailers::<Sample, Option<String>, Vec<u32>>(&padded).is_err());
+        assert!(
+            decode_with_trailers::<Sample, Option<String>, Vec<u32>>(&new[..new.len() - 1])
+                .is_err()
+        );
+        assert_eq!(
+            decode_with_trailer::<Sample, Option<String>>(&new),
+            Err(CodecError::UnknownVersion(TRAILERS_VERSION))
+        );
     }
 
     impl Sample {

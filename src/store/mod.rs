@@ -289,20 +289,21 @@ pub fn decode_record<T: DeserializeOwned>(
     })
 }
 
-/// Encodes a saga record with its trace origin as the trailer.
+/// Encodes a saga record with its trace origin and its partner calls as trailers.
 pub fn encode_saga(record: &SagaRecord) -> Vec<u8> {
-    codec::encode_with_trailer(record, &record.trace)
+    codec::encode_with_trailers(record, &record.trace, &record.calls)
 }
 
-/// Decodes a saga record, old (no trace origin) or new.
+/// Decodes a saga record, old (no trace origin, or no partner calls) or new.
 pub fn decode_saga(key: &[u8], bytes: &[u8]) -> Result<SagaRecord, StoreError> {
-    let (mut record, trace): (SagaRecord, _) =
-        codec::decode_with_trailer(bytes).map_err(|e| StoreError::Corrupt {
+    let (mut record, trace, calls): (SagaRecord, _, _) = codec::decode_with_trailers(bytes)
+        .map_err(|e| StoreError::Corrupt {
             tree: Tree::Sagas.name(),
             key: printable_key(key),
             reason: e.to_string(),
         })?;
     record.trace = trace;
+    record.calls = calls;
     Ok(record)
 }
 
@@ -329,10 +330,11 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
 mod saga_codec_tests {
     use super::*;
     use crate::domain::saga::fixtures::booking;
-    use crate::domain::saga::TraceOrigin;
+    use crate::domain::saga::{CallOutcome, PartnerCall, PartnerCalls, Step, TraceOrigin};
 
     /// A saga written before records carried their trace (the plain envelope, version 1,
-    /// as every earlier build wrote it) still loads, without a trace; a new one keeps it.
+    /// as every earlier build wrote it) still loads, without a trace; one written before
+    /// they carried partner calls (version 2) loads without calls; a new one keeps both.
     #[test]
     fn saga_records_from_before_the_trace_still_decode() {
         let old = booking();
@@ -347,8 +349,27 @@ mod saga_codec_tests {
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             process: 7,
         });
+        // As the build before partner calls wrote it: one trailer, version 2.
+        let v2 = codec::encode_with_trailer(&new, &new.trace);
+        assert_eq!(v2[0], codec::TRAILER_VERSION);
+        let loaded = decode_saga(b"saga", &v2).unwrap();
+        assert_eq!(loaded, new);
+        assert_eq!(loaded.calls, PartnerCalls::default());
+
+        new.calls.record(PartnerCall {
+            partner: "alpha".into(),
+            operation: "book".into(),
+            step: Step::Reserve,
+            attempt: 0,
+            started_at: chrono::Utc::now(),
+            duration_ms: 12,
+            outcome: CallOutcome::Failed,
+            http_status: Some(503),
+            detail: Some("seller unavailable: 503".into()),
+        });
+        new.calls.dropped = 3;
         let bytes = encode_saga(&new);
-        assert_eq!(bytes[0], codec::TRAILER_VERSION);
+        assert_eq!(bytes[0], codec::TRAILERS_VERSION);
         assert_eq!(decode_saga(b"saga", &bytes).unwrap(), new);
         let e = decode_saga(b"saga", &bytes[..bytes.len() - 1]).unwrap_err();
         assert!(
@@ -366,6 +387,7 @@ mod saga_codec_tests {
             let bytes = std::fs::read(format!("{seeds}{name}")).unwrap();
             assert_eq!(bytes[0], codec::TRAILER_VERSION, "{name}");
             let record = decode_saga(b"saga", &bytes).unwrap();
+            assert_eq!(record.calls, PartnerCalls::default(), "{name}");
             record.trace.map(|t| t.traceparent[53..].to_owned())
         };
         assert_eq!(flags("saga_traced_v2").as_deref(), Some("01"));

@@ -23,6 +23,7 @@
 //! failure; a compensation that cannot finish parks the saga as `needs_attention` for an
 //! operator ([`retry_needs_attention`]).
 
+mod calls;
 mod cancel_request;
 mod id;
 mod record;
@@ -36,6 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Money;
 
+pub use calls::{
+    push_bounded, CallOutcome, PartnerCall, PartnerCalls, KEPT_FIRST, MAX_CALLS, MAX_DETAIL_LEN,
+};
 pub use cancel_request::{takes_stored_cancel, with_stored_cancel};
 pub use id::{BookingId, IdError, SagaId};
 pub use record::{

@@ -418,6 +418,10 @@ pub struct SagaRecord {
     /// (`store::codec::encode_with_trailer`), so records from before it stay readable.
     #[serde(skip)]
     pub trace: Option<TraceOrigin>,
+    /// Every partner call the saga made, per attempt, bounded. Stored as a second
+    /// trailer, after `trace`, for the same reason.
+    #[serde(skip)]
+    pub calls: super::calls::PartnerCalls,
 }
 
 /// Where a saga's trace began: the W3C `traceparent` of the request that created it and

@@ -524,12 +524,31 @@
       if (!res.ok) throw new Error(b.detail || res.status);
       const saga = id.endsWith(':cancel') && b.cancellation ? b.cancellation : b;
       const entries = saga.history;
-      // Each entry with the time since the one before: where the saga's time went, from
-      // its own record, with or without a trace collector.
-      const rows = entries.map((h, i) => {
+      // Each entry with the time since the one before, and each partner call under the
+      // first line of its step written after the call started (the line that says how
+      // that step went): where the saga's time went, from its own record, with or without
+      // a trace collector.
+      const calls = saga.partner_calls ? saga.partner_calls.calls : [];
+      const under = entries.map(() => []);
+      const unplaced = [];
+      for (const c of calls) {
+        const started = Date.parse(c.started_at);
+        const at = entries.findIndex((h) => h.step === c.step && Date.parse(h.at) >= started);
+        (at >= 0 ? under[at] : unplaced).push(c);
+      }
+      const callRow = (c) => el('li', 'call', '↳ ' + c.partner + ' ' + c.operation + ' #' + c.attempt +
+        ' [' + c.step + '] ' + elapsed(c.duration_ms) + ' ' + c.outcome +
+        (c.http_status ? ' (HTTP ' + c.http_status + ')' : '') + (c.detail ? ': ' + c.detail : ''));
+      const rows = [];
+      entries.forEach((h, i) => {
         const took = i > 0 ? ' (+' + elapsed(Date.parse(h.at) - Date.parse(entries[i - 1].at)) + ')' : '';
-        return el('li', null, clock(h.at) + took + ' ' + h.state + (h.step ? ' [' + h.step + ']' : '') + ': ' + h.note);
+        rows.push(el('li', null, clock(h.at) + took + ' ' + h.state + (h.step ? ' [' + h.step + ']' : '') + ': ' + h.note));
+        rows.push(...under[i].map(callRow));
       });
+      rows.push(...unplaced.map(callRow));
+      if (saga.partner_calls && saga.partner_calls.dropped > 0) {
+        rows.push(el('li', 'muted', saga.partner_calls.dropped + ' partner calls not kept (between the first and the latest)'));
+      }
       if (entries.length > 1) {
         const total = Date.parse(entries[entries.length - 1].at) - Date.parse(entries[0].at);
         rows.push(el('li', 'muted', 'total ' + elapsed(total)));

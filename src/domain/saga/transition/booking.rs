@@ -27,6 +27,7 @@ pub fn new_booking(
         updated_at: now,
         history: Vec::new(),
         trace: None,
+        calls: Default::default(),
     };
     r.note(now, None, "booking requested");
     let mut tr = Transition::at(r.state, None);

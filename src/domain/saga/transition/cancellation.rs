@@ -44,6 +44,7 @@ pub fn new_cancellation(booking: &SagaRecord, now: DateTime<Utc>) -> Result<Saga
         updated_at: now,
         history: Vec::new(),
         trace: None,
+        calls: Default::default(),
     };
     r.note(
         now,
