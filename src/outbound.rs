@@ -158,7 +158,8 @@ pub(crate) fn join(base: &Url, segments: &[&str]) -> Option<Url> {
 
 /// A client span for one partner request, with the HTTP client semantic-convention
 /// attributes (the status is recorded by [`record_status`]), and the request carrying
-/// that span's `traceparent`. Untraced (telemetry off): the request as it was and no span.
+/// that span's `traceparent`. Untraced (telemetry off): the request as it was and no span;
+/// in a dropped trace, no span and the trace's `traceparent` (flag `00`).
 pub(crate) fn traced(
     request: reqwest::RequestBuilder,
     method: &reqwest::Method,
@@ -167,6 +168,13 @@ pub(crate) fn traced(
 ) -> (reqwest::RequestBuilder, tracing::Span) {
     if !crate::telemetry::enabled() {
         return (request, tracing::Span::none());
+    }
+    if let Some(dropped) = crate::telemetry::current_unsampled() {
+        // Not exported: no span, only the decision for the partner to follow.
+        return (
+            request.header("traceparent", dropped.traceparent()),
+            tracing::Span::none(),
+        );
     }
     let span = tracing::info_span!(
         "http.client",

@@ -7,13 +7,14 @@ mod context;
 mod export;
 mod log_ids;
 mod sampling;
+mod scope;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::{filter_fn, FilterExt as _};
+use tracing_subscriber::filter::{filter_fn, FilterExt as _, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -24,6 +25,7 @@ pub use context::{
 };
 pub use export::dropped_spans;
 pub use sampling::{unsampled, Head, Unsampled};
+pub use scope::{current_unsampled, exporting, log_spans, mark, Marked, Scope, Traced, TracedExt};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -80,7 +82,11 @@ pub fn init_with(
     // The log layer keeps the log level for spans too: letting it see every info span
     // would format each span's fields on every request. So a JSON line names its trace
     // when its span is logged (e.g. `RUST_LOG=warn,wayfare=info`), as before.
-    let fmt = fmt.with_filter(log_filter(level));
+    let log = log_filter(level);
+    // Whether any info span may be logged: spans made only for logs in a dropped trace
+    // (`scope`) are skipped otherwise.
+    scope::set_log_spans(log.max_level_hint().is_none_or(|l| l >= LevelFilter::INFO));
+    let fmt = fmt.with_filter(log);
     // Head sampling wraps the OpenTelemetry layer inside the filter, so it sees the
     // spans (and the parents) the OpenTelemetry layer would see.
     let otel = provider.as_ref().map(|p| {
@@ -136,4 +142,37 @@ fn traced_span(meta: &tracing::Metadata<'_>) -> bool {
 /// the escape codes as text. `NO_COLOR` (no-color.org) turns it off at a terminal too.
 fn colour_wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use opentelemetry::trace::TraceId;
+
+    /// A span made in a dropped trace is marked, never exported, whatever the log level
+    /// (the export layer sees every info span), and one made outside it is kept.
+    #[test]
+    fn spans_made_in_a_dropped_trace_are_marked_at_every_log_level() {
+        let provider = SdkTracerProvider::builder().build();
+        let dropped = Unsampled::for_trace(TraceId::from(9u128));
+        for level in ["warn", "info"] {
+            let subscriber = tracing_subscriber::registry().with(
+                sampling::HeadSampled::new(
+                    tracing_opentelemetry::layer().with_tracer(provider.tracer("t")),
+                )
+                .with_filter(EnvFilter::new(level).or(filter_fn(traced_span))),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                let kept = Head::Keep.root(|| tracing::info_span!(parent: None, "kept"));
+                assert_eq!(unsampled(&kept), None, "{level}");
+                let _marked = mark(Some(dropped));
+                let made = tracing::info_span!(parent: None, "made");
+                assert_eq!(unsampled(&made), Some(dropped), "{level}");
+                // Even a child of a kept span follows the trace the code runs in.
+                let child = tracing::info_span!(parent: &kept, "child");
+                assert_eq!(unsampled(&child), Some(dropped), "{level}");
+            });
+        }
+    }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use tracing::{Instrument as _, Span};
+use tracing::Span;
 
 use super::PanicFaults;
 use crate::domain::access::{Caller, KeyDigest};
@@ -35,7 +35,7 @@ use crate::domain::money::Currency;
 use crate::domain::wallet::{LedgerPage, WalletOp, WalletReceipt};
 pub use crate::store::accounts::{AccountError, Taken};
 use crate::store::accounts::{AccountFuture, AccountState, AccountStore};
-use crate::telemetry::Origin;
+use crate::telemetry::{Origin, Scope, TracedExt as _};
 pub use read_model::AccountReadModel;
 use read_model::ReadSegment;
 
@@ -252,12 +252,13 @@ pub struct SetApiKey {
     pub origin: Origin,
 }
 
-/// `store`'s future, polled inside `span` while spans are exported: a store whose work
+/// `store`'s future, polled inside `scope` while spans are exported: a store whose work
 /// happens when the future is polled (PostgreSQL) then has its statements in the
-/// message's trace. Untraced, the future as it was (no allocation).
-fn within<T: 'static>(store: AccountFuture<T>, span: &Span) -> AccountFuture<T> {
-    if crate::telemetry::enabled() && !span.is_none() {
-        Box::pin(store.instrument(span.clone()))
+/// message's trace (or knows that trace was dropped). Untraced, the future as it was (no
+/// allocation).
+fn within<T: 'static>(store: AccountFuture<T>, scope: &Scope) -> AccountFuture<T> {
+    if crate::telemetry::enabled() && (!scope.span().is_none() || scope.unsampled().is_some()) {
+        Box::pin(store.traced(scope.clone()))
     } else {
         store
     }
@@ -267,7 +268,7 @@ fn within<T: 'static>(store: AccountFuture<T>, span: &Span) -> AccountFuture<T> 
 impl Handler<OpenAccount> for AccountShard {
     type Result = Reply<Account>;
     fn handle(&mut self, msg: OpenAccount, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
+        let span = msg.origin.scoped(|| tracing::info_span!(parent: &msg.span, "open_account", shard = self.index, account = %msg.id, actor.mailbox_wait_us = msg.origin.mailbox_wait_us()));
         let _enter = span.enter();
         self.maybe_panic();
         let record = AccountRecord::open(msg.id, msg.new, self.currency, Utc::now());
@@ -294,7 +295,7 @@ impl Handler<GetAccount> for AccountShard {
 impl Handler<ChangeWallet> for AccountShard {
     type Result = Reply<WalletReceipt>;
     fn handle(&mut self, msg: ChangeWallet, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key, actor.mailbox_wait_us = msg.origin.mailbox_wait_us());
+        let span = msg.origin.scoped(|| tracing::info_span!(parent: &msg.span, "change_wallet", shard = self.index, account = %msg.id, key = %msg.key, actor.mailbox_wait_us = msg.origin.mailbox_wait_us()));
         let _enter = span.enter();
         self.maybe_panic();
         let changed = within(self.store.change_wallet(msg.id, &msg.key, &msg.op), &span);

@@ -43,7 +43,7 @@ use crate::sellers::{BookOutcome, BookRequest, CancelOutcome, ReservationStatus,
 use crate::store::sagas::{SagaWrite, Saved};
 use crate::store::{ClusterStore, SagaStore, StoreError};
 use crate::supervisor::{ActorHandle, AskError, DynamicSupervisor};
-use crate::telemetry::{self, Head, Origin};
+use crate::telemetry::{self, Head, Origin, Scope, TracedExt as _};
 
 /// Everything a saga talks to. Shared by every saga actor.
 pub(crate) struct SagaDeps {
@@ -193,12 +193,14 @@ impl Actor for BookingSaga {
 }
 
 impl BookingSaga {
-    /// The span of one step. Traced, it continues the creating request's trace when this
-    /// process created the saga; otherwise it is a child of the saga's resume span, which
-    /// links to that trace. Untraced, the plain span logs have always had.
-    fn step_span(&mut self, record: &SagaRecord, action: &Action) -> tracing::Span {
+    /// The scope of one step. Traced, its span continues the creating request's trace when
+    /// this process created the saga; otherwise it is a child of the saga's resume span,
+    /// which links to that trace. Untraced, or in a trace the head sampler dropped, the
+    /// plain span logs have always had (in the latter, the scope carries the decision).
+    fn step_scope(&mut self, record: &SagaRecord, action: &Action) -> Scope {
+        let plain = || tracing::info_span!("saga_step", saga = %self.saga_id);
         if !telemetry::enabled() {
-            return tracing::info_span!("saga_step", saga = %self.saga_id);
+            return Scope::new(plain(), None);
         }
         let origin = record.trace.as_ref();
         let local = origin.is_some_and(|o| o.process == telemetry::process_id());
@@ -206,10 +208,19 @@ impl BookingSaga {
         // unsampled request stays unsampled here and after a take-over, one trace either way.
         let stored = origin.and_then(|o| telemetry::extract(Some(&o.traceparent), None));
         let head = Head::decide(stored.as_ref());
+        if let Head::Drop(marker) = head {
+            let _marked = telemetry::mark(Some(marker));
+            let span = if telemetry::log_spans() {
+                plain()
+            } else {
+                tracing::Span::none()
+            };
+            return Scope::new(span, Some(marker));
+        }
         let parent = match (&self.resumed, origin) {
             (Some(resumed), _) => Some(resumed.clone()),
             (None, Some(o)) if !local => {
-                let resumed = head.root(|| {
+                let resumed = Head::Keep.root(|| {
                     tracing::info_span!(
                         parent: None,
                         "saga.resume",
@@ -218,17 +229,15 @@ impl BookingSaga {
                         saga.state = record.state.as_str(),
                     )
                 });
-                if head == Head::Keep {
-                    if let Some(linked) = telemetry::span_context(&o.traceparent) {
-                        resumed.add_link(linked);
-                    }
+                if let Some(linked) = telemetry::span_context(&o.traceparent) {
+                    resumed.add_link(linked);
                 }
                 self.resumed = Some(resumed.clone());
                 Some(resumed)
             }
             _ => None,
         };
-        let span = head.root(|| {
+        let span = Head::Keep.root(|| {
             tracing::info_span!(
                 parent: parent.as_ref().and_then(|p| p.id()),
                 "saga.step",
@@ -239,10 +248,10 @@ impl BookingSaga {
                 saga.state = record.state.as_str(),
             )
         });
-        if let (true, Some(cx), Head::Keep) = (local, stored, head) {
+        if let (true, Some(cx)) = (local, stored) {
             let _ = span.set_parent(cx);
         }
-        span
+        Scope::new(span, None)
     }
 }
 
@@ -276,12 +285,12 @@ impl Handler<Advance> for BookingSaga {
             return;
         }
         let deps = self.deps.clone();
-        let span = self.step_span(&record, &action);
+        let span = self.step_scope(&record, &action);
         let served = step_of(&action, &record.kind);
         let calls = CallSink::collecting();
         let sink = calls.clone();
-        let step = async move { sink.scope(perform(&deps, &record, action)).await }
-            .instrument(span.clone());
+        let step =
+            async move { sink.scope(perform(&deps, &record, action)).await }.traced(span.clone());
         let fut = step
             .into_actor(self)
             .then(move |outcome, act, _| {
@@ -296,11 +305,11 @@ impl Handler<Advance> for BookingSaga {
                     let Some(record) = now_record else {
                         return (Next::Stop, None, false);
                     };
-                    let stored = persist(&deps, &record, &tr).instrument(span.clone()).await;
+                    let stored = persist(&deps, &record, &tr).traced(span.clone()).await;
                     match stored {
                         Ok(saved) => {
                             // In the step's span: the mailer's wake-up is part of the step.
-                            after_persist(&deps, &record, &tr).instrument(span).await;
+                            after_persist(&deps, &record, &tr).traced(span).await;
                             let next = match tr.retry_attempt {
                                 Some(attempt) => Next::After(backoff_delay(
                                     attempt,
@@ -388,7 +397,7 @@ async fn persist(
             .map(|(before, booking)| (*before, booking)),
     };
     // Traced, the write (applied when called, for sled) and its flush are one span.
-    let span = if telemetry::enabled() {
+    let span = if telemetry::exporting() {
         tracing::info_span!(
             "store.save_saga",
             otel.kind = "client",

@@ -15,7 +15,6 @@
 use actix::prelude::*;
 use chrono::Utc;
 use std::sync::Arc;
-use tracing::Instrument as _;
 
 use super::booking::{BookingSaga, RequestCancel, SagaDeps};
 use crate::domain::account::AccountId;
@@ -26,7 +25,7 @@ use crate::domain::saga::{
 use crate::store::sagas::NewBooking;
 use crate::store::StoreError;
 use crate::supervisor::{ChildEnd, ChildPermit};
-use crate::telemetry::Origin;
+use crate::telemetry::{Origin, TracedExt as _};
 
 /// Why a booking request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -326,7 +325,7 @@ impl Handler<StartBooking> for SagaCoordinator {
                             _ => Err(BookingError::Overloaded),
                         }
                     }
-                    .instrument(span.clone()),
+                    .traced(span.clone()),
                 );
             }
         };
@@ -349,14 +348,15 @@ impl Handler<StartBooking> for SagaCoordinator {
                     NewBooking::KeyReused => Err(key_reused(&request)),
                 }
             }
-            .instrument(span.clone()),
+            .traced(span.clone()),
         )
     }
 }
 
-/// The trace context a new saga keeps: the sender's, while spans are exported.
+/// The trace context a new saga keeps: the sender's (kept or not), while spans are
+/// exported.
 fn trace_origin(origin: &Origin) -> Option<TraceOrigin> {
-    let traceparent = crate::telemetry::traceparent_of(origin.span()?)?;
+    let traceparent = origin.traceparent()?;
     Some(TraceOrigin {
         traceparent,
         process: crate::telemetry::process_id(),
@@ -389,7 +389,7 @@ impl Handler<GetSaga> for SagaCoordinator {
     fn handle(&mut self, msg: GetSaga, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let span = msg.origin.handling("coordinator get_saga");
-        Box::pin(async move { load(&deps, &msg.id.to_string()).await }.instrument(span))
+        Box::pin(async move { load(&deps, &msg.id.to_string()).await }.traced(span))
     }
 }
 
@@ -445,7 +445,7 @@ impl Handler<CancelBooking> for SagaCoordinator {
             }
             load(&deps, &id).await
         }
-            .instrument(span),
+            .traced(span),
         )
     }
 }
@@ -472,7 +472,7 @@ impl Handler<RetrySaga> for SagaCoordinator {
                 launch(&deps, &id);
                 Ok(record)
             }
-            .instrument(span),
+            .traced(span),
         )
     }
 }
@@ -484,7 +484,7 @@ impl Handler<ListBookings> for SagaCoordinator {
     fn handle(&mut self, msg: ListBookings, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
         let span = msg.origin.handling("coordinator list_bookings");
-        Box::pin(async move { list_bookings(&deps, msg).await }.instrument(span))
+        Box::pin(async move { list_bookings(&deps, msg).await }.traced(span))
     }
 }
 

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tracing::Instrument as _;
 
 use super::guard::{CallGuard, PartnerStats, Refused};
 use crate::call_log::{self, Attempt, CallSink};
@@ -29,7 +28,7 @@ use crate::payments::{
     RefundOutcome, VoidOutcome,
 };
 use crate::supervisor::{ActorHandle, AskError};
-use crate::telemetry::Origin;
+use crate::telemetry::{Origin, TracedExt as _};
 
 /// The adapter actor.
 pub struct PaymentAdapter {
@@ -116,8 +115,9 @@ impl PaymentAdapter {
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wall = chrono::Utc::now();
-        let call = span.in_scope(|| call(&*self.gateway));
-        let call = call_log::watch(tokio::time::timeout(self.call_timeout, call).instrument(span));
+        let scope = origin.scope(span);
+        let call = scope.in_scope(|| call(&*self.gateway));
+        let call = call_log::watch(tokio::time::timeout(self.call_timeout, call).traced(scope));
         Box::pin(call.into_actor(self).map(move |(result, seen), act, _| {
             let result = result.unwrap_or(Err(PaymentError::Timeout));
             act.stats.observe(started.elapsed());

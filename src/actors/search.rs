@@ -368,7 +368,7 @@ impl Handler<Search> for SearchAggregator {
         let key = msg.key;
         // Traced, the search is a span with how the cache answered; the fan-out's seller
         // calls are its children.
-        let span = match msg.origin.span() {
+        let scope = msg.origin.scope(match msg.origin.span() {
             Some(parent) => tracing::info_span!(
                 parent: parent,
                 "search.aggregate",
@@ -376,7 +376,8 @@ impl Handler<Search> for SearchAggregator {
                 actor.mailbox_wait_us = msg.origin.waited_us(),
             ),
             None => tracing::Span::none(),
-        };
+        });
+        let span = scope.span();
         if let Some(hit) = self.cache.get(&key, Instant::now()) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             span.record("cache", "hit");
@@ -394,7 +395,7 @@ impl Handler<Search> for SearchAggregator {
                 self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                 span.record("cache", "miss");
                 slot.insert(vec![tx]);
-                let origin = span.in_scope(Origin::current);
+                let origin = scope.in_scope(Origin::current);
                 self.fan_out(key, msg.query, origin, ctx);
             }
         }

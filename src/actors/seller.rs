@@ -29,7 +29,7 @@ use crate::sellers::{
     BookOutcome, BookRequest, CancelOutcome, Offer, ReservationStatus, SearchQuery, SellerApi,
     SellerError,
 };
-use crate::telemetry::Origin;
+use crate::telemetry::{Origin, TracedExt as _};
 
 /// Why a seller call was not made or gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,7 +253,7 @@ impl SellerAdapter {
                 }
             }
         };
-        Box::pin(attempts.instrument(span).into_actor(self).map(
+        Box::pin(attempts.traced(origin.scope(span)).into_actor(self).map(
             move |result: Result<T, SellerError>, act, _| {
                 let timed_out = matches!(result, Err(SellerError::Timeout));
                 act.guard

@@ -35,11 +35,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Condition, Next};
 use actix_web::{web, App, HttpServer};
-use tracing::Instrument;
 
 pub use metrics::HttpMetrics;
 pub use problem::Problem;
 
+use crate::telemetry::{Scope, TracedExt as _};
 use crate::Runtime;
 
 /// What every handler can reach.
@@ -129,21 +129,22 @@ async fn observe(
     // Untraced, the id is the span's only field: a log subscriber formats every field of
     // a span when it is created, on every request, while method and path matter only to
     // the few requests that log something (the failure below names them).
-    let (span, id, head) = if traced {
-        let (span, id, head) = trace::request_span(&req);
-        (span, id, Some(head))
+    let (scope, id, head) = if traced {
+        let (scope, id, head) = trace::request_span(&req);
+        (scope, id, Some(head))
     } else {
         let id = request_id(&req);
-        (tracing::info_span!("request", request_id = %id), id, None)
+        let span = tracing::info_span!("request", request_id = %id);
+        (Scope::new(span, None), id, None)
     };
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = next.call(req).traced(scope.clone()).await?;
     let status = res.status().as_u16();
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
     if let Some(head) = head {
-        trace::finish(&span, head, &mut res);
+        trace::finish(scope.span(), head, &mut res);
     }
     if let Some(state) = state {
         // Set on the resource the request was routed to. A request refused before routing
@@ -163,7 +164,7 @@ async fn observe(
     }
     if status >= 500 {
         let path = res.request().path();
-        span.in_scope(|| tracing::warn!(status, %method, path, "Request failed."));
+        scope.in_scope(|| tracing::warn!(status, %method, path, "Request failed."));
     }
     Ok(res)
 }

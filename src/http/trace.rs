@@ -3,8 +3,9 @@
 //! sampling): a valid incoming `traceparent` decides by its sampled flag, otherwise
 //! `sample_ratio` does (an invalid header is ignored). A kept request span continues the
 //! incoming trace, carries the HTTP semantic-convention attributes, and its `traceparent`
-//! goes back on the response. An unsampled one is the plain span of telemetry off, marked
-//! so that nothing below it is built, and answers a `traceparent` with flag `00`. With
+//! goes back on the response. An unsampled request runs in a scope marked with the
+//! decision (`telemetry::Scope`), so that no span below it is built, and answers a
+//! `traceparent` with flag `00`. With
 //! telemetry off the middleware in `mod.rs` never calls in here.
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,7 +13,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::telemetry::{self, Head};
+use crate::telemetry::{self, Head, Scope};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -20,15 +21,22 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The request span, the request id and whether the trace is kept. Kept and without a
 /// usable `X-Request-Id` from the client, the id is the trace id, so the id a client sees
 /// is the one to look up in a trace viewer; unsampled, the id is made as with telemetry
-/// off (there is nothing to look up).
-pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String, Head) {
+/// off (there is nothing to look up), and the scope carries the decision instead of a span.
+pub(super) fn request_span(req: &ServiceRequest) -> (Scope, String, Head) {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let parent = telemetry::extract(header(&TRACEPARENT), header(&TRACESTATE));
     let head = Head::decide(parent.as_ref());
-    if let Head::Drop(_) = head {
+    if let Head::Drop(marker) = head {
         let id = super::request_id(req);
-        let span = head.root(|| tracing::info_span!(parent: None, "request", request_id = %id));
-        return (span, id, head);
+        // The span of telemetry off, for logs only (made in the marked trace, so never
+        // exported), and not made at all at a log level that leaves info spans out.
+        let span = if telemetry::log_spans() {
+            let _marked = telemetry::mark(Some(marker));
+            tracing::info_span!(parent: None, "request", request_id = %id)
+        } else {
+            tracing::Span::none()
+        };
+        return (Scope::new(span, Some(marker)), id, head);
     }
     // Named now: once its context is read (for the trace id below) the exporter's span
     // exists and takes no new name.
@@ -64,7 +72,7 @@ pub(super) fn request_span(req: &ServiceRequest) -> (tracing::Span, String, Head
     if let Some(trace_id) = &trace_id {
         span.record("trace_id", trace_id.as_str());
     }
-    (span, id, head)
+    (Scope::new(span, None), id, head)
 }
 
 /// Records the status and sends the span's `traceparent` back (flag `00`, from the

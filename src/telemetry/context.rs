@@ -14,6 +14,8 @@ use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::{Marked, Scope, Unsampled};
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn set_enabled() {
@@ -35,13 +37,14 @@ pub fn process_id() -> u64 {
 }
 
 /// The W3C `traceparent` (and `tracestate`, when not empty) of `span`, if it has a valid
-/// context. A span of an unsampled trace gives its `traceparent` with flag `00` and no
-/// `tracestate`, built from its marker without touching OpenTelemetry.
+/// context. In an unsampled trace (the running code's, or `span`'s) it is the trace's
+/// `traceparent` with flag `00` and no `tracestate`, built from its marker without
+/// touching OpenTelemetry.
 pub fn headers_of(span: &tracing::Span) -> Option<Vec<(&'static str, String)>> {
     if !enabled() {
         return None;
     }
-    if let Some(marker) = super::unsampled(span) {
+    if let Some(marker) = super::current_unsampled().or_else(|| super::unsampled(span)) {
         return Some(vec![("traceparent", marker.traceparent())]);
     }
     let cx = span.context();
@@ -110,7 +113,7 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     if !enabled() {
         return None;
     }
-    if let Some(marker) = super::unsampled(span) {
+    if let Some(marker) = super::current_unsampled().or_else(|| super::unsampled(span)) {
         return Some(marker.trace_id());
     }
     let cx = span.context();
@@ -128,22 +131,35 @@ pub fn inject(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     }
 }
 
-/// Where an actor message came from: the sender's span, and when it was sent (to show
-/// the time it waited in the mailbox). Empty and free while telemetry is off.
+/// Where an actor message came from: the sender's span and when it was sent (to show the
+/// time it waited in the mailbox), or the unsampled trace it was sent in. Empty and free
+/// while telemetry is off.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     sent: Option<(tracing::Span, Instant)>,
+    unsampled: Option<Unsampled>,
 }
 
 impl Origin {
-    /// The current span, now.
+    /// Where the running code is, now.
     pub fn current() -> Self {
-        Origin {
-            sent: enabled().then(|| (tracing::Span::current(), Instant::now())),
+        if !enabled() {
+            return Origin::default();
+        }
+        match super::current_unsampled() {
+            Some(marker) => Origin {
+                sent: None,
+                unsampled: Some(marker),
+            },
+            None => Origin {
+                sent: Some((tracing::Span::current(), Instant::now())),
+                unsampled: None,
+            },
         }
     }
 
-    /// The sender's span (none while telemetry is off).
+    /// The sender's span, in a kept trace (none while telemetry is off or the trace was
+    /// dropped).
     pub fn span(&self) -> Option<&tracing::Span> {
         self.sent.as_ref().map(|(span, _)| span)
     }
@@ -155,7 +171,7 @@ impl Origin {
             .map_or(0, |(_, at)| at.elapsed().as_micros() as u64)
     }
 
-    /// [`Origin::waited_us`] while telemetry is on, else `None`: as a span field it is
+    /// [`Origin::waited_us`] while a span can show it, else `None`: as a span field it is
     /// then left out rather than logged as a wait of 0.
     pub fn mailbox_wait_us(&self) -> Option<u64> {
         self.sent
@@ -163,24 +179,54 @@ impl Origin {
             .map(|(_, at)| at.elapsed().as_micros() as u64)
     }
 
-    /// The span of handling the message, named `name` (`actor message`) in traces: a
-    /// child of the sender's span with the mailbox wait. `Span::none()` while telemetry
+    /// The sender's `traceparent`: its span's, or its unsampled trace's (flag `00`).
+    pub fn traceparent(&self) -> Option<String> {
+        match (self.unsampled, self.span()) {
+            (Some(marker), _) => Some(marker.traceparent()),
+            (None, Some(span)) => traceparent_of(span),
+            (None, None) => None,
+        }
+    }
+
+    /// Runs in the sender's unsampled trace (or in none) until the guard drops: spans made
+    /// meanwhile follow the sender's sampling decision. Enter it before making a span
+    /// whose parent is given explicitly.
+    pub fn enter(&self) -> Marked {
+        super::mark(self.unsampled)
+    }
+
+    /// `span`, in the sender's unsampled trace if it was sent in one.
+    pub fn scope(&self, span: tracing::Span) -> Scope {
+        Scope::new(span, self.unsampled)
+    }
+
+    /// The span `make` makes, made in the sender's trace: in an unsampled one it is
+    /// marked, never exported, and not made at all unless logs may want it.
+    pub fn scoped(&self, make: impl FnOnce() -> tracing::Span) -> Scope {
+        if self.unsampled.is_some() && !super::log_spans() {
+            return self.scope(tracing::Span::none());
+        }
+        let _marked = self.enter();
+        self.scope(make())
+    }
+
+    /// The scope of handling the message, its span named `name` (`actor message`) in
+    /// traces: a child of the sender's span with the mailbox wait. No span while telemetry
     /// is off, so the untraced path builds nothing, and when the sender was in no span
     /// (timers, start-up work), so a background message does not start a trace of its own.
-    /// In a trace the head sampler dropped, the sender's span itself: nothing of that
-    /// trace is exported, and reusing the span (which carries the unsampled marker its
-    /// children inherit) saves building one per message, most of what an unsampled
-    /// request cost.
-    pub fn handling(&self, name: &'static str) -> tracing::Span {
+    /// In a trace the head sampler dropped, no span either: the scope carries the decision.
+    pub fn handling(&self, name: &'static str) -> Scope {
         match &self.sent {
-            Some((parent, _)) if super::sampling::unsampled(parent).is_some() => parent.clone(),
-            Some((parent, at)) if !parent.is_none() => tracing::info_span!(
-                parent: parent,
-                "actor.message",
-                otel.name = name,
-                actor.mailbox_wait_us = at.elapsed().as_micros() as u64,
+            Some((parent, at)) if !parent.is_none() => Scope::new(
+                tracing::info_span!(
+                    parent: parent,
+                    "actor.message",
+                    otel.name = name,
+                    actor.mailbox_wait_us = at.elapsed().as_micros() as u64,
+                ),
+                None,
             ),
-            _ => tracing::Span::none(),
+            _ => self.scope(tracing::Span::none()),
         }
     }
 }

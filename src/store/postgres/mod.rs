@@ -283,15 +283,15 @@ impl PgStore {
 
 /// The span of one statement or transaction, after the OpenTelemetry database
 /// conventions: named by `summary` (operation and tables), `db.collection.name` only when
-/// one table is concerned. `Span::none()` while telemetry is off, so the untraced path
-/// builds nothing, and outside any span: the timers' statements (heartbeats, lease
+/// one table is concerned. `Span::none()` while telemetry is off or the trace was dropped,
+/// so the untraced path builds nothing, and outside any span: the timers' statements (heartbeats, lease
 /// renewals, outbox polls) would each start a trace of one span.
 fn statement_span(
     operation: &'static str,
     collection: Option<&'static str>,
     summary: &'static str,
 ) -> tracing::Span {
-    if !crate::telemetry::enabled() || tracing::Span::current().is_none() {
+    if !crate::telemetry::exporting() || tracing::Span::current().is_none() {
         return tracing::Span::none();
     }
     tracing::info_span!(

@@ -91,12 +91,12 @@ fn wallet_key_key(id: AccountId, key: &str) -> Vec<u8> {
 }
 
 /// A client span for one write and the flush that makes it durable, after the
-/// OpenTelemetry database conventions; `Span::none()` while telemetry is off, so the
-/// untraced path builds nothing.
+/// OpenTelemetry database conventions; `Span::none()` while telemetry is off or the
+/// trace was dropped, so the untraced path builds nothing.
 /// (A write touches several trees, so no `db.collection.name`.) None outside any span
 /// either (start-up seeding): a write is part of some work's trace, not one of its own.
 fn write_span(operation: &'static str, name: &'static str) -> tracing::Span {
-    if !crate::telemetry::enabled() || tracing::Span::current().is_none() {
+    if !crate::telemetry::exporting() || tracing::Span::current().is_none() {
         return tracing::Span::none();
     }
     tracing::info_span!(
