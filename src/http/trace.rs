@@ -79,7 +79,7 @@ pub(super) fn request_span(req: &ServiceRequest) -> (Scope, String, Head) {
 /// decision alone, when the trace is not kept).
 pub(super) fn finish<B>(span: &tracing::Span, head: Head, res: &mut ServiceResponse<B>) {
     if let Head::Drop(marker) = head {
-        if let Ok(value) = HeaderValue::from_str(&marker.traceparent()) {
+        if let Ok(value) = HeaderValue::from_bytes(&marker.traceparent_bytes()) {
             res.headers_mut().insert(TRACEPARENT, value);
         }
         return;

@@ -49,24 +49,25 @@ impl Unsampled {
     }
 
     fn new(trace_id: TraceId) -> Self {
-        let mut rng = rand::thread_rng();
         // Zero is the invalid id; `| 1` keeps a random one valid.
         Unsampled {
             trace_id,
-            span_id: SpanId::from(rng.gen::<u64>() | 1),
+            span_id: SpanId::from(with_rng(|rng| rng.gen::<u64>()) | 1),
         }
     }
 
     /// The W3C `traceparent` of this unsampled trace: sampled flag `00`.
     pub fn traceparent(&self) -> String {
-        // Written by hand: `format!` through the ids' `Display` took a few percent of an
-        // unsampled request, which answers this header every time.
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        push_hex(&mut out, &self.trace_id.to_bytes());
-        out.push('-');
-        push_hex(&mut out, &self.span_id.to_bytes());
-        out.push_str("-00");
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
+    }
+
+    /// [`Unsampled::traceparent`] as bytes, for a header. Written by hand: `format!`
+    /// through the ids' `Display` took a few percent of an unsampled request, which
+    /// answers this header every time.
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        put_hex(&mut out[3..35], &self.trace_id.to_bytes());
+        put_hex(&mut out[36..52], &self.span_id.to_bytes());
         out
     }
 
@@ -76,13 +77,24 @@ impl Unsampled {
     }
 }
 
-/// Lower-case hex of `bytes`, appended to `out`.
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
+}
+
+thread_local! {
+    /// Draws for sampling and ids: a fast generator seeded once per thread from the OS
+    /// (ids need to be unique, not secret; `thread_rng`'s ChaCha showed in profiles).
+    static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_entropy());
+}
+
+fn with_rng<R>(f: impl FnOnce(&mut rand::rngs::SmallRng) -> R) -> R {
+    RNG.with(|rng| f(&mut rng.borrow_mut()))
 }
 
 /// A root's sampling decision, taken before the span exists.
@@ -110,12 +122,12 @@ impl Head {
             }
         }
         let ratio = ratio();
-        let keep = ratio >= 1.0 || (ratio > 0.0 && rand::thread_rng().gen::<f64>() < ratio);
+        let keep = ratio >= 1.0 || (ratio > 0.0 && with_rng(|rng| rng.gen::<f64>()) < ratio);
         if keep {
             Head::Keep
         } else {
             Head::Drop(Unsampled::new(TraceId::from(
-                rand::thread_rng().gen::<u128>() | 1,
+                with_rng(|rng| rng.gen::<u128>()) | 1,
             )))
         }
     }
