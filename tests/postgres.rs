@@ -10,6 +10,7 @@
 #![cfg(feature = "postgres")]
 
 mod common;
+mod fakes;
 mod pg;
 
 use std::collections::HashSet;
@@ -1408,4 +1409,246 @@ async fn a_node_reads_from_memory_falls_back_when_its_listener_is_lost_and_recov
     tokio::time::sleep(STALENESS_BOUND).await;
     assert_eq!(balance_on_b().await, 13);
     server.stop().await;
+}
+
+/// Bookings the statement count below drives through one node, after
+/// [`WARM_UP_BOOKINGS`] that are not counted.
+const COUNTED_BOOKINGS: usize = 200;
+const WARM_UP_BOOKINGS: usize = 80;
+
+/// CPU time (ms) each of the processes `pids` used so far (user and system, from /proc).
+fn server_cpu(pids: &[i32]) -> std::collections::HashMap<i32, f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    pids.iter()
+        .filter_map(|pid| {
+            Some((
+                *pid,
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+            ))
+        })
+        .map(|(pid, stat)| {
+            // Field 2 may hold spaces: count the fields after its closing parenthesis.
+            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let used = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (pid, (used(11) + used(12)) * 1000.0 / ticks)
+        })
+        .collect()
+}
+
+/// One statement as pg_stat_statements summed it over [`COUNTED_BOOKINGS`] bookings.
+struct Counted {
+    calls: i64,
+    exec_ms: f64,
+    query: String,
+}
+
+/// What the database did for whole bookings on one PostgreSQL node: `wayfare serve` with
+/// simulated sellers and gateway answering at once, [`COUNTED_BOOKINGS`] bookings through
+/// HTTP, 8 at a time, every saga finished and every email sent; every statement the node
+/// sent meanwhile (pg_stat_statements, top level: one call is one round trip) and the
+/// transactions it committed. Prints the table BENCHMARKS.md keeps, and fails when a booking
+/// costs more round trips than the budget: the cut of issue 22 must not creep back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
+    let mut pg = TempPostgres::start();
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+    );
+    pg.stop();
+    pg.restart();
+    // Planning is the database's work too (a statement planned per call costs it there).
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET pg_stat_statements.track_planning = on",
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let url = pg.create_db("counted");
+    pg.psql("counted", "CREATE EXTENSION pg_stat_statements");
+    // The test's own queries run as another role, so they are told apart from the node's.
+    pg.psql("counted", "CREATE ROLE observer SUPERUSER LOGIN");
+    let observer = format!("postgres://observer@127.0.0.1:{}/counted", pg.port());
+    let observe = PgStore::connect(&StoreConfig {
+        pool_size: 1,
+        ..store_config(&observer)
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::from("[demo]\naccounts = 10\n");
+    for (name, seed) in [("alpha", 1), ("bravo", 2), ("charlie", 3)] {
+        config += &format!(
+            "[[sellers]]\nname = \"{name}\"\nkind = \"simulated\"\n[sellers.simulated]\n\
+             seed = {seed}\nlatency_ms = [0, 0]\ncoverage = 1.0\n"
+        );
+    }
+    config += "[payments.simulated]\nlatency_min_ms = 0\nlatency_max_ms = 0\n";
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let mut command = fakes::wayfare_command(
+        dir.path(),
+        &dir.path().join("config.toml"),
+        &dir.path().join("node.log"),
+        "counted-test-operator-token-0123456789",
+    );
+    command
+        .args(["--data-dir", "data"])
+        .env("WAYFARE__STORE__BACKEND", "postgres")
+        .env("WAYFARE__STORE__URL", &url)
+        .env("WAYFARE__CLUSTER__NODE_ID", "counted")
+        .env("WAYFARE__LIMITS__ENABLED", "false");
+    let node = fakes::spawn_listening(command, "wayfare listening on ").unwrap_or_else(|| {
+        panic!(
+            "the node exited at start: {}",
+            std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+        )
+    });
+    let base = format!("{}/", node.addr);
+    let http = reqwest::Client::new();
+    let check_in = Utc::now().date_naive() + chrono::Days::new(30);
+    let check_out = check_in + chrono::Days::new(2);
+    let offers: serde_json::Value = http
+        .get(format!(
+            "{base}v1/search/hotels?city=Lisbon&check_in={check_in}&check_out={check_out}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offer = offers["offers"][0].clone();
+    assert!(offer.is_object(), "no offer to book: {offers}");
+    let scalar = |sql: &'static str| {
+        let observe = observe.clone();
+        async move {
+            let client = observe.client().await.unwrap();
+            let n: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+            n
+        }
+    };
+    let book = async |from: usize, to: usize| {
+        let bookings: Vec<usize> = (from..to).collect();
+        for chunk in bookings.chunks(8) {
+            let posts = chunk.iter().map(|i| {
+                let account = AccountId::demo((*i % 10) as u64);
+                let body = serde_json::json!({
+                    "account_id": account.0.to_string(),
+                    "seller": offer["seller"],
+                    "sku": offer["sku"],
+                    "start": check_in,
+                    "end": check_out,
+                    "offer_price": offer["price"],
+                    "wallet_points": {"minor": 0, "currency": "EUR"},
+                    "card_token": "tok_approve",
+                });
+                http.post(format!("{base}v1/bookings"))
+                    .bearer_auth(wayfare::domain::access::ApiKey::demo((*i % 10) as u64).reveal())
+                    .header("Idempotency-Key", format!("counted-{i}"))
+                    .json(&body)
+                    .send()
+            });
+            for reply in futures_util::future::join_all(posts).await {
+                let reply = reply.unwrap();
+                assert_eq!(
+                    reply.status().as_u16(),
+                    202,
+                    "{}",
+                    reply.text().await.unwrap()
+                );
+            }
+        }
+        common::wait_until(
+            Duration::from_secs(60),
+            "every saga finished and every email sent",
+            async || {
+                let done =
+                    scalar("SELECT count(*) FROM sagas WHERE terminal AND state = 'confirmed'")
+                        .await;
+                let unsent = scalar("SELECT count(*) FROM outbox WHERE status <> 'sent'").await;
+                (done == to as i64 && unsent == 0).then_some(())
+            },
+        )
+        .await;
+    };
+    // A first round warms every pooled connection (prepared statements, function plans):
+    // what a booking costs a node that has been serving, not one that just started.
+    book(0, WARM_UP_BOOKINGS).await;
+    let server_pids = |client: deadpool_postgres::Object| async move {
+        client
+            .query("SELECT pid FROM pg_stat_activity", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+    };
+    let before_cpu = server_cpu(&server_pids(observe.client().await.unwrap()).await);
+    let xid = "SELECT pg_current_xact_id()::text::bigint";
+    pg.psql("counted", "SELECT pg_stat_statements_reset()");
+    let xid_before = scalar(xid).await;
+    let started = std::time::Instant::now();
+    book(WARM_UP_BOOKINGS, WARM_UP_BOOKINGS + COUNTED_BOOKINGS).await;
+    let elapsed = started.elapsed();
+    // Transactions that wrote (each one commit and WAL flush with synchronous_commit on):
+    // every one took a transaction id; the observer's two reads took one each.
+    let writing = scalar(xid).await - xid_before - 1;
+    // A server process started meanwhile counts whole; one gone meanwhile is missed.
+    let server_ms: f64 = server_cpu(&server_pids(observe.client().await.unwrap()).await)
+        .iter()
+        .map(|(pid, ms)| ms - before_cpu.get(pid).copied().unwrap_or(0.0))
+        .sum();
+    let client = observe.client().await.unwrap();
+    let counted: Vec<Counted> = client
+        .query(
+            "SELECT calls, total_exec_time + total_plan_time, query FROM pg_stat_statements s
+             JOIN pg_roles r ON r.oid = s.userid
+             WHERE r.rolname = 'postgres' AND s.toplevel AND s.dbid =
+                   (SELECT oid FROM pg_database WHERE datname = current_database())
+             ORDER BY calls DESC, query",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Counted {
+            calls: r.get(0),
+            exec_ms: r.get(1),
+            query: r
+                .get::<_, String>(2)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect();
+    let n = COUNTED_BOOKINGS as f64;
+    let round_trips: i64 = counted.iter().map(|c| c.calls).sum();
+    let exec_ms: f64 = counted.iter().map(|c| c.exec_ms).sum();
+    println!(
+        "{COUNTED_BOOKINGS} bookings in {:.1} s; per booking: {:.2} round trips, {:.2} writing transactions, {:.3} ms of statement planning and execution, {:.2} ms of database server CPU",
+        elapsed.as_secs_f64(),
+        round_trips as f64 / n,
+        writing as f64 / n,
+        exec_ms / n,
+        server_ms / n
+    );
+    println!("| calls per booking | µs per call | µs per booking | statement |");
+    println!("|---:|---:|---:|---|");
+    for c in &counted {
+        let mut query = c.query.clone();
+        query.truncate(150);
+        println!(
+            "| {:.2} | {:.1} | {:.1} | `{}` |",
+            c.calls as f64 / n,
+            c.exec_ms * 1000.0 / c.calls.max(1) as f64,
+            c.exec_ms * 1000.0 / n,
+            query
+        );
+    }
+    drop(node);
 }

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "saga_trace",
         include_str!("migrations/0005_saga_trace.sql"),
     ),
+    (
+        6,
+        "saga_writes_in_one_round_trip",
+        include_str!("migrations/0006_saga_writes_in_one_round_trip.sql"),
+    ),
 ];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).

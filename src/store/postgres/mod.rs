@@ -30,6 +30,7 @@
 
 mod account_store;
 pub mod accounts;
+mod group;
 pub mod invalidate;
 mod live;
 mod migrate;

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::group::GroupWriter;
 use super::invalidate::Invalidations;
 use super::outbox::EmailLease;
-use super::sagas::{self, Created, Lease, SagaRow, SagaWriteError};
+use super::sagas::{self, Created, FencedWrite, Lease, SagaRow, SagaWriteError};
 use super::PgStore;
 use crate::domain::account::AccountId;
 use crate::domain::outbox::{
@@ -54,6 +55,11 @@ pub struct PgNode {
     aggregate: Arc<Mutex<Option<SagaCounts>>>,
     /// The cluster's parked emails as last counted ([`Outbox::refresh_counts`]).
     emails: Arc<Mutex<EmailCounts>>,
+    /// Saga writes of this node's concurrent sagas, sent together.
+    writer: Arc<GroupWriter>,
+    /// SKUs whose booking's confirming write announced them already (with its commit),
+    /// each with how many such writes the saga has not yet called `announce_booked` for.
+    announced: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl std::fmt::Debug for PgNode {
@@ -76,6 +82,8 @@ impl PgNode {
             tally: Arc::default(),
             aggregate: Arc::default(),
             emails: Arc::default(),
+            writer: Arc::default(),
+            announced: Arc::default(),
         }
     }
 
@@ -105,36 +113,90 @@ impl PgNode {
         self.held().remove(saga_id);
     }
 
-    /// Writes a record (with its email and the booking it finished) under this node's
-    /// lease; forgets the lease once the saga is over or taken over.
+    /// Writes a record (with its email, the booking it finished and the SKU it booked)
+    /// under this node's lease, in the next batch of this node's saga writes; forgets the
+    /// lease once the saga is over or taken over.
     async fn save_under_lease(
         &self,
         row: SagaRow,
         email: Option<sagas::OutboxEmail>,
         finished: Option<SagaRow>,
+        booked_sku: Option<String>,
     ) -> Result<bool, StoreError> {
         let lease = self
             .lease_of(&row.id)
             .ok_or_else(|| StoreError::Fenced(format!("saga {}", row.id)))?;
-        let saved = self
-            .db
-            .save_saga_with(&lease, self.lease, &row, email.as_ref(), finished.as_ref())
-            .await;
-        match saved {
+        let (id, terminal) = (row.id.clone(), row.terminal);
+        let write = FencedWrite {
+            lease,
+            row,
+            email,
+            finished,
+            booked_sku: booked_sku.clone(),
+        };
+        match self.writer.save(&self.db, self.lease, write).await {
             Ok(cancel_requested) => {
-                if row.terminal {
-                    self.forget(&row.id);
+                if terminal {
+                    self.forget(&id);
+                }
+                if let Some(sku) = booked_sku {
+                    self.announced_now(sku);
                 }
                 Ok(cancel_requested)
             }
             Err(e) => {
                 if matches!(e, SagaWriteError::Fenced { .. }) {
-                    self.forget(&row.id);
+                    self.forget(&id);
                 }
                 Err(write_error(e))
             }
         }
     }
+
+    fn announced(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.announced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a write announced `sku` with its commit, so the saga's own
+    /// `announce_booked` after it costs no second `NOTIFY`.
+    fn announced_now(&self, sku: String) {
+        let mut announced = self.announced();
+        // Only a caller that stopped calling `announce_booked` after its writes would let
+        // this grow; bounded anyway (forgetting costs a redundant NOTIFY, nothing more).
+        if announced.len() >= MOST_ANNOUNCED_KEPT {
+            announced.clear();
+        }
+        *announced.entry(sku).or_default() += 1;
+    }
+
+    /// Whether a write already announced `sku` (and this call is the saga's own, after it).
+    fn was_announced(&self, sku: &str) -> bool {
+        let mut announced = self.announced();
+        match announced.get_mut(sku) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                announced.remove(sku);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// SKUs remembered as announced by a write at most (see [`PgNode::announced_now`]).
+const MOST_ANNOUNCED_KEPT: usize = 10_000;
+
+/// The SKU a write books: a booking's record entering `confirmed` (what the saga then
+/// announces to the other nodes' search caches, which the write does with its commit).
+fn booked_sku(write: &SagaWrite<'_>) -> Option<String> {
+    let record = write.record;
+    (record.kind == SagaKind::Booking
+        && record.state == SagaState::Confirmed
+        && write.was != Some(SagaState::Confirmed))
+    .then(|| record.request.sku.clone())
 }
 
 /// A saga record as a row. `terminal` marks what no node must resume: finished and parked
@@ -238,11 +300,12 @@ impl SagaStore for PgNode {
             email: codec::encode(e),
         });
         let finished = write.finished.map(|(_, booking)| row_of(booking));
+        let booked = booked_sku(&write);
         let record = write.record.clone();
         let was = write.was;
         let finished_record = write.finished.map(|(before, b)| (before, b.clone()));
         Box::pin(async move {
-            let cancel_requested = me.save_under_lease(row, email, finished).await?;
+            let cancel_requested = me.save_under_lease(row, email, finished, booked).await?;
             me.tally.replace(was, &record);
             if let Some((before, booking)) = &finished_record {
                 me.tally.replace(Some(*before), booking);
@@ -281,7 +344,7 @@ impl SagaStore for PgNode {
         Box::pin(async move {
             // Under this node's lease (parked rows are never claimed; a retry takes them).
             let id = row.id.clone();
-            me.save_under_lease(row, None, None).await?;
+            me.save_under_lease(row, None, None, None).await?;
             me.forget(&id);
             me.tally.replace(Some(was), &record);
             Ok(())
@@ -597,7 +660,11 @@ impl ClusterStore for PgNode {
         Box::pin(async move { Ok(db.members().await?) })
     }
 
+    /// A SKU the confirming write announced with its commit is not announced again.
     fn announce_booked(&self, sku: &str) -> StoreFuture<()> {
+        if self.was_announced(sku) {
+            return Box::pin(async { Ok(()) });
+        }
         let (db, sku) = (self.db.clone(), sku.to_owned());
         Box::pin(async move { Ok(db.announce_booked(&sku).await?) })
     }

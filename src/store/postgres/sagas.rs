@@ -83,6 +83,33 @@ pub struct OutboxEmail {
     pub email: Vec<u8>,
 }
 
+/// One saga's write in a batch ([`PgStore::save_sagas`]): its new row under `lease`, and
+/// what its step caused, written only if the lease still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencedWrite {
+    /// The lease the write is made under (its epoch is the fence).
+    pub lease: Lease,
+    /// The saga's new row.
+    pub row: SagaRow,
+    /// The email the step causes.
+    pub email: Option<OutboxEmail>,
+    /// The finished booking a cancellation ends (never leased: written with its
+    /// cancellation's write).
+    pub finished: Option<SagaRow>,
+    /// A SKU this write books, announced to every node's search caches with the commit.
+    pub booked_sku: Option<String>,
+}
+
+impl FencedWrite {
+    fn fenced(&self) -> SagaWriteError {
+        SagaWriteError::Fenced {
+            saga_id: self.lease.saga_id.clone(),
+            node: self.lease.node.clone(),
+            epoch: self.lease.epoch,
+        }
+    }
+}
+
 /// Why a saga write changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SagaWriteError {
@@ -121,69 +148,48 @@ impl PgStore {
         row: &SagaRow,
         key: Option<(&str, &[u8])>,
     ) -> Result<Created, SagaWriteError> {
-        let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
+        let span = super::statement_span("SELECT", None, "SELECT wayfare_create_saga");
         async move {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(PgError::from)?;
-            if let Some((key, digest)) = key {
-                if let Some(existing) = tx
-                    .query_opt(
-                        &tx.prepare_cached(
-                            "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+            let client = self.client().await?;
+            // One round trip (migration 0006): the key lookup, both inserts and the race
+            // between two nodes sending the same key are settled inside the function.
+            let found = client
+                .query_opt(
+                    &client
+                        .prepare_cached(
+                            "SELECT o_digest, o_saga_id FROM wayfare_create_saga(
+                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         )
                         .await
                         .map_err(PgError::from)?,
-                        &[&key],
-                    )
-                    .await
-                    .map_err(PgError::from)?
-                {
-                    return existing_saga(key, digest, &existing);
+                    &[
+                        &row.id,
+                        &row.account_id,
+                        &row.state,
+                        &row.terminal,
+                        &row.record,
+                        &node,
+                        &millis(lease_for),
+                        &row.trace_parent,
+                        &key.map(|(k, _)| k),
+                        &key.map(|(_, d)| d),
+                    ],
+                )
+                .await
+                .map_err(PgError::from)?;
+            match (found, key) {
+                (Some(existing), Some((key, digest))) => existing_saga(key, digest, &existing),
+                (Some(_), None) => Err(PgError::Corrupt {
+                    what: format!("saga {}", row.id),
+                    reason: "a saga created without a key was answered as an existing one".into(),
                 }
+                .into()),
+                (None, _) => Ok(Created::New(Lease {
+                    saga_id: row.id.clone(),
+                    node: node.to_owned(),
+                    epoch: 1,
+                })),
             }
-            tx.execute(
-                &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
-                                lease_expires_at, epoch, created_at, updated_at, trace_parent)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)").await.map_err(PgError::from)?,
-                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
-            )
-            .await
-            .map_err(PgError::from)?;
-            if let Some((key, digest)) = key {
-                // Two nodes may pass the lookup above at once: the primary key settles it, and
-                // the loser rolls back its saga and reports the winner's.
-                let inserted = tx
-                    .execute(
-                        &tx.prepare_cached("INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO NOTHING").await.map_err(PgError::from)?,
-                        &[&key, &digest, &row.id],
-                    )
-                    .await
-                    .map_err(PgError::from)?;
-                if inserted == 0 {
-                    tx.rollback().await.map_err(PgError::from)?;
-                    let client = self.client().await?;
-                    let existing = client
-                        .query_one(
-                            &client
-                                .prepare_cached(
-                                    "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
-                                )
-                                .await
-                                .map_err(PgError::from)?,
-                            &[&key],
-                        )
-                        .await
-                        .map_err(PgError::from)?;
-                    return existing_saga(key, digest, &existing);
-                }
-            }
-            tx.commit().await.map_err(PgError::from)?;
-            Ok(Created::New(Lease {
-                saga_id: row.id.clone(),
-                node: node.to_owned(),
-                epoch: 1,
-            }))
         }
         .instrument(span)
         .await
@@ -216,82 +222,102 @@ impl PgStore {
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
     ) -> Result<bool, SagaWriteError> {
-        let span = super::statement_span("UPDATE", None, "UPDATE sagas outbox");
+        let write = FencedWrite {
+            lease: lease.clone(),
+            row: row.clone(),
+            email: email.cloned(),
+            finished: finished.cloned(),
+            booked_sku: None,
+        };
+        let mut saved = self
+            .save_sagas(lease_for, std::slice::from_ref(&write))
+            .await?;
+        saved.pop().unwrap_or_else(|| Err(write.fenced()))
+    }
+
+    /// Writes every saga of `writes`, each under its own lease (renewed for `lease_for`)
+    /// and with what its step caused ([`FencedWrite`]), in one statement and one
+    /// transaction: one round trip and one commit for the batch. Each answer, in the order
+    /// of `writes`, is that saga's own: a saga whose lease was lost is refused
+    /// ([`SagaWriteError::Fenced`]) and changes nothing, while the others are written.
+    /// `Err` when the statement itself failed: then nothing of the batch was written.
+    pub async fn save_sagas(
+        &self,
+        lease_for: Duration,
+        writes: &[FencedWrite],
+    ) -> Result<Vec<Result<bool, SagaWriteError>>, PgError> {
+        let span = super::statement_span("SELECT", None, "SELECT wayfare_save_sagas");
         async move {
-            const FENCED_UPDATE: &str =
-                "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
-                    terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
-                    lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
-             RETURNING cancel_requested_at IS NOT NULL";
-            let lease_ms = millis(lease_for);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-                &lease.saga_id,
-                &lease.node,
-                &lease.epoch,
-                &row.state,
-                &row.terminal,
-                &row.record,
-                &lease_ms,
-            ];
-            let fenced = || SagaWriteError::Fenced {
-                saga_id: lease.saga_id.clone(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
+            if writes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let column = |f: fn(&FencedWrite) -> Option<&str>| -> Vec<Option<&str>> {
+                writes.iter().map(f).collect()
             };
-            let mut client = self.client().await?;
-            if email.is_none() && finished.is_none() {
-                // Most steps write the saga row alone: one statement is atomic by itself, so
-                // no transaction (and its two extra round trips) is needed.
-                let statement = client
-                    .prepare_cached(FENCED_UPDATE)
-                    .await
-                    .map_err(PgError::from)?;
-                let saved = client
-                    .query_opt(&statement, &params)
-                    .await
-                    .map_err(PgError::from)?;
-                return saved.map(|r| r.get(0)).ok_or_else(fenced);
-            }
-            let tx = client.transaction().await.map_err(PgError::from)?;
-            let statement = tx
-                .prepare_cached(FENCED_UPDATE)
-                .await
-                .map_err(PgError::from)?;
-            let cancel_requested: bool = tx
-                .query_opt(&statement, &params)
-                .await
-                .map_err(PgError::from)?
-                .ok_or_else(fenced)?
-                .get(0);
-            if let Some(other) = finished {
-                tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
-                 WHERE id = $1",
+            let ids = column(|w| Some(&w.lease.saga_id));
+            let nodes = column(|w| Some(&w.lease.node));
+            let epochs: Vec<i64> = writes.iter().map(|w| w.lease.epoch).collect();
+            let states = column(|w| Some(&w.row.state));
+            let terminals: Vec<bool> = writes.iter().map(|w| w.row.terminal).collect();
+            let records: Vec<&[u8]> = writes.iter().map(|w| w.row.record.as_slice()).collect();
+            let email_ids: Vec<Option<uuid::Uuid>> = writes
+                .iter()
+                .map(|w| w.email.as_ref().map(|e| e.id))
+                .collect();
+            let emails: Vec<Option<&[u8]>> = writes
+                .iter()
+                .map(|w| w.email.as_ref().map(|e| e.email.as_slice()))
+                .collect();
+            let finished_ids = column(|w| w.finished.as_ref().map(|f| f.id.as_str()));
+            let finished_states = column(|w| w.finished.as_ref().map(|f| f.state.as_str()));
+            let finished_terminals: Vec<Option<bool>> = writes
+                .iter()
+                .map(|w| w.finished.as_ref().map(|f| f.terminal))
+                .collect();
+            let finished_records: Vec<Option<&[u8]>> = writes
+                .iter()
+                .map(|w| w.finished.as_ref().map(|f| f.record.as_slice()))
+                .collect();
+            let skus = column(|w| w.booked_sku.as_deref());
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client
+                        .prepare_cached(
+                            "SELECT o_id, o_cancel_requested FROM wayfare_save_sagas(
+                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        )
+                        .await?,
+                    &[
+                        &ids,
+                        &nodes,
+                        &epochs,
+                        &states,
+                        &terminals,
+                        &records,
+                        &millis(lease_for),
+                        &email_ids,
+                        &emails,
+                        &finished_ids,
+                        &finished_states,
+                        &finished_terminals,
+                        &finished_records,
+                        &super::invalidate::CHANNEL,
+                        &skus,
+                    ],
                 )
-                .await
-                .map_err(PgError::from)?,
-                &[&other.id, &other.state, &other.terminal, &other.record],
-            )
-            .await
-            .map_err(PgError::from)?;
-            }
-            if let Some(email) = email {
-                tx.execute(
-                    &tx.prepare_cached(
-                        "INSERT INTO outbox (id, saga_id, status, email, created_at)
-                 VALUES ($1, $2, 'pending', $3, now()) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                    &[&email.id, &lease.saga_id, &email.email],
-                )
-                .await
-                .map_err(PgError::from)?;
-            }
-            tx.commit().await.map_err(PgError::from)?;
-            Ok(cancel_requested)
+                .await?;
+            let saved: std::collections::HashMap<String, bool> =
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            Ok(writes
+                .iter()
+                .map(|w| {
+                    saved
+                        .get(&w.lease.saga_id)
+                        .copied()
+                        .ok_or_else(|| w.fenced())
+                })
+                .collect())
         }
         .instrument(span)
         .await
