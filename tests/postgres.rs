@@ -1446,6 +1446,7 @@ fn server_cpu(pids: &[i32]) -> std::collections::HashMap<i32, f64> {
 struct Counted {
     calls: i64,
     exec_ms: f64,
+    plan_ms: f64,
     query: String,
 }
 
@@ -1606,7 +1607,8 @@ async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
     let client = observe.client().await.unwrap();
     let counted: Vec<Counted> = client
         .query(
-            "SELECT calls, total_exec_time + total_plan_time, query FROM pg_stat_statements s
+            "SELECT calls, total_exec_time + total_plan_time, query, total_plan_time
+             FROM pg_stat_statements s
              JOIN pg_roles r ON r.oid = s.userid
              WHERE r.rolname = 'postgres' AND s.toplevel AND s.dbid =
                    (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -1619,6 +1621,7 @@ async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
         .map(|r| Counted {
             calls: r.get(0),
             exec_ms: r.get(1),
+            plan_ms: r.get(3),
             query: r
                 .get::<_, String>(2)
                 .split_whitespace()
@@ -1626,6 +1629,15 @@ async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
                 .join(" "),
         })
         .collect();
+    let sizes: (f64, f64) = client
+        .query_one(
+            "SELECT avg(length(record))::float8, avg(pg_column_size(record))::float8 FROM sagas",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    println!("saga records: {:.0} bytes, {:.0} stored", sizes.0, sizes.1);
     let n = COUNTED_BOOKINGS as f64;
     let round_trips: i64 = counted.iter().map(|c| c.calls).sum();
     let exec_ms: f64 = counted.iter().map(|c| c.exec_ms).sum();
@@ -1637,15 +1649,16 @@ async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
         exec_ms / n,
         server_ms / n
     );
-    println!("| calls per booking | µs per call | µs per booking | statement |");
+    println!("| calls per booking | µs per call (planning) | µs per booking | statement |");
     println!("|---:|---:|---:|---|");
     for c in &counted {
         let mut query = c.query.clone();
         query.truncate(150);
         println!(
-            "| {:.2} | {:.1} | {:.1} | `{}` |",
+            "| {:.2} | {:.1} ({:.1}) | {:.1} | `{}` |",
             c.calls as f64 / n,
             c.exec_ms * 1000.0 / c.calls.max(1) as f64,
+            c.plan_ms * 1000.0 / c.calls.max(1) as f64,
             c.exec_ms * 1000.0 / n,
             query
         );

@@ -30,8 +30,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         6,
-        "saga_writes_in_one_round_trip",
-        include_str!("migrations/0006_saga_writes_in_one_round_trip.sql"),
+        "saga_write_indexes",
+        include_str!("migrations/0006_saga_write_indexes.sql"),
     ),
 ];
 

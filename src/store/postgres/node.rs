@@ -60,6 +60,9 @@ pub struct PgNode {
     /// SKUs whose booking's confirming write announced them already (with its commit),
     /// each with how many such writes the saga has not yet called `announce_booked` for.
     announced: Arc<Mutex<HashMap<String, usize>>>,
+    /// Sagas this node just created, until their first load (the saga's actor starting):
+    /// nothing but this node's lease could have written them since.
+    fresh: Arc<Mutex<HashMap<String, SagaRecord>>>,
 }
 
 impl std::fmt::Debug for PgNode {
@@ -84,6 +87,7 @@ impl PgNode {
             emails: Arc::default(),
             writer: Arc::default(),
             announced: Arc::default(),
+            fresh: Arc::default(),
         }
     }
 
@@ -153,6 +157,24 @@ impl PgNode {
         }
     }
 
+    fn fresh(&self) -> std::sync::MutexGuard<'_, HashMap<String, SagaRecord>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the record of a saga this node just created for its first load, which is the
+    /// saga's actor starting: that load then costs no round trip. The stored row can
+    /// differ from it only by a customer's cancel stored meanwhile, which the saga's
+    /// first write reports (`Saved::cancel_requested`) as it reports one stored later.
+    fn created(&self, record: SagaRecord) {
+        let mut fresh = self.fresh();
+        // Only sagas whose actor never started stay here; bounded anyway (a forgotten
+        // entry costs its load a round trip, nothing more).
+        if fresh.len() >= MOST_FRESH_KEPT {
+            fresh.clear();
+        }
+        fresh.insert(record.saga_id.to_string(), record);
+    }
+
     fn announced(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.announced.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -188,6 +210,8 @@ impl PgNode {
 
 /// SKUs remembered as announced by a write at most (see [`PgNode::announced_now`]).
 const MOST_ANNOUNCED_KEPT: usize = 10_000;
+/// New sagas kept for their first load at most (see [`PgNode::created`]).
+const MOST_FRESH_KEPT: usize = 10_000;
 
 /// The SKU a write books: a booking's record entering `confirmed` (what the saga then
 /// announces to the other nodes' search caches, which the write does with its commit).
@@ -266,6 +290,7 @@ impl SagaStore for PgNode {
                 Ok(Created::New(lease)) => {
                     me.hold(lease);
                     me.tally.replace(None, &record);
+                    me.created(record);
                     Ok(NewBooking::Created)
                 }
                 Ok(Created::Existing { saga_id }) => Ok(NewBooking::Existing(saga_id)),
@@ -276,6 +301,9 @@ impl SagaStore for PgNode {
     }
 
     fn load(&self, id: &str) -> StoreFuture<Option<SagaRecord>> {
+        if let Some(record) = self.fresh().remove(id) {
+            return Box::pin(async move { Ok(Some(record)) });
+        }
         let (db, id) = (self.db.clone(), id.to_owned());
         Box::pin(async move {
             match db.saga(&id).await? {
@@ -547,13 +575,21 @@ impl Outbox for PgNode {
         })
     }
 
+    /// One statement for the whole batch, each email fenced by its own lease.
     fn mark_sent(&self, sent: Vec<ClaimedEmail>) -> StoreFuture<()> {
         let me = self.clone();
         Box::pin(async move {
-            for claimed in &sent {
-                let lease = me.email_lease(claimed);
-                if let Err(e) = me.db.mark_email_sent(&lease).await {
-                    tracing::warn!(email = %claimed.email.id, error = %e, "Sent email not marked sent; it may be sent again.");
+            let leases: Vec<EmailLease> = sent.iter().map(|c| me.email_lease(c)).collect();
+            let marked: HashSet<uuid::Uuid> = match me.db.mark_emails_sent(&leases).await {
+                Ok(marked) => marked.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(emails = sent.len(), error = %e, "Sent emails not marked sent; they may be sent again.");
+                    return Ok(());
+                }
+            };
+            for (claimed, lease) in sent.iter().zip(&leases) {
+                if !marked.contains(&lease.id) {
+                    tracing::warn!(email = %claimed.email.id, "Sent email not marked sent (its claim ran out); it may be sent again.");
                 }
             }
             Ok(())

@@ -131,6 +131,41 @@ pub enum SagaWriteError {
     Store(#[from] PgError),
 }
 
+/// A batch of fenced saga writes as one statement ([`PgStore::save_sagas`]): element i of
+/// the arrays is saga i's write. `saved` holds the sagas whose fence held; only their
+/// finished bookings, emails and booked SKUs are written (a lost lease writes nothing).
+const SAVE_SAGAS: &str = "
+WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::boolean[],
+                         $6::bytea[], $8::uuid[], $9::bytea[], $10::text[], $11::text[],
+                         $12::boolean[], $13::bytea[], $15::text[])
+        AS w(id, node, epoch, state, terminal, record, email_id, email, finished_id,
+             finished_state, finished_terminal, finished_record, sku)),
+saved AS (
+    UPDATE sagas s SET state = w.state, record = w.record, updated_at = now(),
+           terminal = w.terminal AND (s.cancel_requested_at IS NULL OR w.state <> 'confirmed'),
+           lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+      FROM w
+     WHERE s.id = w.id AND s.owner_node = w.node AND s.epoch = w.epoch
+       AND s.lease_expires_at > now()
+    RETURNING s.id, s.cancel_requested_at IS NOT NULL AS cancel_requested),
+finished AS (
+    UPDATE sagas s SET state = w.finished_state, terminal = w.finished_terminal,
+           record = w.finished_record, updated_at = now()
+      FROM w JOIN saved ON saved.id = w.id
+     WHERE s.id = w.finished_id),
+emailed AS (
+    INSERT INTO outbox (id, saga_id, status, email, created_at)
+    SELECT w.email_id, w.id, 'pending', w.email, now()
+      FROM w JOIN saved ON saved.id = w.id
+     WHERE w.email_id IS NOT NULL
+    ON CONFLICT (id) DO NOTHING),
+announced AS (
+    SELECT pg_notify($14, w.sku) FROM w JOIN saved ON saved.id = w.id
+     WHERE w.sku IS NOT NULL)
+SELECT saved.id, saved.cancel_requested FROM saved
+ WHERE (SELECT count(*) FROM announced) >= 0";
+
 pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -148,17 +183,29 @@ impl PgStore {
         row: &SagaRow,
         key: Option<(&str, &[u8])>,
     ) -> Result<Created, SagaWriteError> {
-        let span = super::statement_span("SELECT", None, "SELECT wayfare_create_saga");
+        let span = super::statement_span("INSERT", None, "INSERT booking_keys sagas");
         async move {
             let client = self.client().await?;
-            // One round trip (migration 0006): the key lookup, both inserts and the race
-            // between two nodes sending the same key are settled inside the function.
-            let found = client
+            // One statement, so one round trip: the key first (its primary key settles two
+            // nodes sending it at once: the second waits for the first and inserts
+            // nothing), and the saga only if the key was inserted. The key's reference to
+            // the saga is checked at the end of the statement, when both rows exist.
+            let created = client
                 .query_opt(
                     &client
                         .prepare_cached(
-                            "SELECT o_digest, o_saga_id FROM wayfare_create_saga(
-                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            "WITH k AS (
+                                 INSERT INTO booking_keys (key, request_digest, saga_id)
+                                 SELECT $9, $10, $1 WHERE $9::text IS NOT NULL
+                                 ON CONFLICT (key) DO NOTHING RETURNING saga_id)
+                             INSERT INTO sagas (id, account_id, state, terminal, record,
+                                 owner_node, lease_expires_at, epoch, created_at, updated_at,
+                                 trace_parent)
+                             SELECT $1, $2, $3, $4, $5, $6,
+                                    now() + $7::bigint * interval '1 millisecond', 1, now(),
+                                    now(), $8
+                              WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM k)
+                             RETURNING epoch",
                         )
                         .await
                         .map_err(PgError::from)?,
@@ -177,19 +224,34 @@ impl PgStore {
                 )
                 .await
                 .map_err(PgError::from)?;
-            match (found, key) {
-                (Some(existing), Some((key, digest))) => existing_saga(key, digest, &existing),
-                (Some(_), None) => Err(PgError::Corrupt {
-                    what: format!("saga {}", row.id),
-                    reason: "a saga created without a key was answered as an existing one".into(),
-                }
-                .into()),
-                (None, _) => Ok(Created::New(Lease {
+            if let Some(created) = created {
+                return Ok(Created::New(Lease {
                     saga_id: row.id.clone(),
                     node: node.to_owned(),
-                    epoch: 1,
-                })),
+                    epoch: created.get(0),
+                }));
             }
+            // The key was used before (a replay, or another node won the race): its saga.
+            let Some((key, digest)) = key else {
+                return Err(PgError::Corrupt {
+                    what: format!("saga {}", row.id),
+                    reason: "a saga without a key was not inserted".into(),
+                }
+                .into());
+            };
+            let existing = client
+                .query_one(
+                    &client
+                        .prepare_cached(
+                            "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[&key],
+                )
+                .await
+                .map_err(PgError::from)?;
+            existing_saga(key, digest, &existing)
         }
         .instrument(span)
         .await
@@ -246,7 +308,7 @@ impl PgStore {
         lease_for: Duration,
         writes: &[FencedWrite],
     ) -> Result<Vec<Result<bool, SagaWriteError>>, PgError> {
-        let span = super::statement_span("SELECT", None, "SELECT wayfare_save_sagas");
+        let span = super::statement_span("UPDATE", None, "UPDATE sagas outbox");
         async move {
             if writes.is_empty() {
                 return Ok(Vec::new());
@@ -282,12 +344,7 @@ impl PgStore {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    &client
-                        .prepare_cached(
-                            "SELECT o_id, o_cancel_requested FROM wayfare_save_sagas(
-                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                        )
-                        .await?,
+                    &client.prepare_cached(SAVE_SAGAS).await?,
                     &[
                         &ids,
                         &nodes,
