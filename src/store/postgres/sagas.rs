@@ -131,6 +131,14 @@ pub enum SagaWriteError {
     Store(#[from] PgError),
 }
 
+/// One saga's write under its lease, when it writes nothing else ([`SAVE_SAGAS`] for one).
+const SAVE_ONE_SAGA: &str = "
+UPDATE sagas SET state = $4, record = $6, updated_at = now(),
+       terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
+       lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+ WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
+RETURNING cancel_requested_at IS NOT NULL";
+
 /// A batch of fenced saga writes as one statement ([`PgStore::save_sagas`]): element i of
 /// the arrays is saga i's write. `saved` holds the sagas whose fence held; only their
 /// finished bookings, emails and booked SKUs are written (a lost lease writes nothing).
@@ -312,6 +320,28 @@ impl PgStore {
         async move {
             if writes.is_empty() {
                 return Ok(Vec::new());
+            }
+            if let [one] = writes {
+                if one.email.is_none() && one.finished.is_none() && one.booked_sku.is_none() {
+                    // Most steps alone (an idle node): the plain fenced update is the
+                    // database's least work for them.
+                    let client = self.client().await?;
+                    let saved = client
+                        .query_opt(
+                            &client.prepare_cached(SAVE_ONE_SAGA).await?,
+                            &[
+                                &one.lease.saga_id,
+                                &one.lease.node,
+                                &one.lease.epoch,
+                                &one.row.state,
+                                &one.row.terminal,
+                                &one.row.record,
+                                &millis(lease_for),
+                            ],
+                        )
+                        .await?;
+                    return Ok(vec![saved.map(|r| r.get(0)).ok_or_else(|| one.fenced())]);
+                }
             }
             let column = |f: fn(&FencedWrite) -> Option<&str>| -> Vec<Option<&str>> {
                 writes.iter().map(f).collect()
