@@ -161,11 +161,14 @@ impl PgNode {
         self.fresh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the record of a saga this node just created for its first load, which is the
-    /// saga's actor starting: that load then costs no round trip. The stored row can
-    /// differ from it only by a customer's cancel stored meanwhile, which the saga's
-    /// first write reports (`Saved::cancel_requested`) as it reports one stored later.
-    fn created(&self, record: SagaRecord) {
+    /// Keeps `record`, just written by this node, for the saga's next load, which then
+    /// costs no round trip: the first load of a saga this node created (its actor
+    /// starting), and the load after a saga's last write (its follow-up, once the actor
+    /// stopped). Nothing but this node's lease writes a saga in between; the stored row can
+    /// differ only by a customer's cancel stored meanwhile, which a load an instant earlier
+    /// would have missed too: the next write reports it (`Saved::cancel_requested`), and a
+    /// confirmed booking with one stays claimable until its cancellation exists.
+    fn keep_for_next_load(&self, record: SagaRecord) {
         let mut fresh = self.fresh();
         // Only sagas whose actor never started stay here; bounded anyway (a forgotten
         // entry costs its load a round trip, nothing more).
@@ -191,6 +194,12 @@ impl PgNode {
         *announced.entry(sku).or_default() += 1;
     }
 
+    /// Drops what [`keep_for_next_load`](Self::keep_for_next_load) kept of saga `id`: it
+    /// was, or may have been, written otherwise.
+    fn not_fresh(&self, id: &str) {
+        self.fresh().remove(id);
+    }
+
     /// Whether a write already announced `sku` (and this call is the saga's own, after it).
     fn was_announced(&self, sku: &str) -> bool {
         let mut announced = self.announced();
@@ -210,7 +219,7 @@ impl PgNode {
 
 /// SKUs remembered as announced by a write at most (see [`PgNode::announced_now`]).
 const MOST_ANNOUNCED_KEPT: usize = 10_000;
-/// New sagas kept for their first load at most (see [`PgNode::created`]).
+/// Records kept for their next load at most (see [`PgNode::keep_for_next_load`]).
 const MOST_FRESH_KEPT: usize = 10_000;
 
 /// The SKU a write books: a booking's record entering `confirmed` (what the saga then
@@ -290,7 +299,7 @@ impl SagaStore for PgNode {
                 Ok(Created::New(lease)) => {
                     me.hold(lease);
                     me.tally.replace(None, &record);
-                    me.created(record);
+                    me.keep_for_next_load(record);
                     Ok(NewBooking::Created)
                 }
                 Ok(Created::Existing { saga_id }) => Ok(NewBooking::Existing(saga_id)),
@@ -333,16 +342,28 @@ impl SagaStore for PgNode {
         let was = write.was;
         let finished_record = write.finished.map(|(before, b)| (before, b.clone()));
         Box::pin(async move {
+            if let Some((_, booking)) = &finished_record {
+                me.not_fresh(&booking.saga_id.to_string());
+            }
             let cancel_requested = me.save_under_lease(row, email, finished, booked).await?;
             me.tally.replace(was, &record);
             if let Some((before, booking)) = &finished_record {
                 me.tally.replace(Some(*before), booking);
+            }
+            // The saga's actor stops after its last write; its follow-up loads it next.
+            if is_terminal(record.state) || record.state == SagaState::NeedsAttention {
+                let mut last = record;
+                if cancel_requested {
+                    with_stored_cancel(&mut last);
+                }
+                me.keep_for_next_load(last);
             }
             Ok(Saved { cancel_requested })
         })
     }
 
     fn request_cancel(&self, id: &str) -> StoreFuture<()> {
+        self.not_fresh(id);
         let (db, id) = (self.db.clone(), id.to_owned());
         Box::pin(async move {
             db.request_cancel(&id).await?;
@@ -351,6 +372,7 @@ impl SagaStore for PgNode {
     }
 
     fn start_follow_up(&self, record: &SagaRecord, of: &str) -> StoreFuture<bool> {
+        self.not_fresh(of);
         let (me, row, of, record) = (self.clone(), row_of(record), of.to_owned(), record.clone());
         Box::pin(async move {
             let created = me.db.start_follow_up(&me.node, me.lease, &row, &of).await?;
@@ -368,6 +390,7 @@ impl SagaStore for PgNode {
     }
 
     fn park(&self, record: &SagaRecord, was: SagaState) -> StoreFuture<()> {
+        self.not_fresh(&record.saga_id.to_string());
         let (me, row, record) = (self.clone(), row_of(record), record.clone());
         Box::pin(async move {
             // Under this node's lease (parked rows are never claimed; a retry takes them).
@@ -380,6 +403,7 @@ impl SagaStore for PgNode {
     }
 
     fn retry_parked(&self, record: &SagaRecord, was: SagaState) -> StoreFuture<bool> {
+        self.not_fresh(&record.saga_id.to_string());
         let (me, row, record) = (self.clone(), row_of(record), record.clone());
         Box::pin(async move {
             match me.db.take_parked(&me.node, me.lease, &row).await? {
@@ -443,6 +467,7 @@ impl SagaStore for PgNode {
                     tracing::error!(saga = %id, error = %e, "Claimed an unreadable saga; left to its lease.");
                     continue;
                 }
+                me.not_fresh(&id);
                 me.hold(lease);
                 ids.push(id);
             }
