@@ -1756,7 +1756,18 @@ async fn a_booking_costs_the_database_a_bounded_number_of_round_trips() {
         .await
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
-    println!("saga records: {:.0} bytes, {:.0} stored", sizes.0, sizes.1);
+    let hot: (i64, i64) = client
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'sagas'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    println!(
+        "saga records: {:.0} bytes, {:.0} stored; saga updates so far: {}, of which HOT: {}",
+        sizes.0, sizes.1, hot.0, hot.1
+    );
     let n = COUNTED_BOOKINGS as f64;
     let round_trips: i64 = counted.iter().map(|c| c.calls).sum();
     let exec_ms: f64 = counted.iter().map(|c| c.exec_ms).sum();

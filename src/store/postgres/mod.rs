@@ -181,8 +181,15 @@ impl PgStore {
         // A node paused inside a transaction (a stop signal, a VM freeze) would hold its
         // row locks, and every other node's change to those accounts would wait on it: the
         // server ends such a transaction after the same bound as a statement.
+        //
+        // Every statement is prepared once per connection: a generic plan is planned once,
+        // where the default plans again at each call whenever the planner guesses the
+        // generic plan dearer, as it always does for statements over arrays (the batched
+        // saga writes, lease renewals, emails marked sent). Every statement is a lookup by
+        // key or a small set of keys, which the generic plan serves as well.
         pg.options(format!(
-            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0}",
+            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0} \
+             -c plan_cache_mode=force_generic_plan",
             config.statement_timeout_ms
         ));
         pg.connect_timeout(Duration::from_secs(5));

@@ -156,23 +156,21 @@ saved AS (
       FROM w
      WHERE s.id = w.id AND s.owner_node = w.node AND s.epoch = w.epoch
        AND s.lease_expires_at > now()
-    RETURNING s.id, s.cancel_requested_at IS NOT NULL AS cancel_requested),
+    RETURNING s.id, s.cancel_requested_at IS NOT NULL AS cancel_requested, w.email_id,
+              w.email, w.finished_id, w.finished_state, w.finished_terminal,
+              w.finished_record, w.sku),
 finished AS (
-    UPDATE sagas s SET state = w.finished_state, terminal = w.finished_terminal,
-           record = w.finished_record, updated_at = now()
-      FROM w JOIN saved ON saved.id = w.id
-     WHERE s.id = w.finished_id),
+    UPDATE sagas s SET state = saved.finished_state, terminal = saved.finished_terminal,
+           record = saved.finished_record, updated_at = now()
+      FROM saved
+     WHERE s.id = saved.finished_id),
 emailed AS (
     INSERT INTO outbox (id, saga_id, status, email, created_at)
-    SELECT w.email_id, w.id, 'pending', w.email, now()
-      FROM w JOIN saved ON saved.id = w.id
-     WHERE w.email_id IS NOT NULL
-    ON CONFLICT (id) DO NOTHING),
-announced AS (
-    SELECT pg_notify($14, w.sku) FROM w JOIN saved ON saved.id = w.id
-     WHERE w.sku IS NOT NULL)
-SELECT saved.id, saved.cancel_requested FROM saved
- WHERE (SELECT count(*) FROM announced) >= 0";
+    SELECT email_id, id, 'pending', email, now() FROM saved WHERE email_id IS NOT NULL
+    ON CONFLICT (id) DO NOTHING)
+SELECT id, cancel_requested,
+       CASE WHEN sku IS NOT NULL THEN pg_notify($14, sku) IS NULL END
+  FROM saved";
 
 pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
