@@ -1530,6 +1530,92 @@ async fn a_batched_write_whose_one_saga_lost_its_lease_fails_only_that_saga() {
     assert_eq!(emails, 2);
 }
 
+/// Sagas created in one batch keep the booking keys' rules one by one: a new key makes its
+/// saga, a key used before (by an earlier request, or by another saga of the same batch)
+/// answers that saga for the same request and is refused for another, and a saga without
+/// a key is simply created.
+#[actix_rt::test]
+async fn a_batch_of_new_sagas_keeps_each_booking_key_rule() {
+    use wayfare::store::postgres::sagas::NewSaga;
+    let pg = TempPostgres::start();
+    let url = pg.create_db("creations");
+    let a = node(&url).await;
+    let lease = Duration::from_secs(30);
+    let earlier = a
+        .create_saga(
+            "node-a",
+            lease,
+            &saga_row("saga-0", "pending"),
+            Some(("k-0", b"request-0")),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(earlier, Created::New(_)), "{earlier:?}");
+    let new = |id: &str, key: Option<(&str, &[u8])>| NewSaga {
+        node: "node-a".into(),
+        row: saga_row(id, "pending"),
+        key: key.map(|(k, d)| (k.to_owned(), d.to_vec())),
+    };
+    let batch = [
+        new("saga-1", Some(("k-1", b"request-1"))),
+        new("saga-2", Some(("k-2", b"request-2"))),
+        new("saga-3", Some(("k-1", b"request-1"))),
+        new("saga-4", Some(("k-0", b"another request"))),
+        new("saga-5", Some(("k-0", b"request-0"))),
+        new("saga-6", None),
+    ];
+    let answers = a.create_sagas(lease, &batch).await.unwrap();
+    assert_eq!(answers.len(), batch.len());
+    for (i, id) in [(0, "saga-1"), (1, "saga-2"), (5, "saga-6")] {
+        match &answers[i] {
+            Ok(Created::New(l)) => {
+                assert_eq!(
+                    (l.saga_id.as_str(), l.node.as_str(), l.epoch),
+                    (id, "node-a", 1)
+                )
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        answers[2],
+        Ok(Created::Existing {
+            saga_id: "saga-1".into()
+        }),
+        "the batch's own key twice makes one saga"
+    );
+    assert!(
+        matches!(&answers[3], Err(SagaWriteError::KeyReused(k)) if k == "k-0"),
+        "{:?}",
+        answers[3]
+    );
+    assert_eq!(
+        answers[4],
+        Ok(Created::Existing {
+            saga_id: "saga-0".into()
+        })
+    );
+    let client = a.client().await.unwrap();
+    let ids: Vec<String> = client
+        .query("SELECT id FROM sagas ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, ["saga-0", "saga-1", "saga-2", "saga-6"]);
+    let leased: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sagas WHERE owner_node = 'node-a' AND epoch = 1
+                AND lease_expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leased, 4);
+}
+
 /// Bookings the statement count below drives through one node, after
 /// [`WARM_UP_BOOKINGS`] that are not counted.
 const COUNTED_BOOKINGS: usize = 200;

@@ -1,6 +1,7 @@
 //! Group commit of saga writes: concurrent sagas' writes share one statement and one
-//! transaction ([`PgStore::save_sagas`]), so the database parses, plans and commits (and
-//! flushes its WAL) once for many bookings instead of once for each.
+//! transaction ([`PgStore::save_sagas`], [`PgStore::create_sagas`]), so the database
+//! parses, executes and commits (and flushes its WAL) once for many bookings instead of
+//! once for each.
 //!
 //! No task of its own: a write is queued, and whichever waiting writer gets one of
 //! [`BATCHES_IN_FLIGHT`] permits takes everything queued (up to [`MOST_PER_BATCH`]) and
@@ -8,51 +9,75 @@
 //! permit free goes at once (a batch of one: no added wait when the node is idle); under
 //! load, writes arriving while the batches in flight run are sent together next.
 //!
-//! Each saga keeps its own fence: a saga whose lease was lost is refused alone, the rest
-//! of its batch is written. A batch the database refuses as a whole is retried one write
-//! at a time, so one bad write cannot fail the others.
+//! Each write keeps its own answer: a saga whose lease was lost is refused alone, a
+//! booking key used before answers its own saga, and the rest of the batch is written. A
+//! batch the database refuses as a whole is retried one write at a time, so one bad write
+//! cannot fail the others.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Semaphore};
 
-use super::sagas::{FencedWrite, SagaWriteError};
+use super::sagas::{Created, FencedWrite, NewSaga, SagaWriteError};
 use super::{PgError, PgStore};
 
-/// Batches one node sends at once (each on its own pooled connection).
+/// Batches of one kind one node sends at once (each on its own pooled connection).
 pub(super) const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Most writes in one batch (bounds one statement's size and its row locks).
 pub(super) const MOST_PER_BATCH: usize = 64;
 
-type Answer = Result<bool, SagaWriteError>;
+/// One write's own answer.
+type Answer<A> = Result<A, SagaWriteError>;
 
-/// A node's queue of saga writes, sent in batches.
-#[derive(Debug)]
-pub(super) struct GroupWriter {
-    queue: Mutex<Vec<(FencedWrite, oneshot::Sender<Answer>)>>,
+/// Sends one batch: each write's answer, in order, or the statement's failure.
+type SendBatch<W, A> =
+    for<'a> fn(
+        &'a PgStore,
+        Duration,
+        &'a [W],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Answer<A>>, PgError>> + Send + 'a>>;
+
+/// A node's queue of one kind of saga write, sent in batches.
+pub(super) struct GroupWriter<W, A> {
+    queue: Mutex<Vec<(W, oneshot::Sender<Answer<A>>)>>,
     permits: Semaphore,
+    send: SendBatch<W, A>,
 }
 
-impl Default for GroupWriter {
-    fn default() -> Self {
-        GroupWriter {
-            queue: Mutex::default(),
-            permits: Semaphore::new(BATCHES_IN_FLIGHT),
-        }
+impl<W, A> std::fmt::Debug for GroupWriter<W, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWriter")
+            .field("queued", &self.queue.lock().map(|q| q.len()).unwrap_or(0))
+            .finish()
     }
 }
 
-impl GroupWriter {
-    /// Writes `write` (renewing its lease for `lease_for`) in the next batch; its own
-    /// answer, as [`PgStore::save_sagas`] gives it.
-    pub(super) async fn save(
-        &self,
-        db: &PgStore,
-        lease_for: Duration,
-        write: FencedWrite,
-    ) -> Answer {
+/// Step writes under leases ([`PgStore::save_sagas`]); each answer says whether a
+/// customer's cancel is stored for the saga.
+pub(super) fn saves() -> GroupWriter<FencedWrite, bool> {
+    GroupWriter::new(|db, lease_for, writes| Box::pin(db.save_sagas(lease_for, writes)))
+}
+
+/// New sagas, each leased to its node ([`PgStore::create_sagas`]).
+pub(super) fn creations() -> GroupWriter<NewSaga, Created> {
+    GroupWriter::new(|db, lease_for, writes| Box::pin(db.create_sagas(lease_for, writes)))
+}
+
+impl<W, A> GroupWriter<W, A> {
+    fn new(send: SendBatch<W, A>) -> Self {
+        GroupWriter {
+            queue: Mutex::default(),
+            permits: Semaphore::new(BATCHES_IN_FLIGHT),
+            send,
+        }
+    }
+
+    /// Writes `write` (with leases for `lease_for`) in the next batch; its own answer.
+    pub(super) async fn write(&self, db: &PgStore, lease_for: Duration, write: W) -> Answer<A> {
         let (tx, mut answer) = oneshot::channel();
         self.queued().push((write, tx));
         loop {
@@ -73,7 +98,7 @@ impl GroupWriter {
                         drop(permit);
                         return answer.await.unwrap_or_else(|_| Err(abandoned()));
                     }
-                    send(db, lease_for, batch).await;
+                    self.send_batch(db, lease_for, batch).await;
                     drop(permit);
                     // Ours was in it (answered now), or is still queued behind a full
                     // batch (sent by the next permit's holder, maybe this writer).
@@ -82,8 +107,44 @@ impl GroupWriter {
         }
     }
 
-    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<(FencedWrite, oneshot::Sender<Answer>)>> {
+    #[allow(clippy::type_complexity)]
+    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<(W, oneshot::Sender<Answer<A>>)>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends one batch and answers each of its writers.
+    async fn send_batch(
+        &self,
+        db: &PgStore,
+        lease_for: Duration,
+        batch: Vec<(W, oneshot::Sender<Answer<A>>)>,
+    ) {
+        let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match (self.send)(db, lease_for, &writes).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }
+            // Refused as a whole (a statement error such as a deadlock with another
+            // node's batch, not a lost lease): each write alone, so only the one the
+            // database refuses fails.
+            Err(PgError::Statement(_)) if writes.len() > 1 => {
+                for (write, reply) in writes.iter().zip(replies) {
+                    let answer = match (self.send)(db, lease_for, std::slice::from_ref(write)).await
+                    {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(abandoned())),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone().into()));
+                }
+            }
+        }
     }
 }
 
@@ -94,36 +155,4 @@ fn abandoned() -> SagaWriteError {
     SagaWriteError::Store(PgError::Unreachable(
         "the batch holding this saga write was abandoned; its outcome is unknown".into(),
     ))
-}
-
-/// Sends one batch and answers each of its writers.
-async fn send(
-    db: &PgStore,
-    lease_for: Duration,
-    batch: Vec<(FencedWrite, oneshot::Sender<Answer>)>,
-) {
-    let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match db.save_sagas(lease_for, &writes).await {
-        Ok(answers) => {
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
-            }
-        }
-        // Refused as a whole (a statement error, not a lost lease): each write alone, so
-        // only the one the database refuses fails.
-        Err(PgError::Statement(_)) if writes.len() > 1 => {
-            for (write, reply) in writes.into_iter().zip(replies) {
-                let answer = match db.save_sagas(lease_for, std::slice::from_ref(&write)).await {
-                    Ok(mut one) => one.pop().unwrap_or_else(|| Err(abandoned())),
-                    Err(e) => Err(e.into()),
-                };
-                let _ = reply.send(answer);
-            }
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone().into()));
-            }
-        }
-    }
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::group::GroupWriter;
+use super::group::{self, GroupWriter};
 use super::invalidate::Invalidations;
 use super::outbox::EmailLease;
-use super::sagas::{self, Created, FencedWrite, Lease, SagaRow, SagaWriteError};
+use super::sagas::{self, Created, FencedWrite, Lease, NewSaga, SagaRow, SagaWriteError};
 use super::PgStore;
 use crate::domain::account::AccountId;
 use crate::domain::outbox::{
@@ -56,7 +56,9 @@ pub struct PgNode {
     /// The cluster's parked emails as last counted ([`Outbox::refresh_counts`]).
     emails: Arc<Mutex<EmailCounts>>,
     /// Saga writes of this node's concurrent sagas, sent together.
-    writer: Arc<GroupWriter>,
+    writer: Arc<GroupWriter<FencedWrite, bool>>,
+    /// New sagas of this node's concurrent bookings, created together.
+    creator: Arc<GroupWriter<NewSaga, Created>>,
     /// SKUs whose booking's confirming write announced them already (with its commit),
     /// each with how many such writes the saga has not yet called `announce_booked` for.
     announced: Arc<Mutex<HashMap<String, usize>>>,
@@ -85,7 +87,8 @@ impl PgNode {
             tally: Arc::default(),
             aggregate: Arc::default(),
             emails: Arc::default(),
-            writer: Arc::default(),
+            writer: Arc::new(group::saves()),
+            creator: Arc::new(group::creations()),
             announced: Arc::default(),
             fresh: Arc::default(),
         }
@@ -138,7 +141,7 @@ impl PgNode {
             finished,
             booked_sku: booked_sku.clone(),
         };
-        match self.writer.save(&self.db, self.lease, write).await {
+        match self.writer.write(&self.db, self.lease, write).await {
             Ok(cancel_requested) => {
                 if terminal {
                     self.forget(&id);
@@ -291,10 +294,12 @@ impl SagaStore for PgNode {
         let digest = Sha256::digest(codec::encode(&record.request));
         let record = record.clone();
         Box::pin(async move {
-            let created = me
-                .db
-                .create_saga(&me.node, me.lease, &row, Some((&key, digest.as_slice())))
-                .await;
+            let new = NewSaga {
+                node: me.node.to_string(),
+                row,
+                key: Some((key, digest.to_vec())),
+            };
+            let created = me.creator.write(&me.db, me.lease, new).await;
             match created {
                 Ok(Created::New(lease)) => {
                     me.hold(lease);

@@ -110,6 +110,18 @@ impl FencedWrite {
     }
 }
 
+/// A new saga for [`PgStore::create_sagas`]: its row, leased to `node`, with its booking
+/// idempotency key (`key`, and a digest of the request) if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSaga {
+    /// The node creating it (which holds its first lease).
+    pub node: String,
+    /// The saga's row.
+    pub row: SagaRow,
+    /// The booking idempotency key and the request's digest.
+    pub key: Option<(String, Vec<u8>)>,
+}
+
 /// Why a saga write changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SagaWriteError {
@@ -130,6 +142,27 @@ pub enum SagaWriteError {
     #[error(transparent)]
     Store(#[from] PgError),
 }
+
+/// New sagas with their booking keys as one statement ([`PgStore::create_sagas`]): the
+/// keys first, in key order (two nodes' batches then wait for each other's keys in one
+/// order), and each saga only if it has no key or its key was inserted. A key's reference
+/// to its saga is checked at the end of the statement, when both rows exist.
+const CREATE_SAGAS: &str = "
+WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::boolean[], $5::bytea[],
+                         $6::text[], $7::text[], $8::text[], $9::bytea[])
+        AS w(id, account_id, state, terminal, record, node, trace_parent, key, digest)),
+k AS (
+    INSERT INTO booking_keys (key, request_digest, saga_id)
+    SELECT key, digest, id FROM w WHERE key IS NOT NULL ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING saga_id)
+INSERT INTO sagas (id, account_id, state, terminal, record, owner_node, lease_expires_at,
+                   epoch, created_at, updated_at, trace_parent)
+SELECT id, account_id, state, terminal, record, node,
+       now() + $10::bigint * interval '1 millisecond', 1, now(), now(), trace_parent
+  FROM w WHERE key IS NULL OR id IN (SELECT saga_id FROM k)
+RETURNING id, epoch";
 
 /// One saga's write under its lease, when it writes nothing else ([`SAVE_SAGAS`] for one).
 const SAVE_ONE_SAGA: &str = "
@@ -258,6 +291,113 @@ impl PgStore {
                 .await
                 .map_err(PgError::from)?;
             existing_saga(key, digest, &existing)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Creates every saga of `new` as [`create_saga`](Self::create_saga) does, in one
+    /// statement and one transaction: each answer, in the order of `new`, is that saga's
+    /// own (a key used before answers the saga it names, or
+    /// [`SagaWriteError::KeyReused`]; two sagas of the batch sending one key make one
+    /// saga). `Err` when the statement itself failed: then nothing of the batch was
+    /// written.
+    pub async fn create_sagas(
+        &self,
+        lease_for: Duration,
+        new: &[NewSaga],
+    ) -> Result<Vec<Result<Created, SagaWriteError>>, PgError> {
+        if let [one] = new {
+            let key = one.key.as_ref().map(|(k, d)| (k.as_str(), d.as_slice()));
+            return match self.create_saga(&one.node, lease_for, &one.row, key).await {
+                Err(SagaWriteError::Store(e)) => Err(e),
+                answer => Ok(vec![answer]),
+            };
+        }
+        let span = super::statement_span("INSERT", None, "INSERT booking_keys sagas");
+        async move {
+            let ids: Vec<&str> = new.iter().map(|n| n.row.id.as_str()).collect();
+            let accounts: Vec<Option<uuid::Uuid>> = new.iter().map(|n| n.row.account_id).collect();
+            let states: Vec<&str> = new.iter().map(|n| n.row.state.as_str()).collect();
+            let terminals: Vec<bool> = new.iter().map(|n| n.row.terminal).collect();
+            let records: Vec<&[u8]> = new.iter().map(|n| n.row.record.as_slice()).collect();
+            let nodes: Vec<&str> = new.iter().map(|n| n.node.as_str()).collect();
+            let traces: Vec<Option<&str>> =
+                new.iter().map(|n| n.row.trace_parent.as_deref()).collect();
+            let keys: Vec<Option<&str>> = new
+                .iter()
+                .map(|n| n.key.as_ref().map(|(k, _)| k.as_str()))
+                .collect();
+            let digests: Vec<Option<&[u8]>> = new
+                .iter()
+                .map(|n| n.key.as_ref().map(|(_, d)| d.as_slice()))
+                .collect();
+            let client = self.client().await?;
+            let created: std::collections::HashMap<String, i64> = client
+                .query(
+                    &client.prepare_cached(CREATE_SAGAS).await?,
+                    &[
+                        &ids,
+                        &accounts,
+                        &states,
+                        &terminals,
+                        &records,
+                        &nodes,
+                        &traces,
+                        &keys,
+                        &digests,
+                        &millis(lease_for),
+                    ],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            // The keys used before (a replay, another node's, or the batch's own twice):
+            // the saga each names, read once the batch's own keys are committed.
+            let taken: Vec<&str> = new
+                .iter()
+                .filter(|n| !created.contains_key(&n.row.id))
+                .filter_map(|n| n.key.as_ref().map(|(k, _)| k.as_str()))
+                .collect();
+            let existing: std::collections::HashMap<String, tokio_postgres::Row> =
+                if taken.is_empty() {
+                    Default::default()
+                } else {
+                    client
+                        .query(
+                            &client
+                                .prepare_cached(
+                                    "SELECT request_digest, saga_id, key FROM booking_keys
+                                      WHERE key = ANY($1)",
+                                )
+                                .await?,
+                            &[&taken],
+                        )
+                        .await?
+                        .into_iter()
+                        .map(|r| (r.get(2), r))
+                        .collect()
+                };
+            Ok(new
+                .iter()
+                .map(|n| {
+                    if let Some(epoch) = created.get(&n.row.id) {
+                        return Ok(Created::New(Lease {
+                            saga_id: n.row.id.clone(),
+                            node: n.node.clone(),
+                            epoch: *epoch,
+                        }));
+                    }
+                    let Some((key, digest)) = &n.key else {
+                        return Err(not_inserted(&n.row.id));
+                    };
+                    match existing.get(key) {
+                        Some(row) => existing_saga(key, digest, row),
+                        None => Err(not_inserted(&n.row.id)),
+                    }
+                })
+                .collect())
         }
         .instrument(span)
         .await
@@ -802,6 +942,15 @@ impl PgStore {
         .instrument(span)
         .await
     }
+}
+
+/// A saga the database neither inserted nor found a key for.
+fn not_inserted(id: &str) -> SagaWriteError {
+    PgError::Corrupt {
+        what: format!("saga {id}"),
+        reason: "neither inserted nor named by an existing booking key".into(),
+    }
+    .into()
 }
 
 fn existing_saga(
