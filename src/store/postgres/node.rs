@@ -62,8 +62,8 @@ pub struct PgNode {
     /// SKUs whose booking's confirming write announced them already (with its commit),
     /// each with how many such writes the saga has not yet called `announce_booked` for.
     announced: Arc<Mutex<HashMap<String, usize>>>,
-    /// Sagas this node just created, until their first load (the saga's actor starting):
-    /// nothing but this node's lease could have written them since.
+    /// Records this node just wrote (a saga it created, a saga's last write), until the
+    /// saga's next load ([`PgNode::keep_for_next_load`]).
     fresh: Arc<Mutex<HashMap<String, SagaRecord>>>,
 }
 
