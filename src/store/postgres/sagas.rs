@@ -481,31 +481,43 @@ impl PgStore {
                     return Ok(vec![saved.map(|r| r.get(0)).ok_or_else(|| one.fenced())]);
                 }
             }
+            // Rows are locked in saga id order, as lease renewals lock them: two
+            // statements locking the same sagas never wait for each other in a cycle.
+            let mut sorted: Vec<&FencedWrite> = writes.iter().collect();
+            sorted.sort_by(|a, b| a.lease.saga_id.cmp(&b.lease.saga_id));
             let column = |f: fn(&FencedWrite) -> Option<&str>| -> Vec<Option<&str>> {
-                writes.iter().map(f).collect()
+                sorted.iter().copied().map(f).collect()
             };
             let ids = column(|w| Some(&w.lease.saga_id));
             let nodes = column(|w| Some(&w.lease.node));
-            let epochs: Vec<i64> = writes.iter().map(|w| w.lease.epoch).collect();
+            let epochs: Vec<i64> = sorted.iter().copied().map(|w| w.lease.epoch).collect();
             let states = column(|w| Some(&w.row.state));
-            let terminals: Vec<bool> = writes.iter().map(|w| w.row.terminal).collect();
-            let records: Vec<&[u8]> = writes.iter().map(|w| w.row.record.as_slice()).collect();
-            let email_ids: Vec<Option<uuid::Uuid>> = writes
+            let terminals: Vec<bool> = sorted.iter().copied().map(|w| w.row.terminal).collect();
+            let records: Vec<&[u8]> = sorted
                 .iter()
+                .copied()
+                .map(|w| w.row.record.as_slice())
+                .collect();
+            let email_ids: Vec<Option<uuid::Uuid>> = sorted
+                .iter()
+                .copied()
                 .map(|w| w.email.as_ref().map(|e| e.id))
                 .collect();
-            let emails: Vec<Option<&[u8]>> = writes
+            let emails: Vec<Option<&[u8]>> = sorted
                 .iter()
+                .copied()
                 .map(|w| w.email.as_ref().map(|e| e.email.as_slice()))
                 .collect();
             let finished_ids = column(|w| w.finished.as_ref().map(|f| f.id.as_str()));
             let finished_states = column(|w| w.finished.as_ref().map(|f| f.state.as_str()));
-            let finished_terminals: Vec<Option<bool>> = writes
+            let finished_terminals: Vec<Option<bool>> = sorted
                 .iter()
+                .copied()
                 .map(|w| w.finished.as_ref().map(|f| f.terminal))
                 .collect();
-            let finished_records: Vec<Option<&[u8]>> = writes
+            let finished_records: Vec<Option<&[u8]>> = sorted
                 .iter()
+                .copied()
                 .map(|w| w.finished.as_ref().map(|f| f.record.as_slice()))
                 .collect();
             let skus = column(|w| w.booked_sku.as_deref());
@@ -656,9 +668,12 @@ impl PgStore {
             if leases.is_empty() {
                 return Ok(Vec::new());
             }
-            let ids: Vec<&str> = leases.iter().map(|l| l.saga_id.as_str()).collect();
-            let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
-            let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+            // Rows are locked in saga id order, as batched saga writes lock them.
+            let mut sorted: Vec<&Lease> = leases.iter().collect();
+            sorted.sort_by(|a, b| a.saga_id.cmp(&b.saga_id));
+            let ids: Vec<&str> = sorted.iter().map(|l| l.saga_id.as_str()).collect();
+            let nodes: Vec<&str> = sorted.iter().map(|l| l.node.as_str()).collect();
+            let epochs: Vec<i64> = sorted.iter().map(|l| l.epoch).collect();
             let client = self.client().await?;
             let rows = client
                 .query(
