@@ -222,7 +222,7 @@ impl PgStore {
         row: &SagaRow,
         key: Option<(&str, &[u8])>,
     ) -> Result<Created, SagaWriteError> {
-        let span = super::statement_span("INSERT", None, "INSERT booking_keys sagas");
+        let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
         async move {
             let client = self.client().await?;
             // One statement, so one round trip: the key first (its primary key settles two
@@ -314,7 +314,7 @@ impl PgStore {
                 answer => Ok(vec![answer]),
             };
         }
-        let span = super::statement_span("INSERT", None, "INSERT booking_keys sagas");
+        let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
         async move {
             let ids: Vec<&str> = new.iter().map(|n| n.row.id.as_str()).collect();
             let accounts: Vec<Option<uuid::Uuid>> = new.iter().map(|n| n.row.account_id).collect();
