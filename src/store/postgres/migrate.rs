@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "saga_trace",
         include_str!("migrations/0005_saga_trace.sql"),
     ),
+    (
+        6,
+        "saga_write_indexes",
+        include_str!("migrations/0006_saga_write_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock key every migrating node takes ("wayfare" in ASCII, as an i64).

@@ -10,6 +10,8 @@
 //!   expired leases are claimed with `FOR UPDATE SKIP LOCKED` (the outbox too).
 //!   Booking idempotency keys are a unique column: the same key sent to two nodes finds
 //!   one saga.
+//!   Each write is one statement with what its step caused; [`group`] sends concurrent
+//!   sagas' writes together, one commit for many, each still fenced by its own lease.
 //! - [`nodes`]: membership by heartbeat rows.
 //! - [`invalidate`]: a booked SKU is announced with `NOTIFY`, so every node's search cache
 //!   drops it.
@@ -30,6 +32,7 @@
 
 mod account_store;
 pub mod accounts;
+mod group;
 pub mod invalidate;
 mod live;
 mod migrate;
@@ -180,8 +183,15 @@ impl PgStore {
         // A node paused inside a transaction (a stop signal, a VM freeze) would hold its
         // row locks, and every other node's change to those accounts would wait on it: the
         // server ends such a transaction after the same bound as a statement.
+        //
+        // Every statement is prepared once per connection: a generic plan is planned once,
+        // where the default plans again at each call whenever the planner guesses the
+        // generic plan dearer, as it always does for statements over arrays (the batched
+        // saga writes, lease renewals, emails marked sent). Every statement is a lookup by
+        // key or a small set of keys, which the generic plan serves as well.
         pg.options(format!(
-            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0}",
+            "-c statement_timeout={0} -c idle_in_transaction_session_timeout={0} \
+             -c plan_cache_mode=force_generic_plan",
             config.statement_timeout_ms
         ));
         pg.connect_timeout(Duration::from_secs(5));

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::group::{self, GroupWriter};
 use super::invalidate::Invalidations;
 use super::outbox::EmailLease;
-use super::sagas::{self, Created, Lease, SagaRow, SagaWriteError};
+use super::sagas::{self, Created, FencedWrite, Lease, NewSaga, SagaRow, SagaWriteError};
 use super::PgStore;
 use crate::domain::account::AccountId;
 use crate::domain::outbox::{
@@ -54,6 +55,16 @@ pub struct PgNode {
     aggregate: Arc<Mutex<Option<SagaCounts>>>,
     /// The cluster's parked emails as last counted ([`Outbox::refresh_counts`]).
     emails: Arc<Mutex<EmailCounts>>,
+    /// Saga writes of this node's concurrent sagas, sent together.
+    writer: Arc<GroupWriter<FencedWrite, bool>>,
+    /// New sagas of this node's concurrent bookings, created together.
+    creator: Arc<GroupWriter<NewSaga, Created>>,
+    /// SKUs whose booking's confirming write announced them already (with its commit),
+    /// each with how many such writes the saga has not yet called `announce_booked` for.
+    announced: Arc<Mutex<HashMap<String, usize>>>,
+    /// Records this node just wrote (a saga it created, a saga's last write), until the
+    /// saga's next load ([`PgNode::keep_for_next_load`]).
+    fresh: Arc<Mutex<HashMap<String, SagaRecord>>>,
 }
 
 impl std::fmt::Debug for PgNode {
@@ -76,6 +87,10 @@ impl PgNode {
             tally: Arc::default(),
             aggregate: Arc::default(),
             emails: Arc::default(),
+            writer: Arc::new(group::saves()),
+            creator: Arc::new(group::creations()),
+            announced: Arc::default(),
+            fresh: Arc::default(),
         }
     }
 
@@ -105,36 +120,119 @@ impl PgNode {
         self.held().remove(saga_id);
     }
 
-    /// Writes a record (with its email and the booking it finished) under this node's
-    /// lease; forgets the lease once the saga is over or taken over.
+    /// Writes a record (with its email, the booking it finished and the SKU it booked)
+    /// under this node's lease, in the next batch of this node's saga writes; forgets the
+    /// lease once the saga is over or taken over.
     async fn save_under_lease(
         &self,
         row: SagaRow,
         email: Option<sagas::OutboxEmail>,
         finished: Option<SagaRow>,
+        booked_sku: Option<String>,
     ) -> Result<bool, StoreError> {
         let lease = self
             .lease_of(&row.id)
             .ok_or_else(|| StoreError::Fenced(format!("saga {}", row.id)))?;
-        let saved = self
-            .db
-            .save_saga_with(&lease, self.lease, &row, email.as_ref(), finished.as_ref())
-            .await;
-        match saved {
+        let (id, terminal) = (row.id.clone(), row.terminal);
+        let write = FencedWrite {
+            lease,
+            row,
+            email,
+            finished,
+            booked_sku: booked_sku.clone(),
+        };
+        match self.writer.write(&self.db, self.lease, write).await {
             Ok(cancel_requested) => {
-                if row.terminal {
-                    self.forget(&row.id);
+                if terminal {
+                    self.forget(&id);
+                }
+                if let Some(sku) = booked_sku {
+                    self.announced_now(sku);
                 }
                 Ok(cancel_requested)
             }
             Err(e) => {
                 if matches!(e, SagaWriteError::Fenced { .. }) {
-                    self.forget(&row.id);
+                    self.forget(&id);
                 }
                 Err(write_error(e))
             }
         }
     }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, HashMap<String, SagaRecord>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `record`, just written by this node, for the saga's next load, which then
+    /// costs no round trip: the first load of a saga this node created (its actor
+    /// starting), and the load after a saga's last write (its follow-up, once the actor
+    /// stopped). Nothing but this node's lease writes a saga in between; the stored row can
+    /// differ only by a customer's cancel stored meanwhile, which a load an instant earlier
+    /// would have missed too: the next write reports it (`Saved::cancel_requested`), and a
+    /// confirmed booking with one stays claimable until its cancellation exists.
+    fn keep_for_next_load(&self, record: SagaRecord) {
+        let mut fresh = self.fresh();
+        // Only sagas whose actor never started stay here; bounded anyway (a forgotten
+        // entry costs its load a round trip, nothing more).
+        if fresh.len() >= MOST_FRESH_KEPT {
+            fresh.clear();
+        }
+        fresh.insert(record.saga_id.to_string(), record);
+    }
+
+    fn announced(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.announced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a write announced `sku` with its commit, so the saga's own
+    /// `announce_booked` after it costs no second `NOTIFY`.
+    fn announced_now(&self, sku: String) {
+        let mut announced = self.announced();
+        // Only a caller that stopped calling `announce_booked` after its writes would let
+        // this grow; bounded anyway (forgetting costs a redundant NOTIFY, nothing more).
+        if announced.len() >= MOST_ANNOUNCED_KEPT {
+            announced.clear();
+        }
+        *announced.entry(sku).or_default() += 1;
+    }
+
+    /// Drops what [`keep_for_next_load`](Self::keep_for_next_load) kept of saga `id`: it
+    /// was, or may have been, written otherwise.
+    fn not_fresh(&self, id: &str) {
+        self.fresh().remove(id);
+    }
+
+    /// Whether a write already announced `sku` (and this call is the saga's own, after it).
+    fn was_announced(&self, sku: &str) -> bool {
+        let mut announced = self.announced();
+        match announced.get_mut(sku) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                announced.remove(sku);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// SKUs remembered as announced by a write at most (see [`PgNode::announced_now`]).
+const MOST_ANNOUNCED_KEPT: usize = 10_000;
+/// Records kept for their next load at most (see [`PgNode::keep_for_next_load`]).
+const MOST_FRESH_KEPT: usize = 10_000;
+
+/// The SKU a write books: a booking's record entering `confirmed` (what the saga then
+/// announces to the other nodes' search caches, which the write does with its commit).
+fn booked_sku(write: &SagaWrite<'_>) -> Option<String> {
+    let record = write.record;
+    (record.kind == SagaKind::Booking
+        && record.state == SagaState::Confirmed
+        && write.was != Some(SagaState::Confirmed))
+    .then(|| record.request.sku.clone())
 }
 
 /// A saga record as a row. `terminal` marks what no node must resume: finished and parked
@@ -196,14 +294,17 @@ impl SagaStore for PgNode {
         let digest = Sha256::digest(codec::encode(&record.request));
         let record = record.clone();
         Box::pin(async move {
-            let created = me
-                .db
-                .create_saga(&me.node, me.lease, &row, Some((&key, digest.as_slice())))
-                .await;
+            let new = NewSaga {
+                node: me.node.to_string(),
+                row,
+                key: Some((key, digest.to_vec())),
+            };
+            let created = me.creator.write(&me.db, me.lease, new).await;
             match created {
                 Ok(Created::New(lease)) => {
                     me.hold(lease);
                     me.tally.replace(None, &record);
+                    me.keep_for_next_load(record);
                     Ok(NewBooking::Created)
                 }
                 Ok(Created::Existing { saga_id }) => Ok(NewBooking::Existing(saga_id)),
@@ -214,6 +315,9 @@ impl SagaStore for PgNode {
     }
 
     fn load(&self, id: &str) -> StoreFuture<Option<SagaRecord>> {
+        if let Some(record) = self.fresh().remove(id) {
+            return Box::pin(async move { Ok(Some(record)) });
+        }
         let (db, id) = (self.db.clone(), id.to_owned());
         Box::pin(async move {
             match db.saga(&id).await? {
@@ -238,20 +342,33 @@ impl SagaStore for PgNode {
             email: codec::encode(e),
         });
         let finished = write.finished.map(|(_, booking)| row_of(booking));
+        let booked = booked_sku(&write);
         let record = write.record.clone();
         let was = write.was;
         let finished_record = write.finished.map(|(before, b)| (before, b.clone()));
         Box::pin(async move {
-            let cancel_requested = me.save_under_lease(row, email, finished).await?;
+            if let Some((_, booking)) = &finished_record {
+                me.not_fresh(&booking.saga_id.to_string());
+            }
+            let cancel_requested = me.save_under_lease(row, email, finished, booked).await?;
             me.tally.replace(was, &record);
             if let Some((before, booking)) = &finished_record {
                 me.tally.replace(Some(*before), booking);
+            }
+            // The saga's actor stops after its last write; its follow-up loads it next.
+            if is_terminal(record.state) || record.state == SagaState::NeedsAttention {
+                let mut last = record;
+                if cancel_requested {
+                    with_stored_cancel(&mut last);
+                }
+                me.keep_for_next_load(last);
             }
             Ok(Saved { cancel_requested })
         })
     }
 
     fn request_cancel(&self, id: &str) -> StoreFuture<()> {
+        self.not_fresh(id);
         let (db, id) = (self.db.clone(), id.to_owned());
         Box::pin(async move {
             db.request_cancel(&id).await?;
@@ -260,6 +377,7 @@ impl SagaStore for PgNode {
     }
 
     fn start_follow_up(&self, record: &SagaRecord, of: &str) -> StoreFuture<bool> {
+        self.not_fresh(of);
         let (me, row, of, record) = (self.clone(), row_of(record), of.to_owned(), record.clone());
         Box::pin(async move {
             let created = me.db.start_follow_up(&me.node, me.lease, &row, &of).await?;
@@ -277,11 +395,12 @@ impl SagaStore for PgNode {
     }
 
     fn park(&self, record: &SagaRecord, was: SagaState) -> StoreFuture<()> {
+        self.not_fresh(&record.saga_id.to_string());
         let (me, row, record) = (self.clone(), row_of(record), record.clone());
         Box::pin(async move {
             // Under this node's lease (parked rows are never claimed; a retry takes them).
             let id = row.id.clone();
-            me.save_under_lease(row, None, None).await?;
+            me.save_under_lease(row, None, None, None).await?;
             me.forget(&id);
             me.tally.replace(Some(was), &record);
             Ok(())
@@ -289,6 +408,7 @@ impl SagaStore for PgNode {
     }
 
     fn retry_parked(&self, record: &SagaRecord, was: SagaState) -> StoreFuture<bool> {
+        self.not_fresh(&record.saga_id.to_string());
         let (me, row, record) = (self.clone(), row_of(record), record.clone());
         Box::pin(async move {
             match me.db.take_parked(&me.node, me.lease, &row).await? {
@@ -352,6 +472,7 @@ impl SagaStore for PgNode {
                     tracing::error!(saga = %id, error = %e, "Claimed an unreadable saga; left to its lease.");
                     continue;
                 }
+                me.not_fresh(&id);
                 me.hold(lease);
                 ids.push(id);
             }
@@ -484,13 +605,21 @@ impl Outbox for PgNode {
         })
     }
 
+    /// One statement for the whole batch, each email fenced by its own lease.
     fn mark_sent(&self, sent: Vec<ClaimedEmail>) -> StoreFuture<()> {
         let me = self.clone();
         Box::pin(async move {
-            for claimed in &sent {
-                let lease = me.email_lease(claimed);
-                if let Err(e) = me.db.mark_email_sent(&lease).await {
-                    tracing::warn!(email = %claimed.email.id, error = %e, "Sent email not marked sent; it may be sent again.");
+            let leases: Vec<EmailLease> = sent.iter().map(|c| me.email_lease(c)).collect();
+            let marked: HashSet<uuid::Uuid> = match me.db.mark_emails_sent(&leases).await {
+                Ok(marked) => marked.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(emails = sent.len(), error = %e, "Sent emails not marked sent; they may be sent again.");
+                    return Ok(());
+                }
+            };
+            for (claimed, lease) in sent.iter().zip(&leases) {
+                if !marked.contains(&lease.id) {
+                    tracing::warn!(email = %claimed.email.id, "Sent email not marked sent (its claim ran out); it may be sent again.");
                 }
             }
             Ok(())
@@ -597,7 +726,11 @@ impl ClusterStore for PgNode {
         Box::pin(async move { Ok(db.members().await?) })
     }
 
+    /// A SKU the confirming write announced with its commit is not announced again.
     fn announce_booked(&self, sku: &str) -> StoreFuture<()> {
+        if self.was_announced(sku) {
+            return Box::pin(async { Ok(()) });
+        }
         let (db, sku) = (self.db.clone(), sku.to_owned());
         Box::pin(async move { Ok(db.announce_booked(&sku).await?) })
     }

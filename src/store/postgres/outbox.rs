@@ -117,6 +117,39 @@ impl PgStore {
         .await
     }
 
+    /// Marks every email of `leases` sent, each fenced by its own lease like
+    /// [`mark_email_sent`](Self::mark_email_sent), in one statement; the ids marked (an
+    /// email missing from them was claimed by another node meanwhile, or not held).
+    pub async fn mark_emails_sent(&self, leases: &[EmailLease]) -> Result<Vec<Uuid>, PgError> {
+        let span = super::statement_span("UPDATE", Some("outbox"), "UPDATE outbox");
+        async move {
+            if leases.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<Uuid> = leases.iter().map(|l| l.id).collect();
+            let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
+            let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client
+                        .prepare_cached(
+                            "UPDATE outbox o SET status = 'sent', sent_at = now()
+                               FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS l(id, node, epoch)
+                              WHERE o.id = l.id AND o.owner_node = l.node AND o.epoch = l.epoch
+                                AND o.status = 'pending' AND o.lease_expires_at > now()
+                             RETURNING o.id",
+                        )
+                        .await?,
+                    &[&ids, &nodes, &epochs],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        }
+        .instrument(span)
+        .await
+    }
+
     /// A claimed email failed to send: records `reason` and frees it for another attempt
     /// after `retry_after`, or parks it (`park`) for an operator; fenced like saga writes.
     pub async fn email_failed(

@@ -83,6 +83,45 @@ pub struct OutboxEmail {
     pub email: Vec<u8>,
 }
 
+/// One saga's write in a batch ([`PgStore::save_sagas`]): its new row under `lease`, and
+/// what its step caused, written only if the lease still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencedWrite {
+    /// The lease the write is made under (its epoch is the fence).
+    pub lease: Lease,
+    /// The saga's new row.
+    pub row: SagaRow,
+    /// The email the step causes.
+    pub email: Option<OutboxEmail>,
+    /// The finished booking a cancellation ends (never leased: written with its
+    /// cancellation's write).
+    pub finished: Option<SagaRow>,
+    /// A SKU this write books, announced to every node's search caches with the commit.
+    pub booked_sku: Option<String>,
+}
+
+impl FencedWrite {
+    fn fenced(&self) -> SagaWriteError {
+        SagaWriteError::Fenced {
+            saga_id: self.lease.saga_id.clone(),
+            node: self.lease.node.clone(),
+            epoch: self.lease.epoch,
+        }
+    }
+}
+
+/// A new saga for [`PgStore::create_sagas`]: its row, leased to `node`, with its booking
+/// idempotency key (`key`, and a digest of the request) if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSaga {
+    /// The node creating it (which holds its first lease).
+    pub node: String,
+    /// The saga's row.
+    pub row: SagaRow,
+    /// The booking idempotency key and the request's digest.
+    pub key: Option<(String, Vec<u8>)>,
+}
+
 /// Why a saga write changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SagaWriteError {
@@ -104,6 +143,68 @@ pub enum SagaWriteError {
     Store(#[from] PgError),
 }
 
+/// New sagas with their booking keys as one statement ([`PgStore::create_sagas`]): the
+/// keys first, in key order (two nodes' batches then wait for each other's keys in one
+/// order), and each saga only if it has no key or its key was inserted. A key's reference
+/// to its saga is checked at the end of the statement, when both rows exist.
+const CREATE_SAGAS: &str = "
+WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::boolean[], $5::bytea[],
+                         $6::text[], $7::text[], $8::text[], $9::bytea[])
+        AS w(id, account_id, state, terminal, record, node, trace_parent, key, digest)),
+k AS (
+    INSERT INTO booking_keys (key, request_digest, saga_id)
+    SELECT key, digest, id FROM w WHERE key IS NOT NULL ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING saga_id)
+INSERT INTO sagas (id, account_id, state, terminal, record, owner_node, lease_expires_at,
+                   epoch, created_at, updated_at, trace_parent)
+SELECT id, account_id, state, terminal, record, node,
+       now() + $10::bigint * interval '1 millisecond', 1, now(), now(), trace_parent
+  FROM w WHERE key IS NULL OR id IN (SELECT saga_id FROM k)
+RETURNING id, epoch";
+
+/// One saga's write under its lease, when it writes nothing else ([`SAVE_SAGAS`] for one).
+const SAVE_ONE_SAGA: &str = "
+UPDATE sagas SET state = $4, record = $6, updated_at = now(),
+       terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
+       lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+ WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
+RETURNING cancel_requested_at IS NOT NULL";
+
+/// A batch of fenced saga writes as one statement ([`PgStore::save_sagas`]): element i of
+/// the arrays is saga i's write. `saved` holds the sagas whose fence held; only their
+/// finished bookings, emails and booked SKUs are written (a lost lease writes nothing).
+const SAVE_SAGAS: &str = "
+WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::boolean[],
+                         $6::bytea[], $8::uuid[], $9::bytea[], $10::text[], $11::text[],
+                         $12::boolean[], $13::bytea[], $15::text[])
+        AS w(id, node, epoch, state, terminal, record, email_id, email, finished_id,
+             finished_state, finished_terminal, finished_record, sku)),
+saved AS (
+    UPDATE sagas s SET state = w.state, record = w.record, updated_at = now(),
+           terminal = w.terminal AND (s.cancel_requested_at IS NULL OR w.state <> 'confirmed'),
+           lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+      FROM w
+     WHERE s.id = w.id AND s.owner_node = w.node AND s.epoch = w.epoch
+       AND s.lease_expires_at > now()
+    RETURNING s.id, s.cancel_requested_at IS NOT NULL AS cancel_requested, w.email_id,
+              w.email, w.finished_id, w.finished_state, w.finished_terminal,
+              w.finished_record, w.sku),
+finished AS (
+    UPDATE sagas s SET state = saved.finished_state, terminal = saved.finished_terminal,
+           record = saved.finished_record, updated_at = now()
+      FROM saved
+     WHERE s.id = saved.finished_id),
+emailed AS (
+    INSERT INTO outbox (id, saga_id, status, email, created_at)
+    SELECT email_id, id, 'pending', email, now() FROM saved WHERE email_id IS NOT NULL
+    ON CONFLICT (id) DO NOTHING)
+SELECT id, cancel_requested,
+       CASE WHEN sku IS NOT NULL THEN pg_notify($14, sku) IS NULL END
+  FROM saved";
+
 pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -123,67 +224,180 @@ impl PgStore {
     ) -> Result<Created, SagaWriteError> {
         let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
         async move {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(PgError::from)?;
-            if let Some((key, digest)) = key {
-                if let Some(existing) = tx
-                    .query_opt(
-                        &tx.prepare_cached(
+            let client = self.client().await?;
+            // One statement, so one round trip: the key first (its primary key settles two
+            // nodes sending it at once: the second waits for the first and inserts
+            // nothing), and the saga only if the key was inserted. The key's reference to
+            // the saga is checked at the end of the statement, when both rows exist.
+            let created = client
+                .query_opt(
+                    &client
+                        .prepare_cached(
+                            "WITH k AS (
+                                 INSERT INTO booking_keys (key, request_digest, saga_id)
+                                 SELECT $9, $10, $1 WHERE $9::text IS NOT NULL
+                                 ON CONFLICT (key) DO NOTHING RETURNING saga_id)
+                             INSERT INTO sagas (id, account_id, state, terminal, record,
+                                 owner_node, lease_expires_at, epoch, created_at, updated_at,
+                                 trace_parent)
+                             SELECT $1, $2, $3, $4, $5, $6,
+                                    now() + $7::bigint * interval '1 millisecond', 1, now(),
+                                    now(), $8
+                              WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM k)
+                             RETURNING epoch",
+                        )
+                        .await
+                        .map_err(PgError::from)?,
+                    &[
+                        &row.id,
+                        &row.account_id,
+                        &row.state,
+                        &row.terminal,
+                        &row.record,
+                        &node,
+                        &millis(lease_for),
+                        &row.trace_parent,
+                        &key.map(|(k, _)| k),
+                        &key.map(|(_, d)| d),
+                    ],
+                )
+                .await
+                .map_err(PgError::from)?;
+            if let Some(created) = created {
+                return Ok(Created::New(Lease {
+                    saga_id: row.id.clone(),
+                    node: node.to_owned(),
+                    epoch: created.get(0),
+                }));
+            }
+            // The key was used before (a replay, or another node won the race): its saga.
+            let Some((key, digest)) = key else {
+                return Err(PgError::Corrupt {
+                    what: format!("saga {}", row.id),
+                    reason: "a saga without a key was not inserted".into(),
+                }
+                .into());
+            };
+            let existing = client
+                .query_one(
+                    &client
+                        .prepare_cached(
                             "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
                         )
                         .await
                         .map_err(PgError::from)?,
-                        &[&key],
-                    )
-                    .await
-                    .map_err(PgError::from)?
-                {
-                    return existing_saga(key, digest, &existing);
-                }
-            }
-            tx.execute(
-                &tx.prepare_cached("INSERT INTO sagas (id, account_id, state, terminal, record, owner_node,
-                                lease_expires_at, epoch, created_at, updated_at, trace_parent)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + $7::bigint * interval '1 millisecond', 1, now(), now(), $8)").await.map_err(PgError::from)?,
-                &[&row.id, &row.account_id, &row.state, &row.terminal, &row.record, &node, &millis(lease_for), &row.trace_parent],
-            )
-            .await
-            .map_err(PgError::from)?;
-            if let Some((key, digest)) = key {
-                // Two nodes may pass the lookup above at once: the primary key settles it, and
-                // the loser rolls back its saga and reports the winner's.
-                let inserted = tx
-                    .execute(
-                        &tx.prepare_cached("INSERT INTO booking_keys (key, request_digest, saga_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO NOTHING").await.map_err(PgError::from)?,
-                        &[&key, &digest, &row.id],
-                    )
-                    .await
-                    .map_err(PgError::from)?;
-                if inserted == 0 {
-                    tx.rollback().await.map_err(PgError::from)?;
-                    let client = self.client().await?;
-                    let existing = client
-                        .query_one(
+                    &[&key],
+                )
+                .await
+                .map_err(PgError::from)?;
+            existing_saga(key, digest, &existing)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Creates every saga of `new` as [`create_saga`](Self::create_saga) does, in one
+    /// statement and one transaction: each answer, in the order of `new`, is that saga's
+    /// own (a key used before answers the saga it names, or
+    /// [`SagaWriteError::KeyReused`]; two sagas of the batch sending one key make one
+    /// saga). `Err` when the statement itself failed: then nothing of the batch was
+    /// written.
+    pub async fn create_sagas(
+        &self,
+        lease_for: Duration,
+        new: &[NewSaga],
+    ) -> Result<Vec<Result<Created, SagaWriteError>>, PgError> {
+        if let [one] = new {
+            let key = one.key.as_ref().map(|(k, d)| (k.as_str(), d.as_slice()));
+            return match self.create_saga(&one.node, lease_for, &one.row, key).await {
+                Err(SagaWriteError::Store(e)) => Err(e),
+                answer => Ok(vec![answer]),
+            };
+        }
+        let span = super::statement_span("INSERT", None, "INSERT sagas booking_keys");
+        async move {
+            let ids: Vec<&str> = new.iter().map(|n| n.row.id.as_str()).collect();
+            let accounts: Vec<Option<uuid::Uuid>> = new.iter().map(|n| n.row.account_id).collect();
+            let states: Vec<&str> = new.iter().map(|n| n.row.state.as_str()).collect();
+            let terminals: Vec<bool> = new.iter().map(|n| n.row.terminal).collect();
+            let records: Vec<&[u8]> = new.iter().map(|n| n.row.record.as_slice()).collect();
+            let nodes: Vec<&str> = new.iter().map(|n| n.node.as_str()).collect();
+            let traces: Vec<Option<&str>> =
+                new.iter().map(|n| n.row.trace_parent.as_deref()).collect();
+            let keys: Vec<Option<&str>> = new
+                .iter()
+                .map(|n| n.key.as_ref().map(|(k, _)| k.as_str()))
+                .collect();
+            let digests: Vec<Option<&[u8]>> = new
+                .iter()
+                .map(|n| n.key.as_ref().map(|(_, d)| d.as_slice()))
+                .collect();
+            let client = self.client().await?;
+            let created: std::collections::HashMap<String, i64> = client
+                .query(
+                    &client.prepare_cached(CREATE_SAGAS).await?,
+                    &[
+                        &ids,
+                        &accounts,
+                        &states,
+                        &terminals,
+                        &records,
+                        &nodes,
+                        &traces,
+                        &keys,
+                        &digests,
+                        &millis(lease_for),
+                    ],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            // The keys used before (a replay, another node's, or the batch's own twice):
+            // the saga each names, read once the batch's own keys are committed.
+            let taken: Vec<&str> = new
+                .iter()
+                .filter(|n| !created.contains_key(&n.row.id))
+                .filter_map(|n| n.key.as_ref().map(|(k, _)| k.as_str()))
+                .collect();
+            let existing: std::collections::HashMap<String, tokio_postgres::Row> =
+                if taken.is_empty() {
+                    Default::default()
+                } else {
+                    client
+                        .query(
                             &client
                                 .prepare_cached(
-                                    "SELECT request_digest, saga_id FROM booking_keys WHERE key = $1",
+                                    "SELECT request_digest, saga_id, key FROM booking_keys
+                                      WHERE key = ANY($1)",
                                 )
-                                .await
-                                .map_err(PgError::from)?,
-                            &[&key],
+                                .await?,
+                            &[&taken],
                         )
-                        .await
-                        .map_err(PgError::from)?;
-                    return existing_saga(key, digest, &existing);
-                }
-            }
-            tx.commit().await.map_err(PgError::from)?;
-            Ok(Created::New(Lease {
-                saga_id: row.id.clone(),
-                node: node.to_owned(),
-                epoch: 1,
-            }))
+                        .await?
+                        .into_iter()
+                        .map(|r| (r.get(2), r))
+                        .collect()
+                };
+            Ok(new
+                .iter()
+                .map(|n| {
+                    if let Some(epoch) = created.get(&n.row.id) {
+                        return Ok(Created::New(Lease {
+                            saga_id: n.row.id.clone(),
+                            node: n.node.clone(),
+                            epoch: *epoch,
+                        }));
+                    }
+                    let Some((key, digest)) = &n.key else {
+                        return Err(not_inserted(&n.row.id));
+                    };
+                    match existing.get(key) {
+                        Some(row) => existing_saga(key, digest, row),
+                        None => Err(not_inserted(&n.row.id)),
+                    }
+                })
+                .collect())
         }
         .instrument(span)
         .await
@@ -216,82 +430,131 @@ impl PgStore {
         email: Option<&OutboxEmail>,
         finished: Option<&SagaRow>,
     ) -> Result<bool, SagaWriteError> {
+        let write = FencedWrite {
+            lease: lease.clone(),
+            row: row.clone(),
+            email: email.cloned(),
+            finished: finished.cloned(),
+            booked_sku: None,
+        };
+        let mut saved = self
+            .save_sagas(lease_for, std::slice::from_ref(&write))
+            .await?;
+        saved.pop().unwrap_or_else(|| Err(write.fenced()))
+    }
+
+    /// Writes every saga of `writes`, each under its own lease (renewed for `lease_for`)
+    /// and with what its step caused ([`FencedWrite`]), in one statement and one
+    /// transaction: one round trip and one commit for the batch. Each answer, in the order
+    /// of `writes`, is that saga's own: a saga whose lease was lost is refused
+    /// ([`SagaWriteError::Fenced`]) and changes nothing, while the others are written.
+    /// `Err` when the statement itself failed: then nothing of the batch was written.
+    pub async fn save_sagas(
+        &self,
+        lease_for: Duration,
+        writes: &[FencedWrite],
+    ) -> Result<Vec<Result<bool, SagaWriteError>>, PgError> {
         let span = super::statement_span("UPDATE", None, "UPDATE sagas outbox");
         async move {
-            const FENCED_UPDATE: &str =
-                "UPDATE sagas SET state = $4, record = $6, updated_at = now(),
-                    terminal = $5 AND (cancel_requested_at IS NULL OR $4 <> 'confirmed'),
-                    lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-             WHERE id = $1 AND owner_node = $2 AND epoch = $3 AND lease_expires_at > now()
-             RETURNING cancel_requested_at IS NOT NULL";
-            let lease_ms = millis(lease_for);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-                &lease.saga_id,
-                &lease.node,
-                &lease.epoch,
-                &row.state,
-                &row.terminal,
-                &row.record,
-                &lease_ms,
-            ];
-            let fenced = || SagaWriteError::Fenced {
-                saga_id: lease.saga_id.clone(),
-                node: lease.node.clone(),
-                epoch: lease.epoch,
+            if writes.is_empty() {
+                return Ok(Vec::new());
+            }
+            if let [one] = writes {
+                if one.email.is_none() && one.finished.is_none() && one.booked_sku.is_none() {
+                    // Most steps alone (an idle node): the plain fenced update is the
+                    // database's least work for them.
+                    let client = self.client().await?;
+                    let saved = client
+                        .query_opt(
+                            &client.prepare_cached(SAVE_ONE_SAGA).await?,
+                            &[
+                                &one.lease.saga_id,
+                                &one.lease.node,
+                                &one.lease.epoch,
+                                &one.row.state,
+                                &one.row.terminal,
+                                &one.row.record,
+                                &millis(lease_for),
+                            ],
+                        )
+                        .await?;
+                    return Ok(vec![saved.map(|r| r.get(0)).ok_or_else(|| one.fenced())]);
+                }
+            }
+            // Rows are locked in saga id order, as lease renewals lock them: two
+            // statements locking the same sagas never wait for each other in a cycle.
+            let mut sorted: Vec<&FencedWrite> = writes.iter().collect();
+            sorted.sort_by(|a, b| a.lease.saga_id.cmp(&b.lease.saga_id));
+            let column = |f: fn(&FencedWrite) -> Option<&str>| -> Vec<Option<&str>> {
+                sorted.iter().copied().map(f).collect()
             };
-            let mut client = self.client().await?;
-            if email.is_none() && finished.is_none() {
-                // Most steps write the saga row alone: one statement is atomic by itself, so
-                // no transaction (and its two extra round trips) is needed.
-                let statement = client
-                    .prepare_cached(FENCED_UPDATE)
-                    .await
-                    .map_err(PgError::from)?;
-                let saved = client
-                    .query_opt(&statement, &params)
-                    .await
-                    .map_err(PgError::from)?;
-                return saved.map(|r| r.get(0)).ok_or_else(fenced);
-            }
-            let tx = client.transaction().await.map_err(PgError::from)?;
-            let statement = tx
-                .prepare_cached(FENCED_UPDATE)
-                .await
-                .map_err(PgError::from)?;
-            let cancel_requested: bool = tx
-                .query_opt(&statement, &params)
-                .await
-                .map_err(PgError::from)?
-                .ok_or_else(fenced)?
-                .get(0);
-            if let Some(other) = finished {
-                tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE sagas SET state = $2, terminal = $3, record = $4, updated_at = now()
-                 WHERE id = $1",
+            let ids = column(|w| Some(&w.lease.saga_id));
+            let nodes = column(|w| Some(&w.lease.node));
+            let epochs: Vec<i64> = sorted.iter().copied().map(|w| w.lease.epoch).collect();
+            let states = column(|w| Some(&w.row.state));
+            let terminals: Vec<bool> = sorted.iter().copied().map(|w| w.row.terminal).collect();
+            let records: Vec<&[u8]> = sorted
+                .iter()
+                .copied()
+                .map(|w| w.row.record.as_slice())
+                .collect();
+            let email_ids: Vec<Option<uuid::Uuid>> = sorted
+                .iter()
+                .copied()
+                .map(|w| w.email.as_ref().map(|e| e.id))
+                .collect();
+            let emails: Vec<Option<&[u8]>> = sorted
+                .iter()
+                .copied()
+                .map(|w| w.email.as_ref().map(|e| e.email.as_slice()))
+                .collect();
+            let finished_ids = column(|w| w.finished.as_ref().map(|f| f.id.as_str()));
+            let finished_states = column(|w| w.finished.as_ref().map(|f| f.state.as_str()));
+            let finished_terminals: Vec<Option<bool>> = sorted
+                .iter()
+                .copied()
+                .map(|w| w.finished.as_ref().map(|f| f.terminal))
+                .collect();
+            let finished_records: Vec<Option<&[u8]>> = sorted
+                .iter()
+                .copied()
+                .map(|w| w.finished.as_ref().map(|f| f.record.as_slice()))
+                .collect();
+            let skus = column(|w| w.booked_sku.as_deref());
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &client.prepare_cached(SAVE_SAGAS).await?,
+                    &[
+                        &ids,
+                        &nodes,
+                        &epochs,
+                        &states,
+                        &terminals,
+                        &records,
+                        &millis(lease_for),
+                        &email_ids,
+                        &emails,
+                        &finished_ids,
+                        &finished_states,
+                        &finished_terminals,
+                        &finished_records,
+                        &super::invalidate::CHANNEL,
+                        &skus,
+                    ],
                 )
-                .await
-                .map_err(PgError::from)?,
-                &[&other.id, &other.state, &other.terminal, &other.record],
-            )
-            .await
-            .map_err(PgError::from)?;
-            }
-            if let Some(email) = email {
-                tx.execute(
-                    &tx.prepare_cached(
-                        "INSERT INTO outbox (id, saga_id, status, email, created_at)
-                 VALUES ($1, $2, 'pending', $3, now()) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .await
-                    .map_err(PgError::from)?,
-                    &[&email.id, &lease.saga_id, &email.email],
-                )
-                .await
-                .map_err(PgError::from)?;
-            }
-            tx.commit().await.map_err(PgError::from)?;
-            Ok(cancel_requested)
+                .await?;
+            let saved: std::collections::HashMap<String, bool> =
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            Ok(writes
+                .iter()
+                .map(|w| {
+                    saved
+                        .get(&w.lease.saga_id)
+                        .copied()
+                        .ok_or_else(|| w.fenced())
+                })
+                .collect())
         }
         .instrument(span)
         .await
@@ -405,9 +668,12 @@ impl PgStore {
             if leases.is_empty() {
                 return Ok(Vec::new());
             }
-            let ids: Vec<&str> = leases.iter().map(|l| l.saga_id.as_str()).collect();
-            let nodes: Vec<&str> = leases.iter().map(|l| l.node.as_str()).collect();
-            let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+            // Rows are locked in saga id order, as batched saga writes lock them.
+            let mut sorted: Vec<&Lease> = leases.iter().collect();
+            sorted.sort_by(|a, b| a.saga_id.cmp(&b.saga_id));
+            let ids: Vec<&str> = sorted.iter().map(|l| l.saga_id.as_str()).collect();
+            let nodes: Vec<&str> = sorted.iter().map(|l| l.node.as_str()).collect();
+            let epochs: Vec<i64> = sorted.iter().map(|l| l.epoch).collect();
             let client = self.client().await?;
             let rows = client
                 .query(
@@ -691,6 +957,15 @@ impl PgStore {
         .instrument(span)
         .await
     }
+}
+
+/// A saga the database neither inserted nor found a key for.
+fn not_inserted(id: &str) -> SagaWriteError {
+    PgError::Corrupt {
+        what: format!("saga {id}"),
+        reason: "neither inserted nor named by an existing booking key".into(),
+    }
+    .into()
 }
 
 fn existing_saga(
