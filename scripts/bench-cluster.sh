@@ -16,14 +16,20 @@
 # Every process shares this machine's cores: the CPU split of each run is printed.
 #
 #   scripts/bench-cluster.sh
-#   READ_SECS=10 BOOK_SECS=10 CONNECTIONS=64 WRK_CONNECTIONS=32 NODE_COUNTS="1 2 3" scripts/bench-cluster.sh
+#   READ_SECS=10 BOOK_SECS=10 CONNECTIONS=64 WRK_CONNECTIONS=32 NODE_COUNTS="1 2 3" PROFILE=dist scripts/bench-cluster.sh
+# PROFILE=release builds in minutes instead of dist's fat LTO; NODE_COUNTS="" skips c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 READ_SECS=${READ_SECS:-10}
 BOOK_SECS=${BOOK_SECS:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-32}
-NODE_COUNTS=${NODE_COUNTS:-1 2 3}
+NODE_COUNTS=${NODE_COUNTS-1 2 3}
+PROFILE=${PROFILE:-dist}
+case "$PROFILE" in
+    dist | release) ;;
+    *) echo "PROFILE must be dist or release, got '$PROFILE'" >&2; exit 2 ;;
+esac
 ACCOUNTS=1000
 
 # Inside scripts/cluster.sh (re-invoked below): measure through $FRONT_URL.
@@ -56,11 +62,11 @@ PY
 fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-echo "== build (dist profile, as shipped)"
-cargo build --profile dist --bin wayfare --example load --example fake_seller \
+echo "== build ($PROFILE profile; dist is as shipped)"
+cargo build --profile "$PROFILE" --bin wayfare --example load --example fake_seller \
     --example fake_gateway --example pg_staleness
 TARGET_DIR=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
-export BIN=$TARGET_DIR/dist
+export BIN=$TARGET_DIR/$PROFILE
 export WORK=$(mktemp -d /tmp/wayfare-bench-cluster.XXXXXX)
 export OUT=$WORK/results
 mkdir -p "$OUT"
