@@ -24,7 +24,9 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// off (there is nothing to look up), and the scope carries the decision instead of a span.
 pub(super) fn request_span(req: &ServiceRequest) -> (Scope, String, Head) {
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let parent = telemetry::extract(header(&TRACEPARENT), header(&TRACESTATE));
+    // `tracestate` matters only beside a `traceparent`; most requests have neither.
+    let parent = header(&TRACEPARENT)
+        .and_then(|traceparent| telemetry::extract(Some(traceparent), header(&TRACESTATE)));
     let head = Head::decide(parent.as_ref());
     if let Head::Drop(marker) = head {
         let id = super::request_id(req);

@@ -66,8 +66,14 @@ impl Unsampled {
     /// answers this header every time.
     pub fn traceparent_bytes(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        put_hex(&mut out[3..35], &self.trace_id.to_bytes());
-        put_hex(&mut out[36..52], &self.span_id.to_bytes());
+        let trace = u128::from_be_bytes(self.trace_id.to_bytes());
+        for (i, digit) in out[3..35].iter_mut().enumerate() {
+            *digit = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        let span = u64::from_be_bytes(self.span_id.to_bytes());
+        for (i, digit) in out[36..52].iter_mut().enumerate() {
+            *digit = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+        }
         out
     }
 
@@ -77,14 +83,8 @@ impl Unsampled {
     }
 }
 
-/// Lower-case hex of `bytes` into `out` (twice as long).
-fn put_hex(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-}
+/// Lower-case hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 thread_local! {
     /// Draws for sampling and ids: a fast generator seeded once per thread from the OS
