@@ -10,7 +10,7 @@
 //!   expired leases are claimed with `FOR UPDATE SKIP LOCKED` (the outbox too).
 //!   Booking idempotency keys are a unique column: the same key sent to two nodes finds
 //!   one saga.
-//!   Each write is one statement with what its step caused; [`group`] sends concurrent
+//!   Each write is one statement with what its step caused; `group.rs` sends concurrent
 //!   sagas' writes together, one commit for many, each still fenced by its own lease.
 //! - [`nodes`]: membership by heartbeat rows.
 //! - [`invalidate`]: a booked SKU is announced with `NOTIFY`, so every node's search cache
