@@ -97,7 +97,12 @@ pub fn init_with(
                 .with_location(false)
                 .with_threads(false),
         )
-        .with_filter(log_filter(level).or(filter_fn(traced_span)))
+        // The hint keeps the global maximum at `info` when logs are quieter: without
+        // one it is `trace`, and every `log` record of the dependencies (actix-http
+        // writes some per request) is then bridged into tracing, only to be dropped.
+        .with_filter(
+            log_filter(level).or(filter_fn(traced_span).with_max_level_hint(LevelFilter::INFO)),
+        )
     });
     let installed = tracing_subscriber::registry()
         .with(fmt)

@@ -66,13 +66,11 @@ impl Unsampled {
     /// answers this header every time.
     pub fn traceparent_bytes(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        let trace = u128::from_be_bytes(self.trace_id.to_bytes());
-        for (i, digit) in out[3..35].iter_mut().enumerate() {
-            *digit = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+        for (pair, b) in out[3..35].chunks_exact_mut(2).zip(self.trace_id.to_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
-        let span = u64::from_be_bytes(self.span_id.to_bytes());
-        for (i, digit) in out[36..52].iter_mut().enumerate() {
-            *digit = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+        for (pair, b) in out[36..52].chunks_exact_mut(2).zip(self.span_id.to_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
         out
     }
@@ -83,8 +81,17 @@ impl Unsampled {
     }
 }
 
-/// Lower-case hex digits.
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lower-case hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    pairs
+};
 
 thread_local! {
     /// Draws for sampling and ids: a fast generator seeded once per thread from the OS
