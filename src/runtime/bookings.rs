@@ -41,7 +41,14 @@ impl Runtime {
                 origin: crate::telemetry::Origin::current(),
             })
             .await??;
-        let booking = self.view(record.saga_id.booking(), record).await?;
+        let booking = if replayed {
+            self.view(record.saga_id.booking(), record).await?
+        } else {
+            // Made by this request, whose reply is the first to name its id: no
+            // cancellation of it can exist yet, so none is looked up (a store read, or a
+            // round trip to PostgreSQL, per booking).
+            Booking::from_records(record, None)
+        };
         Ok((booking.seen_by(caller), replayed))
     }
 
